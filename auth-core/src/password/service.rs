@@ -1,0 +1,381 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::{
+    HashedPassword, MAX_PASSWORD_BYTES, Password, PasswordError, PasswordHasher, PasswordPolicy,
+    PolicyContext, PolicyViolation, Verification,
+};
+
+/// The async password service an application uses: policy, hashing and
+/// verification, with every key derivation run on tokio's blocking pool.
+///
+/// At most `max_concurrent` derivations run at once (default: the number of
+/// CPU cores). A caller that cannot get a slot within `queue_timeout`
+/// (default 1 s) gets [`PasswordError::Busy`]: under a login flood, excess
+/// attempts are shed quickly instead of queueing without bound, and the
+/// async workers that serve every other request are never blocked.
+///
+/// Cloning is cheap; clones share the slots.
+#[derive(Clone, Debug)]
+pub struct PasswordService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    hasher: PasswordHasher,
+    policy: PasswordPolicy,
+    slots: Arc<Semaphore>,
+    max_concurrent: usize,
+    queue_timeout: Duration,
+}
+
+/// Builds a [`PasswordService`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct PasswordServiceBuilder {
+    hasher: Option<PasswordHasher>,
+    policy: Option<PasswordPolicy>,
+    max_concurrent: Option<usize>,
+    queue_timeout: Option<Duration>,
+}
+
+impl PasswordServiceBuilder {
+    /// The hasher (default: [`PasswordHasher::default`], OWASP parameters).
+    pub fn hasher(mut self, hasher: PasswordHasher) -> Self {
+        self.hasher = Some(hasher);
+        self
+    }
+
+    /// The policy for new passwords (default: [`PasswordPolicy::default`]).
+    pub fn policy(mut self, policy: PasswordPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// How many key derivations may run at once (default: the number of
+    /// CPU cores). Each Argon2 run holds its memory cost (19 MiB by default)
+    /// while it runs.
+    pub fn max_concurrent(mut self, slots: usize) -> Self {
+        self.max_concurrent = Some(slots);
+        self
+    }
+
+    /// How long a caller may wait for a free slot before getting
+    /// [`PasswordError::Busy`] (default 1 s).
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = Some(timeout);
+        self
+    }
+
+    /// Validates the settings and builds the service.
+    pub fn build(self) -> Result<PasswordService, PasswordError> {
+        let max_concurrent = self.max_concurrent.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if max_concurrent == 0 || max_concurrent > Semaphore::MAX_PERMITS {
+            return Err(PasswordError::Config("max_concurrent must be at least 1"));
+        }
+        let queue_timeout = self.queue_timeout.unwrap_or(Duration::from_secs(1));
+        let hasher = match self.hasher {
+            Some(hasher) => hasher,
+            None => PasswordHasher::builder().build()?,
+        };
+        Ok(PasswordService {
+            inner: Arc::new(Inner {
+                hasher,
+                policy: self.policy.unwrap_or_default(),
+                slots: Arc::new(Semaphore::new(max_concurrent)),
+                max_concurrent,
+                queue_timeout,
+            }),
+        })
+    }
+}
+
+impl PasswordService {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PasswordServiceBuilder {
+        PasswordServiceBuilder::default()
+    }
+
+    /// The underlying synchronous hasher.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.inner.hasher
+    }
+
+    /// The policy for new passwords.
+    pub fn policy(&self) -> &PasswordPolicy {
+        &self.inner.policy
+    }
+
+    /// The concurrency bound.
+    pub fn max_concurrent(&self) -> usize {
+        self.inner.max_concurrent
+    }
+
+    /// Checks a new password against the policy (cheap: no hashing).
+    pub fn check_policy(
+        &self,
+        password: &Password,
+        context: &PolicyContext,
+    ) -> Result<(), PolicyViolation> {
+        self.inner.policy.check(password, context)
+    }
+
+    /// Checks the policy, then hashes: what registration and password
+    /// changes call.
+    pub async fn hash_new_password(
+        &self,
+        password: &Password,
+        context: &PolicyContext,
+    ) -> Result<HashedPassword, PasswordError> {
+        self.check_policy(password, context)?;
+        self.hash(password).await
+    }
+
+    /// Hashes without the policy check: for re-hashing a password that was
+    /// just verified (an upgrade), or for imports.
+    pub async fn hash(&self, password: &Password) -> Result<HashedPassword, PasswordError> {
+        refuse_oversized(password)?;
+        let password = password.clone();
+        self.run(move |hasher| hasher.hash(&password)).await?
+    }
+
+    /// Verifies a password against a stored hash; see
+    /// [`PasswordHasher::verify`].
+    pub async fn verify(
+        &self,
+        password: &Password,
+        hash: &HashedPassword,
+    ) -> Result<Verification, PasswordError> {
+        refuse_oversized(password)?;
+        let password = password.clone();
+        let hash = hash.clone();
+        self.run(move |hasher| hasher.verify(&password, &hash))
+            .await?
+    }
+
+    /// Costs what a real verification costs and always answers
+    /// [`Verification::Mismatch`]: for unknown or disabled users.
+    pub async fn verify_dummy(&self, password: &Password) -> Result<Verification, PasswordError> {
+        refuse_oversized(password)?;
+        let password = password.clone();
+        self.run(move |hasher| hasher.verify_dummy(&password))
+            .await?
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free, or fails with
+    /// `Busy` after the queue timeout. The slot is held by the blocking task
+    /// itself, so the bound holds even when the caller's future is dropped.
+    async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
+    where
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = tokio::time::timeout(
+            self.inner.queue_timeout,
+            Arc::clone(&self.inner.slots).acquire_owned(),
+        )
+        .await
+        .map_err(|_| PasswordError::Busy)?
+        .map_err(|_| PasswordError::Busy)?;
+        let hasher = self.inner.hasher.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            job(&hasher)
+        })
+        .await
+        .map_err(PasswordError::Task)
+    }
+}
+
+/// The 4 KiB limit, checked before a slot is even requested.
+fn refuse_oversized(password: &Password) -> Result<(), PasswordError> {
+    if password.expose().len() > MAX_PASSWORD_BYTES {
+        Err(PasswordError::TooLong)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn service(slots: usize, queue_timeout: Duration) -> PasswordService {
+        PasswordService::builder()
+            .max_concurrent(slots)
+            .queue_timeout(queue_timeout)
+            .build()
+            .unwrap()
+    }
+
+    /// More simultaneous jobs than slots: never more than the bound run at
+    /// once, and all of them finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrency_never_exceeds_the_bound() {
+        let service = service(2, Duration::from_secs(600));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut jobs = Vec::new();
+        for _ in 0..12 {
+            let service = service.clone();
+            let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+            jobs.push(tokio::spawn(async move {
+                service
+                    .run(move |_| {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+            }));
+        }
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            2,
+            "ran exactly up to the bound"
+        );
+    }
+
+    /// Real hashes through the public API respect the bound too: the
+    /// hasher's counter proves they all ran, and the slots are all free after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_hashes_go_through_the_slots() {
+        let service = service(1, Duration::from_secs(600));
+        let password = Password::from("a passphrase to hash");
+        let results = futures_join_all((0..4).map(|_| {
+            let service = service.clone();
+            let password = password.clone();
+            async move { service.hash(&password).await }
+        }))
+        .await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(service.hasher().kdf_invocations(), 4);
+        assert_eq!(service.inner.slots.available_permits(), 1);
+    }
+
+    /// With every slot held, a caller gets `Busy` once the queue timeout
+    /// passes, instead of waiting without bound. The slot is held until the
+    /// test releases it, so the outcome does not depend on machine speed.
+    /// (Tokio's paused clock cannot be used: it does not advance while a
+    /// blocking task runs.)
+    #[tokio::test]
+    async fn waiting_past_the_queue_timeout_is_busy() {
+        let service = service(1, Duration::from_millis(250));
+        let (release, hold) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                service
+                    .run(move |_| {
+                        started_tx.send(()).unwrap();
+                        hold.recv().unwrap();
+                    })
+                    .await
+            })
+        };
+        started_rx.await.unwrap();
+        let before = service.hasher().kdf_invocations();
+        let result = service.verify_dummy(&Password::from("queued")).await;
+        assert!(matches!(result, Err(PasswordError::Busy)), "{result:?}");
+        assert_eq!(
+            service.hasher().kdf_invocations(),
+            before,
+            "nothing was hashed"
+        );
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        // The slot is free again.
+        assert!(service.verify_dummy(&Password::from("later")).await.is_ok());
+    }
+
+    /// The unknown-user path (dummy verification) runs the key derivation
+    /// exactly once, like a wrong password, and answers the same.
+    #[tokio::test]
+    async fn unknown_user_costs_exactly_one_hash_like_a_wrong_password() {
+        let service = PasswordService::builder().build().unwrap();
+        let stored = service
+            .hash(&Password::from("the real passphrase"))
+            .await
+            .unwrap();
+        let counter = || service.hasher().kdf_invocations();
+
+        let before = counter();
+        let wrong = service
+            .verify(&Password::from("a wrong guess"), &stored)
+            .await
+            .unwrap();
+        let wrong_runs = counter() - before;
+
+        let before = counter();
+        let unknown = service
+            .verify_dummy(&Password::from("a wrong guess"))
+            .await
+            .unwrap();
+        let unknown_runs = counter() - before;
+
+        assert_eq!(wrong, Verification::Mismatch);
+        assert_eq!(unknown, Verification::Mismatch);
+        assert_eq!(wrong_runs, 1);
+        assert_eq!(unknown_runs, 1);
+    }
+
+    #[tokio::test]
+    async fn new_passwords_pass_the_policy_before_any_hashing() {
+        let service = PasswordService::builder().build().unwrap();
+        let context = PolicyContext::new().with_word("alice");
+        let result = service
+            .hash_new_password(&Password::from("password1"), &context)
+            .await;
+        assert!(matches!(
+            result,
+            Err(PasswordError::Policy(PolicyViolation::Common))
+        ));
+        let result = service
+            .hash_new_password(&Password::from("x".repeat(5000)), &context)
+            .await;
+        assert!(matches!(
+            result,
+            Err(PasswordError::Policy(PolicyViolation::TooLong { .. }))
+        ));
+        assert_eq!(service.hasher().kdf_invocations(), 0);
+        let hash = service
+            .hash_new_password(&Password::from("correct horse battery staple"), &context)
+            .await
+            .unwrap();
+        assert!(hash.as_str().starts_with("$argon2id$"));
+    }
+
+    #[test]
+    fn zero_slots_is_a_configuration_error() {
+        assert!(matches!(
+            PasswordService::builder().max_concurrent(0).build(),
+            Err(PasswordError::Config(_))
+        ));
+    }
+
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for handle in handles {
+            out.push(handle.await.unwrap());
+        }
+        out
+    }
+}
