@@ -158,6 +158,10 @@ fn malformed_hashes_are_errors_not_panics() {
         "$argon2id$v=19$m=0,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
         "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
         "$argon2id$v=19$m=19456,t=4294967295,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
+        // Costs far above the configuration: refused, never run (a planted
+        // hash must not hold every hashing slot or exhaust memory).
+        "$argon2id$v=19$m=1048576,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
+        "$argon2id$v=19$m=19456,t=100,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
         "$argon2id$v=42$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
         "$argon2x$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
         "$argon2id$v=19$m=19456,t=2,p=1,zz=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
@@ -165,6 +169,7 @@ fn malformed_hashes_are_errors_not_panics() {
         "plaintext",
         "\u{0}\u{1}",
     ];
+    let before = hasher.kdf_invocations();
     for case in cases {
         let result = hasher.verify(&Password::from("password"), &HashedPassword::new(case));
         assert!(
@@ -179,6 +184,11 @@ fn malformed_hashes_are_errors_not_panics() {
             assert!(!error.to_string().contains("c29tZXNhbHQ"));
         }
     }
+    assert_eq!(
+        hasher.kdf_invocations(),
+        before,
+        "no malformed hash was run"
+    );
 }
 
 #[test]
@@ -422,6 +432,22 @@ fn weak_parameters_are_refused_unless_explicitly_insecure() {
             t_cost: 1,
             p_cost: 1,
         },
+        // Between OWASP's pairs: m x t looks large enough, m does not.
+        Argon2Params {
+            m_cost: 17920,
+            t_cost: 2,
+            p_cost: 1,
+        },
+        Argon2Params {
+            m_cost: 35840,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        Argon2Params {
+            m_cost: 9216,
+            t_cost: 3,
+            p_cost: 1,
+        },
     ] {
         assert!(matches!(
             PasswordHasher::builder().params(params).build(),
@@ -602,6 +628,29 @@ mod bcrypt_legacy {
     }
 
     #[test]
+    fn an_over_long_password_costs_one_hash_like_any_wrong_one() {
+        let hasher = PasswordHasher::default();
+        let before = hasher.kdf_invocations();
+        assert_eq!(
+            verify(&hasher, &"a".repeat(73), A72),
+            Verification::Mismatch
+        );
+        assert_eq!(hasher.kdf_invocations() - before, 1);
+    }
+
+    #[test]
+    fn absurd_costs_are_refused_without_running() {
+        let hasher = PasswordHasher::default();
+        let expensive = A72.replacen("$04$", "$17$", 1);
+        let before = hasher.kdf_invocations();
+        assert!(matches!(
+            hasher.verify(&Password::from("a"), &HashedPassword::new(expensive)),
+            Err(PasswordError::MalformedHash)
+        ));
+        assert_eq!(hasher.kdf_invocations(), before);
+    }
+
+    #[test]
     fn all_prefixes_are_recognised() {
         let hasher = PasswordHasher::default();
         for prefix in ["$2a$", "$2y$"] {
@@ -641,6 +690,7 @@ mod pbkdf2_legacy {
             "pbkdf2_sha256$0$seasalt2$nxgnNHRsZWSmi4hRSKq2MRigfaRmjDhH1NH4g2sQRbU=",
             "pbkdf2_sha256$870000$seasalt2$***",
             "pbkdf2_sha256$870000$seasalt2$nxgn$extra",
+            "pbkdf2_sha256$50000000$seasalt2$nxgnNHRsZWSmi4hRSKq2MRigfaRmjDhH1NH4g2sQRbU=",
         ] {
             assert!(
                 matches!(
@@ -707,6 +757,14 @@ fn policy_length_in_code_points() {
     assert_eq!(
         check(&policy, "e\u{301}e\u{301}e\u{301}e\u{301}xyz", &[]),
         Err(PolicyViolation::TooShort { min: 8 })
+    );
+    // The maximum counts characters as typed: 64 x U+FDFA (which NFKC
+    // expands to 18 characters each) is accepted at the lowest maximum.
+    let lowest = PasswordPolicy::builder().max_length(64).build().unwrap();
+    assert_eq!(check(&lowest, &"\u{fdfa}".repeat(64), &[]), Ok(()));
+    assert_eq!(
+        check(&lowest, &"\u{fdfa}".repeat(65), &[]),
+        Err(PolicyViolation::TooLong { max: 64 })
     );
     // 64 characters are always accepted, and 256 by default.
     assert_eq!(
@@ -853,6 +911,13 @@ fn policy_rejects_context_words() {
         Err(PolicyViolation::ContainsContextWord)
     );
     assert_eq!(check(&policy, "correct horse battery", &words), Ok(()));
+    // E-mail addresses: the local part and domain name count, "com" does not.
+    let email = ["alice@example.com"];
+    assert_eq!(
+        check(&policy, "example rocks my world", &email),
+        Err(PolicyViolation::ContainsContextWord)
+    );
+    assert_eq!(check(&policy, "become a computer wizard", &email), Ok(()));
     // Two-letter user names do not forbid everything.
     assert_eq!(check(&policy, "correct horse battery", &["or"]), Ok(()));
 }
@@ -911,8 +976,15 @@ mod properties {
         }
 
         #[test]
-        fn arbitrary_stored_strings_never_panic(stored in ".{0,200}") {
+        fn arbitrary_stored_strings_never_panic(
+            prefix in prop::sample::select(vec![
+                "", "$argon2id$", "$argon2id$v=19$m=64,t=1,p=1$", "$argon2i$v=16$",
+                "$2b$04$", "$2a$", "$pbkdf2-sha256$i=1000,l=32$", "pbkdf2_sha256$1000$",
+            ]),
+            rest in ".{0,120}",
+        ) {
             let hasher = fast_hasher();
+            let stored = format!("{prefix}{rest}");
             let _ = hasher.verify(&Password::from("x"), &HashedPassword::new(stored));
         }
     }

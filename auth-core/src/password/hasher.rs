@@ -15,11 +15,15 @@ use super::{HashedPassword, Password, PasswordError, UpgradeReason, Verification
 const SALT_LEN: usize = 16;
 /// Output length for new hashes, in bytes.
 const OUTPUT_LEN: usize = 32;
-/// Stored hashes asking for more memory than this (4 GiB, in KiB) are
-/// refused as malformed instead of being allowed to exhaust the machine.
-const MAX_STORED_M_COST: u32 = 4 * 1024 * 1024;
-/// Stored hashes asking for more passes than this are refused as malformed.
-const MAX_STORED_T_COST: u32 = 1000;
+/// A stored hash may ask for at most this many times the configured memory
+/// and time cost (or [`STORED_M_COST_FLOOR`] / [`STORED_T_COST_FLOOR`] if
+/// larger); beyond, it is refused as malformed, so a planted or imported
+/// hash cannot hold every hashing slot or exhaust memory.
+const STORED_COST_FACTOR: u32 = 8;
+/// Memory any stored hash may use: 256 MiB, in KiB.
+const STORED_M_COST_FLOOR: u32 = 256 * 1024;
+/// Passes any stored hash may use.
+const STORED_T_COST_FLOOR: u32 = 10;
 
 /// Argon2id cost parameters.
 ///
@@ -43,11 +47,19 @@ impl Argon2Params {
         p_cost: 1,
     };
 
-    /// Whether these parameters are at least as costly as one of OWASP's
-    /// equivalent configurations (m=47104/t=1 ... m=7168/t=5): at least
-    /// 7168 KiB of memory, and memory x passes of at least 7168 x 5.
+    /// Whether these parameters reach one of the OWASP Password Storage
+    /// Cheat Sheet's Argon2id configurations: m=47104 KiB with t=1, 19456
+    /// with t=2, 12288 with t=3, 9216 with t=4, 7168 with t>=5.
     pub fn meets_owasp_minimum(&self) -> bool {
-        self.m_cost >= 7168 && u64::from(self.m_cost) * u64::from(self.t_cost) >= 7168 * 5
+        let required_m = match self.t_cost {
+            0 => return false,
+            1 => 47104,
+            2 => 19456,
+            3 => 12288,
+            4 => 9216,
+            _ => 7168,
+        };
+        self.m_cost >= required_m && self.p_cost >= 1
     }
 }
 
@@ -372,7 +384,7 @@ impl PasswordHasher {
             return Err(PasswordError::UnsupportedAlgorithm);
         }
         let phc = PasswordHash::new(stored).map_err(|_| PasswordError::MalformedHash)?;
-        let parsed = ParsedArgon2::new(&phc)?;
+        let parsed = ParsedArgon2::new(&phc, &self.inner.config)?;
         let (_, pepper_outdated) = self.select_pepper(parsed.params.keyid())?;
         Ok(self.upgrade_for(&parsed, pepper_outdated))
     }
@@ -382,7 +394,7 @@ impl PasswordHasher {
         password: &[u8],
         phc: &PasswordHash,
     ) -> Result<Verification, PasswordError> {
-        let parsed = ParsedArgon2::new(phc)?;
+        let parsed = ParsedArgon2::new(phc, &self.inner.config)?;
         let (secret, pepper_outdated) = self.select_pepper(parsed.params.keyid())?;
         let argon2 = argon2_context(
             parsed.algorithm,
@@ -459,14 +471,22 @@ struct ParsedArgon2<'a> {
 }
 
 impl<'a> ParsedArgon2<'a> {
-    fn new(phc: &'a PasswordHash) -> Result<Self, PasswordError> {
+    fn new(phc: &'a PasswordHash, config: &Argon2Params) -> Result<Self, PasswordError> {
         let algorithm = argon2::Algorithm::try_from(phc.algorithm.as_str())
             .map_err(|_| PasswordError::MalformedHash)?;
         // The reference implementation reads a missing `v=` as version 0x10.
         let version = Version::try_from(phc.version.unwrap_or(0x10))
             .map_err(|_| PasswordError::MalformedHash)?;
         let params = Params::try_from(phc).map_err(|_| PasswordError::MalformedHash)?;
-        if params.m_cost() > MAX_STORED_M_COST || params.t_cost() > MAX_STORED_T_COST {
+        let max_m = config
+            .m_cost
+            .saturating_mul(STORED_COST_FACTOR)
+            .max(STORED_M_COST_FLOOR);
+        let max_t = config
+            .t_cost
+            .saturating_mul(STORED_COST_FACTOR)
+            .max(STORED_T_COST_FLOOR);
+        if params.m_cost() > max_m || params.t_cost() > max_t {
             return Err(PasswordError::MalformedHash);
         }
         let salt = phc.salt.as_ref().ok_or(PasswordError::MalformedHash)?;
@@ -580,6 +600,26 @@ mod tests {
         );
         let dummy = HashedPassword::new(hasher.inner.dummy_hash.clone());
         assert_eq!(hasher.upgrade_reason(&dummy).unwrap(), None);
+
+        // With other parameters and a pepper, the dummy follows them, so the
+        // unknown-user path costs what a real verification costs.
+        let custom = PasswordHasher::builder()
+            .params(Argon2Params {
+                m_cost: 47104,
+                t_cost: 1,
+                p_cost: 1,
+            })
+            .pepper(Pepper::new("k9", vec![7; 32]).unwrap())
+            .build()
+            .unwrap();
+        assert!(
+            custom
+                .inner
+                .dummy_hash
+                .starts_with("$argon2id$v=19$m=47104,t=1,p=1,keyid=azk$")
+        );
+        let custom_dummy = HashedPassword::new(custom.inner.dummy_hash.clone());
+        assert_eq!(custom.upgrade_reason(&custom_dummy).unwrap(), None);
         assert_eq!(
             hasher.verify(&Password::from(""), &dummy).unwrap(),
             Verification::Mismatch

@@ -7,10 +7,16 @@ use super::PasswordError;
 #[cfg(feature = "bcrypt")]
 const BCRYPT_MAX_BYTES: usize = 72;
 
-/// Stored PBKDF2 hashes asking for more iterations than this are refused as
-/// malformed instead of being allowed to stall a worker.
+/// Stored PBKDF2 hashes asking for more iterations than this (five times
+/// OWASP's 600,000) are refused as malformed instead of being allowed to
+/// stall a hashing slot.
 #[cfg(feature = "pbkdf2")]
-const MAX_PBKDF2_ITERATIONS: u32 = 100_000_000;
+const MAX_PBKDF2_ITERATIONS: u32 = 3_000_000;
+
+/// Stored bcrypt hashes with a higher cost than this are refused as
+/// malformed (each step doubles the work; OWASP asks for 10).
+#[cfg(feature = "bcrypt")]
+const MAX_BCRYPT_COST: u32 = 16;
 
 /// A legacy hash format this build can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +65,23 @@ impl LegacyKind {
         match self {
             #[cfg(feature = "bcrypt")]
             Self::Bcrypt => {
-                // Never truncate: bcrypt would ignore everything past byte 72,
-                // so a longer password cannot be proven to match.
-                if candidate.len() > BCRYPT_MAX_BYTES {
-                    return Ok(false);
+                let cost = stored
+                    .get(4..6)
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .ok_or(PasswordError::MalformedHash)?;
+                if cost > MAX_BCRYPT_COST {
+                    return Err(PasswordError::MalformedHash);
                 }
                 count();
-                bcrypt::verify(candidate, stored).map_err(|_| PasswordError::MalformedHash)
+                // Never truncate: bcrypt ignores everything past byte 72, so a
+                // longer password cannot be proven to match. The hash still
+                // runs (on the first 72 bytes, result discarded) so the answer
+                // takes as long as for any other wrong password.
+                let too_long = candidate.len() > BCRYPT_MAX_BYTES;
+                let input = &candidate[..candidate.len().min(BCRYPT_MAX_BYTES)];
+                let matched =
+                    bcrypt::verify(input, stored).map_err(|_| PasswordError::MalformedHash)?;
+                Ok(matched && !too_long)
             }
             #[cfg(feature = "pbkdf2")]
             Self::Pbkdf2Phc => {

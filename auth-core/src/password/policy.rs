@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::{MAX_PASSWORD_BYTES, Password, PasswordError};
+use super::{Password, PasswordError};
 
 /// The 30,000 most common passwords (see `data/README.md` for the origin),
 /// lower-cased and sorted.
@@ -17,6 +17,9 @@ fn common_passwords() -> &'static [&'static str] {
 /// Context words shorter than this (in code points) are not checked, so a
 /// one- or two-letter user name does not forbid every password containing it.
 const MIN_CONTEXT_WORD_CHARS: usize = 3;
+/// Pieces of a context phrase ("alice@example.com" -> "alice", "example")
+/// shorter than this are not checked, so "com" does not forbid "become".
+const MIN_CONTEXT_PART_CHARS: usize = 4;
 
 /// Why a new password was refused. [`code`](Self::code) gives a stable
 /// machine-readable reason for API responses; `Display` gives a sentence
@@ -71,20 +74,20 @@ impl PolicyContext {
     }
 
     /// Adds a word. It is NFKC-normalised and case-folded; a phrase such as
-    /// "Example App" also forbids "exampleapp" and each of its words of
-    /// three or more characters.
+    /// "Example App" or "alice@example.com" also forbids the phrase without
+    /// separators and each of its pieces of four or more characters.
     pub fn with_word(mut self, word: impl AsRef<str>) -> Self {
         let folded: String = word.as_ref().nfkc().collect::<String>().to_lowercase();
         let parts: Vec<&str> = folded.split(|c: char| !c.is_alphanumeric()).collect();
         let joined: String = parts.concat();
-        for candidate in parts
-            .iter()
-            .copied()
-            .chain([joined.as_str(), folded.trim()])
-        {
-            if candidate.chars().count() >= MIN_CONTEXT_WORD_CHARS
-                && !self.words.iter().any(|w| w == candidate)
-            {
+        let parts = parts
+            .into_iter()
+            .filter(|part| part.chars().count() >= MIN_CONTEXT_PART_CHARS);
+        let wholes = [joined.as_str(), folded.trim()]
+            .into_iter()
+            .filter(|whole| whole.chars().count() >= MIN_CONTEXT_WORD_CHARS);
+        for candidate in parts.chain(wholes) {
+            if !self.words.iter().any(|w| w == candidate) {
                 self.words.push(candidate.to_owned());
             }
         }
@@ -161,13 +164,15 @@ impl PasswordPolicy {
                 max: self.max_chars,
             });
         };
-        let chars = normalized.chars().count();
-        if chars < self.min_chars {
+        // The minimum is judged on the normalised text (decomposed accents
+        // do not pad a short password); the maximum on the text as typed, so
+        // a 64-character password is accepted even if NFKC expands it.
+        if normalized.chars().count() < self.min_chars {
             return Err(PolicyViolation::TooShort {
                 min: self.min_chars,
             });
         }
-        if chars > self.max_chars || normalized.len() > MAX_PASSWORD_BYTES {
+        if password.expose().chars().count() > self.max_chars {
             return Err(PolicyViolation::TooLong {
                 max: self.max_chars,
             });
