@@ -39,4 +39,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod clock;
+pub mod cookie;
 pub mod password;
+pub mod session;

@@ -244,7 +244,10 @@ mod tests {
             job.await.unwrap().unwrap();
         }
         let peak = peak.load(Ordering::SeqCst);
-        assert!((1..=2).contains(&peak), "peak concurrency {peak} exceeds the bound");
+        assert!(
+            (1..=2).contains(&peak),
+            "peak concurrency {peak} exceeds the bound"
+        );
     }
 
     /// Real hashes through the public API respect the bound too: the

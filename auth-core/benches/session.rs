@@ -1,0 +1,62 @@
+//! Session create and load on the memory and SQLite stores (the hot path of
+//! every request is one `load`). Reports only; nothing is asserted.
+//!
+//! Run with `cargo bench -p auth-core --all-features --bench session`.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use auth_core::session::{MemoryStore, SessionConfig, SessionManager, SessionStore};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench_store(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    store: Arc<dyn SessionStore>,
+) {
+    let manager = SessionManager::new(store, SessionConfig::default());
+    let session = rt.block_on(manager.create(Default::default())).unwrap();
+    let cookie = session.id().encode();
+    let mut group = c.benchmark_group(format!("session_{name}"));
+    group.bench_function("create", |b| {
+        b.iter(|| rt.block_on(manager.create(Default::default())).unwrap());
+    });
+    group.bench_function("load", |b| {
+        b.iter(|| rt.block_on(manager.load(black_box(&cookie))).unwrap());
+    });
+    group.bench_function("load_unknown", |b| {
+        let unknown = auth_core::session::SessionId::generate().unwrap().encode();
+        b.iter(|| rt.block_on(manager.load(black_box(&unknown))).unwrap());
+    });
+    group.finish();
+}
+
+fn session_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_store(
+        c,
+        &rt,
+        "memory",
+        Arc::new(MemoryStore::new().capacity(10_000_000)),
+    );
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = std::env::temp_dir().join(format!("auth-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        let store = rt
+            .block_on(auth_core::session::SqliteStore::connect(&url))
+            .unwrap();
+        bench_store(c, &rt, "sqlite", Arc::new(store));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+criterion_group!(benches, session_benches);
+criterion_main!(benches);

@@ -1,0 +1,324 @@
+//! The session cookie: rendering `Set-Cookie` values and finding the session
+//! ID in `Cookie` headers, as plain strings so every framework adapter can
+//! use it whatever `http` or `cookie` version it has.
+//!
+//! Defaults (ASVS 3.3.1-3.3.4): name `__Host-session`, `Secure`, `HttpOnly`,
+//! `SameSite=Lax`, `Path=/`, no `Domain`, a browser-session cookie unless the
+//! session is persistent ("remember me"), whose `Max-Age` is then its
+//! absolute lifetime.
+//!
+//! ```
+//! use auth_core::cookie::CookieConfig;
+//! use auth_core::session::SessionId;
+//!
+//! let config = CookieConfig::default();
+//! let id = SessionId::generate().unwrap();
+//! let set_cookie = config.session_cookie(&id, None);
+//! assert!(set_cookie.starts_with("__Host-session="));
+//! assert!(set_cookie.contains("; HttpOnly") && set_cookie.contains("; Secure"));
+//!
+//! let header = format!("theme=dark; {}", set_cookie.split(';').next().unwrap());
+//! assert_eq!(config.session_id([header.as_str()]), Some(id));
+//! ```
+
+use std::time::Duration;
+
+use cookie::{Cookie, SameSite as CookieSameSite};
+
+use crate::session::SessionId;
+
+/// The required prefix of a secure session cookie's name.
+pub const HOST_PREFIX: &str = "__Host-";
+
+/// The `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites (the default): links
+    /// into the app keep the user logged in; cross-site POSTs do not carry it.
+    #[default]
+    Lax,
+    /// Never sent on cross-site requests.
+    Strict,
+}
+
+/// How the session cookie is named and flagged.
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    name: String,
+    same_site: SameSite,
+    secure: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: format!("{HOST_PREFIX}session"),
+            same_site: SameSite::Lax,
+            secure: true,
+        }
+    }
+}
+
+/// Builds a [`CookieConfig`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct CookieConfigBuilder {
+    name: Option<String>,
+    same_site: SameSite,
+    insecure_http: bool,
+}
+
+/// Why a cookie configuration was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CookieConfigError {
+    /// The name does not start with `__Host-` (required unless
+    /// [`CookieConfigBuilder::insecure_http_development`]).
+    #[error("the session cookie name must start with __Host-")]
+    MissingHostPrefix,
+    /// The name is empty or has characters not allowed in a cookie name.
+    #[error("invalid cookie name")]
+    InvalidName,
+}
+
+impl CookieConfigBuilder {
+    /// The cookie name. It must start with `__Host-`, which browsers accept
+    /// only with `Secure`, `Path=/` and no `Domain`, so a subdomain or a
+    /// plain-HTTP page cannot plant or overwrite it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// `SameSite` (default `Lax`).
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// Drops `Secure` and the `__Host-` prefix so the cookie works over plain
+    /// HTTP on a host other than `localhost`. Only for local development:
+    /// anyone on the network can then read the session ID. `build` logs a
+    /// warning. (Browsers accept `Secure` cookies from `http://localhost`, so
+    /// this is not needed there.)
+    pub fn insecure_http_development(mut self) -> Self {
+        self.insecure_http = true;
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<CookieConfig, CookieConfigError> {
+        let name = match (self.name, self.insecure_http) {
+            (Some(name), _) => name,
+            (None, false) => format!("{HOST_PREFIX}session"),
+            (None, true) => "session".to_owned(),
+        };
+        let valid_char = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
+        if name.is_empty() || !name.chars().all(valid_char) {
+            return Err(CookieConfigError::InvalidName);
+        }
+        if self.insecure_http {
+            tracing::warn!(
+                cookie = %name,
+                "insecure_http_development: the session cookie is sent without Secure; \
+                 never use this in production"
+            );
+        } else if !name.starts_with(HOST_PREFIX) {
+            return Err(CookieConfigError::MissingHostPrefix);
+        }
+        Ok(CookieConfig {
+            name,
+            same_site: self.same_site,
+            secure: !self.insecure_http,
+        })
+    }
+}
+
+impl CookieConfig {
+    /// A builder starting from the secure defaults.
+    pub fn builder() -> CookieConfigBuilder {
+        CookieConfigBuilder::default()
+    }
+
+    /// The cookie name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `Secure` is set (false only in insecure development mode).
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The `Set-Cookie` value carrying `id`. `max_age` makes it persistent
+    /// ("remember me"); `None` gives a browser-session cookie.
+    pub fn session_cookie(&self, id: &SessionId, max_age: Option<Duration>) -> String {
+        let mut cookie = self.base(id.encode());
+        if let Some(max_age) = max_age {
+            let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            cookie.set_max_age(cookie::time::Duration::seconds(secs));
+        }
+        cookie.to_string()
+    }
+
+    /// The `Set-Cookie` value that removes the cookie (logout).
+    pub fn removal_cookie(&self) -> String {
+        let mut cookie = self.base(String::new());
+        cookie.make_removal();
+        cookie.to_string()
+    }
+
+    fn base(&self, value: String) -> Cookie<'static> {
+        Cookie::build((self.name.clone(), value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(match self.same_site {
+                SameSite::Lax => CookieSameSite::Lax,
+                SameSite::Strict => CookieSameSite::Strict,
+            })
+            .path("/")
+            .build()
+    }
+
+    /// The session ID from the request's `Cookie` header lines (HTTP/2 may
+    /// split them). Only a cookie with exactly the configured name counts: a
+    /// same-name cookie without the `__Host-` prefix is ignored. When several
+    /// carry the name, the first one that is a well-formed ID wins, in header
+    /// order, which is deterministic. Malformed values are "no session".
+    pub fn session_id<'a>(&self, headers: impl IntoIterator<Item = &'a str>) -> Option<SessionId> {
+        headers
+            .into_iter()
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == self.name)
+            .find_map(|(_, value)| SessionId::parse(value.trim_matches('"')))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(set_cookie: &str) -> Vec<String> {
+        set_cookie
+            .split(';')
+            .skip(1)
+            .map(|a| a.trim().to_ascii_lowercase())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_host_prefixed_secure_httponly_lax_path_root_no_domain() {
+        let config = CookieConfig::default();
+        let id = SessionId::generate().unwrap();
+        let value = config.session_cookie(&id, None);
+        assert!(value.starts_with(&format!("__Host-session={}", id.encode())));
+        let attrs = attributes(&value);
+        for expected in ["httponly", "secure", "samesite=lax", "path=/"] {
+            assert!(attrs.iter().any(|a| a == expected), "{expected} in {value}");
+        }
+        assert!(!attrs.iter().any(|a| a.starts_with("domain")), "{value}");
+        assert!(
+            !attrs
+                .iter()
+                .any(|a| a.starts_with("max-age") || a.starts_with("expires"))
+        );
+    }
+
+    #[test]
+    fn persistent_cookie_carries_max_age() {
+        let config = CookieConfig::default();
+        let id = SessionId::generate().unwrap();
+        let value = config.session_cookie(&id, Some(Duration::from_secs(86_400)));
+        assert!(
+            attributes(&value).contains(&"max-age=86400".to_owned()),
+            "{value}"
+        );
+    }
+
+    #[test]
+    fn removal_cookie_expires_it() {
+        let value = CookieConfig::default().removal_cookie();
+        assert!(value.starts_with("__Host-session=;"), "{value}");
+        let attrs = attributes(&value);
+        assert!(attrs.contains(&"max-age=0".to_owned()), "{value}");
+        assert!(attrs.iter().any(|a| a.starts_with("expires=")), "{value}");
+        assert!(attrs.contains(&"secure".to_owned()) && attrs.contains(&"path=/".to_owned()));
+    }
+
+    #[test]
+    fn only_the_prefixed_cookie_counts() {
+        let config = CookieConfig::default();
+        let id = SessionId::generate().unwrap();
+        let other = SessionId::generate().unwrap();
+        let unprefixed = format!("session={}", other.encode());
+        assert_eq!(config.session_id([unprefixed.as_str()]), None);
+        let both = format!("session={}; __Host-session={}", other.encode(), id.encode());
+        assert_eq!(config.session_id([both.as_str()]), Some(id.clone()));
+        // Case matters: "__host-session" is another cookie.
+        let lower = format!("__host-session={}", other.encode());
+        assert_eq!(config.session_id([lower.as_str()]), None);
+    }
+
+    #[test]
+    fn duplicates_and_garbage_are_deterministic() {
+        let config = CookieConfig::default();
+        let a = SessionId::generate().unwrap();
+        let b = SessionId::generate().unwrap();
+        let dup = format!(
+            "__Host-session=garbage; __Host-session={}; __Host-session={}",
+            a.encode(),
+            b.encode()
+        );
+        assert_eq!(config.session_id([dup.as_str()]), Some(a.clone()));
+        // Split across two header lines: still header order.
+        let first = format!("x=1; __Host-session={}", b.encode());
+        let second = format!("__Host-session={}", a.encode());
+        assert_eq!(
+            config.session_id([first.as_str(), second.as_str()]),
+            Some(b)
+        );
+        for garbage in [
+            "",
+            ";;;",
+            "__Host-session",
+            "__Host-session=",
+            "__Host-session=%00%ff",
+            "=;=",
+            "__Host-session=\u{fffd}\u{fffd}",
+        ] {
+            assert_eq!(config.session_id([garbage]), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_prefix_is_enforced_unless_insecure() {
+        assert_eq!(
+            CookieConfig::builder().name("session").build().unwrap_err(),
+            CookieConfigError::MissingHostPrefix
+        );
+        assert_eq!(
+            CookieConfig::builder()
+                .name("__Host-a b")
+                .build()
+                .unwrap_err(),
+            CookieConfigError::InvalidName
+        );
+        let strict = CookieConfig::builder()
+            .name("__Host-app")
+            .same_site(SameSite::Strict)
+            .build()
+            .unwrap();
+        let id = SessionId::generate().unwrap();
+        assert!(
+            attributes(&strict.session_cookie(&id, None)).contains(&"samesite=strict".to_owned())
+        );
+        let dev = CookieConfig::builder()
+            .insecure_http_development()
+            .build()
+            .unwrap();
+        assert_eq!(dev.name(), "session");
+        assert!(!dev.is_secure());
+        assert!(!attributes(&dev.session_cookie(&id, None)).contains(&"secure".to_owned()));
+    }
+}

@@ -1,0 +1,233 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
+use crate::clock::{Clock, SystemClock, Timestamp};
+
+/// An in-process store: for tests and single-process apps.
+///
+/// Bounded: at most `capacity` sessions (default 100,000). When full, it
+/// first drops expired records; if every record is still live, `create`
+/// fails with [`StoreError::Full`] rather than evicting someone's session.
+/// Sessions are lost when the process exits.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: HashMap<SessionKey, SessionRecord>,
+    by_user: HashMap<String, HashSet<SessionKey>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// Default capacity.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// An empty store with the default capacity and the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty store judging expiry by `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::default(),
+            clock,
+            capacity: Self::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Sets the capacity (at least 1).
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many records are held, live or expired.
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // in a way that matters more than losing the store, so keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<&SessionRecord> {
+        self.records.get(key).filter(|r| r.expires_at() > now)
+    }
+
+    fn insert(&mut self, key: SessionKey, record: SessionRecord) {
+        if let Some(user) = &record.user_id {
+            self.by_user.entry(user.clone()).or_default().insert(key);
+        }
+        self.records.insert(key, record);
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> Option<SessionRecord> {
+        let record = self.records.remove(key)?;
+        if let Some(user) = &record.user_id
+            && let Some(keys) = self.by_user.get_mut(user)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+        Some(record)
+    }
+
+    fn purge_expired(&mut self, now: Timestamp) -> u64 {
+        let expired: Vec<SessionKey> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.expires_at() <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &expired {
+            self.remove(key);
+        }
+        expired.len() as u64
+    }
+
+    /// The CAS check shared by save and rotate.
+    fn check(&mut self, key: &SessionKey, expected: u64, now: Timestamp) -> Option<SaveOutcome> {
+        match self.live(key, now) {
+            None => {
+                self.remove(key);
+                Some(SaveOutcome::Missing)
+            }
+            Some(current) if current.version != expected => Some(SaveOutcome::Conflict),
+            Some(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if inner.live(key, now).is_some() {
+            return Err(StoreError::Collision);
+        }
+        inner.remove(key);
+        if inner.records.len() >= self.capacity {
+            inner.purge_expired(now);
+            if inner.records.len() >= self.capacity {
+                return Err(StoreError::Full);
+            }
+        }
+        inner.insert(*key, record.clone());
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+        let now = self.clock.now();
+        Ok(self.lock().live(key, now).cloned())
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if let Some(outcome) = inner.check(key, expected_version, now) {
+            return Ok(outcome);
+        }
+        inner.remove(key);
+        let mut record = record.clone();
+        record.version = expected_version + 1;
+        inner.insert(*key, record);
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        if let Some(outcome) = inner.check(old, expected_version, now) {
+            return Ok(outcome);
+        }
+        if inner.live(new, now).is_some() {
+            return Err(StoreError::Collision);
+        }
+        inner.remove(old);
+        inner.remove(new);
+        let mut record = record.clone();
+        record.version = expected_version + 1;
+        inner.insert(*new, record);
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        Ok(self.lock().remove(key).is_some())
+    }
+
+    async fn delete_by_user(
+        &self,
+        user_id: &str,
+        keep: Option<&SessionKey>,
+    ) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let keys: Vec<SessionKey> = inner
+            .by_user
+            .get(user_id)
+            .map(|keys| keys.iter().filter(|k| Some(*k) != keep).copied().collect())
+            .unwrap_or_default();
+        for key in &keys {
+            inner.remove(key);
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
+        let now = self.clock.now();
+        let inner = self.lock();
+        Ok(inner
+            .by_user
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| inner.live(key, now).map(|r| (*key, r.clone())))
+            .collect())
+    }
+
+    async fn delete_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.lock().purge_expired(now))
+    }
+}

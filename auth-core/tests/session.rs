@@ -1,0 +1,436 @@
+//! The session manager's rules, with an injected clock for every timeout:
+//! rotation, idle and absolute deadlines, server-side logout, revocation,
+//! security stamps, listing by handle, MFA-pending expiry, typed data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth_core::clock::{Clock, ManualClock};
+use auth_core::session::{
+    AuthState, ClientInfo, Factor, MemoryStore, NewSession, SessionConfig, SessionError,
+    SessionHandle, SessionManager, StampSource, StoreError,
+};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn setup() -> (SessionManager, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let store = MemoryStore::with_clock(Arc::new(clock.clone()));
+    let config = SessionConfig::builder()
+        .idle_timeout(30 * MIN)
+        .absolute_timeout(120 * MIN)
+        .touch_interval(MIN)
+        .build()
+        .unwrap();
+    let manager = SessionManager::new(Arc::new(store), config).with_clock(Arc::new(clock.clone()));
+    (manager, clock)
+}
+
+fn client() -> NewSession {
+    NewSession {
+        client: ClientInfo {
+            ip: Some("198.51.100.7".into()),
+            user_agent: Some("Mozilla/5.0 test".into()),
+        },
+        persistent: false,
+    }
+}
+
+async fn login(manager: &SessionManager, user: &str, stamp: &str) -> auth_core::session::Session {
+    let mut session = manager.create(client()).await.unwrap();
+    let now = manager.clock().now();
+    let (user, stamp) = (user.to_owned(), stamp.to_owned());
+    manager
+        .rotate_with(&mut session, |record| {
+            record.user_id = Some(user.clone());
+            record.security_stamp = Some(stamp.clone());
+            record.auth = AuthState::Authenticated {
+                factors: vec![Factor::Password],
+                at: now,
+            };
+        })
+        .await
+        .unwrap();
+    session
+}
+
+#[tokio::test]
+async fn create_then_load_by_cookie_value() {
+    let (manager, _) = setup();
+    let session = manager.create(client()).await.unwrap();
+    assert!(session.id_changed());
+    let loaded = manager.load(&session.id().encode()).await.unwrap().unwrap();
+    assert_eq!(loaded.key(), session.key());
+    assert!(!loaded.id_changed());
+    assert_eq!(loaded.record().ip.as_deref(), Some("198.51.100.7"));
+    for garbage in ["", "x", "%%%", &"A".repeat(43), &"A".repeat(44)] {
+        assert!(manager.load(garbage).await.unwrap().is_none(), "{garbage}");
+    }
+}
+
+#[tokio::test]
+async fn rotation_kills_the_old_id_and_keeps_the_data() {
+    let (manager, _) = setup();
+    let mut session = manager.create(client()).await.unwrap();
+    manager
+        .insert(&mut session, "cart", &vec![1, 2, 3])
+        .await
+        .unwrap();
+    let old = session.id().encode();
+    manager.rotate(&mut session).await.unwrap();
+    assert_ne!(session.id().encode(), old);
+    assert!(session.id_changed());
+    assert!(
+        manager.load(&old).await.unwrap().is_none(),
+        "old ID is dead"
+    );
+    let loaded = manager.load(&session.id().encode()).await.unwrap().unwrap();
+    assert_eq!(loaded.get::<Vec<i32>>("cart").unwrap(), Some(vec![1, 2, 3]));
+}
+
+#[tokio::test]
+async fn a_pre_login_id_dies_at_login() {
+    let (manager, _) = setup();
+    let planted = manager.create(client()).await.unwrap();
+    let planted_cookie = planted.id().encode();
+    let mut session = manager.load(&planted_cookie).await.unwrap().unwrap();
+    manager
+        .rotate_with(&mut session, |r| r.user_id = Some("alice".into()))
+        .await
+        .unwrap();
+    assert!(manager.load(&planted_cookie).await.unwrap().is_none());
+    assert_eq!(
+        manager
+            .load(&session.id().encode())
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id(),
+        Some("alice")
+    );
+}
+
+#[tokio::test]
+async fn idle_timeout_is_enforced_server_side() {
+    let (manager, clock) = setup();
+    let session = manager.create(client()).await.unwrap();
+    let cookie = session.id().encode();
+    clock.advance(29 * MIN);
+    assert!(
+        manager.load(&cookie).await.unwrap().is_some(),
+        "within idle"
+    );
+    // That load touched it: another 29 minutes is still fine.
+    clock.advance(29 * MIN);
+    assert!(manager.load(&cookie).await.unwrap().is_some());
+    clock.advance(30 * MIN + Duration::from_secs(1));
+    assert!(
+        manager.load(&cookie).await.unwrap().is_none(),
+        "idle expired"
+    );
+}
+
+#[tokio::test]
+async fn absolute_timeout_is_never_extended() {
+    let (manager, clock) = setup();
+    let session = manager.create(client()).await.unwrap();
+    let cookie = session.id().encode();
+    // Active every 20 minutes: idle never triggers, absolute (2 h) does.
+    for _ in 0..5 {
+        clock.advance(20 * MIN);
+        assert!(manager.load(&cookie).await.unwrap().is_some());
+    }
+    clock.advance(20 * MIN + Duration::from_secs(1));
+    assert!(manager.load(&cookie).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn last_seen_is_written_at_most_once_per_interval() {
+    let (manager, clock) = setup();
+    let session = manager.create(client()).await.unwrap();
+    let cookie = session.id().encode();
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(5));
+        let loaded = manager.load(&cookie).await.unwrap().unwrap();
+        assert_eq!(loaded.record().version, 0, "no write within the interval");
+    }
+    clock.advance(MIN);
+    let loaded = manager.load(&cookie).await.unwrap().unwrap();
+    assert_eq!(loaded.record().version, 1, "one touch after the interval");
+    assert_eq!(loaded.record().last_seen_at, clock.now());
+}
+
+#[tokio::test]
+async fn logout_is_server_side() {
+    let (manager, _) = setup();
+    let session = login(&manager, "alice", "s1").await;
+    let cookie = session.id().encode();
+    manager.destroy(session).await.unwrap();
+    assert!(
+        manager.load(&cookie).await.unwrap().is_none(),
+        "replay finds nothing"
+    );
+}
+
+#[tokio::test]
+async fn revoke_all_of_a_user_optionally_keeping_the_current() {
+    let (manager, _) = setup();
+    let current = login(&manager, "alice", "s1").await;
+    let other = login(&manager, "alice", "s1").await;
+    let bobs = login(&manager, "bob", "s1").await;
+    assert_eq!(
+        manager
+            .destroy_all_for_user("alice", Some(&current))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        manager
+            .load(&current.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(manager.load(&other.id().encode()).await.unwrap().is_none());
+    assert!(manager.load(&bobs.id().encode()).await.unwrap().is_some());
+    manager.destroy_all_for_user("alice", None).await.unwrap();
+    assert!(
+        manager
+            .load(&current.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[derive(Debug, Default)]
+struct Stamps(Mutex<HashMap<String, String>>);
+
+#[async_trait]
+impl StampSource for Stamps {
+    async fn current_stamp(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.0.lock().unwrap().get(user_id).cloned())
+    }
+}
+
+#[tokio::test]
+async fn a_changed_security_stamp_ends_older_sessions() {
+    let (manager, _) = setup();
+    let stamps = Arc::new(Stamps::default());
+    stamps.0.lock().unwrap().insert("alice".into(), "s1".into());
+    stamps.0.lock().unwrap().insert("bob".into(), "s1".into());
+    let manager = manager.with_stamp_source(stamps.clone());
+    let alice = login(&manager, "alice", "s1").await;
+    let bob = login(&manager, "bob", "s1").await;
+    let anonymous = manager.create(client()).await.unwrap();
+    assert!(manager.load(&alice.id().encode()).await.unwrap().is_some());
+    // Password change / "sign out everywhere": a new stamp.
+    stamps.0.lock().unwrap().insert("alice".into(), "s2".into());
+    assert!(manager.load(&alice.id().encode()).await.unwrap().is_none());
+    assert!(
+        manager
+            .list_for_user("alice", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A deleted or disabled user: no stamp at all.
+    stamps.0.lock().unwrap().remove("bob");
+    assert!(manager.load(&bob.id().encode()).await.unwrap().is_none());
+    // Anonymous sessions have no user to check.
+    assert!(
+        manager
+            .load(&anonymous.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn users_list_their_sessions_by_handles_that_are_not_tokens() {
+    let (manager, clock) = setup();
+    let first = login(&manager, "alice", "s1").await;
+    clock.advance(Duration::from_secs(5));
+    let second = login(&manager, "alice", "s1").await;
+    login(&manager, "bob", "s1").await;
+    let list = manager.list_for_user("alice", Some(&second)).await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(
+        list[0].current && !list[1].current,
+        "most recent first, current marked"
+    );
+    for info in &list {
+        let handle = info.handle.as_str();
+        for session in [&first, &second] {
+            assert!(!session.id().encode().contains(handle));
+            assert!(!session.key().to_hex().contains(handle));
+        }
+        assert_eq!(info.user_agent.as_deref(), Some("Mozilla/5.0 test"));
+        assert_eq!(info.ip.as_deref(), Some("198.51.100.7"));
+        // The serialised form (what an API returns) carries no token.
+        let json = serde_json::to_string(info).unwrap();
+        assert!(!json.contains(&first.id().encode()) && !json.contains(&second.id().encode()));
+    }
+    // Revoke one by handle; another user's handle is simply not found.
+    let first_handle = first.handle();
+    assert!(
+        !manager
+            .destroy_by_handle("bob", &first_handle)
+            .await
+            .unwrap()
+    );
+    assert!(
+        manager
+            .destroy_by_handle("alice", &first_handle)
+            .await
+            .unwrap()
+    );
+    assert!(manager.load(&first.id().encode()).await.unwrap().is_none());
+    assert!(
+        !manager
+            .destroy_by_handle("alice", &SessionHandle::new("nope"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_mfa_pending_state_expires() {
+    let (manager, clock) = setup();
+    let mut session = manager.create(client()).await.unwrap();
+    let deadline = clock
+        .now()
+        .saturating_add(manager.config().mfa_pending_timeout());
+    manager
+        .rotate_with(&mut session, |r| {
+            r.user_id = Some("alice".into());
+            r.auth = AuthState::MfaPending {
+                methods: vec![Factor::Totp],
+                expires_at: deadline,
+            };
+        })
+        .await
+        .unwrap();
+    let cookie = session.id().encode();
+    clock.advance(4 * MIN);
+    let loaded = manager.load(&cookie).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.authenticated_user(),
+        None,
+        "pending is not authenticated"
+    );
+    clock.advance(MIN + Duration::from_secs(1));
+    assert!(manager.load(&cookie).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn recent_authentication_is_measured_by_the_clock() {
+    let (manager, clock) = setup();
+    let session = login(&manager, "alice", "s1").await;
+    assert!(session.authenticated_within(clock.now(), 10 * MIN));
+    clock.advance(11 * MIN);
+    assert!(!session.authenticated_within(clock.now(), 10 * MIN));
+}
+
+#[tokio::test]
+async fn typed_data_round_trips_and_bad_types_are_errors() {
+    let (manager, _) = setup();
+    let mut session = manager.create(client()).await.unwrap();
+    manager.insert(&mut session, "n", &42u32).await.unwrap();
+    let loaded = manager.load(&session.id().encode()).await.unwrap().unwrap();
+    assert_eq!(loaded.get::<u32>("n").unwrap(), Some(42));
+    assert_eq!(loaded.get::<u32>("missing").unwrap(), None);
+    assert!(matches!(
+        loaded.get::<String>("n"),
+        Err(SessionError::Data(_))
+    ));
+    manager.remove(&mut session, "n").await.unwrap();
+    assert_eq!(session.get::<u32>("n").unwrap(), None);
+}
+
+#[tokio::test]
+async fn updates_on_a_destroyed_session_never_resurrect_it() {
+    let (manager, _) = setup();
+    let session = manager.create(client()).await.unwrap();
+    let mut stale = session.clone();
+    manager.destroy(session).await.unwrap();
+    assert!(matches!(
+        manager.insert(&mut stale, "x", &1).await,
+        Err(SessionError::Gone)
+    ));
+    assert!(matches!(
+        manager.rotate(&mut stale).await,
+        Err(SessionError::Gone)
+    ));
+    assert!(manager.load(&stale.id().encode()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn persistent_sessions_get_the_longer_lifetime() {
+    let (manager, clock) = setup();
+    let session = manager
+        .create(NewSession {
+            persistent: true,
+            ..client()
+        })
+        .await
+        .unwrap();
+    assert!(session.record().persistent);
+    assert_eq!(
+        session.record().absolute_expires_at,
+        clock
+            .now()
+            .saturating_add(manager.config().persistent_absolute_timeout())
+    );
+}
+
+#[test]
+fn configuration_is_validated() {
+    assert!(
+        SessionConfig::builder()
+            .idle_timeout(Duration::ZERO)
+            .build()
+            .is_err()
+    );
+    assert!(
+        SessionConfig::builder()
+            .idle_timeout(3 * 3600 * Duration::from_secs(1))
+            .absolute_timeout(2 * 3600 * Duration::from_secs(1))
+            .build()
+            .is_err()
+    );
+    assert!(
+        SessionConfig::builder()
+            .touch_interval(Duration::from_secs(3600))
+            .build()
+            .is_err()
+    );
+    assert!(SessionConfig::builder().build().is_ok());
+}
+
+#[test]
+fn debug_output_reveals_no_secret() {
+    let id = auth_core::session::SessionId::generate().unwrap();
+    assert_eq!(format!("{id:?}"), "SessionId([REDACTED])");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (manager, _) = setup();
+        let session = login(&manager, "alice", "stamp-secret-value").await;
+        let mut session = session;
+        manager
+            .insert(&mut session, "api_token", &"token-secret-value")
+            .await
+            .unwrap();
+        let printed = format!("{session:?} {:?}", session.record());
+        assert!(!printed.contains(&session.id().encode()));
+        assert!(!printed.contains("stamp-secret-value"));
+        assert!(!printed.contains("token-secret-value"));
+    });
+}
