@@ -21,6 +21,8 @@ mod redis_store;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 mod store;
+#[cfg(feature = "tower-sessions")]
+mod tower;
 
 pub use manager::{
     ClientInfo, NewSession, Session, SessionConfig, SessionConfigBuilder, SessionError,
@@ -34,6 +36,8 @@ pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteStore;
 pub use store::{SaveOutcome, SessionStore, StoreError};
+#[cfg(feature = "tower-sessions")]
+pub use tower::TowerSessionsStore;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -109,6 +109,11 @@ pub enum StoreError {
     #[cfg(feature = "redis")]
     #[error("session redis error")]
     Redis(#[from] redis::RedisError),
+    /// The store cannot do this (e.g. list a user's sessions on a
+    /// tower-sessions store); revoke-all then works through the security
+    /// stamp.
+    #[error("operation not supported by this session store")]
+    Unsupported,
     /// Another backend's error.
     #[error("session store error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
