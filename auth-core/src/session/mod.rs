@@ -268,6 +268,21 @@ impl SessionRecord {
     }
 }
 
+impl SessionRecord {
+    /// The JSON form stores keep (the version travels beside it).
+    pub(crate) fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(StoreError::Corrupt)
+    }
+
+    /// Reads the JSON form back, with the version from the store's own
+    /// column or field.
+    pub(crate) fn from_json(json: &str, version: u64) -> Result<Self, StoreError> {
+        let mut record: Self = serde_json::from_str(json).map_err(StoreError::Corrupt)?;
+        record.version = version;
+        Ok(record)
+    }
+}
+
 impl fmt::Debug for SessionRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionRecord")

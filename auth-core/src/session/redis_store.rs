@@ -174,16 +174,11 @@ impl RedisStore {
     }
 }
 
-fn encode(record: &SessionRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(StoreError::Corrupt)
-}
-
 fn decode(version: &str, json: &str) -> Result<SessionRecord, StoreError> {
-    let mut record: SessionRecord = serde_json::from_str(json).map_err(StoreError::Corrupt)?;
-    record.version = version
+    let version = version
         .parse()
         .map_err(|_| StoreError::Backend("session version is not a number".into()))?;
-    Ok(record)
+    SessionRecord::from_json(json, version)
 }
 
 fn outcome(code: i64) -> Result<SaveOutcome, StoreError> {
@@ -203,7 +198,7 @@ impl SessionStore for RedisStore {
             .key(self.session_key(key))
             .arg(record.version)
             .arg(record.user_id.as_deref().unwrap_or(""))
-            .arg(encode(record)?)
+            .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
             .arg(key.to_hex())
             .arg(&self.prefix)
@@ -240,7 +235,7 @@ impl SessionStore for RedisStore {
             .arg(expected_version)
             .arg(expected_version + 1)
             .arg(record.user_id.as_deref().unwrap_or(""))
-            .arg(encode(record)?)
+            .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
             .arg(key.to_hex())
             .arg(&self.prefix)
@@ -262,7 +257,7 @@ impl SessionStore for RedisStore {
             .arg(expected_version)
             .arg(expected_version + 1)
             .arg(record.user_id.as_deref().unwrap_or(""))
-            .arg(encode(record)?)
+            .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
             .arg(old.to_hex())
             .arg(new.to_hex())

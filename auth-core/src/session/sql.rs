@@ -111,14 +111,8 @@ const POSTGRES: Queries = Queries {
     delete_expired: "DELETE FROM auth_sessions WHERE expires_at <= $1",
 };
 
-fn encode(record: &SessionRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(StoreError::Corrupt)
-}
-
 fn decode(version: i64, json: &str) -> Result<SessionRecord, StoreError> {
-    let mut record: SessionRecord = serde_json::from_str(json).map_err(StoreError::Corrupt)?;
-    record.version = u64::try_from(version).unwrap_or(0);
-    Ok(record)
+    SessionRecord::from_json(json, u64::try_from(version).unwrap_or(0))
 }
 
 fn version(v: u64) -> i64 {
@@ -223,7 +217,7 @@ macro_rules! sql_store {
                     .bind(record.user_id.as_deref())
                     .bind(record.expires_at().as_unix_millis())
                     .bind(version(record.version))
-                    .bind(encode(record)?)
+                    .bind(record.to_json()?)
                     .execute(&self.pool)
                     .await;
                 match result {
@@ -254,7 +248,7 @@ macro_rules! sql_store {
                     .bind(record.user_id.as_deref())
                     .bind(record.expires_at().as_unix_millis())
                     .bind(version(expected_version + 1))
-                    .bind(encode(record)?)
+                    .bind(record.to_json()?)
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
@@ -280,7 +274,7 @@ macro_rules! sql_store {
                     .bind(record.user_id.as_deref())
                     .bind(record.expires_at().as_unix_millis())
                     .bind(version(expected_version + 1))
-                    .bind(encode(record)?)
+                    .bind(record.to_json()?)
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
