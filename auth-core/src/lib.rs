@@ -41,5 +41,7 @@
 
 pub mod clock;
 pub mod cookie;
+pub mod csrf;
 pub mod password;
+pub mod rate_limit;
 pub mod session;

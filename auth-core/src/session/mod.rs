@@ -268,6 +268,7 @@ impl SessionRecord {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 impl SessionRecord {
     /// The JSON form stores keep (the version travels beside it).
     pub(crate) fn to_json(&self) -> Result<String, StoreError> {

@@ -1,0 +1,263 @@
+//! The client's IP address: from the socket, and from `Forwarded` (RFC 7239)
+//! or `X-Forwarded-For` only when the socket peer is a configured trusted
+//! proxy. The chain is read right to left, skipping trusted proxies, and the
+//! first untrusted address is the client; a malformed entry stops the walk at
+//! the last address known to be genuine.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+/// Addresses and networks whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+/// A trusted-proxy entry that is neither an IP address nor a CIDR network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid trusted proxy entry: {0}")]
+pub struct InvalidProxy(pub String);
+
+impl TrustedProxies {
+    /// No trusted proxy: forwarding headers are always ignored.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Parses a comma-separated list of IPs and CIDR networks, e.g.
+    /// `"10.0.0.0/8, 127.0.0.1, ::1"` (as in `DEMO_TRUSTED_PROXIES`).
+    pub fn parse(list: &str) -> Result<Self, InvalidProxy> {
+        let mut nets = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let net = IpNet::from_str(entry)
+                .or_else(|_| IpAddr::from_str(entry).map(IpNet::from))
+                .map_err(|_| InvalidProxy(entry.to_owned()))?;
+            nets.push(net);
+        }
+        Ok(Self { nets })
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// The client address for a request that arrived from `peer` with these
+    /// headers (name, value; names are matched case-insensitively; repeated
+    /// headers are read in order). `Forwarded` is preferred over
+    /// `X-Forwarded-For` when both are present.
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.contains(peer) {
+            return peer;
+        }
+        let mut forwarded = Vec::new();
+        let mut x_forwarded_for = Vec::new();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("forwarded") {
+                forwarded.extend(value.split(',').map(forwarded_for));
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                x_forwarded_for.extend(value.split(',').map(|v| parse_addr(v.trim())));
+            }
+        }
+        let chain = if forwarded.is_empty() {
+            x_forwarded_for
+        } else {
+            forwarded
+        };
+        let mut client = peer;
+        for hop in chain.iter().rev() {
+            match hop {
+                Some(ip) => {
+                    client = canonical(*ip);
+                    if !self.contains(client) {
+                        return client;
+                    }
+                }
+                // Malformed or obfuscated: nothing left of it can be trusted.
+                None => return client,
+            }
+        }
+        client
+    }
+}
+
+/// The `for=` address of one `Forwarded` element, if it is an address.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("for") {
+            return None;
+        }
+        parse_addr(value.trim().trim_matches('"'))
+    })
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
+/// `[2001:db8::1]`, `[2001:db8::1]:443`.
+fn parse_addr(value: &str) -> Option<IpAddr> {
+    IpAddr::from_str(value)
+        .ok()
+        .or_else(|| SocketAddr::from_str(value).ok().map(|s| s.ip()))
+        .or_else(|| {
+            let inner = value.strip_prefix('[')?.strip_suffix(']')?;
+            Ipv6Addr::from_str(inner).ok().map(IpAddr::V6)
+        })
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The throttling key of an address: an IPv4 address, or the /64 network of
+/// an IPv6 address (one subscriber usually holds a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpBucket {
+    /// One IPv4 address.
+    V4(u32),
+    /// The upper 64 bits of an IPv6 address.
+    V6(u64),
+}
+
+impl IpBucket {
+    /// The bucket of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match canonical(ip) {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => Self::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for IpBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::V4(v4) => write!(f, "{}", std::net::Ipv4Addr::from(*v4)),
+            Self::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*prefix) << 64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn without_trusted_proxies_headers_are_ignored() {
+        let proxies = TrustedProxies::none();
+        let headers = [
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Forwarded", "for=203.0.113.9"),
+        ];
+        assert_eq!(
+            proxies.client_ip(ip("198.51.100.1"), headers),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_spoof() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let headers = [("X-Forwarded-For", "1.1.1.1")];
+        assert_eq!(
+            proxies.client_ip(ip("198.51.100.1"), headers),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn the_chain_is_read_right_to_left() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8, 192.168.1.1").unwrap();
+        // The client can prepend anything; only what trusted hops appended counts.
+        let headers = [("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.1.1")];
+        assert_eq!(
+            proxies.client_ip(ip("10.0.0.2"), headers),
+            ip("203.0.113.9")
+        );
+        // Split over two header lines: still in order.
+        let headers = [
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "203.0.113.9, 192.168.1.1"),
+        ];
+        assert_eq!(
+            proxies.client_ip(ip("10.0.0.2"), headers),
+            ip("203.0.113.9")
+        );
+        // Every hop trusted: the leftmost.
+        let headers = [("X-Forwarded-For", "10.9.9.9, 10.1.1.1")];
+        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn forwarded_rfc7239_is_understood_and_preferred() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let headers = [
+            ("X-Forwarded-For", "6.6.6.6"),
+            (
+                "Forwarded",
+                r#"for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711""#,
+            ),
+        ];
+        assert_eq!(
+            proxies.client_ip(ip("10.0.0.2"), headers),
+            ip("2001:db8:cafe::17")
+        );
+        let headers = [("Forwarded", "for=192.0.2.43:80, for=10.0.0.9")];
+        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("192.0.2.43"));
+    }
+
+    #[test]
+    fn malformed_entries_stop_the_walk() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let headers = [("X-Forwarded-For", "1.2.3.4, garbage, 10.0.0.7")];
+        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.7"));
+        let headers = [("Forwarded", "for=1.2.3.4, for=_hidden")];
+        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
+        let headers = [("Forwarded", "for=unknown")];
+        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_mapped_v4_is_v4() {
+        let a = IpBucket::of(ip("2001:db8:1:2:aaaa::1"));
+        let b = IpBucket::of(ip("2001:db8:1:2:ffff::9"));
+        let c = IpBucket::of(ip("2001:db8:1:3::1"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(
+            IpBucket::of(ip("::ffff:192.0.2.1")),
+            IpBucket::of(ip("192.0.2.1"))
+        );
+        assert_ne!(IpBucket::of(ip("192.0.2.1")), IpBucket::of(ip("192.0.2.2")));
+        let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+        assert!(proxies.contains(ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn bad_proxy_lists_are_errors() {
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("example.com").is_err());
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,221 @@
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::clock::Clock as _;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::{Decision, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError};
+use crate::clock::{Clock, Timestamp};
+
+/// Run key housekeeping every this many checks.
+const HOUSEKEEPING_EVERY: u64 = 4096;
+
+/// Our [`Clock`] as a `governor` clock, so tests drive the GCRA too.
+#[derive(Debug, Clone)]
+struct GovernorClock(Arc<dyn Clock>);
+
+impl governor::clock::Clock for GovernorClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let millis = u64::try_from(self.0.now().as_unix_millis()).unwrap_or(0);
+        Nanos::from(millis.saturating_mul(1_000_000))
+    }
+}
+
+type IpLimiter = RateLimiter<
+    IpBucket,
+    DefaultKeyedStateStore<IpBucket>,
+    GovernorClock,
+    governor::middleware::NoOpMiddleware<Nanos>,
+>;
+
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    failures: u32,
+    locked_until: Option<Timestamp>,
+    last_failure: Timestamp,
+}
+
+/// In-process throttle state: a `governor` keyed GCRA limiter per IP
+/// bucket, and consecutive-failure counts per account.
+///
+/// Memory stays bounded under key spraying: every few thousand checks (and
+/// whenever a cap is passed) stale IP keys are dropped with
+/// `retain_recent` + `shrink_to_fit`, and failure counts older than the
+/// failure memory are forgotten. If live keys still exceed a cap, the IP
+/// limiter starts afresh (one burst for everyone, logged) and the accounts
+/// closest to unlocking are forgotten first: bounded memory wins over
+/// perfect accounting under a million-key flood.
+#[derive(Debug)]
+pub struct MemoryThrottle {
+    config: ThrottleConfig,
+    clock: Arc<dyn Clock>,
+    ips: RwLock<IpLimiter>,
+    accounts: Mutex<HashMap<String, Account>>,
+    checks: AtomicU64,
+}
+
+impl MemoryThrottle {
+    /// A throttle with `config`, judging time by `clock`.
+    pub fn new(config: ThrottleConfig, clock: Arc<dyn Clock>) -> Self {
+        let ips = RwLock::new(Self::limiter(&config, &clock));
+        Self {
+            config,
+            clock,
+            ips,
+            accounts: Mutex::default(),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn limiter(config: &ThrottleConfig, clock: &Arc<dyn Clock>) -> IpLimiter {
+        let burst = NonZeroU32::new(config.ip_burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(config.ip_period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        RateLimiter::dashmap_with_clock(quota, GovernorClock(Arc::clone(clock)))
+    }
+
+    /// How many IP buckets and accounts are tracked.
+    pub fn tracked(&self) -> (usize, usize) {
+        let ips = self.ips.read().map_or(0, |l| l.len());
+        (ips, self.lock_accounts().len())
+    }
+
+    /// Drops stale keys now (also done automatically).
+    pub fn housekeeping(&self) {
+        let now = self.clock.now();
+        if let Ok(limiter) = self.ips.read() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let over_cap = self
+            .ips
+            .read()
+            .is_ok_and(|l| l.len() > self.config.max_tracked_ips);
+        if over_cap && let Ok(mut limiter) = self.ips.write() {
+            tracing::warn!(
+                cap = self.config.max_tracked_ips,
+                "login throttle: more live client IPs than the cap; IP budgets start afresh"
+            );
+            *limiter = Self::limiter(&self.config, &self.clock);
+        }
+        let mut accounts = self.lock_accounts();
+        let forget_before = now.saturating_sub(self.config.failure_memory);
+        accounts.retain(|_, a| {
+            a.last_failure > forget_before || a.locked_until.is_some_and(|until| until > now)
+        });
+        let cap = self.config.max_tracked_accounts;
+        if accounts.len() > cap {
+            // Evict down to 90% of the cap, so a flood pays this sort once
+            // per tenth of the cap, not on every new key.
+            let cap = cap - cap / 10;
+            let mut by_unlock: Vec<(Timestamp, String)> = accounts
+                .iter()
+                .map(|(name, a)| (a.locked_until.unwrap_or(a.last_failure), name.clone()))
+                .collect();
+            by_unlock.sort_unstable();
+            for (_, name) in by_unlock.into_iter().take(accounts.len() - cap) {
+                accounts.remove(&name);
+            }
+        }
+        accounts.shrink_to_fit();
+    }
+
+    fn lock_accounts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ThrottleBackend for MemoryThrottle {
+    async fn check(
+        &self,
+        ip: IpBucket,
+        account: &str,
+        now: Timestamp,
+    ) -> Result<Decision, ThrottleError> {
+        let count = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
+        let (ip_result, ip_keys) = {
+            let limiter = self
+                .ips
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = limiter.check_key(&ip).map_err(|not_until| {
+                not_until.wait_time_from(GovernorClock(Arc::clone(&self.clock)).now())
+            });
+            (result, limiter.len())
+        };
+        let accounts_len = self.lock_accounts().len();
+        if count.is_multiple_of(HOUSEKEEPING_EVERY)
+            || ip_keys > self.config.max_tracked_ips
+            || accounts_len > self.config.max_tracked_accounts
+        {
+            self.housekeeping();
+        }
+        if let Err(wait) = ip_result {
+            return Ok(Decision::Limited {
+                retry_after: wait,
+                scope: LimitScope::Ip,
+            });
+        }
+        let locked_until = self
+            .lock_accounts()
+            .get(account)
+            .and_then(|a| a.locked_until);
+        match locked_until {
+            Some(until) if until > now => Ok(Decision::Limited {
+                retry_after: self.config.announced(until.duration_since(now)),
+                scope: LimitScope::Account,
+            }),
+            _ => Ok(Decision::Allowed),
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        account: &str,
+        now: Timestamp,
+    ) -> Result<Option<Duration>, ThrottleError> {
+        let mut accounts = self.lock_accounts();
+        let forget_before = now.saturating_sub(self.config.failure_memory);
+        let entry = accounts.entry(account.to_owned()).or_insert(Account {
+            failures: 0,
+            locked_until: None,
+            last_failure: now,
+        });
+        if entry.last_failure <= forget_before && entry.locked_until.is_none_or(|u| u <= now) {
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_failure = now;
+        let lock = self.config.lock_for(entry.failures);
+        if let Some(lock) = lock {
+            entry.locked_until = Some(if lock == Duration::MAX {
+                Timestamp::from_unix_millis(i64::MAX)
+            } else {
+                now.saturating_add(lock)
+            });
+        }
+        Ok(lock)
+    }
+
+    async fn record_success(&self, account: &str) -> Result<(), ThrottleError> {
+        self.lock_accounts().remove(account);
+        Ok(())
+    }
+
+    async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
+        self.lock_accounts().remove(account);
+        Ok(())
+    }
+}
