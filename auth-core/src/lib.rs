@@ -42,6 +42,9 @@
 pub mod clock;
 pub mod cookie;
 pub mod csrf;
+pub mod event;
+pub mod flow;
 pub mod password;
 pub mod rate_limit;
 pub mod session;
+pub mod user;

@@ -1,0 +1,118 @@
+//! Audit events (ASVS 16.3.1): every authentication success and failure,
+//! throttle, logout, password change and revocation is emitted through
+//! `tracing` (target `auth_core::audit`) and an optional [`AuthEventHook`].
+//! Events carry the user id, client IP, factor and outcome, never a secret.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::clock::Timestamp;
+use crate::session::Factor;
+
+/// What happened.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthEventKind {
+    /// An account was created.
+    Registered,
+    /// A registration was refused (policy, name taken).
+    RegistrationRefused,
+    /// A login completed (all factors).
+    LoginSucceeded,
+    /// The first factor succeeded; a second is required.
+    LoginMfaRequired,
+    /// A login attempt failed.
+    LoginFailed,
+    /// An attempt was refused by the throttle.
+    Throttled,
+    /// A session was ended by its user.
+    LoggedOut,
+    /// The password was changed.
+    PasswordChanged,
+    /// A password-change attempt failed.
+    PasswordChangeFailed,
+    /// All other sessions of a user were ended.
+    SignedOutEverywhere,
+    /// One session was revoked from the session list.
+    SessionRevoked,
+    /// The user proved their password again (step-up).
+    Reauthenticated,
+    /// A stored hash was upgraded after a successful login.
+    PasswordRehashed,
+}
+
+/// Why a failure happened. Kept for the audit trail only: callers always
+/// get the same "invalid credentials" answer.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// No such login name.
+    UnknownUser,
+    /// The password was wrong.
+    WrongPassword,
+    /// The account is disabled.
+    Disabled,
+    /// The client IP's budget is spent.
+    IpThrottled,
+    /// The account is locked after consecutive failures.
+    AccountLocked,
+    /// The new password broke the policy.
+    Policy,
+    /// The login name is taken.
+    LoginTaken,
+    /// The login name is malformed.
+    InvalidLogin,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthEvent {
+    /// What happened.
+    pub kind: AuthEventKind,
+    /// Success or failure.
+    pub success: bool,
+    /// The user, when known.
+    pub user_id: Option<String>,
+    /// The client IP, when known.
+    pub ip: Option<IpAddr>,
+    /// The factor involved.
+    pub factor: Option<Factor>,
+    /// Why it failed (internal).
+    pub reason: Option<FailureReason>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Receives every [`AuthEvent`] (to notify a user, feed a SIEM...). Called
+/// inline: do expensive work elsewhere (spawn or queue).
+pub trait AuthEventHook: Send + Sync + fmt::Debug + 'static {
+    /// One event.
+    fn on_event(&self, event: &AuthEvent);
+}
+
+/// Logs an event through `tracing`.
+pub(crate) fn trace(event: &AuthEvent) {
+    let user = event.user_id.as_deref().unwrap_or("-");
+    let ip = event.ip.map(|ip| ip.to_string());
+    let ip = ip.as_deref().unwrap_or("-");
+    if event.success {
+        tracing::info!(
+            target: "auth_core::audit",
+            kind = ?event.kind,
+            user_id = user,
+            ip,
+            factor = ?event.factor,
+            "auth event"
+        );
+    } else {
+        tracing::warn!(
+            target: "auth_core::audit",
+            kind = ?event.kind,
+            user_id = user,
+            ip,
+            factor = ?event.factor,
+            reason = ?event.reason,
+            "auth event"
+        );
+    }
+}

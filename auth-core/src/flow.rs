@@ -1,0 +1,833 @@
+//! The flows an app calls: register, log in, log out, change password,
+//! sign out everywhere, re-authenticate. Every security decision of a login
+//! is made here, so no adapter and no app has to make one.
+//!
+//! Login: throttle check (IP and account) -> find the user -> verify the
+//! password (the dummy hash when the user is unknown or disabled, so every
+//! path costs one hash) -> on success, re-hash if flagged (compare-and-swap
+//! on the old hash) -> an MFA-pending session if the user has a second
+//! factor, else a fresh, rotated, authenticated session. Unknown user, wrong
+//! password and disabled user give the caller the same error.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::cookie::CookieConfig;
+use crate::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
+use crate::password::{
+    Password, PasswordError, PasswordService, PolicyContext, PolicyViolation, Verification,
+};
+use crate::rate_limit::{Decision, IpBucket, ThrottleBackend, ThrottleError};
+use crate::session::{
+    AuthState, ClientInfo, Factor, NewSession, Session, SessionError, SessionHandle,
+    SessionManager, StoreError,
+};
+use crate::user::{NewUser, User, UserStore, UserStoreError, new_security_stamp, normalize_login};
+
+/// The client behind a request, as the adapter determined it (client IP via
+/// [`TrustedProxies`](crate::rate_limit::TrustedProxies)).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Client IP.
+    pub ip: IpAddr,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: Some(self.ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// What a flow can answer instead of success. [`status`](Self::status) and
+/// [`retry_after_secs`](Self::retry_after_secs) are what an adapter puts on
+/// the response; `Display` is safe to show.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or disabled user: one answer for all.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many attempts.
+    #[error("too many attempts, try again later")]
+    Throttled {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// Hashing capacity or the shared throttle is unavailable; try again.
+    #[error("service busy, try again later")]
+    Busy,
+    /// The new password breaks the policy.
+    #[error("{0}")]
+    Policy(PolicyViolation),
+    /// The login name is malformed.
+    #[error("invalid login name")]
+    InvalidLogin,
+    /// The login name is taken.
+    #[error("login name already taken")]
+    LoginTaken,
+    /// No authenticated session.
+    #[error("authentication required")]
+    NotAuthenticated,
+    /// The operation needs a recent login.
+    #[error("please confirm your password")]
+    ReauthenticationRequired,
+    /// Storage or another internal failure (details in the source, never
+    /// shown).
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AuthError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidCredentials | Self::NotAuthenticated => 401,
+            Self::ReauthenticationRequired => 403,
+            Self::Throttled { .. } => 429,
+            Self::Busy => 503,
+            Self::Policy(_) | Self::InvalidLogin => 400,
+            Self::LoginTaken => 409,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// `Retry-After` in whole seconds, when the client should retry.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Throttled { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(secs.max(1))
+            }
+            Self::Busy => Some(1),
+            _ => None,
+        }
+    }
+
+    /// A stable machine-readable reason where one helps the client (the
+    /// policy rule that failed).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Policy(violation) => Some(violation.code()),
+            _ => None,
+        }
+    }
+
+    fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+}
+
+impl From<SessionError> for AuthError {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::Gone => Self::NotAuthenticated,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<UserStoreError> for AuthError {
+    fn from(error: UserStoreError) -> Self {
+        match error {
+            UserStoreError::LoginTaken => Self::LoginTaken,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<ThrottleError> for AuthError {
+    fn from(error: ThrottleError) -> Self {
+        match error {
+            ThrottleError::Unavailable(_) => Self::Busy,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(error: PasswordError) -> Self {
+        match error {
+            PasswordError::Busy => Self::Busy,
+            PasswordError::Policy(violation) => Self::Policy(violation),
+            // Oversized input: the same answer as a wrong password.
+            PasswordError::TooLong => Self::InvalidCredentials,
+            other => Self::internal(other),
+        }
+    }
+}
+
+/// The result of a successful first factor.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Fully logged in; set the session cookie.
+    LoggedIn(Session),
+    /// The password was right; the session is MFA-pending (set its cookie)
+    /// and one of `methods` must follow.
+    MfaRequired {
+        /// The pending session.
+        session: Session,
+        /// The second factors the user has.
+        methods: Vec<Factor>,
+    },
+}
+
+impl LoginOutcome {
+    /// The session whose cookie the response must carry.
+    pub fn session(&self) -> &Session {
+        match self {
+            Self::LoggedIn(session) | Self::MfaRequired { session, .. } => session,
+        }
+    }
+}
+
+/// Builds an [`Authenticator`].
+#[derive(Debug)]
+#[must_use]
+pub struct AuthenticatorBuilder {
+    passwords: PasswordService,
+    sessions: SessionManager,
+    users: Arc<dyn UserStore>,
+    throttle: Arc<dyn ThrottleBackend>,
+    cookies: CookieConfig,
+    hook: Option<Arc<dyn AuthEventHook>>,
+    recent_auth: Duration,
+    app_name: Option<String>,
+}
+
+impl AuthenticatorBuilder {
+    /// The session cookie settings (default: [`CookieConfig::default`]).
+    pub fn cookies(mut self, cookies: CookieConfig) -> Self {
+        self.cookies = cookies;
+        self
+    }
+
+    /// Receives every audit event.
+    pub fn event_hook(mut self, hook: Arc<dyn AuthEventHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// How recent a login must be for sensitive operations (default 10 min).
+    pub fn recent_auth(mut self, within: Duration) -> Self {
+        self.recent_auth = within;
+        self
+    }
+
+    /// The application's name, refused inside passwords.
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.app_name = Some(name.into());
+        self
+    }
+
+    /// Builds the authenticator.
+    pub fn build(self) -> Authenticator {
+        Authenticator {
+            inner: Arc::new(self),
+        }
+    }
+}
+
+/// The login state machine; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    inner: Arc<AuthenticatorBuilder>,
+}
+
+impl Authenticator {
+    /// A builder. The session manager should check security stamps against
+    /// the same user store (`SessionManager::with_stamp_source(Arc::new(
+    /// UserStamps(users.clone())))`) so password changes and disabling end
+    /// every session.
+    pub fn builder(
+        passwords: PasswordService,
+        sessions: SessionManager,
+        users: Arc<dyn UserStore>,
+        throttle: Arc<dyn ThrottleBackend>,
+    ) -> AuthenticatorBuilder {
+        AuthenticatorBuilder {
+            passwords,
+            sessions,
+            users,
+            throttle,
+            cookies: CookieConfig::default(),
+            hook: None,
+            recent_auth: Duration::from_secs(10 * 60),
+            app_name: None,
+        }
+    }
+
+    /// The session manager.
+    pub fn sessions(&self) -> &SessionManager {
+        &self.inner.sessions
+    }
+
+    /// The user store.
+    pub fn users(&self) -> &Arc<dyn UserStore> {
+        &self.inner.users
+    }
+
+    /// The password service.
+    pub fn passwords(&self) -> &PasswordService {
+        &self.inner.passwords
+    }
+
+    /// The cookie settings.
+    pub fn cookies(&self) -> &CookieConfig {
+        &self.inner.cookies
+    }
+
+    /// The `Set-Cookie` value for `session` (persistent sessions get a
+    /// `Max-Age` up to their absolute deadline).
+    pub fn session_cookie(&self, session: &Session) -> String {
+        let max_age = session.record().persistent.then(|| {
+            session
+                .record()
+                .absolute_expires_at
+                .duration_since(self.now())
+        });
+        self.inner.cookies.session_cookie(session.id(), max_age)
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn removal_cookie(&self) -> String {
+        self.inner.cookies.removal_cookie()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.sessions.clock().now()
+    }
+
+    fn emit(
+        &self,
+        kind: AuthEventKind,
+        success: bool,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        factor: Option<Factor>,
+        reason: Option<FailureReason>,
+    ) {
+        let event = AuthEvent {
+            kind,
+            success,
+            user_id: user_id.map(str::to_owned),
+            ip,
+            factor,
+            reason,
+            at: self.now(),
+        };
+        crate::event::trace(&event);
+        if let Some(hook) = &self.inner.hook {
+            hook.on_event(&event);
+        }
+    }
+
+    fn policy_context(&self, login: &str) -> PolicyContext {
+        let context = PolicyContext::new().with_word(login);
+        match &self.inner.app_name {
+            Some(app) => context.with_word(app),
+            None => context,
+        }
+    }
+
+    /// Creates an account: policy check (with the reason on refusal), hash,
+    /// create. Does not log in.
+    pub async fn register(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+    ) -> Result<User, AuthError> {
+        let refuse = |reason| {
+            self.emit(
+                AuthEventKind::RegistrationRefused,
+                false,
+                None,
+                Some(client.ip),
+                Some(Factor::Password),
+                Some(reason),
+            );
+        };
+        let Ok(normalized) = normalize_login(login) else {
+            refuse(FailureReason::InvalidLogin);
+            return Err(AuthError::InvalidLogin);
+        };
+        let hash = match self
+            .inner
+            .passwords
+            .hash_new_password(password, &self.policy_context(&normalized))
+            .await
+        {
+            Ok(hash) => hash,
+            Err(PasswordError::Policy(violation)) => {
+                refuse(FailureReason::Policy);
+                return Err(AuthError::Policy(violation));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let user = match self
+            .inner
+            .users
+            .create(NewUser {
+                login: normalized,
+                display_name: login.trim().to_owned(),
+                password_hash: hash,
+                security_stamp: new_security_stamp()?,
+            })
+            .await
+        {
+            Ok(user) => user,
+            Err(UserStoreError::LoginTaken) => {
+                refuse(FailureReason::LoginTaken);
+                return Err(AuthError::LoginTaken);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.emit(
+            AuthEventKind::Registered,
+            true,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Password),
+            None,
+        );
+        Ok(user)
+    }
+
+    /// Checks the throttle for an attempt on `account` from `client`.
+    async fn throttle(
+        &self,
+        account: &str,
+        client: &Client,
+        user_id: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let decision = self
+            .inner
+            .throttle
+            .check(IpBucket::of(client.ip), account, self.now())
+            .await?;
+        match decision {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after, scope } => {
+                let reason = match scope {
+                    crate::rate_limit::LimitScope::Ip => FailureReason::IpThrottled,
+                    crate::rate_limit::LimitScope::Account => FailureReason::AccountLocked,
+                };
+                self.emit(
+                    AuthEventKind::Throttled,
+                    false,
+                    user_id,
+                    Some(client.ip),
+                    Some(Factor::Password),
+                    Some(reason),
+                );
+                Err(AuthError::Throttled { retry_after })
+            }
+        }
+    }
+
+    /// Verifies `password` for `user` (or the dummy when `None`); re-hashes
+    /// on success when flagged. Returns whether it matched.
+    async fn check_password(
+        &self,
+        user: Option<&User>,
+        password: &Password,
+    ) -> Result<bool, AuthError> {
+        let passwords = &self.inner.passwords;
+        let Some(user) = user else {
+            let _ = passwords.verify_dummy(password).await?;
+            return Ok(false);
+        };
+        let verification = match passwords.verify(password, &user.password_hash).await {
+            Ok(verification) => verification,
+            Err(PasswordError::TooLong) => Verification::Mismatch,
+            Err(other) => return Err(other.into()),
+        };
+        match verification {
+            Verification::Mismatch => Ok(false),
+            Verification::Match { upgrade } => {
+                if upgrade.is_some() {
+                    let new = passwords.hash(password).await?;
+                    // Only if the hash is still the one just verified: a
+                    // concurrent password change wins.
+                    let replaced = self
+                        .inner
+                        .users
+                        .replace_password_hash(&user.id, &user.password_hash, &new)
+                        .await?;
+                    if replaced {
+                        self.emit(
+                            AuthEventKind::PasswordRehashed,
+                            true,
+                            Some(&user.id),
+                            None,
+                            Some(Factor::Password),
+                            None,
+                        );
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Logs in with a password. `current` is the session the request came
+    /// with, if any: it is rotated (its ID dies), so a planted or pre-login
+    /// ID never becomes an authenticated one.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+        current: Option<Session>,
+    ) -> Result<LoginOutcome, AuthError> {
+        // A malformed name is throttled and hashed like an unknown one.
+        let normalized = normalize_login(login).ok();
+        let account = normalized.as_deref().unwrap_or("");
+        self.throttle(account, client, None).await?;
+        let user = match &normalized {
+            Some(name) => self.inner.users.find_by_login(name).await?,
+            None => None,
+        };
+        let usable = user.as_ref().filter(|u| !u.disabled);
+        let matched = self.check_password(usable, password).await?;
+        if !matched {
+            let reason = match (&normalized, &user) {
+                (None, _) => FailureReason::InvalidLogin,
+                (Some(_), None) => FailureReason::UnknownUser,
+                (Some(_), Some(u)) if u.disabled => FailureReason::Disabled,
+                _ => FailureReason::WrongPassword,
+            };
+            self.inner
+                .throttle
+                .record_failure(account, self.now())
+                .await?;
+            self.emit(
+                AuthEventKind::LoginFailed,
+                false,
+                user.as_ref().map(|u| u.id.as_str()),
+                Some(client.ip),
+                Some(Factor::Password),
+                Some(reason),
+            );
+            return Err(AuthError::InvalidCredentials);
+        }
+        let Some(user) = usable else {
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.inner.throttle.record_success(account).await?;
+        let now = self.now();
+        let mfa = !user.second_factors.is_empty();
+        let methods = user.second_factors.clone();
+        let pending_until = now.saturating_add(self.inner.sessions.config().mfa_pending_timeout());
+        let (user_id, stamp) = (user.id.clone(), user.security_stamp.clone());
+        let session = self
+            .enter(current, client, move |record| {
+                record.user_id = Some(user_id.clone());
+                record.security_stamp = Some(stamp.clone());
+                record.auth = if mfa {
+                    AuthState::MfaPending {
+                        methods: methods.clone(),
+                        expires_at: pending_until,
+                    }
+                } else {
+                    AuthState::Authenticated {
+                        factors: vec![Factor::Password],
+                        at: now,
+                    }
+                };
+            })
+            .await?;
+        if mfa {
+            self.emit(
+                AuthEventKind::LoginMfaRequired,
+                true,
+                Some(&user.id),
+                Some(client.ip),
+                Some(Factor::Password),
+                None,
+            );
+            Ok(LoginOutcome::MfaRequired {
+                session,
+                methods: user.second_factors.clone(),
+            })
+        } else {
+            self.emit(
+                AuthEventKind::LoginSucceeded,
+                true,
+                Some(&user.id),
+                Some(client.ip),
+                Some(Factor::Password),
+                None,
+            );
+            Ok(LoginOutcome::LoggedIn(session))
+        }
+    }
+
+    /// Moves the request's session (or a new one) into a new state under a
+    /// new ID. A session of another user is ended, not reused.
+    async fn enter<F>(
+        &self,
+        current: Option<Session>,
+        client: &Client,
+        change: F,
+    ) -> Result<Session, AuthError>
+    where
+        F: FnMut(&mut crate::session::SessionRecord) + Send,
+    {
+        let sessions = &self.inner.sessions;
+        let mut session = match current {
+            Some(session) if session.user_id().is_none() => session,
+            Some(other) => {
+                sessions.destroy(other).await?;
+                sessions
+                    .create(NewSession {
+                        client: client.info(),
+                        persistent: false,
+                    })
+                    .await?
+            }
+            None => {
+                sessions
+                    .create(NewSession {
+                        client: client.info(),
+                        persistent: false,
+                    })
+                    .await?
+            }
+        };
+        let mut change = change;
+        match sessions.rotate_with(&mut session, &mut change).await {
+            Ok(()) => Ok(session),
+            // The anonymous session ended meanwhile: start from a fresh one.
+            Err(SessionError::Gone) => {
+                let mut fresh = sessions
+                    .create(NewSession {
+                        client: client.info(),
+                        persistent: false,
+                    })
+                    .await?;
+                sessions.rotate_with(&mut fresh, &mut change).await?;
+                Ok(fresh)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Ends the session server-side.
+    pub async fn logout(&self, session: Session, client: &Client) -> Result<(), AuthError> {
+        let user = session.user_id().map(str::to_owned);
+        self.inner.sessions.destroy(session).await?;
+        self.emit(
+            AuthEventKind::LoggedOut,
+            true,
+            user.as_deref(),
+            Some(client.ip),
+            None,
+            None,
+        );
+        Ok(())
+    }
+
+    /// The user of an authenticated session.
+    pub async fn current_user(&self, session: &Session) -> Result<User, AuthError> {
+        let id = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?;
+        match self.inner.users.find_by_id(id).await? {
+            Some(user) if !user.disabled => Ok(user),
+            _ => Err(AuthError::NotAuthenticated),
+        }
+    }
+
+    /// Fails with [`AuthError::ReauthenticationRequired`] unless the session
+    /// authenticated within the configured window (default 10 min).
+    pub fn require_recent(&self, session: &Session) -> Result<(), AuthError> {
+        if session.authenticated_user().is_none() {
+            return Err(AuthError::NotAuthenticated);
+        }
+        if session.authenticated_within(self.now(), self.inner.recent_auth) {
+            Ok(())
+        } else {
+            Err(AuthError::ReauthenticationRequired)
+        }
+    }
+
+    /// Proves the password again (step-up): throttled like a login; on
+    /// success the session gets a new ID and a fresh authentication time.
+    pub async fn reauthenticate(
+        &self,
+        session: &mut Session,
+        password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let user = self.current_user(session).await?;
+        self.verify_current_password(&user, password, client)
+            .await?;
+        let now = self.now();
+        self.inner
+            .sessions
+            .rotate_with(session, |record| {
+                if let AuthState::Authenticated { at, .. } = &mut record.auth {
+                    *at = now;
+                }
+            })
+            .await?;
+        self.emit(
+            AuthEventKind::Reauthenticated,
+            true,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Password),
+            None,
+        );
+        Ok(())
+    }
+
+    async fn verify_current_password(
+        &self,
+        user: &User,
+        password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.throttle(&user.login, client, Some(&user.id)).await?;
+        if self.check_password(Some(user), password).await? {
+            self.inner.throttle.record_success(&user.login).await?;
+            Ok(())
+        } else {
+            self.inner
+                .throttle
+                .record_failure(&user.login, self.now())
+                .await?;
+            self.emit(
+                AuthEventKind::PasswordChangeFailed,
+                false,
+                Some(&user.id),
+                Some(client.ip),
+                Some(Factor::Password),
+                Some(FailureReason::WrongPassword),
+            );
+            Err(AuthError::InvalidCredentials)
+        }
+    }
+
+    /// Changes the password: requires the current one (throttled), applies
+    /// the policy, bumps the security stamp (ending every other session) and
+    /// rotates the current session.
+    pub async fn change_password(
+        &self,
+        session: &mut Session,
+        current_password: &Password,
+        new_password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let user = self.current_user(session).await?;
+        self.verify_current_password(&user, current_password, client)
+            .await?;
+        // Re-read: a re-hash during verification may have replaced the hash.
+        let user = self.current_user(session).await?;
+        let new_hash = self
+            .inner
+            .passwords
+            .hash_new_password(new_password, &self.policy_context(&user.login))
+            .await?;
+        let stamp = new_security_stamp()?;
+        let changed = self
+            .inner
+            .users
+            .change_password(&user.id, &user.password_hash, &new_hash, &stamp)
+            .await?;
+        if !changed {
+            // The password changed concurrently; let the user retry.
+            return Err(AuthError::InvalidCredentials);
+        }
+        self.end_other_sessions(session, &user.id, stamp).await?;
+        self.emit(
+            AuthEventKind::PasswordChanged,
+            true,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Password),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Ends every other session of the session's user ("sign out
+    /// everywhere else"), through a new security stamp, and rotates the
+    /// current one.
+    pub async fn sign_out_everywhere(
+        &self,
+        session: &mut Session,
+        client: &Client,
+    ) -> Result<u64, AuthError> {
+        let user = self.current_user(session).await?;
+        let stamp = new_security_stamp()?;
+        self.inner
+            .users
+            .set_security_stamp(&user.id, &stamp)
+            .await?;
+        let ended = self.end_other_sessions(session, &user.id, stamp).await?;
+        self.emit(
+            AuthEventKind::SignedOutEverywhere,
+            true,
+            Some(&user.id),
+            Some(client.ip),
+            None,
+            None,
+        );
+        Ok(ended)
+    }
+
+    async fn end_other_sessions(
+        &self,
+        session: &mut Session,
+        user_id: &str,
+        stamp: String,
+    ) -> Result<u64, AuthError> {
+        let sessions = &self.inner.sessions;
+        sessions
+            .rotate_with(session, |record| {
+                record.security_stamp = Some(stamp.clone());
+            })
+            .await?;
+        // Stores that cannot revoke by user rely on the stamp alone.
+        match sessions.destroy_all_for_user(user_id, Some(session)).await {
+            Ok(ended) => Ok(ended),
+            Err(SessionError::Store(StoreError::Unsupported)) => Ok(0),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Ends one of the user's own sessions by its handle. Returns whether it
+    /// existed.
+    pub async fn revoke_session(
+        &self,
+        session: &Session,
+        handle: &SessionHandle,
+        client: &Client,
+    ) -> Result<bool, AuthError> {
+        let user = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?
+            .to_owned();
+        let found = self.inner.sessions.destroy_by_handle(&user, handle).await?;
+        if found {
+            self.emit(
+                AuthEventKind::SessionRevoked,
+                true,
+                Some(&user),
+                Some(client.ip),
+                None,
+                None,
+            );
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,655 @@
+//! The login flow: every login row of the security requirements, with
+//! in-memory stores, an injected clock and the default (OWASP) hasher.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth_core::clock::{Clock, ManualClock};
+use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
+use auth_core::flow::{AuthError, Authenticator, Client, LoginOutcome};
+use auth_core::password::{
+    Argon2Params, HashedPassword, Password, PasswordHasher, PasswordService, PolicyViolation,
+};
+use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::session::{AuthState, Factor, MemoryStore, SessionConfig, SessionManager};
+use auth_core::user::{MemoryUserStore, NewUser, User, UserStamps, UserStore, UserStoreError};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<AuthEvent>>);
+
+impl AuthEventHook for Recorder {
+    fn on_event(&self, event: &AuthEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn kinds(&self) -> Vec<AuthEventKind> {
+        self.0.lock().unwrap().iter().map(|e| e.kind).collect()
+    }
+    fn last(&self) -> AuthEvent {
+        self.0.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+struct Harness {
+    auth: Authenticator,
+    users: Arc<MemoryUserStore>,
+    clock: ManualClock,
+    events: Arc<Recorder>,
+}
+
+fn harness_with(
+    users: Arc<dyn UserStore>,
+    memory_users: Arc<MemoryUserStore>,
+    throttle: ThrottleConfig,
+) -> Harness {
+    let clock = ManualClock::starting_now();
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let sessions = SessionManager::new(
+        Arc::new(MemoryStore::with_clock(dyn_clock.clone())),
+        SessionConfig::default(),
+    )
+    .with_clock(dyn_clock.clone())
+    .with_stamp_source(Arc::new(UserStamps(users.clone())));
+    let events = Arc::new(Recorder::default());
+    let auth = Authenticator::builder(
+        PasswordService::builder().build().unwrap(),
+        sessions,
+        users,
+        Arc::new(MemoryThrottle::new(throttle, dyn_clock)),
+    )
+    .app_name("Example App")
+    .event_hook(events.clone())
+    .build();
+    Harness {
+        auth,
+        users: memory_users,
+        clock,
+        events,
+    }
+}
+
+fn harness() -> Harness {
+    let users = Arc::new(MemoryUserStore::new());
+    harness_with(users.clone(), users, ThrottleConfig::default())
+}
+
+fn client(ip: &str) -> Client {
+    Client {
+        ip: ip.parse::<IpAddr>().unwrap(),
+        user_agent: Some("test".into()),
+    }
+}
+
+fn pw(s: &str) -> Password {
+    Password::from(s)
+}
+
+async fn register(h: &Harness, name: &str) -> User {
+    h.auth
+        .register(name, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap()
+}
+
+async fn login_ok(h: &Harness, name: &str) -> auth_core::session::Session {
+    match h
+        .auth
+        .login(name, &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn register_applies_the_policy_and_refuses_duplicates() {
+    let h = harness();
+    let c = client("192.0.2.1");
+    let err = h
+        .auth
+        .register("alice", &pw("password1"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.reason()), (400, Some("common_password")));
+    let err = h
+        .auth
+        .register("alice", &pw("alice-is-my-name"), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        AuthError::Policy(PolicyViolation::ContainsContextWord)
+    ));
+    let err = h
+        .auth
+        .register("bob", &pw("my example app pw"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some("context_word"));
+    let user = register(&h, "Alice").await;
+    assert_eq!(user.login, "alice");
+    assert!(
+        user.password_hash
+            .as_str()
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
+    // "ALICE" is the same account.
+    let err = h
+        .auth
+        .register("ALICE", &pw(PASSWORD), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 409);
+    assert_eq!(
+        h.auth
+            .register("  ", &pw(PASSWORD), &c)
+            .await
+            .unwrap_err()
+            .status(),
+        400
+    );
+    assert!(h.events.kinds().contains(&AuthEventKind::Registered));
+}
+
+/// Unknown user, wrong password and disabled user: same status, same
+/// message, and exactly one key derivation each.
+#[tokio::test]
+async fn unknown_wrong_and_disabled_look_the_same_and_cost_one_hash() {
+    let h = harness();
+    let alice = register(&h, "alice").await;
+    register(&h, "carol").await;
+    h.users
+        .set_disabled(
+            &h.users.find_by_login("carol").await.unwrap().unwrap().id,
+            true,
+        )
+        .await
+        .unwrap();
+    let counter = || h.auth.passwords().hasher().kdf_invocations();
+    let mut answers = Vec::new();
+    for (name, password) in [
+        ("nobody", PASSWORD),
+        ("alice", "wrong password!"),
+        ("carol", PASSWORD),
+    ] {
+        let before = counter();
+        let err = h
+            .auth
+            .login(name, &pw(password), &client("192.0.2.9"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(counter() - before, 1, "{name}: exactly one hash");
+        answers.push((err.status(), err.to_string()));
+        let event = h.events.last();
+        assert_eq!(event.kind, AuthEventKind::LoginFailed);
+        assert!(!event.success);
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (401, "invalid credentials".to_owned())),
+        "{answers:?}"
+    );
+    // The audit trail still knows which was which.
+    let reasons: Vec<_> = h
+        .events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            FailureReason::UnknownUser,
+            FailureReason::WrongPassword,
+            FailureReason::Disabled
+        ]
+    );
+    let _ = alice;
+}
+
+#[tokio::test]
+async fn login_rotates_the_session_and_kills_the_pre_login_id() {
+    let h = harness();
+    register(&h, "alice").await;
+    let planted = h.auth.sessions().create(Default::default()).await.unwrap();
+    let planted_cookie = planted.id().encode();
+    let outcome = h
+        .auth
+        .login("Alice", &pw(PASSWORD), &client("192.0.2.1"), Some(planted))
+        .await
+        .unwrap();
+    let session = outcome.session();
+    assert_ne!(session.id().encode(), planted_cookie);
+    assert!(
+        h.auth
+            .sessions()
+            .load(&planted_cookie)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let loaded = h
+        .auth
+        .sessions()
+        .load(&session.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(loaded.authenticated_user().is_some());
+    assert!(
+        matches!(loaded.auth_state(), AuthState::Authenticated { factors, .. } if factors == &vec![Factor::Password])
+    );
+    let cookie = h.auth.session_cookie(session);
+    assert!(cookie.starts_with("__Host-session=") && cookie.contains("HttpOnly"));
+}
+
+#[tokio::test]
+async fn a_second_factor_yields_only_a_pending_session() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    h.users
+        .set_second_factors(&user.id, vec![Factor::Totp])
+        .unwrap();
+    let outcome = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap();
+    let LoginOutcome::MfaRequired { session, methods } = outcome else {
+        panic!("expected MFA");
+    };
+    assert_eq!(methods, vec![Factor::Totp]);
+    assert_eq!(session.authenticated_user(), None);
+    assert!(matches!(
+        h.auth.current_user(&session).await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert_eq!(h.events.last().kind, AuthEventKind::LoginMfaRequired);
+}
+
+#[tokio::test]
+async fn the_account_is_throttled_across_many_ips_even_for_the_right_password() {
+    let h = harness();
+    register(&h, "alice").await;
+    for n in 1..=5 {
+        let err = h
+            .auth
+            .login(
+                "alice",
+                &pw("wrong password!"),
+                &client(&format!("198.51.100.{n}")),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+    }
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("203.0.113.77"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    assert_eq!(err.retry_after_secs(), Some(30));
+    assert_eq!(h.events.last().reason, Some(FailureReason::AccountLocked));
+    // Unknown accounts are counted too (no enumeration through the lock).
+    for _ in 0..5 {
+        let _ = h
+            .auth
+            .login("ghost", &pw("x-wrong-pass"), &client("198.51.100.50"), None)
+            .await;
+    }
+    let err = h
+        .auth
+        .login("ghost", &pw("x-wrong-pass"), &client("198.51.100.51"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    // After the back-off, the right password works and clears the count.
+    h.clock.advance(Duration::from_secs(30));
+    login_ok(&h, "alice").await;
+    let err = h
+        .auth
+        .login("alice", &pw("wrong password!"), &client("192.0.2.1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401, "the count was cleared by the success");
+}
+
+#[tokio::test]
+async fn one_ip_is_throttled_across_many_accounts() {
+    let users = Arc::new(MemoryUserStore::new());
+    let config = ThrottleConfig::builder()
+        .per_ip(4, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let h = harness_with(users.clone(), users, config);
+    let attacker = client("203.0.113.5");
+    for n in 0..4 {
+        let err = h
+            .auth
+            .login(&format!("user{n}"), &pw("guess-guess"), &attacker, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+    }
+    let before = h.auth.passwords().hasher().kdf_invocations();
+    let err = h
+        .auth
+        .login("user9", &pw("guess-guess"), &attacker, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    assert!(err.retry_after_secs().unwrap() <= 60);
+    assert_eq!(
+        h.auth.passwords().hasher().kdf_invocations(),
+        before,
+        "refused before hashing"
+    );
+    // Another client is unaffected.
+    let err = h
+        .auth
+        .login("user9", &pw("guess-guess"), &client("203.0.113.6"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401);
+}
+
+#[tokio::test]
+async fn a_weak_hash_is_upgraded_only_after_a_correct_password() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    let weak_hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap();
+    let weak = weak_hasher.hash(&pw(PASSWORD)).unwrap();
+    h.users.force_password_hash(&user.id, weak.clone()).unwrap();
+    let _ = h
+        .auth
+        .login("alice", &pw("wrong password!"), &client("192.0.2.1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        h.users
+            .find_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        weak,
+        "no upgrade on a wrong password"
+    );
+    login_ok(&h, "alice").await;
+    let upgraded = h
+        .users
+        .find_by_id(&user.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        upgraded
+            .as_str()
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
+    assert!(h.events.kinds().contains(&AuthEventKind::PasswordRehashed));
+    login_ok(&h, "alice").await;
+}
+
+/// A user store whose re-hash write loses a race against a password change
+/// that lands just before it.
+#[derive(Debug)]
+struct RacingStore {
+    inner: Arc<MemoryUserStore>,
+    racing_hash: HashedPassword,
+}
+
+#[async_trait]
+impl UserStore for RacingStore {
+    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+        self.inner.find_by_login(login).await
+    }
+    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+        self.inner.find_by_id(id).await
+    }
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        self.inner.create(user).await
+    }
+    async fn replace_password_hash(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+    ) -> Result<bool, UserStoreError> {
+        // The password change commits first...
+        self.inner
+            .force_password_hash(id, self.racing_hash.clone())?;
+        // ...then the re-hash arrives, conditional on the old hash.
+        self.inner.replace_password_hash(id, current, new).await
+    }
+    async fn change_password(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+        stamp: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.change_password(id, current, new, stamp).await
+    }
+    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
+        self.inner.set_security_stamp(id, stamp).await
+    }
+    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
+        self.inner.set_disabled(id, disabled).await
+    }
+}
+
+#[tokio::test]
+async fn a_rehash_racing_a_password_change_never_restores_the_old_password() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let new_hash = PasswordHasher::default()
+        .hash(&pw("the new password 123"))
+        .unwrap();
+    let racing: Arc<dyn UserStore> = Arc::new(RacingStore {
+        inner: memory.clone(),
+        racing_hash: new_hash.clone(),
+    });
+    let h = harness_with(racing, memory.clone(), ThrottleConfig::default());
+    let user = register(&h, "alice").await;
+    let weak = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap()
+        .hash(&pw(PASSWORD))
+        .unwrap();
+    memory.force_password_hash(&user.id, weak).unwrap();
+    login_ok(&h, "alice").await;
+    assert_eq!(
+        memory
+            .find_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        new_hash,
+        "the password change stands; the old password was not written back"
+    );
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401, "the old password no longer works");
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_other_sessions_and_rotates_this_one() {
+    let h = harness();
+    register(&h, "alice").await;
+    let mut mine = login_ok(&h, "alice").await;
+    let other = login_ok(&h, "alice").await;
+    let old_cookie = mine.id().encode();
+    let c = client("192.0.2.1");
+    let err = h
+        .auth
+        .change_password(
+            &mut mine,
+            &pw("not my password"),
+            &pw("a brand new passphrase"),
+            &c,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401);
+    let err = h
+        .auth
+        .change_password(&mut mine, &pw(PASSWORD), &pw("password123"), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    h.auth
+        .change_password(&mut mine, &pw(PASSWORD), &pw("a brand new passphrase"), &c)
+        .await
+        .unwrap();
+    let sessions = h.auth.sessions();
+    assert!(
+        sessions.load(&other.id().encode()).await.unwrap().is_none(),
+        "other session ended"
+    );
+    assert!(
+        sessions.load(&old_cookie).await.unwrap().is_none(),
+        "current ID rotated"
+    );
+    assert!(
+        sessions.load(&mine.id().encode()).await.unwrap().is_some(),
+        "current session lives on"
+    );
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &c, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401, "the old password stopped working");
+    h.auth
+        .login("alice", &pw("a brand new passphrase"), &c, None)
+        .await
+        .unwrap();
+    assert!(h.events.kinds().contains(&AuthEventKind::PasswordChanged));
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_and_disabling_end_sessions() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    let mut mine = login_ok(&h, "alice").await;
+    let other = login_ok(&h, "alice").await;
+    h.auth
+        .sign_out_everywhere(&mut mine, &client("192.0.2.1"))
+        .await
+        .unwrap();
+    let sessions = h.auth.sessions();
+    assert!(sessions.load(&other.id().encode()).await.unwrap().is_none());
+    let mine_loaded = sessions.load(&mine.id().encode()).await.unwrap().unwrap();
+    h.users.set_disabled(&user.id, true).await.unwrap();
+    assert!(
+        sessions
+            .load(&mine_loaded.id().encode())
+            .await
+            .unwrap()
+            .is_none(),
+        "a disabled user has no session"
+    );
+}
+
+#[tokio::test]
+async fn logout_is_server_side_and_sensitive_operations_need_a_recent_login() {
+    let h = harness();
+    register(&h, "alice").await;
+    let mut session = login_ok(&h, "alice").await;
+    h.auth.require_recent(&session).unwrap();
+    h.clock.advance(Duration::from_secs(11 * 60));
+    let session_now = h
+        .auth
+        .sessions()
+        .load(&session.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        h.auth.require_recent(&session_now),
+        Err(AuthError::ReauthenticationRequired)
+    ));
+    let before = session.id().encode();
+    h.auth
+        .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    assert_ne!(session.id().encode(), before, "step-up rotates the ID");
+    h.auth.require_recent(&session).unwrap();
+    let cookie = session.id().encode();
+    h.auth.logout(session, &client("192.0.2.1")).await.unwrap();
+    assert!(h.auth.sessions().load(&cookie).await.unwrap().is_none());
+    assert_eq!(h.events.last().kind, AuthEventKind::LoggedOut);
+}
+
+#[tokio::test]
+async fn users_revoke_their_own_sessions_by_handle() {
+    let h = harness();
+    register(&h, "alice").await;
+    register(&h, "bob").await;
+    let mine = login_ok(&h, "alice").await;
+    let other = login_ok(&h, "alice").await;
+    let bobs = login_ok(&h, "bob").await;
+    let c = client("192.0.2.1");
+    assert!(
+        !h.auth
+            .revoke_session(&mine, &bobs.handle(), &c)
+            .await
+            .unwrap(),
+        "not someone else's"
+    );
+    assert!(
+        h.auth
+            .revoke_session(&mine, &other.handle(), &c)
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.auth
+            .sessions()
+            .load(&other.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.auth
+            .sessions()
+            .load(&bobs.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
