@@ -72,6 +72,11 @@ impl CsrfRejection {
     }
 }
 
+/// A trusted origin that is not `scheme://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid trusted origin {0:?}: expected scheme://host[:port]")]
+pub struct InvalidOrigin(pub String);
+
 /// The cross-origin check; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct CsrfGuard {
@@ -79,13 +84,18 @@ pub struct CsrfGuard {
 }
 
 impl CsrfGuard {
-    /// Also accepts unsafe requests whose `Origin` is exactly `origin`
-    /// (scheme, host and port, e.g. `https://admin.example.com`).
-    #[must_use]
-    pub fn trust_origin(mut self, origin: impl Into<String>) -> Self {
-        self.trusted_origins
-            .insert(origin.into().trim_end_matches('/').to_ascii_lowercase());
-        self
+    /// Also accepts unsafe requests whose `Origin` is exactly `origin`:
+    /// `scheme://host[:port]`, nothing else (as Go's `AddTrustedOrigin`), so
+    /// `null` or a path cannot be trusted by mistake.
+    pub fn trust_origin(mut self, origin: &str) -> Result<Self, InvalidOrigin> {
+        let origin = origin.trim();
+        let valid =
+            origin_host(origin).is_some_and(|host| origin.ends_with(host) && !host.is_empty());
+        if !valid {
+            return Err(InvalidOrigin(origin.to_owned()));
+        }
+        self.trusted_origins.insert(origin.to_ascii_lowercase());
+        Ok(self)
     }
 
     /// Whether the method never changes state.
@@ -98,7 +108,13 @@ impl CsrfGuard {
         if Self::is_safe_method(request.method) {
             return Ok(());
         }
-        match request.sec_fetch_site.map(str::trim) {
+        // Empty headers count as absent, as in Go.
+        let sec_fetch_site = request
+            .sec_fetch_site
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let origin = request.origin.map(str::trim).filter(|v| !v.is_empty());
+        match sec_fetch_site {
             Some(site)
                 if site.eq_ignore_ascii_case("same-origin")
                     || site.eq_ignore_ascii_case("none") =>
@@ -106,7 +122,7 @@ impl CsrfGuard {
                 return Ok(());
             }
             Some(_) => {
-                return if self.is_trusted(request.origin) {
+                return if self.is_trusted(origin) {
                     Ok(())
                 } else {
                     Err(CsrfRejection::CrossOrigin)
@@ -114,7 +130,7 @@ impl CsrfGuard {
             }
             None => {}
         }
-        let Some(origin) = request.origin else {
+        let Some(origin) = origin else {
             return Ok(());
         };
         if let (Some(origin_host), Some(host)) = (origin_host(origin), request.host)
@@ -130,10 +146,7 @@ impl CsrfGuard {
     }
 
     fn is_trusted(&self, origin: Option<&str>) -> bool {
-        origin.is_some_and(|o| {
-            self.trusted_origins
-                .contains(&o.trim().trim_end_matches('/').to_ascii_lowercase())
-        })
+        origin.is_some_and(|o| self.trusted_origins.contains(&o.to_ascii_lowercase()))
     }
 }
 
@@ -238,7 +251,9 @@ mod tests {
     /// Every combination of method, `Sec-Fetch-Site` and `Origin`.
     #[test]
     fn the_csrf_matrix() {
-        let guard = CsrfGuard::default().trust_origin("https://admin.example/");
+        let guard = CsrfGuard::default()
+            .trust_origin("https://admin.example")
+            .unwrap();
         let same = Some("https://app.example:8443");
         let foreign = Some("https://evil.example");
         let trusted = Some("https://admin.example");
@@ -267,6 +282,68 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Hand-written expectations, independent of the code's own logic.
+    #[test]
+    fn the_csrf_table() {
+        let guard = CsrfGuard::default()
+            .trust_origin("https://admin.example")
+            .unwrap();
+        let cases: &[(&str, Option<&str>, Option<&str>, bool)] = &[
+            ("POST", None, None, true),
+            ("POST", Some(""), Some(""), true),
+            (
+                "POST",
+                Some("same-origin"),
+                Some("https://evil.example"),
+                true,
+            ),
+            ("POST", Some("none"), None, true),
+            ("POST", Some("cross-site"), None, false),
+            (
+                "POST",
+                Some("same-site"),
+                Some("https://app.example:8443"),
+                false,
+            ),
+            (
+                "POST",
+                Some("cross-site"),
+                Some("https://admin.example"),
+                true,
+            ),
+            ("POST", None, Some("https://app.example:8443"), true),
+            ("POST", None, Some("http://app.example:8443"), true),
+            ("POST", None, Some("https://app.example"), false),
+            ("POST", None, Some("https://app.example:8444"), false),
+            ("POST", None, Some("null"), false),
+            (
+                "DELETE",
+                Some("cross-site"),
+                Some("https://evil.example"),
+                false,
+            ),
+            (
+                "GET",
+                Some("cross-site"),
+                Some("https://evil.example"),
+                true,
+            ),
+        ];
+        for (method, site, origin, ok) in cases {
+            let result = guard.check(&req(method, *site, *origin));
+            assert_eq!(result.is_ok(), *ok, "{method} {site:?} {origin:?}");
+        }
+        for bad in [
+            "null",
+            "https://a.example/path",
+            "a.example",
+            "https://",
+            "",
+        ] {
+            assert!(CsrfGuard::default().trust_origin(bad).is_err(), "{bad}");
         }
     }
 

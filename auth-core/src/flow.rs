@@ -17,14 +17,17 @@ use crate::clock::Timestamp;
 use crate::cookie::CookieConfig;
 use crate::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
 use crate::password::{
-    Password, PasswordError, PasswordService, PolicyContext, PolicyViolation, Verification,
+    HashedPassword, Password, PasswordError, PasswordService, PolicyContext, PolicyViolation,
+    Verification,
 };
 use crate::rate_limit::{Decision, IpBucket, ThrottleBackend, ThrottleError};
 use crate::session::{
     AuthState, ClientInfo, Factor, NewSession, Session, SessionError, SessionHandle,
     SessionManager, StoreError,
 };
-use crate::user::{NewUser, User, UserStore, UserStoreError, new_security_stamp, normalize_login};
+use crate::user::{
+    NewUser, User, UserStamps, UserStore, UserStoreError, new_security_stamp, normalize_login,
+};
 
 /// The client behind a request, as the adapter determined it (client IP via
 /// [`TrustedProxies`](crate::rate_limit::TrustedProxies)).
@@ -226,8 +229,17 @@ impl AuthenticatorBuilder {
         self
     }
 
-    /// Builds the authenticator.
-    pub fn build(self) -> Authenticator {
+    /// Builds the authenticator. If the session manager has no stamp
+    /// source, the user store becomes it, so password changes, "sign out
+    /// everywhere" and disabling end sessions on every store (including
+    /// those that cannot revoke by user).
+    pub fn build(mut self) -> Authenticator {
+        if !self.sessions.has_stamp_source() {
+            self.sessions = self
+                .sessions
+                .clone()
+                .with_stamp_source(Arc::new(UserStamps(Arc::clone(&self.users))));
+        }
         Authenticator {
             inner: Arc::new(self),
         }
@@ -354,6 +366,22 @@ impl Authenticator {
                 Some(reason),
             );
         };
+        if let Decision::Limited { retry_after, .. } = self
+            .inner
+            .throttle
+            .check_ip(IpBucket::of(client.ip), self.now())
+            .await?
+        {
+            self.emit(
+                AuthEventKind::Throttled,
+                false,
+                None,
+                Some(client.ip),
+                None,
+                Some(FailureReason::IpThrottled),
+            );
+            return Err(AuthError::Throttled { retry_after });
+        }
         let Ok(normalized) = normalize_login(login) else {
             refuse(FailureReason::InvalidLogin);
             return Err(AuthError::InvalidLogin);
@@ -432,47 +460,67 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `password` for `user` (or the dummy when `None`); re-hashes
-    /// on success when flagged. Returns whether it matched.
+    /// Verifies `password` for `user` (or the dummy when `None`, so every
+    /// path costs one hash); re-hashes on success when flagged. Returns the
+    /// user's stored hash after this check (the re-hash, if written) when the
+    /// password matched.
     async fn check_password(
         &self,
         user: Option<&User>,
         password: &Password,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Option<HashedPassword>, AuthError> {
         let passwords = &self.inner.passwords;
         let Some(user) = user else {
-            let _ = passwords.verify_dummy(password).await?;
-            return Ok(false);
+            return match passwords.verify_dummy(password).await {
+                // Oversized input: refused before hashing on every path.
+                Ok(_) | Err(PasswordError::TooLong) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
         };
         let verification = match passwords.verify(password, &user.password_hash).await {
             Ok(verification) => verification,
             Err(PasswordError::TooLong) => Verification::Mismatch,
+            Err(
+                PasswordError::MalformedHash
+                | PasswordError::UnsupportedAlgorithm
+                | PasswordError::UnknownPepperKey,
+            ) => {
+                tracing::error!(
+                    target: "auth_core::audit",
+                    user_id = %user.id,
+                    "stored password hash cannot be verified (malformed, unsupported or unknown pepper)"
+                );
+                Verification::Mismatch
+            }
             Err(other) => return Err(other.into()),
         };
         match verification {
-            Verification::Mismatch => Ok(false),
+            Verification::Mismatch => Ok(None),
             Verification::Match { upgrade } => {
-                if upgrade.is_some() {
-                    let new = passwords.hash(password).await?;
-                    // Only if the hash is still the one just verified: a
-                    // concurrent password change wins.
-                    let replaced = self
-                        .inner
-                        .users
-                        .replace_password_hash(&user.id, &user.password_hash, &new)
-                        .await?;
-                    if replaced {
-                        self.emit(
-                            AuthEventKind::PasswordRehashed,
-                            true,
-                            Some(&user.id),
-                            None,
-                            Some(Factor::Password),
-                            None,
-                        );
-                    }
+                if upgrade.is_none() {
+                    return Ok(Some(user.password_hash.clone()));
                 }
-                Ok(true)
+                let new = passwords.hash(password).await?;
+                // Only if the hash is still the one just verified: a
+                // concurrent password change wins.
+                let replaced = self
+                    .inner
+                    .users
+                    .replace_password_hash(&user.id, &user.password_hash, &new)
+                    .await?;
+                if replaced {
+                    self.emit(
+                        AuthEventKind::PasswordRehashed,
+                        true,
+                        Some(&user.id),
+                        None,
+                        Some(Factor::Password),
+                        None,
+                    );
+                    Ok(Some(new))
+                } else {
+                    Ok(Some(user.password_hash.clone()))
+                }
             }
         }
     }
@@ -496,7 +544,7 @@ impl Authenticator {
             None => None,
         };
         let usable = user.as_ref().filter(|u| !u.disabled);
-        let matched = self.check_password(usable, password).await?;
+        let matched = self.check_password(usable, password).await?.is_some();
         if !matched {
             let reason = match (&normalized, &user) {
                 (None, _) => FailureReason::InvalidLogin,
@@ -504,10 +552,7 @@ impl Authenticator {
                 (Some(_), Some(u)) if u.disabled => FailureReason::Disabled,
                 _ => FailureReason::WrongPassword,
             };
-            self.inner
-                .throttle
-                .record_failure(account, self.now())
-                .await?;
+
             self.emit(
                 AuthEventKind::LoginFailed,
                 false,
@@ -570,8 +615,9 @@ impl Authenticator {
         }
     }
 
-    /// Moves the request's session (or a new one) into a new state under a
-    /// new ID. A session of another user is ended, not reused.
+    /// A fresh session in the new state. The request's session, if any, is
+    /// ended: nothing of a possibly planted pre-login session (its data, its
+    /// "remember me" flag, its creation time) carries into the login.
     async fn enter<F>(
         &self,
         current: Option<Session>,
@@ -582,42 +628,17 @@ impl Authenticator {
         F: FnMut(&mut crate::session::SessionRecord) + Send,
     {
         let sessions = &self.inner.sessions;
-        let mut session = match current {
-            Some(session) if session.user_id().is_none() => session,
-            Some(other) => {
-                sessions.destroy(other).await?;
-                sessions
-                    .create(NewSession {
-                        client: client.info(),
-                        persistent: false,
-                    })
-                    .await?
-            }
-            None => {
-                sessions
-                    .create(NewSession {
-                        client: client.info(),
-                        persistent: false,
-                    })
-                    .await?
-            }
-        };
-        let mut change = change;
-        match sessions.rotate_with(&mut session, &mut change).await {
-            Ok(()) => Ok(session),
-            // The anonymous session ended meanwhile: start from a fresh one.
-            Err(SessionError::Gone) => {
-                let mut fresh = sessions
-                    .create(NewSession {
-                        client: client.info(),
-                        persistent: false,
-                    })
-                    .await?;
-                sessions.rotate_with(&mut fresh, &mut change).await?;
-                Ok(fresh)
-            }
-            Err(other) => Err(other.into()),
+        if let Some(old) = current {
+            sessions.destroy(old).await?;
         }
+        let mut session = sessions
+            .create(NewSession {
+                client: client.info(),
+                persistent: false,
+            })
+            .await?;
+        sessions.update(&mut session, change).await?;
+        Ok(session)
     }
 
     /// Ends the session server-side.
@@ -661,6 +682,8 @@ impl Authenticator {
 
     /// Proves the password again (step-up): throttled like a login; on
     /// success the session gets a new ID and a fresh authentication time.
+    /// Users with a second factor get [`AuthError::ReauthenticationRequired`]:
+    /// their step-up needs that factor too.
     pub async fn reauthenticate(
         &self,
         session: &mut Session,
@@ -668,7 +691,12 @@ impl Authenticator {
         client: &Client,
     ) -> Result<(), AuthError> {
         let user = self.current_user(session).await?;
-        self.verify_current_password(&user, password, client)
+        if !user.second_factors.is_empty() {
+            // A password alone must not refresh a multi-factor login; the
+            // second-factor step-up comes with the MFA module.
+            return Err(AuthError::ReauthenticationRequired);
+        }
+        self.verify_current_password(&user, password, client, AuthEventKind::LoginFailed)
             .await?;
         let now = self.now();
         self.inner
@@ -690,30 +718,32 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Checks the current password of `user` (throttled like a login);
+    /// returns the stored hash it matched.
     async fn verify_current_password(
         &self,
         user: &User,
         password: &Password,
         client: &Client,
-    ) -> Result<(), AuthError> {
+        failure: AuthEventKind,
+    ) -> Result<HashedPassword, AuthError> {
         self.throttle(&user.login, client, Some(&user.id)).await?;
-        if self.check_password(Some(user), password).await? {
-            self.inner.throttle.record_success(&user.login).await?;
-            Ok(())
-        } else {
-            self.inner
-                .throttle
-                .record_failure(&user.login, self.now())
-                .await?;
-            self.emit(
-                AuthEventKind::PasswordChangeFailed,
-                false,
-                Some(&user.id),
-                Some(client.ip),
-                Some(Factor::Password),
-                Some(FailureReason::WrongPassword),
-            );
-            Err(AuthError::InvalidCredentials)
+        match self.check_password(Some(user), password).await? {
+            Some(hash) => {
+                self.inner.throttle.record_success(&user.login).await?;
+                Ok(hash)
+            }
+            None => {
+                self.emit(
+                    failure,
+                    false,
+                    Some(&user.id),
+                    Some(client.ip),
+                    Some(Factor::Password),
+                    Some(FailureReason::WrongPassword),
+                );
+                Err(AuthError::InvalidCredentials)
+            }
         }
     }
 
@@ -728,10 +758,17 @@ impl Authenticator {
         client: &Client,
     ) -> Result<(), AuthError> {
         let user = self.current_user(session).await?;
-        self.verify_current_password(&user, current_password, client)
+        // The compare-and-swap below is against the hash this password was
+        // just checked against: if the password changed meanwhile, the old
+        // one cannot overwrite the new.
+        let verified = self
+            .verify_current_password(
+                &user,
+                current_password,
+                client,
+                AuthEventKind::PasswordChangeFailed,
+            )
             .await?;
-        // Re-read: a re-hash during verification may have replaced the hash.
-        let user = self.current_user(session).await?;
         let new_hash = self
             .inner
             .passwords
@@ -741,7 +778,7 @@ impl Authenticator {
         let changed = self
             .inner
             .users
-            .change_password(&user.id, &user.password_hash, &new_hash, &stamp)
+            .change_password(&user.id, &verified, &new_hash, &stamp)
             .await?;
         if !changed {
             // The password changed concurrently; let the user retry.

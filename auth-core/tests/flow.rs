@@ -13,7 +13,10 @@ use auth_core::password::{
     Argon2Params, HashedPassword, Password, PasswordHasher, PasswordService, PolicyViolation,
 };
 use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{AuthState, Factor, MemoryStore, SessionConfig, SessionManager};
+use auth_core::session::{
+    AuthState, Factor, MemoryStore, SaveOutcome, SessionConfig, SessionKey, SessionManager,
+    SessionRecord, SessionStore, StoreError,
+};
 use auth_core::user::{MemoryUserStore, NewUser, User, UserStamps, UserStore, UserStoreError};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -648,6 +651,247 @@ async fn users_revoke_their_own_sessions_by_handle() {
         h.auth
             .sessions()
             .load(&bobs.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn oversized_passwords_do_not_tell_real_accounts_from_unknown_ones() {
+    let h = harness();
+    register(&h, "alice").await;
+    let huge = "x".repeat(5000);
+    for name in ["alice", "nobody"] {
+        for _ in 0..5 {
+            let err = h
+                .auth
+                .login(name, &pw(&huge), &client("198.51.100.9"), None)
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), 401, "{name}");
+        }
+        let err = h
+            .auth
+            .login(name, &pw(&huge), &client("198.51.100.10"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 429, "{name}: counted and locked alike");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_account_lock() {
+    let h = Arc::new(harness());
+    register(&h, "alice").await;
+    let before = h.auth.passwords().hasher().kdf_invocations();
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let h = Arc::clone(&h);
+        tasks.push(tokio::spawn(async move {
+            h.auth
+                .login(
+                    "alice",
+                    &pw("wrong password!"),
+                    &client(&format!("198.51.100.{n}")),
+                    None,
+                )
+                .await
+                .unwrap_err()
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15);
+    assert_eq!(
+        h.auth.passwords().hasher().kdf_invocations() - before,
+        5,
+        "only admitted guesses are hashed"
+    );
+}
+
+#[tokio::test]
+async fn registration_is_throttled_per_ip() {
+    let users = Arc::new(MemoryUserStore::new());
+    let config = ThrottleConfig::builder()
+        .per_ip(3, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let h = harness_with(users.clone(), users, config);
+    let c = client("203.0.113.80");
+    for n in 0..3 {
+        h.auth
+            .register(&format!("user{n}"), &pw(PASSWORD), &c)
+            .await
+            .unwrap();
+    }
+    let err = h
+        .auth
+        .register("user9", &pw(PASSWORD), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    assert!(err.retry_after_secs().is_some());
+}
+
+#[tokio::test]
+async fn step_up_kills_the_old_id_is_throttled_and_needs_every_factor() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    let mut session = login_ok(&h, "alice").await;
+    let before = session.id().encode();
+    h.auth
+        .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    assert!(
+        h.auth.sessions().load(&before).await.unwrap().is_none(),
+        "old ID is dead"
+    );
+    for _ in 0..5 {
+        let err = h
+            .auth
+            .reauthenticate(&mut session, &pw("wrong password!"), &client("192.0.2.1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+    }
+    let err = h
+        .auth
+        .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        429,
+        "re-authentication is throttled like a login"
+    );
+    // A user with a second factor cannot step up with the password alone.
+    h.clock.advance(Duration::from_secs(3600));
+    h.users
+        .set_second_factors(&user.id, vec![Factor::Totp])
+        .unwrap();
+    let err = h
+        .auth
+        .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::ReauthenticationRequired));
+}
+
+/// A session store that cannot revoke or list by user (like a
+/// tower-sessions store): password changes still end the other sessions,
+/// through the security stamp.
+#[derive(Debug, Default)]
+struct NoUserIndex(MemoryStore);
+
+#[async_trait]
+impl SessionStore for NoUserIndex {
+    async fn create(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
+        self.0.create(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+        self.0.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expected: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.0.save(key, record, expected).await
+    }
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expected: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.0.rotate(old, new, record, expected).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        self.0.delete(key).await
+    }
+    async fn delete_by_user(&self, _: &str, _: Option<&SessionKey>) -> Result<u64, StoreError> {
+        Err(StoreError::Unsupported)
+    }
+    async fn list_by_user(&self, _: &str) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
+        Err(StoreError::Unsupported)
+    }
+    async fn delete_expired(&self, now: auth_core::clock::Timestamp) -> Result<u64, StoreError> {
+        self.0.delete_expired(now).await
+    }
+}
+
+#[tokio::test]
+async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
+    let users = Arc::new(MemoryUserStore::new());
+    // No stamp source configured here: the Authenticator installs one.
+    let sessions = SessionManager::new(Arc::new(NoUserIndex::default()), SessionConfig::default());
+    let auth = Authenticator::builder(
+        PasswordService::builder().build().unwrap(),
+        sessions,
+        users.clone(),
+        Arc::new(MemoryThrottle::new(
+            ThrottleConfig::default(),
+            Arc::new(auth_core::clock::SystemClock),
+        )),
+    )
+    .build();
+    let c = client("192.0.2.1");
+    auth.register("alice", &pw(PASSWORD), &c).await.unwrap();
+    let login = || async {
+        auth.login("alice", &pw(PASSWORD), &c, None)
+            .await
+            .unwrap()
+            .session()
+            .clone()
+    };
+    let mut mine = login().await;
+    let other = login().await;
+    auth.change_password(&mut mine, &pw(PASSWORD), &pw("a brand new passphrase"), &c)
+        .await
+        .unwrap();
+    assert!(
+        auth.sessions()
+            .load(&other.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        auth.sessions()
+            .load(&mine.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let third = auth
+        .login("alice", &pw("a brand new passphrase"), &c, None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    auth.sign_out_everywhere(&mut mine, &c).await.unwrap();
+    assert!(
+        auth.sessions()
+            .load(&third.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        auth.sessions()
+            .load(&mine.id().encode())
             .await
             .unwrap()
             .is_some()

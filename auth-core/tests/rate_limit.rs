@@ -93,36 +93,30 @@ mod cases {
         assert_eq!(scope, LimitScope::Ip);
     }
 
+    /// One attempt by `account` from a fresh IP (a failure unless cleared).
+    async fn attempt(t: &Arc<dyn ThrottleBackend>, account: &str, clock: &ManualClock) -> Decision {
+        t.check(fresh_ip(), account, clock.now()).await.unwrap()
+    }
+
     pub(super) async fn account_locks_across_many_ips(
         t: Arc<dyn ThrottleBackend>,
         clock: ManualClock,
     ) {
         let victim = account();
-        for n in 1..=5 {
-            assert_eq!(
-                t.check(fresh_ip(), &victim, clock.now()).await.unwrap(),
-                Decision::Allowed
-            );
-            let lock = t.record_failure(&victim, clock.now()).await.unwrap();
-            assert_eq!(lock.is_some(), n == 5, "lock only from the 5th failure");
+        for _ in 1..=5 {
+            assert_eq!(attempt(&t, &victim, &clock).await, Decision::Allowed);
         }
-        // Any IP, and even the right password: locked.
-        let (wait, scope) = limited(t.check(fresh_ip(), &victim, clock.now()).await.unwrap());
+        // The 6th, from any IP and even with the right password: locked.
+        let (wait, scope) = limited(attempt(&t, &victim, &clock).await);
         assert_eq!(scope, LimitScope::Account);
         assert_eq!(wait, 30 * SEC);
         clock.advance(29 * SEC);
-        let (wait, _) = limited(t.check(fresh_ip(), &victim, clock.now()).await.unwrap());
+        let (wait, _) = limited(attempt(&t, &victim, &clock).await);
         assert_eq!(wait, SEC);
         clock.advance(SEC);
-        assert_eq!(
-            t.check(fresh_ip(), &victim, clock.now()).await.unwrap(),
-            Decision::Allowed
-        );
+        assert_eq!(attempt(&t, &victim, &clock).await, Decision::Allowed);
         // Other accounts were never affected.
-        assert_eq!(
-            t.check(fresh_ip(), &account(), clock.now()).await.unwrap(),
-            Decision::Allowed
-        );
+        assert_eq!(attempt(&t, &account(), &clock).await, Decision::Allowed);
     }
 
     pub(super) async fn back_off_grows_and_is_capped(
@@ -130,61 +124,55 @@ mod cases {
         clock: ManualClock,
     ) {
         let victim = account();
-        let mut locks = Vec::new();
-        for _ in 0..8 {
-            locks.push(t.record_failure(&victim, clock.now()).await.unwrap());
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            assert_eq!(attempt(&t, &victim, &clock).await, Decision::Allowed);
+            match attempt(&t, &victim, &clock).await {
+                Decision::Allowed => {
+                    waits.push(0);
+                    // Not locked yet: that probe counted as an attempt too.
+                }
+                Decision::Limited { retry_after, .. } => {
+                    waits.push(retry_after.as_secs());
+                    clock.advance(retry_after);
+                }
+            }
         }
-        let expected = [
-            None,
-            None,
-            None,
-            None,
-            Some(30),
-            Some(60),
-            Some(120),
-            Some(240),
-        ];
-        let got: Vec<Option<u64>> = locks.iter().map(|l| l.map(|d| d.as_secs())).collect();
-        assert_eq!(got, expected.to_vec());
-        let (wait, _) = limited(t.check(fresh_ip(), &victim, clock.now()).await.unwrap());
-        assert_eq!(wait, 240 * SEC);
+        // Attempts 1-4 free (the probes count too), then 30, 60, 120 and the
+        // 240 s cap.
+        assert_eq!(waits, vec![0, 0, 30, 60, 120, 240]);
     }
 
     pub(super) async fn success_clears_the_count(t: Arc<dyn ThrottleBackend>, clock: ManualClock) {
         let user = account();
         for _ in 0..4 {
-            assert_eq!(t.record_failure(&user, clock.now()).await.unwrap(), None);
+            assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
         t.record_success(&user).await.unwrap();
-        for _ in 0..4 {
-            assert_eq!(t.record_failure(&user, clock.now()).await.unwrap(), None);
+        for _ in 0..5 {
+            assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
-        assert!(
-            t.record_failure(&user, clock.now())
-                .await
-                .unwrap()
-                .is_some()
-        );
+        let (_, scope) = limited(attempt(&t, &user, &clock).await);
+        assert_eq!(scope, LimitScope::Account);
     }
 
     pub(super) async fn hard_lock_needs_an_unlock(t: Arc<dyn ThrottleBackend>, clock: ManualClock) {
         let victim = account();
-        for _ in 0..8 {
-            t.record_failure(&victim, clock.now()).await.unwrap();
+        let mut admitted = 0;
+        // Keep trying, waiting out every back-off: the 9th admitted attempt
+        // locks for good.
+        for _ in 0..40 {
+            match attempt(&t, &victim, &clock).await {
+                Decision::Allowed => admitted += 1,
+                Decision::Limited { retry_after, .. } => clock.advance(retry_after),
+            }
         }
-        assert_eq!(
-            t.record_failure(&victim, clock.now()).await.unwrap(),
-            Some(Duration::MAX),
-            "the 9th consecutive failure locks for good"
-        );
+        assert_eq!(admitted, 9, "never more than the ceiling");
         clock.advance(24 * 3600 * SEC);
-        let (wait, scope) = limited(t.check(fresh_ip(), &victim, clock.now()).await.unwrap());
+        let (wait, scope) = limited(attempt(&t, &victim, &clock).await);
         assert_eq!((wait, scope), (240 * SEC, LimitScope::Account));
         t.unlock(&victim).await.unwrap();
-        assert_eq!(
-            t.check(fresh_ip(), &victim, clock.now()).await.unwrap(),
-            Decision::Allowed
-        );
+        assert_eq!(attempt(&t, &victim, &clock).await, Decision::Allowed);
     }
 
     pub(super) async fn old_failures_are_forgotten(
@@ -193,12 +181,51 @@ mod cases {
     ) {
         let user = account();
         for _ in 0..4 {
-            t.record_failure(&user, clock.now()).await.unwrap();
+            assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
         clock.advance(3601 * SEC);
-        for _ in 0..4 {
-            assert_eq!(t.record_failure(&user, clock.now()).await.unwrap(), None);
+        for _ in 0..5 {
+            assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
+    }
+
+    /// Parallel attempts cannot all pass before any is counted.
+    pub(super) async fn parallel_attempts_are_counted_on_admission(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let victim = account();
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let (t, victim, clock) = (Arc::clone(&t), victim.clone(), clock.clone());
+            tasks.push(tokio::spawn(
+                async move { attempt(&t, &victim, &clock).await },
+            ));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            if task.await.unwrap() == Decision::Allowed {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5);
+    }
+
+    pub(super) async fn registration_uses_the_ip_budget_only(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let me = fresh_ip();
+        for _ in 0..3 {
+            assert_eq!(
+                t.check_ip(me, clock.now()).await.unwrap(),
+                Decision::Allowed
+            );
+        }
+        let (_, scope) = limited(t.check_ip(me, clock.now()).await.unwrap());
+        assert_eq!(scope, LimitScope::Ip);
+        let (_, scope) = limited(t.check(me, &account(), clock.now()).await.unwrap());
+        assert_eq!(scope, LimitScope::Ip, "one budget for both");
     }
 }
 
@@ -234,6 +261,8 @@ mod memory {
         success_clears_the_count,
         hard_lock_needs_an_unlock,
         old_failures_are_forgotten,
+        parallel_attempts_are_counted_on_admission,
+        registration_uses_the_ip_budget_only,
     );
 
     /// A spray of 100,000 distinct IPs and 50,000 accounts against caps of
@@ -246,19 +275,44 @@ mod memory {
             .build()
             .unwrap();
         let throttle = MemoryThrottle::new(config, Arc::new(clock.clone()));
-        for n in 0u32..100_000 {
-            let addr = IpAddr::from(n.to_be_bytes());
+        // A victim locked before the spray stays locked through it.
+        let victim = "victim";
+        for n in 0..5u8 {
+            let addr = IpAddr::from([192, 0, 2, n]);
             let _ = throttle
-                .check(IpBucket::of(addr), "someone", clock.now())
+                .check(IpBucket::of(addr), victim, clock.now())
                 .await
                 .unwrap();
-            if n % 2 == 0 {
-                throttle
-                    .record_failure(&format!("sprayed-{n}"), clock.now())
-                    .await
-                    .unwrap();
-            }
         }
+        for n in 0u32..100_000 {
+            let addr = IpAddr::from(n.to_be_bytes());
+            let account = format!("sprayed-{}", n % 50_000);
+            let _ = throttle
+                .check(IpBucket::of(addr), &account, clock.now())
+                .await
+                .unwrap();
+        }
+        // New accounts are still admitted after the spray (the cap evicts
+        // low-count keys, it does not refuse everyone).
+        let fresh = IpBucket::of(IpAddr::from([198, 51, 100, 2]));
+        assert_eq!(
+            throttle
+                .check(fresh, "newcomer", clock.now())
+                .await
+                .unwrap(),
+            Decision::Allowed
+        );
+        let probe = IpBucket::of(IpAddr::from([198, 51, 100, 1]));
+        assert!(
+            matches!(
+                throttle.check(probe, victim, clock.now()).await.unwrap(),
+                Decision::Limited {
+                    scope: LimitScope::Account,
+                    ..
+                }
+            ),
+            "the spray did not unlock the victim"
+        );
         let (ips, accounts) = throttle.tracked();
         assert!(ips <= 10_001, "{ips} IP keys tracked");
         assert!(accounts <= 10_001, "{accounts} accounts tracked");
@@ -305,6 +359,8 @@ mod redis {
         success_clears_the_count,
         hard_lock_needs_an_unlock,
         old_failures_are_forgotten,
+        parallel_attempts_are_counted_on_admission,
+        registration_uses_the_ip_budget_only,
     );
 
     /// Fails closed: an unreachable Redis is an error, never "allowed".

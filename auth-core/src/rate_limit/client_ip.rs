@@ -1,6 +1,6 @@
-//! The client's IP address: from the socket, and from `Forwarded` (RFC 7239)
-//! or `X-Forwarded-For` only when the socket peer is a configured trusted
-//! proxy. The chain is read right to left, skipping trusted proxies, and the
+//! The client's IP address: from the socket, and from the configured
+//! forwarding header (`X-Forwarded-For` by default, or `Forwarded`, RFC 7239)
+//! only when the socket peer is a configured trusted proxy. The chain is read right to left, skipping trusted proxies, and the
 //! first untrusted address is the client; a malformed entry stops the walk at
 //! the last address known to be genuine.
 
@@ -9,10 +9,24 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-/// Addresses and networks whose forwarding headers are believed.
+/// Which header the trusted proxies write. Only that one is read; the
+/// other is ignored entirely, because a proxy that appends to one usually
+/// passes the client's copy of the other through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx `$proxy_add_x_forwarded_for`, most load
+    /// balancers). The default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+}
+
+/// Addresses and networks whose forwarding header is believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardedHeader,
 }
 
 /// A trusted-proxy entry that is neither an IP address nor a CIDR network.
@@ -36,7 +50,17 @@ impl TrustedProxies {
                 .map_err(|_| InvalidProxy(entry.to_owned()))?;
             nets.push(net);
         }
-        Ok(Self { nets })
+        Ok(Self {
+            nets,
+            header: ForwardedHeader::default(),
+        })
+    }
+
+    /// Reads `header` instead of the default `X-Forwarded-For`.
+    #[must_use]
+    pub fn using(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -52,8 +76,8 @@ impl TrustedProxies {
 
     /// The client address for a request that arrived from `peer` with these
     /// headers (name, value; names are matched case-insensitively; repeated
-    /// headers are read in order). `Forwarded` is preferred over
-    /// `X-Forwarded-For` when both are present.
+    /// headers are read in order). Only the configured forwarding header is
+    /// read, and only when `peer` is trusted.
     pub fn client_ip<'a>(
         &self,
         peer: IpAddr,
@@ -63,20 +87,22 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let mut forwarded = Vec::new();
-        let mut x_forwarded_for = Vec::new();
-        for (name, value) in headers {
-            if name.eq_ignore_ascii_case("forwarded") {
-                forwarded.extend(value.split(',').map(forwarded_for));
-            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-                x_forwarded_for.extend(value.split(',').map(|v| parse_addr(v.trim())));
+        let name = match self.header {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        };
+        let mut chain = Vec::new();
+        for (_, value) in headers
+            .into_iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            match self.header {
+                ForwardedHeader::XForwardedFor => {
+                    chain.extend(value.split(',').map(|v| parse_addr(v.trim())));
+                }
+                ForwardedHeader::Forwarded => chain.extend(value.split(',').map(forwarded_for)),
             }
         }
-        let chain = if forwarded.is_empty() {
-            x_forwarded_for
-        } else {
-            forwarded
-        };
         let mut client = peer;
         for hop in chain.iter().rev() {
             match hop {
@@ -209,21 +235,29 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_rfc7239_is_understood_and_preferred() {
-        let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+    fn only_the_configured_header_is_read() {
+        let xff = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let forwarded = xff.clone().using(ForwardedHeader::Forwarded);
         let headers = [
-            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-For", "198.51.100.20"),
             (
                 "Forwarded",
                 r#"for=192.0.2.60;proto=http;by=203.0.113.43, For="[2001:db8:cafe::17]:4711""#,
             ),
         ];
+        // A client-supplied Forwarded header cannot override what the proxy
+        // appended to X-Forwarded-For, and vice versa.
+        assert_eq!(xff.client_ip(ip("10.0.0.2"), headers), ip("198.51.100.20"));
         assert_eq!(
-            proxies.client_ip(ip("10.0.0.2"), headers),
+            forwarded.client_ip(ip("10.0.0.2"), headers),
             ip("2001:db8:cafe::17")
         );
         let headers = [("Forwarded", "for=192.0.2.43:80, for=10.0.0.9")];
-        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("192.0.2.43"));
+        assert_eq!(
+            forwarded.client_ip(ip("10.0.0.2"), headers),
+            ip("192.0.2.43")
+        );
+        assert_eq!(xff.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
     }
 
     #[test]
@@ -231,10 +265,11 @@ mod tests {
         let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
         let headers = [("X-Forwarded-For", "1.2.3.4, garbage, 10.0.0.7")];
         assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.7"));
+        let forwarded = proxies.clone().using(ForwardedHeader::Forwarded);
         let headers = [("Forwarded", "for=1.2.3.4, for=_hidden")];
-        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
+        assert_eq!(forwarded.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
         let headers = [("Forwarded", "for=unknown")];
-        assert_eq!(proxies.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
+        assert_eq!(forwarded.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
     }
 
     #[test]

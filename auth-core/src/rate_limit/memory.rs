@@ -48,11 +48,13 @@ struct Account {
 ///
 /// Memory stays bounded under key spraying: every few thousand checks (and
 /// whenever a cap is passed) stale IP keys are dropped with
-/// `retain_recent` + `shrink_to_fit`, and failure counts older than the
-/// failure memory are forgotten. If live keys still exceed a cap, the IP
-/// limiter starts afresh (one burst for everyone, logged) and the accounts
-/// closest to unlocking are forgotten first: bounded memory wins over
-/// perfect accounting under a million-key flood.
+/// `retain_recent` + `shrink_to_fit`, and counts older than the failure
+/// memory are forgotten. If live IP keys still exceed their cap, the IP
+/// limiter starts afresh (one burst for everyone, logged): that takes a
+/// million live addresses or /64s. Accounts are evicted oldest first among
+/// those below the free allowance; an account at or past it is never
+/// evicted, and when only such accounts remain, new account keys are refused
+/// (fail closed).
 #[derive(Debug)]
 pub struct MemoryThrottle {
     config: ThrottleConfig,
@@ -113,16 +115,21 @@ impl MemoryThrottle {
             a.last_failure > forget_before || a.locked_until.is_some_and(|until| until > now)
         });
         let cap = self.config.max_tracked_accounts;
-        if accounts.len() > cap {
-            // Evict down to 90% of the cap, so a flood pays this sort once
-            // per tenth of the cap, not on every new key.
-            let cap = cap - cap / 10;
-            let mut by_unlock: Vec<(Timestamp, String)> = accounts
+        if accounts.len() >= cap {
+            // Evict down to 90% of the cap, oldest first, but never an
+            // account that has reached the free allowance: its count is what
+            // keeps it locked. (If only such accounts remain, new keys are
+            // refused by `check`.)
+            let target = cap - cap / 10;
+            let free = self.config.free_failures;
+            let mut evictable: Vec<(Timestamp, String)> = accounts
                 .iter()
-                .map(|(name, a)| (a.locked_until.unwrap_or(a.last_failure), name.clone()))
+                .filter(|(_, a)| a.failures < free)
+                .map(|(name, a)| (a.last_failure, name.clone()))
                 .collect();
-            by_unlock.sort_unstable();
-            for (_, name) in by_unlock.into_iter().take(accounts.len() - cap) {
+            evictable.sort_unstable();
+            let excess = accounts.len().saturating_sub(target);
+            for (_, name) in evictable.into_iter().take(excess) {
                 accounts.remove(&name);
             }
         }
@@ -136,16 +143,11 @@ impl MemoryThrottle {
     }
 }
 
-#[async_trait]
-impl ThrottleBackend for MemoryThrottle {
-    async fn check(
-        &self,
-        ip: IpBucket,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<Decision, ThrottleError> {
+impl MemoryThrottle {
+    /// One attempt from `ip`'s budget, with housekeeping when due.
+    fn take_ip(&self, ip: IpBucket) -> Option<Duration> {
         let count = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
-        let (ip_result, ip_keys) = {
+        let (result, ip_keys) = {
             let limiter = self
                 .ips
                 .read()
@@ -155,58 +157,78 @@ impl ThrottleBackend for MemoryThrottle {
             });
             (result, limiter.len())
         };
-        let accounts_len = self.lock_accounts().len();
-        if count.is_multiple_of(HOUSEKEEPING_EVERY)
-            || ip_keys > self.config.max_tracked_ips
-            || accounts_len > self.config.max_tracked_accounts
-        {
+        if count.is_multiple_of(HOUSEKEEPING_EVERY) || ip_keys > self.config.max_tracked_ips {
             self.housekeeping();
         }
-        if let Err(wait) = ip_result {
+        result.err()
+    }
+}
+
+#[async_trait]
+impl ThrottleBackend for MemoryThrottle {
+    async fn check(
+        &self,
+        ip: IpBucket,
+        account: &str,
+        now: Timestamp,
+    ) -> Result<Decision, ThrottleError> {
+        if let Some(wait) = self.take_ip(ip) {
             return Ok(Decision::Limited {
                 retry_after: wait,
                 scope: LimitScope::Ip,
             });
         }
-        let locked_until = self
-            .lock_accounts()
-            .get(account)
-            .and_then(|a| a.locked_until);
-        match locked_until {
-            Some(until) if until > now => Ok(Decision::Limited {
-                retry_after: self.config.announced(until.duration_since(now)),
-                scope: LimitScope::Account,
-            }),
-            _ => Ok(Decision::Allowed),
-        }
-    }
-
-    async fn record_failure(
-        &self,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<Option<Duration>, ThrottleError> {
         let mut accounts = self.lock_accounts();
+        if !accounts.contains_key(account) && accounts.len() >= self.config.max_tracked_accounts {
+            drop(accounts);
+            self.housekeeping();
+            accounts = self.lock_accounts();
+            if accounts.len() >= self.config.max_tracked_accounts {
+                // Full of accounts under lock: refuse rather than let a new
+                // key go uncounted (fail closed).
+                return Ok(Decision::Limited {
+                    retry_after: self.config.base_backoff,
+                    scope: LimitScope::Account,
+                });
+            }
+        }
         let forget_before = now.saturating_sub(self.config.failure_memory);
         let entry = accounts.entry(account.to_owned()).or_insert(Account {
             failures: 0,
             locked_until: None,
             last_failure: now,
         });
-        if entry.last_failure <= forget_before && entry.locked_until.is_none_or(|u| u <= now) {
+        if let Some(until) = entry.locked_until
+            && until > now
+        {
+            return Ok(Decision::Limited {
+                retry_after: self.config.announced(until.duration_since(now)),
+                scope: LimitScope::Account,
+            });
+        }
+        if entry.last_failure <= forget_before {
             entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
-        let lock = self.config.lock_for(entry.failures);
-        if let Some(lock) = lock {
-            entry.locked_until = Some(if lock == Duration::MAX {
+        entry.locked_until = self.config.lock_for(entry.failures).map(|lock| {
+            if lock == Duration::MAX {
                 Timestamp::from_unix_millis(i64::MAX)
             } else {
                 now.saturating_add(lock)
-            });
-        }
-        Ok(lock)
+            }
+        });
+        Ok(Decision::Allowed)
+    }
+
+    async fn check_ip(&self, ip: IpBucket, _now: Timestamp) -> Result<Decision, ThrottleError> {
+        Ok(match self.take_ip(ip) {
+            Some(wait) => Decision::Limited {
+                retry_after: wait,
+                scope: LimitScope::Ip,
+            },
+            None => Decision::Allowed,
+        })
     }
 
     async fn record_success(&self, account: &str) -> Result<(), ThrottleError> {

@@ -5,10 +5,10 @@
 //!   budget (crate `governor` in memory), by default a burst of 30 attempts
 //!   refilling one every 2 seconds. Every attempt counts.
 //! * Per account (the normalised login name, whether or not it exists):
-//!   consecutive failures. From the 5th on, the account is locked with an
-//!   exponential back-off (30 s, 60 s, ... up to 15 min); a success clears
-//!   the count. At 100 consecutive failures it stays locked until
-//!   [`ThrottleBackend::unlock`] (NIST's ceiling).
+//!   consecutive attempts without a success, counted when admitted. After
+//!   the 5th, the account is locked with an exponential back-off (30 s,
+//!   60 s, ... up to 15 min); a success clears the count. At 100 it stays
+//!   locked until [`ThrottleBackend::unlock`] (NIST's ceiling).
 //! * Answers carry the `Retry-After` duration.
 //!
 //! Two backends share one test suite: [`MemoryThrottle`] (bounded under key
@@ -20,7 +20,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis_backend;
 
-pub use client_ip::{InvalidProxy, IpBucket, TrustedProxies};
+pub use client_ip::{ForwardedHeader, InvalidProxy, IpBucket, TrustedProxies};
 pub use memory::MemoryThrottle;
 #[cfg(feature = "redis")]
 pub use redis_backend::RedisThrottle;
@@ -232,10 +232,18 @@ pub enum ThrottleError {
 
 /// Where throttle state lives. Implementations run the shared suite in
 /// `auth-core/tests/rate_limit.rs`.
+///
+/// An attempt is counted against the account *when it is admitted*, before
+/// the password is checked, and cleared by [`record_success`]: so parallel
+/// requests cannot all pass the check before any failure is recorded, and
+/// never more than the free allowance reach the password check.
+///
+/// [`record_success`]: ThrottleBackend::record_success
 #[async_trait]
 pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
-    /// Takes one attempt from `ip`'s budget, then checks whether `account`
-    /// is locked. Every attempt, right or wrong, goes through here first.
+    /// Takes one attempt from `ip`'s budget; if the account is not locked,
+    /// counts the attempt against it (locking it once the count reaches the
+    /// free allowance) and admits it.
     async fn check(
         &self,
         ip: IpBucket,
@@ -243,15 +251,11 @@ pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Decision, ThrottleError>;
 
-    /// Records a failed attempt on `account`; returns the lock it now has,
-    /// if any.
-    async fn record_failure(
-        &self,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<Option<Duration>, ThrottleError>;
+    /// Takes one attempt from `ip`'s budget only (for actions with no
+    /// account yet, such as registration).
+    async fn check_ip(&self, ip: IpBucket, now: Timestamp) -> Result<Decision, ThrottleError>;
 
-    /// Clears `account`'s failures after a success.
+    /// Clears `account`'s count after a successful attempt.
     async fn record_success(&self, account: &str) -> Result<(), ThrottleError>;
 
     /// Lifts a lock, including the hard lock (an administrator, or a

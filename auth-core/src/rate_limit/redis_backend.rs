@@ -9,51 +9,55 @@ use redis::aio::ConnectionManager;
 use super::{Decision, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError};
 use crate::clock::Timestamp;
 
-/// KEYS[1] ip key, KEYS[2] account key; ARGV now, emission interval, burst
-/// tolerance (all ms). GCRA on the IP, then the account lock. Returns 0
-/// (allowed), a positive wait (IP) or a negative wait (account), in ms.
-static CHECK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local tolerance = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-if now < tat - tolerance then return tat - tolerance - now end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', math.max(1, next_tat - now + tolerance))
-local locked = tonumber(redis.call('HGET', KEYS[2], 'l') or 0)
-if locked > now then return -(locked - now) end
-return 0",
-    )
+/// KEYS[1] ip key; ARGV now, emission interval, burst tolerance (ms).
+/// GCRA: returns 0 (allowed) or the wait in ms.
+const GCRA: &str = r"
+local function gcra(key, now, interval, tolerance)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  if now < tat - tolerance then return tat - tolerance - now end
+  local next_tat = tat + interval
+  redis.call('SET', key, next_tat, 'PX', math.max(1, next_tat - now + tolerance))
+  return 0
+end
+";
+
+/// KEYS[1] ip key; ARGV now, interval, tolerance.
+static CHECK_IP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{GCRA}\nreturn gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
+    ))
 });
 
-/// KEYS[1] account key; ARGV now, failure memory, and the lock (ms) this
-/// failure count earns is computed in Rust from the returned count, so the
-/// script only counts and stores: ARGV[3..] is the lock table
-/// [lock for count 1, lock for count 2, ...] up to the hard lock (-1).
-static FAIL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// KEYS[1] ip key, KEYS[2] account key; ARGV now, interval, tolerance,
+/// failure memory (ms), then the lock table (ms per count 1..n, -1 for the
+/// hard lock). GCRA on the IP, then the account: refused while locked, else
+/// the attempt is counted (and the lock it earns set) and admitted.
+/// Returns 0 (admitted), a positive wait (IP) or a negative wait (account).
+static CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{GCRA}
 local now = tonumber(ARGV[1])
-local memory = tonumber(ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[1], 't') or now)
-local locked = tonumber(redis.call('HGET', KEYS[1], 'l') or 0)
-if last + memory <= now and locked <= now then redis.call('DEL', KEYS[1]) end
-local failures = redis.call('HINCRBY', KEYS[1], 'f', 1)
-redis.call('HSET', KEYS[1], 't', now)
-local table_len = #ARGV - 2
-local lock = tonumber(ARGV[2 + math.min(failures, table_len)])
+local wait = gcra(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if wait > 0 then return wait end
+local locked = tonumber(redis.call('HGET', KEYS[2], 'l') or 0)
+if locked > now then return -(locked - now) end
+local memory = tonumber(ARGV[4])
+local last = tonumber(redis.call('HGET', KEYS[2], 't') or now)
+if last + memory <= now then redis.call('DEL', KEYS[2]) end
+local count = redis.call('HINCRBY', KEYS[2], 'f', 1)
+redis.call('HSET', KEYS[2], 't', now)
+local table_len = #ARGV - 4
+local lock = tonumber(ARGV[4 + math.min(count, table_len)])
 if lock == -1 then
-  redis.call('HSET', KEYS[1], 'l', '9223372036854775807')
-  redis.call('PERSIST', KEYS[1])
-  return -1
+  redis.call('HSET', KEYS[2], 'l', '9223372036854775807')
+  redis.call('PERSIST', KEYS[2])
+  return 0
 end
-if lock > 0 then redis.call('HSET', KEYS[1], 'l', now + lock) end
-redis.call('PEXPIRE', KEYS[1], memory)
-return lock",
-    )
+if lock > 0 then redis.call('HSET', KEYS[2], 'l', now + lock) end
+redis.call('PEXPIRE', KEYS[2], memory)
+return 0"
+    ))
 });
 
 /// Throttle state in Redis, shared by every instance. Each operation is one
@@ -126,6 +130,19 @@ impl RedisThrottle {
     fn account_key(&self, account: &str) -> String {
         format!("{}a:{account}", self.prefix)
     }
+
+    fn ip_key(&self, ip: IpBucket) -> String {
+        format!("{}ip:{ip}", self.prefix)
+    }
+
+    /// GCRA emission interval and burst tolerance, in ms.
+    fn gcra_params(&self) -> (i64, i64) {
+        let interval = millis(self.config.ip_period);
+        (
+            interval,
+            interval.saturating_mul(i64::from(self.config.ip_burst) - 1),
+        )
+    }
 }
 
 #[async_trait]
@@ -136,14 +153,15 @@ impl ThrottleBackend for RedisThrottle {
         account: &str,
         now: Timestamp,
     ) -> Result<Decision, ThrottleError> {
-        let interval = millis(self.config.ip_period);
-        let tolerance = interval.saturating_mul(i64::from(self.config.ip_burst) - 1);
+        let (interval, tolerance) = self.gcra_params();
         let wait: i64 = CHECK
-            .key(format!("{}ip:{ip}", self.prefix))
+            .key(self.ip_key(ip))
             .key(self.account_key(account))
             .arg(now.as_unix_millis())
             .arg(interval)
             .arg(tolerance)
+            .arg(millis(self.config.failure_memory))
+            .arg(&self.lock_table)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -161,23 +179,23 @@ impl ThrottleBackend for RedisThrottle {
         })
     }
 
-    async fn record_failure(
-        &self,
-        account: &str,
-        now: Timestamp,
-    ) -> Result<Option<Duration>, ThrottleError> {
-        let lock: i64 = FAIL
-            .key(self.account_key(account))
+    async fn check_ip(&self, ip: IpBucket, now: Timestamp) -> Result<Decision, ThrottleError> {
+        let (interval, tolerance) = self.gcra_params();
+        let wait: i64 = CHECK_IP
+            .key(self.ip_key(ip))
             .arg(now.as_unix_millis())
-            .arg(millis(self.config.failure_memory))
-            .arg(&self.lock_table)
+            .arg(interval)
+            .arg(tolerance)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        Ok(match lock {
-            0 => None,
-            -1 => Some(Duration::MAX),
-            ms => Some(Duration::from_millis(ms.unsigned_abs())),
+        Ok(if wait > 0 {
+            Decision::Limited {
+                retry_after: Duration::from_millis(wait.unsigned_abs()),
+                scope: LimitScope::Ip,
+            }
+        } else {
+            Decision::Allowed
         })
     }
 

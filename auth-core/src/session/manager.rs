@@ -326,6 +326,11 @@ impl SessionManager {
         self
     }
 
+    /// Whether loads check security stamps.
+    pub fn has_stamp_source(&self) -> bool {
+        self.stamps.is_some()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.config

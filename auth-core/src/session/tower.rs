@@ -10,11 +10,14 @@
 //!   session through the security stamp, which the
 //!   [`SessionManager`](super::SessionManager) checks on every load when a
 //!   [`StampSource`](super::StampSource) is configured: configure one.
-//! * It has no compare-and-set. This adapter serialises writes to one session
-//!   within the process (striped locks), so concurrent requests in one
-//!   instance never lose a write; across several instances a write racing
-//!   another on the same session can be lost. Use the PostgreSQL or Redis
-//!   store when several instances share sessions.
+//! * It has no compare-and-set and its save is an upsert. This adapter
+//!   serialises writes to one session within the process (striped locks),
+//!   so in **one instance** concurrent requests never lose a write nor
+//!   resurrect a destroyed session. Across several instances, a write racing
+//!   a logout on another instance can re-create the session, and a rotation
+//!   whose final delete fails leaves the old ID valid: this bridge is for
+//!   single-instance deployments. Use the PostgreSQL or Redis store when
+//!   several instances share sessions.
 //! * Expired records are removed by the tower-sessions store itself (its
 //!   `ExpiredDeletion`), so [`SessionStore::delete_expired`] returns 0.
 

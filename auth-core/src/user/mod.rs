@@ -38,8 +38,8 @@ pub enum LoginNameError {
     /// Longer than [`MAX_LOGIN_CHARS`].
     #[error("login name is too long")]
     TooLong,
-    /// Contains control characters.
-    #[error("login name contains control characters")]
+    /// Contains control or invisible formatting characters.
+    #[error("login name contains control or invisible characters")]
     Control,
 }
 
@@ -55,10 +55,23 @@ pub fn normalize_login(name: &str) -> Result<String, LoginNameError> {
     if normalized.chars().count() > MAX_LOGIN_CHARS {
         return Err(LoginNameError::TooLong);
     }
-    if normalized.chars().any(char::is_control) {
+    if normalized
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(LoginNameError::Control);
     }
     Ok(normalized)
+}
+
+/// Invisible formatting characters (Unicode category Cf) that would make
+/// two names look alike: zero-width spaces and joiners, direction marks and
+/// overrides, word joiners, the BOM, soft hyphens.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// A fresh security stamp: 128 random bits, base64url.
@@ -101,7 +114,7 @@ impl fmt::Debug for User {
 }
 
 /// What [`UserStore::create`] needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewUser {
     /// The normalised login name.
     pub login: String,
@@ -111,6 +124,14 @@ pub struct NewUser {
     pub password_hash: HashedPassword,
     /// The initial security stamp.
     pub security_stamp: String,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
 }
 
 /// User store failures.
@@ -207,6 +228,14 @@ mod tests {
         );
         assert_eq!(normalize_login("   "), Err(LoginNameError::Empty));
         assert_eq!(normalize_login("a\u{0}b"), Err(LoginNameError::Control));
+        assert_eq!(
+            normalize_login("al\u{200b}ice"),
+            Err(LoginNameError::Control)
+        );
+        assert_eq!(
+            normalize_login("alice\u{202e}"),
+            Err(LoginNameError::Control)
+        );
         assert_eq!(
             normalize_login(&"a".repeat(255)),
             Err(LoginNameError::TooLong)
