@@ -48,3 +48,4 @@ pub mod password;
 pub mod rate_limit;
 pub mod session;
 pub mod user;
+pub mod web;

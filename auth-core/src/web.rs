@@ -1,0 +1,209 @@
+//! The framework-neutral request pipeline every adapter runs, so no adapter
+//! decides anything itself. An adapter converts its request into header
+//! strings and a peer address, calls these functions, and converts back:
+//!
+//! 1. [`Auth::check_csrf`] on every request (safe methods pass);
+//! 2. [`Auth::client`] for the client IP (trusted proxies) and user agent;
+//! 3. [`Auth::load_session`] lazily, when a handler first asks for auth;
+//! 4. after the handler: [`Auth::set_cookie`] when the session got a new ID,
+//!    [`Auth::removal_cookie`] when it ended;
+//! 5. errors: [`AuthError::status`], [`AuthError::retry_after_secs`] and
+//!    [`error_body`] for the JSON body; HTML routes redirect to the login
+//!    page with a [`safe_next`] parameter.
+
+use std::net::IpAddr;
+
+use crate::csrf::{CsrfGuard, CsrfRejection, RequestMeta};
+use crate::flow::{AuthError, Authenticator, Client};
+use crate::rate_limit::TrustedProxies;
+use crate::session::Session;
+
+/// Everything an adapter needs, built once at start-up; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    authenticator: Authenticator,
+    proxies: TrustedProxies,
+    csrf: CsrfGuard,
+    login_page: String,
+}
+
+impl Auth {
+    /// The pipeline around `authenticator`, with no trusted proxy, the
+    /// default cross-origin guard, and `/login` as the login page.
+    pub fn new(authenticator: Authenticator) -> Self {
+        Self {
+            authenticator,
+            proxies: TrustedProxies::none(),
+            csrf: CsrfGuard::default(),
+            login_page: "/login".to_owned(),
+        }
+    }
+
+    /// Believe forwarding headers from these proxies.
+    #[must_use]
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The cross-origin guard (e.g. with trusted origins).
+    #[must_use]
+    pub fn csrf_guard(mut self, guard: CsrfGuard) -> Self {
+        self.csrf = guard;
+        self
+    }
+
+    /// Where HTML routes send unauthenticated users (default `/login`).
+    #[must_use]
+    pub fn login_page(mut self, path: impl Into<String>) -> Self {
+        self.login_page = path.into();
+        self
+    }
+
+    /// The flows.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// Step 1: the cross-origin check for a request.
+    pub fn check_csrf<'a>(
+        &self,
+        method: &'a str,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), CsrfRejection> {
+        let mut meta = RequestMeta {
+            method,
+            host: None,
+            sec_fetch_site: None,
+            origin: None,
+        };
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("host") {
+                meta.host = Some(value);
+            } else if name.eq_ignore_ascii_case("sec-fetch-site") {
+                meta.sec_fetch_site = Some(value);
+            } else if name.eq_ignore_ascii_case("origin") {
+                meta.origin = Some(value);
+            }
+        }
+        self.csrf.check(&meta)
+    }
+
+    /// Step 2: the client behind the request.
+    pub fn client<'a>(
+        &self,
+        peer: IpAddr,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Client {
+        let ip = self.proxies.client_ip(peer, headers.clone());
+        let user_agent = headers
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
+            .map(|(_, value)| value.chars().take(512).collect());
+        Client { ip, user_agent }
+    }
+
+    /// Step 3: the session named by the `Cookie` header lines, if it is
+    /// live. One store read.
+    pub async fn load_session<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Session>, AuthError> {
+        let Some(id) = self.authenticator.cookies().session_id(cookie_headers) else {
+            return Ok(None);
+        };
+        Ok(self.authenticator.sessions().load_id(id).await?)
+    }
+
+    /// Step 4: the `Set-Cookie` value for a session that got a new ID.
+    pub fn set_cookie(&self, session: &Session) -> String {
+        self.authenticator.session_cookie(session)
+    }
+
+    /// Step 4: the `Set-Cookie` value that removes the cookie.
+    pub fn removal_cookie(&self) -> String {
+        self.authenticator.removal_cookie()
+    }
+
+    /// The login page, with `next` when it is a safe same-origin path.
+    pub fn login_redirect(&self, next: &str) -> String {
+        match safe_next(next) {
+            Some(next) => format!("{}?next={}", self.login_page, encode_query(next)),
+            None => self.login_page.clone(),
+        }
+    }
+}
+
+/// `next` if it is a same-origin path (`/account`, `/a?b=c`), else `None`:
+/// no scheme, no `//host` or `/\host`, no control characters, so a login
+/// redirect is never an open redirect.
+pub fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && next.len() <= 2048
+        && !next.chars().any(|c| c.is_control() || c == '\\');
+    ok.then_some(next)
+}
+
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The JSON body for an error: `{"error": "...", "reason": "..."}` (reason
+/// only for policy refusals). Never contains a secret.
+pub fn error_body(error: &AuthError) -> String {
+    let mut body = serde_json::json!({ "error": error.to_string() });
+    if let Some(reason) = error.reason() {
+        body["reason"] = serde_json::Value::from(reason);
+    }
+    body.to_string()
+}
+
+/// The JSON body for a cross-origin refusal.
+pub fn csrf_error_body(rejection: &CsrfRejection) -> String {
+    serde_json::json!({ "error": rejection.to_string() }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_never_an_open_redirect() {
+        for good in ["/", "/account", "/a/b?c=d#e"] {
+            assert_eq!(safe_next(good), Some(good));
+        }
+        for bad in [
+            "",
+            "account",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "/a\nb",
+            "/a\\b",
+            " /account",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+        assert_eq!(encode_query("/a?b=c&d"), "/a%3Fb%3Dc%26d");
+    }
+
+    #[test]
+    fn error_bodies_name_the_policy_rule() {
+        let body = error_body(&AuthError::Policy(crate::password::PolicyViolation::Common));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["reason"], "common_password");
+        let body = error_body(&AuthError::InvalidCredentials);
+        assert_eq!(body, r#"{"error":"invalid credentials"}"#);
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo run -p example-axum`: the demo on http://127.0.0.1:3000 with a
+//! SQLite file `demo.db` (see `DEMO_ADDR`, `DATABASE_URL`, `REDIS_URL`,
+//! `DEMO_TRUSTED_PROXIES`).
+
+use std::net::SocketAddr;
+
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let settings = example_shared::Settings::from_env()?;
+    let auth = example_shared::build_auth(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %redact_url(&settings.database_url), "demo listening");
+    // Printed for people and for the integration tests, which start the
+    // binary on port 0 and read the address from here.
+    eprintln!("auth toolkit demo (axum) listening on http://{addr}/");
+    axum::serve(
+        listener,
+        example_axum::app(auth).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// A database URL without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

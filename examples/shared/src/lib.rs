@@ -1,0 +1,286 @@
+//! What the demo apps of every framework share, none of it framework code:
+//! settings from the environment, the store wiring, the JSON shapes of the
+//! API (`../shared/DEMO-API.md`) and the HTML pages.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth_core::clock::{Clock, SystemClock};
+use auth_core::flow::Authenticator;
+use auth_core::password::{PasswordHasher, PasswordService};
+use auth_core::rate_limit::{
+    MemoryThrottle, RedisThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies,
+};
+use auth_core::session::{
+    MemoryStore, PostgresStore, RedisStore, SessionConfig, SessionInfo, SessionManager,
+    SessionStore, SqliteStore,
+};
+use auth_core::user::{MemoryUserStore, PostgresUserStore, SqliteUserStore, UserStore};
+use auth_core::web::Auth;
+use serde::{Deserialize, Serialize};
+
+/// The demo's name, refused inside passwords.
+pub const APP_NAME: &str = "Auth Toolkit Demo";
+
+/// Largest request body the demo accepts (bytes).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Settings from the environment, with working defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DEMO_ADDR`, default `127.0.0.1:3000`.
+    pub addr: SocketAddr,
+    /// `DATABASE_URL`, default a SQLite file `demo.db` in the working
+    /// directory.
+    pub database_url: String,
+    /// `REDIS_URL`: when set, sessions and throttles live in Redis.
+    pub redis_url: Option<String>,
+    /// `DEMO_TRUSTED_PROXIES`: comma-separated IPs/CIDRs.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Settings {
+    /// Reads the environment.
+    pub fn from_env() -> Result<Self, Box<dyn Error>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let addr = var("DEMO_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned())
+            .parse()
+            .map_err(|e| format!("DEMO_ADDR: {e}"))?;
+        Ok(Self {
+            addr,
+            database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://demo.db".to_owned()),
+            redis_url: var("REDIS_URL"),
+            trusted_proxies: TrustedProxies::parse(
+                &var("DEMO_TRUSTED_PROXIES").unwrap_or_default(),
+            )?,
+        })
+    }
+}
+
+/// The demo's throttle defaults (`DEMO-API.md`): per account 5 failures
+/// then a growing back-off; per IP a burst of 30, one back every 2 s.
+pub fn throttle_config() -> ThrottleConfig {
+    ThrottleConfig::default()
+}
+
+/// Builds the auth pipeline from the settings: SQLite (a file, created and
+/// migrated) or PostgreSQL for users and sessions, Redis for sessions and
+/// throttles when `REDIS_URL` is set.
+pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (sql_sessions, users): (Arc<dyn SessionStore>, Arc<dyn UserStore>) =
+        if settings.database_url.starts_with("postgres") {
+            let store = PostgresStore::connect(&settings.database_url).await?;
+            let users = PostgresUserStore::from_pool(store.pool().clone()).await?;
+            (Arc::new(store), Arc::new(users))
+        } else {
+            let store = SqliteStore::connect(&settings.database_url).await?;
+            let users = SqliteUserStore::from_pool(store.pool().clone()).await?;
+            (Arc::new(store), Arc::new(users))
+        };
+    let (sessions, throttle): (Arc<dyn SessionStore>, Arc<dyn ThrottleBackend>) =
+        match &settings.redis_url {
+            Some(url) => (
+                Arc::new(RedisStore::connect(url).await?),
+                Arc::new(RedisThrottle::connect(url, throttle_config()).await?),
+            ),
+            None => (
+                sql_sessions,
+                Arc::new(MemoryThrottle::new(throttle_config(), Arc::clone(&clock))),
+            ),
+        };
+    let manager = SessionManager::new(sessions, SessionConfig::default()).with_clock(clock);
+    let authenticator = Authenticator::builder(
+        PasswordService::builder().build()?,
+        manager,
+        users,
+        throttle,
+    )
+    .app_name(APP_NAME)
+    .build();
+    Ok(Auth::new(authenticator).trusted_proxies(settings.trusted_proxies.clone()))
+}
+
+/// The same app on in-memory stores and the given clock: what the
+/// conformance suite drives.
+pub fn build_auth_in_memory(
+    clock: Arc<dyn Clock>,
+    throttle: ThrottleConfig,
+    hasher: PasswordHasher,
+    trusted_proxies: TrustedProxies,
+) -> Auth {
+    let users = Arc::new(MemoryUserStore::new());
+    let manager = SessionManager::new(
+        Arc::new(MemoryStore::with_clock(Arc::clone(&clock))),
+        SessionConfig::default(),
+    )
+    .with_clock(Arc::clone(&clock));
+    let passwords = PasswordService::builder()
+        .hasher(hasher)
+        .build()
+        .unwrap_or_else(|_| unreachable!("the default service settings are valid"));
+    let authenticator = Authenticator::builder(
+        passwords,
+        manager,
+        users,
+        Arc::new(MemoryThrottle::new(throttle, clock)),
+    )
+    .app_name(APP_NAME)
+    .build();
+    Auth::new(authenticator).trusted_proxies(trusted_proxies)
+}
+
+/// `POST /api/register` and `POST /api/login` bodies.
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    /// Login name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// `POST /api/password` body.
+#[derive(Debug, Deserialize)]
+pub struct ChangePassword {
+    /// The current password.
+    pub current_password: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+/// `POST /api/register` answer.
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    /// The name as registered.
+    pub username: String,
+}
+
+/// `POST /api/login` answer.
+#[derive(Debug, Serialize)]
+pub struct LoginAnswer {
+    /// Whether a second factor must follow.
+    pub mfa_required: bool,
+    /// The second factors available, when required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+}
+
+/// `GET /api/me` answer.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    /// The name as registered.
+    pub username: String,
+    /// Whether a second factor is enrolled.
+    pub mfa_enabled: bool,
+}
+
+/// One entry of `GET /api/sessions`.
+#[derive(Debug, Serialize)]
+pub struct SessionEntry {
+    /// A handle, never the cookie value.
+    pub id: String,
+    /// Whether it is the requesting session.
+    pub current: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last use, Unix milliseconds.
+    pub last_seen_at: i64,
+    /// Client IP at creation.
+    pub ip: Option<String>,
+    /// User agent at creation.
+    pub user_agent: Option<String>,
+}
+
+impl From<SessionInfo> for SessionEntry {
+    fn from(info: SessionInfo) -> Self {
+        Self {
+            id: info.handle.as_str().to_owned(),
+            current: info.current,
+            created_at: info.created_at.as_unix_millis(),
+            last_seen_at: info.last_seen_at.as_unix_millis(),
+            ip: info.ip,
+            user_agent: info.user_agent,
+        }
+    }
+}
+
+/// A JSON error body for the demo's own errors (bad JSON, not found).
+pub fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+/// The HTML pages, as plain strings with escaped values.
+pub mod pages {
+    /// Escapes text for HTML.
+    pub fn escape(text: &str) -> String {
+        text.chars()
+            .map(|c| match c {
+                '&' => "&amp;".to_owned(),
+                '<' => "&lt;".to_owned(),
+                '>' => "&gt;".to_owned(),
+                '"' => "&quot;".to_owned(),
+                '\'' => "&#39;".to_owned(),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    /// A page around `body`.
+    pub fn layout(title: &str, body: &str) -> String {
+        format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - {app}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}
+form{{margin:1rem 0}}label{{display:block;margin:.5rem 0}}input{{padding:.3rem;width:100%}}
+button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{{width:100%}}</style>
+</head><body><nav><a href="/">Home</a><a href="/account">Account</a><a href="/login">Log in</a><a href="/register">Register</a></nav>
+<h1>{title}</h1>{body}</body></html>"#,
+            title = escape(title),
+            app = super::APP_NAME,
+        )
+    }
+
+    /// The home page.
+    pub fn home(user: Option<&str>) -> String {
+        let who = match user {
+            Some(name) => format!("<p>Logged in as <b>{}</b>.</p>", escape(name)),
+            None => "<p>Not logged in. <a href=\"/register\">Register</a> or <a href=\"/login\">log in</a>.</p>".to_owned(),
+        };
+        layout("Home", &who)
+    }
+
+    /// The login or registration form; `action` is `/login` or `/register`.
+    pub fn credentials_form(
+        title: &str,
+        action: &str,
+        error: Option<&str>,
+        next: Option<&str>,
+    ) -> String {
+        let error = error.map_or(String::new(), |e| {
+            format!("<p class=\"error\">{}</p>", escape(e))
+        });
+        let next = next.map_or(String::new(), |n| {
+            format!(
+                "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+                escape(n)
+            )
+        });
+        layout(
+            title,
+            &format!(
+                r#"{error}<form method="post" action="{action}">{next}
+<label>User name <input name="username" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="{ac}" required></label>
+<button>{title}</button></form>"#,
+                ac = if action == "/register" {
+                    "new-password"
+                } else {
+                    "current-password"
+                },
+            ),
+        )
+    }
+}

@@ -1,0 +1,774 @@
+//! The cases. Each takes the framework's [`HarnessFactory`] and builds its
+//! own app, so cases never share state.
+
+use std::time::Duration;
+
+use auth_core::rate_limit::{ThrottleConfig, TrustedProxies};
+use serde_json::json;
+
+use crate::{HarnessFactory, PASSWORD, TestApp, TestOptions};
+
+fn app<F: HarnessFactory>() -> TestApp {
+    TestApp::start::<F>(TestOptions::default())
+}
+
+fn attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// `POST /api/register` answers 201 with the name.
+pub async fn register_returns_201_with_the_name<F: HarnessFactory>() {
+    let app = app::<F>();
+    let r = app
+        .post_json(
+            "/api/register",
+            json!({"username": "Alice", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["username"], "Alice");
+    assert!(r.session_cookie().is_none(), "registration does not log in");
+}
+
+/// Policy refusals are 400 with the rule in `reason`.
+pub async fn register_refuses_policy_violations_with_the_rule<F: HarnessFactory>() {
+    let app = app::<F>();
+    for (password, reason) in [
+        ("short", "too_short"),
+        ("password123", "common_password"),
+        ("alice and her secrets", "context_word"),
+    ] {
+        let r = app
+            .post_json(
+                "/api/register",
+                json!({"username": "alice", "password": password}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{password}");
+        assert_eq!(r.json()["reason"], reason, "{password}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+}
+
+/// A taken name is 409, whatever its case.
+pub async fn register_refuses_a_taken_name_case_insensitively<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let r = app
+        .post_json(
+            "/api/register",
+            json!({"username": "ALICE", "password": PASSWORD}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409);
+}
+
+/// The session cookie: `__Host-` prefix, Secure, HttpOnly, SameSite=Lax,
+/// Path=/, no Domain.
+pub async fn login_sets_a_host_prefixed_hardened_cookie<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let r = app.login_with("alice", PASSWORD, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["mfa_required"], false);
+    let (_, full) = r.session_cookie().expect("a session cookie");
+    let attrs = attributes(&full);
+    for expected in ["secure", "httponly", "samesite=lax", "path=/"] {
+        assert!(
+            attrs.iter().any(|a| a == expected),
+            "{expected} missing in {full}"
+        );
+    }
+    assert!(!attrs.iter().any(|a| a.starts_with("domain")), "{full}");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+/// Without "remember me" the cookie has no Max-Age or Expires.
+pub async fn the_session_cookie_is_a_browser_session_cookie<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let (_, full) = app
+        .login_with("alice", PASSWORD, None)
+        .await
+        .session_cookie()
+        .unwrap();
+    let attrs = attributes(&full);
+    assert!(
+        !attrs
+            .iter()
+            .any(|a| a.starts_with("max-age") || a.starts_with("expires")),
+        "{full}"
+    );
+}
+
+/// The session ID appears only in `Set-Cookie`.
+pub async fn the_session_id_never_appears_in_a_body<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let r = app.login_with("alice", PASSWORD, None).await;
+    let (cookie, _) = r.session_cookie().unwrap();
+    let id = cookie.trim_start_matches("__Host-session=").to_owned();
+    let mut seen = vec![r.clone()];
+    seen.push(app.get("/api/me", Some(&cookie)).await);
+    seen.push(app.get("/api/sessions", Some(&cookie)).await);
+    for response in seen {
+        assert!(!response.text().contains(&id), "ID in a body");
+        for (name, value) in &response.headers {
+            if !name.eq_ignore_ascii_case("set-cookie") {
+                assert!(!value.contains(&id), "ID in header {name}");
+            }
+        }
+    }
+}
+
+/// `GET /api/me`: 200 with a session, 401 without.
+pub async fn me_needs_a_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("Alice").await;
+    let cookie = app.login("alice").await;
+    let r = app.get("/api/me", Some(&cookie)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"username": "Alice", "mfa_enabled": false}));
+    assert_eq!(app.get("/api/me", None).await.status, 401);
+}
+
+/// A same-name cookie without the `__Host-` prefix is not a session.
+pub async fn an_unprefixed_cookie_is_ignored<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    let unprefixed = cookie.replacen("__Host-session", "session", 1);
+    assert_eq!(app.get("/api/me", Some(&unprefixed)).await.status, 401);
+    let lower = cookie.replacen("__Host-", "__host-", 1);
+    assert_eq!(app.get("/api/me", Some(&lower)).await.status, 401);
+}
+
+/// Garbage cookies are simply "no session".
+pub async fn garbage_cookies_get_401_never_5xx<F: HarnessFactory>() {
+    let app = app::<F>();
+    for cookie in [
+        "__Host-session=",
+        "__Host-session=garbage",
+        "__Host-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "__Host-session=%00%ff%fe",
+        ";;;==;",
+        "__Host-session=\"quoted\"",
+    ] {
+        let r = app.get("/api/me", Some(cookie)).await;
+        assert_eq!(r.status, 401, "{cookie}");
+    }
+}
+
+/// Logout: 204, the cookie is cleared, and replaying it finds nothing.
+pub async fn logout_clears_the_cookie_and_replay_fails<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    let r = app.post_json("/api/logout", json!({}), Some(&cookie)).await;
+    assert_eq!(r.status, 204);
+    let (cleared, full) = r.session_cookie().expect("a removal cookie");
+    assert_eq!(cleared, "__Host-session=");
+    assert!(
+        attributes(&full).contains(&"max-age=0".to_owned()),
+        "{full}"
+    );
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 401);
+}
+
+/// A session ID planted before login never becomes the authenticated one.
+pub async fn a_planted_session_id_dies_at_login<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let planted = "__Host-session=rYJy1Z7Y2ckAMcX-UcijgRzswZPBclMkPptSqYRlup4";
+    let r = app.login_with("alice", PASSWORD, Some(planted)).await;
+    let (cookie, _) = r.session_cookie().unwrap();
+    assert_ne!(cookie, planted);
+    assert_eq!(app.get("/api/me", Some(planted)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+}
+
+/// Logging in again from a session gives a new ID; the old one dies.
+pub async fn a_previous_session_id_dies_at_a_new_login<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    let r = app.login_with("alice", PASSWORD, Some(&first)).await;
+    let (second, _) = r.session_cookie().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(app.get("/api/me", Some(&first)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&second)).await.status, 200);
+}
+
+/// Unknown user and wrong password: same status, same body.
+pub async fn unknown_and_wrong_user_look_the_same<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let unknown = app.login_with("nobody", PASSWORD, None).await;
+    let wrong = app.login_with("alice", "not the password", None).await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        (unknown.status, unknown.body.clone()),
+        (wrong.status, wrong.body.clone())
+    );
+    assert_eq!(wrong.json(), json!({"error": "invalid credentials"}));
+    assert!(unknown.session_cookie().is_none() && wrong.session_cookie().is_none());
+}
+
+/// Five failures lock the account: 429 with `Retry-After`.
+pub async fn the_account_is_throttled_with_retry_after<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    for n in 0..5 {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/login")
+                    .json(json!({"username": "alice", "password": "wrong guess!"}))
+                    .peer(&format!("203.0.113.{n}")),
+            )
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": "wrong guess!"}))
+                .peer("203.0.113.99"),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    app.advance(Duration::from_secs(retry));
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 200);
+}
+
+/// While locked, even the right password gets 429.
+pub async fn the_correct_password_is_refused_while_locked<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    for _ in 0..5 {
+        app.login_with("alice", "wrong guess!", None).await;
+    }
+    let r = app.login_with("alice", PASSWORD, None).await;
+    assert_eq!(r.status, 429);
+    assert!(r.session_cookie().is_none());
+}
+
+/// One IP across many accounts exhausts its budget.
+pub async fn one_ip_is_throttled_across_accounts<F: HarnessFactory>() {
+    let throttle = ThrottleConfig::builder()
+        .per_ip(5, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = TestApp::start::<F>(TestOptions {
+        throttle,
+        ..TestOptions::default()
+    });
+    for n in 0..5 {
+        let r = app
+            .login_with(&format!("user{n}"), "guess guess", None)
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = app.login_with("user9", "guess guess", None).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+}
+
+/// Without trusted proxies, `X-Forwarded-For` cannot buy a fresh budget.
+pub async fn spoofed_forwarded_headers_are_ignored<F: HarnessFactory>() {
+    let throttle = ThrottleConfig::builder()
+        .per_ip(3, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = TestApp::start::<F>(TestOptions {
+        throttle,
+        ..TestOptions::default()
+    });
+    let mut last = 0;
+    for n in 0..4 {
+        let request = TestApp::req("POST", "/api/login")
+            .json(json!({"username": format!("u{n}"), "password": "guess guess"}))
+            .header("x-forwarded-for", &format!("192.0.2.{n}"))
+            .header("forwarded", &format!("for=192.0.2.{n}"));
+        last = app.send(request).await.status;
+    }
+    assert_eq!(last, 429, "the forwarded headers were believed");
+}
+
+/// From a trusted proxy, the forwarded client is the one throttled.
+pub async fn forwarded_headers_from_a_trusted_proxy_are_honoured<F: HarnessFactory>() {
+    let throttle = ThrottleConfig::builder()
+        .per_ip(3, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = TestApp::start::<F>(TestOptions {
+        throttle,
+        trusted_proxies: TrustedProxies::parse("10.0.0.0/8").unwrap(),
+    });
+    for n in 0..6 {
+        let request = TestApp::req("POST", "/api/login")
+            .json(json!({"username": format!("u{n}"), "password": "guess guess"}))
+            .header("x-forwarded-for", &format!("192.0.2.{n}"))
+            .peer("10.0.0.1");
+        assert_eq!(
+            app.send(request).await.status,
+            401,
+            "client {n} has its own budget"
+        );
+    }
+}
+
+/// A cross-site login is refused (login CSRF).
+pub async fn cross_site_login_is_refused<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.session_cookie().is_none());
+}
+
+/// Without `Sec-Fetch-Site`, a foreign `Origin` is refused.
+pub async fn a_foreign_origin_is_refused<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/logout")
+                .header("cookie", &cookie)
+                .header("origin", "https://evil.example"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        app.get("/api/me", Some(&cookie)).await.status,
+        200,
+        "still logged in"
+    );
+}
+
+/// `Sec-Fetch-Site: same-site` (a sibling subdomain) is refused too.
+pub async fn same_site_requests_are_refused<F: HarnessFactory>() {
+    let app = app::<F>();
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/register")
+                .json(json!({"username": "x", "password": PASSWORD}))
+                .header("sec-fetch-site", "same-site"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
+/// Non-browser clients (neither header) pass.
+pub async fn requests_without_fetch_headers_pass<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 200);
+}
+
+/// Same-origin browser requests pass.
+pub async fn same_origin_requests_pass<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header("sec-fetch-site", "same-origin")
+                .header("origin", "https://demo.test"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header("origin", "http://demo.test"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "Origin matching Host, no Sec-Fetch-Site");
+}
+
+fn change(current: &str, new: &str) -> serde_json::Value {
+    json!({"current_password": current, "new_password": new})
+}
+
+/// A password change ends every other session; the old password stops
+/// working and the new one works.
+pub async fn password_change_ends_other_sessions<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let mine = app.login("alice").await;
+    let other = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/password",
+            change(PASSWORD, "a brand new passphrase"),
+            Some(&mine),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(app.get("/api/me", Some(&other)).await.status, 401);
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 401);
+    assert_eq!(
+        app.login_with("alice", "a brand new passphrase", None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// The current session survives a password change under a new ID.
+pub async fn password_change_rotates_the_current_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let mine = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/password",
+            change(PASSWORD, "a brand new passphrase"),
+            Some(&mine),
+        )
+        .await;
+    let (rotated, _) = r.session_cookie().expect("a new cookie");
+    assert_ne!(rotated, mine);
+    assert_eq!(app.get("/api/me", Some(&mine)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&rotated)).await.status, 200);
+}
+
+/// A wrong current password is refused and changes nothing.
+pub async fn password_change_needs_the_current_password<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let mine = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/password",
+            change("not my password", "a brand new passphrase"),
+            Some(&mine),
+        )
+        .await;
+    assert!(r.status == 401 || r.status == 403, "{}", r.status);
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 200);
+}
+
+/// The new password must pass the policy.
+pub async fn password_change_applies_the_policy<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let mine = app.login("alice").await;
+    let r = app
+        .post_json("/api/password", change(PASSWORD, "qwerty123"), Some(&mine))
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["reason"], "common_password");
+}
+
+/// Sessions are listed with handles that are not cookie values.
+pub async fn sessions_are_listed_with_handles_not_tokens<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    let second = app.login("alice").await;
+    let r = app.get("/api/sessions", Some(&second)).await;
+    assert_eq!(r.status, 200);
+    let list = r.json();
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    for entry in list {
+        for key in [
+            "id",
+            "current",
+            "created_at",
+            "last_seen_at",
+            "ip",
+            "user_agent",
+        ] {
+            assert!(entry.get(key).is_some(), "{key} missing");
+        }
+        let id = entry["id"].as_str().unwrap();
+        assert!(
+            !first.contains(id) && !second.contains(id),
+            "a handle is not a token"
+        );
+    }
+}
+
+/// `DELETE /api/sessions/{id}` ends that session.
+pub async fn one_session_can_be_revoked<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    let second = app.login("alice").await;
+    let list = app.get("/api/sessions", Some(&second)).await.json();
+    let other = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send(TestApp::req("DELETE", &format!("/api/sessions/{other}")).header("cookie", &second))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(app.get("/api/me", Some(&first)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&second)).await.status, 200);
+}
+
+/// A handle of another user's session is not found, and nothing ends.
+pub async fn another_users_session_cannot_be_revoked<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    app.register("bob").await;
+    let alice = app.login("alice").await;
+    let bob = app.login("bob").await;
+    let bob_handle = app.get("/api/sessions", Some(&bob)).await.json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send(
+            TestApp::req("DELETE", &format!("/api/sessions/{bob_handle}")).header("cookie", &alice),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(app.get("/api/me", Some(&bob)).await.status, 200);
+}
+
+/// `POST /api/sessions/revoke-others` keeps only the current session.
+pub async fn revoke_others_keeps_only_this_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let others = [app.login("alice").await, app.login("alice").await];
+    let mine = app.login("alice").await;
+    let r = app
+        .post_json("/api/sessions/revoke-others", json!({}), Some(&mine))
+        .await;
+    assert_eq!(r.status, 204);
+    let current = r.session_cookie().map_or(mine.clone(), |(c, _)| c);
+    for other in &others {
+        assert_eq!(app.get("/api/me", Some(other)).await.status, 401);
+    }
+    assert_eq!(app.get("/api/me", Some(&current)).await.status, 200);
+    assert_eq!(
+        app.get("/api/sessions", Some(&current))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// 30 idle minutes end the session (server-side).
+pub async fn the_idle_timeout_ends_a_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    app.advance(Duration::from_secs(29 * 60));
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+    app.advance(Duration::from_secs(30 * 60 + 1));
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 401);
+}
+
+/// 12 hours end even an active session.
+pub async fn the_absolute_timeout_ends_a_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    // Active every 20 minutes: alive for 11 h 40 min, ended by 12 h 20 min.
+    for step in 1..=35 {
+        app.advance(Duration::from_secs(20 * 60));
+        let status = app.get("/api/me", Some(&cookie)).await.status;
+        assert_eq!(status, 200, "ended early, after {} min", step * 20);
+    }
+    app.advance(Duration::from_secs(40 * 60));
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 401);
+}
+
+/// Malformed JSON: 4xx with a JSON error, never 5xx.
+pub async fn malformed_json_gets_a_4xx<F: HarnessFactory>() {
+    let app = app::<F>();
+    for body in ["", "{", "not json", "[1,2", "{\"username\":"] {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/login")
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert!((400..500).contains(&r.status), "{body:?} gave {}", r.status);
+    }
+    let r = app
+        .send(TestApp::req("POST", "/api/login").body("username=a"))
+        .await;
+    assert!(
+        (400..500).contains(&r.status),
+        "no content type gave {}",
+        r.status
+    );
+}
+
+/// Wrong JSON types: 4xx.
+pub async fn wrong_types_get_a_4xx<F: HarnessFactory>() {
+    let app = app::<F>();
+    for body in [
+        json!({"username": 1, "password": 2}),
+        json!([]),
+        json!({"username": "a"}),
+        json!(null),
+    ] {
+        let r = app.post_json("/api/login", body.clone(), None).await;
+        assert!((400..500).contains(&r.status), "{body} gave {}", r.status);
+    }
+}
+
+/// An oversized body: 4xx, and nothing is hashed or stored.
+pub async fn an_oversized_body_gets_a_4xx<F: HarnessFactory>() {
+    let app = app::<F>();
+    let huge = "x".repeat(1024 * 1024);
+    let r = app
+        .post_json(
+            "/api/register",
+            json!({"username": "alice", "password": huge}),
+            None,
+        )
+        .await;
+    assert!((400..500).contains(&r.status), "{}", r.status);
+    let r = app
+        .post_json(
+            "/api/login",
+            json!({"username": "alice", "password": "x".repeat(8000)}),
+            None,
+        )
+        .await;
+    assert!((400..500).contains(&r.status), "{}", r.status);
+}
+
+/// State-changing endpoints cannot be reached with GET.
+pub async fn get_never_changes_state<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    for path in [
+        "/api/logout",
+        "/api/login",
+        "/api/register",
+        "/api/password",
+        "/api/sessions/revoke-others",
+        "/logout",
+    ] {
+        let r = app.get(path, Some(&cookie)).await;
+        assert!(
+            r.status == 405 || r.status == 404,
+            "GET {path} gave {}",
+            r.status
+        );
+        assert!(
+            r.session_cookie().is_none(),
+            "GET {path} touched the cookie"
+        );
+    }
+    assert_eq!(
+        app.get("/api/me", Some(&cookie)).await.status,
+        200,
+        "still logged in"
+    );
+}
+
+/// HTML routes send unauthenticated browsers to the login page.
+pub async fn html_routes_redirect_to_login_with_a_safe_next<F: HarnessFactory>() {
+    let app = app::<F>();
+    let r = app
+        .send(TestApp::req("GET", "/account").header("accept", "text/html"))
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login?next=/account"));
+}
+
+/// A `next` that leaves the site is dropped.
+pub async fn the_next_parameter_is_never_an_open_redirect<F: HarnessFactory>() {
+    let app = app::<F>();
+    let r = app
+        .send(TestApp::req("GET", "//evil.example/account").header("accept", "text/html"))
+        .await;
+    if r.status == 303 {
+        let location = r.header("location").unwrap_or_default();
+        assert!(
+            location.starts_with('/') && !location.starts_with("//"),
+            "{location}"
+        );
+        assert!(!location.contains("evil.example"), "{location}");
+    }
+    let r = app.get("/login?next=https://evil.example/", None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.text().contains("evil.example"),
+        "the form carries no foreign next"
+    );
+    app.register("alice").await;
+    let r = app
+        .send(
+            TestApp::req("POST", "/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "username=alice&password={}&next=%2F%2Fevil.example",
+                    PASSWORD.replace(' ', "+")
+                )),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = r.header("location").unwrap_or_default();
+    assert!(
+        location.starts_with('/') && !location.starts_with("//"),
+        "{location}"
+    );
+}
+
+/// API routes answer JSON 401 (no redirect) without a session.
+pub async fn api_routes_answer_json_401<F: HarnessFactory>() {
+    let app = app::<F>();
+    for (method, path) in [
+        ("GET", "/api/me"),
+        ("GET", "/api/sessions"),
+        ("POST", "/api/sessions/revoke-others"),
+    ] {
+        let r = app.send(TestApp::req(method, path)).await;
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert!(
+            r.json()["error"].is_string(),
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
+}
+
+/// Unknown routes: 404.
+pub async fn unknown_routes_answer_404<F: HarnessFactory>() {
+    let app = app::<F>();
+    assert_eq!(app.get("/api/nothing-here", None).await.status, 404);
+}

@@ -1,0 +1,334 @@
+//! The cross-framework conformance suite: HTTP cases written once, run
+//! against every adapter's demo app (the JSON API of `DEMO-API.md`) through
+//! that framework's in-process client.
+//!
+//! An adapter implements [`Harness`] (send a request, get status, headers,
+//! body) and [`HarnessFactory`] (build its demo around a given
+//! [`auth_core::web::Auth`]), then invokes [`conformance_suite!`], which
+//! expands every case into its own `#[tokio::test]`, so a failure names the
+//! case. The suite builds the `Auth` itself: in-memory stores, a
+//! [`ManualClock`] it advances for timeouts, cheap Argon2 parameters.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth_core::clock::ManualClock;
+use auth_core::password::{Argon2Params, PasswordHasher};
+use auth_core::rate_limit::{ThrottleConfig, TrustedProxies};
+use auth_core::web::Auth;
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct TestRequest {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path and query.
+    pub path: String,
+    /// Headers (a `Host` is added when absent).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// The socket peer address.
+    pub peer: IpAddr,
+}
+
+/// One response.
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, in order (repeated names repeated).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// All values of a header (case-insensitive).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).into_iter().next()
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The session cookie set by this response: (`name=value`, full
+    /// `Set-Cookie` value).
+    pub fn session_cookie(&self) -> Option<(String, String)> {
+        self.header_all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("__Host-session="))
+            .map(|c| {
+                (
+                    c.split(';').next().unwrap_or_default().to_owned(),
+                    c.to_owned(),
+                )
+            })
+    }
+}
+
+/// A framework's in-process client around its demo app.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// Sends one request through the whole app (layers included).
+    async fn send(&self, request: TestRequest) -> TestResponse;
+}
+
+/// Builds a framework's demo app around an [`Auth`].
+pub trait HarnessFactory {
+    /// The demo app for `auth`, behind its in-process client.
+    fn build(auth: Auth) -> Box<dyn Harness>;
+}
+
+/// The app under test and its clock.
+#[allow(missing_debug_implementations)]
+pub struct TestApp {
+    harness: Box<dyn Harness>,
+    /// The injected clock; advance it for timeouts.
+    pub clock: ManualClock,
+}
+
+/// Options for [`TestApp::start`].
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Throttle settings.
+    pub throttle: ThrottleConfig,
+    /// Trusted proxies.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            throttle: example_shared::throttle_config(),
+            trusted_proxies: TrustedProxies::none(),
+        }
+    }
+}
+
+/// The default client address of test requests.
+pub const CLIENT: &str = "198.51.100.7";
+/// A strong password that passes the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    /// A fresh app with in-memory stores.
+    pub fn start<F: HarnessFactory>(options: TestOptions) -> Self {
+        let clock = ManualClock::starting_now();
+        let hasher = PasswordHasher::builder()
+            .params(Argon2Params {
+                m_cost: 256,
+                t_cost: 1,
+                p_cost: 1,
+            })
+            .insecure_allow_weak_params()
+            .build()
+            .unwrap_or_else(|e| panic!("test hasher: {e}"));
+        let auth = example_shared::build_auth_in_memory(
+            Arc::new(clock.clone()),
+            options.throttle,
+            hasher,
+            options.trusted_proxies,
+        );
+        Self {
+            harness: F::build(auth),
+            clock,
+        }
+    }
+
+    /// Sends a request.
+    pub async fn send(&self, mut request: TestRequest) -> TestResponse {
+        if !request
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            request.headers.push(("host".into(), "demo.test".into()));
+        }
+        self.harness.send(request).await
+    }
+
+    /// A request builder.
+    pub fn req(method: &'static str, path: &str) -> TestRequest {
+        TestRequest {
+            method,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: CLIENT.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        }
+    }
+
+    /// `POST path` with a JSON body and optional cookie.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        cookie: Option<&str>,
+    ) -> TestResponse {
+        let mut request = Self::req("POST", path).json(body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        self.send(request).await
+    }
+
+    /// `GET path` with an optional cookie.
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> TestResponse {
+        let mut request = Self::req("GET", path);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        self.send(request).await
+    }
+
+    /// Registers `name` with [`PASSWORD`].
+    pub async fn register(&self, name: &str) {
+        let response = self
+            .post_json(
+                "/api/register",
+                serde_json::json!({"username": name, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status, 201, "register {name}: {}", response.text());
+    }
+
+    /// Logs `name` in with `password`; returns the response.
+    pub async fn login_with(
+        &self,
+        name: &str,
+        password: &str,
+        cookie: Option<&str>,
+    ) -> TestResponse {
+        self.post_json(
+            "/api/login",
+            serde_json::json!({"username": name, "password": password}),
+            cookie,
+        )
+        .await
+    }
+
+    /// Logs `name` in and returns the `name=value` session cookie.
+    pub async fn login(&self, name: &str) -> String {
+        let response = self.login_with(name, PASSWORD, None).await;
+        assert_eq!(response.status, 200, "login {name}: {}", response.text());
+        response
+            .session_cookie()
+            .unwrap_or_else(|| panic!("no session cookie"))
+            .0
+    }
+
+    /// Advances the injected clock.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+impl TestRequest {
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets a JSON body.
+    #[must_use]
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = body.to_string().into_bytes();
+        self.header("content-type", "application/json")
+    }
+
+    /// Sets a raw body.
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the socket peer.
+    #[must_use]
+    pub fn peer(mut self, peer: &str) -> Self {
+        self.peer = peer.parse().unwrap_or(self.peer);
+        self
+    }
+}
+
+pub mod cases;
+
+/// Expands every case into a `#[tokio::test]` for the harness factory `$f`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($f:ty) => {
+        $crate::conformance_suite!(@cases $f;
+            register_returns_201_with_the_name,
+            register_refuses_policy_violations_with_the_rule,
+            register_refuses_a_taken_name_case_insensitively,
+            login_sets_a_host_prefixed_hardened_cookie,
+            the_session_cookie_is_a_browser_session_cookie,
+            the_session_id_never_appears_in_a_body,
+            me_needs_a_session,
+            an_unprefixed_cookie_is_ignored,
+            garbage_cookies_get_401_never_5xx,
+            logout_clears_the_cookie_and_replay_fails,
+            a_planted_session_id_dies_at_login,
+            a_previous_session_id_dies_at_a_new_login,
+            unknown_and_wrong_user_look_the_same,
+            the_account_is_throttled_with_retry_after,
+            the_correct_password_is_refused_while_locked,
+            one_ip_is_throttled_across_accounts,
+            spoofed_forwarded_headers_are_ignored,
+            forwarded_headers_from_a_trusted_proxy_are_honoured,
+            cross_site_login_is_refused,
+            a_foreign_origin_is_refused,
+            same_site_requests_are_refused,
+            requests_without_fetch_headers_pass,
+            same_origin_requests_pass,
+            password_change_ends_other_sessions,
+            password_change_rotates_the_current_session,
+            password_change_needs_the_current_password,
+            password_change_applies_the_policy,
+            sessions_are_listed_with_handles_not_tokens,
+            one_session_can_be_revoked,
+            another_users_session_cannot_be_revoked,
+            revoke_others_keeps_only_this_session,
+            the_idle_timeout_ends_a_session,
+            the_absolute_timeout_ends_a_session,
+            malformed_json_gets_a_4xx,
+            wrong_types_get_a_4xx,
+            an_oversized_body_gets_a_4xx,
+            get_never_changes_state,
+            html_routes_redirect_to_login_with_a_safe_next,
+            the_next_parameter_is_never_an_open_redirect,
+            api_routes_answer_json_401,
+            unknown_routes_answer_404,
+        );
+    };
+    (@cases $f:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::cases::$case::<$f>().await;
+            }
+        )*
+    };
+}
