@@ -389,6 +389,16 @@ impl AuthSession {
         .await
     }
 
+    /// Gives the session a new ID (after a privilege change); the old ID dies.
+    pub async fn rotate(&self) -> Result<(), AuthRejection> {
+        let sessions = self.auth().authenticator().sessions().clone();
+        self.with_session(|mut session| async move {
+            let result = sessions.rotate(&mut session).await.map_err(AuthError::from);
+            (session, result)
+        })
+        .await
+    }
+
     /// Ends every other session of the user.
     pub async fn sign_out_everywhere(&self) -> Result<u64, AuthRejection> {
         let authenticator = self.auth().authenticator().clone();
@@ -433,6 +443,49 @@ impl AuthSession {
             .await?)
     }
 
+    /// A CSRF token for an HTML form, bound to this request's session (an
+    /// anonymous session, and its cookie, are created when there is none).
+    /// `None` when form tokens are not configured.
+    pub async fn form_token(&self) -> Result<Option<String>, AuthRejection> {
+        let mut slot = self.slot().await?;
+        self.ensure_session(&mut slot).await?;
+        Ok(slot
+            .session
+            .as_ref()
+            .and_then(|s| self.auth().issue_form_token(s)))
+    }
+
+    /// Creates an anonymous session (and sets its cookie) when the request
+    /// has none.
+    async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthRejection> {
+        if slot.session.is_none() {
+            let session = self
+                .auth()
+                .authenticator()
+                .sessions()
+                .create(NewSession {
+                    client: auth_core::session::ClientInfo {
+                        ip: Some(self.client().ip.to_string()),
+                        user_agent: self.client().user_agent.clone(),
+                    },
+                    persistent: false,
+                })
+                .await
+                .map_err(AuthError::from)?;
+            slot.session = Some(session);
+            slot.action = CookieAction::Set;
+        }
+        Ok(())
+    }
+
+    /// Checks a submitted form token (403 when it is missing or foreign).
+    pub async fn verify_form_token(&self, token: Option<&str>) -> Result<(), AuthRejection> {
+        let slot = self.slot().await?;
+        Ok(self
+            .auth()
+            .verify_form_token(slot.session.as_ref(), token)?)
+    }
+
     /// A typed value from the session's app data.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AuthRejection> {
         match self.session().await? {
@@ -450,40 +503,34 @@ impl AuthSession {
         key: &str,
         value: &T,
     ) -> Result<(), AuthRejection> {
-        let sessions = self.auth().authenticator().sessions().clone();
         let mut slot = self.slot().await?;
-        let mut session = match slot.session.take() {
-            Some(session) => session,
-            None => {
-                slot.action = CookieAction::Set;
-                sessions
-                    .create(NewSession {
-                        client: auth_core::session::ClientInfo {
-                            ip: Some(self.client().ip.to_string()),
-                            user_agent: self.client().user_agent.clone(),
-                        },
-                        persistent: false,
-                    })
-                    .await
-                    .map_err(AuthError::from)?
-            }
+        self.ensure_session(&mut slot).await?;
+        let sessions = self.auth().authenticator().sessions();
+        let Some(session) = slot.session.as_mut() else {
+            return Err(AuthRejection(AuthError::NotAuthenticated));
         };
-        let result = sessions.insert(&mut session, key, value).await;
-        slot.session = Some(session);
-        result.map_err(|e| AuthRejection(AuthError::from(e)))
+        sessions
+            .insert(session, key, value)
+            .await
+            .map_err(|e| AuthRejection(AuthError::from(e)))
     }
 }
 
-/// The authenticated user; rejects with 401 otherwise.
+/// The authenticated user; rejects with 401 otherwise. `U` is the core
+/// [`User`] by default, or any app type built from it (`U: From<User>`).
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub User);
+pub struct CurrentUser<U = User>(pub U);
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+impl<S, U> FromRequestParts<S> for CurrentUser<U>
+where
+    S: Send + Sync,
+    U: From<User> + Send,
+{
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AuthSession::from_request_parts(parts, state).await?;
-        Ok(Self(auth.current_user().await?))
+        Ok(Self(U::from(auth.current_user().await?)))
     }
 }
 

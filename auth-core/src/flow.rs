@@ -81,6 +81,9 @@ pub enum AuthError {
     /// The operation needs a recent login.
     #[error("please confirm your password")]
     ReauthenticationRequired,
+    /// A form's CSRF token is missing or does not belong to this session.
+    #[error("invalid or missing form token, reload the page")]
+    CsrfToken,
     /// Storage or another internal failure (details in the source, never
     /// shown).
     #[error("internal error")]
@@ -92,7 +95,7 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidCredentials | Self::NotAuthenticated => 401,
-            Self::ReauthenticationRequired => 403,
+            Self::ReauthenticationRequired | Self::CsrfToken => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
             Self::Policy(_) | Self::InvalidLogin => 400,

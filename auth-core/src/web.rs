@@ -13,7 +13,9 @@
 
 use std::net::IpAddr;
 
-use crate::csrf::{CsrfGuard, CsrfRejection, RequestMeta};
+use std::sync::Arc;
+
+use crate::csrf::{CsrfGuard, CsrfRejection, CsrfTokens, RequestMeta};
 use crate::flow::{AuthError, Authenticator, Client};
 use crate::rate_limit::TrustedProxies;
 use crate::session::Session;
@@ -24,6 +26,7 @@ pub struct Auth {
     authenticator: Authenticator,
     proxies: TrustedProxies,
     csrf: CsrfGuard,
+    tokens: Option<Arc<CsrfTokens>>,
     login_page: String,
 }
 
@@ -35,7 +38,37 @@ impl Auth {
             authenticator,
             proxies: TrustedProxies::none(),
             csrf: CsrfGuard::default(),
+            tokens: None,
             login_page: "/login".to_owned(),
+        }
+    }
+
+    /// Session-bound tokens for HTML forms, for browsers that send neither
+    /// `Sec-Fetch-Site` nor `Origin`.
+    #[must_use]
+    pub fn form_tokens(mut self, tokens: CsrfTokens) -> Self {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// A form token for `session`, if form tokens are configured.
+    pub fn issue_form_token(&self, session: &Session) -> Option<String> {
+        self.tokens.as_ref().map(|t| t.issue(session.key()))
+    }
+
+    /// Checks a submitted form token against `session`. Passes when form
+    /// tokens are not configured.
+    pub fn verify_form_token(
+        &self,
+        session: Option<&Session>,
+        token: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(());
+        };
+        match (session, token) {
+            (Some(session), Some(token)) if tokens.verify(session.key(), token) => Ok(()),
+            _ => Err(AuthError::CsrfToken),
         }
     }
 

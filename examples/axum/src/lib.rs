@@ -192,13 +192,30 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_page(Query(query): Query<NextQuery>) -> Html<String> {
+async fn login_page(
+    auth: AuthSession,
+    Query(query): Query<NextQuery>,
+) -> Result<Html<String>, AuthRejection> {
     let next = query.next.as_deref().and_then(safe_next);
-    Html(pages::credentials_form("Log in", "/login", None, next))
+    let token = auth.form_token().await?;
+    Ok(Html(pages::credentials_form(
+        "Log in",
+        "/login",
+        None,
+        next,
+        token.as_deref(),
+    )))
 }
 
-async fn register_page() -> Html<String> {
-    Html(pages::credentials_form("Register", "/register", None, None))
+async fn register_page(auth: AuthSession) -> Result<Html<String>, AuthRejection> {
+    let token = auth.form_token().await?;
+    Ok(Html(pages::credentials_form(
+        "Register",
+        "/register",
+        None,
+        None,
+        token.as_deref(),
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,24 +223,28 @@ struct CredentialsForm {
     username: String,
     password: String,
     next: Option<String>,
+    csrf_token: Option<String>,
 }
 
-fn page_error(
-    status: StatusCode,
-    title: &str,
-    action: &str,
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    csrf_token: Option<String>,
+}
+
+async fn page_error(
+    auth: &AuthSession,
+    (title, action): (&str, &str),
     error: &AuthError,
     next: Option<&str>,
 ) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut message = error.to_string();
     if let Some(reason) = error.reason() {
         message = format!("{message} ({reason})");
     }
-    let mut response = (
-        status,
-        Html(pages::credentials_form(title, action, Some(&message), next)),
-    )
-        .into_response();
+    let token = auth.form_token().await.ok().flatten();
+    let page = pages::credentials_form(title, action, Some(&message), next, token.as_deref());
+    let mut response = (status, Html(page)).into_response();
     if let Some(secs) = error.retry_after_secs() {
         response
             .headers_mut()
@@ -232,21 +253,17 @@ fn page_error(
     response
 }
 
+fn invalid_form(title: &str) -> Response {
+    let body = "<p class=\"error\">invalid form</p>";
+    (StatusCode::BAD_REQUEST, Html(pages::layout(title, body))).into_response()
+}
+
 async fn login_form(
     auth: AuthSession,
     form: Result<Form<CredentialsForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Html(pages::credentials_form(
-                "Log in",
-                "/login",
-                Some("invalid form"),
-                None,
-            )),
-        )
-            .into_response();
+        return invalid_form("Log in");
     };
     let next = form
         .next
@@ -254,14 +271,16 @@ async fn login_form(
         .and_then(safe_next)
         .unwrap_or("/account")
         .to_owned();
+    if let Err(AuthRejection(error)) = auth.verify_form_token(form.csrf_token.as_deref()).await {
+        return page_error(&auth, ("Log in", "/login"), &error, Some(&next)).await;
+    }
     match auth
         .login(&form.username, &Password::from(form.password))
         .await
     {
         Ok(_) => Redirect::to(&next).into_response(),
         Err(AuthRejection(error)) => {
-            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            page_error(status, "Log in", "/login", &error, Some(&next))
+            page_error(&auth, ("Log in", "/login"), &error, Some(&next)).await
         }
     }
 }
@@ -271,17 +290,11 @@ async fn register_form(
     form: Result<Form<CredentialsForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Html(pages::credentials_form(
-                "Register",
-                "/register",
-                Some("invalid form"),
-                None,
-            )),
-        )
-            .into_response();
+        return invalid_form("Register");
     };
+    if let Err(AuthRejection(error)) = auth.verify_form_token(form.csrf_token.as_deref()).await {
+        return page_error(&auth, ("Register", "/register"), &error, None).await;
+    }
     match auth
         .authenticator()
         .register(
@@ -292,14 +305,16 @@ async fn register_form(
         .await
     {
         Ok(_) => Redirect::to("/login").into_response(),
-        Err(error) => {
-            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            page_error(status, "Register", "/register", &error, None)
-        }
+        Err(error) => page_error(&auth, ("Register", "/register"), &error, None).await,
     }
 }
 
-async fn logout_form(auth: AuthSession) -> Result<Redirect, AuthRejection> {
+async fn logout_form(
+    auth: AuthSession,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Result<Redirect, AuthRejection> {
+    let token = form.ok().and_then(|Form(f)| f.csrf_token);
+    auth.verify_form_token(token.as_deref()).await?;
     auth.logout().await?;
     Ok(Redirect::to("/"))
 }
@@ -309,6 +324,7 @@ async fn account_page(
     CurrentUser(user): CurrentUser,
 ) -> Result<Html<String>, AuthRejection> {
     let sessions = auth.list_sessions().await?;
+    let token = pages::token_field(auth.form_token().await?.as_deref());
     let rows: String = sessions
         .into_iter()
         .map(|s| {
@@ -323,13 +339,13 @@ async fn account_page(
     let body = format!(
         r#"<p>Logged in as <b>{name}</b>.</p>
 <h2>Active sessions</h2><table><tr><th>IP</th><th>Browser</th><th></th></tr>{rows}</table>
-<form method="post" action="/account/revoke-others"><button>Sign out everywhere else</button></form>
+<form method="post" action="/account/revoke-others">{token}<button>Sign out everywhere else</button></form>
 <h2>Change password</h2>
-<form method="post" action="/account/password">
+<form method="post" action="/account/password">{token}
 <label>Current password <input name="current_password" type="password" autocomplete="current-password" required></label>
 <label>New password <input name="new_password" type="password" autocomplete="new-password" required></label>
 <button>Change password</button></form>
-<form method="post" action="/logout"><button>Log out</button></form>"#,
+<form method="post" action="/logout">{token}<button>Log out</button></form>"#,
         name = pages::escape(&user.display_name),
     );
     Ok(Html(pages::layout("Account", &body)))
@@ -339,6 +355,7 @@ async fn account_page(
 struct PasswordForm {
     current_password: String,
     new_password: String,
+    csrf_token: Option<String>,
 }
 
 async fn account_password(
@@ -346,22 +363,19 @@ async fn account_password(
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Html(pages::layout(
-                "Account",
-                "<p class=\"error\">invalid form</p>",
-            )),
-        )
-            .into_response();
+        return invalid_form("Account");
     };
-    match auth
-        .change_password(
-            &Password::from(form.current_password),
-            &Password::from(form.new_password),
-        )
-        .await
-    {
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => {
+            auth.change_password(
+                &Password::from(form.current_password),
+                &Password::from(form.new_password),
+            )
+            .await
+        }
+        Err(rejection) => Err(rejection),
+    };
+    match result {
         Ok(()) => Redirect::to("/account").into_response(),
         Err(AuthRejection(error)) => {
             let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -378,7 +392,12 @@ async fn account_password(
     }
 }
 
-async fn account_revoke_others(auth: AuthSession) -> Result<Redirect, AuthRejection> {
+async fn account_revoke_others(
+    auth: AuthSession,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Result<Redirect, AuthRejection> {
+    let token = form.ok().and_then(|Form(f)| f.csrf_token);
+    auth.verify_form_token(token.as_deref()).await?;
     auth.sign_out_everywhere().await?;
     Ok(Redirect::to("/account"))
 }

@@ -15,6 +15,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let settings = example_shared::Settings::from_env()?;
     let auth = example_shared::build_auth(&settings).await?;
+    // Stores without native expiry (SQLite, PostgreSQL) are swept every
+    // 10 minutes.
+    let sessions = auth.authenticator().sessions().clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            if let Err(error) = sessions.delete_expired().await {
+                tracing::warn!(%error, "sweeping expired sessions failed");
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&settings.database_url), "demo listening");

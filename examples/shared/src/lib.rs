@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use auth_core::clock::{Clock, SystemClock};
+use auth_core::csrf::CsrfTokens;
 use auth_core::flow::Authenticator;
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{
@@ -38,6 +39,10 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// `DEMO_TRUSTED_PROXIES`: comma-separated IPs/CIDRs.
     pub trusted_proxies: TrustedProxies,
+    /// `DEMO_CSRF_KEY`: the key of the forms' CSRF tokens (at least 32
+    /// bytes); random at each start when unset, so open forms need a reload
+    /// after a restart.
+    pub csrf_key: Option<String>,
 }
 
 impl Settings {
@@ -55,6 +60,7 @@ impl Settings {
             trusted_proxies: TrustedProxies::parse(
                 &var("DEMO_TRUSTED_PROXIES").unwrap_or_default(),
             )?,
+            csrf_key: var("DEMO_CSRF_KEY"),
         })
     }
 }
@@ -100,7 +106,21 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
     )
     .app_name(APP_NAME)
     .build();
-    Ok(Auth::new(authenticator).trusted_proxies(settings.trusted_proxies.clone()))
+    Ok(Auth::new(authenticator)
+        .trusted_proxies(settings.trusted_proxies.clone())
+        .form_tokens(form_tokens(settings.csrf_key.as_deref())?))
+}
+
+/// Form-token keys: the configured one, or 256 random bits.
+fn form_tokens(key: Option<&str>) -> Result<CsrfTokens, Box<dyn Error>> {
+    let key = match key {
+        Some(key) => key.as_bytes().to_vec(),
+        // A fresh session ID is 256 bits from the OS CSPRNG.
+        None => auth_core::session::SessionId::generate()?
+            .encode()
+            .into_bytes(),
+    };
+    Ok(CsrfTokens::new(key)?)
 }
 
 /// The same app on in-memory stores and the given clock: what the
@@ -129,7 +149,10 @@ pub fn build_auth_in_memory(
     )
     .app_name(APP_NAME)
     .build();
-    Auth::new(authenticator).trusted_proxies(trusted_proxies)
+    let tokens = form_tokens(None).unwrap_or_else(|_| unreachable!("random keys are long enough"));
+    Auth::new(authenticator)
+        .trusted_proxies(trusted_proxies)
+        .form_tokens(tokens)
 }
 
 /// `POST /api/register` and `POST /api/login` bodies.
@@ -252,12 +275,23 @@ button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{
         layout("Home", &who)
     }
 
+    /// The hidden CSRF-token field of a form.
+    pub fn token_field(token: Option<&str>) -> String {
+        token.map_or(String::new(), |t| {
+            format!(
+                "<input type=\"hidden\" name=\"csrf_token\" value=\"{}\">",
+                escape(t)
+            )
+        })
+    }
+
     /// The login or registration form; `action` is `/login` or `/register`.
     pub fn credentials_form(
         title: &str,
         action: &str,
         error: Option<&str>,
         next: Option<&str>,
+        token: Option<&str>,
     ) -> String {
         let error = error.map_or(String::new(), |e| {
             format!("<p class=\"error\">{}</p>", escape(e))
@@ -271,7 +305,7 @@ button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{
         layout(
             title,
             &format!(
-                r#"{error}<form method="post" action="{action}">{next}
+                r#"{error}<form method="post" action="{action}">{next}{token}
 <label>User name <input name="username" autocomplete="username" required></label>
 <label>Password <input name="password" type="password" autocomplete="{ac}" required></label>
 <button>{title}</button></form>"#,
@@ -280,6 +314,7 @@ button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{
                 } else {
                     "current-password"
                 },
+                token = token_field(token),
             ),
         )
     }

@@ -731,16 +731,12 @@ pub async fn the_next_parameter_is_never_an_open_redirect<F: HarnessFactory>() {
         "the form carries no foreign next"
     );
     app.register("alice").await;
-    let r = app
-        .send(
-            TestApp::req("POST", "/login")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!(
-                    "username=alice&password={}&next=%2F%2Fevil.example",
-                    PASSWORD.replace(' ', "+")
-                )),
-        )
-        .await;
+    let (cookie, token) = app.form_token("/login").await;
+    let body = format!(
+        "username=alice&password={}&next=%2F%2Fevil.example&csrf_token={token}",
+        PASSWORD.replace(' ', "+")
+    );
+    let r = app.post_form("/login", &body, Some(&cookie)).await;
     assert_eq!(r.status, 303, "{}", r.text());
     let location = r.header("location").unwrap_or_default();
     assert!(
@@ -771,4 +767,39 @@ pub async fn api_routes_answer_json_401<F: HarnessFactory>() {
 pub async fn unknown_routes_answer_404<F: HarnessFactory>() {
     let app = app::<F>();
     assert_eq!(app.get("/api/nothing-here", None).await.status, 404);
+}
+
+/// HTML forms carry a session-bound token; without it (or with another
+/// session's) the form is refused.
+pub async fn html_forms_need_the_csrf_token<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let credentials = format!("username=alice&password={}", PASSWORD.replace(' ', "+"));
+    let (cookie, token) = app.form_token("/login").await;
+    let (_, other_token) = app.form_token("/login").await;
+    let r = app.post_form("/login", &credentials, Some(&cookie)).await;
+    assert_eq!(r.status, 403, "no token");
+    let r = app
+        .post_form(
+            "/login",
+            &format!("{credentials}&csrf_token={other_token}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 403, "another session's token");
+    let r = app
+        .post_form(
+            "/login",
+            &format!("{credentials}&csrf_token={token}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let (logged_in, _) = r.session_cookie().expect("a new session cookie");
+    assert_ne!(logged_in, cookie, "login rotated the form's session");
+    assert_eq!(app.get("/api/me", Some(&logged_in)).await.status, 200);
+    // Logging out through the form needs the token of the new session.
+    let r = app.post_form("/logout", "", Some(&logged_in)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(app.get("/api/me", Some(&logged_in)).await.status, 200);
 }

@@ -237,6 +237,37 @@ impl TestApp {
             .0
     }
 
+    /// Loads a form page and returns its session cookie (`name=value`) and
+    /// CSRF token.
+    pub async fn form_token(&self, path: &str) -> (String, String) {
+        let page = self.get(path, None).await;
+        assert_eq!(page.status, 200, "GET {path}");
+        let cookie = page
+            .session_cookie()
+            .expect("the form page sets a session cookie")
+            .0;
+        let html = page.text();
+        let token = html
+            .split("name=\"csrf_token\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the form carries a CSRF token")
+            .to_owned();
+        (cookie, token)
+    }
+
+    /// Posts a form body.
+    pub async fn post_form(&self, path: &str, body: &str, cookie: Option<&str>) -> TestResponse {
+        let mut request = Self::req("POST", path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "text/html")
+            .body(body.to_owned());
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        self.send(request).await
+    }
+
     /// Advances the injected clock.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
@@ -320,6 +351,7 @@ macro_rules! conformance_suite {
             html_routes_redirect_to_login_with_a_safe_next,
             the_next_parameter_is_never_an_open_redirect,
             api_routes_answer_json_401,
+            html_forms_need_the_csrf_token,
             unknown_routes_answer_404,
         );
     };
