@@ -319,28 +319,50 @@ impl Authenticator {
         self.inner.sessions.clock().now()
     }
 
-    fn emit(
-        &self,
-        kind: AuthEventKind,
-        success: bool,
-        user_id: Option<&str>,
-        ip: Option<IpAddr>,
-        factor: Option<Factor>,
-        reason: Option<FailureReason>,
-    ) {
-        let event = AuthEvent {
-            kind,
-            success,
-            user_id: user_id.map(str::to_owned),
-            ip,
-            factor,
-            reason,
-            at: self.now(),
-        };
+    fn emit(&self, event: AuthEvent) {
         crate::event::trace(&event);
         if let Some(hook) = &self.inner.hook {
             hook.on_event(&event);
         }
+    }
+
+    /// Emits a success event.
+    fn success(
+        &self,
+        kind: AuthEventKind,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        factor: Option<Factor>,
+    ) {
+        self.emit(AuthEvent {
+            kind,
+            success: true,
+            user_id: user_id.map(str::to_owned),
+            ip,
+            factor,
+            reason: None,
+            at: self.now(),
+        });
+    }
+
+    /// Emits a failure event with its (internal) reason.
+    fn failure(
+        &self,
+        kind: AuthEventKind,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        factor: Option<Factor>,
+        reason: FailureReason,
+    ) {
+        self.emit(AuthEvent {
+            kind,
+            success: false,
+            user_id: user_id.map(str::to_owned),
+            ip,
+            factor,
+            reason: Some(reason),
+            at: self.now(),
+        });
     }
 
     fn policy_context(&self, login: &str) -> PolicyContext {
@@ -360,13 +382,12 @@ impl Authenticator {
         client: &Client,
     ) -> Result<User, AuthError> {
         let refuse = |reason| {
-            self.emit(
+            self.failure(
                 AuthEventKind::RegistrationRefused,
-                false,
                 None,
                 Some(client.ip),
                 Some(Factor::Password),
-                Some(reason),
+                reason,
             );
         };
         if let Decision::Limited { retry_after, .. } = self
@@ -375,13 +396,12 @@ impl Authenticator {
             .check_ip(IpBucket::of(client.ip), self.now())
             .await?
         {
-            self.emit(
+            self.failure(
                 AuthEventKind::Throttled,
-                false,
                 None,
                 Some(client.ip),
                 None,
-                Some(FailureReason::IpThrottled),
+                FailureReason::IpThrottled,
             );
             return Err(AuthError::Throttled { retry_after });
         }
@@ -420,13 +440,11 @@ impl Authenticator {
             }
             Err(other) => return Err(other.into()),
         };
-        self.emit(
+        self.success(
             AuthEventKind::Registered,
-            true,
             Some(&user.id),
             Some(client.ip),
             Some(Factor::Password),
-            None,
         );
         Ok(user)
     }
@@ -450,13 +468,12 @@ impl Authenticator {
                     crate::rate_limit::LimitScope::Ip => FailureReason::IpThrottled,
                     crate::rate_limit::LimitScope::Account => FailureReason::AccountLocked,
                 };
-                self.emit(
+                self.failure(
                     AuthEventKind::Throttled,
-                    false,
                     user_id,
                     Some(client.ip),
                     Some(Factor::Password),
-                    Some(reason),
+                    reason,
                 );
                 Err(AuthError::Throttled { retry_after })
             }
@@ -512,13 +529,11 @@ impl Authenticator {
                     .replace_password_hash(&user.id, &user.password_hash, &new)
                     .await?;
                 if replaced {
-                    self.emit(
+                    self.success(
                         AuthEventKind::PasswordRehashed,
-                        true,
                         Some(&user.id),
                         None,
                         Some(Factor::Password),
-                        None,
                     );
                     Ok(Some(new))
                 } else {
@@ -556,13 +571,12 @@ impl Authenticator {
                 _ => FailureReason::WrongPassword,
             };
 
-            self.emit(
+            self.failure(
                 AuthEventKind::LoginFailed,
-                false,
                 user.as_ref().map(|u| u.id.as_str()),
                 Some(client.ip),
                 Some(Factor::Password),
-                Some(reason),
+                reason,
             );
             return Err(AuthError::InvalidCredentials);
         }
@@ -593,26 +607,22 @@ impl Authenticator {
             })
             .await?;
         if mfa {
-            self.emit(
+            self.success(
                 AuthEventKind::LoginMfaRequired,
-                true,
                 Some(&user.id),
                 Some(client.ip),
                 Some(Factor::Password),
-                None,
             );
             Ok(LoginOutcome::MfaRequired {
                 session,
                 methods: user.second_factors.clone(),
             })
         } else {
-            self.emit(
+            self.success(
                 AuthEventKind::LoginSucceeded,
-                true,
                 Some(&user.id),
                 Some(client.ip),
                 Some(Factor::Password),
-                None,
             );
             Ok(LoginOutcome::LoggedIn(session))
         }
@@ -648,12 +658,10 @@ impl Authenticator {
     pub async fn logout(&self, session: Session, client: &Client) -> Result<(), AuthError> {
         let user = session.user_id().map(str::to_owned);
         self.inner.sessions.destroy(session).await?;
-        self.emit(
+        self.success(
             AuthEventKind::LoggedOut,
-            true,
             user.as_deref(),
             Some(client.ip),
-            None,
             None,
         );
         Ok(())
@@ -710,13 +718,11 @@ impl Authenticator {
                 }
             })
             .await?;
-        self.emit(
+        self.success(
             AuthEventKind::Reauthenticated,
-            true,
             Some(&user.id),
             Some(client.ip),
             Some(Factor::Password),
-            None,
         );
         Ok(())
     }
@@ -737,13 +743,12 @@ impl Authenticator {
                 Ok(hash)
             }
             None => {
-                self.emit(
+                self.failure(
                     failure,
-                    false,
                     Some(&user.id),
                     Some(client.ip),
                     Some(Factor::Password),
-                    Some(FailureReason::WrongPassword),
+                    FailureReason::WrongPassword,
                 );
                 Err(AuthError::InvalidCredentials)
             }
@@ -788,13 +793,11 @@ impl Authenticator {
             return Err(AuthError::InvalidCredentials);
         }
         self.end_other_sessions(session, &user.id, stamp).await?;
-        self.emit(
+        self.success(
             AuthEventKind::PasswordChanged,
-            true,
             Some(&user.id),
             Some(client.ip),
             Some(Factor::Password),
-            None,
         );
         Ok(())
     }
@@ -814,12 +817,10 @@ impl Authenticator {
             .set_security_stamp(&user.id, &stamp)
             .await?;
         let ended = self.end_other_sessions(session, &user.id, stamp).await?;
-        self.emit(
+        self.success(
             AuthEventKind::SignedOutEverywhere,
-            true,
             Some(&user.id),
             Some(client.ip),
-            None,
             None,
         );
         Ok(ended)
@@ -859,12 +860,10 @@ impl Authenticator {
             .to_owned();
         let found = self.inner.sessions.destroy_by_handle(&user, handle).await?;
         if found {
-            self.emit(
+            self.success(
                 AuthEventKind::SessionRevoked,
-                true,
                 Some(&user),
                 Some(client.ip),
-                None,
                 None,
             );
         }
