@@ -7,7 +7,10 @@
 //!   (403), works out the client IP through the configured trusted proxies,
 //!   loads the session lazily (a route that never asks for auth pays no
 //!   store read) and writes `Set-Cookie` when the session got a new ID or
-//!   ended.
+//!   ended. It needs the client's socket address: serve with
+//!   `into_make_service_with_connect_info::<SocketAddr>()` (tests can use
+//!   `MockConnectInfo`); without one it answers 500 rather than throttle
+//!   every client as one.
 //! * Extractors: [`AuthSession`] (login, logout, change password, sign out
 //!   everywhere, sessions, app data), [`CurrentUser`] (401 unless
 //!   authenticated) and [`OptionalUser`].
@@ -26,6 +29,8 @@
 //! use auth_core::user::MemoryUserStore;
 //! use auth_core::web::Auth;
 //! use axum::{Json, Router, middleware::from_fn, routing::{get, post}};
+//! use axum::extract::connect_info::MockConnectInfo;
+//! use std::net::SocketAddr;
 //! use tower::ServiceExt;
 //!
 //! async fn me(CurrentUser(user): CurrentUser) -> String {
@@ -48,7 +53,9 @@
 //! let app = Router::new()
 //!     .route("/me", get(me).route_layer(from_fn(require_login)))
 //!     .route("/login", post(login))
-//!     .layer(AuthLayer::new(Auth::new(authenticator)));
+//!     .layer(AuthLayer::new(Auth::new(authenticator)))
+//!     // In a server: `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+//!     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
 //!
 //! let response = app
 //!     .oneshot(http::Request::get("/me").body(axum::body::Body::empty()).unwrap())
@@ -61,16 +68,17 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use auth_core::flow::{AuthError, Client, LoginOutcome};
 use auth_core::password::Password;
-use auth_core::session::{NewSession, Session, SessionHandle, SessionInfo};
+use auth_core::session::{Session, SessionHandle, SessionInfo};
 use auth_core::user::User;
 use auth_core::web::{self, Auth};
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -136,10 +144,18 @@ struct RequestAuth {
     slot: Mutex<Slot>,
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
+/// Header pairs as text. Bytes that are not UTF-8 become U+FFFD instead of
+/// dropping the header, so the core sees (and refuses) a malformed entry
+/// rather than a missing header.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect()
 }
 
@@ -162,25 +178,47 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let pairs = header_pairs(request.headers());
-            if let Err(rejection) =
-                auth.check_csrf(request.method().as_str(), pairs.iter().copied())
+            let mut pairs = header_pairs(request.headers());
+            // HTTP/2 carries the host in the URI, not in a Host header.
+            if !pairs.iter().any(|(n, _)| n == "host")
+                && let Some(authority) = request.uri().authority()
             {
+                pairs.push(("host".to_owned(), authority.as_str().to_owned()));
+            }
+            let pairs_ref = || pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+            if let Err(rejection) = auth.check_csrf(request.method().as_str(), pairs_ref()) {
                 return Ok(json_response(
                     StatusCode::FORBIDDEN,
                     web::csrf_error_body(&rejection),
                 ));
             }
+            // Without the socket address every client would share one
+            // throttle bucket: refuse to run like that.
             let peer = request
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-            let client = auth.client(peer, pairs.iter().copied());
-            let cookies = request
-                .headers()
-                .get_all(header::COOKIE)
+                .map(|info| info.0)
+                .or_else(|| {
+                    request
+                        .extensions()
+                        .get::<MockConnectInfo<SocketAddr>>()
+                        .map(|mock| mock.0)
+                });
+            let Some(peer) = peer else {
+                tracing::error!(
+                    "auth: no client address; serve with \
+                     into_make_service_with_connect_info::<SocketAddr>()"
+                );
+                return Ok(json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    web::error_body(&AuthError::Internal("no client address".into())),
+                ));
+            };
+            let client = auth.client(peer.ip(), pairs_ref());
+            let cookies = pairs
                 .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .filter(|(n, _)| n == "cookie")
+                .map(|(_, v)| v.clone())
                 .collect();
             let state = Arc::new(RequestAuth {
                 auth: auth.clone(),
@@ -202,10 +240,12 @@ where
                 }
                 (CookieAction::None, _) => None,
             };
-            if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                let headers = response.headers_mut();
-                headers.append(header::SET_COOKIE, cookie);
+            let headers = response.headers_mut();
+            if Auth::no_store(slot.session.is_some(), cookie.is_some()) {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                headers.append(header::SET_COOKIE, cookie);
             }
             Ok(response)
         })
@@ -317,39 +357,35 @@ impl AuthSession {
         Ok(self.auth().authenticator().current_user(&session).await?)
     }
 
-    /// Logs in with a password; the response carries the new cookie.
+    /// Logs in with a password; the response carries the new cookie. On
+    /// failure the request's session (if any) is kept.
     pub async fn login(
         &self,
         login: &str,
         password: &Password,
     ) -> Result<LoginOutcome, AuthRejection> {
         let mut slot = self.slot().await?;
-        let current = slot.session.take();
         let outcome = self
             .auth()
             .authenticator()
-            .login(login, password, self.client(), current)
-            .await;
-        match outcome {
-            Ok(outcome) => {
-                slot.session = Some(outcome.session().clone());
-                slot.action = CookieAction::Set;
-                Ok(outcome)
-            }
-            Err(error) => Err(error.into()),
-        }
+            .login(login, password, self.client(), slot.session.as_ref())
+            .await?;
+        slot.session = Some(outcome.session().clone());
+        slot.action = CookieAction::Set;
+        Ok(outcome)
     }
 
     /// Ends the session server-side and removes the cookie.
     pub async fn logout(&self) -> Result<(), AuthRejection> {
         let mut slot = self.slot().await?;
+        // The cookie goes whatever happens next.
+        slot.action = CookieAction::Remove;
         if let Some(session) = slot.session.take() {
             self.auth()
                 .authenticator()
                 .logout(session, self.client())
                 .await?;
         }
-        slot.action = CookieAction::Remove;
         Ok(())
     }
 
@@ -391,9 +427,9 @@ impl AuthSession {
 
     /// Gives the session a new ID (after a privilege change); the old ID dies.
     pub async fn rotate(&self) -> Result<(), AuthRejection> {
-        let sessions = self.auth().authenticator().sessions().clone();
+        let authenticator = self.auth().authenticator().clone();
         self.with_session(|mut session| async move {
-            let result = sessions.rotate(&mut session).await.map_err(AuthError::from);
+            let result = authenticator.rotate(&mut session).await;
             (session, result)
         })
         .await
@@ -418,33 +454,32 @@ impl AuthSession {
             .session()
             .await?
             .ok_or(AuthRejection(AuthError::NotAuthenticated))?;
-        let user = session
-            .authenticated_user()
-            .ok_or(AuthRejection(AuthError::NotAuthenticated))?;
-        Ok(self
-            .auth()
-            .authenticator()
-            .sessions()
-            .list_for_user(user, Some(&session))
-            .await
-            .map_err(AuthError::from)?)
+        Ok(self.auth().authenticator().list_sessions(&session).await?)
     }
 
     /// Ends one of the user's sessions by handle. Returns whether it existed.
+    /// Revoking the current session also removes its cookie.
     pub async fn revoke(&self, handle: &SessionHandle) -> Result<bool, AuthRejection> {
-        let session = self
-            .session()
-            .await?
+        let mut slot = self.slot().await?;
+        let session = slot
+            .session
+            .clone()
             .ok_or(AuthRejection(AuthError::NotAuthenticated))?;
-        Ok(self
+        let found = self
             .auth()
             .authenticator()
             .revoke_session(&session, handle, self.client())
-            .await?)
+            .await?;
+        if found && session.handle() == *handle {
+            slot.session = None;
+            slot.action = CookieAction::Remove;
+        }
+        Ok(found)
     }
 
     /// A CSRF token for an HTML form, bound to this request's session (an
-    /// anonymous session, and its cookie, are created when there is none).
+    /// anonymous session, and its cookie, are created when there is none;
+    /// that creation is paid from the client's throttle budget).
     /// `None` when form tokens are not configured.
     pub async fn form_token(&self) -> Result<Option<String>, AuthRejection> {
         let mut slot = self.slot().await?;
@@ -462,16 +497,8 @@ impl AuthSession {
             let session = self
                 .auth()
                 .authenticator()
-                .sessions()
-                .create(NewSession {
-                    client: auth_core::session::ClientInfo {
-                        ip: Some(self.client().ip.to_string()),
-                        user_agent: self.client().user_agent.clone(),
-                    },
-                    persistent: false,
-                })
-                .await
-                .map_err(AuthError::from)?;
+                .anonymous_session(self.client())
+                .await?;
             slot.session = Some(session);
             slot.action = CookieAction::Set;
         }
@@ -551,37 +578,27 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalUser {
     }
 }
 
-/// Whether the client wants an HTML page (a browser navigation).
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
+/// The refusal of a guard: the core decides between the error and a
+/// redirect to the login page.
+fn reject(request: &Request, error: AuthError, auth: &AuthSession) -> Response {
+    let accept = request
+        .headers()
         .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"))
-}
-
-/// Rejects unauthenticated requests: JSON 401, or for browsers asking for
-/// HTML a 303 to the login page with a safe `next`.
-fn reject(request: &Request, error: AuthError, auth: Option<&AuthSession>) -> Response {
-    if matches!(error, AuthError::NotAuthenticated)
-        && wants_html(request.headers())
-        && let Some(auth) = auth
+        .and_then(|v| v.to_str().ok());
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if let Some(location) = auth.auth().redirect_for(&error, accept, path)
+        && let Ok(location) = HeaderValue::from_str(&location)
     {
-        let next = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = auth.auth().login_redirect(next);
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(header::LOCATION, location);
-            return response;
-        }
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        response.headers_mut().insert(header::LOCATION, location);
+        return response;
     }
     AuthRejection(error).into_response()
 }
 
-async fn guard(
-    request: Request,
-    next: Next,
-    check: fn(&AuthSession, &Session) -> Result<(), AuthError>,
-) -> Response {
+type Check = fn(&auth_core::flow::Authenticator, Option<&Session>) -> Result<(), AuthError>;
+
+async fn guard(request: Request, next: Next, check: Check) -> Response {
     let Some(state) = request.extensions().get::<Arc<RequestAuth>>() else {
         return missing_layer().into_response();
     };
@@ -592,27 +609,24 @@ async fn guard(
         Ok(session) => session,
         Err(rejection) => return rejection.into_response(),
     };
-    let verdict = match &session {
-        Some(session) if session.authenticated_user().is_some() => check(&auth, session),
-        _ => Err(AuthError::NotAuthenticated),
-    };
-    match verdict {
+    match check(auth.auth().authenticator(), session.as_ref()) {
         Ok(()) => next.run(request).await,
-        Err(error) => reject(&request, error, Some(&auth)),
+        Err(error) => reject(&request, error, &auth),
     }
 }
 
 /// Route protection: an authenticated session is required. Use with
 /// `route_layer(axum::middleware::from_fn(require_login))`.
 pub async fn require_login(request: Request, next: Next) -> Response {
-    guard(request, next, |_, _| Ok(())).await
+    guard(request, next, |auth, session| auth.require_login(session)).await
 }
 
 /// Route protection: a login within the configured recent-authentication
 /// window (default 10 min) is required; otherwise 403.
 pub async fn require_recent_login(request: Request, next: Next) -> Response {
-    guard(request, next, |auth, session| {
-        auth.auth().authenticator().require_recent(session)
+    guard(request, next, |auth, session| match session {
+        Some(session) => auth.require_recent(session),
+        None => Err(AuthError::NotAuthenticated),
     })
     .await
 }
@@ -620,11 +634,5 @@ pub async fn require_recent_login(request: Request, next: Next) -> Response {
 /// Route protection: the session must have completed a second factor;
 /// otherwise 403.
 pub async fn require_mfa(request: Request, next: Next) -> Response {
-    guard(request, next, |_, session| match session.auth_state() {
-        auth_core::session::AuthState::Authenticated { factors, .. } if factors.len() >= 2 => {
-            Ok(())
-        }
-        _ => Err(AuthError::ReauthenticationRequired),
-    })
-    .await
+    guard(request, next, |auth, session| auth.require_mfa(session)).await
 }

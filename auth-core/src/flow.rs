@@ -81,6 +81,9 @@ pub enum AuthError {
     /// The operation needs a recent login.
     #[error("please confirm your password")]
     ReauthenticationRequired,
+    /// The route needs a completed second factor.
+    #[error("a second factor is required")]
+    SecondFactorRequired,
     /// A form's CSRF token is missing or does not belong to this session.
     #[error("invalid or missing form token, reload the page")]
     CsrfToken,
@@ -95,7 +98,7 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidCredentials | Self::NotAuthenticated => 401,
-            Self::ReauthenticationRequired | Self::CsrfToken => 403,
+            Self::ReauthenticationRequired | Self::CsrfToken | Self::SecondFactorRequired => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
             Self::Policy(_) | Self::InvalidLogin => 400,
@@ -544,14 +547,15 @@ impl Authenticator {
     }
 
     /// Logs in with a password. `current` is the session the request came
-    /// with, if any: it is rotated (its ID dies), so a planted or pre-login
-    /// ID never becomes an authenticated one.
+    /// with, if any: on success it is ended and a fresh session takes its
+    /// place, so a planted or pre-login ID never becomes an authenticated
+    /// one; on failure it is left alone.
     pub async fn login(
         &self,
         login: &str,
         password: &Password,
         client: &Client,
-        current: Option<Session>,
+        current: Option<&Session>,
     ) -> Result<LoginOutcome, AuthError> {
         // A malformed name is throttled and hashed like an unknown one.
         let normalized = normalize_login(login).ok();
@@ -633,7 +637,7 @@ impl Authenticator {
     /// "remember me" flag, its creation time) carries into the login.
     async fn enter<F>(
         &self,
-        current: Option<Session>,
+        current: Option<&Session>,
         client: &Client,
         change: F,
     ) -> Result<Session, AuthError>
@@ -642,7 +646,7 @@ impl Authenticator {
     {
         let sessions = &self.inner.sessions;
         if let Some(old) = current {
-            sessions.destroy(old).await?;
+            sessions.destroy(old.clone()).await?;
         }
         let mut session = sessions
             .create(NewSession {
@@ -676,6 +680,71 @@ impl Authenticator {
             Some(user) if !user.disabled => Ok(user),
             _ => Err(AuthError::NotAuthenticated),
         }
+    }
+
+    /// Fails with [`AuthError::NotAuthenticated`] unless `session` is fully
+    /// authenticated (MFA-pending is not).
+    pub fn require_login(&self, session: Option<&Session>) -> Result<(), AuthError> {
+        match session {
+            Some(session) if session.authenticated_user().is_some() => Ok(()),
+            _ => Err(AuthError::NotAuthenticated),
+        }
+    }
+
+    /// Fails unless `session` completed a second factor
+    /// ([`AuthError::SecondFactorRequired`]).
+    pub fn require_mfa(&self, session: Option<&Session>) -> Result<(), AuthError> {
+        self.require_login(session)?;
+        match session.map(Session::auth_state) {
+            Some(AuthState::Authenticated { factors, .. })
+                if factors.iter().any(|f| *f != Factor::Password) =>
+            {
+                Ok(())
+            }
+            _ => Err(AuthError::SecondFactorRequired),
+        }
+    }
+
+    /// A new anonymous session (e.g. to bind a form's CSRF token to), paid
+    /// from the client IP's throttle budget so that page views cannot flood
+    /// the store.
+    pub async fn anonymous_session(&self, client: &Client) -> Result<Session, AuthError> {
+        if let Decision::Limited { retry_after, .. } = self
+            .inner
+            .throttle
+            .check_ip(IpBucket::of(client.ip), self.now())
+            .await?
+        {
+            return Err(AuthError::Throttled { retry_after });
+        }
+        Ok(self
+            .inner
+            .sessions
+            .create(NewSession {
+                client: client.info(),
+                persistent: false,
+            })
+            .await?)
+    }
+
+    /// Gives the session a new ID (after a privilege change).
+    pub async fn rotate(&self, session: &mut Session) -> Result<(), AuthError> {
+        Ok(self.inner.sessions.rotate(session).await?)
+    }
+
+    /// The live sessions of the session's user, the current one marked.
+    pub async fn list_sessions(
+        &self,
+        session: &Session,
+    ) -> Result<Vec<crate::session::SessionInfo>, AuthError> {
+        let user = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?;
+        Ok(self
+            .inner
+            .sessions
+            .list_for_user(user, Some(session))
+            .await?)
     }
 
     /// Fails with [`AuthError::ReauthenticationRequired`] unless the session

@@ -158,6 +158,28 @@ impl Auth {
         self.authenticator.removal_cookie()
     }
 
+    /// Where to send a refused request instead of an error body: the login
+    /// page (with a safe `next`) when a browser asked for HTML (`Accept`
+    /// contains `text/html`) and the refusal is "not logged in". `None`
+    /// means answer with the error itself.
+    pub fn redirect_for(
+        &self,
+        error: &AuthError,
+        accept: Option<&str>,
+        path_and_query: &str,
+    ) -> Option<String> {
+        let wants_html = accept.is_some_and(|a| a.contains("text/html"));
+        (wants_html && matches!(error, AuthError::NotAuthenticated))
+            .then(|| self.login_redirect(path_and_query))
+    }
+
+    /// Whether a response must carry `Cache-Control: no-store`: whenever it
+    /// was made for a session (its content is personal) or changes the
+    /// cookie.
+    pub fn no_store(had_session: bool, cookie_changed: bool) -> bool {
+        had_session || cookie_changed
+    }
+
     /// The login page, with `next` when it is a safe same-origin path.
     pub fn login_redirect(&self, next: &str) -> String {
         match safe_next(next) {

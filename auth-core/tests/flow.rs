@@ -229,7 +229,7 @@ async fn login_rotates_the_session_and_kills_the_pre_login_id() {
     let planted_cookie = planted.id().encode();
     let outcome = h
         .auth
-        .login("Alice", &pw(PASSWORD), &client("192.0.2.1"), Some(planted))
+        .login("Alice", &pw(PASSWORD), &client("192.0.2.1"), Some(&planted))
         .await
         .unwrap();
     let session = outcome.session();

@@ -199,6 +199,18 @@ pub enum Factor {
     Passkey,
 }
 
+impl Factor {
+    /// A stable code: `password`, `totp`, `recovery_code`, `passkey`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Totp => "totp",
+            Self::RecoveryCode => "recovery_code",
+            Self::Passkey => "passkey",
+        }
+    }
+}
+
 /// Where a session stands.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

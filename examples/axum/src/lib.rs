@@ -114,12 +114,7 @@ async fn login(auth: AuthSession, body: Result<Json<Credentials>, JsonRejection>
         .into_response(),
         Ok(LoginOutcome::MfaRequired { methods, .. }) => Json(LoginAnswer {
             mfa_required: true,
-            methods: Some(
-                methods
-                    .iter()
-                    .map(|m| format!("{m:?}").to_lowercase())
-                    .collect(),
-            ),
+            methods: Some(methods.iter().map(|m| m.as_str().to_owned()).collect()),
         })
         .into_response(),
         Err(rejection) => rejection.into_response(),

@@ -21,7 +21,7 @@ impl Harness for Axum {
             .method(request.method)
             .uri(&request.path);
         for (name, value) in &request.headers {
-            builder = builder.header(name, value);
+            builder = builder.header(name, value.as_slice());
         }
         let mut http_request = builder
             .body(Body::from(request.body))

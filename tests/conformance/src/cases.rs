@@ -622,6 +622,7 @@ pub async fn malformed_json_gets_a_4xx<F: HarnessFactory>() {
             )
             .await;
         assert!((400..500).contains(&r.status), "{body:?} gave {}", r.status);
+        assert!(r.json()["error"].is_string(), "{body:?}: a JSON error body");
     }
     let r = app
         .send(TestApp::req("POST", "/api/login").body("username=a"))
@@ -647,7 +648,7 @@ pub async fn wrong_types_get_a_4xx<F: HarnessFactory>() {
     }
 }
 
-/// An oversized body: 4xx, and nothing is hashed or stored.
+/// An oversized body: 4xx; an over-long password is refused by the policy.
 pub async fn an_oversized_body_gets_a_4xx<F: HarnessFactory>() {
     let app = app::<F>();
     let huge = "x".repeat(1024 * 1024);
@@ -661,12 +662,21 @@ pub async fn an_oversized_body_gets_a_4xx<F: HarnessFactory>() {
     assert!((400..500).contains(&r.status), "{}", r.status);
     let r = app
         .post_json(
+            "/api/register",
+            json!({"username": "alice", "password": "x".repeat(8000)}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["reason"], "too_long");
+    let r = app
+        .post_json(
             "/api/login",
             json!({"username": "alice", "password": "x".repeat(8000)}),
             None,
         )
         .await;
-    assert!((400..500).contains(&r.status), "{}", r.status);
+    assert_eq!(r.status, 401);
 }
 
 /// State-changing endpoints cannot be reached with GET.
@@ -683,11 +693,7 @@ pub async fn get_never_changes_state<F: HarnessFactory>() {
         "/logout",
     ] {
         let r = app.get(path, Some(&cookie)).await;
-        assert!(
-            r.status == 405 || r.status == 404,
-            "GET {path} gave {}",
-            r.status
-        );
+        assert_eq!(r.status, 405, "GET {path}");
         assert!(
             r.session_cookie().is_none(),
             "GET {path} touched the cookie"
@@ -710,39 +716,50 @@ pub async fn html_routes_redirect_to_login_with_a_safe_next<F: HarnessFactory>()
     assert_eq!(r.header("location"), Some("/login?next=/account"));
 }
 
-/// A `next` that leaves the site is dropped.
+/// A `next` that leaves the site is dropped, on the login page and after
+/// the login form.
 pub async fn the_next_parameter_is_never_an_open_redirect<F: HarnessFactory>() {
     let app = app::<F>();
-    let r = app
-        .send(TestApp::req("GET", "//evil.example/account").header("accept", "text/html"))
-        .await;
-    if r.status == 303 {
+    app.register("alice").await;
+    for evil in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\r\nLocation: https://evil.example",
+    ] {
+        let encoded: String = evil
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let page = app.get(&format!("/login?next={encoded}"), None).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            !page.text().contains("evil.example"),
+            "{evil}: the form carries no foreign next"
+        );
+        let (cookie, token) = app.form_token("/login").await;
+        let body = format!(
+            "username=alice&password={}&next={encoded}&csrf_token={token}",
+            PASSWORD.replace(' ', "+")
+        );
+        let r = app.post_form("/login", &body, Some(&cookie)).await;
+        assert_eq!(r.status, 303, "{evil}: {}", r.text());
         let location = r.header("location").unwrap_or_default();
         assert!(
-            location.starts_with('/') && !location.starts_with("//"),
-            "{location}"
+            location.starts_with('/')
+                && !location.starts_with("//")
+                && !location.starts_with("/\\"),
+            "{evil}: {location}"
         );
-        assert!(!location.contains("evil.example"), "{location}");
+        assert!(!location.contains("evil.example"), "{evil}: {location}");
     }
-    let r = app.get("/login?next=https://evil.example/", None).await;
-    assert_eq!(r.status, 200);
-    assert!(
-        !r.text().contains("evil.example"),
-        "the form carries no foreign next"
-    );
-    app.register("alice").await;
-    let (cookie, token) = app.form_token("/login").await;
-    let body = format!(
-        "username=alice&password={}&next=%2F%2Fevil.example&csrf_token={token}",
-        PASSWORD.replace(' ', "+")
-    );
-    let r = app.post_form("/login", &body, Some(&cookie)).await;
-    assert_eq!(r.status, 303, "{}", r.text());
-    let location = r.header("location").unwrap_or_default();
-    assert!(
-        location.starts_with('/') && !location.starts_with("//"),
-        "{location}"
-    );
 }
 
 /// API routes answer JSON 401 (no redirect) without a session.
@@ -766,7 +783,9 @@ pub async fn api_routes_answer_json_401<F: HarnessFactory>() {
 /// Unknown routes: 404.
 pub async fn unknown_routes_answer_404<F: HarnessFactory>() {
     let app = app::<F>();
-    assert_eq!(app.get("/api/nothing-here", None).await.status, 404);
+    let r = app.get("/api/nothing-here", None).await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
 }
 
 /// HTML forms carry a session-bound token; without it (or with another
@@ -802,4 +821,79 @@ pub async fn html_forms_need_the_csrf_token<F: HarnessFactory>() {
     let r = app.post_form("/logout", "", Some(&logged_in)).await;
     assert_eq!(r.status, 403);
     assert_eq!(app.get("/api/me", Some(&logged_in)).await.status, 200);
+}
+
+/// A failed login leaves the request's session alone.
+pub async fn a_failed_login_keeps_the_current_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    let r = app
+        .login_with("alice", "wrong password!", Some(&cookie))
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.session_cookie().is_none(), "the cookie is untouched");
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+}
+
+/// Personal responses are never cached; logout says so too.
+pub async fn personal_responses_are_not_cached<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    for path in ["/api/me", "/api/sessions"] {
+        let r = app.get(path, Some(&cookie)).await;
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    }
+    let r = app.post_json("/api/logout", json!({}), Some(&cookie)).await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+/// Revoking the current session from the list also removes its cookie.
+pub async fn revoking_the_current_session_clears_the_cookie<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    let own = app.get("/api/sessions", Some(&cookie)).await.json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send(TestApp::req("DELETE", &format!("/api/sessions/{own}")).header("cookie", &cookie))
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.session_cookie().map(|c| c.0),
+        Some("__Host-session=".to_owned())
+    );
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 401);
+}
+
+/// Bytes that are not UTF-8 in a forwarding header do not hide the real
+/// client behind the proxy's address.
+pub async fn non_utf8_forwarding_headers_do_not_merge_clients<F: HarnessFactory>() {
+    let throttle = ThrottleConfig::builder()
+        .per_ip(3, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = TestApp::start::<F>(TestOptions {
+        throttle,
+        trusted_proxies: TrustedProxies::parse("10.0.0.0/8").unwrap(),
+    });
+    // An attacker behind the proxy sends garbage; the proxy appends its
+    // real address, which is the one throttled.
+    for n in 0..4 {
+        let request = TestApp::req("POST", "/api/login")
+            .json(json!({"username": format!("u{n}"), "password": "guess guess"}))
+            .header_bytes("x-forwarded-for", b"\xff\xfe, 192.0.2.66")
+            .peer("10.0.0.1");
+        let status = app.send(request).await.status;
+        assert_eq!(status, if n < 3 { 401 } else { 429 });
+    }
+    // Another client behind the same proxy still gets in.
+    let request = TestApp::req("POST", "/api/login")
+        .json(json!({"username": "u9", "password": "guess guess"}))
+        .header("x-forwarded-for", "192.0.2.67")
+        .peer("10.0.0.1");
+    assert_eq!(app.send(request).await.status, 401);
 }

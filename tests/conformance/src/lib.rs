@@ -26,8 +26,9 @@ pub struct TestRequest {
     pub method: &'static str,
     /// Path and query.
     pub path: String,
-    /// Headers (a `Host` is added when absent).
-    pub headers: Vec<(String, String)>,
+    /// Headers (a `Host` is added when absent); values are bytes, which
+    /// need not be UTF-8.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// Body bytes.
     pub body: Vec<u8>,
     /// The socket peer address.
@@ -161,7 +162,7 @@ impl TestApp {
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case("host"))
         {
-            request.headers.push(("host".into(), "demo.test".into()));
+            request.headers.push(("host".into(), b"demo.test".to_vec()));
         }
         self.harness.send(request).await
     }
@@ -278,7 +279,15 @@ impl TestRequest {
     /// Adds a header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.headers
+            .push((name.to_owned(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// Adds a header whose value is raw bytes (possibly not UTF-8).
+    #[must_use]
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
         self
     }
 
@@ -352,6 +361,10 @@ macro_rules! conformance_suite {
             the_next_parameter_is_never_an_open_redirect,
             api_routes_answer_json_401,
             html_forms_need_the_csrf_token,
+            a_failed_login_keeps_the_current_session,
+            personal_responses_are_not_cached,
+            revoking_the_current_session_clears_the_cookie,
+            non_utf8_forwarding_headers_do_not_merge_clients,
             unknown_routes_answer_404,
         );
     };
