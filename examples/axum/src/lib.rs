@@ -45,6 +45,7 @@ pub fn app(auth: Auth) -> Router {
         .route("/logout", post(logout_form))
         .merge(pages_protected)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(AuthLayer::new(auth))
 }
@@ -71,6 +72,13 @@ fn bad_json(rejection: &JsonRejection) -> Response {
 
 async fn not_found() -> Response {
     json(StatusCode::NOT_FOUND, error_json("not found"))
+}
+
+async fn method_not_allowed() -> Response {
+    json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error_json("method not allowed"),
+    )
 }
 
 async fn register(auth: AuthSession, body: Result<Json<Credentials>, JsonRejection>) -> Response {

@@ -694,6 +694,12 @@ pub async fn get_never_changes_state<F: HarnessFactory>() {
     ] {
         let r = app.get(path, Some(&cookie)).await;
         assert_eq!(r.status, 405, "GET {path}");
+        if path.starts_with("/api/") {
+            assert!(
+                r.json()["error"].is_string(),
+                "GET {path}: a JSON error body"
+            );
+        }
         assert!(
             r.session_cookie().is_none(),
             "GET {path} touched the cookie"
