@@ -66,6 +66,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -144,18 +145,13 @@ struct RequestAuth {
     slot: Mutex<Slot>,
 }
 
-/// Header pairs as text. Bytes that are not UTF-8 become U+FFFD instead of
-/// dropping the header, so the core sees (and refuses) a malformed entry
-/// rather than a missing header.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+/// Header pairs as text, borrowed (no copy for UTF-8 values). Bytes that
+/// are not UTF-8 become U+FFFD instead of dropping the header, so the core
+/// sees (and refuses) a malformed entry rather than a missing header.
+fn header_pairs(headers: &HeaderMap) -> Vec<(&str, Cow<'_, str>)> {
     headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
         .collect()
 }
 
@@ -180,12 +176,12 @@ where
         Box::pin(async move {
             let mut pairs = header_pairs(request.headers());
             // HTTP/2 carries the host in the URI, not in a Host header.
-            if !pairs.iter().any(|(n, _)| n == "host")
+            if !pairs.iter().any(|(n, _)| *n == "host")
                 && let Some(authority) = request.uri().authority()
             {
-                pairs.push(("host".to_owned(), authority.as_str().to_owned()));
+                pairs.push(("host", Cow::Borrowed(authority.as_str())));
             }
-            let pairs_ref = || pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+            let pairs_ref = || pairs.iter().map(|(n, v)| (*n, v.as_ref()));
             if let Err(rejection) = auth.check_csrf(request.method().as_str(), pairs_ref()) {
                 return Ok(json_response(
                     StatusCode::FORBIDDEN,
@@ -217,8 +213,8 @@ where
             let client = auth.client(peer.ip(), pairs_ref());
             let cookies = pairs
                 .iter()
-                .filter(|(n, _)| n == "cookie")
-                .map(|(_, v)| v.clone())
+                .filter(|(n, _)| *n == "cookie")
+                .map(|(_, v)| v.clone().into_owned())
                 .collect();
             let state = Arc::new(RequestAuth {
                 auth: auth.clone(),

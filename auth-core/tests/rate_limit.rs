@@ -324,26 +324,14 @@ mod memory {
 }
 
 #[cfg(feature = "redis")]
+mod common;
+
+#[cfg(feature = "redis")]
 mod redis {
     use super::*;
 
     async fn backend(_clock: &ManualClock) -> Option<Arc<dyn ThrottleBackend>> {
-        let url = match std::env::var("AUTH_TEST_REDIS_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!(
-                    "AUTH_TEST_REDIS_URL is not set, but CI=true requires the service tests to run"
-                )
-            }
-            _ => {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED (service): AUTH_TEST_REDIS_URL is not set; run .ci/run or export it"
-                );
-                return None;
-            }
-        };
+        let url = crate::common::service_url("AUTH_TEST_REDIS_URL")?;
         let throttle = auth_core::rate_limit::RedisThrottle::connect(&url, config())
             .await
             .unwrap()

@@ -16,25 +16,9 @@ use auth_core::session::{
 };
 
 #[cfg(any(feature = "postgres", feature = "redis"))]
-/// The URL of a required service, or `None` (with a printed reason) when it
-/// is not configured locally. Under `CI=true` its absence is a failure.
-fn service_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{var} is not set, but CI=true requires the service tests to run")
-        }
-        _ => {
-            // Written to the real stderr, past the test harness's capture.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (service): {var} is not set; run .ci/run or export it"
-            );
-            None
-        }
-    }
-}
+mod common;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use common::service_url;
 
 fn unique(tag: &str) -> String {
     format!("{tag}-{}", SessionId::generate().unwrap().key().to_hex())

@@ -152,23 +152,11 @@ user_suite!(sqlite, {
 });
 
 #[cfg(feature = "postgres")]
+mod common;
+
+#[cfg(feature = "postgres")]
 user_suite!(postgres, {
-    let url = match std::env::var("AUTH_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "AUTH_TEST_POSTGRES_URL is not set, but CI=true requires the service tests to run"
-            )
-        }
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (service): AUTH_TEST_POSTGRES_URL is not set; run .ci/run or export it"
-            );
-            return None;
-        }
-    };
+    let url = crate::common::service_url("AUTH_TEST_POSTGRES_URL")?;
     let sessions = auth_core::session::PostgresStore::connect(&url)
         .await
         .unwrap();
