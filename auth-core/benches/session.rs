@@ -1,5 +1,7 @@
-//! Session create and load on the memory and SQLite stores (the hot path of
-//! every request is one `load`). Reports only; nothing is asserted.
+//! Session create and load on the memory and SQLite stores, and on
+//! PostgreSQL and Redis when `AUTH_TEST_POSTGRES_URL` / `AUTH_TEST_REDIS_URL`
+//! are set (the hot path of every request is one `load`). Reports only;
+//! nothing is asserted.
 //!
 //! Run with `cargo bench -p auth-core --all-features --bench session`.
 
@@ -56,6 +58,44 @@ fn session_benches(c: &mut Criterion) {
         bench_store(c, &rt, "sqlite", Arc::new(store));
         let _ = std::fs::remove_dir_all(dir);
     }
+    #[cfg(feature = "postgres")]
+    match service_url("AUTH_TEST_POSTGRES_URL") {
+        Some(url) => {
+            let store = rt
+                .block_on(auth_core::session::PostgresStore::connect(&url))
+                .unwrap();
+            bench_store(c, &rt, "postgres", Arc::new(store));
+        }
+        None => skip("session_postgres", "AUTH_TEST_POSTGRES_URL"),
+    }
+    #[cfg(not(feature = "postgres"))]
+    skip(
+        "session_postgres",
+        "the `postgres` feature (use --all-features)",
+    );
+    #[cfg(feature = "redis")]
+    match service_url("AUTH_TEST_REDIS_URL") {
+        Some(url) => {
+            let store = rt
+                .block_on(auth_core::session::RedisStore::connect(&url))
+                .unwrap();
+            bench_store(c, &rt, "redis", Arc::new(store));
+        }
+        None => skip("session_redis", "AUTH_TEST_REDIS_URL"),
+    }
+    #[cfg(not(feature = "redis"))]
+    skip("session_redis", "the `redis` feature (use --all-features)");
+}
+
+/// The URL in `var`, if set and not empty.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn service_url(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|url| !url.trim().is_empty())
+}
+
+/// Says why a group did not run (on stderr, past criterion's output).
+fn skip(group: &str, missing: &str) {
+    eprintln!("{group}: skipped, needs {missing}");
 }
 
 criterion_group!(benches, session_benches);

@@ -39,6 +39,18 @@ pub enum AuthEventKind {
     Reauthenticated,
     /// A stored hash was upgraded after a successful login.
     PasswordRehashed,
+    /// A TOTP enrolment began (a pending secret was stored).
+    TotpEnrollmentStarted,
+    /// A first valid code confirmed a TOTP enrolment: TOTP is on.
+    TotpEnabled,
+    /// A confirmation code was wrong.
+    TotpEnableFailed,
+    /// TOTP (and the recovery codes) were removed.
+    TotpDisabled,
+    /// An attempt to remove TOTP failed (wrong code).
+    TotpDisableFailed,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesRegenerated,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always
@@ -62,6 +74,14 @@ pub enum FailureReason {
     LoginTaken,
     /// The login name is malformed.
     InvalidLogin,
+    /// A TOTP or recovery code was wrong.
+    InvalidCode,
+    /// A TOTP code of an already used step, or a used recovery code.
+    CodeReused,
+    /// The MFA-pending state expired before the second factor.
+    MfaExpired,
+    /// The user has no such second factor.
+    NoSecondFactor,
 }
 
 /// One audit event.

@@ -8,6 +8,19 @@
 //! on the old hash) -> an MFA-pending session if the user has a second
 //! factor, else a fresh, rotated, authenticated session. Unknown user, wrong
 //! password and disabled user give the caller the same error.
+//!
+//! Second step ([`Authenticator::login_totp`], [`Authenticator::login_recovery`]):
+//! the session must be MFA-pending and not expired -> throttle (client IP,
+//! and the user's second-factor account, see below) -> verify the code
+//! (TOTP: steps T-1..T+1, then an atomic "only a later step" write; recovery
+//! code: an atomic delete) -> the session gets a new ID and becomes
+//! authenticated with `[Password, Totp]` or `[Password, RecoveryCode]`.
+//!
+//! Second-factor attempts are counted against their own throttle account,
+//! `"\u{1}mfa:" + user id` (no login name can contain a control
+//! character, so it never collides with one). With the login name's
+//! account, every correct password would clear the count, and whoever knows
+//! the password would get fresh code guesses after every lock.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +29,10 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::cookie::CookieConfig;
 use crate::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
+use crate::mfa::{
+    Enrollment, MfaError, MfaKeys, RecoveryCodes, TotpParams, TotpSecret, hash_recovery_code,
+    normalize_recovery_code, otpauth_uri, qr_svg,
+};
 use crate::password::{
     HashedPassword, Password, PasswordError, PasswordService, PolicyContext, PolicyViolation,
     Verification,
@@ -23,7 +40,7 @@ use crate::password::{
 use crate::rate_limit::{Decision, IpBucket, ThrottleBackend, ThrottleError};
 use crate::session::{
     AuthState, ClientInfo, Factor, NewSession, Session, SessionError, SessionHandle,
-    SessionManager, StoreError,
+    SessionManager, SessionRecord, StoreError,
 };
 use crate::user::{
     NewUser, User, UserStamps, UserStore, UserStoreError, new_security_stamp, normalize_login,
@@ -87,6 +104,19 @@ pub enum AuthError {
     /// A form's CSRF token is missing or does not belong to this session.
     #[error("invalid or missing form token, reload the page")]
     CsrfToken,
+    /// A TOTP or recovery code is wrong, expired or already used (401).
+    #[error("invalid or expired code")]
+    InvalidCode,
+    /// TOTP is already on for this user (409); disable it first.
+    #[error("two-factor authentication is already enabled")]
+    TotpAlreadyEnabled,
+    /// The user has no (pending, for a confirmation) TOTP enrolment (409).
+    #[error("two-factor authentication is not set up")]
+    TotpNotEnabled,
+    /// The server has no MFA encryption key configured (501): TOTP cannot
+    /// be used.
+    #[error("two-factor authentication is not available on this server")]
+    MfaUnavailable,
     /// Storage or another internal failure (details in the source, never
     /// shown).
     #[error("internal error")]
@@ -97,7 +127,9 @@ impl AuthError {
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidCredentials | Self::NotAuthenticated => 401,
+            Self::InvalidCredentials | Self::NotAuthenticated | Self::InvalidCode => 401,
+            Self::TotpAlreadyEnabled | Self::TotpNotEnabled => 409,
+            Self::MfaUnavailable => 501,
             Self::ReauthenticationRequired | Self::CsrfToken | Self::SecondFactorRequired => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
@@ -160,6 +192,15 @@ impl From<ThrottleError> for AuthError {
     }
 }
 
+impl From<MfaError> for AuthError {
+    fn from(error: MfaError) -> Self {
+        match error {
+            MfaError::NoKey => Self::MfaUnavailable,
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<PasswordError> for AuthError {
     fn from(error: PasswordError) -> Self {
         match error {
@@ -208,6 +249,8 @@ pub struct AuthenticatorBuilder {
     hook: Option<Arc<dyn AuthEventHook>>,
     recent_auth: Duration,
     app_name: Option<String>,
+    mfa_keys: Option<Arc<MfaKeys>>,
+    totp: TotpParams,
 }
 
 impl AuthenticatorBuilder {
@@ -229,9 +272,25 @@ impl AuthenticatorBuilder {
         self
     }
 
-    /// The application's name, refused inside passwords.
+    /// The application's name, refused inside passwords and shown as the
+    /// issuer in authenticator apps.
     pub fn app_name(mut self, name: impl Into<String>) -> Self {
         self.app_name = Some(name.into());
+        self
+    }
+
+    /// The keys that encrypt TOTP secrets at rest. Without them TOTP
+    /// enrolment and TOTP logins fail with [`AuthError::MfaUnavailable`]:
+    /// secrets are never stored in plain text.
+    pub fn mfa_keys(mut self, keys: MfaKeys) -> Self {
+        self.mfa_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// TOTP parameters for new enrolments and verification (default: SHA-1,
+    /// 6 digits, 30 s, what every authenticator app supports).
+    pub fn totp_params(mut self, params: TotpParams) -> Self {
+        self.totp = params;
         self
     }
 
@@ -278,6 +337,8 @@ impl Authenticator {
             hook: None,
             recent_auth: Duration::from_secs(10 * 60),
             app_name: None,
+            mfa_keys: None,
+            totp: TotpParams::default(),
         }
     }
 
@@ -458,6 +519,7 @@ impl Authenticator {
         account: &str,
         client: &Client,
         user_id: Option<&str>,
+        factor: Factor,
     ) -> Result<(), AuthError> {
         let decision = self
             .inner
@@ -475,7 +537,7 @@ impl Authenticator {
                     AuthEventKind::Throttled,
                     user_id,
                     Some(client.ip),
-                    Some(Factor::Password),
+                    Some(factor),
                     reason,
                 );
                 Err(AuthError::Throttled { retry_after })
@@ -560,7 +622,8 @@ impl Authenticator {
         // A malformed name is throttled and hashed like an unknown one.
         let normalized = normalize_login(login).ok();
         let account = normalized.as_deref().unwrap_or("");
-        self.throttle(account, client, None).await?;
+        self.throttle(account, client, None, Factor::Password)
+            .await?;
         let user = match &normalized {
             Some(name) => self.inner.users.find_by_login(name).await?,
             None => None,
@@ -763,7 +826,7 @@ impl Authenticator {
     /// Proves the password again (step-up): throttled like a login; on
     /// success the session gets a new ID and a fresh authentication time.
     /// Users with a second factor get [`AuthError::ReauthenticationRequired`]:
-    /// their step-up needs that factor too.
+    /// their step-up is [`reauthenticate_with_code`](Self::reauthenticate_with_code).
     pub async fn reauthenticate(
         &self,
         session: &mut Session,
@@ -772,8 +835,7 @@ impl Authenticator {
     ) -> Result<(), AuthError> {
         let user = self.current_user(session).await?;
         if !user.second_factors.is_empty() {
-            // A password alone must not refresh a multi-factor login; the
-            // second-factor step-up comes with the MFA module.
+            // A password alone must not refresh a multi-factor login.
             return Err(AuthError::ReauthenticationRequired);
         }
         self.verify_current_password(&user, password, client, AuthEventKind::LoginFailed)
@@ -805,7 +867,8 @@ impl Authenticator {
         client: &Client,
         failure: AuthEventKind,
     ) -> Result<HashedPassword, AuthError> {
-        self.throttle(&user.login, client, Some(&user.id)).await?;
+        self.throttle(&user.login, client, Some(&user.id), Factor::Password)
+            .await?;
         match self.check_password(Some(user), password).await? {
             Some(hash) => {
                 self.inner.throttle.record_success(&user.login).await?;
@@ -901,10 +964,27 @@ impl Authenticator {
         user_id: &str,
         stamp: String,
     ) -> Result<u64, AuthError> {
+        self.end_other_sessions_with(session, user_id, stamp, |_| {})
+            .await
+    }
+
+    /// [`end_other_sessions`](Self::end_other_sessions), applying `change`
+    /// to the current session in the same rotation.
+    async fn end_other_sessions_with<F>(
+        &self,
+        session: &mut Session,
+        user_id: &str,
+        stamp: String,
+        mut change: F,
+    ) -> Result<u64, AuthError>
+    where
+        F: FnMut(&mut SessionRecord) + Send,
+    {
         let sessions = &self.inner.sessions;
         sessions
             .rotate_with(session, |record| {
                 record.security_stamp = Some(stamp.clone());
+                change(record);
             })
             .await?;
         // Stores that cannot revoke by user rely on the stamp alone.
@@ -937,5 +1017,500 @@ impl Authenticator {
             );
         }
         Ok(found)
+    }
+}
+
+/// The throttle account of a user's second factor (see the module docs).
+fn mfa_account(user_id: &str) -> String {
+    format!("\u{1}mfa:{user_id}")
+}
+
+/// Which second factor a code is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodeKind {
+    Totp,
+    Recovery,
+}
+
+impl CodeKind {
+    /// A recovery code has 16 base32 characters; a TOTP code 6 to 8 digits.
+    fn of(code: &str) -> Self {
+        if normalize_recovery_code(code).is_some() {
+            Self::Recovery
+        } else {
+            Self::Totp
+        }
+    }
+
+    fn factor(self) -> Factor {
+        match self {
+            Self::Totp => Factor::Totp,
+            Self::Recovery => Factor::RecoveryCode,
+        }
+    }
+}
+
+/// Second factors: TOTP enrolment and removal, recovery codes and the
+/// second login step. Every code attempt is throttled like a password
+/// attempt (client IP, and the user's second-factor account); no code,
+/// secret or hash reaches an error, event or log line.
+impl Authenticator {
+    fn keys(&self) -> Result<&MfaKeys, AuthError> {
+        self.inner
+            .mfa_keys
+            .as_deref()
+            .ok_or(AuthError::MfaUnavailable)
+    }
+
+    /// Decrypts a stored secret; a failure is logged (without the record)
+    /// and is an internal error.
+    fn open_secret(&self, user_id: &str, sealed: &str) -> Result<TotpSecret, AuthError> {
+        let keys = self.keys()?;
+        keys.open(user_id, sealed).map_err(|error| {
+            tracing::error!(
+                target: "auth_core::audit",
+                user_id = %user_id,
+                %error,
+                "stored TOTP secret cannot be decrypted (wrong or missing key, or corrupt record)"
+            );
+            AuthError::from(error)
+        })
+    }
+
+    /// Checks a TOTP code of `user` and records its step atomically, so it
+    /// works once. `Ok(Err(reason))` for a wrong or replayed code.
+    async fn check_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<Result<(), FailureReason>, AuthError> {
+        let stored = match self.inner.users.totp(user_id).await? {
+            Some(stored) if stored.confirmed => stored,
+            _ => return Ok(Err(FailureReason::NoSecondFactor)),
+        };
+        let secret = self.open_secret(user_id, &stored.sealed_secret)?;
+        let Some(step) = self
+            .inner
+            .totp
+            .verify(&secret, code, self.now().as_unix_secs())
+        else {
+            return Ok(Err(FailureReason::InvalidCode));
+        };
+        let step = i64::try_from(step).map_err(|_| AuthError::InvalidCode)?;
+        // The store decides atomically: of two requests with one code,
+        // exactly one records its step.
+        if self.inner.users.record_totp_step(user_id, step).await? {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(FailureReason::CodeReused))
+        }
+    }
+
+    /// Consumes a recovery code of `user` (atomically).
+    async fn check_recovery(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<Result<(), FailureReason>, AuthError> {
+        let Some(hash) = hash_recovery_code(user_id, code) else {
+            return Ok(Err(FailureReason::InvalidCode));
+        };
+        if self
+            .inner
+            .users
+            .consume_recovery_code(user_id, &hash)
+            .await?
+        {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(FailureReason::InvalidCode))
+        }
+    }
+
+    async fn check_code(
+        &self,
+        user_id: &str,
+        kind: CodeKind,
+        code: &str,
+    ) -> Result<Result<(), FailureReason>, AuthError> {
+        match kind {
+            CodeKind::Totp => self.check_totp(user_id, code).await,
+            CodeKind::Recovery => self.check_recovery(user_id, code).await,
+        }
+    }
+
+    /// The user of an MFA-pending, unexpired session. An expired one is
+    /// ended.
+    async fn pending_user(
+        &self,
+        session: &Session,
+        factor: Factor,
+        client: &Client,
+    ) -> Result<String, AuthError> {
+        let (AuthState::MfaPending { expires_at, .. }, Some(user_id)) =
+            (session.auth_state(), session.user_id())
+        else {
+            return Err(AuthError::NotAuthenticated);
+        };
+        let user_id = user_id.to_owned();
+        if *expires_at <= self.now() {
+            self.failure(
+                AuthEventKind::LoginFailed,
+                Some(&user_id),
+                Some(client.ip),
+                Some(factor),
+                FailureReason::MfaExpired,
+            );
+            // Best effort: the store forgets it on the next load anyway.
+            let _ = self.inner.sessions.destroy(session.clone()).await;
+            return Err(AuthError::NotAuthenticated);
+        }
+        Ok(user_id)
+    }
+
+    /// Completes an MFA-pending login with a TOTP code: on success the
+    /// session gets a new ID (the pending one is dead) and is authenticated
+    /// with `[Password, Totp]`.
+    ///
+    /// Errors: [`AuthError::NotAuthenticated`] when the session is not
+    /// MFA-pending or the pending state expired (start over with the
+    /// password), [`AuthError::Throttled`], [`AuthError::InvalidCode`] for a
+    /// wrong or already used code, [`AuthError::MfaUnavailable`] without
+    /// [`MfaKeys`].
+    pub async fn login_totp(
+        &self,
+        session: &mut Session,
+        code: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.second_step(session, code, CodeKind::Totp, client)
+            .await
+    }
+
+    /// Completes an MFA-pending login with a recovery code, which is used
+    /// up. As [`login_totp`](Self::login_totp), with `[Password,
+    /// RecoveryCode]`.
+    pub async fn login_recovery(
+        &self,
+        session: &mut Session,
+        code: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.second_step(session, code, CodeKind::Recovery, client)
+            .await
+    }
+
+    async fn second_step(
+        &self,
+        session: &mut Session,
+        code: &str,
+        kind: CodeKind,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let factor = kind.factor();
+        let user_id = self.pending_user(session, factor, client).await?;
+        let account = mfa_account(&user_id);
+        self.throttle(&account, client, Some(&user_id), factor)
+            .await?;
+        let user = match self.inner.users.find_by_id(&user_id).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Err(AuthError::NotAuthenticated),
+        };
+        let allowed = match kind {
+            CodeKind::Totp => user.second_factors.contains(&Factor::Totp),
+            CodeKind::Recovery => !user.second_factors.is_empty(),
+        };
+        let outcome = if allowed {
+            self.check_code(&user.id, kind, code).await?
+        } else {
+            Err(FailureReason::NoSecondFactor)
+        };
+        if let Err(reason) = outcome {
+            self.failure(
+                AuthEventKind::LoginFailed,
+                Some(&user.id),
+                Some(client.ip),
+                Some(factor),
+                reason,
+            );
+            return Err(AuthError::InvalidCode);
+        }
+        self.inner.throttle.record_success(&account).await?;
+        let now = self.now();
+        self.inner
+            .sessions
+            .rotate_with(session, |record| {
+                record.auth = AuthState::Authenticated {
+                    factors: vec![Factor::Password, factor],
+                    at: now,
+                };
+            })
+            .await?;
+        self.success(
+            AuthEventKind::LoginSucceeded,
+            Some(&user.id),
+            Some(client.ip),
+            Some(factor),
+        );
+        Ok(())
+    }
+
+    /// Starts a TOTP enrolment (needs a recent login): a new 160-bit secret
+    /// is stored encrypted as *pending*; it is not a second factor, and
+    /// logins do not ask for it, until [`confirm_totp`](Self::confirm_totp).
+    /// Starting again replaces a pending secret. Show the result once.
+    ///
+    /// Errors: [`AuthError::ReauthenticationRequired`],
+    /// [`AuthError::TotpAlreadyEnabled`], [`AuthError::MfaUnavailable`]
+    /// (no [`MfaKeys`]).
+    pub async fn begin_totp_enrollment(
+        &self,
+        session: &Session,
+        client: &Client,
+    ) -> Result<Enrollment, AuthError> {
+        self.require_recent(session)?;
+        let user = self.current_user(session).await?;
+        let keys = self.keys()?;
+        let users = &self.inner.users;
+        if users.totp(&user.id).await?.is_some_and(|t| t.confirmed) {
+            return Err(AuthError::TotpAlreadyEnabled);
+        }
+        let secret = TotpSecret::generate()?;
+        let sealed = keys.seal(&user.id, &secret)?;
+        if !users.set_pending_totp(&user.id, &sealed).await? {
+            return Err(AuthError::TotpAlreadyEnabled);
+        }
+        let account = if user.display_name.is_empty() {
+            &user.login
+        } else {
+            &user.display_name
+        };
+        let uri = otpauth_uri(
+            &secret,
+            self.inner.app_name.as_deref(),
+            account,
+            &self.inner.totp,
+        );
+        let qr = qr_svg(secrecy::ExposeSecret::expose_secret(&uri))?;
+        self.success(
+            AuthEventKind::TotpEnrollmentStarted,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Totp),
+        );
+        Ok(Enrollment {
+            secret: secret.to_base32(),
+            otpauth_uri: uri,
+            qr_svg: qr,
+        })
+    }
+
+    /// Confirms the pending TOTP enrolment with a first valid code: TOTP
+    /// becomes a second factor, 10 recovery codes replace any earlier ones
+    /// (returned once, stored hashed), every other session of the user
+    /// ends, and this one gets a new ID and the `Totp` factor.
+    ///
+    /// Errors: [`AuthError::NotAuthenticated`], [`AuthError::Throttled`],
+    /// [`AuthError::InvalidCode`], [`AuthError::TotpNotEnabled`] (nothing
+    /// pending), [`AuthError::TotpAlreadyEnabled`].
+    pub async fn confirm_totp(
+        &self,
+        session: &mut Session,
+        code: &str,
+        client: &Client,
+    ) -> Result<RecoveryCodes, AuthError> {
+        let user = self.current_user(session).await?;
+        self.keys()?;
+        let account = mfa_account(&user.id);
+        self.throttle(&account, client, Some(&user.id), Factor::Totp)
+            .await?;
+        let users = &self.inner.users;
+        let stored = match users.totp(&user.id).await? {
+            Some(stored) if !stored.confirmed => stored,
+            Some(_) => return Err(AuthError::TotpAlreadyEnabled),
+            None => return Err(AuthError::TotpNotEnabled),
+        };
+        let secret = self.open_secret(&user.id, &stored.sealed_secret)?;
+        let step = self
+            .inner
+            .totp
+            .verify(&secret, code, self.now().as_unix_secs())
+            .and_then(|step| i64::try_from(step).ok());
+        let Some(step) = step else {
+            self.failure(
+                AuthEventKind::TotpEnableFailed,
+                Some(&user.id),
+                Some(client.ip),
+                Some(Factor::Totp),
+                FailureReason::InvalidCode,
+            );
+            return Err(AuthError::InvalidCode);
+        };
+        let codes = RecoveryCodes::generate(&user.id)?;
+        if !users
+            .confirm_totp(&user.id, &stored.sealed_secret, step, codes.hashes())
+            .await?
+        {
+            // Confirmed or replaced concurrently.
+            return Err(match users.totp(&user.id).await? {
+                Some(stored) if stored.confirmed => AuthError::TotpAlreadyEnabled,
+                Some(_) => AuthError::InvalidCode,
+                None => AuthError::TotpNotEnabled,
+            });
+        }
+        self.inner.throttle.record_success(&account).await?;
+        let stamp = new_security_stamp()?;
+        users.set_security_stamp(&user.id, &stamp).await?;
+        self.end_other_sessions_with(session, &user.id, stamp, |record| {
+            if let AuthState::Authenticated { factors, .. } = &mut record.auth
+                && !factors.contains(&Factor::Totp)
+            {
+                factors.push(Factor::Totp);
+            }
+        })
+        .await?;
+        self.success(
+            AuthEventKind::TotpEnabled,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Totp),
+        );
+        Ok(codes)
+    }
+
+    /// Turns TOTP off (needs a recent login and a valid TOTP or recovery
+    /// code): the secret, the recovery codes and the factor are removed,
+    /// every other session of the user ends and this one gets a new ID.
+    ///
+    /// Errors: [`AuthError::ReauthenticationRequired`],
+    /// [`AuthError::Throttled`], [`AuthError::InvalidCode`],
+    /// [`AuthError::TotpNotEnabled`].
+    pub async fn disable_totp(
+        &self,
+        session: &mut Session,
+        code: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.require_recent(session)?;
+        let user = self.current_user(session).await?;
+        let kind = CodeKind::of(code);
+        let account = mfa_account(&user.id);
+        self.throttle(&account, client, Some(&user.id), kind.factor())
+            .await?;
+        let users = &self.inner.users;
+        if !users.totp(&user.id).await?.is_some_and(|t| t.confirmed) {
+            return Err(AuthError::TotpNotEnabled);
+        }
+        if let Err(reason) = self.check_code(&user.id, kind, code).await? {
+            self.failure(
+                AuthEventKind::TotpDisableFailed,
+                Some(&user.id),
+                Some(client.ip),
+                Some(kind.factor()),
+                reason,
+            );
+            return Err(AuthError::InvalidCode);
+        }
+        users.remove_totp(&user.id).await?;
+        self.inner.throttle.record_success(&account).await?;
+        let stamp = new_security_stamp()?;
+        users.set_security_stamp(&user.id, &stamp).await?;
+        self.end_other_sessions(session, &user.id, stamp).await?;
+        self.success(
+            AuthEventKind::TotpDisabled,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::Totp),
+        );
+        Ok(())
+    }
+
+    /// Replaces the user's recovery codes with 10 new ones (needs a recent
+    /// login and TOTP enabled); the old ones stop working.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        session: &Session,
+        client: &Client,
+    ) -> Result<RecoveryCodes, AuthError> {
+        self.require_recent(session)?;
+        let user = self.current_user(session).await?;
+        let users = &self.inner.users;
+        if !users.totp(&user.id).await?.is_some_and(|t| t.confirmed) {
+            return Err(AuthError::TotpNotEnabled);
+        }
+        let codes = RecoveryCodes::generate(&user.id)?;
+        users
+            .replace_recovery_codes(&user.id, codes.hashes())
+            .await?;
+        self.success(
+            AuthEventKind::RecoveryCodesRegenerated,
+            Some(&user.id),
+            Some(client.ip),
+            Some(Factor::RecoveryCode),
+        );
+        Ok(codes)
+    }
+
+    /// How many unused recovery codes the session's user has.
+    pub async fn recovery_codes_left(&self, session: &Session) -> Result<u64, AuthError> {
+        let user = self.current_user(session).await?;
+        Ok(self.inner.users.recovery_codes_left(&user.id).await?)
+    }
+
+    /// Whether the session's user has TOTP enabled (confirmed).
+    pub async fn totp_enabled(&self, session: &Session) -> Result<bool, AuthError> {
+        let user = self.current_user(session).await?;
+        Ok(user.second_factors.contains(&Factor::Totp))
+    }
+
+    /// Step-up for users with a second factor: the password and a TOTP or
+    /// recovery code (both throttled). On success the session gets a new ID
+    /// and a fresh authentication time. Users without a second factor can
+    /// use [`reauthenticate`](Self::reauthenticate) (this also works for
+    /// them, ignoring `code`).
+    pub async fn reauthenticate_with_code(
+        &self,
+        session: &mut Session,
+        password: &Password,
+        code: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let user = self.current_user(session).await?;
+        if user.second_factors.is_empty() {
+            return self.reauthenticate(session, password, client).await;
+        }
+        self.verify_current_password(&user, password, client, AuthEventKind::LoginFailed)
+            .await?;
+        let kind = CodeKind::of(code);
+        let account = mfa_account(&user.id);
+        self.throttle(&account, client, Some(&user.id), kind.factor())
+            .await?;
+        if let Err(reason) = self.check_code(&user.id, kind, code).await? {
+            self.failure(
+                AuthEventKind::LoginFailed,
+                Some(&user.id),
+                Some(client.ip),
+                Some(kind.factor()),
+                reason,
+            );
+            return Err(AuthError::InvalidCode);
+        }
+        self.inner.throttle.record_success(&account).await?;
+        let now = self.now();
+        self.inner
+            .sessions
+            .rotate_with(session, |record| {
+                if let AuthState::Authenticated { at, .. } = &mut record.auth {
+                    *at = now;
+                }
+            })
+            .await?;
+        self.success(
+            AuthEventKind::Reauthenticated,
+            Some(&user.id),
+            Some(client.ip),
+            Some(kind.factor()),
+        );
+        Ok(())
     }
 }

@@ -44,6 +44,7 @@ pub mod cookie;
 pub mod csrf;
 pub mod event;
 pub mod flow;
+pub mod mfa;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

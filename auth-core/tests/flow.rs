@@ -897,3 +897,29 @@ async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
             .is_some()
     );
 }
+
+/// The per-request state of the web pipeline holds the raw `Cookie`
+/// header (the session ID) and the loaded session: its `Debug` shows
+/// neither.
+#[tokio::test]
+async fn request_state_debug_reveals_no_session_id() {
+    let h = harness();
+    register(&h, "alice").await;
+    let session = login_ok(&h, "alice").await;
+    let set_cookie = h.auth.session_cookie(&session);
+    let pair = set_cookie.split(';').next().unwrap().to_owned();
+    let id = pair.split('=').nth(1).unwrap().to_owned();
+    let web = auth_core::web::Auth::new(h.auth.clone());
+    let state = web
+        .begin(
+            "GET",
+            [("host", "example.test"), ("cookie", pair.as_str())],
+            Some("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap();
+    let user = state.current_user().await.unwrap();
+    assert_eq!(user.login, "alice");
+    let debug = format!("{state:?}");
+    assert!(!debug.contains(&id), "{debug}");
+    assert!(debug.contains("REDACTED"), "{debug}");
+}

@@ -13,7 +13,10 @@ use governor::{Quota, RateLimiter};
 use super::{Decision, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError};
 use crate::clock::{Clock, Timestamp};
 
-/// Run key housekeeping every this many checks.
+/// Consider key housekeeping every this many checks. A sweep visits every
+/// key, so it runs only once at least as many checks as there are tracked
+/// keys have passed since the last one: amortised O(1) per check even with
+/// a million keys (the caps are still enforced on every check).
 const HOUSEKEEPING_EVERY: u64 = 4096;
 
 /// Our [`Clock`] as a `governor` clock, so tests drive the GCRA too.
@@ -46,8 +49,9 @@ struct Account {
 /// In-process throttle state: a `governor` keyed GCRA limiter per IP
 /// bucket, and consecutive-failure counts per account.
 ///
-/// Memory stays bounded under key spraying: every few thousand checks (and
-/// whenever a cap is passed) stale IP keys are dropped with
+/// Memory stays bounded under key spraying: periodically (a sweep once at
+/// least as many checks as tracked keys have passed, so amortised O(1) per
+/// check), and whenever a cap is passed, stale IP keys are dropped with
 /// `retain_recent` + `shrink_to_fit`, and counts older than the failure
 /// memory are forgotten. If live IP keys still exceed their cap, the IP
 /// limiter starts afresh (one burst for everyone, logged): that takes a
@@ -62,6 +66,8 @@ pub struct MemoryThrottle {
     ips: RwLock<IpLimiter>,
     accounts: Mutex<HashMap<String, Account>>,
     checks: AtomicU64,
+    /// `checks` at the last sweep.
+    last_sweep: AtomicU64,
 }
 
 impl MemoryThrottle {
@@ -74,6 +80,7 @@ impl MemoryThrottle {
             ips,
             accounts: Mutex::default(),
             checks: AtomicU64::new(0),
+            last_sweep: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +100,8 @@ impl MemoryThrottle {
 
     /// Drops stale keys now (also done automatically).
     pub fn housekeeping(&self) {
+        self.last_sweep
+            .store(self.checks.load(Ordering::Relaxed), Ordering::Relaxed);
         let now = self.clock.now();
         if let Ok(limiter) = self.ips.read() {
             limiter.retain_recent();
@@ -157,7 +166,12 @@ impl MemoryThrottle {
             });
             (result, limiter.len())
         };
-        if count.is_multiple_of(HOUSEKEEPING_EVERY) || ip_keys > self.config.max_tracked_ips {
+        let sweep_due = count.is_multiple_of(HOUSEKEEPING_EVERY) && {
+            let since = count.saturating_sub(self.last_sweep.load(Ordering::Relaxed));
+            let keys = ip_keys.saturating_add(self.lock_accounts().len());
+            since >= u64::try_from(keys).unwrap_or(u64::MAX)
+        };
+        if sweep_due || ip_keys > self.config.max_tracked_ips {
             self.housekeeping();
         }
         result.err()
@@ -193,11 +207,20 @@ impl ThrottleBackend for MemoryThrottle {
             }
         }
         let forget_before = now.saturating_sub(self.config.failure_memory);
-        let entry = accounts.entry(account.to_owned()).or_insert(Account {
-            failures: 0,
-            locked_until: None,
-            last_failure: now,
-        });
+        // Look up before inserting: no allocation for a known account.
+        if !accounts.contains_key(account) {
+            accounts.insert(
+                account.to_owned(),
+                Account {
+                    failures: 0,
+                    locked_until: None,
+                    last_failure: now,
+                },
+            );
+        }
+        let Some(entry) = accounts.get_mut(account) else {
+            unreachable!("inserted above, under the same lock")
+        };
         if let Some(until) = entry.locked_until
             && until > now
         {

@@ -134,6 +134,30 @@ impl fmt::Debug for NewUser {
     }
 }
 
+/// A user's stored TOTP enrolment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredTotp {
+    /// The secret, encrypted (`v1.<kid>.<base64url>`, see
+    /// [`MfaKeys`](crate::mfa::MfaKeys)). Never plain text.
+    pub sealed_secret: String,
+    /// Whether a first valid code confirmed it. Only a confirmed secret is
+    /// a second factor (listed in [`User::second_factors`]).
+    pub confirmed: bool,
+    /// The last TOTP step accepted for this user: codes of this step or an
+    /// earlier one are refused.
+    pub last_step: Option<i64>,
+}
+
+impl fmt::Debug for StoredTotp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTotp")
+            .field("sealed_secret", &"[REDACTED]")
+            .field("confirmed", &self.confirmed)
+            .field("last_step", &self.last_step)
+            .finish()
+    }
+}
+
 /// User store failures.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +171,10 @@ pub enum UserStoreError {
     /// The OS random number generator failed.
     #[error("random number generator failed")]
     Rng,
+    /// The store does not implement this (optional) operation, e.g. a
+    /// custom store without second-factor support.
+    #[error("operation not supported by this user store")]
+    Unsupported,
     /// The database failed.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("user database error")]
@@ -195,6 +223,85 @@ pub trait UserStore: Send + Sync + fmt::Debug + 'static {
 
     /// Disables or re-enables a user.
     async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError>;
+
+    // Second factors. The defaults fail with `Unsupported`: a store without
+    // them still works for password logins, and MFA fails closed.
+
+    /// The user's TOTP enrolment, pending or confirmed.
+    async fn totp(&self, id: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+        let _ = id;
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Stores a pending (unconfirmed) TOTP secret, replacing any earlier
+    /// pending one. Returns `false`, changing nothing, if the user has a
+    /// confirmed TOTP secret (or does not exist). A pending secret is not
+    /// a second factor.
+    async fn set_pending_totp(
+        &self,
+        id: &str,
+        sealed_secret: &str,
+    ) -> Result<bool, UserStoreError> {
+        let _ = (id, sealed_secret);
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Atomically confirms the pending secret, if it is still
+    /// `sealed_secret` and unconfirmed: marks it confirmed, records
+    /// `step` as the last accepted step, adds [`Factor::Totp`] to the
+    /// user's second factors and replaces the recovery codes with
+    /// `recovery_hashes`. Returns whether it did.
+    async fn confirm_totp(
+        &self,
+        id: &str,
+        sealed_secret: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> Result<bool, UserStoreError> {
+        let _ = (id, sealed_secret, step, recovery_hashes);
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Atomically records `step` as the last accepted TOTP step if the
+    /// user's TOTP is confirmed and `step` is greater than the last one
+    /// recorded. Returns whether it did: of two concurrent calls with one
+    /// step, exactly one gets `true`. (SQL: `UPDATE ... SET totp_last_step
+    /// = $2 WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step <
+    /// $2)`, then count affected rows.)
+    async fn record_totp_step(&self, id: &str, step: i64) -> Result<bool, UserStoreError> {
+        let _ = (id, step);
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Replaces the user's recovery codes with `hashes`.
+    async fn replace_recovery_codes(
+        &self,
+        id: &str,
+        hashes: &[String],
+    ) -> Result<(), UserStoreError> {
+        let _ = (id, hashes);
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Atomically removes the recovery code with this hash. Returns whether
+    /// it existed: of two concurrent calls, exactly one gets `true`.
+    async fn consume_recovery_code(&self, id: &str, hash: &str) -> Result<bool, UserStoreError> {
+        let _ = (id, hash);
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// How many unused recovery codes the user has.
+    async fn recovery_codes_left(&self, id: &str) -> Result<u64, UserStoreError> {
+        let _ = id;
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Removes the TOTP secret (pending or confirmed), its last step, the
+    /// recovery codes and [`Factor::Totp`] from the second factors.
+    async fn remove_totp(&self, id: &str) -> Result<(), UserStoreError> {
+        let _ = id;
+        Err(UserStoreError::Unsupported)
+    }
 }
 
 /// A [`StampSource`] over a [`UserStore`]: a disabled or missing user has no

@@ -1,15 +1,21 @@
 //! The ready user table for SQLite and PostgreSQL (`auth_users`), created or
 //! migrated on open (component `users` in `auth_schema_migrations`).
+//!
+//! Schema versions: 1 is the user table; 2 adds the TOTP columns
+//! (`totp_secret`: the encrypted secret, `totp_confirmed`,
+//! `totp_last_step`) and the `auth_recovery_codes` table (user id and code
+//! hash; consuming a code is one `DELETE`).
 
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{NewUser, User, UserStore, UserStoreError};
+use super::{NewUser, StoredTotp, User, UserStore, UserStoreError};
 use crate::password::HashedPassword;
 use crate::session::Factor;
 
 struct Queries {
     schema_v1: &'static [&'static str],
+    schema_v2: &'static [&'static str],
     create_migrations: &'static str,
     read_migration: &'static str,
     write_migration: &'static str,
@@ -21,9 +27,21 @@ struct Queries {
     change_password: &'static str,
     set_stamp: &'static str,
     set_disabled: &'static str,
+    factors_get: &'static str,
+    totp_get: &'static str,
+    totp_set_pending: &'static str,
+    totp_confirm: &'static str,
+    totp_record_step: &'static str,
+    totp_remove: &'static str,
+    codes_delete_all: &'static str,
+    codes_insert: &'static str,
+    codes_consume: &'static str,
+    codes_count: &'static str,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// Attempts of a compare-and-swap on the second-factor list.
+const MAX_CAS_ATTEMPTS: usize = 8;
 
 #[cfg(feature = "sqlite")]
 const SQLITE: Queries = Queries {
@@ -36,6 +54,16 @@ const SQLITE: Queries = Queries {
         disabled BOOLEAN NOT NULL DEFAULT FALSE,
         second_factors TEXT NOT NULL DEFAULT '[]'
     )"],
+    schema_v2: &[
+        "ALTER TABLE auth_users ADD COLUMN totp_secret TEXT",
+        "ALTER TABLE auth_users ADD COLUMN totp_confirmed BOOLEAN NOT NULL DEFAULT FALSE",
+        "ALTER TABLE auth_users ADD COLUMN totp_last_step INTEGER",
+        "CREATE TABLE IF NOT EXISTS auth_recovery_codes (
+            user_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            PRIMARY KEY (user_id, code_hash)
+        )",
+    ],
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'users'",
@@ -54,6 +82,23 @@ const SQLITE: Queries = Queries {
         WHERE id = ?1 AND password_hash = ?2",
     set_stamp: "UPDATE auth_users SET security_stamp = ?2 WHERE id = ?1",
     set_disabled: "UPDATE auth_users SET disabled = ?2 WHERE id = ?1",
+    factors_get: "SELECT second_factors FROM auth_users WHERE id = ?1",
+    totp_get: "SELECT totp_secret, totp_confirmed, totp_last_step FROM auth_users WHERE id = ?1",
+    totp_set_pending: "UPDATE auth_users
+        SET totp_secret = ?2, totp_confirmed = FALSE, totp_last_step = NULL
+        WHERE id = ?1 AND NOT totp_confirmed",
+    totp_confirm: "UPDATE auth_users
+        SET totp_confirmed = TRUE, totp_last_step = ?3, second_factors = ?5
+        WHERE id = ?1 AND totp_secret = ?2 AND NOT totp_confirmed AND second_factors = ?4",
+    totp_record_step: "UPDATE auth_users SET totp_last_step = ?2
+        WHERE id = ?1 AND totp_confirmed AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+    totp_remove: "UPDATE auth_users
+        SET totp_secret = NULL, totp_confirmed = FALSE, totp_last_step = NULL, second_factors = ?3
+        WHERE id = ?1 AND second_factors = ?2",
+    codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = ?1",
+    codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
+    codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
+    codes_count: "SELECT COUNT(*) FROM auth_recovery_codes WHERE user_id = ?1",
 };
 
 #[cfg(feature = "postgres")]
@@ -67,6 +112,16 @@ const POSTGRES: Queries = Queries {
         disabled BOOLEAN NOT NULL DEFAULT FALSE,
         second_factors TEXT NOT NULL DEFAULT '[]'
     )"],
+    schema_v2: &[
+        "ALTER TABLE auth_users ADD COLUMN IF NOT EXISTS totp_secret TEXT",
+        "ALTER TABLE auth_users ADD COLUMN IF NOT EXISTS totp_confirmed BOOLEAN NOT NULL DEFAULT FALSE",
+        "ALTER TABLE auth_users ADD COLUMN IF NOT EXISTS totp_last_step BIGINT",
+        "CREATE TABLE IF NOT EXISTS auth_recovery_codes (
+            user_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            PRIMARY KEY (user_id, code_hash)
+        )",
+    ],
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY, version BIGINT NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'users'",
@@ -85,6 +140,23 @@ const POSTGRES: Queries = Queries {
         WHERE id = $1 AND password_hash = $2",
     set_stamp: "UPDATE auth_users SET security_stamp = $2 WHERE id = $1",
     set_disabled: "UPDATE auth_users SET disabled = $2 WHERE id = $1",
+    factors_get: "SELECT second_factors FROM auth_users WHERE id = $1",
+    totp_get: "SELECT totp_secret, totp_confirmed, totp_last_step FROM auth_users WHERE id = $1",
+    totp_set_pending: "UPDATE auth_users
+        SET totp_secret = $2, totp_confirmed = FALSE, totp_last_step = NULL
+        WHERE id = $1 AND NOT totp_confirmed",
+    totp_confirm: "UPDATE auth_users
+        SET totp_confirmed = TRUE, totp_last_step = $3, second_factors = $5
+        WHERE id = $1 AND totp_secret = $2 AND NOT totp_confirmed AND second_factors = $4",
+    totp_record_step: "UPDATE auth_users SET totp_last_step = $2
+        WHERE id = $1 AND totp_confirmed AND (totp_last_step IS NULL OR totp_last_step < $2)",
+    totp_remove: "UPDATE auth_users
+        SET totp_secret = NULL, totp_confirmed = FALSE, totp_last_step = NULL, second_factors = $3
+        WHERE id = $1 AND second_factors = $2",
+    codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = $1",
+    codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+    codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = $1 AND code_hash = $2",
+    codes_count: "SELECT COUNT(*) FROM auth_recovery_codes WHERE user_id = $1",
 };
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -127,6 +199,11 @@ macro_rules! sql_user_store {
                         sqlx::query(*statement).execute(&mut *tx).await?;
                     }
                 }
+                if current.unwrap_or(0) < 2 {
+                    for statement in q.schema_v2 {
+                        sqlx::query(*statement).execute(&mut *tx).await?;
+                    }
+                }
                 sqlx::query(q.write_migration)
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -156,6 +233,44 @@ macro_rules! sql_user_store {
 
             async fn update(&self, query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>) -> Result<u64, UserStoreError> {
                 Ok(query.execute(&self.pool).await?.rows_affected())
+            }
+
+            /// The raw second-factor column (for a compare-and-swap) and
+            /// its parsed form with `change` applied, as JSON.
+            async fn factors_changed(
+                &self,
+                id: &str,
+                change: impl Fn(&mut Vec<Factor>),
+            ) -> Result<Option<(String, String)>, UserStoreError> {
+                let raw: Option<String> = sqlx::query_scalar($queries.factors_get)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(raw) = raw else {
+                    return Ok(None);
+                };
+                let mut factors = serde_json::from_str::<Vec<Factor>>(&raw)
+                    .map_err(|e| UserStoreError::Backend(Box::new(e)))?;
+                change(&mut factors);
+                let new = serde_json::to_string(&factors)
+                    .map_err(|e| UserStoreError::Backend(Box::new(e)))?;
+                Ok(Some((raw, new)))
+            }
+
+            async fn insert_codes(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                id: &str,
+                hashes: &[String],
+            ) -> Result<(), UserStoreError> {
+                sqlx::query($queries.codes_delete_all).bind(id).execute(&mut **tx).await?;
+                for hash in hashes {
+                    sqlx::query($queries.codes_insert)
+                        .bind(id)
+                        .bind(hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
             }
         }
 
@@ -236,6 +351,127 @@ macro_rules! sql_user_store {
                     0 => Err(UserStoreError::NotFound),
                     _ => Ok(()),
                 }
+            }
+
+            async fn totp(&self, id: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+                let row = sqlx::query($queries.totp_get)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let sealed: Option<String> = row.try_get("totp_secret")?;
+                let Some(sealed_secret) = sealed else {
+                    return Ok(None);
+                };
+                Ok(Some(StoredTotp {
+                    sealed_secret,
+                    confirmed: row.try_get("totp_confirmed")?,
+                    last_step: row.try_get("totp_last_step")?,
+                }))
+            }
+
+            async fn set_pending_totp(&self, id: &str, sealed_secret: &str) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.totp_set_pending).bind(id).bind(sealed_secret);
+                Ok(self.update(query).await? == 1)
+            }
+
+            async fn confirm_totp(
+                &self,
+                id: &str,
+                sealed_secret: &str,
+                step: i64,
+                recovery_hashes: &[String],
+            ) -> Result<bool, UserStoreError> {
+                for _ in 0..MAX_CAS_ATTEMPTS {
+                    let change = |factors: &mut Vec<Factor>| {
+                        if !factors.contains(&Factor::Totp) {
+                            factors.push(Factor::Totp);
+                        }
+                    };
+                    let Some((old, new)) = self.factors_changed(id, change).await? else {
+                        return Ok(false);
+                    };
+                    let mut tx = self.pool.begin().await?;
+                    let confirmed = sqlx::query($queries.totp_confirm)
+                        .bind(id)
+                        .bind(sealed_secret)
+                        .bind(step)
+                        .bind(&old)
+                        .bind(&new)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if confirmed == 1 {
+                        Self::insert_codes(&mut tx, id, recovery_hashes).await?;
+                        tx.commit().await?;
+                        return Ok(true);
+                    }
+                    tx.rollback().await?;
+                    // Lost to a concurrent change of the factor list: retry;
+                    // the pending secret itself changed: give up.
+                    match self.totp(id).await? {
+                        Some(t) if !t.confirmed && t.sealed_secret == sealed_secret => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(false)
+            }
+
+            async fn record_totp_step(&self, id: &str, step: i64) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.totp_record_step).bind(id).bind(step);
+                Ok(self.update(query).await? == 1)
+            }
+
+            async fn replace_recovery_codes(
+                &self,
+                id: &str,
+                hashes: &[String],
+            ) -> Result<(), UserStoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::insert_codes(&mut tx, id, hashes).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn consume_recovery_code(&self, id: &str, hash: &str) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.codes_consume).bind(id).bind(hash);
+                Ok(self.update(query).await? == 1)
+            }
+
+            async fn recovery_codes_left(&self, id: &str) -> Result<u64, UserStoreError> {
+                let count: i64 = sqlx::query_scalar($queries.codes_count)
+                    .bind(id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn remove_totp(&self, id: &str) -> Result<(), UserStoreError> {
+                for _ in 0..MAX_CAS_ATTEMPTS {
+                    let change = |factors: &mut Vec<Factor>| factors.retain(|f| *f != Factor::Totp);
+                    let Some((old, new)) = self.factors_changed(id, change).await? else {
+                        return Err(UserStoreError::NotFound);
+                    };
+                    let mut tx = self.pool.begin().await?;
+                    let removed = sqlx::query($queries.totp_remove)
+                        .bind(id)
+                        .bind(&old)
+                        .bind(&new)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if removed == 1 {
+                        sqlx::query($queries.codes_delete_all).bind(id).execute(&mut *tx).await?;
+                        tx.commit().await?;
+                        return Ok(());
+                    }
+                    tx.rollback().await?;
+                }
+                Err(UserStoreError::Backend(
+                    "second factors changed concurrently too often".into(),
+                ))
             }
         }
     };

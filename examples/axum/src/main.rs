@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, database = %redact_url(&settings.database_url), "demo listening");
+    tracing::info!(%addr, database = %example_shared::redact_url(&settings.database_url), "demo listening");
     // Printed for people and for the integration tests, which start the
     // binary on port 0 and read the address from here.
     eprintln!("auth toolkit demo (axum) listening on http://{addr}/");
@@ -42,14 +42,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     Ok(())
-}
-
-/// A database URL without its password.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use auth_core::clock::{Clock, SystemClock};
 use auth_core::csrf::CsrfTokens;
 use auth_core::flow::Authenticator;
+use auth_core::mfa::MfaKeys;
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{
     MemoryThrottle, RedisThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies,
@@ -19,7 +20,10 @@ use auth_core::session::{
 };
 use auth_core::user::{MemoryUserStore, PostgresUserStore, SqliteUserStore, UserStore};
 use auth_core::web::Auth;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+
+pub mod handlers;
 
 /// The demo's name, refused inside passwords.
 pub const APP_NAME: &str = "Auth Toolkit Demo";
@@ -43,6 +47,12 @@ pub struct Settings {
     /// bytes); random at each start when unset, so open forms need a reload
     /// after a restart.
     pub csrf_key: Option<String>,
+    /// `DEMO_MFA_KEY`: the key (32 bytes, base64) that encrypts TOTP
+    /// secrets at rest. When unset, a SQLite demo keeps a generated key in
+    /// a file beside the database (`demo.db-mfa.key`, mode 0600); a
+    /// PostgreSQL demo uses a random key per start (with a warning), so
+    /// enrolments do not survive a restart.
+    pub mfa_key: Option<String>,
 }
 
 impl Settings {
@@ -61,6 +71,7 @@ impl Settings {
                 &var("DEMO_TRUSTED_PROXIES").unwrap_or_default(),
             )?,
             csrf_key: var("DEMO_CSRF_KEY"),
+            mfa_key: var("DEMO_MFA_KEY"),
         })
     }
 }
@@ -105,10 +116,49 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         throttle,
     )
     .app_name(APP_NAME)
+    .mfa_keys(mfa_keys(settings)?)
     .build();
     Ok(Auth::new(authenticator)
         .trusted_proxies(settings.trusted_proxies.clone())
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?))
+}
+
+/// The key ring for TOTP secrets (see [`Settings::mfa_key`]).
+fn mfa_keys(settings: &Settings) -> Result<MfaKeys, Box<dyn Error>> {
+    const KID: &str = "demo";
+    if let Some(key) = &settings.mfa_key {
+        return Ok(MfaKeys::from_base64(KID, key).map_err(|e| format!("DEMO_MFA_KEY: {e}"))?);
+    }
+    let Some(path) = settings
+        .database_url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
+    else {
+        tracing::warn!(
+            "DEMO_MFA_KEY is not set: TOTP secrets are encrypted with a random key \
+             that is lost at exit"
+        );
+        return Ok(MfaKeys::generate(KID)?);
+    };
+    let path = format!("{path}-mfa.key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) => Ok(MfaKeys::from_base64(KID, key.trim()).map_err(|e| format!("{path}: {e}"))?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let keys = MfaKeys::generate(KID)?;
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            std::io::Write::write_all(
+                &mut file.open(&path)?,
+                keys.current_key_base64().expose_secret().as_bytes(),
+            )?;
+            tracing::info!(%path, "created the key that encrypts TOTP secrets (set DEMO_MFA_KEY in production)");
+            Ok(keys)
+        }
+        Err(error) => Err(format!("{path}: {error}").into()),
+    }
 }
 
 /// Form-token keys: the configured one, or 256 random bits.
@@ -148,6 +198,7 @@ pub fn build_auth_in_memory(
         Arc::new(MemoryThrottle::new(throttle, clock)),
     )
     .app_name(APP_NAME)
+    .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
     .build();
     let tokens = form_tokens(None).unwrap_or_else(|_| unreachable!("random keys are long enough"));
     Auth::new(authenticator)
@@ -171,6 +222,14 @@ pub struct ChangePassword {
     pub current_password: String,
     /// The new password.
     pub new_password: String,
+}
+
+/// `POST /api/login/totp`, `/api/login/recovery`, `/api/mfa/totp/confirm`
+/// and `DELETE /api/mfa/totp` body.
+#[derive(Debug, Deserialize)]
+pub struct CodeBody {
+    /// A TOTP code or a recovery code.
+    pub code: String,
 }
 
 /// `POST /api/register` answer.
@@ -226,6 +285,16 @@ impl From<SessionInfo> for SessionEntry {
             ip: info.ip,
             user_agent: info.user_agent,
         }
+    }
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

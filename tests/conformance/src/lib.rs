@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use auth_core::clock::ManualClock;
+use auth_core::clock::{Clock, ManualClock};
+use auth_core::mfa::{TotpParams, TotpSecret};
 use auth_core::password::{Argon2Params, PasswordHasher};
 use auth_core::rate_limit::{ThrottleConfig, TrustedProxies};
 use auth_core::web::Auth;
@@ -269,6 +270,26 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// The TOTP code of `secret` (base32) at the injected clock's time.
+    pub fn totp(&self, secret: &str) -> String {
+        self.totp_at(secret, 0)
+    }
+
+    /// The TOTP code of `secret` (base32) `steps` steps away from the
+    /// injected clock's time.
+    pub fn totp_at(&self, secret: &str, steps: i64) -> String {
+        let params = TotpParams::default();
+        let secret = TotpSecret::from_base32(secret).expect("a base32 TOTP secret");
+        let step = i64::try_from(params.step_secs()).unwrap_or(30);
+        let at = self.clock.now().as_unix_secs() + steps * step;
+        let at = u64::try_from(at).expect("a time after 1970");
+        params
+            .code_at(&secret, at)
+            .expect("a TOTP code")
+            .as_str()
+            .to_owned()
+    }
+
     /// Advances the injected clock.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
@@ -314,6 +335,8 @@ impl TestRequest {
 }
 
 pub mod cases;
+pub mod http;
+pub mod mfa_cases;
 
 /// Expands every case into a `#[tokio::test]` for the harness factory `$f`.
 #[macro_export]
@@ -367,12 +390,35 @@ macro_rules! conformance_suite {
             non_utf8_forwarding_headers_do_not_merge_clients,
             unknown_routes_answer_404,
         );
+        $crate::conformance_suite!(@mfa $f;
+            totp_enrolment_is_active_only_after_confirmation,
+            totp_enrolment_needs_a_recent_login,
+            the_password_alone_opens_nothing_with_mfa,
+            a_totp_code_works_once,
+            only_neighbouring_steps_are_accepted,
+            recovery_codes_work_once,
+            the_second_step_is_throttled,
+            a_pending_login_expires,
+            the_second_step_needs_a_pending_login,
+            disabling_totp_needs_a_valid_code,
+            the_second_step_answers_carry_no_secret,
+            the_login_form_leads_to_the_second_factor_page,
+            the_second_factor_page_needs_a_pending_login,
+        );
     };
     (@cases $f:ty; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $case() {
                 $crate::cases::$case::<$f>().await;
+            }
+        )*
+    };
+    (@mfa $f:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::mfa_cases::$case::<$f>().await;
             }
         )*
     };

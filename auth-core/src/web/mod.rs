@@ -10,15 +10,70 @@
 //! 5. errors: [`AuthError::status`], [`AuthError::retry_after_secs`] and
 //!    [`error_body`] for the JSON body; HTML routes redirect to the login
 //!    page with a [`safe_next`] parameter.
+//!
+//! Adapters do not call these steps one by one: [`Auth::begin`] runs 1 and
+//! 2 and gives a [`RequestAuth`], which loads the session (3), runs every
+//! flow, and answers [`RequestAuth::finish`] (4); [`Reply`] carries every
+//! response the core decides on (5).
 
 use std::net::IpAddr;
-
 use std::sync::Arc;
 
 use crate::csrf::{CsrfGuard, CsrfRejection, CsrfTokens, RequestMeta};
 use crate::flow::{AuthError, Authenticator, Client};
 use crate::rate_limit::TrustedProxies;
 use crate::session::Session;
+
+mod request;
+
+pub use request::{Finish, Guard, RequestAuth};
+
+/// A framework-neutral response the core decided on (a refusal, an error,
+/// a redirect); every adapter converts it the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers to set (`Content-Type`, `Retry-After`, `Location`).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body (JSON for errors, empty for redirects).
+    pub body: String,
+}
+
+impl Reply {
+    /// A JSON body with `status`.
+    pub fn json(status: u16, body: String) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body,
+        }
+    }
+
+    /// An error: status, `Retry-After` and JSON body from the core
+    /// ([`AuthError::status`], [`AuthError::retry_after_secs`],
+    /// [`error_body`]). Internal errors are logged here (their text never
+    /// reaches the client).
+    pub fn error(error: &AuthError) -> Self {
+        if let AuthError::Internal(source) = error {
+            tracing::error!(error = %source, "auth: internal error");
+        }
+        let mut reply = Self::json(error.status(), error_body(error));
+        if let Some(secs) = error.retry_after_secs() {
+            reply.headers.push(("retry-after", secs.to_string()));
+        }
+        reply
+    }
+
+    /// `303 See Other` to `location`.
+    pub fn redirect(location: String) -> Self {
+        Self {
+            status: 303,
+            headers: vec![("location", location)],
+            body: String::new(),
+        }
+    }
+}
 
 /// Everything an adapter needs, built once at start-up; cheap to clone.
 #[derive(Debug, Clone)]
@@ -182,10 +237,16 @@ impl Auth {
 
     /// The login page, with `next` when it is a safe same-origin path.
     pub fn login_redirect(&self, next: &str) -> String {
-        match safe_next(next) {
-            Some(next) => format!("{}?next={}", self.login_page, encode_query(next)),
-            None => self.login_page.clone(),
-        }
+        with_next(&self.login_page, next)
+    }
+}
+
+/// `path?next=...` with `next` percent-encoded, or `path` alone when `next`
+/// is not a safe same-origin path ([`safe_next`]).
+pub fn with_next(path: &str, next: &str) -> String {
+    match safe_next(next) {
+        Some(next) => format!("{path}?next={}", encode_query(next)),
+        None => path.to_owned(),
     }
 }
 

@@ -1,0 +1,376 @@
+//! # auth-actix
+//!
+//! The actix-web adapter of the auth toolkit. It only translates: every
+//! decision is `auth-core`'s (see [`auth_core::web`] for the pipeline it
+//! runs). It offers the same names and operations as `auth-axum` and
+//! `auth-rocket`.
+//!
+//! * [`AuthMiddleware`]: an actix `Transform`. It refuses cross-origin
+//!   unsafe requests (403), works out the client IP from the socket peer
+//!   through the configured trusted proxies (never from actix's
+//!   `realip_remote_addr`, which believes any `Forwarded` header), loads the
+//!   session lazily (a route that never asks for auth pays no store read)
+//!   and writes `Set-Cookie` when the session got a new ID or ended.
+//! * Extractors: [`AuthSession`] (login, logout, change password, sign out
+//!   everywhere, sessions, app data; it dereferences to the core's
+//!   [`RequestAuth`]), [`CurrentUser`] (401 unless authenticated) and
+//!   [`OptionalUser`].
+//! * Route protection: [`require_login`], [`require_recent_login`] and
+//!   [`require_mfa`], for `actix_web::middleware::from_fn`. API requests get
+//!   JSON 401/403; browsers asking for HTML are redirected to the login page
+//!   with a safe `next`.
+//! * Errors: [`AuthRejection`] implements `ResponseError`; status,
+//!   `Retry-After` and body come from the core.
+//!
+//! ## Middleware order
+//!
+//! Register [`AuthMiddleware`] with the **last** `App::wrap` call, so that it
+//! is the outermost middleware, and put the guards on scopes or resources
+//! (or on the app before it). Actix runs the last-registered middleware
+//! first; a guard or extractor that runs where the middleware has not run
+//! answers a 500 naming the problem (it never panics and never lets the
+//! request through).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
+//! use auth_actix::{AuthMiddleware, AuthRejection, AuthSession, CurrentUser, require_login};
+//! use auth_core::flow::Authenticator;
+//! use auth_core::password::{Password, PasswordService};
+//! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+//! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
+//! use auth_core::user::MemoryUserStore;
+//! use auth_core::web::Auth;
+//!
+//! async fn me(CurrentUser(user): CurrentUser) -> String {
+//!     user.display_name
+//! }
+//!
+//! async fn login(
+//!     auth: AuthSession,
+//!     body: web::Json<serde_json::Value>,
+//! ) -> Result<HttpResponse, AuthRejection> {
+//!     let name = body["username"].as_str().unwrap_or_default();
+//!     let password = Password::from(body["password"].as_str().unwrap_or_default());
+//!     auth.login(name, &password).await?;
+//!     Ok(HttpResponse::Ok().body("welcome"))
+//! }
+//!
+//! # #[actix_web::main]
+//! # async fn main() {
+//! let users = Arc::new(MemoryUserStore::new());
+//! let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
+//! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
+//! let passwords = PasswordService::builder().build().unwrap();
+//! let auth = Auth::new(Authenticator::builder(passwords, sessions, users, throttle).build());
+//!
+//! let app = test::init_service(
+//!     App::new()
+//!         .service(web::resource("/me").wrap(from_fn(require_login)).get(me))
+//!         .route("/login", web::post().to(login))
+//!         // Last `wrap`: the outermost middleware.
+//!         .wrap(AuthMiddleware::new(auth)),
+//! )
+//! .await;
+//! // In a server: `HttpServer::new(move || App::new()...wrap(AuthMiddleware::new(auth.clone())))`.
+//! let request = test::TestRequest::get()
+//!     .uri("/me")
+//!     .peer_addr("127.0.0.1:40000".parse().unwrap())
+//!     .to_request();
+//! let response = test::call_service(&app, request).await;
+//! assert_eq!(response.status(), 401);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::future::{Ready, ready};
+use std::ops::Deref;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use auth_core::flow::AuthError;
+use auth_core::user::User;
+use auth_core::web::{Auth, Guard, Reply, RequestAuth};
+
+type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+
+/// Installs the auth pipeline on an app:
+/// `App::new()...wrap(AuthMiddleware::new(auth))` (as the last `wrap`).
+#[derive(Debug, Clone)]
+pub struct AuthMiddleware {
+    auth: Auth,
+}
+
+impl AuthMiddleware {
+    /// The middleware for `auth`.
+    pub fn new(auth: Auth) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for AuthMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = AuthMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(AuthMiddlewareService {
+            service: Rc::new(service),
+            auth: self.auth.clone(),
+        }))
+    }
+}
+
+/// The service [`AuthMiddleware`] wraps around an app.
+#[derive(Debug)]
+pub struct AuthMiddlewareService<S> {
+    service: Rc<S>,
+    auth: Auth,
+}
+
+/// Header pairs as text, borrowed (no copy for UTF-8 values). Bytes that
+/// are not UTF-8 become U+FFFD instead of dropping the header, so the core
+/// sees (and refuses) a malformed entry rather than a missing header.
+fn header_pairs(headers: &HeaderMap) -> Vec<(&str, Cow<'_, str>)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+        .collect()
+}
+
+/// A core [`Reply`] as an actix response.
+pub fn reply(reply: Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in reply.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.insert_header((HeaderName::from_static(name), value));
+        }
+    }
+    response.body(reply.body)
+}
+
+impl<S, B> Service<ServiceRequest> for AuthMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let begun = {
+            let mut pairs = header_pairs(request.headers());
+            // HTTP/2 carries the host in the URI, not in a Host header.
+            if !pairs.iter().any(|(n, _)| *n == "host")
+                && let Some(authority) = request.uri().authority()
+            {
+                pairs.push(("host", Cow::Borrowed(authority.as_str())));
+            }
+            self.auth.begin(
+                request.method().as_str(),
+                pairs.iter().map(|(n, v)| (*n, v.as_ref())),
+                request.peer_addr().map(|peer| peer.ip()),
+            )
+        };
+        let state = match begun {
+            Ok(state) => Arc::new(state),
+            Err(refusal) => {
+                let response = request.into_response(reply(refusal));
+                return Box::pin(async move { Ok(response.map_into_right_body()) });
+            }
+        };
+        request.extensions_mut().insert(Arc::clone(&state));
+        Box::pin(async move {
+            let mut response = service.call(request).await?;
+            let finish = state.finish().await;
+            let headers = response.headers_mut();
+            if finish.no_store {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            if let Some(cookie) = finish
+                .set_cookie
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            Ok(response.map_into_left_body())
+        })
+    }
+}
+
+/// A core error as an actix error response: the status, `Retry-After`
+/// and JSON body all come from `auth-core`.
+#[derive(Debug)]
+pub struct AuthRejection(pub AuthError);
+
+impl From<AuthError> for AuthRejection {
+    fn from(error: AuthError) -> Self {
+        Self(error)
+    }
+}
+
+impl std::fmt::Display for AuthRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for AuthRejection {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        reply(Reply::error(&self.0))
+    }
+}
+
+fn missing_middleware() -> AuthRejection {
+    tracing::error!(
+        "auth-actix: AuthMiddleware has not run for this request; register it with the \
+         last App::wrap call, outside every guard"
+    );
+    AuthRejection(AuthError::Internal(
+        "AuthMiddleware is not installed outside this route".into(),
+    ))
+}
+
+fn request_auth(request: &HttpRequest) -> Option<Arc<RequestAuth>> {
+    request.extensions().get::<Arc<RequestAuth>>().cloned()
+}
+
+/// The auth handle of one request: the session (loaded on first use) and
+/// every flow that changes it. It dereferences to the core's
+/// [`RequestAuth`], whose methods (`login`, `logout`, `current_user`,
+/// `change_password`, `rotate`, `sign_out_everywhere`, `list_sessions`,
+/// `revoke`, `form_token`, `verify_form_token`, `get`, `insert`) return
+/// [`AuthError`]; `?` turns that into an [`AuthRejection`].
+#[derive(Debug, Clone)]
+pub struct AuthSession {
+    state: Arc<RequestAuth>,
+}
+
+impl Deref for AuthSession {
+    type Target = RequestAuth;
+
+    fn deref(&self) -> &RequestAuth {
+        &self.state
+    }
+}
+
+impl FromRequest for AuthSession {
+    type Error = AuthRejection;
+    type Future = Ready<Result<Self, AuthRejection>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(
+            request_auth(request)
+                .map(|state| Self { state })
+                .ok_or_else(missing_middleware),
+        )
+    }
+}
+
+/// The authenticated user; rejects with 401 otherwise. `U` is the core
+/// [`User`] by default, or any app type built from it (`U: From<User>`).
+#[derive(Debug, Clone)]
+pub struct CurrentUser<U = User>(pub U);
+
+impl<U: From<User> + 'static> FromRequest for CurrentUser<U> {
+    type Error = AuthRejection;
+    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let state = request_auth(request);
+        Box::pin(async move {
+            let state = state.ok_or_else(missing_middleware)?;
+            Ok(Self(U::from(state.current_user().await?)))
+        })
+    }
+}
+
+/// The authenticated user, if any; never rejects for lack of one.
+#[derive(Debug, Clone)]
+pub struct OptionalUser<U = User>(pub Option<U>);
+
+impl<U: From<User> + 'static> FromRequest for OptionalUser<U> {
+    type Error = AuthRejection;
+    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let state = request_auth(request);
+        Box::pin(async move {
+            let state = state.ok_or_else(missing_middleware)?;
+            Ok(Self(state.optional_user().await?.map(U::from)))
+        })
+    }
+}
+
+async fn guard<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+    guard: Guard,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(state) = request_auth(request.request()) else {
+        let response = missing_middleware().error_response();
+        return Ok(request.into_response(response).map_into_right_body());
+    };
+    match state.check(guard).await {
+        Ok(()) => Ok(next.call(request).await?.map_into_left_body()),
+        Err(error) => {
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let response = reply(state.refusal(&error, accept, path));
+            Ok(request.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+/// Route protection: an authenticated session is required. Use with
+/// `.wrap(actix_web::middleware::from_fn(require_login))` on a scope or
+/// resource.
+pub async fn require_login<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    guard(request, next, Guard::Login).await
+}
+
+/// Route protection: a login within the configured recent-authentication
+/// window (default 10 min) is required; otherwise 403.
+pub async fn require_recent_login<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    guard(request, next, Guard::RecentLogin).await
+}
+
+/// Route protection: the session must have completed a second factor;
+/// otherwise 403.
+pub async fn require_mfa<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    guard(request, next, Guard::Mfa).await
+}

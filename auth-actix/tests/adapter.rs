@@ -1,0 +1,133 @@
+//! The actix-specific traps (seen in actix-identity's tracker): extractors
+//! and guards without the middleware, and middleware order.
+
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, test, web};
+use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, OptionalUser, require_login};
+use auth_core::flow::Authenticator;
+use auth_core::password::{Argon2Params, PasswordHasher, PasswordService};
+use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
+use auth_core::user::MemoryUserStore;
+use auth_core::web::Auth;
+
+fn auth() -> Auth {
+    let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
+    let throttle = Arc::new(MemoryThrottle::new(
+        ThrottleConfig::default(),
+        sessions.clock().clone(),
+    ));
+    let hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .expect("test hasher");
+    let passwords = PasswordService::builder()
+        .hasher(hasher)
+        .build()
+        .expect("password service");
+    let users = Arc::new(MemoryUserStore::new());
+    Auth::new(Authenticator::builder(passwords, sessions, users, throttle).build())
+}
+
+fn peer() -> std::net::SocketAddr {
+    "192.0.2.1:40000".parse().expect("address")
+}
+
+async fn who(CurrentUser(user): CurrentUser) -> String {
+    user.display_name
+}
+
+async fn maybe(OptionalUser(user): OptionalUser) -> String {
+    user.map_or("nobody".to_owned(), |u| u.display_name)
+}
+
+async fn session(auth: AuthSession) -> HttpResponse {
+    match auth.session().await {
+        Ok(_) => HttpResponse::Ok().finish(),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+#[actix_web::test]
+async fn extractors_without_the_middleware_answer_500_and_never_panic() {
+    let app = test::init_service(
+        App::new()
+            .route("/who", web::get().to(who))
+            .route("/maybe", web::get().to(maybe))
+            .route("/session", web::get().to(session)),
+    )
+    .await;
+    for path in ["/who", "/maybe", "/session"] {
+        let request = test::TestRequest::get()
+            .uri(path)
+            .peer_addr(peer())
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 500, "{path}");
+    }
+}
+
+#[actix_web::test]
+async fn a_guard_outside_the_middleware_refuses_instead_of_passing() {
+    // Wrong order: the guard is registered last, so it runs first.
+    let app = test::init_service(
+        App::new()
+            .route("/secret", web::get().to(|| async { "secret" }))
+            .wrap(AuthMiddleware::new(auth()))
+            .wrap(from_fn(require_login)),
+    )
+    .await;
+    let request = test::TestRequest::get()
+        .uri("/secret")
+        .peer_addr(peer())
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 500);
+    let body = test::read_body(response).await;
+    assert!(!body.starts_with(b"secret"));
+}
+
+#[actix_web::test]
+async fn a_guard_inside_the_middleware_works_at_app_level_too() {
+    let app = test::init_service(
+        App::new()
+            .route("/secret", web::get().to(|| async { "secret" }))
+            .route("/maybe", web::get().to(maybe))
+            .wrap(from_fn(require_login))
+            .wrap(AuthMiddleware::new(auth())),
+    )
+    .await;
+    let request = test::TestRequest::get()
+        .uri("/secret")
+        .peer_addr(peer())
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 401);
+}
+
+#[actix_web::test]
+async fn no_peer_address_is_a_500_not_a_shared_bucket() {
+    let app = test::init_service(
+        App::new()
+            .route("/maybe", web::get().to(maybe))
+            .wrap(AuthMiddleware::new(auth())),
+    )
+    .await;
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/maybe").to_request()).await;
+    assert_eq!(response.status(), 500);
+    let request = test::TestRequest::get()
+        .uri("/maybe")
+        .peer_addr(peer())
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(test::read_body(response).await, "nobody");
+}

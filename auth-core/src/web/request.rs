@@ -1,0 +1,472 @@
+//! The per-request half of the pipeline: [`RequestAuth`] holds one
+//! request's client, cookies and (lazily loaded) session, runs every flow
+//! that changes the session, and tells the adapter at the end which
+//! `Set-Cookie` and `Cache-Control` the response needs. Every adapter's
+//! `AuthSession` extractor is this type behind its framework's plumbing, so
+//! the operations, their names and their effects are the same everywhere.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::{Auth, Reply};
+use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
+use crate::mfa::{Enrollment, RecoveryCodes};
+use crate::password::Password;
+use crate::session::{Session, SessionHandle, SessionInfo};
+use crate::user::User;
+
+/// What the response must do with the cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CookieAction {
+    None,
+    Set,
+    Remove,
+}
+
+#[derive(Debug)]
+struct Slot {
+    loaded: bool,
+    session: Option<Session>,
+    action: CookieAction,
+}
+
+/// A route protection, checked by [`RequestAuth::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// An authenticated session ([`Authenticator::require_login`]).
+    Login,
+    /// A login within the recent-authentication window
+    /// ([`Authenticator::require_recent`]).
+    RecentLogin,
+    /// A completed second factor ([`Authenticator::require_mfa`]).
+    Mfa,
+}
+
+/// The headers the response needs once the handler has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// A `Set-Cookie` value (new session ID, or removal).
+    pub set_cookie: Option<String>,
+    /// Whether to add `Cache-Control: no-store`.
+    pub no_store: bool,
+}
+
+/// One request's auth state: built by the adapter's middleware
+/// ([`Auth::begin`]), shared with the handler's extractors, and read back
+/// by the middleware with [`RequestAuth::finish`].
+///
+/// The session is loaded on first use (one store read), so routes that
+/// never ask for auth cost nothing. Operations on one request are
+/// serialised by an async lock; it is never held across the handler.
+pub struct RequestAuth {
+    auth: Auth,
+    client: Client,
+    /// The raw `Cookie` header values: they hold the session ID, so
+    /// `Debug` never prints them.
+    cookies: Vec<String>,
+    slot: Mutex<Slot>,
+}
+
+impl std::fmt::Debug for RequestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestAuth")
+            .field("client", &self.client)
+            .field(
+                "cookies",
+                &format_args!("[{} REDACTED]", self.cookies.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Step 1 and 2 for one request: the cross-origin check, then the
+    /// client. `headers` are the request's header lines as text (adapters
+    /// decode values lossily, so a malformed value is seen, not dropped;
+    /// HTTP/2 adapters add the `:authority` as `host`). `peer` is the socket
+    /// address; without it the request is refused with a 500, rather than
+    /// throttling every client as one.
+    ///
+    /// `Err` is the complete refusal to send.
+    pub fn begin<'a>(
+        &self,
+        method: &'a str,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+        peer: Option<IpAddr>,
+    ) -> Result<RequestAuth, Reply> {
+        if let Err(rejection) = self.check_csrf(method, headers.clone()) {
+            return Err(Reply::json(403, super::csrf_error_body(&rejection)));
+        }
+        let Some(peer) = peer else {
+            tracing::error!(
+                "auth: the framework gave no client address; see the adapter's docs \
+                 on serving with connection info"
+            );
+            return Err(Reply::error(&AuthError::Internal(
+                "no client address".into(),
+            )));
+        };
+        let client = self.client(peer, headers.clone());
+        let cookies = headers
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value.to_owned())
+            .collect();
+        Ok(RequestAuth {
+            auth: self.clone(),
+            client,
+            cookies,
+            slot: Mutex::new(Slot {
+                loaded: false,
+                session: None,
+                action: CookieAction::None,
+            }),
+        })
+    }
+}
+
+impl RequestAuth {
+    /// The pipeline this request runs through.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The flows, for operations this handle does not wrap (registration).
+    pub fn authenticator(&self) -> &Authenticator {
+        self.auth.authenticator()
+    }
+
+    /// The client (IP through trusted proxies, user agent).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn slot(&self) -> Result<MutexGuard<'_, Slot>, AuthError> {
+        let mut slot = self.slot.lock().await;
+        if !slot.loaded {
+            slot.session = self
+                .auth
+                .load_session(self.cookies.iter().map(String::as_str))
+                .await?;
+            slot.loaded = true;
+        }
+        Ok(slot)
+    }
+
+    /// The current session, if the request has a live one (authenticated,
+    /// MFA-pending or anonymous).
+    pub async fn session(&self) -> Result<Option<Session>, AuthError> {
+        Ok(self.slot().await?.session.clone())
+    }
+
+    /// The authenticated user ([`AuthError::NotAuthenticated`] otherwise,
+    /// also for an MFA-pending session).
+    pub async fn current_user(&self) -> Result<User, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().current_user(&session).await
+    }
+
+    /// The authenticated user, or `None` when there is none. Store failures
+    /// are still errors.
+    pub async fn optional_user(&self) -> Result<Option<User>, AuthError> {
+        match self.current_user().await {
+            Ok(user) => Ok(Some(user)),
+            Err(AuthError::NotAuthenticated) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Runs a route protection against this request's session.
+    pub async fn check(&self, guard: Guard) -> Result<(), AuthError> {
+        let session = self.session().await?;
+        let authenticator = self.authenticator();
+        match guard {
+            Guard::Login => authenticator.require_login(session.as_ref()),
+            Guard::Mfa => authenticator.require_mfa(session.as_ref()),
+            Guard::RecentLogin => match &session {
+                Some(session) => authenticator.require_recent(session),
+                None => Err(AuthError::NotAuthenticated),
+            },
+        }
+    }
+
+    /// Logs in with a password; the response carries the new cookie. On
+    /// failure the request's session (if any) is kept.
+    pub async fn login(&self, login: &str, password: &Password) -> Result<LoginOutcome, AuthError> {
+        let mut slot = self.slot().await?;
+        let outcome = self
+            .authenticator()
+            .login(login, password, &self.client, slot.session.as_ref())
+            .await?;
+        slot.session = Some(outcome.session().clone());
+        slot.action = CookieAction::Set;
+        Ok(outcome)
+    }
+
+    /// Ends the session server-side and removes the cookie.
+    pub async fn logout(&self) -> Result<(), AuthError> {
+        let mut slot = self.slot().await?;
+        // The cookie goes whatever happens next.
+        slot.action = CookieAction::Remove;
+        if let Some(session) = slot.session.take() {
+            self.authenticator().logout(session, &self.client).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the current session (taken out of the slot and put
+    /// back), setting the cookie when its ID changed.
+    async fn with_session<T, F, Fut>(&self, f: F) -> Result<T, AuthError>
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: Future<Output = (Session, Result<T, AuthError>)>,
+    {
+        let mut slot = self.slot().await?;
+        let session = slot.session.take().ok_or(AuthError::NotAuthenticated)?;
+        let (session, result) = f(session).await;
+        if session.id_changed() {
+            slot.action = CookieAction::Set;
+        }
+        slot.session = Some(session);
+        result
+    }
+
+    /// Changes the password (current one required); other sessions end and
+    /// this one gets a new ID.
+    pub async fn change_password(
+        &self,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .change_password(&mut session, current, new, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Gives the session a new ID (after a privilege change); the old ID
+    /// dies.
+    pub async fn rotate(&self) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self.authenticator().rotate(&mut session).await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Ends every other session of the user; returns how many ended.
+    pub async fn sign_out_everywhere(&self) -> Result<u64, AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .sign_out_everywhere(&mut session, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// The user's live sessions, the current one marked.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().list_sessions(&session).await
+    }
+
+    /// Ends one of the user's sessions by handle; returns whether it
+    /// existed. Revoking the current session also removes its cookie.
+    pub async fn revoke(&self, handle: &SessionHandle) -> Result<bool, AuthError> {
+        let mut slot = self.slot().await?;
+        let session = slot.session.clone().ok_or(AuthError::NotAuthenticated)?;
+        let found = self
+            .authenticator()
+            .revoke_session(&session, handle, &self.client)
+            .await?;
+        if found && session.handle() == *handle {
+            slot.session = None;
+            slot.action = CookieAction::Remove;
+        }
+        Ok(found)
+    }
+
+    /// Step-up: proves the password again (and, for users with a second
+    /// factor, a TOTP or recovery code), refreshing the authentication time
+    /// that enrolment and other sensitive actions need; the session gets a
+    /// new ID.
+    pub async fn reauthenticate(
+        &self,
+        password: &Password,
+        code: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let authenticator = self.authenticator();
+            let result = match code {
+                Some(code) => {
+                    authenticator
+                        .reauthenticate_with_code(&mut session, password, code, &self.client)
+                        .await
+                }
+                None => {
+                    authenticator
+                        .reauthenticate(&mut session, password, &self.client)
+                        .await
+                }
+            };
+            (session, result)
+        })
+        .await
+    }
+
+    /// The second login step with a TOTP code, on the MFA-pending session
+    /// the password step left; on success the session gets a new ID (and
+    /// cookie) and is authenticated with both factors.
+    pub async fn login_totp(&self, code: &str) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .login_totp(&mut session, code, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// The second login step with a recovery code (each works once); as
+    /// [`login_totp`](Self::login_totp).
+    pub async fn login_recovery(&self, code: &str) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .login_recovery(&mut session, code, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Starts TOTP enrolment (needs a recent login): the secret, its
+    /// `otpauth://` URI and QR code. Not active until confirmed.
+    pub async fn begin_totp_enrollment(&self) -> Result<Enrollment, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator()
+            .begin_totp_enrollment(&session, &self.client)
+            .await
+    }
+
+    /// Confirms the pending enrolment with a first valid code: TOTP becomes
+    /// active, the session gets a new ID, and the recovery codes are
+    /// returned (show them once).
+    pub async fn confirm_totp(&self, code: &str) -> Result<RecoveryCodes, AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .confirm_totp(&mut session, code, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Removes TOTP and the recovery codes (needs a recent login and a
+    /// valid TOTP or recovery code).
+    pub async fn disable_totp(&self, code: &str) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .disable_totp(&mut session, code, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Replaces the recovery codes with a new set (needs a recent login).
+    pub async fn regenerate_recovery_codes(&self) -> Result<RecoveryCodes, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator()
+            .regenerate_recovery_codes(&session, &self.client)
+            .await
+    }
+
+    /// A CSRF token for an HTML form, bound to this request's session (an
+    /// anonymous session, and its cookie, are created when there is none;
+    /// that creation is paid from the client's throttle budget). `None`
+    /// when form tokens are not configured.
+    pub async fn form_token(&self) -> Result<Option<String>, AuthError> {
+        let mut slot = self.slot().await?;
+        self.ensure_session(&mut slot).await?;
+        Ok(slot
+            .session
+            .as_ref()
+            .and_then(|s| self.auth.issue_form_token(s)))
+    }
+
+    /// Creates an anonymous session (and sets its cookie) when the request
+    /// has none.
+    async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthError> {
+        if slot.session.is_none() {
+            let session = self.authenticator().anonymous_session(&self.client).await?;
+            slot.session = Some(session);
+            slot.action = CookieAction::Set;
+        }
+        Ok(())
+    }
+
+    /// Checks a submitted form token ([`AuthError::CsrfToken`] when it is
+    /// missing or belongs to another session).
+    pub async fn verify_form_token(&self, token: Option<&str>) -> Result<(), AuthError> {
+        let slot = self.slot().await?;
+        self.auth.verify_form_token(slot.session.as_ref(), token)
+    }
+
+    /// A typed value from the session's app data.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AuthError> {
+        match self.session().await? {
+            Some(session) => Ok(session.get(key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a value in the session's app data, creating an anonymous
+    /// session (and its cookie) when there is none.
+    pub async fn insert<T: Serialize + Sync>(&self, key: &str, value: &T) -> Result<(), AuthError> {
+        let mut slot = self.slot().await?;
+        self.ensure_session(&mut slot).await?;
+        let sessions = self.authenticator().sessions();
+        let Some(session) = slot.session.as_mut() else {
+            return Err(AuthError::NotAuthenticated);
+        };
+        Ok(sessions.insert(session, key, value).await?)
+    }
+
+    /// Step 4: what the response needs after the handler ran.
+    pub async fn finish(&self) -> Finish {
+        let slot = self.slot.lock().await;
+        let set_cookie = match (slot.action, &slot.session) {
+            (CookieAction::Set, Some(session)) => Some(self.auth.set_cookie(session)),
+            (CookieAction::Remove, _) | (CookieAction::Set, None) => {
+                Some(self.auth.removal_cookie())
+            }
+            (CookieAction::None, _) => None,
+        };
+        Finish {
+            no_store: Auth::no_store(slot.session.is_some(), set_cookie.is_some()),
+            set_cookie,
+        }
+    }
+
+    /// The refusal of a route protection: a redirect to the login page
+    /// for a browser that is not logged in, else the error.
+    pub fn refusal(&self, error: &AuthError, accept: Option<&str>, path_and_query: &str) -> Reply {
+        match self.auth.redirect_for(error, accept, path_and_query) {
+            Some(location) => Reply::redirect(location),
+            None => Reply::error(error),
+        }
+    }
+}

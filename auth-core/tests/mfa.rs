@@ -1,0 +1,1333 @@
+//! TOTP and recovery codes: the RFC vectors through our verifier, the
+//! window and replay rules on an injected clock, atomic single use in every
+//! user store (memory, SQLite, PostgreSQL with `AUTH_TEST_POSTGRES_URL`),
+//! encryption at rest, and the second login step with its throttle.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_core::clock::{Clock, ManualClock, Timestamp};
+use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
+use auth_core::flow::{AuthError, Authenticator, Client, LoginOutcome};
+use auth_core::mfa::{MfaError, MfaKeys, RecoveryCodes, TotpAlgorithm, TotpParams, TotpSecret};
+use auth_core::password::{Password, PasswordService};
+use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::session::{AuthState, Factor, MemoryStore, Session, SessionConfig, SessionManager};
+use auth_core::user::{MemoryUserStore, User, UserStamps, UserStore};
+
+#[cfg(feature = "postgres")]
+mod common;
+
+const PASSWORD: &str = "correct horse battery staple";
+const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY2Nzg5Ojs8PT4=";
+/// 15 s into a TOTP step.
+const START_SECS: i64 = 1_700_000_010 + 15;
+
+// ---------------------------------------------------------------- vectors
+
+#[test]
+fn rfc6238_appendix_b_vectors() {
+    let sha1 = TotpSecret::from_bytes(b"12345678901234567890".to_vec()).unwrap();
+    let sha256 = TotpSecret::from_bytes(b"12345678901234567890123456789012".to_vec()).unwrap();
+    let sha512 = TotpSecret::from_bytes(
+        b"1234567890123456789012345678901234567890123456789012345678901234".to_vec(),
+    )
+    .unwrap();
+    let table: [(u64, &str, &str, &str); 6] = [
+        (59, "94287082", "46119246", "90693936"),
+        (1_111_111_109, "07081804", "68084774", "25091201"),
+        (1_111_111_111, "14050471", "67062674", "99943326"),
+        (1_234_567_890, "89005924", "91819424", "93441116"),
+        (2_000_000_000, "69279037", "90698825", "38618901"),
+        (20_000_000_000, "65353130", "77737706", "47863826"),
+    ];
+    for (time, c1, c256, c512) in table {
+        for (algorithm, secret, expected) in [
+            (TotpAlgorithm::Sha1, &sha1, c1),
+            (TotpAlgorithm::Sha256, &sha256, c256),
+            (TotpAlgorithm::Sha512, &sha512, c512),
+        ] {
+            let params = TotpParams::new(algorithm, 8, 30).unwrap();
+            assert_eq!(
+                params.code_at(secret, time).unwrap().as_str(),
+                expected,
+                "{algorithm:?} at {time}"
+            );
+            let now = i64::try_from(time).unwrap();
+            assert_eq!(params.verify(secret, expected, now), Some(time / 30));
+            // The same code under another algorithm is refused.
+            let other = if algorithm == TotpAlgorithm::Sha1 {
+                TotpAlgorithm::Sha256
+            } else {
+                TotpAlgorithm::Sha1
+            };
+            let other = TotpParams::new(other, 8, 30).unwrap();
+            assert_ne!(other.verify(&sha1, expected, now), Some(time / 30));
+        }
+    }
+}
+
+#[test]
+fn rfc4226_appendix_d_hotp_vectors() {
+    let secret = TotpSecret::from_bytes(b"12345678901234567890".to_vec()).unwrap();
+    let expected = [
+        "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871",
+        "520489",
+    ];
+    let params = TotpParams::default();
+    for (counter, code) in expected.iter().enumerate() {
+        let counter = counter as u64;
+        assert_eq!(params.hotp(&secret, counter).unwrap().as_str(), *code);
+        // As TOTP: counter c is the step of time 30c.
+        let now = i64::try_from(counter * 30 + 7).unwrap();
+        assert_eq!(params.verify(&secret, code, now), Some(counter));
+    }
+}
+
+#[test]
+fn the_verifier_accepts_exactly_the_steps_t_minus_1_to_t_plus_1() {
+    let secret = TotpSecret::generate().unwrap();
+    let params = TotpParams::default();
+    let now = START_SECS;
+    let t = u64::try_from(now).unwrap() / 30;
+    for (offset, accepted) in [
+        (-3i64, false),
+        (-2, false),
+        (-1, true),
+        (0, true),
+        (1, true),
+        (2, false),
+        (3, false),
+    ] {
+        let step = t.checked_add_signed(offset).unwrap();
+        let code = params.hotp(&secret, step).unwrap();
+        let verified = params.verify(&secret, &code, now);
+        if accepted {
+            assert_eq!(verified, Some(step), "offset {offset}");
+        } else {
+            assert_eq!(verified, None, "offset {offset}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<AuthEvent>>);
+
+impl AuthEventHook for Recorder {
+    fn on_event(&self, event: &AuthEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn all(&self) -> Vec<AuthEvent> {
+        self.0.lock().unwrap().clone()
+    }
+    fn last(&self) -> AuthEvent {
+        self.0.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+struct Harness {
+    auth: Authenticator,
+    users: Arc<dyn UserStore>,
+    clock: ManualClock,
+    events: Arc<Recorder>,
+}
+
+fn keys_a() -> MfaKeys {
+    MfaKeys::from_base64("a", KEY_A).unwrap()
+}
+
+fn build(users: Arc<dyn UserStore>, keys: Option<MfaKeys>, clock: ManualClock) -> Harness {
+    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let sessions = SessionManager::new(
+        Arc::new(MemoryStore::with_clock(dyn_clock.clone())),
+        SessionConfig::default(),
+    )
+    .with_clock(dyn_clock.clone())
+    .with_stamp_source(Arc::new(UserStamps(users.clone())));
+    let events = Arc::new(Recorder::default());
+    let mut builder = Authenticator::builder(
+        PasswordService::builder().build().unwrap(),
+        sessions,
+        users.clone(),
+        Arc::new(MemoryThrottle::new(ThrottleConfig::default(), dyn_clock)),
+    )
+    .app_name("Example App")
+    .event_hook(events.clone());
+    if let Some(keys) = keys {
+        builder = builder.mfa_keys(keys);
+    }
+    Harness {
+        auth: builder.build(),
+        users,
+        clock,
+        events,
+    }
+}
+
+fn start_clock() -> ManualClock {
+    ManualClock::new(Timestamp::from_unix_millis(START_SECS * 1000))
+}
+
+fn memory() -> Harness {
+    build(
+        Arc::new(MemoryUserStore::new()),
+        Some(keys_a()),
+        start_clock(),
+    )
+}
+
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}",
+        auth_core::user::new_security_stamp()
+            .unwrap()
+            .to_lowercase()
+            .replace(['-', '_'], "x")
+    )
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite_users(dir: &std::path::Path) -> Arc<dyn UserStore> {
+    std::fs::create_dir_all(dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("users.db").display());
+    let sessions = auth_core::session::SqliteStore::connect(&url)
+        .await
+        .unwrap();
+    Arc::new(
+        auth_core::user::SqliteUserStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap(),
+    )
+}
+
+fn client(ip: &str) -> Client {
+    Client {
+        ip: ip.parse::<IpAddr>().unwrap(),
+        user_agent: Some("test".into()),
+    }
+}
+
+fn pw() -> Password {
+    Password::from(PASSWORD)
+}
+
+fn now_secs(h: &Harness) -> u64 {
+    u64::try_from(h.clock.now().as_unix_secs()).unwrap()
+}
+
+fn code(h: &Harness, secret: &TotpSecret) -> String {
+    TotpParams::default()
+        .code_at(secret, now_secs(h))
+        .unwrap()
+        .to_string()
+}
+
+fn next_step(h: &Harness) {
+    h.clock.advance(Duration::from_secs(30));
+}
+
+async fn logged_in(h: &Harness, login: &str) -> Session {
+    match h
+        .auth
+        .login(login, &pw(), &client("192.0.2.1"), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("expected a full login, got {other:?}"),
+    }
+}
+
+async fn pending(h: &Harness, login: &str, ip: &str) -> Session {
+    match h.auth.login(login, &pw(), &client(ip), None).await.unwrap() {
+        LoginOutcome::MfaRequired { session, methods } => {
+            assert_eq!(methods, vec![Factor::Totp]);
+            session
+        }
+        other => panic!("expected MFA, got {other:?}"),
+    }
+}
+
+struct Enrolled {
+    user: User,
+    secret: TotpSecret,
+    secret_base32: String,
+    codes: RecoveryCodes,
+}
+
+/// Registers `login` and enrols TOTP; the clock is then one step on, so
+/// the confirmation code's step is spent.
+async fn enrolled(h: &Harness, login: &str) -> Enrolled {
+    let c = client("192.0.2.1");
+    let user = h.auth.register(login, &pw(), &c).await.unwrap();
+    let mut session = logged_in(h, login).await;
+    let enrollment = h.auth.begin_totp_enrollment(&session, &c).await.unwrap();
+    let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
+    assert_eq!(secret.expose_bytes().len(), 20);
+    let codes = h
+        .auth
+        .confirm_totp(&mut session, &code(h, &secret), &c)
+        .await
+        .unwrap();
+    next_step(h);
+    Enrolled {
+        user,
+        secret,
+        secret_base32: enrollment.secret_base32().to_owned(),
+        codes,
+    }
+}
+
+// ------------------------------------------------------------- enrolment
+
+#[tokio::test]
+async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
+    let h = memory();
+    let c = client("192.0.2.1");
+    let user = h.auth.register("Alice", &pw(), &c).await.unwrap();
+    let mut session = logged_in(&h, "alice").await;
+    let enrollment = h.auth.begin_totp_enrollment(&session, &c).await.unwrap();
+    let secret = enrollment.secret_base32().to_owned();
+    assert_eq!(secret.len(), 32, "160 bits in base32");
+    assert!(
+        enrollment
+            .otpauth_uri()
+            .starts_with("otpauth://totp/Example%20App:Alice?secret=")
+    );
+    assert!(
+        enrollment
+            .otpauth_uri()
+            .contains(&format!("secret={secret}&"))
+    );
+    assert!(enrollment.otpauth_uri().contains("issuer=Example%20App"));
+    assert!(enrollment.qr_svg().starts_with("<?xml") || enrollment.qr_svg().contains("<svg"));
+    assert!(!format!("{enrollment:?}").contains(&secret));
+    let json = serde_json::to_value(&enrollment).unwrap();
+    assert_eq!(json["secret"], secret.as_str());
+
+    // Pending: not a second factor; the password alone still logs in.
+    let stored = h.users.totp(&user.id).await.unwrap().unwrap();
+    assert!(!stored.confirmed);
+    assert!(!stored.sealed_secret.contains(&secret));
+    assert!(
+        h.users
+            .find_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factors
+            .is_empty()
+    );
+    logged_in(&h, "alice").await;
+    // Nothing to complete a login with either.
+    assert!(!h.auth.totp_enabled(&session).await.unwrap());
+
+    // A wrong code does not confirm.
+    let err = h
+        .auth
+        .confirm_totp(&mut session, "000000", &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCode));
+    assert_eq!(err.status(), 401);
+    assert!(
+        h.users
+            .find_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factors
+            .is_empty()
+    );
+
+    let old_id = session.id().encode();
+    let secret = TotpSecret::from_base32(&secret).unwrap();
+    let codes = h
+        .auth
+        .confirm_totp(&mut session, &code(&h, &secret), &c)
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+    assert_ne!(
+        session.id().encode(),
+        old_id,
+        "confirmation rotates the session"
+    );
+    assert!(h.auth.sessions().load(&old_id).await.unwrap().is_none());
+    assert!(
+        matches!(session.auth_state(), AuthState::Authenticated { factors, .. } if factors.contains(&Factor::Totp))
+    );
+    h.auth.require_mfa(Some(&session)).unwrap();
+    assert_eq!(h.events.last().kind, AuthEventKind::TotpEnabled);
+    assert_eq!(
+        h.users
+            .find_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factors,
+        vec![Factor::Totp]
+    );
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 10);
+    // Now the password alone only gives a pending session.
+    pending(&h, "alice", "192.0.2.1").await;
+    // And a second enrolment is refused until TOTP is disabled.
+    let err = h
+        .auth
+        .begin_totp_enrollment(&session, &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::TotpAlreadyEnabled));
+    assert_eq!(err.status(), 409);
+}
+
+#[tokio::test]
+async fn enrolment_needs_a_key_and_a_recent_login() {
+    let h = build(Arc::new(MemoryUserStore::new()), None, start_clock());
+    let c = client("192.0.2.1");
+    let user = h.auth.register("alice", &pw(), &c).await.unwrap();
+    let session = logged_in(&h, "alice").await;
+    let err = h
+        .auth
+        .begin_totp_enrollment(&session, &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::MfaUnavailable));
+    assert_eq!(err.status(), 501);
+    assert!(
+        h.users.totp(&user.id).await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    let h = memory();
+    h.auth.register("bob", &pw(), &c).await.unwrap();
+    let session = logged_in(&h, "bob").await;
+    h.clock.advance(Duration::from_secs(11 * 60));
+    let err = h
+        .auth
+        .begin_totp_enrollment(&session, &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::ReauthenticationRequired));
+}
+
+// ----------------------------------------------------------- second step
+
+#[tokio::test]
+async fn the_full_flow_password_then_totp() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    assert!(matches!(session.auth_state(), AuthState::MfaPending { .. }));
+    let pending_id = session.id().encode();
+    h.auth
+        .login_totp(&mut session, &code(&h, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    assert_ne!(session.id().encode(), pending_id);
+    assert!(
+        h.auth.sessions().load(&pending_id).await.unwrap().is_none(),
+        "the pending ID is dead"
+    );
+    let loaded = h
+        .auth
+        .sessions()
+        .load(&session.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    match loaded.auth_state() {
+        AuthState::Authenticated { factors, at } => {
+            assert_eq!(factors, &vec![Factor::Password, Factor::Totp]);
+            assert_eq!(*at, h.clock.now());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(loaded.authenticated_user(), Some(e.user.id.as_str()));
+    h.auth.require_login(Some(&loaded)).unwrap();
+    h.auth.require_mfa(Some(&loaded)).unwrap();
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.success, last.factor),
+        (AuthEventKind::LoginSucceeded, true, Some(Factor::Totp))
+    );
+}
+
+#[tokio::test]
+async fn window_edges_on_the_clock() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    // Well past the confirmation step.
+    h.clock.advance(Duration::from_secs(600));
+    let params = TotpParams::default();
+    let t = now_secs(&h) / 30;
+    let at = |offset: i64| {
+        params
+            .hotp(&e.secret, t.checked_add_signed(offset).unwrap())
+            .unwrap()
+            .to_string()
+    };
+    for offset in [-2, 2, -3, 3] {
+        let mut session = pending(&h, "alice", "192.0.2.1").await;
+        let err = h
+            .auth
+            .login_totp(&mut session, &at(offset), &client("192.0.2.1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCode), "offset {offset}");
+    }
+    for offset in [-1, 0, 1] {
+        let mut session = pending(&h, "alice", "192.0.2.1").await;
+        h.auth
+            .login_totp(&mut session, &at(offset), &client("192.0.2.1"))
+            .await
+            .unwrap_or_else(|e| panic!("offset {offset}: {e:?}"));
+    }
+}
+
+#[tokio::test]
+async fn a_code_works_once_and_earlier_steps_are_refused_after_it() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let params = TotpParams::default();
+    let t = now_secs(&h) / 30;
+    let later = params.hotp(&e.secret, t + 1).unwrap().to_string();
+    let current = params.hotp(&e.secret, t).unwrap().to_string();
+    let mut first = pending(&h, "alice", "192.0.2.1").await;
+    h.auth
+        .login_totp(&mut first, &later, &client("192.0.2.1"))
+        .await
+        .unwrap();
+    for reused in [&later, &current] {
+        let mut again = pending(&h, "alice", "192.0.2.1").await;
+        let err = h
+            .auth
+            .login_totp(&mut again, reused, &client("192.0.2.1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCode));
+        let last = h.events.last();
+        assert_eq!(
+            (last.kind, last.reason),
+            (AuthEventKind::LoginFailed, Some(FailureReason::CodeReused))
+        );
+    }
+    // The confirmation code's step is spent too.
+    let mut again = pending(&h, "alice", "192.0.2.1").await;
+    let confirm_step_code = params.hotp(&e.secret, t - 1).unwrap().to_string();
+    assert!(
+        h.auth
+            .login_totp(&mut again, &confirm_step_code, &client("192.0.2.1"))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_pending_session_cannot_be_completed() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    let timeout = h.auth.sessions().config().mfa_pending_timeout();
+    h.clock.advance(timeout + Duration::from_secs(1));
+    let err = h
+        .auth
+        .login_totp(&mut session, &code(&h, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::NotAuthenticated));
+    assert_eq!(h.events.last().reason, Some(FailureReason::MfaExpired));
+    assert!(
+        h.auth
+            .sessions()
+            .load(&session.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The code was not spent: a fresh login can use it.
+    let mut fresh = pending(&h, "alice", "192.0.2.1").await;
+    h.auth
+        .login_totp(&mut fresh, &code(&h, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_second_step_is_throttled_per_account_and_a_password_does_not_reset_it() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    for n in 1..=5 {
+        let mut session = pending(&h, "alice", &format!("198.51.100.{n}")).await;
+        let err = h
+            .auth
+            .login_totp(&mut session, "000000", &client(&format!("198.51.100.{n}")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCode), "attempt {n}");
+    }
+    // From yet another IP, with the right code, after a right password.
+    let mut session = pending(&h, "alice", "203.0.113.9").await;
+    let err = h
+        .auth
+        .login_totp(&mut session, &code(&h, &e.secret), &client("203.0.113.9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    assert_eq!(err.status(), 429);
+    assert!(err.retry_after_secs().unwrap() >= 1);
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.factor, last.reason),
+        (
+            AuthEventKind::Throttled,
+            Some(Factor::Totp),
+            Some(FailureReason::AccountLocked)
+        )
+    );
+    // Recovery codes share the budget.
+    let err = h
+        .auth
+        .login_recovery(&mut session, e.codes.codes()[0], &client("203.0.113.9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Throttled { .. }));
+    // After the lock, the right code works.
+    h.clock.advance(Duration::from_secs(31));
+    let mut session = pending(&h, "alice", "203.0.113.9").await;
+    h.auth
+        .login_totp(&mut session, &code(&h, &e.secret), &client("203.0.113.9"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_second_step_is_throttled_per_ip_across_accounts() {
+    let h = memory();
+    let mut secrets = Vec::new();
+    for name in ["u0", "u1"] {
+        secrets.push(enrolled(&h, name).await.secret);
+    }
+    // One IP hammering: its burst (30) runs out whatever the account.
+    let c = client("198.51.100.77");
+    let mut throttled = false;
+    for attempt in 0..40 {
+        let name = if attempt % 2 == 0 { "u0" } else { "u1" };
+        let outcome = h.auth.login(name, &pw(), &c, None).await;
+        let Ok(LoginOutcome::MfaRequired { mut session, .. }) = outcome else {
+            throttled = true;
+            break;
+        };
+        match h.auth.login_totp(&mut session, "000000", &c).await {
+            Err(AuthError::Throttled { .. }) => {
+                throttled = true;
+                break;
+            }
+            Err(AuthError::InvalidCode) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(throttled);
+}
+
+#[tokio::test]
+async fn a_pending_session_is_not_a_login_anywhere() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    assert!(matches!(
+        h.auth.require_login(Some(&session)),
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(h.auth.require_mfa(Some(&session)).is_err());
+    assert!(h.auth.require_recent(&session).is_err());
+    assert!(matches!(
+        h.auth.current_user(&session).await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(h.auth.list_sessions(&session).await.is_err());
+    let new_password = Password::from("another fine password 42");
+    assert!(matches!(
+        h.auth
+            .change_password(&mut session, &pw(), &new_password, &c)
+            .await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(
+        h.auth
+            .reauthenticate(&mut session, &pw(), &c)
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .reauthenticate_with_code(&mut session, &pw(), &code(&h, &e.secret), &c)
+            .await
+            .is_err()
+    );
+    assert!(h.auth.sign_out_everywhere(&mut session, &c).await.is_err());
+    assert!(h.auth.begin_totp_enrollment(&session, &c).await.is_err());
+    assert!(
+        h.auth
+            .confirm_totp(&mut session, &code(&h, &e.secret), &c)
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .disable_totp(&mut session, &code(&h, &e.secret), &c)
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .regenerate_recovery_codes(&session, &c)
+            .await
+            .is_err()
+    );
+    h.auth.rotate(&mut session).await.unwrap();
+    assert!(matches!(session.auth_state(), AuthState::MfaPending { .. }));
+    assert!(session.authenticated_user().is_none());
+    // A second factor of an authenticated session is not a pending login.
+    let mut full = logged_in_with_totp(&h, &e).await;
+    let err = h
+        .auth
+        .login_totp(&mut full, "000000", &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::NotAuthenticated));
+    // And a user without TOTP cannot finish a login with a code.
+    h.auth.register("bob", &pw(), &c).await.unwrap();
+    let mut anonymous = h.auth.anonymous_session(&c).await.unwrap();
+    assert!(
+        h.auth
+            .login_totp(&mut anonymous, "123456", &c)
+            .await
+            .is_err()
+    );
+}
+
+async fn logged_in_with_totp(h: &Harness, e: &Enrolled) -> Session {
+    next_step(h);
+    let mut session = pending(h, &e.user.login, "192.0.2.1").await;
+    h.auth
+        .login_totp(&mut session, &code(h, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    session
+}
+
+// -------------------------------------------------------- recovery codes
+
+#[tokio::test]
+async fn recovery_codes_work_once_each_and_regeneration_replaces_them() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let codes = e.codes.codes();
+    assert_eq!(codes.len(), 10);
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    // Typed sloppily: lower case, spaces for dashes.
+    let sloppy = codes[0].to_lowercase().replace('-', " ");
+    h.auth
+        .login_recovery(&mut session, &sloppy, &c)
+        .await
+        .unwrap();
+    assert!(
+        matches!(session.auth_state(), AuthState::Authenticated { factors, .. } if factors == &vec![Factor::Password, Factor::RecoveryCode])
+    );
+    assert_eq!(h.events.last().factor, Some(Factor::RecoveryCode));
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 9);
+
+    let mut again = pending(&h, "alice", "192.0.2.1").await;
+    let err = h
+        .auth
+        .login_recovery(&mut again, codes[0], &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCode));
+    h.auth
+        .login_recovery(&mut again, codes[1], &c)
+        .await
+        .unwrap();
+
+    // Regenerating (recent login) kills the old set.
+    let fresh = h.auth.regenerate_recovery_codes(&again, &c).await.unwrap();
+    assert_eq!(h.auth.recovery_codes_left(&again).await.unwrap(), 10);
+    let mut third = pending(&h, "alice", "192.0.2.1").await;
+    assert!(
+        h.auth
+            .login_recovery(&mut third, codes[2], &c)
+            .await
+            .is_err()
+    );
+    h.auth
+        .login_recovery(&mut third, fresh.codes()[0], &c)
+        .await
+        .unwrap();
+    // Regeneration needs a recent login.
+    h.clock.advance(Duration::from_secs(11 * 60));
+    let stale = h
+        .auth
+        .sessions()
+        .load(&third.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        h.auth.regenerate_recovery_codes(&stale, &c).await,
+        Err(AuthError::ReauthenticationRequired)
+    ));
+    // A TOTP code is not a recovery code and vice versa.
+    let mut fourth = pending(&h, "alice", "192.0.2.1").await;
+    assert!(
+        h.auth
+            .login_recovery(&mut fourth, &code(&h, &e.secret), &c)
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .login_totp(&mut fourth, fresh.codes()[1], &c)
+            .await
+            .is_err()
+    );
+}
+
+// ---------------------------------------------------------- removal, step-up
+
+#[tokio::test]
+async fn disabling_needs_a_valid_code_and_removes_the_factor() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let mut session = logged_in_with_totp(&h, &e).await;
+    let err = h
+        .auth
+        .disable_totp(&mut session, "000000", &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCode));
+    assert_eq!(h.events.last().kind, AuthEventKind::TotpDisableFailed);
+    assert!(h.auth.totp_enabled(&session).await.unwrap());
+    // A recovery code also proves possession.
+    let old_id = session.id().encode();
+    h.auth
+        .disable_totp(&mut session, e.codes.codes()[3], &c)
+        .await
+        .unwrap();
+    assert_ne!(session.id().encode(), old_id);
+    assert_eq!(h.events.last().kind, AuthEventKind::TotpDisabled);
+    assert!(!h.auth.totp_enabled(&session).await.unwrap());
+    assert!(h.users.totp(&e.user.id).await.unwrap().is_none());
+    assert_eq!(h.users.recovery_codes_left(&e.user.id).await.unwrap(), 0);
+    // The password alone logs in again; the old factor no longer works.
+    let mut plain = logged_in(&h, "alice").await;
+    next_step(&h);
+    assert!(
+        h.auth
+            .login_totp(&mut plain, &code(&h, &e.secret), &c)
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        h.auth
+            .disable_totp(&mut plain, &code(&h, &e.secret), &c)
+            .await,
+        Err(AuthError::TotpNotEnabled)
+    ));
+}
+
+#[tokio::test]
+async fn disabling_with_a_totp_code_needs_a_recent_login() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let mut session = logged_in_with_totp(&h, &e).await;
+    h.clock.advance(Duration::from_secs(11 * 60));
+    let mut session_later = h
+        .auth
+        .sessions()
+        .load(&session.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        h.auth
+            .disable_totp(&mut session_later, &code(&h, &e.secret), &c)
+            .await,
+        Err(AuthError::ReauthenticationRequired)
+    ));
+    // The password alone is no step-up for an MFA user...
+    assert!(matches!(
+        h.auth.reauthenticate(&mut session_later, &pw(), &c).await,
+        Err(AuthError::ReauthenticationRequired)
+    ));
+    // ...the password and a code are.
+    h.auth
+        .reauthenticate_with_code(&mut session_later, &pw(), &code(&h, &e.secret), &c)
+        .await
+        .unwrap();
+    next_step(&h);
+    h.auth
+        .disable_totp(&mut session_later, &code(&h, &e.secret), &c)
+        .await
+        .unwrap();
+    session = session_later;
+    assert!(!h.auth.totp_enabled(&session).await.unwrap());
+}
+
+// ------------------------------------------------------- encryption at rest
+
+#[test]
+fn a_record_sealed_for_one_user_does_not_open_for_another() {
+    let keys = keys_a();
+    let secret = TotpSecret::generate().unwrap();
+    let sealed = keys.seal("user-1", &secret).unwrap();
+    assert!(sealed.starts_with("v1.a."));
+    assert_eq!(
+        keys.open("user-1", &sealed).unwrap().expose_bytes(),
+        secret.expose_bytes()
+    );
+    assert!(matches!(
+        keys.open("user-2", &sealed),
+        Err(MfaError::Decrypt)
+    ));
+    let wrong_key = MfaKeys::from_base64("a", KEY_B).unwrap();
+    assert!(matches!(
+        wrong_key.open("user-1", &sealed),
+        Err(MfaError::Decrypt)
+    ));
+    assert!(!format!("{keys:?}").contains(KEY_A));
+}
+
+#[tokio::test]
+async fn a_secret_copied_onto_another_user_is_useless() {
+    let h = memory();
+    let alice = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let bob = h.auth.register("bob", &pw(), &c).await.unwrap();
+    let stolen = h.users.totp(&alice.user.id).await.unwrap().unwrap();
+    assert!(
+        h.users
+            .set_pending_totp(&bob.id, &stolen.sealed_secret)
+            .await
+            .unwrap()
+    );
+    let mut session = logged_in(&h, "bob").await;
+    let err = h
+        .auth
+        .confirm_totp(&mut session, &code(&h, &alice.secret), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 500, "{err:?}");
+    assert!(
+        h.users
+            .find_by_id(&bob.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factors
+            .is_empty()
+    );
+}
+
+#[test]
+fn keys_rotate_old_records_still_open() {
+    let old = MfaKeys::from_base64("2025", KEY_A).unwrap();
+    let secret = TotpSecret::generate().unwrap();
+    let sealed = old.seal("7", &secret).unwrap();
+    let rotated = MfaKeys::from_base64("2026", KEY_B)
+        .unwrap()
+        .with_previous_base64("2025", KEY_A)
+        .unwrap();
+    assert_eq!(rotated.current_kid(), "2026");
+    assert!(rotated.is_stale(&sealed));
+    assert_eq!(
+        rotated.open("7", &sealed).unwrap().expose_bytes(),
+        secret.expose_bytes()
+    );
+    let resealed = rotated.seal("7", &secret).unwrap();
+    assert!(resealed.starts_with("v1.2026.") && !rotated.is_stale(&resealed));
+    // Without the old key the old record cannot be read.
+    let only_new = MfaKeys::from_base64("2026", KEY_B).unwrap();
+    assert!(matches!(
+        only_new.open("7", &sealed),
+        Err(MfaError::UnknownKeyId)
+    ));
+    // rotate_to keeps the old ring for decryption.
+    let ring = MfaKeys::from_base64("2025", KEY_A)
+        .unwrap()
+        .rotate_to(MfaKeys::from_base64("2026", KEY_B).unwrap())
+        .unwrap();
+    assert_eq!(
+        ring.open("7", &sealed).unwrap().expose_bytes(),
+        secret.expose_bytes()
+    );
+    // generate() makes a usable, exportable key.
+    let generated = MfaKeys::generate("g").unwrap();
+    let exported = secrecy::ExposeSecret::expose_secret(&generated.current_key_base64()).to_owned();
+    let imported = MfaKeys::from_base64("g", &exported).unwrap();
+    let sealed = generated.seal("7", &secret).unwrap();
+    assert_eq!(
+        imported.open("7", &sealed).unwrap().expose_bytes(),
+        secret.expose_bytes()
+    );
+}
+
+#[tokio::test]
+async fn logins_keep_working_across_a_key_rotation() {
+    let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+    let clock = start_clock();
+    let before = build(
+        users.clone(),
+        Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
+        clock.clone(),
+    );
+    let e = enrolled(&before, "alice").await;
+    let rotated = MfaKeys::from_base64("2026", KEY_B)
+        .unwrap()
+        .with_previous_base64("2025", KEY_A)
+        .unwrap();
+    let after = build(users.clone(), Some(rotated), clock.clone());
+    let mut session = pending(&after, "alice", "192.0.2.1").await;
+    after
+        .auth
+        .login_totp(&mut session, &code(&after, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    // A server that lost the old key fails closed (500), never open.
+    let lost = build(
+        users,
+        Some(MfaKeys::from_base64("2026", KEY_B).unwrap()),
+        clock,
+    );
+    next_step(&lost);
+    let mut session = pending(&lost, "alice", "192.0.2.1").await;
+    let err = lost
+        .auth
+        .login_totp(&mut session, &code(&lost, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 500);
+    assert!(!format!("{err:?} {err}").contains(&e.secret_base32));
+}
+
+#[tokio::test]
+async fn no_code_or_secret_in_events_or_errors() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let totp = code(&h, &e.secret);
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    let err = h
+        .auth
+        .login_recovery(&mut session, "AAAA-BBBB-CCCC-DDDD", &c)
+        .await
+        .unwrap_err();
+    h.auth.login_totp(&mut session, &totp, &c).await.unwrap();
+    let printed = format!(
+        "{:?} {err:?} {err} {:?} {:?}",
+        h.events.all(),
+        e.codes,
+        e.user
+    );
+    assert!(!printed.contains(&totp));
+    assert!(!printed.contains(&e.secret_base32));
+    assert!(!printed.contains("AAAA-BBBB"));
+    for code in e.codes.codes() {
+        assert!(!printed.contains(code));
+    }
+    let stored = h.users.totp(&e.user.id).await.unwrap().unwrap();
+    assert!(!format!("{stored:?}").contains(&stored.sealed_secret));
+}
+
+// ------------------------------------------------- atomic single use, stores
+
+/// 16 tasks submit one code at once, each from its own pending session:
+/// exactly one logs in.
+async fn concurrent_double_submit(h: Harness) {
+    let h = Arc::new(h);
+    let e = enrolled(&h, &unique("race")).await;
+    let totp = code(&h, &e.secret);
+    let mut sessions = Vec::new();
+    for n in 0..16 {
+        sessions.push(pending(&h, &e.user.login, &format!("198.51.100.{}", n + 1)).await);
+    }
+    let mut tasks = Vec::new();
+    for (n, mut session) in sessions.into_iter().enumerate() {
+        let h = h.clone();
+        let totp = totp.clone();
+        tasks.push(tokio::spawn(async move {
+            h.auth
+                .login_totp(
+                    &mut session,
+                    &totp,
+                    &client(&format!("198.51.100.{}", n + 1)),
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(AuthError::InvalidCode | AuthError::Throttled { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one of 16 concurrent submissions succeeds");
+
+    // The store primitives themselves, hammered directly.
+    let step = h
+        .users
+        .totp(&e.user.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_step
+        .unwrap()
+        + 5;
+    let hash = auth_core::mfa::hash_recovery_code(&e.user.id, e.codes.codes()[0]).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let users = h.users.clone();
+        let (id, hash) = (e.user.id.clone(), hash.clone());
+        tasks.push(tokio::spawn(async move {
+            (
+                users.record_totp_step(&id, step).await.unwrap(),
+                users.consume_recovery_code(&id, &hash).await.unwrap(),
+            )
+        }));
+    }
+    let (mut steps, mut consumed) = (0, 0);
+    for task in tasks {
+        let (s, c) = task.await.unwrap();
+        steps += usize::from(s);
+        consumed += usize::from(c);
+    }
+    assert_eq!((steps, consumed), (1, 1));
+    assert!(
+        !h.users
+            .record_totp_step(&e.user.id, step - 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.users
+            .record_totp_step(&e.user.id, step + 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(h.users.recovery_codes_left(&e.user.id).await.unwrap(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_double_submit_memory() {
+    concurrent_double_submit(memory()).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_double_submit_sqlite() {
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa"));
+    let users = sqlite_users(&dir).await;
+    concurrent_double_submit(build(users, Some(keys_a()), start_clock())).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_users() -> Option<Arc<dyn UserStore>> {
+    let url = crate::common::service_url("AUTH_TEST_POSTGRES_URL")?;
+    let sessions = auth_core::session::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    Some(Arc::new(
+        auth_core::user::PostgresUserStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap(),
+    ))
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_double_submit_postgres() {
+    if let Some(users) = postgres_users().await {
+        concurrent_double_submit(build(users, Some(keys_a()), start_clock())).await;
+    }
+}
+
+/// The store suite for the MFA methods.
+async fn store_round_trip(users: Arc<dyn UserStore>) {
+    let h = build(users.clone(), Some(keys_a()), start_clock());
+    let e = enrolled(&h, &unique("store")).await;
+    let id = &e.user.id;
+    let stored = users.totp(id).await.unwrap().unwrap();
+    assert!(stored.confirmed);
+    assert!(stored.last_step.is_some());
+    assert_eq!(
+        users.find_by_id(id).await.unwrap().unwrap().second_factors,
+        vec![Factor::Totp]
+    );
+    // A confirmed secret cannot be replaced by a pending one.
+    assert!(!users.set_pending_totp(id, "v1.a.AAAA").await.unwrap());
+    assert_eq!(users.totp(id).await.unwrap().unwrap(), stored);
+    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 10);
+    users
+        .replace_recovery_codes(id, &["h1".into(), "h2".into()])
+        .await
+        .unwrap();
+    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 2);
+    assert!(users.consume_recovery_code(id, "h1").await.unwrap());
+    assert!(!users.consume_recovery_code(id, "h1").await.unwrap());
+    assert!(
+        !users
+            .consume_recovery_code("someone-else", "h2")
+            .await
+            .unwrap()
+    );
+    users.remove_totp(id).await.unwrap();
+    assert!(users.totp(id).await.unwrap().is_none());
+    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 0);
+    assert!(
+        users
+            .find_by_id(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factors
+            .is_empty()
+    );
+    assert!(
+        !users.record_totp_step(id, i64::MAX).await.unwrap(),
+        "no step without a confirmed secret"
+    );
+    // A pending secret does not accept steps either and a stale
+    // confirmation (another secret) is refused.
+    assert!(users.set_pending_totp(id, "v1.a.first").await.unwrap());
+    assert!(users.set_pending_totp(id, "v1.a.second").await.unwrap());
+    assert!(!users.record_totp_step(id, 1).await.unwrap());
+    assert!(!users.confirm_totp(id, "v1.a.first", 1, &[]).await.unwrap());
+    assert!(
+        users
+            .confirm_totp(id, "v1.a.second", 1, &["x".into()])
+            .await
+            .unwrap()
+    );
+    assert!(!users.confirm_totp(id, "v1.a.second", 1, &[]).await.unwrap());
+    assert_eq!(
+        users.find_by_id(id).await.unwrap().unwrap().second_factors,
+        vec![Factor::Totp]
+    );
+}
+
+#[tokio::test]
+async fn store_round_trip_memory() {
+    store_round_trip(Arc::new(MemoryUserStore::new())).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn store_round_trip_sqlite() {
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa"));
+    store_round_trip(sqlite_users(&dir).await).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn store_round_trip_postgres() {
+    if let Some(users) = postgres_users().await {
+        store_round_trip(users).await;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn secrets_and_recovery_codes_are_not_readable_in_the_sqlite_file() {
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa-file"));
+    let users = sqlite_users(&dir).await;
+    let h = build(users, Some(keys_a()), start_clock());
+    let e = enrolled(&h, "alice").await;
+    // Also a pending secret of a second user.
+    let c = client("192.0.2.1");
+    h.auth.register("bob", &pw(), &c).await.unwrap();
+    let bob = logged_in(&h, "bob").await;
+    let pending = h.auth.begin_totp_enrollment(&bob, &c).await.unwrap();
+    let pending_secret = TotpSecret::from_base32(pending.secret_base32()).unwrap();
+
+    let mut bytes = Vec::new();
+    for name in ["users.db", "users.db-wal"] {
+        if let Ok(file) = std::fs::read(dir.join(name)) {
+            bytes.extend(file);
+        }
+    }
+    assert!(contains(&bytes, b"alice"), "the test reads the right files");
+    assert!(contains(&bytes, b"v1.a."), "the sealed form is stored");
+    for (base32, raw) in [
+        (e.secret_base32.as_str(), e.secret.expose_bytes()),
+        (pending.secret_base32(), pending_secret.expose_bytes()),
+    ] {
+        assert!(!contains(&bytes, base32.as_bytes()));
+        assert!(!contains(&bytes, base32.to_lowercase().as_bytes()));
+        assert!(!contains(&bytes, raw));
+    }
+    for code in e.codes.codes() {
+        assert!(!contains(&bytes, code.as_bytes()));
+        assert!(!contains(&bytes, code.replace('-', "").as_bytes()));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_version_1_sqlite_user_table_is_migrated() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa-migrate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("users.db").display());
+    let pool = SqlitePoolOptions::new()
+        .connect_with(SqliteConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE TABLE auth_users (id TEXT PRIMARY KEY NOT NULL, login TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL, password_hash TEXT NOT NULL, security_stamp TEXT NOT NULL,
+            disabled BOOLEAN NOT NULL DEFAULT FALSE, second_factors TEXT NOT NULL DEFAULT '[]')",
+        "CREATE TABLE auth_schema_migrations (component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
+        "INSERT INTO auth_schema_migrations VALUES ('users', 1)",
+        "INSERT INTO auth_users (id, login, display_name, password_hash, security_stamp)
+            VALUES ('old', 'old', 'Old', '$argon2id$x', 's')",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let users = auth_core::user::SqliteUserStore::from_pool(pool.clone())
+        .await
+        .unwrap();
+    assert!(users.totp("old").await.unwrap().is_none());
+    assert!(users.set_pending_totp("old", "v1.a.x").await.unwrap());
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM auth_schema_migrations WHERE component = 'users'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 2);
+    // Opening again is a no-op.
+    auth_core::user::SqliteUserStore::from_pool(pool)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

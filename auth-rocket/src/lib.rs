@@ -1,0 +1,518 @@
+//! # auth-rocket
+//!
+//! The Rocket 0.5 adapter of the auth toolkit. It only translates: every
+//! decision is `auth-core`'s (see [`auth_core::web`] for the pipeline it
+//! runs).
+//!
+//! * [`AuthFairing`]: attach it to the rocket. On every request it runs the
+//!   core's cross-origin check and works out the client IP (from the socket
+//!   peer, [`Request::remote`]; forwarding headers only from the core's
+//!   trusted proxies, never Rocket's `ip_header`). A refused request (403
+//!   cross-origin, 500 without a peer address) never reaches a handler: the
+//!   fairing reroutes it to an internal route that answers the refusal.
+//!   After the handler it appends `Set-Cookie` when the session got a new ID
+//!   or ended, and `Cache-Control: no-store` on personal responses. The
+//!   session cookie is written as a raw `Set-Cookie` header; Rocket's
+//!   `CookieJar` never sees it.
+//! * Request guards: [`AuthSession`] (login, logout, change password, sign
+//!   out everywhere, sessions, app data), [`CurrentUser`] (401 unless
+//!   authenticated) and [`OptionalUser`].
+//! * Route protection: the guards [`RequireLogin`], [`RequireRecentLogin`]
+//!   and [`RequireMfa`]. API requests get JSON 401/403; browsers asking for
+//!   HTML are redirected (303) to the login page with a safe `next`.
+//! * Responses: [`AuthRejection`] (a core error) and [`ReplyResponder`] (any
+//!   core [`Reply`], see [`reply`]) implement [`Responder`].
+//!
+//! ## How guard refusals become the core's exact response
+//!
+//! Rocket 0.5 catchers cannot see a guard's error value, so a failing guard
+//! of this crate keeps the core's [`Reply`] in the request-local cache and
+//! fails with its status; whatever catcher answers, [`AuthFairing`]'s
+//! response hook then replaces that response with the stored reply (status,
+//! JSON body, `Retry-After`, `Location`). No catcher has to be registered.
+//!
+//! ## Rocket specifics worth knowing
+//!
+//! * Rocket 0.5 drops request header values that are not UTF-8 before any
+//!   fairing runs, so the core cannot see them (other adapters pass them
+//!   on with U+FFFD). A forwarding header with such bytes therefore counts
+//!   as absent: the client is the proxy itself.
+//! * Rocket turns a form `POST` whose first field is `_method` into that
+//!   method before fairings run. The cross-origin check is made for the
+//!   method on the wire (`POST`), so `_method=get` cannot slip a
+//!   cross-site form past it.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::sync::Arc;
+//! use auth_rocket::{AuthFairing, AuthSession, AuthRejection, CurrentUser, RequireLogin};
+//! use auth_core::flow::Authenticator;
+//! use auth_core::password::{Password, PasswordService};
+//! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+//! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
+//! use auth_core::user::MemoryUserStore;
+//! use auth_core::web::Auth;
+//! use rocket::local::asynchronous::Client;
+//!
+//! #[rocket::get("/me")]
+//! fn me(_login: RequireLogin, user: CurrentUser) -> String {
+//!     user.0.display_name
+//! }
+//!
+//! #[rocket::post("/login", data = "<password>")]
+//! async fn login(auth: AuthSession, password: String) -> Result<&'static str, AuthRejection> {
+//!     auth.login("alice", &Password::from(password)).await?;
+//!     Ok("welcome")
+//! }
+//!
+//! # #[rocket::main]
+//! # async fn main() {
+//! let users = Arc::new(MemoryUserStore::new());
+//! let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
+//! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
+//! let authenticator = Authenticator::builder(PasswordService::builder().build().unwrap(), sessions, users, throttle).build();
+//!
+//! let config = rocket::Config { log_level: rocket::config::LogLevel::Off, ..rocket::Config::default() };
+//! let rocket = rocket::custom(config)
+//!     .mount("/", rocket::routes![me, login])
+//!     .attach(AuthFairing::new(Auth::new(authenticator)));
+//!
+//! let client = Client::untracked(rocket).await.unwrap();
+//! // A real server knows the peer; the local client is told it.
+//! let response = client
+//!     .get("/me")
+//!     .remote(SocketAddr::from(([127, 0, 0, 1], 40000)))
+//!     .dispatch()
+//!     .await;
+//! assert_eq!(response.status().code, 401);
+//! assert_eq!(
+//!     response.into_string().await.unwrap(),
+//!     r#"{"error":"authentication required"}"#
+//! );
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Cursor;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use auth_core::flow::AuthError;
+use auth_core::user::User;
+use auth_core::web::{Auth, Guard, Reply, RequestAuth};
+use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::http::{Method, Status};
+use rocket::request::{FromRequest, Outcome};
+use rocket::response::{self, Responder};
+use rocket::route::{self, Handler, Route};
+use rocket::{Build, Data, Request, Response, Rocket};
+
+/// The internal route a refused request is rerouted to (the same literal
+/// is in `on_request`'s `uri!`, checked at compile time).
+const REFUSED_PATH: &str = "/__auth-rocket/refused";
+/// Its rank: ahead of every default rank (-12..=-1) and of any sane
+/// explicit one, so no app route answers a refused request first.
+const REFUSED_RANK: isize = -1_000_000;
+
+/// Installs the auth pipeline: `rocket.attach(AuthFairing::new(auth))`.
+///
+/// It needs the client's socket address ([`Request::remote`]): a Rocket
+/// server always has it; with the local test client set it per request
+/// (`.remote(addr)`). Without one every request is refused with a 500,
+/// rather than throttling every client as one.
+#[derive(Debug, Clone)]
+pub struct AuthFairing {
+    auth: Auth,
+}
+
+impl AuthFairing {
+    /// The fairing for `auth`.
+    pub fn new(auth: Auth) -> Self {
+        Self { auth }
+    }
+}
+
+/// What the fairing left for a request (request-local cache).
+enum Begun {
+    /// The fairing did not run (not attached).
+    Missing,
+    /// Admitted: the per-request auth state.
+    Ready(Arc<RequestAuth>),
+    /// Refused by the core: the complete answer.
+    Refused(Reply),
+}
+
+fn begun<'a>(request: &'a Request<'_>) -> &'a Begun {
+    request.local_cache(|| Begun::Missing)
+}
+
+/// A guard's refusal, waiting for the fairing's response hook: the status
+/// the guard failed with and the core's reply.
+#[derive(Default)]
+struct Failure(Mutex<Option<(u16, Reply)>>);
+
+fn failure<'a>(request: &'a Request<'_>) -> &'a Failure {
+    request.local_cache(Failure::default)
+}
+
+/// The method the client sent. Rocket rewrites a form `POST` whose first
+/// field is `_method` before fairings run; this undoes that for the
+/// cross-origin check, so the check sees `POST`.
+async fn wire_method(request: &Request<'_>, data: &mut Data<'_>) -> Method {
+    let method = request.method();
+    let is_form = request.content_type().is_some_and(|ct| ct.is_form());
+    if method == Method::Post || !is_form {
+        return method;
+    }
+    if data
+        .peek("_method=delete".len())
+        .await
+        .starts_with(b"_method=")
+    {
+        Method::Post
+    } else {
+        method
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for AuthFairing {
+    fn info(&self) -> Info {
+        Info {
+            name: "auth-rocket",
+            kind: Kind::Ignite | Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
+        Ok(rocket.mount(
+            "/",
+            vec![Route::ranked(
+                REFUSED_RANK,
+                Method::Get,
+                REFUSED_PATH,
+                RefusedHandler,
+            )],
+        ))
+    }
+
+    async fn on_request(&self, request: &mut Request<'_>, data: &mut Data<'_>) {
+        let method = wire_method(request, data).await;
+        let begun = {
+            // Rocket has already decoded the header values (and dropped the
+            // ones that are not UTF-8).
+            let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = request
+                .headers()
+                .iter()
+                .map(|h| (h.name.into_cow(), h.value))
+                .collect();
+            // HTTP/2 carries the host in `:authority`, not in a Host header.
+            if !pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"))
+                && let Some(host) = request.host()
+            {
+                pairs.push((Cow::Borrowed("host"), Cow::Owned(host.to_string())));
+            }
+            self.auth.begin(
+                method.as_str(),
+                pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
+                request.remote().map(|peer| peer.ip()),
+            )
+        };
+        match begun {
+            Ok(state) => {
+                request.local_cache(|| Begun::Ready(Arc::new(state)));
+            }
+            Err(refusal) => {
+                // A fairing cannot answer; reroute to the internal route that
+                // answers the refusal, so no app handler runs.
+                request.local_cache(|| Begun::Refused(refusal));
+                if request.method() != Method::Head {
+                    request.set_method(Method::Get);
+                }
+                request.set_uri(rocket::uri!("/__auth-rocket/refused"));
+            }
+        }
+    }
+
+    async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        match begun(request) {
+            Begun::Missing => {}
+            // Answered by the internal route already; enforced here too, in
+            // case an app route was ranked ahead of it.
+            Begun::Refused(refusal) => overwrite(response, refusal.clone()),
+            Begun::Ready(state) => {
+                let pending = failure(request)
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                // Only when the response is the catcher's answer to that
+                // failure (a guard wrapped in `Option` lets the handler run).
+                if let Some((status, refusal)) = pending
+                    && response.status().code == status
+                {
+                    overwrite(response, refusal);
+                }
+                let finish = state.finish().await;
+                if finish.no_store {
+                    response.set_raw_header("Cache-Control", "no-store");
+                }
+                if let Some(cookie) = finish.set_cookie {
+                    response.adjoin_raw_header("Set-Cookie", cookie);
+                }
+            }
+        }
+    }
+}
+
+/// Answers a request the fairing refused with the core's reply.
+#[derive(Debug, Clone, Copy)]
+struct RefusedHandler;
+
+#[rocket::async_trait]
+impl Handler for RefusedHandler {
+    async fn handle<'r>(&self, request: &'r Request<'_>, data: Data<'r>) -> route::Outcome<'r> {
+        match begun(request) {
+            Begun::Refused(refusal) => route::Outcome::from(request, reply(refusal.clone())),
+            // Requested directly: there is no such page.
+            _ => route::Outcome::forward(data, Status::NotFound),
+        }
+    }
+}
+
+fn status(code: u16) -> Status {
+    Status::from_code(code).unwrap_or(Status::InternalServerError)
+}
+
+/// Makes `response` exactly `reply`: status, headers, body.
+fn overwrite(response: &mut Response<'_>, reply: Reply) {
+    response.set_status(status(reply.status));
+    for name in ["Content-Type", "Location", "Retry-After"] {
+        response.remove_header(name);
+    }
+    for (name, value) in reply.headers {
+        response.set_raw_header(name, value);
+    }
+    let body = reply.body.into_bytes();
+    response.set_sized_body(body.len(), Cursor::new(body));
+}
+
+/// A core [`Reply`] as a Rocket response (status, headers and body as the
+/// core decided them). Build it with [`reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyResponder(pub Reply);
+
+/// A core [`Reply`] as a Rocket [`Responder`].
+pub fn reply(reply: Reply) -> ReplyResponder {
+    ReplyResponder(reply)
+}
+
+impl<'r> Responder<'r, 'static> for ReplyResponder {
+    fn respond_to(self, _request: &'r Request<'_>) -> response::Result<'static> {
+        let mut response = Response::new();
+        overwrite(&mut response, self.0);
+        Ok(response)
+    }
+}
+
+/// A core error as a Rocket response: the status, `Retry-After` and JSON
+/// body all come from `auth-core`. It is also the error of every guard of
+/// this crate.
+pub struct AuthRejection(pub AuthError);
+
+/// Only what the client may see (Rocket logs guard errors with `Debug`;
+/// an internal error's source stays out of it).
+impl fmt::Debug for AuthRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRejection")
+            .field("status", &self.0.status())
+            .field("error", &self.0.to_string())
+            .finish()
+    }
+}
+
+impl From<AuthError> for AuthRejection {
+    fn from(error: AuthError) -> Self {
+        Self(error)
+    }
+}
+
+impl<'r> Responder<'r, 'static> for AuthRejection {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        reply(Reply::error(&self.0)).respond_to(request)
+    }
+}
+
+/// Fails a guard with `error`, leaving `refusal` for the fairing to answer.
+fn fail<S>(request: &Request<'_>, error: AuthError, refusal: Reply) -> Outcome<S, AuthRejection> {
+    let code = error.status();
+    *failure(request)
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some((code, refusal));
+    Outcome::Error((status(code), AuthRejection(error)))
+}
+
+fn fail_with<S>(request: &Request<'_>, error: AuthError) -> Outcome<S, AuthRejection> {
+    let refusal = Reply::error(&error);
+    fail(request, error, refusal)
+}
+
+/// The request's auth state, or a clear 500 when the fairing is missing.
+fn state(request: &Request<'_>) -> Result<Arc<RequestAuth>, AuthError> {
+    match begun(request) {
+        Begun::Ready(state) => Ok(Arc::clone(state)),
+        Begun::Missing | Begun::Refused(_) => {
+            tracing::error!("auth-rocket: attach AuthFairing to the rocket to use its guards");
+            Err(AuthError::Internal("AuthFairing is not attached".into()))
+        }
+    }
+}
+
+/// The auth handle of one request: the session (loaded on first use) and
+/// every flow that changes it. It dereferences to the core's
+/// [`RequestAuth`], whose methods (`login`, `logout`, `current_user`,
+/// `change_password`, `rotate`, `sign_out_everywhere`, `list_sessions`,
+/// `revoke`, `form_token`, `verify_form_token`, `get`, `insert`) return
+/// [`AuthError`]; `?` turns that into an [`AuthRejection`].
+#[derive(Clone)]
+pub struct AuthSession {
+    state: Arc<RequestAuth>,
+}
+
+/// Redacted: the request's cookies stay out of logs.
+impl fmt::Debug for AuthSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSession").finish_non_exhaustive()
+    }
+}
+
+impl Deref for AuthSession {
+    type Target = RequestAuth;
+
+    fn deref(&self) -> &RequestAuth {
+        &self.state
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for AuthSession {
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        match state(request) {
+            Ok(state) => Outcome::Success(Self { state }),
+            Err(error) => fail_with(request, error),
+        }
+    }
+}
+
+/// The authenticated user; fails with 401 otherwise. `U` is the core
+/// [`User`] by default, or any app type built from it (`U: From<User>`).
+#[derive(Debug, Clone)]
+pub struct CurrentUser<U = User>(pub U);
+
+#[rocket::async_trait]
+impl<'r, U> FromRequest<'r> for CurrentUser<U>
+where
+    U: From<User> + Send,
+{
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        let state = match state(request) {
+            Ok(state) => state,
+            Err(error) => return fail_with(request, error),
+        };
+        match state.current_user().await {
+            Ok(user) => Outcome::Success(Self(U::from(user))),
+            Err(error) => fail_with(request, error),
+        }
+    }
+}
+
+/// The authenticated user, if any; never fails for lack of one (store
+/// failures still answer 500).
+#[derive(Debug, Clone)]
+pub struct OptionalUser<U = User>(pub Option<U>);
+
+#[rocket::async_trait]
+impl<'r, U> FromRequest<'r> for OptionalUser<U>
+where
+    U: From<User> + Send,
+{
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        let state = match state(request) {
+            Ok(state) => state,
+            Err(error) => return fail_with(request, error),
+        };
+        match state.optional_user().await {
+            Ok(user) => Outcome::Success(Self(user.map(U::from))),
+            Err(error) => fail_with(request, error),
+        }
+    }
+}
+
+/// Runs a route protection; on refusal, the core's answer for this request
+/// (a redirect to the login page for browsers, else the JSON error).
+async fn protect<S>(request: &Request<'_>, guard: Guard, ok: S) -> Outcome<S, AuthRejection> {
+    let state = match state(request) {
+        Ok(state) => state,
+        Err(error) => return fail_with(request, error),
+    };
+    match state.check(guard).await {
+        Ok(()) => Outcome::Success(ok),
+        Err(error) => {
+            let accept = request.headers().get_one("Accept");
+            let path = request.uri().to_string();
+            let refusal = state.refusal(&error, accept, &path);
+            fail(request, error, refusal)
+        }
+    }
+}
+
+/// Route protection: an authenticated session is required. Put it first
+/// among a handler's guards: `fn account(_: RequireLogin, ...)`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireLogin;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequireLogin {
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        protect(request, Guard::Login, Self).await
+    }
+}
+
+/// Route protection: a login within the configured recent-authentication
+/// window (default 10 min) is required; otherwise 403.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireRecentLogin;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequireRecentLogin {
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        protect(request, Guard::RecentLogin, Self).await
+    }
+}
+
+/// Route protection: the session must have completed a second factor;
+/// otherwise 403.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireMfa;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for RequireMfa {
+    type Error = AuthRejection;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
+        protect(request, Guard::Mfa, Self).await
+    }
+}

@@ -1,0 +1,410 @@
+//! The adapter's own promises, beyond the conformance suite: refused
+//! requests never reach a handler, guard refusals are the core's exact
+//! reply, Rocket's cookie jar leaves the session cookie alone, and a
+//! missing fairing is a clear 500, not a panic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use auth_core::clock::ManualClock;
+use auth_core::flow::Authenticator;
+use auth_core::password::{Argon2Params, Password, PasswordHasher, PasswordService};
+use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
+use auth_core::user::MemoryUserStore;
+use auth_core::web::Auth;
+use auth_rocket::{
+    AuthFairing, AuthRejection, AuthSession, CurrentUser, OptionalUser, RequireLogin, RequireMfa,
+    RequireRecentLogin,
+};
+use rocket::http::{ContentType, Cookie, CookieJar, Header, Status};
+use rocket::local::asynchronous::{Client, LocalRequest, LocalResponse};
+use rocket::{Build, Rocket, State, get, post, routes};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// How many times a state-changing handler ran.
+#[derive(Default)]
+struct Calls(AtomicUsize);
+
+fn auth() -> Auth {
+    let clock = ManualClock::starting_now();
+    let hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap();
+    let sessions = SessionManager::new(
+        Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))),
+        SessionConfig::default(),
+    )
+    .with_clock(Arc::new(clock.clone()));
+    let throttle = Arc::new(MemoryThrottle::new(
+        ThrottleConfig::default(),
+        Arc::new(clock),
+    ));
+    let authenticator = Authenticator::builder(
+        PasswordService::builder().hasher(hasher).build().unwrap(),
+        sessions,
+        Arc::new(MemoryUserStore::new()),
+        throttle,
+    )
+    .build();
+    Auth::new(authenticator)
+}
+
+#[post("/register")]
+async fn register(auth: AuthSession) -> Result<&'static str, AuthRejection> {
+    auth.authenticator()
+        .register("alice", &Password::from(PASSWORD), auth.client())
+        .await?;
+    Ok("registered")
+}
+
+#[post("/login", data = "<password>")]
+async fn login(
+    auth: AuthSession,
+    calls: &State<Calls>,
+    password: String,
+) -> Result<&'static str, AuthRejection> {
+    calls.0.fetch_add(1, Ordering::SeqCst);
+    auth.login("alice", &Password::from(password)).await?;
+    Ok("welcome")
+}
+
+/// Logs in and also sets an app cookie through Rocket's jar.
+#[post("/login-with-jar")]
+async fn login_with_jar(
+    auth: AuthSession,
+    jar: &CookieJar<'_>,
+) -> Result<&'static str, AuthRejection> {
+    jar.add(Cookie::new("theme", "dark"));
+    auth.login("alice", &Password::from(PASSWORD)).await?;
+    Ok("welcome")
+}
+
+#[get("/touch-jar")]
+fn touch_jar(_user: CurrentUser, jar: &CookieJar<'_>) -> String {
+    // Reading the jar (Rocket parsed our cookie into it) must not make
+    // Rocket send anything back.
+    jar.get("__Host-session")
+        .map(|_| "seen")
+        .unwrap_or("none")
+        .to_owned()
+}
+
+#[get("/me")]
+fn me(_login: RequireLogin, user: CurrentUser) -> String {
+    user.0.display_name
+}
+
+#[get("/mfa")]
+fn mfa(_mfa: RequireMfa) -> &'static str {
+    "secret"
+}
+
+#[get("/recent")]
+fn recent(_recent: RequireRecentLogin) -> &'static str {
+    "fresh"
+}
+
+#[get("/maybe")]
+fn maybe(user: OptionalUser) -> String {
+    user.0.map_or("anonymous".to_owned(), |u| u.display_name)
+}
+
+/// A guard wrapped in `Option` lets the handler answer.
+#[get("/optional-guard")]
+fn optional_guard(user: Option<CurrentUser>) -> (Status, &'static str) {
+    match user {
+        Some(_) => (Status::Ok, "user"),
+        None => (Status::Ok, "handler answered"),
+    }
+}
+
+#[get("/state")]
+fn read_only(calls: &State<Calls>) -> String {
+    calls.0.load(Ordering::SeqCst).to_string()
+}
+
+fn rocket() -> Rocket<Build> {
+    let config = rocket::Config {
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    };
+    rocket::custom(config)
+        .manage(Calls::default())
+        .mount(
+            "/",
+            routes![
+                register,
+                login,
+                login_with_jar,
+                touch_jar,
+                me,
+                mfa,
+                recent,
+                maybe,
+                optional_guard,
+                read_only
+            ],
+        )
+        .attach(AuthFairing::new(auth()))
+}
+
+async fn client() -> Client {
+    Client::untracked(rocket()).await.unwrap()
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, 7], 40000))
+}
+
+fn from_peer(request: LocalRequest<'_>) -> LocalRequest<'_> {
+    request
+        .remote(peer())
+        .header(Header::new("Host", "demo.test"))
+}
+
+fn set_cookies(response: &LocalResponse<'_>) -> Vec<String> {
+    response
+        .headers()
+        .get("Set-Cookie")
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn logged_in(client: &Client) -> String {
+    let r = from_peer(client.post("/register")).dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    let r = from_peer(client.post("/login"))
+        .body(PASSWORD)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    let cookie = set_cookies(&r).pop().expect("a session cookie");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+fn calls(client: &Client) -> usize {
+    client
+        .rocket()
+        .state::<Calls>()
+        .unwrap()
+        .0
+        .load(Ordering::SeqCst)
+}
+
+#[rocket::async_test]
+async fn a_cross_site_post_never_reaches_the_handler() {
+    let client = client().await;
+    from_peer(client.post("/register")).dispatch().await;
+    let r = from_peer(client.post("/login"))
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .body(PASSWORD)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    assert_eq!(r.content_type(), Some(ContentType::JSON));
+    assert!(set_cookies(&r).is_empty());
+    assert!(r.into_string().await.unwrap().contains("\"error\""));
+    assert_eq!(calls(&client), 0, "the login handler ran");
+}
+
+#[rocket::async_test]
+async fn a_method_override_does_not_hide_a_cross_site_post() {
+    let client = client().await;
+    // Rocket turns this POST into a GET before fairings run; the check is
+    // made for the POST that was sent.
+    let r = from_peer(client.post("/state"))
+        .header(ContentType::Form)
+        .header(Header::new("Sec-Fetch-Site", "cross-site"))
+        .body("_method=get")
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    // Same-origin, the override works as Rocket documents it.
+    let r = from_peer(client.post("/state"))
+        .header(ContentType::Form)
+        .header(Header::new("Sec-Fetch-Site", "same-origin"))
+        .body("_method=get")
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+}
+
+#[rocket::async_test]
+async fn without_a_peer_address_nothing_runs() {
+    let client = client().await;
+    let r = client
+        .post("/login")
+        .header(Header::new("Host", "demo.test"))
+        .body(PASSWORD)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::InternalServerError);
+    assert_eq!(
+        r.into_string().await.unwrap(),
+        r#"{"error":"internal error"}"#
+    );
+    assert_eq!(calls(&client), 0);
+}
+
+#[rocket::async_test]
+async fn the_internal_route_is_not_a_page() {
+    let client = client().await;
+    let r = from_peer(client.get("/__auth-rocket/refused"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::NotFound);
+}
+
+#[rocket::async_test]
+async fn guard_refusals_are_the_cores_reply() {
+    let client = client().await;
+    let r = from_peer(client.get("/me")).dispatch().await;
+    assert_eq!(r.status(), Status::Unauthorized);
+    assert_eq!(r.content_type(), Some(ContentType::JSON));
+    assert_eq!(
+        r.into_string().await.unwrap(),
+        r#"{"error":"authentication required"}"#
+    );
+
+    let r = from_peer(client.get("/me?tab=1"))
+        .header(Header::new("Accept", "text/html"))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::SeeOther);
+    assert_eq!(
+        r.headers().get_one("Location"),
+        Some("/login?next=/me%3Ftab%3D1")
+    );
+    assert_eq!(r.content_type(), None);
+    assert_eq!(r.into_string().await.unwrap_or_default(), "");
+
+    let cookie = logged_in(&client).await;
+    let r = from_peer(client.get("/mfa"))
+        .header(Header::new("Cookie", cookie.clone()))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Forbidden);
+    assert_eq!(r.headers().get_one("Cache-Control"), Some("no-store"));
+    assert!(r.into_string().await.unwrap().contains("second factor"));
+    let r = from_peer(client.get("/recent"))
+        .header(Header::new("Cookie", cookie.clone()))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    let r = from_peer(client.get("/maybe"))
+        .header(Header::new("Cookie", cookie))
+        .dispatch()
+        .await;
+    assert_eq!(r.into_string().await.unwrap(), "alice");
+}
+
+#[rocket::async_test]
+async fn an_optional_guard_lets_the_handler_answer() {
+    let client = client().await;
+    let r = from_peer(client.get("/optional-guard")).dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(r.into_string().await.unwrap(), "handler answered");
+    let r = from_peer(client.get("/maybe")).dispatch().await;
+    assert_eq!(r.into_string().await.unwrap(), "anonymous");
+}
+
+#[rocket::async_test]
+async fn errors_carry_retry_after() {
+    let client = client().await;
+    from_peer(client.post("/register")).dispatch().await;
+    for _ in 0..5 {
+        let r = from_peer(client.post("/login"))
+            .body("wrong guess!")
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::Unauthorized);
+    }
+    let r = from_peer(client.post("/login"))
+        .body(PASSWORD)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::TooManyRequests);
+    let retry: u64 = r.headers().get_one("Retry-After").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert!(set_cookies(&r).is_empty());
+}
+
+#[rocket::async_test]
+async fn rockets_cookie_jar_leaves_the_session_cookie_alone() {
+    let client = client().await;
+    from_peer(client.post("/register")).dispatch().await;
+    let r = from_peer(client.post("/login-with-jar")).dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    let cookies = set_cookies(&r);
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-session="))
+        .expect("our cookie");
+    let attributes: Vec<String> = session
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    for expected in ["secure", "httponly", "samesite=lax", "path=/"] {
+        assert!(attributes.iter().any(|a| a == expected), "{session}");
+    }
+    assert!(!attributes.iter().any(|a| a.starts_with("domain")));
+    assert!(cookies.iter().any(|c| c.starts_with("theme=dark")));
+
+    // Rocket parses the request's cookies into its jar; reading them there
+    // sends nothing back.
+    // (Rocket's server fills the jar from the Cookie header; its local
+    // client needs both.)
+    let cookie = session.split(';').next().unwrap().to_owned();
+    let (name, value) = cookie.split_once('=').unwrap();
+    let r = from_peer(client.get("/touch-jar"))
+        .header(Header::new("Cookie", cookie.clone()))
+        .cookie(Cookie::new(name.to_owned(), value.to_owned()))
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::Ok);
+    assert!(set_cookies(&r).is_empty());
+    assert_eq!(r.into_string().await.unwrap(), "seen");
+}
+
+#[rocket::async_test]
+async fn guards_without_the_fairing_answer_500() {
+    let config = rocket::Config {
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    };
+    let rocket = rocket::custom(config)
+        .manage(Calls::default())
+        .mount("/", routes![me, maybe, login]);
+    let client = Client::untracked(rocket).await.unwrap();
+    for path in ["/me", "/maybe"] {
+        let r = from_peer(client.get(path)).dispatch().await;
+        assert_eq!(r.status(), Status::InternalServerError, "{path}");
+    }
+    let r = from_peer(client.post("/login"))
+        .body(PASSWORD)
+        .dispatch()
+        .await;
+    assert_eq!(r.status(), Status::InternalServerError);
+    assert_eq!(calls(&client), 0);
+}
+
+#[test]
+fn rejections_do_not_debug_print_internal_sources() {
+    let rejection = AuthRejection(auth_core::flow::AuthError::Internal(
+        "postgres://user:hunter2@db failed".into(),
+    ));
+    let debug = format!("{rejection:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("500"));
+}

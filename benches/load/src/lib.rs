@@ -1,0 +1,35 @@
+//! Load benchmark of the auth toolkit: small HTTP servers on 127.0.0.1
+//! answering the same `GET /api/me`, bare and behind authentication, driven
+//! by an in-process HTTP/1.1 keep-alive load generator.
+//!
+//! * [`servers`]: the bare routes and the demo apps (`example_axum::app`,
+//!   `example_actix::app`) on each session store.
+//! * [`client`]: one-shot requests (register, log in) and the load loop,
+//!   which counts every non-2xx answer.
+//! * [`report`]: medians, the Markdown table and the SVG plot.
+//!
+//! The comparison libraries (axum-login, actix-identity) are dev-only
+//! dependencies: their servers live in `benches/alternatives.rs`, shared by
+//! the bench and `tests/smoke.rs`. Run everything with
+//! `cargo bench -p auth-load-bench` (see `docs/performance.md`).
+
+pub mod client;
+pub mod report;
+pub mod servers;
+
+/// The body every `GET /api/me` variant answers for the benchmark user.
+pub const ME_BODY: &str = r#"{"username":"alice","mfa_enabled":false}"#;
+
+/// The benchmark user's name.
+pub const USERNAME: &str = "alice";
+
+/// The benchmark user's password (passes the demo's policy).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The Redis URL from `AUTH_TEST_REDIS_URL` or `REDIS_URL`, if set.
+pub fn redis_url() -> Option<String> {
+    ["AUTH_TEST_REDIS_URL", "REDIS_URL"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|v| !v.trim().is_empty())
+}

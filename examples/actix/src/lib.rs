@@ -1,0 +1,266 @@
+//! The demo app on actix-web: the JSON API and pages of `DEMO-API.md`,
+//! built on `auth-actix`. `app` is what the binary serves and what the
+//! conformance suite drives in-process. The handlers themselves are shared
+//! by the three demos (`example_shared::handlers`); this file is the actix
+//! routing and body extraction around them.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, Error, HttpResponse, web};
+use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login};
+use auth_core::web::Auth;
+use example_shared::handlers::{self as h, Body, Rejected};
+use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES};
+use serde::Deserialize;
+
+/// The whole demo around `auth`.
+pub fn app(
+    auth: Auth,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    // A known path with the wrong method: JSON 405.
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    // Guards go on resources, not on a scope: a scope's middleware also
+    // wraps its default service, which would answer 401 for unknown paths.
+    let protected = |path: &str| resource(path).wrap(from_fn(require_login));
+    App::new()
+        .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
+        .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .service(resource("/api/register").post(register))
+        .service(resource("/api/login").post(login))
+        .service(resource("/api/logout").post(logout))
+        .service(resource("/api/login/totp").post(login_totp))
+        .service(resource("/api/login/recovery").post(login_recovery))
+        .service(protected("/api/me").get(me))
+        .service(protected("/api/password").post(change_password))
+        .service(protected("/api/sessions").get(list_sessions))
+        .service(protected("/api/sessions/revoke-others").post(revoke_others))
+        .service(protected("/api/sessions/{id}").delete(revoke_session))
+        .service(protected("/api/mfa/totp/enroll").post(totp_enroll))
+        .service(protected("/api/mfa/totp/confirm").post(totp_confirm))
+        .service(protected("/api/mfa/totp").delete(totp_disable))
+        .service(resource("/").get(home))
+        .service(resource("/login").get(login_page).post(login_form))
+        .service(
+            resource("/login/mfa")
+                .get(login_mfa_page)
+                .post(login_mfa_form),
+        )
+        .service(resource("/register").get(register_page).post(register_form))
+        .service(resource("/logout").post(logout_form))
+        .service(protected("/account").get(account_page))
+        .service(protected("/account/password").post(account_password))
+        .service(protected("/account/revoke-others").post(account_revoke_others))
+        .service(protected("/account/sessions/revoke").post(account_revoke))
+        .service(protected("/account/reauth").post(account_reauth))
+        .service(protected("/account/mfa/enroll").post(account_mfa_enroll))
+        .service(protected("/account/mfa/confirm").post(account_mfa_confirm))
+        .service(protected("/account/mfa/disable").post(account_mfa_disable))
+        .service(protected("/account/mfa/recovery-codes").post(account_recovery_codes))
+        .default_service(web::to(not_found))
+        // Last `wrap`: the outermost middleware.
+        .wrap(AuthMiddleware::new(auth))
+}
+
+async fn not_found() -> HttpResponse {
+    reply(h::not_found())
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    reply(h::method_not_allowed())
+}
+
+fn json_body<T>(body: Result<web::Json<T>, Error>) -> Body<T> {
+    body.map(web::Json::into_inner)
+        .map_err(|e| Rejected(e.as_response_error().status_code().as_u16()))
+}
+
+fn form_body<T>(body: Result<web::Form<T>, Error>) -> Body<T> {
+    body.map(web::Form::into_inner)
+        .map_err(|e| Rejected(e.as_response_error().status_code().as_u16()))
+}
+
+async fn register(auth: AuthSession, body: Result<web::Json<Credentials>, Error>) -> HttpResponse {
+    reply(h::register(&auth, json_body(body)).await)
+}
+
+async fn login(auth: AuthSession, body: Result<web::Json<Credentials>, Error>) -> HttpResponse {
+    reply(h::login(&auth, json_body(body)).await)
+}
+
+async fn logout(auth: AuthSession) -> HttpResponse {
+    reply(h::logout(&auth).await)
+}
+
+async fn me(CurrentUser(user): CurrentUser) -> HttpResponse {
+    reply(h::me(&user))
+}
+
+async fn change_password(
+    auth: AuthSession,
+    body: Result<web::Json<ChangePassword>, Error>,
+) -> HttpResponse {
+    reply(h::change_password(&auth, json_body(body)).await)
+}
+
+async fn list_sessions(auth: AuthSession) -> HttpResponse {
+    reply(h::list_sessions(&auth).await)
+}
+
+async fn revoke_session(auth: AuthSession, id: web::Path<String>) -> HttpResponse {
+    reply(h::revoke_session(&auth, &id).await)
+}
+
+async fn revoke_others(auth: AuthSession) -> HttpResponse {
+    reply(h::revoke_others(&auth).await)
+}
+
+async fn home(auth: AuthSession) -> HttpResponse {
+    reply(h::home(&auth).await)
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(
+    auth: AuthSession,
+    query: Result<web::Query<NextQuery>, Error>,
+) -> HttpResponse {
+    // A malformed query string only loses `next`.
+    let next = query.ok().and_then(|q| q.into_inner().next);
+    reply(h::login_page(&auth, next.as_deref()).await)
+}
+
+async fn register_page(auth: AuthSession) -> HttpResponse {
+    reply(h::register_page(&auth).await)
+}
+
+async fn login_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::CredentialsForm>, Error>,
+) -> HttpResponse {
+    reply(h::login_form(&auth, form_body(form)).await)
+}
+
+async fn register_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::CredentialsForm>, Error>,
+) -> HttpResponse {
+    reply(h::register_form(&auth, form_body(form)).await)
+}
+
+async fn logout_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::TokenForm>, Error>,
+) -> HttpResponse {
+    reply(h::logout_form(&auth, form_body(form)).await)
+}
+
+async fn account_page(auth: AuthSession) -> HttpResponse {
+    reply(h::account_page(&auth).await)
+}
+
+async fn account_password(
+    auth: AuthSession,
+    form: Result<web::Form<h::PasswordForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_password(&auth, form_body(form)).await)
+}
+
+async fn account_revoke_others(
+    auth: AuthSession,
+    form: Result<web::Form<h::TokenForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_revoke_others(&auth, form_body(form)).await)
+}
+
+async fn login_totp(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+    reply(h::login_totp(&auth, json_body(body)).await)
+}
+
+async fn login_recovery(
+    auth: AuthSession,
+    body: Result<web::Json<CodeBody>, Error>,
+) -> HttpResponse {
+    reply(h::login_recovery(&auth, json_body(body)).await)
+}
+
+async fn totp_enroll(auth: AuthSession) -> HttpResponse {
+    reply(h::totp_enroll(&auth).await)
+}
+
+async fn totp_confirm(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+    reply(h::totp_confirm(&auth, json_body(body)).await)
+}
+
+async fn totp_disable(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+    reply(h::totp_disable(&auth, json_body(body)).await)
+}
+
+async fn login_mfa_page(
+    auth: AuthSession,
+    query: Result<web::Query<NextQuery>, Error>,
+) -> HttpResponse {
+    let next = query.ok().and_then(|q| q.into_inner().next);
+    reply(h::login_mfa_page(&auth, next.as_deref()).await)
+}
+
+async fn login_mfa_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::CodeForm>, Error>,
+) -> HttpResponse {
+    reply(h::login_mfa_form(&auth, form_body(form)).await)
+}
+
+async fn account_revoke(
+    auth: AuthSession,
+    form: Result<web::Form<h::RevokeForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_revoke(&auth, form_body(form)).await)
+}
+
+async fn account_reauth(
+    auth: AuthSession,
+    form: Result<web::Form<h::ReauthForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_reauth(&auth, form_body(form)).await)
+}
+
+async fn account_mfa_enroll(
+    auth: AuthSession,
+    form: Result<web::Form<h::TokenForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_mfa_enroll(&auth, form_body(form)).await)
+}
+
+async fn account_mfa_confirm(
+    auth: AuthSession,
+    form: Result<web::Form<h::CodeForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_mfa_confirm(&auth, form_body(form)).await)
+}
+
+async fn account_mfa_disable(
+    auth: AuthSession,
+    form: Result<web::Form<h::CodeForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_mfa_disable(&auth, form_body(form)).await)
+}
+
+async fn account_recovery_codes(
+    auth: AuthSession,
+    form: Result<web::Form<h::TokenForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_recovery_codes(&auth, form_body(form)).await)
+}

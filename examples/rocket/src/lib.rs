@@ -1,0 +1,408 @@
+//! The demo app on Rocket: the JSON API and pages of `DEMO-API.md`, built on
+//! `auth-rocket`. `app` is what the binary serves and what the conformance
+//! suite drives in-process. The handlers themselves are shared by the three
+//! demos (`example_shared::handlers`); this file is the Rocket routing and
+//! body extraction around them.
+
+use std::collections::BTreeSet;
+
+use auth_core::web::Auth;
+use auth_rocket::{AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, reply};
+use example_shared::handlers::{self as h, Body, Rejected};
+use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES, error_json};
+use rocket::config::{Ident, LogLevel};
+use rocket::data::{self, FromData, Limits, ToByteUnit};
+use rocket::http::{Method, Status};
+use rocket::outcome::Outcome;
+use rocket::request::Request;
+use rocket::route::{self, Handler, Route};
+use rocket::serde::json::Json;
+use rocket::{Build, Config, Data, Rocket, catch, catchers, delete, get, post, routes};
+use serde::de::DeserializeOwned;
+
+/// The demo's Rocket settings: body limits of [`MAX_BODY_BYTES`], no
+/// `Server` header, no trust in `X-Real-IP` (the core decides the client
+/// IP), and Rocket's own log quiet (`ROCKET_LOG_LEVEL` = `critical` by
+/// default; `normal` or `debug` to see it). The binary sets the address
+/// from `DEMO_ADDR`; `Rocket.toml` and other `ROCKET_*` variables are not
+/// read.
+pub fn config() -> Config {
+    let limit = MAX_BODY_BYTES.bytes();
+    let log_level = std::env::var("ROCKET_LOG_LEVEL")
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(LogLevel::Critical);
+    Config {
+        limits: Limits::default()
+            .limit("json", limit)
+            .limit("form", limit)
+            .limit("data-form", limit)
+            .limit("string", limit)
+            .limit("bytes", limit)
+            .limit("file", limit),
+        ident: Ident::none(),
+        ip_header: None,
+        log_level,
+        cli_colors: false,
+        ..Config::default()
+    }
+}
+
+/// The whole demo around `auth`, with [`config`].
+pub fn app(auth: Auth) -> Rocket<Build> {
+    let routes = routes![
+        register,
+        login,
+        logout,
+        me,
+        change_password,
+        list_sessions,
+        revoke_session,
+        revoke_others,
+        login_totp,
+        login_recovery,
+        totp_enroll,
+        totp_confirm,
+        totp_disable,
+        home,
+        login_page,
+        login_form,
+        login_mfa_page,
+        login_mfa_form,
+        register_page,
+        register_form,
+        logout_form,
+        account_page,
+        account_password,
+        account_revoke_others,
+        account_revoke,
+        account_reauth,
+        account_mfa_enroll,
+        account_mfa_confirm,
+        account_mfa_disable,
+        account_recovery_codes,
+    ];
+    let wrong_methods = method_not_allowed_routes(&routes);
+    rocket::custom(config())
+        .mount("/", routes)
+        .mount("/", wrong_methods)
+        .register("/", catchers![not_found, any_error])
+        .attach(AuthFairing::new(auth))
+}
+
+/// Rocket has no 405: for every path of `routes`, a route per method it
+/// does not serve answers JSON 405. They get the default rank of their
+/// path, so (as in axum) a static path with the wrong method is a 405 even
+/// where a dynamic path would take that method.
+fn method_not_allowed_routes(routes: &[Route]) -> Vec<Route> {
+    const METHODS: [Method; 8] = [
+        Method::Get,
+        Method::Put,
+        Method::Post,
+        Method::Delete,
+        Method::Options,
+        Method::Trace,
+        Method::Connect,
+        Method::Patch,
+    ];
+    let paths: BTreeSet<&str> = routes.iter().map(|r| r.uri.path()).collect();
+    let mut extra = Vec::new();
+    for path in paths {
+        for method in METHODS {
+            let served = routes
+                .iter()
+                .any(|r| r.uri.path() == path && r.method == method);
+            if !served {
+                extra.push(Route::new(method, path, MethodNotAllowed));
+            }
+        }
+    }
+    extra
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MethodNotAllowed;
+
+#[rocket::async_trait]
+impl Handler for MethodNotAllowed {
+    async fn handle<'r>(&self, request: &'r Request<'_>, _data: Data<'r>) -> route::Outcome<'r> {
+        route::Outcome::from(request, reply(h::method_not_allowed()))
+    }
+}
+
+#[catch(404)]
+fn not_found() -> ReplyResponder {
+    reply(h::not_found())
+}
+
+/// Every other error Rocket answers itself is JSON too.
+#[catch(default)]
+fn any_error(status: Status, _request: &Request<'_>) -> ReplyResponder {
+    reply(auth_core::web::Reply::json(
+        status.code,
+        error_json(status.reason_lossy()),
+    ))
+}
+
+/// A JSON body, or the status Rocket's `Json` refused it with (415 without
+/// a JSON content type, as in axum).
+struct JsonBody<T>(Body<T>);
+
+#[rocket::async_trait]
+impl<'r, T: DeserializeOwned + Send> FromData<'r> for JsonBody<T> {
+    type Error = std::convert::Infallible;
+
+    async fn from_data(request: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        let is_json = request.content_type().is_some_and(|ct| {
+            let sub = ct.sub().as_str();
+            ct.top() == "application"
+                && (sub.eq_ignore_ascii_case("json")
+                    || sub
+                        .len()
+                        .checked_sub(5)
+                        .and_then(|at| sub.get(at..))
+                        .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
+        });
+        if !is_json {
+            return Outcome::Success(Self(Err(Rejected(415))));
+        }
+        // Rocket's error carries the raw body: it is dropped here, never
+        // logged.
+        let body = match Json::<T>::from_data(request, data).await {
+            Outcome::Success(Json(body)) => Ok(body),
+            Outcome::Error((status, _)) | Outcome::Forward((_, status)) => {
+                Err(Rejected(status.code))
+            }
+        };
+        Outcome::Success(Self(body))
+    }
+}
+
+/// A URL-encoded form body, read into the shared (serde) form types. 415
+/// without a form content type, 413 over the limit, 422 when the fields do
+/// not fit (duplicates included), as in axum.
+struct FormBody<T>(Body<T>);
+
+#[rocket::async_trait]
+impl<'r, T: DeserializeOwned + Send> FromData<'r> for FormBody<T> {
+    type Error = std::convert::Infallible;
+
+    async fn from_data(request: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        if !request.content_type().is_some_and(|ct| ct.is_form()) {
+            return Outcome::Success(Self(Err(Rejected(415))));
+        }
+        let limit = request
+            .limits()
+            .get("form")
+            .unwrap_or(MAX_BODY_BYTES.bytes());
+        let body = match data.open(limit).into_string().await {
+            Ok(text) if text.is_complete() => parse_form(&text),
+            Ok(_) => Err(Rejected(413)),
+            Err(_) => Err(Rejected(400)),
+        };
+        Outcome::Success(Self(body))
+    }
+}
+
+/// `application/x-www-form-urlencoded` into the shared serde form types
+/// (Rocket's `Form` needs its own `FromForm` derive): duplicate or
+/// mistyped fields are a 422.
+fn parse_form<T: DeserializeOwned>(text: &str) -> Body<T> {
+    serde_urlencoded::from_str(text).map_err(|_| Rejected(422))
+}
+
+#[post("/api/register", data = "<body>")]
+async fn register(auth: AuthSession, body: JsonBody<Credentials>) -> ReplyResponder {
+    reply(h::register(&auth, body.0).await)
+}
+
+#[post("/api/login", data = "<body>")]
+async fn login(auth: AuthSession, body: JsonBody<Credentials>) -> ReplyResponder {
+    reply(h::login(&auth, body.0).await)
+}
+
+#[post("/api/logout")]
+async fn logout(auth: AuthSession) -> ReplyResponder {
+    reply(h::logout(&auth).await)
+}
+
+#[get("/api/me")]
+fn me(_login: RequireLogin, user: CurrentUser) -> ReplyResponder {
+    reply(h::me(&user.0))
+}
+
+#[post("/api/password", data = "<body>")]
+async fn change_password(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<ChangePassword>,
+) -> ReplyResponder {
+    reply(h::change_password(&auth, body.0).await)
+}
+
+#[get("/api/sessions")]
+async fn list_sessions(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+    reply(h::list_sessions(&auth).await)
+}
+
+#[delete("/api/sessions/<id>")]
+async fn revoke_session(_login: RequireLogin, auth: AuthSession, id: String) -> ReplyResponder {
+    reply(h::revoke_session(&auth, &id).await)
+}
+
+#[post("/api/sessions/revoke-others")]
+async fn revoke_others(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+    reply(h::revoke_others(&auth).await)
+}
+
+#[get("/")]
+async fn home(auth: AuthSession) -> ReplyResponder {
+    reply(h::home(&auth).await)
+}
+
+/// A malformed `next` is simply absent.
+#[get("/login?<next>")]
+async fn login_page(auth: AuthSession, next: Option<String>) -> ReplyResponder {
+    reply(h::login_page(&auth, next.as_deref()).await)
+}
+
+#[post("/login", data = "<form>")]
+async fn login_form(auth: AuthSession, form: FormBody<h::CredentialsForm>) -> ReplyResponder {
+    reply(h::login_form(&auth, form.0).await)
+}
+
+#[get("/register")]
+async fn register_page(auth: AuthSession) -> ReplyResponder {
+    reply(h::register_page(&auth).await)
+}
+
+#[post("/register", data = "<form>")]
+async fn register_form(auth: AuthSession, form: FormBody<h::CredentialsForm>) -> ReplyResponder {
+    reply(h::register_form(&auth, form.0).await)
+}
+
+#[post("/logout", data = "<form>")]
+async fn logout_form(auth: AuthSession, form: FormBody<h::TokenForm>) -> ReplyResponder {
+    reply(h::logout_form(&auth, form.0).await)
+}
+
+#[get("/account")]
+async fn account_page(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+    reply(h::account_page(&auth).await)
+}
+
+#[post("/account/password", data = "<form>")]
+async fn account_password(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::PasswordForm>,
+) -> ReplyResponder {
+    reply(h::account_password(&auth, form.0).await)
+}
+
+#[post("/account/revoke-others", data = "<form>")]
+async fn account_revoke_others(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::TokenForm>,
+) -> ReplyResponder {
+    reply(h::account_revoke_others(&auth, form.0).await)
+}
+
+#[post("/api/login/totp", data = "<body>")]
+async fn login_totp(auth: AuthSession, body: JsonBody<CodeBody>) -> ReplyResponder {
+    reply(h::login_totp(&auth, body.0).await)
+}
+
+#[post("/api/login/recovery", data = "<body>")]
+async fn login_recovery(auth: AuthSession, body: JsonBody<CodeBody>) -> ReplyResponder {
+    reply(h::login_recovery(&auth, body.0).await)
+}
+
+#[post("/api/mfa/totp/enroll")]
+async fn totp_enroll(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+    reply(h::totp_enroll(&auth).await)
+}
+
+#[post("/api/mfa/totp/confirm", data = "<body>")]
+async fn totp_confirm(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<CodeBody>,
+) -> ReplyResponder {
+    reply(h::totp_confirm(&auth, body.0).await)
+}
+
+#[delete("/api/mfa/totp", data = "<body>")]
+async fn totp_disable(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<CodeBody>,
+) -> ReplyResponder {
+    reply(h::totp_disable(&auth, body.0).await)
+}
+
+/// A malformed `next` is simply absent.
+#[get("/login/mfa?<next>")]
+async fn login_mfa_page(auth: AuthSession, next: Option<String>) -> ReplyResponder {
+    reply(h::login_mfa_page(&auth, next.as_deref()).await)
+}
+
+#[post("/login/mfa", data = "<form>")]
+async fn login_mfa_form(auth: AuthSession, form: FormBody<h::CodeForm>) -> ReplyResponder {
+    reply(h::login_mfa_form(&auth, form.0).await)
+}
+
+#[post("/account/sessions/revoke", data = "<form>")]
+async fn account_revoke(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::RevokeForm>,
+) -> ReplyResponder {
+    reply(h::account_revoke(&auth, form.0).await)
+}
+
+#[post("/account/reauth", data = "<form>")]
+async fn account_reauth(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::ReauthForm>,
+) -> ReplyResponder {
+    reply(h::account_reauth(&auth, form.0).await)
+}
+
+#[post("/account/mfa/enroll", data = "<form>")]
+async fn account_mfa_enroll(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::TokenForm>,
+) -> ReplyResponder {
+    reply(h::account_mfa_enroll(&auth, form.0).await)
+}
+
+#[post("/account/mfa/confirm", data = "<form>")]
+async fn account_mfa_confirm(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::CodeForm>,
+) -> ReplyResponder {
+    reply(h::account_mfa_confirm(&auth, form.0).await)
+}
+
+#[post("/account/mfa/disable", data = "<form>")]
+async fn account_mfa_disable(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::CodeForm>,
+) -> ReplyResponder {
+    reply(h::account_mfa_disable(&auth, form.0).await)
+}
+
+#[post("/account/mfa/recovery-codes", data = "<form>")]
+async fn account_recovery_codes(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::TokenForm>,
+) -> ReplyResponder {
+    reply(h::account_recovery_codes(&auth, form.0).await)
+}

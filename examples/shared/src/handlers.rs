@@ -1,0 +1,797 @@
+//! The demo's handlers, written once against the core's per-request
+//! [`RequestAuth`] (what every adapter's `AuthSession` dereferences to).
+//! Each framework's demo only routes, extracts the typed body with its own
+//! extractors, and converts the [`Reply`] with its adapter; so the three
+//! demos answer byte for byte alike and the conformance suite tests the
+//! adapters, not three copies of the demo.
+
+use auth_core::flow::{AuthError, LoginOutcome};
+use auth_core::mfa::normalize_recovery_code;
+use auth_core::password::Password;
+use auth_core::session::{AuthState, SessionHandle};
+use auth_core::user::User;
+use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ChangePassword, CodeBody, Credentials, LoginAnswer, Me, Registered, SessionEntry, error_json,
+    pages,
+};
+
+/// A body the framework could not parse, with the framework's 4xx status
+/// (anything else becomes 400).
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub u16);
+
+/// A parsed request body, or why not.
+pub type Body<T> = Result<T, Rejected>;
+
+fn json<T: Serialize>(status: u16, value: &T) -> Reply {
+    Reply::json(
+        status,
+        serde_json::to_string(value).unwrap_or_else(|_| error_json("serialisation failed")),
+    )
+}
+
+fn no_content() -> Reply {
+    Reply {
+        status: 204,
+        headers: Vec::new(),
+        body: String::new(),
+    }
+}
+
+fn html(status: u16, body: String) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type", "text/html; charset=utf-8".to_owned())],
+        body,
+    }
+}
+
+fn bad_body(rejected: Rejected) -> Reply {
+    let status = if (400..500).contains(&rejected.0) {
+        rejected.0
+    } else {
+        400
+    };
+    Reply::json(status, error_json("invalid request body"))
+}
+
+fn unwrap_reply(result: Result<Reply, AuthError>) -> Reply {
+    result.unwrap_or_else(|error| Reply::error(&error))
+}
+
+/// Unknown route: JSON 404.
+pub fn not_found() -> Reply {
+    Reply::json(404, error_json("not found"))
+}
+
+/// Known route, wrong method: JSON 405.
+pub fn method_not_allowed() -> Reply {
+    Reply::json(405, error_json("method not allowed"))
+}
+
+/// `POST /api/register`.
+pub async fn register(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .authenticator()
+        .register(
+            &body.username,
+            &Password::from(body.password),
+            auth.client(),
+        )
+        .await;
+    unwrap_reply(result.map(|user| {
+        json(
+            201,
+            &Registered {
+                username: user.display_name,
+            },
+        )
+    }))
+}
+
+/// `POST /api/login`.
+pub async fn login(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .login(&body.username, &Password::from(body.password))
+        .await;
+    unwrap_reply(result.map(|outcome| {
+        let answer = match outcome {
+            LoginOutcome::LoggedIn(_) => LoginAnswer {
+                mfa_required: false,
+                methods: None,
+            },
+            LoginOutcome::MfaRequired { methods, .. } => LoginAnswer {
+                mfa_required: true,
+                methods: Some(methods.iter().map(|m| m.as_str().to_owned()).collect()),
+            },
+        };
+        json(200, &answer)
+    }))
+}
+
+/// `POST /api/logout`.
+pub async fn logout(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.logout().await.map(|()| no_content()))
+}
+
+/// `GET /api/me`, for the user the framework's `CurrentUser` extracted.
+pub fn me(user: &User) -> Reply {
+    json(
+        200,
+        &Me {
+            username: user.display_name.clone(),
+            mfa_enabled: !user.second_factors.is_empty(),
+        },
+    )
+}
+
+/// `POST /api/password`.
+pub async fn change_password(auth: &RequestAuth, body: Body<ChangePassword>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .change_password(
+            &Password::from(body.current_password),
+            &Password::from(body.new_password),
+        )
+        .await;
+    unwrap_reply(result.map(|()| no_content()))
+}
+
+/// `GET /api/sessions`.
+pub async fn list_sessions(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.list_sessions().await.map(|sessions| {
+        let entries: Vec<SessionEntry> = sessions.into_iter().map(SessionEntry::from).collect();
+        json(200, &entries)
+    }))
+}
+
+/// `DELETE /api/sessions/{id}`.
+pub async fn revoke_session(auth: &RequestAuth, id: &str) -> Reply {
+    unwrap_reply(
+        auth.revoke(&SessionHandle::new(id.to_owned()))
+            .await
+            .map(|found| {
+                if found {
+                    no_content()
+                } else {
+                    Reply::json(404, error_json("no such session"))
+                }
+            }),
+    )
+}
+
+/// `POST /api/sessions/revoke-others`.
+pub async fn revoke_others(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.sign_out_everywhere().await.map(|_| no_content()))
+}
+
+const LOGGED_IN: LoginAnswer = LoginAnswer {
+    mfa_required: false,
+    methods: None,
+};
+
+/// `POST /api/login/totp`: the second step after a password login that
+/// answered `mfa_required`.
+pub async fn login_totp(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.login_totp(&body.code)
+            .await
+            .map(|()| json(200, &LOGGED_IN)),
+    )
+}
+
+/// `POST /api/login/recovery`: the second step with a recovery code.
+pub async fn login_recovery(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.login_recovery(&body.code)
+            .await
+            .map(|()| json(200, &LOGGED_IN)),
+    )
+}
+
+/// `POST /api/mfa/totp/enroll` (behind `require_login`; needs a recent
+/// login).
+pub async fn totp_enroll(auth: &RequestAuth) -> Reply {
+    unwrap_reply(
+        auth.begin_totp_enrollment()
+            .await
+            .map(|enrollment| json(200, &enrollment)),
+    )
+}
+
+/// `POST /api/mfa/totp/confirm` (behind `require_login`).
+pub async fn totp_confirm(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.confirm_totp(&body.code)
+            .await
+            .map(|codes| json(200, &codes)),
+    )
+}
+
+/// `DELETE /api/mfa/totp` (behind `require_login`; needs a recent login
+/// and a valid code).
+pub async fn totp_disable(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(auth.disable_totp(&body.code).await.map(|()| no_content()))
+}
+
+// ---------------------------------------------------------------------------
+// Pages
+// ---------------------------------------------------------------------------
+
+/// The login and registration form body.
+#[derive(Debug, Deserialize)]
+pub struct CredentialsForm {
+    /// Login name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Where to go after logging in.
+    pub next: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// A form with only a CSRF token (logout, sign out everywhere).
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenForm {
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// The password-change form body.
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    /// The current password.
+    pub current_password: String,
+    /// The new password.
+    pub new_password: String,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// `GET /`.
+pub async fn home(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.optional_user().await.map(|user| {
+        html(
+            200,
+            pages::home(user.as_ref().map(|u| u.display_name.as_str())),
+        )
+    }))
+}
+
+/// `GET /login?next=...`.
+pub async fn login_page(auth: &RequestAuth, next: Option<&str>) -> Reply {
+    let next = next.and_then(safe_next);
+    unwrap_reply(auth.form_token().await.map(|token| {
+        html(
+            200,
+            pages::credentials_form("Log in", "/login", None, next, token.as_deref()),
+        )
+    }))
+}
+
+/// `GET /register`.
+pub async fn register_page(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.form_token().await.map(|token| {
+        html(
+            200,
+            pages::credentials_form("Register", "/register", None, None, token.as_deref()),
+        )
+    }))
+}
+
+/// The form page again, with the error, its status and `Retry-After`.
+async fn page_error(
+    auth: &RequestAuth,
+    (title, action): (&str, &str),
+    error: &AuthError,
+    next: Option<&str>,
+) -> Reply {
+    let mut message = error.to_string();
+    if let Some(reason) = error.reason() {
+        message = format!("{message} ({reason})");
+    }
+    let token = auth.form_token().await.ok().flatten();
+    let page = pages::credentials_form(title, action, Some(&message), next, token.as_deref());
+    let mut reply = html(error.status(), page);
+    if let Some(secs) = error.retry_after_secs() {
+        reply.headers.push(("retry-after", secs.to_string()));
+    }
+    reply
+}
+
+fn invalid_form(title: &str) -> Reply {
+    html(
+        400,
+        pages::layout(title, "<p class=\"error\">invalid form</p>"),
+    )
+}
+
+/// `POST /login` (form).
+pub async fn login_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Log in");
+    };
+    let next = form
+        .next
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or("/account")
+        .to_owned();
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => {
+            auth.login(&form.username, &Password::from(form.password))
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(LoginOutcome::LoggedIn(_)) => Reply::redirect(next),
+        Ok(LoginOutcome::MfaRequired { .. }) => Reply::redirect(with_next("/login/mfa", &next)),
+        Err(error) => page_error(auth, ("Log in", "/login"), &error, Some(&next)).await,
+    }
+}
+
+/// `POST /register` (form).
+pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Register");
+    };
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => auth
+            .authenticator()
+            .register(
+                &form.username,
+                &Password::from(form.password),
+                auth.client(),
+            )
+            .await
+            .map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => Reply::redirect("/login".to_owned()),
+        Err(error) => page_error(auth, ("Register", "/register"), &error, None).await,
+    }
+}
+
+/// `POST /logout` (form).
+pub async fn logout_form(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
+    let token = form.ok().and_then(|f| f.csrf_token);
+    let result = match auth.verify_form_token(token.as_deref()).await {
+        Ok(()) => auth.logout().await,
+        Err(error) => Err(error),
+    };
+    unwrap_reply(result.map(|()| Reply::redirect("/".to_owned())))
+}
+
+/// `GET /account` (behind `require_login`).
+pub async fn account_page(auth: &RequestAuth) -> Reply {
+    unwrap_reply(account(auth).await)
+}
+
+async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
+    let user = auth.current_user().await?;
+    let session = auth.session().await?.ok_or(AuthError::NotAuthenticated)?;
+    let sessions = auth.list_sessions().await?;
+    let token = pages::token_field(auth.form_token().await?.as_deref());
+    let rows: String = sessions
+        .into_iter()
+        .map(|s| {
+            let action = if s.current {
+                "this session".to_owned()
+            } else {
+                format!(
+                    r#"<form method="post" action="/account/sessions/revoke">{token}<input type="hidden" name="id" value="{id}"><button>Sign out</button></form>"#,
+                    id = pages::escape(s.handle.as_str()),
+                )
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                pages::escape(s.ip.as_deref().unwrap_or("-")),
+                pages::escape(s.user_agent.as_deref().unwrap_or("-")),
+            )
+        })
+        .collect();
+    let mfa = if user.second_factors.is_empty() {
+        format!(
+            r#"<p>Two-factor authentication is off.</p>
+<form method="post" action="/account/mfa/enroll">{token}<button>Set up an authenticator app</button></form>"#
+        )
+    } else {
+        let left = auth.authenticator().recovery_codes_left(&session).await?;
+        format!(
+            r#"<p>Two-factor authentication is on; {left} recovery codes left.</p>
+<form method="post" action="/account/mfa/recovery-codes">{token}<button>New recovery codes</button></form>
+<form method="post" action="/account/mfa/disable">{token}
+<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>
+<button>Turn off two-factor authentication</button></form>"#
+        )
+    };
+    let body = format!(
+        r#"<p>Logged in as <b>{name}</b>.</p>
+<h2>Active sessions</h2><table><tr><th>IP</th><th>Browser</th><th></th></tr>{rows}</table>
+<form method="post" action="/account/revoke-others">{token}<button>Sign out everywhere else</button></form>
+<h2>Two-factor authentication</h2>{mfa}
+<h2>Change password</h2>
+<form method="post" action="/account/password">{token}
+<label>Current password <input name="current_password" type="password" autocomplete="current-password" required></label>
+<label>New password <input name="new_password" type="password" autocomplete="new-password" required></label>
+<button>Change password</button></form>
+<form method="post" action="/logout">{token}<button>Log out</button></form>"#,
+        name = pages::escape(&user.display_name),
+    );
+    Ok(html(200, pages::layout("Account", &body)))
+}
+
+/// `POST /account/password` (form, behind `require_login`).
+pub async fn account_password(auth: &RequestAuth, form: Body<PasswordForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Account");
+    };
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => {
+            auth.change_password(
+                &Password::from(form.current_password),
+                &Password::from(form.new_password),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => Reply::redirect("/account".to_owned()),
+        Err(error) => account_error(&error),
+    }
+}
+
+/// `POST /account/revoke-others` (form, behind `require_login`).
+pub async fn account_revoke_others(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
+    let token = form.ok().and_then(|f| f.csrf_token);
+    let result = match auth.verify_form_token(token.as_deref()).await {
+        Ok(()) => auth.sign_out_everywhere().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    unwrap_reply(result.map(|()| Reply::redirect("/account".to_owned())))
+}
+
+/// The session-revocation form body.
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    /// The session handle (never a session ID).
+    pub id: String,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// `POST /account/sessions/revoke` (form, behind `require_login`).
+pub async fn account_revoke(auth: &RequestAuth, form: Body<RevokeForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Account");
+    };
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => auth.revoke(&SessionHandle::new(form.id)).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(_) => Reply::redirect("/account".to_owned()),
+        Err(error) => account_error(&error),
+    }
+}
+
+fn account_error(error: &AuthError) -> Reply {
+    let message = match error.reason() {
+        Some(reason) => format!("{error} ({reason})"),
+        None => error.to_string(),
+    };
+    let body = format!(
+        "<p class=\"error\">{}</p><p><a href=\"/account\">Back</a></p>",
+        pages::escape(&message)
+    );
+    let mut reply = html(error.status(), pages::layout("Account", &body));
+    if let Some(secs) = error.retry_after_secs() {
+        reply.headers.push(("retry-after", secs.to_string()));
+    }
+    reply
+}
+
+// ---------------------------------------------------------------------------
+// Second factor pages
+// ---------------------------------------------------------------------------
+
+/// A one-field code form (second login step, confirmation, removal).
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    /// A TOTP code or a recovery code.
+    pub code: String,
+    /// Where to go afterwards.
+    pub next: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// The step-up form body: the password, and a code for users with a
+/// second factor.
+#[derive(Debug, Deserialize)]
+pub struct ReauthForm {
+    /// The current password.
+    pub password: String,
+    /// A TOTP or recovery code (empty or absent without a second factor).
+    pub code: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+fn code_form(action: &str, label: &str, next: Option<&str>, token: &str) -> String {
+    let next = next.map_or(String::new(), |n| {
+        format!(
+            "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+            pages::escape(n)
+        )
+    });
+    format!(
+        r#"<form method="post" action="{action}">{next}{token}
+<label>{label} <input name="code" autocomplete="one-time-code" required autofocus></label>
+<button>Continue</button></form>"#
+    )
+}
+
+fn mfa_page(status: u16, error: Option<&str>, next: Option<&str>, token: Option<&str>) -> Reply {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"error\">{}</p>", pages::escape(e))
+    });
+    let form = code_form(
+        "/login/mfa",
+        "Code from your authenticator app, or a recovery code",
+        next,
+        &pages::token_field(token),
+    );
+    html(
+        status,
+        pages::layout("Second factor", &format!("{error}{form}")),
+    )
+}
+
+fn is_mfa_pending(session: Option<&auth_core::session::Session>) -> bool {
+    session.is_some_and(|s| matches!(s.auth_state(), AuthState::MfaPending { .. }))
+}
+
+/// `GET /login/mfa?next=...`: the second step of a login that needs one.
+pub async fn login_mfa_page(auth: &RequestAuth, next: Option<&str>) -> Reply {
+    let next = next.and_then(safe_next);
+    match auth.session().await {
+        Ok(session) if is_mfa_pending(session.as_ref()) => {
+            let token = auth.form_token().await.ok().flatten();
+            mfa_page(200, None, next, token.as_deref())
+        }
+        Ok(_) => Reply::redirect(with_next("/login", next.unwrap_or_default())),
+        Err(error) => Reply::error(&error),
+    }
+}
+
+/// `POST /login/mfa` (form): a TOTP code, or a recovery code (told apart by
+/// their shape).
+pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Second factor");
+    };
+    let next = form
+        .next
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or("/account")
+        .to_owned();
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) if normalize_recovery_code(&form.code).is_some() => {
+            auth.login_recovery(&form.code).await
+        }
+        Ok(()) => auth.login_totp(&form.code).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => Reply::redirect(next),
+        Err(AuthError::NotAuthenticated) => Reply::redirect(with_next("/login", &next)),
+        Err(error) => {
+            let token = auth.form_token().await.ok().flatten();
+            let mut reply = mfa_page(
+                error.status(),
+                Some(&error.to_string()),
+                Some(&next),
+                token.as_deref(),
+            );
+            if let Some(secs) = error.retry_after_secs() {
+                reply.headers.push(("retry-after", secs.to_string()));
+            }
+            reply
+        }
+    }
+}
+
+/// The step-up page shown when an action needs a recent login.
+async fn reauth_page(auth: &RequestAuth, error: Option<&str>) -> Reply {
+    let mfa = auth
+        .current_user()
+        .await
+        .is_ok_and(|u| !u.second_factors.is_empty());
+    let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"error\">{}</p>", pages::escape(e))
+    });
+    let code = if mfa {
+        r#"<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>"#
+    } else {
+        ""
+    };
+    let body = format!(
+        r#"{error}<p>This needs a recent login: confirm it's you, then try again.</p>
+<form method="post" action="/account/reauth">{token}
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+{code}<button>Confirm</button></form>"#
+    );
+    html(403, pages::layout("Confirm it's you", &body))
+}
+
+/// An account action's error: the step-up page when a recent login is
+/// needed, else the error.
+async fn mfa_action_error(auth: &RequestAuth, error: &AuthError) -> Reply {
+    match error {
+        AuthError::ReauthenticationRequired => reauth_page(auth, None).await,
+        _ => account_error(error),
+    }
+}
+
+/// `POST /account/reauth` (form, behind `require_login`).
+pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Confirm it's you");
+    };
+    let code = form.code.as_deref().filter(|c| !c.trim().is_empty());
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => {
+            auth.reauthenticate(&Password::from(form.password), code)
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => Reply::redirect("/account".to_owned()),
+        Err(AuthError::ReauthenticationRequired) => reauth_page(auth, None).await,
+        Err(error) => {
+            let mut reply = reauth_page(auth, Some(&error.to_string())).await;
+            reply.status = error.status();
+            if let Some(secs) = error.retry_after_secs() {
+                reply.headers.push(("retry-after", secs.to_string()));
+            }
+            reply
+        }
+    }
+}
+
+/// `POST /account/mfa/enroll` (form, behind `require_login`): the QR code,
+/// the secret for manual entry, and the confirmation form.
+pub async fn account_mfa_enroll(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
+    let token = form.ok().and_then(|f| f.csrf_token);
+    let result = match auth.verify_form_token(token.as_deref()).await {
+        Ok(()) => auth.begin_totp_enrollment().await,
+        Err(error) => Err(error),
+    };
+    let enrollment = match result {
+        Ok(enrollment) => enrollment,
+        Err(error) => return mfa_action_error(auth, &error).await,
+    };
+    let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
+    // The SVG is made by the core from the URI: rectangles only, no text.
+    let body = format!(
+        r#"<p>Scan this code with your authenticator app, then enter the code it shows.</p>
+<div style="max-width:16rem">{qr}</div>
+<p>Or enter this key by hand: <code>{secret}</code></p>
+{form}"#,
+        qr = enrollment.qr_svg(),
+        secret = pages::escape(enrollment.secret_base32()),
+        form = code_form("/account/mfa/confirm", "Code from your app", None, &token),
+    );
+    html(
+        200,
+        pages::layout("Set up two-factor authentication", &body),
+    )
+}
+
+fn recovery_codes_page(codes: &auth_core::mfa::RecoveryCodes) -> Reply {
+    let items: String = codes
+        .codes()
+        .into_iter()
+        .map(|c| format!("<li><code>{}</code></li>", pages::escape(c)))
+        .collect();
+    let body = format!(
+        r#"<p>Save these recovery codes somewhere safe. Each works once, in place of a code from your app. They will not be shown again.</p>
+<ul>{items}</ul><p><a href="/account">Done</a></p>"#
+    );
+    html(200, pages::layout("Recovery codes", &body))
+}
+
+/// `POST /account/mfa/confirm` (form, behind `require_login`): activates
+/// TOTP and shows the recovery codes once.
+pub async fn account_mfa_confirm(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Set up two-factor authentication");
+    };
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => auth.confirm_totp(&form.code).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(codes) => recovery_codes_page(&codes),
+        Err(AuthError::InvalidCode) => {
+            let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
+            let body = format!(
+                "<p class=\"error\">{}</p>{}",
+                pages::escape(&AuthError::InvalidCode.to_string()),
+                code_form("/account/mfa/confirm", "Code from your app", None, &token)
+            );
+            html(
+                401,
+                pages::layout("Set up two-factor authentication", &body),
+            )
+        }
+        Err(error) => mfa_action_error(auth, &error).await,
+    }
+}
+
+/// `POST /account/mfa/disable` (form, behind `require_login`).
+pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
+    let Ok(form) = form else {
+        return invalid_form("Account");
+    };
+    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
+        Ok(()) => auth.disable_totp(&form.code).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(()) => Reply::redirect("/account".to_owned()),
+        Err(error) => mfa_action_error(auth, &error).await,
+    }
+}
+
+/// `POST /account/mfa/recovery-codes` (form, behind `require_login`): a new
+/// set, shown once.
+pub async fn account_recovery_codes(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
+    let token = form.ok().and_then(|f| f.csrf_token);
+    let result = match auth.verify_form_token(token.as_deref()).await {
+        Ok(()) => auth.regenerate_recovery_codes().await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(codes) => recovery_codes_page(&codes),
+        Err(error) => mfa_action_error(auth, &error).await,
+    }
+}

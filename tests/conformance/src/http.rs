@@ -1,0 +1,165 @@
+//! The demo binaries over real HTTP: each example's `tests/http.rs` calls
+//! [`demo_serves_the_api_and_keeps_sessions_across_a_restart`] with its
+//! binary, which is started on a free port (port 0) with a temporary SQLite
+//! file.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A demo binary running on a free port.
+#[derive(Debug)]
+pub struct Demo {
+    child: Child,
+    addr: String,
+}
+
+impl Demo {
+    /// Starts `binary` on `127.0.0.1:0` with the SQLite file `database` and
+    /// waits for the address it prints.
+    pub fn start(binary: &str, database: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .env("DEMO_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the demo binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the demo prints its address")
+                .expect("readable stderr");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.trim_end_matches('/').to_owned();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    /// One request; returns (status, headers, body). A chunked body is
+    /// decoded.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("loopback I/O");
+        let body = body.unwrap_or("");
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if !body.is_empty() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(cookie) = cookie {
+            request.push_str(&format!("Cookie: {cookie}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).expect("loopback I/O");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("loopback I/O");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let headers: Vec<(String, String)> = headers;
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, headers, body)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dechunk(mut raw: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        raw = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The demo at `binary` serves the API over real HTTP, and its sessions
+/// survive a restart on the same SQLite file.
+pub fn demo_serves_the_api_and_keeps_sessions_across_a_restart(binary: &str) {
+    let name = Path::new(binary)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("demo");
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let database = dir.join("demo.db");
+    let credentials = r#"{"username":"alice","password":"correct horse battery staple"}"#;
+
+    let demo = Demo::start(binary, &database);
+    let (status, _, body) = demo.request("POST", "/api/register", None, Some(credentials));
+    assert_eq!(status, 201, "{body}");
+    let (status, headers, body) = demo.request("POST", "/api/login", None, Some(credentials));
+    assert_eq!(status, 200, "{body}");
+    let cookie = headers
+        .iter()
+        .find(|(n, v)| n == "set-cookie" && v.starts_with("__Host-session="))
+        .map(|(_, v)| v.split(';').next().expect("temp dir").to_owned())
+        .expect("a session cookie");
+    let (status, _, body) = demo.request("GET", "/api/me", Some(&cookie), None);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"username":"alice","mfa_enabled":false}"#)
+    );
+    let (status, _, body) = demo.request("GET", "/", None, None);
+    assert_eq!(status, 200);
+    assert!(body.contains("<!doctype html>"));
+    drop(demo);
+
+    // Same database file, new process: the session is still there.
+    let demo = Demo::start(binary, &database);
+    let (status, _, _) = demo.request("GET", "/api/me", Some(&cookie), None);
+    assert_eq!(status, 200, "the session survived the restart");
+    let (status, _, _) = demo.request("POST", "/api/logout", Some(&cookie), None);
+    assert_eq!(status, 204);
+    let (status, _, _) = demo.request("GET", "/api/me", Some(&cookie), None);
+    assert_eq!(status, 401);
+    drop(demo);
+    let _ = std::fs::remove_dir_all(dir);
+}
