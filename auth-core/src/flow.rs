@@ -39,7 +39,7 @@ use crate::password::{
 };
 use crate::rate_limit::{Decision, IpBucket, ThrottleBackend, ThrottleError};
 use crate::session::{
-    AuthState, ClientInfo, Factor, NewSession, Session, SessionError, SessionHandle,
+    AuthState, ClientInfo, Factor, NewSession, Session, SessionError, SessionHandle, SessionId,
     SessionManager, SessionRecord, StoreError,
 };
 use crate::user::{
@@ -732,6 +732,27 @@ impl Authenticator {
             None,
         );
         Ok(())
+    }
+
+    /// Loads the session `id` names together with its user, reading the
+    /// user once for both the security-stamp check and the caller (the
+    /// user is `None` for an anonymous session, or a gone or disabled
+    /// user). What the web pipeline runs once per request.
+    pub async fn load_session(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<(Session, Option<User>)>, AuthError> {
+        let users = Arc::clone(&self.inner.users);
+        let fetch = move |user_id: String| async move {
+            let user = users
+                .find_by_id(&user_id)
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+            Ok(user
+                .filter(|u| !u.disabled)
+                .map(|u| (u.security_stamp.clone(), u)))
+        };
+        Ok(self.inner.sessions.load_id_with(id, fetch).await?)
     }
 
     /// The user of an authenticated session.

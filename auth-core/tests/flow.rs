@@ -923,3 +923,91 @@ async fn request_state_debug_reveals_no_session_id() {
     assert!(!debug.contains(&id), "{debug}");
     assert!(debug.contains("REDACTED"), "{debug}");
 }
+
+/// Counts user reads.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<MemoryUserStore>,
+    finds: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl UserStore for CountingStore {
+    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+        self.inner.find_by_login(login).await
+    }
+    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+        self.finds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.find_by_id(id).await
+    }
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        self.inner.create(user).await
+    }
+    async fn replace_password_hash(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.replace_password_hash(id, current, new).await
+    }
+    async fn change_password(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+        stamp: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.change_password(id, current, new, stamp).await
+    }
+    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
+        self.inner.set_security_stamp(id, stamp).await
+    }
+    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
+        self.inner.set_disabled(id, disabled).await
+    }
+}
+
+/// A request reads its user once: the security-stamp check and the
+/// handler's `current_user` share the read. The stamp is still checked on
+/// that read: a disabled user's session stops at once.
+#[tokio::test]
+async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let counting = Arc::new(CountingStore {
+        inner: memory.clone(),
+        finds: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let h = harness_with(counting.clone(), memory.clone(), ThrottleConfig::default());
+    let alice = register(&h, "alice").await;
+    let session = login_ok(&h, "alice").await;
+    let pair = h.auth.session_cookie(&session);
+    let pair = pair.split(';').next().unwrap().to_owned();
+    let web = auth_core::web::Auth::new(h.auth.clone());
+    let begin = || {
+        web.begin(
+            "GET",
+            [("host", "example.test"), ("cookie", pair.as_str())],
+            Some("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap()
+    };
+    let before = counting.finds.load(std::sync::atomic::Ordering::SeqCst);
+    let state = begin();
+    state.check(auth_core::web::Guard::Login).await.unwrap();
+    assert_eq!(state.current_user().await.unwrap().login, "alice");
+    assert_eq!(state.current_user().await.unwrap().login, "alice");
+    let reads = counting.finds.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(reads, 1, "one user read per request");
+
+    memory.set_disabled(&alice.id, true).await.unwrap();
+    let state = begin();
+    assert!(matches!(
+        state.current_user().await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(
+        state.session().await.unwrap().is_none(),
+        "the session ended"
+    );
+}

@@ -12,7 +12,8 @@ use super::{
 /// verification, with every key derivation run on tokio's blocking pool.
 ///
 /// At most `max_concurrent` derivations run at once (default: the number of
-/// CPU cores). A caller that cannot get a slot within `queue_timeout`
+/// CPU cores less one, at least one, so a login flood never takes every
+/// core from the requests of logged-in users). A caller that cannot get a slot within `queue_timeout`
 /// (default 1 s) gets [`PasswordError::Busy`]: under a login flood, excess
 /// attempts are shed quickly instead of queueing without bound, and the
 /// async workers that serve every other request are never blocked.
@@ -58,7 +59,10 @@ impl PasswordServiceBuilder {
     }
 
     /// How many key derivations may run at once (default: the number of
-    /// CPU cores). Each Argon2 run holds its memory cost (19 MiB by default)
+    /// CPU cores less one, at least one; measured in `docs/performance.md`:
+    /// with every core hashing, authenticated requests kept 0.37-0.41 of
+    /// their throughput during a login flood, with one core left 0.55).
+    /// Each Argon2 run holds its memory cost (19 MiB by default)
     /// while it runs.
     pub fn max_concurrent(mut self, slots: usize) -> Self {
         self.max_concurrent = Some(slots);
@@ -75,7 +79,8 @@ impl PasswordServiceBuilder {
     /// Validates the settings and builds the service.
     pub fn build(self) -> Result<PasswordService, PasswordError> {
         let max_concurrent = self.max_concurrent.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get().saturating_sub(1).max(1))
         });
         if max_concurrent == 0 || max_concurrent > Semaphore::MAX_PERMITS {
             return Err(PasswordError::Config("max_concurrent must be at least 1"));

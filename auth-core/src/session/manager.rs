@@ -408,6 +408,59 @@ impl SessionManager {
             self.store.delete(&key).await?;
             return Ok(None);
         }
+        self.finish_load(id, key, record, now).await
+    }
+
+    /// [`load_id`](Self::load_id) that also fetches the session's user in
+    /// the same read as its security stamp: `fetch(user_id)` answers the
+    /// user's current stamp and whatever the caller wants of the user
+    /// (`None` when the user is gone or disabled). The stamp is checked as
+    /// in `load_id` (when a stamp source is configured); the fetched value
+    /// comes back with the session, so a request reads its user once.
+    pub async fn load_id_with<T, F, Fut>(
+        &self,
+        id: SessionId,
+        fetch: F,
+    ) -> Result<Option<(Session, Option<T>)>, SessionError>
+    where
+        F: FnOnce(String) -> Fut + Send,
+        Fut: Future<Output = Result<Option<(String, T)>, StoreError>> + Send,
+        T: Send,
+    {
+        let key = id.key();
+        let Some(record) = self.store.load(&key).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let mut fetched = None;
+        let mut valid = Self::within_deadlines(&record, now);
+        if valid && let Some(user) = &record.user_id {
+            match fetch(user.clone()).await? {
+                Some((stamp, value)) => {
+                    if self.stamps.is_some() {
+                        valid = Self::stamp_matches(Some(stamp), &record);
+                    }
+                    fetched = Some(value);
+                }
+                None => valid = self.stamps.is_none(),
+            }
+        }
+        if !valid {
+            self.store.delete(&key).await?;
+            return Ok(None);
+        }
+        let session = self.finish_load(id, key, record, now).await?;
+        Ok(session.map(|session| (session, fetched)))
+    }
+
+    /// Touches a loaded record when due and wraps it.
+    async fn finish_load(
+        &self,
+        id: SessionId,
+        key: SessionKey,
+        record: SessionRecord,
+        now: Timestamp,
+    ) -> Result<Option<Session>, SessionError> {
         let mut session = Session {
             id,
             key,
@@ -424,28 +477,33 @@ impl SessionManager {
         Ok(Some(session))
     }
 
+    fn within_deadlines(record: &SessionRecord, now: Timestamp) -> bool {
+        if record.expires_at() <= now {
+            return false;
+        }
+        !matches!(record.auth, AuthState::MfaPending { expires_at, .. } if expires_at <= now)
+    }
+
+    fn stamp_matches(current: Option<String>, record: &SessionRecord) -> bool {
+        match (current, &record.security_stamp) {
+            (Some(current), Some(recorded)) => {
+                bool::from(current.as_bytes().ct_eq(recorded.as_bytes()))
+            }
+            _ => false,
+        }
+    }
+
     async fn still_valid(
         &self,
         record: &SessionRecord,
         now: Timestamp,
     ) -> Result<bool, SessionError> {
-        if record.expires_at() <= now {
-            return Ok(false);
-        }
-        if let AuthState::MfaPending { expires_at, .. } = record.auth
-            && expires_at <= now
-        {
+        if !Self::within_deadlines(record, now) {
             return Ok(false);
         }
         if let (Some(stamps), Some(user)) = (&self.stamps, &record.user_id) {
             let current = stamps.current_stamp(user).await?;
-            let matches = match (current, &record.security_stamp) {
-                (Some(current), Some(recorded)) => {
-                    bool::from(current.as_bytes().ct_eq(recorded.as_bytes()))
-                }
-                _ => false,
-            };
-            if !matches {
+            if !Self::stamp_matches(current, record) {
                 return Ok(false);
             }
         }

@@ -363,7 +363,12 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        // A file in this process: no liveness ping before each query (it
+        // doubled the cost of a session read).
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         Self::from_pool(pool).await
     }
 }

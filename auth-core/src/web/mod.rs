@@ -23,6 +23,7 @@ use crate::csrf::{CsrfGuard, CsrfRejection, CsrfTokens, RequestMeta};
 use crate::flow::{AuthError, Authenticator, Client};
 use crate::rate_limit::TrustedProxies;
 use crate::session::Session;
+use crate::user::User;
 
 mod request;
 
@@ -192,15 +193,16 @@ impl Auth {
     }
 
     /// Step 3: the session named by the `Cookie` header lines, if it is
-    /// live. One store read.
+    /// live, with its user (read once for the security-stamp check and
+    /// the handler).
     pub async fn load_session<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Option<Session>, AuthError> {
+    ) -> Result<Option<(Session, Option<User>)>, AuthError> {
         let Some(id) = self.authenticator.cookies().session_id(cookie_headers) else {
             return Ok(None);
         };
-        Ok(self.authenticator.sessions().load_id(id).await?)
+        self.authenticator.load_session(id).await
     }
 
     /// Step 4: the `Set-Cookie` value for a session that got a new ID.

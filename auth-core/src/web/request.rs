@@ -30,7 +30,17 @@ enum CookieAction {
 struct Slot {
     loaded: bool,
     session: Option<Session>,
+    /// The session's user as read with it; dropped whenever the session
+    /// changes in this request.
+    user: Option<User>,
     action: CookieAction,
+}
+
+impl Slot {
+    fn set(&mut self, session: Option<Session>) {
+        self.session = session;
+        self.user = None;
+    }
 }
 
 /// A route protection, checked by [`RequestAuth::check`].
@@ -122,6 +132,7 @@ impl Auth {
             slot: Mutex::new(Slot {
                 loaded: false,
                 session: None,
+                user: None,
                 action: CookieAction::None,
             }),
         })
@@ -147,10 +158,14 @@ impl RequestAuth {
     async fn slot(&self) -> Result<MutexGuard<'_, Slot>, AuthError> {
         let mut slot = self.slot.lock().await;
         if !slot.loaded {
-            slot.session = self
+            let loaded = self
                 .auth
                 .load_session(self.cookies.iter().map(String::as_str))
                 .await?;
+            (slot.session, slot.user) = match loaded {
+                Some((session, user)) => (Some(session), user),
+                None => (None, None),
+            };
             slot.loaded = true;
         }
         Ok(slot)
@@ -165,7 +180,17 @@ impl RequestAuth {
     /// The authenticated user ([`AuthError::NotAuthenticated`] otherwise,
     /// also for an MFA-pending session).
     pub async fn current_user(&self) -> Result<User, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        let slot = self.slot().await?;
+        let session = slot.session.as_ref().ok_or(AuthError::NotAuthenticated)?;
+        let id = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?;
+        // Read with the session (and checked against its stamp) already.
+        if let Some(user) = slot.user.as_ref().filter(|u| u.id == id && !u.disabled) {
+            return Ok(user.clone());
+        }
+        let session = session.clone();
+        drop(slot);
         self.authenticator().current_user(&session).await
     }
 
@@ -201,7 +226,7 @@ impl RequestAuth {
             .authenticator()
             .login(login, password, &self.client, slot.session.as_ref())
             .await?;
-        slot.session = Some(outcome.session().clone());
+        slot.set(Some(outcome.session().clone()));
         slot.action = CookieAction::Set;
         Ok(outcome)
     }
@@ -211,7 +236,9 @@ impl RequestAuth {
         let mut slot = self.slot().await?;
         // The cookie goes whatever happens next.
         slot.action = CookieAction::Remove;
-        if let Some(session) = slot.session.take() {
+        let session = slot.session.take();
+        slot.set(None);
+        if let Some(session) = session {
             self.authenticator().logout(session, &self.client).await?;
         }
         Ok(())
@@ -230,7 +257,8 @@ impl RequestAuth {
         if session.id_changed() {
             slot.action = CookieAction::Set;
         }
-        slot.session = Some(session);
+        // The operation may have changed the user (password, factors).
+        slot.set(Some(session));
         result
     }
 
@@ -289,7 +317,7 @@ impl RequestAuth {
             .revoke_session(&session, handle, &self.client)
             .await?;
         if found && session.handle() == *handle {
-            slot.session = None;
+            slot.set(None);
             slot.action = CookieAction::Remove;
         }
         Ok(found)
@@ -412,7 +440,7 @@ impl RequestAuth {
     async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthError> {
         if slot.session.is_none() {
             let session = self.authenticator().anonymous_session(&self.client).await?;
-            slot.session = Some(session);
+            slot.set(Some(session));
             slot.action = CookieAction::Set;
         }
         Ok(())
