@@ -8,7 +8,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, Error, HttpResponse, web};
-use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login};
+use auth_actix::{
+    AuthMiddleware, AuthSession, CurrentUser, reply, require_login, require_mfa,
+    require_recent_login,
+};
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES};
@@ -45,7 +48,19 @@ pub fn app(
         .service(protected("/api/sessions").get(list_sessions))
         .service(protected("/api/sessions/revoke-others").post(revoke_others))
         .service(protected("/api/sessions/{id}").delete(revoke_session))
-        .service(protected("/api/mfa/totp/enroll").post(totp_enroll))
+        // Guards beyond a login: enrolment needs a recent one (the core
+        // checks it too), new recovery codes a session that proved the
+        // second factor.
+        .service(
+            resource("/api/mfa/totp/enroll")
+                .wrap(from_fn(require_recent_login))
+                .post(totp_enroll),
+        )
+        .service(
+            resource("/api/mfa/recovery-codes")
+                .wrap(from_fn(require_mfa))
+                .post(regenerate_recovery_codes),
+        )
         .service(protected("/api/mfa/totp/confirm").post(totp_confirm))
         .service(protected("/api/mfa/totp").delete(totp_disable))
         .service(resource("/").get(home))
@@ -194,6 +209,10 @@ async fn login_recovery(
     body: Result<web::Json<CodeBody>, Error>,
 ) -> HttpResponse {
     reply(h::login_recovery(&auth, json_body(body)).await)
+}
+
+async fn regenerate_recovery_codes(auth: AuthSession) -> HttpResponse {
+    reply(h::regenerate_recovery_codes(&auth).await)
 }
 
 async fn totp_enroll(auth: AuthSession) -> HttpResponse {

@@ -4,7 +4,9 @@
 //! demos (`example_shared::handlers`); this file is the axum routing and
 //! body extraction around them.
 
-use auth_axum::{AuthLayer, AuthSession, CurrentUser, reply, require_login};
+use auth_axum::{
+    AuthLayer, AuthSession, CurrentUser, reply, require_login, require_mfa, require_recent_login,
+};
 use auth_core::web::Auth;
 use axum::Router;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
@@ -24,10 +26,18 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", delete(revoke_session))
         .route("/api/sessions/revoke-others", post(revoke_others))
-        .route("/api/mfa/totp/enroll", post(totp_enroll))
         .route("/api/mfa/totp/confirm", post(totp_confirm))
         .route("/api/mfa/totp", delete(totp_disable))
         .route_layer(from_fn(require_login));
+    // Guards beyond a login: enrolment needs a recent one (the core checks
+    // it too), new recovery codes need a session that proved the second
+    // factor.
+    let api_recent = Router::new()
+        .route("/api/mfa/totp/enroll", post(totp_enroll))
+        .route_layer(from_fn(require_recent_login));
+    let api_mfa = Router::new()
+        .route("/api/mfa/recovery-codes", post(regenerate_recovery_codes))
+        .route_layer(from_fn(require_mfa));
     let pages_protected = Router::new()
         .route("/account", get(account_page))
         .route("/account/password", post(account_password))
@@ -46,6 +56,8 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/login/totp", post(login_totp))
         .route("/api/login/recovery", post(login_recovery))
         .merge(api_protected)
+        .merge(api_recent)
+        .merge(api_mfa)
         .route("/", get(home))
         .route("/login", get(login_page).post(login_form))
         .route("/login/mfa", get(login_mfa_page).post(login_mfa_form))
@@ -173,6 +185,10 @@ async fn login_recovery(
     body: Result<Json<CodeBody>, JsonRejection>,
 ) -> Response {
     reply(h::login_recovery(&auth, json_body(body)).await)
+}
+
+async fn regenerate_recovery_codes(auth: AuthSession) -> Response {
+    reply(h::regenerate_recovery_codes(&auth).await)
 }
 
 async fn totp_enroll(auth: AuthSession) -> Response {

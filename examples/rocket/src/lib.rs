@@ -7,7 +7,10 @@
 use std::collections::BTreeSet;
 
 use auth_core::web::Auth;
-use auth_rocket::{AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, reply};
+use auth_rocket::{
+    AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, RequireMfa,
+    RequireRecentLogin, reply,
+};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES, error_json};
 use rocket::config::{Ident, LogLevel};
@@ -62,6 +65,7 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         login_totp,
         login_recovery,
         totp_enroll,
+        regenerate_recovery_codes,
         totp_confirm,
         totp_disable,
         home,
@@ -319,9 +323,16 @@ async fn login_recovery(auth: AuthSession, body: JsonBody<CodeBody>) -> ReplyRes
     reply(h::login_recovery(&auth, body.0).await)
 }
 
+// Guards beyond a login: enrolment needs a recent one (the core checks it
+// too), new recovery codes a session that proved the second factor.
 #[post("/api/mfa/totp/enroll")]
-async fn totp_enroll(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+async fn totp_enroll(_recent: RequireRecentLogin, auth: AuthSession) -> ReplyResponder {
     reply(h::totp_enroll(&auth).await)
+}
+
+#[post("/api/mfa/recovery-codes")]
+async fn regenerate_recovery_codes(_mfa: RequireMfa, auth: AuthSession) -> ReplyResponder {
+    reply(h::regenerate_recovery_codes(&auth).await)
 }
 
 #[post("/api/mfa/totp/confirm", data = "<body>")]

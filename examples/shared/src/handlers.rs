@@ -244,6 +244,16 @@ pub async fn totp_disable(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
     unwrap_reply(auth.disable_totp(&body.code).await.map(|()| no_content()))
 }
 
+/// `POST /api/mfa/recovery-codes` (behind `require_mfa`; needs a recent
+/// login): a new set of recovery codes, the old set void.
+pub async fn regenerate_recovery_codes(auth: &RequestAuth) -> Reply {
+    unwrap_reply(
+        auth.regenerate_recovery_codes()
+            .await
+            .map(|codes| json(200, &codes)),
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Pages
 // ---------------------------------------------------------------------------

@@ -477,3 +477,63 @@ pub async fn the_second_factor_page_needs_a_pending_login<F: HarnessFactory>() {
             .is_some_and(|l| l.starts_with("/login"))
     );
 }
+
+/// `require_mfa`: new recovery codes need a session that proved the second
+/// factor (403 otherwise, 401 without a session); they replace the old set.
+pub async fn new_recovery_codes_need_a_second_factor_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("bob").await;
+    let bob = app.login("bob").await;
+    let r = app
+        .post_json("/api/mfa/recovery-codes", json!({}), Some(&bob))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+    let r = app
+        .post_json("/api/mfa/recovery-codes", json!({}), None)
+        .await;
+    assert_eq!(r.status, 401);
+
+    let alice = enrolled(&app, "alice").await;
+    let pending = pending_login(&app, "alice").await;
+    let r = app
+        .post_json("/api/mfa/recovery-codes", json!({}), Some(&pending))
+        .await;
+    assert_eq!(r.status, 401, "a pending session is no login");
+    let r = app
+        .post_json(
+            "/api/login/totp",
+            json!({ "code": app.totp(&alice.secret) }),
+            Some(&pending),
+        )
+        .await;
+    let full = r.session_cookie().expect("cookie").0;
+    let r = app
+        .post_json("/api/mfa/recovery-codes", json!({}), Some(&full))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh: Vec<String> = r.json()["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert!(fresh.len() >= 10);
+    let pending = pending_login(&app, "alice").await;
+    let r = app
+        .post_json(
+            "/api/login/recovery",
+            json!({ "code": alice.recovery_codes[0] }),
+            Some(&pending),
+        )
+        .await;
+    assert_eq!(r.status, 401, "the old set is void");
+    let r = app
+        .post_json(
+            "/api/login/recovery",
+            json!({ "code": fresh[0] }),
+            Some(&pending),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
