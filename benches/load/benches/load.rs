@@ -431,11 +431,14 @@ fn login_flood(
     if config.flood_rounds == 0 {
         return Ok(());
     }
-    for slots in [None, Some(1)] {
+    // The default leaves a core free of hashing; "all cores" is what the
+    // default used to be.
+    let default_slots = cores.saturating_sub(1).max(1);
+    for slots in [None, Some(cores)] {
         let store = slots.map_or(Store::Memory, Store::MemoryHashSlots);
         let label = match slots {
-            None => format!("default ({cores} hash slots = cores)"),
-            Some(n) => format!("{n} hash slot"),
+            None => format!("default ({default_slots} = cores - 1)"),
+            Some(n) => format!("{n} = all cores"),
         };
         let mut axum = servers::axum_auth(host, &store, proxies.clone())?;
         rt.block_on(servers::login(&mut axum))?;

@@ -45,7 +45,7 @@ pub enum Store {
     Memory,
     /// As [`Store::Memory`], with at most this many concurrent password
     /// hashes (`PasswordService::max_concurrent`; the default is the number
-    /// of cores).
+    /// of cores less one).
     MemoryHashSlots(usize),
     /// Users and sessions in a SQLite file.
     Sqlite,
