@@ -1250,6 +1250,7 @@ async fn store_round_trip_postgres() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -288,6 +288,41 @@ impl From<SessionInfo> for SessionEntry {
     }
 }
 
+/// What every demo binary does before serving: logs through `tracing`
+/// (`RUST_LOG`, default `info`), reads the [`Settings`], builds the
+/// [`Auth`], and starts sweeping expired sessions every 10 minutes (for
+/// stores without native expiry: SQLite, PostgreSQL). Call it inside the
+/// framework's tokio runtime.
+pub async fn start() -> Result<(Settings, Auth), Box<dyn Error>> {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let settings = Settings::from_env()?;
+    let auth = build_auth(&settings).await?;
+    let sessions = auth.authenticator().sessions().clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            if let Err(error) = sessions.delete_expired().await {
+                tracing::warn!(%error, "sweeping expired sessions failed");
+            }
+        }
+    });
+    Ok((settings, auth))
+}
+
+/// Logs the bound address and prints the line people (and the demos'
+/// integration tests, which start the binary on port 0) read it from.
+pub fn announce(framework: &str, addr: SocketAddr, settings: &Settings) {
+    let database = redact_url(&settings.database_url);
+    tracing::info!(%addr, %database, "demo listening");
+    eprintln!("auth toolkit demo ({framework}) listening on http://{addr}/");
+}
+
 /// A database URL without its password.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
