@@ -18,6 +18,9 @@ use crate::clock::{Clock, Timestamp};
 /// keys have passed since the last one: amortised O(1) per check even with
 /// a million keys (the caps are still enforced on every check).
 const HOUSEKEEPING_EVERY: u64 = 4096;
+/// How often (in checks) the number of tracked IP keys is compared with
+/// its cap. A divisor of [`HOUSEKEEPING_EVERY`].
+const CAP_CHECK_EVERY: u64 = 256;
 
 /// Our [`Clock`] as a `governor` clock, so tests drive the GCRA too.
 #[derive(Debug, Clone)]
@@ -51,7 +54,8 @@ struct Account {
 ///
 /// Memory stays bounded under key spraying: periodically (a sweep once at
 /// least as many checks as tracked keys have passed, so amortised O(1) per
-/// check), and whenever a cap is passed, stale IP keys are dropped with
+/// check), and whenever a cap is found passed (the IP count is taken every
+/// 256 checks, so it may overshoot by that much), stale IP keys are dropped with
 /// `retain_recent` + `shrink_to_fit`, and counts older than the failure
 /// memory are forgotten. If live IP keys still exceed their cap, the IP
 /// limiter starts afresh (one burst for everyone, logged): that takes a
@@ -156,6 +160,10 @@ impl MemoryThrottle {
     /// One attempt from `ip`'s budget, with housekeeping when due.
     fn take_ip(&self, ip: IpBucket) -> Option<Duration> {
         let count = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
+        // Counting the keys takes a read lock on every shard of the map:
+        // done every CAP_CHECK_EVERY checks, not on each (the cap may be
+        // overshot by that many keys before it is enforced).
+        let count_keys = count.is_multiple_of(CAP_CHECK_EVERY);
         let (result, ip_keys) = {
             let limiter = self
                 .ips
@@ -164,7 +172,7 @@ impl MemoryThrottle {
             let result = limiter.check_key(&ip).map_err(|not_until| {
                 not_until.wait_time_from(GovernorClock(Arc::clone(&self.clock)).now())
             });
-            (result, limiter.len())
+            (result, if count_keys { limiter.len() } else { 0 })
         };
         let sweep_due = count.is_multiple_of(HOUSEKEEPING_EVERY) && {
             let since = count.saturating_sub(self.last_sweep.load(Ordering::Relaxed));
