@@ -226,6 +226,13 @@ fn start_servers(rt: &tokio::runtime::Runtime, host: &AxumHost) -> Result<Vec<Se
     if let Some(url) = &redis {
         servers.push(rt.block_on(alternatives::actix_identity_server(url))?);
     }
+    // Rocket: no maintained auth library to compare with.
+    servers.push(servers::rocket_bare()?);
+    for store in &stores {
+        let mut server = servers::rocket_auth(store, none.clone())?;
+        rt.block_on(servers::login(&mut server))?;
+        servers.push(server);
+    }
     for server in &servers {
         verify(rt, server)?;
     }

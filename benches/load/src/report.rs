@@ -190,6 +190,8 @@ pub fn plot(summaries: &[Summary], path: &Path) -> Result<(), Box<dyn std::error
     chart.draw_series(bars.iter().enumerate().map(|(i, (label, ratio))| {
         let color = if label.starts_with("axum") {
             BLUE.mix(0.6)
+        } else if label.starts_with("rocket") {
+            GREEN.mix(0.6)
         } else {
             RED.mix(0.6)
         };

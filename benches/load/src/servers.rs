@@ -26,6 +26,8 @@ pub enum Framework {
     Axum,
     /// actix-web 4.
     Actix,
+    /// Rocket 0.5.
+    Rocket,
 }
 
 impl Framework {
@@ -34,6 +36,7 @@ impl Framework {
         match self {
             Self::Axum => "axum",
             Self::Actix => "actix",
+            Self::Rocket => "rocket",
         }
     }
 }
@@ -343,6 +346,97 @@ pub fn actix_auth(store: &Store, proxies: TrustedProxies) -> Result<Server, BoxE
     })?;
     Ok(Server {
         framework: Framework::Actix,
+        label: auth_label(store),
+        addr,
+        cookie: None,
+        temp: rx.recv().ok().flatten(),
+    })
+}
+
+/// Starts a rocket on 127.0.0.1:0 in its own thread (a tokio runtime with
+/// one worker, like the other servers) and returns the bound address.
+fn spawn_rocket<F, Fut>(build: F) -> Result<SocketAddr, BoxError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<rocket::Rocket<rocket::Build>, BoxError>>,
+{
+    let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+    std::thread::Builder::new()
+        .name("rocket".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = tx.send(Err(error.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let rocket = match build().await {
+                    Ok(rocket) => rocket,
+                    Err(error) => {
+                        let _ = tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let bound = tx.clone();
+                let announce = rocket::fairing::AdHoc::on_liftoff("bound", move |rocket| {
+                    Box::pin(async move {
+                        let config = rocket.config();
+                        let _ = bound.send(Ok(SocketAddr::new(config.address, config.port)));
+                    })
+                });
+                // Rocket installs a global `log` logger that would also
+                // print every auth event (tracing forwards to `log`) of the
+                // other servers in this process: keep it silent.
+                let config = rocket::Config {
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
+                    port: 0,
+                    workers: 1,
+                    log_level: rocket::config::LogLevel::Off,
+                    ..example_rocket::config()
+                };
+                if let Err(error) = rocket.configure(config).attach(announce).launch().await {
+                    let _ = tx.send(Err(error.pretty_print().to_string()));
+                }
+            });
+        })?;
+    Ok(rx.recv()??)
+}
+
+/// The bare Rocket route.
+pub fn rocket_bare() -> Result<Server, BoxError> {
+    #[rocket::get("/api/me")]
+    fn me() -> (rocket::http::ContentType, String) {
+        (rocket::http::ContentType::JSON, bare_body())
+    }
+    let addr = spawn_rocket(|| async {
+        Ok(rocket::custom(example_rocket::config()).mount("/", rocket::routes![me]))
+    })?;
+    Ok(Server {
+        framework: Framework::Rocket,
+        label: "bare".to_owned(),
+        addr,
+        cookie: None,
+        temp: None,
+    })
+}
+
+/// `example_rocket::app` on `store` (not yet logged in).
+pub fn rocket_auth(store: &Store, proxies: TrustedProxies) -> Result<Server, BoxError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store_owned = store.clone();
+    let addr = spawn_rocket(move || async move {
+        let (auth, temp) = build(&store_owned, proxies).await?;
+        let _ = tx.send(temp);
+        Ok(example_rocket::app(auth))
+    })?;
+    Ok(Server {
+        framework: Framework::Rocket,
         label: auth_label(store),
         addr,
         cookie: None,

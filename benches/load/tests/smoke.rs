@@ -114,3 +114,18 @@ fn actix_variants_answer_200_with_the_cookie_and_401_without() {
         check(&rt, &server);
     }
 }
+
+#[test]
+fn rocket_variants_answer_200_with_the_cookie_and_401_without() {
+    let rt = client_runtime();
+    let bare = servers::rocket_bare().expect("bare");
+    let answer = rt
+        .block_on(client::once(bare.addr, &Call::get("/api/me", None)))
+        .expect("bare answers");
+    assert_eq!((answer.status, answer.body.as_str()), (200, ME_BODY));
+    for store in stores(redis().as_deref()) {
+        let mut server = servers::rocket_auth(&store, TrustedProxies::none()).expect("rocket auth");
+        rt.block_on(servers::login(&mut server)).expect("login");
+        check(&rt, &server);
+    }
+}
