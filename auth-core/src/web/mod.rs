@@ -59,11 +59,18 @@ impl Reply {
         if let AuthError::Internal(source) = error {
             tracing::error!(error = %source, "auth: internal error");
         }
-        let mut reply = Self::json(error.status(), error_body(error));
+        Self::json(error.status(), error_body(error)).failing_with(error)
+    }
+
+    /// This reply (e.g. an HTML page explaining `error`) with the error's
+    /// status and `Retry-After`.
+    #[must_use]
+    pub fn failing_with(mut self, error: &AuthError) -> Self {
+        self.status = error.status();
         if let Some(secs) = error.retry_after_secs() {
-            reply.headers.push(("retry-after", secs.to_string()));
+            self.headers.push(("retry-after", secs.to_string()));
         }
-        reply
+        self
     }
 
     /// `303 See Other` to `location`.

@@ -259,7 +259,7 @@ pub async fn regenerate_recovery_codes(auth: &RequestAuth) -> Reply {
 // ---------------------------------------------------------------------------
 
 /// The login and registration form body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CredentialsForm {
     /// Login name.
     pub username: String,
@@ -272,14 +272,14 @@ pub struct CredentialsForm {
 }
 
 /// A form with only a CSRF token (logout, sign out everywhere).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct TokenForm {
     /// The form's CSRF token.
     pub csrf_token: Option<String>,
 }
 
 /// The password-change form body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct PasswordForm {
     /// The current password.
     pub current_password: String,
@@ -333,11 +333,7 @@ async fn page_error(
     }
     let token = auth.form_token().await.ok().flatten();
     let page = pages::credentials_form(title, action, Some(&message), next, token.as_deref());
-    let mut reply = html(error.status(), page);
-    if let Some(secs) = error.retry_after_secs() {
-        reply.headers.push(("retry-after", secs.to_string()));
-    }
-    reply
+    html(200, page).failing_with(error)
 }
 
 fn invalid_form(title: &str) -> Reply {
@@ -528,11 +524,7 @@ fn account_error(error: &AuthError) -> Reply {
         "<p class=\"error\">{}</p><p><a href=\"/account\">Back</a></p>",
         pages::escape(&message)
     );
-    let mut reply = html(error.status(), pages::layout("Account", &body));
-    if let Some(secs) = error.retry_after_secs() {
-        reply.headers.push(("retry-after", secs.to_string()));
-    }
-    reply
+    html(200, pages::layout("Account", &body)).failing_with(error)
 }
 
 // ---------------------------------------------------------------------------
@@ -540,7 +532,7 @@ fn account_error(error: &AuthError) -> Reply {
 // ---------------------------------------------------------------------------
 
 /// A one-field code form (second login step, confirmation, removal).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CodeForm {
     /// A TOTP code or a recovery code.
     pub code: String,
@@ -552,7 +544,7 @@ pub struct CodeForm {
 
 /// The step-up form body: the password, and a code for users with a
 /// second factor.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct ReauthForm {
     /// The current password.
     pub password: String,
@@ -633,16 +625,8 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
         Err(AuthError::NotAuthenticated) => Reply::redirect(with_next("/login", &next)),
         Err(error) => {
             let token = auth.form_token().await.ok().flatten();
-            let mut reply = mfa_page(
-                error.status(),
-                Some(&error.to_string()),
-                Some(&next),
-                token.as_deref(),
-            );
-            if let Some(secs) = error.retry_after_secs() {
-                reply.headers.push(("retry-after", secs.to_string()));
-            }
-            reply
+            mfa_page(200, Some(&error.to_string()), Some(&next), token.as_deref())
+                .failing_with(&error)
         }
     }
 }
@@ -696,14 +680,9 @@ pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(AuthError::ReauthenticationRequired) => reauth_page(auth, None).await,
-        Err(error) => {
-            let mut reply = reauth_page(auth, Some(&error.to_string())).await;
-            reply.status = error.status();
-            if let Some(secs) = error.retry_after_secs() {
-                reply.headers.push(("retry-after", secs.to_string()));
-            }
-            reply
-        }
+        Err(error) => reauth_page(auth, Some(&error.to_string()))
+            .await
+            .failing_with(&error),
     }
 }
 
@@ -803,5 +782,53 @@ pub async fn account_recovery_codes(auth: &RequestAuth, form: Body<TokenForm>) -
     match result {
         Ok(codes) => recovery_codes_page(&codes),
         Err(error) => mfa_action_error(auth, &error).await,
+    }
+}
+
+redacted_debug!(
+    CredentialsForm {
+        username,
+        password,
+        next,
+        csrf_token
+    },
+    PasswordForm {
+        current_password,
+        new_password,
+        csrf_token
+    },
+    CodeForm {
+        code,
+        next,
+        csrf_token
+    },
+    ReauthForm {
+        password,
+        code,
+        csrf_token
+    },
+    TokenForm { csrf_token },
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_with_secrets_print_none() {
+        let form: CredentialsForm = serde_json::from_str(
+            r#"{"username":"alice","password":"hunter2 hunter2","csrf_token":"tok3n"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let printed = format!("{form:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("tok3n"),
+            "{printed}"
+        );
+        let body: crate::ChangePassword = serde_json::from_str(
+            r#"{"current_password":"old secret","new_password":"new secret"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{body:?}").contains("secret"));
     }
 }

@@ -23,6 +23,22 @@ use auth_core::web::Auth;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+/// `Debug` for request bodies that carry a password, code or token: the
+/// type name and its public fields, each value redacted.
+macro_rules! redacted_debug {
+    ($($ty:ident { $($field:ident),* }),* $(,)?) => {
+        $(
+            impl std::fmt::Debug for $ty {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(stringify!($ty))
+                        $(.field(stringify!($field), &"[REDACTED]"))*
+                        .finish()
+                }
+            }
+        )*
+    };
+}
+
 pub mod handlers;
 
 /// The demo's name, refused inside passwords.
@@ -207,7 +223,7 @@ pub fn build_auth_in_memory(
 }
 
 /// `POST /api/register` and `POST /api/login` bodies.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct Credentials {
     /// Login name.
     pub username: String,
@@ -216,7 +232,7 @@ pub struct Credentials {
 }
 
 /// `POST /api/password` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct ChangePassword {
     /// The current password.
     pub current_password: String,
@@ -226,7 +242,7 @@ pub struct ChangePassword {
 
 /// `POST /api/login/totp`, `/api/login/recovery`, `/api/mfa/totp/confirm`
 /// and `DELETE /api/mfa/totp` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CodeBody {
     /// A TOTP code or a recovery code.
     pub code: String,
@@ -423,3 +439,12 @@ button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{
         )
     }
 }
+
+redacted_debug!(
+    Credentials { username, password },
+    ChangePassword {
+        current_password,
+        new_password
+    },
+    CodeBody { code },
+);
