@@ -83,7 +83,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::borrow::Cow;
 use std::future::{Ready, ready};
 use std::ops::Deref;
 use std::rc::Rc;
@@ -92,7 +91,7 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use auth_core::flow::AuthError;
@@ -141,16 +140,6 @@ pub struct AuthMiddlewareService<S> {
     auth: Auth,
 }
 
-/// Header pairs as text, borrowed (no copy for UTF-8 values). Bytes that
-/// are not UTF-8 become U+FFFD instead of dropping the header, so the core
-/// sees (and refuses) a malformed entry rather than a missing header.
-fn header_pairs(headers: &HeaderMap) -> Vec<(&str, Cow<'_, str>)> {
-    headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
-        .collect()
-}
-
 /// A core [`Reply`] as an actix response.
 pub fn reply(reply: Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -176,20 +165,13 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let begun = {
-            let mut pairs = header_pairs(request.headers());
-            // HTTP/2 carries the host in the URI, not in a Host header.
-            if !pairs.iter().any(|(n, _)| *n == "host")
-                && let Some(authority) = request.uri().authority()
-            {
-                pairs.push(("host", Cow::Borrowed(authority.as_str())));
-            }
-            self.auth.begin(
-                request.method().as_str(),
-                pairs.iter().map(|(n, v)| (*n, v.as_ref())),
-                request.peer_addr().map(|peer| peer.ip()),
-            )
-        };
+        let headers = request.headers();
+        let begun = self.auth.begin_raw(
+            request.method().as_str(),
+            || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            request.uri().authority().map(|a| a.as_str()),
+            request.peer_addr().map(|peer| peer.ip()),
+        );
         let state = match begun {
             Ok(state) => Arc::new(state),
             Err(refusal) => {
@@ -200,7 +182,10 @@ where
         request.extensions_mut().insert(Arc::clone(&state));
         Box::pin(async move {
             let mut response = service.call(request).await?;
-            let finish = state.finish().await;
+            let finish = match state.try_finish() {
+                Some(finish) => finish,
+                None => state.finish().await,
+            };
             let headers = response.headers_mut();
             if finish.no_store {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

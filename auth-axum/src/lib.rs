@@ -14,21 +14,22 @@
 //! * Extractors: [`AuthSession`] (login, logout, change password, sign out
 //!   everywhere, sessions, app data), [`CurrentUser`] (401 unless
 //!   authenticated) and [`OptionalUser`].
-//! * Route protection: [`require_login`], [`require_recent_login`] and
+//! * Route protection: [`RequireLayer`] (`login`, `recent_login`, `mfa`) for
+//!   `route_layer`, or [`require_login`], [`require_recent_login`] and
 //!   [`require_mfa`], for `axum::middleware::from_fn`. API requests get JSON
 //!   401/403; browsers asking for HTML are redirected to the login page with
 //!   a safe `next`.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use auth_axum::{AuthLayer, AuthSession, CurrentUser, require_login};
+//! use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer};
 //! use auth_core::flow::Authenticator;
 //! use auth_core::password::{Argon2Params, Password, PasswordHasher, PasswordService};
 //! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
 //! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
 //! use auth_core::user::MemoryUserStore;
 //! use auth_core::web::Auth;
-//! use axum::{Json, Router, middleware::from_fn, routing::{get, post}};
+//! use axum::{Json, Router, routing::{get, post}};
 //! use axum::extract::connect_info::MockConnectInfo;
 //! use std::net::SocketAddr;
 //! use tower::ServiceExt;
@@ -51,7 +52,7 @@
 //! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
 //! let authenticator = Authenticator::builder(PasswordService::builder().build().unwrap(), sessions, users, throttle).build();
 //! let app = Router::new()
-//!     .route("/me", get(me).route_layer(from_fn(require_login)))
+//!     .route("/me", get(me).route_layer(RequireLayer::login()))
 //!     .route("/login", post(login))
 //!     .layer(AuthLayer::new(Auth::new(authenticator)))
 //!     // In a server: `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
@@ -66,7 +67,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,13 +77,14 @@ use std::task::{Context, Poll};
 
 use auth_core::flow::AuthError;
 use auth_core::user::User;
-use auth_core::web::{Auth, Guard, Reply, RequestAuth};
+use auth_core::web::{Auth, Finish, Guard, Reply, RequestAuth};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 /// Installs the auth pipeline on a router: `router.layer(AuthLayer::new(auth))`.
@@ -117,16 +118,6 @@ pub struct AuthService<S> {
     auth: Auth,
 }
 
-/// Header pairs as text, borrowed (no copy for UTF-8 values). Bytes that
-/// are not UTF-8 become U+FFFD instead of dropping the header, so the core
-/// sees (and refuses) a malformed entry rather than a missing header.
-fn header_pairs(headers: &HeaderMap) -> Vec<(&str, Cow<'_, str>)> {
-    headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
-        .collect()
-}
-
 /// A core [`Reply`] as an axum response.
 pub fn reply(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -140,73 +131,140 @@ pub fn reply(reply: Reply) -> Response {
     response
 }
 
+/// The client's socket address, from `ConnectInfo` or `MockConnectInfo`.
+fn peer(request: &Request) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+        .or_else(|| {
+            extensions
+                .get::<MockConnectInfo<SocketAddr>>()
+                .map(|mock| mock.0)
+        });
+    if peer.is_none() {
+        tracing::error!(
+            "auth-axum: serve with into_make_service_with_connect_info::<SocketAddr>()"
+        );
+    }
+    peer
+}
+
+/// The end of the pipeline: the `Cache-Control` and `Set-Cookie` headers
+/// the core asked for.
+fn finish(response: &mut Response, finish: Finish) {
+    let headers = response.headers_mut();
+    if finish.no_store {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if let Some(cookie) = finish
+        .set_cookie
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
 impl<S> Service<Request> for AuthService<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = AuthFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let auth = self.auth.clone();
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0)
-                .or_else(|| {
-                    request
-                        .extensions()
-                        .get::<MockConnectInfo<SocketAddr>>()
-                        .map(|mock| mock.0)
-                });
-            if peer.is_none() {
-                tracing::error!(
-                    "auth-axum: serve with into_make_service_with_connect_info::<SocketAddr>()"
-                );
+        // Everything before the handler is synchronous: the inner service
+        // made ready by `poll_ready` is called at once (no clone of it).
+        let headers = request.headers();
+        let begun = self.auth.begin_raw(
+            request.method().as_str(),
+            || headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            request.uri().authority().map(|a| a.as_str()),
+            peer(&request).map(|p| p.ip()),
+        );
+        let state = match begun {
+            Ok(state) => Arc::new(state),
+            Err(refusal) => {
+                return AuthFuture {
+                    state: FutureState::Refused {
+                        response: Some(reply(refusal)),
+                    },
+                };
             }
-            let begun = {
-                let mut pairs = header_pairs(request.headers());
-                // HTTP/2 carries the host in the URI, not in a Host header.
-                if !pairs.iter().any(|(n, _)| *n == "host")
-                    && let Some(authority) = request.uri().authority()
-                {
-                    pairs.push(("host", Cow::Borrowed(authority.as_str())));
+        };
+        request.extensions_mut().insert(Arc::clone(&state));
+        AuthFuture {
+            state: FutureState::Inner {
+                future: self.inner.call(request),
+                auth: state,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AuthService`]: the inner service's, then
+    /// the cookie and cache headers.
+    pub struct AuthFuture<F> {
+        #[pin]
+        state: FutureState<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum FutureState<F> {
+        Refused { response: Option<Response> },
+        Inner { #[pin] future: F, auth: Arc<RequestAuth> },
+        // Only when a task the handler spawned still holds the request's
+        // auth state: wait for it.
+        Finishing { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+    }
+}
+
+impl<F> Future for AuthFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Refused { response } => {
+                    return Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                        reply(Reply::error(&AuthError::Internal(
+                            "AuthFuture polled after completion".into(),
+                        )))
+                    })));
                 }
-                auth.begin(
-                    request.method().as_str(),
-                    pairs.iter().map(|(n, v)| (*n, v.as_ref())),
-                    peer.map(|p| p.ip()),
-                )
-            };
-            let state = match begun {
-                Ok(state) => Arc::new(state),
-                Err(refusal) => return Ok(reply(refusal)),
-            };
-            request.extensions_mut().insert(Arc::clone(&state));
-            let mut response = inner.call(request).await?;
-            let finish = state.finish().await;
-            let headers = response.headers_mut();
-            if finish.no_store {
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                StateProj::Inner { future, auth } => {
+                    let Ok(mut response) = std::task::ready!(future.poll(cx));
+                    if let Some(done) = auth.try_finish() {
+                        finish(&mut response, done);
+                        return Poll::Ready(Ok(response));
+                    }
+                    let auth = Arc::clone(auth);
+                    this.state.set(FutureState::Finishing {
+                        future: Box::pin(async move {
+                            let done = auth.finish().await;
+                            finish(&mut response, done);
+                            response
+                        }),
+                    });
+                }
+                StateProj::Finishing { future } => {
+                    return future.as_mut().poll(cx).map(Ok);
+                }
             }
-            if let Some(cookie) = finish
-                .set_cookie
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
-                headers.append(header::SET_COOKIE, cookie);
-            }
-            Ok(response)
-        })
+        }
     }
 }
 
@@ -301,37 +359,122 @@ where
     }
 }
 
+/// The answer to a request a route protection refused.
+fn refuse(state: &RequestAuth, error: &AuthError, request: &Request) -> Response {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    reply(state.refusal(error, accept, path))
+}
+
 async fn guard(request: Request, next: Next, guard: Guard) -> Response {
     let Some(state) = request.extensions().get::<Arc<RequestAuth>>().cloned() else {
         return missing_layer().into_response();
     };
     match state.check(guard).await {
         Ok(()) => next.run(request).await,
-        Err(error) => {
-            let accept = request
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            reply(state.refusal(&error, accept, path))
-        }
+        Err(error) => refuse(&state, &error, &request),
     }
 }
 
 /// Route protection: an authenticated session is required. Use with
-/// `route_layer(axum::middleware::from_fn(require_login))`.
+/// `route_layer(axum::middleware::from_fn(require_login))`, or use
+/// [`RequireLayer::login`], which does the same with less work per request.
 pub async fn require_login(request: Request, next: Next) -> Response {
     guard(request, next, Guard::Login).await
 }
 
 /// Route protection: a login within the configured recent-authentication
-/// window (default 10 min) is required; otherwise 403.
+/// window (default 10 min) is required; otherwise 403. As a layer:
+/// [`RequireLayer::recent_login`].
 pub async fn require_recent_login(request: Request, next: Next) -> Response {
     guard(request, next, Guard::RecentLogin).await
 }
 
 /// Route protection: the session must have completed a second factor;
-/// otherwise 403.
+/// otherwise 403. As a layer: [`RequireLayer::mfa`].
 pub async fn require_mfa(request: Request, next: Next) -> Response {
     guard(request, next, Guard::Mfa).await
+}
+
+/// Route protection as a tower layer:
+/// `route_layer(RequireLayer::login())`. The same checks and answers as
+/// [`require_login`] and its siblings with `from_fn`, without `from_fn`'s
+/// per-request boxing of the inner router.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireLayer {
+    guard: Guard,
+}
+
+impl RequireLayer {
+    /// Any core [`Guard`].
+    pub fn new(guard: Guard) -> Self {
+        Self { guard }
+    }
+
+    /// An authenticated session is required.
+    pub fn login() -> Self {
+        Self::new(Guard::Login)
+    }
+
+    /// A login within the recent-authentication window is required.
+    pub fn recent_login() -> Self {
+        Self::new(Guard::RecentLogin)
+    }
+
+    /// A completed second factor is required.
+    pub fn mfa() -> Self {
+        Self::new(Guard::Mfa)
+    }
+}
+
+impl<S> Layer<S> for RequireLayer {
+    type Service = RequireService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireService {
+            inner,
+            guard: self.guard,
+        }
+    }
+}
+
+/// The service [`RequireLayer`] wraps around a route.
+#[derive(Debug, Clone)]
+pub struct RequireService<S> {
+    inner: S,
+    guard: Guard,
+}
+
+impl<S> Service<Request> for RequireService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(state) = request.extensions().get::<Arc<RequestAuth>>().cloned() else {
+            return Box::pin(std::future::ready(Ok(missing_layer().into_response())));
+        };
+        let guard = self.guard;
+        // The clone that was made ready is the one to call (after the
+        // check, which may read the store).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            match state.check(guard).await {
+                Ok(()) => inner.call(request).await,
+                Err(error) => Ok(refuse(&state, &error, &request)),
+            }
+        })
+    }
 }

@@ -924,16 +924,28 @@ async fn request_state_debug_reveals_no_session_id() {
     assert!(debug.contains("REDACTED"), "{debug}");
 }
 
-/// Counts user reads.
+/// Counts user reads; a login-name read waits while `gate` is held.
 #[derive(Debug)]
 struct CountingStore {
     inner: Arc<MemoryUserStore>,
     finds: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl CountingStore {
+    fn new(inner: Arc<MemoryUserStore>) -> Self {
+        Self {
+            inner,
+            finds: std::sync::atomic::AtomicUsize::new(0),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl UserStore for CountingStore {
     async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+        drop(self.gate.lock().await);
         self.inner.find_by_login(login).await
     }
     async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
@@ -974,10 +986,7 @@ impl UserStore for CountingStore {
 #[tokio::test]
 async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
     let memory = Arc::new(MemoryUserStore::new());
-    let counting = Arc::new(CountingStore {
-        inner: memory.clone(),
-        finds: std::sync::atomic::AtomicUsize::new(0),
-    });
+    let counting = Arc::new(CountingStore::new(memory.clone()));
     let h = harness_with(counting.clone(), memory.clone(), ThrottleConfig::default());
     let alice = register(&h, "alice").await;
     let session = login_ok(&h, "alice").await;
@@ -1010,4 +1019,122 @@ async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
         state.session().await.unwrap().is_none(),
         "the session ended"
     );
+}
+
+/// `try_finish` gives the same answer as `finish` without waiting, and
+/// declines (rather than guessing) while an operation on the request still
+/// holds its state.
+#[tokio::test]
+async fn try_finish_answers_like_finish_and_never_races_an_operation() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let gated = Arc::new(CountingStore::new(memory.clone()));
+    let h = harness_with(gated.clone(), memory, ThrottleConfig::default());
+    register(&h, "alice").await;
+    let web = auth_core::web::Auth::new(h.auth.clone());
+    let begin = || {
+        Arc::new(
+            web.begin(
+                "POST",
+                [("host", "example.test"), ("sec-fetch-site", "same-origin")],
+                Some("192.0.2.1".parse().unwrap()),
+            )
+            .unwrap(),
+        )
+    };
+    let password = Password::from("correct horse battery staple");
+    let state = begin();
+    assert_eq!(
+        state.try_finish(),
+        Some(state.finish().await),
+        "no cookie yet"
+    );
+    state.login("alice", &password).await.unwrap();
+    let quick = state.try_finish().expect("nothing holds the state");
+    assert_eq!(quick, state.finish().await);
+    assert!(quick.set_cookie.is_some() && quick.no_store);
+
+    // A login still running (e.g. in a task the handler spawned) holds the
+    // request's state while it waits on the user store.
+    let state = begin();
+    let gate = gated.gate.lock().await;
+    let running = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let password = Password::from("correct horse battery staple");
+            state.login("alice", &password).await.map(|_| ())
+        })
+    };
+    let mut declined = false;
+    for _ in 0..1000 {
+        if state.try_finish().is_none() {
+            declined = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        declined,
+        "try_finish declines while the login holds the state"
+    );
+    drop(gate);
+    // `finish` waits for it, and sees its new session.
+    let finish = state.finish().await;
+    running.await.unwrap().unwrap();
+    assert!(
+        finish.set_cookie.is_some(),
+        "the login's cookie is not lost"
+    );
+    assert_eq!(state.try_finish(), Some(finish));
+}
+
+/// `begin_raw`: UTF-8 values are read as they are; a value with bytes that
+/// are not UTF-8 is seen (lossily), not dropped; the URI authority stands
+/// in for a missing `Host` (HTTP/2), and never overrides one.
+#[tokio::test]
+async fn begin_raw_sees_malformed_values_and_the_http2_authority() {
+    let h = harness();
+    let web = auth_core::web::Auth::new(h.auth.clone());
+    let peer = Some("192.0.2.1".parse().unwrap());
+    fn lines<'a>(
+        lines: &'a [(&'a str, &'a [u8])],
+    ) -> impl Fn() -> std::iter::Copied<std::slice::Iter<'a, (&'a str, &'a [u8])>> {
+        move || lines.iter().copied()
+    }
+    // A cross-site POST is refused whether the host comes from the header
+    // or from the authority.
+    let cross = [("origin", b"https://evil.example".as_slice())];
+    assert!(
+        web.begin_raw("POST", lines(&cross), Some("example.test"), peer)
+            .is_err()
+    );
+    // Same origin through the authority alone: allowed.
+    let same = [("origin", b"https://example.test".as_slice())];
+    assert!(
+        web.begin_raw("POST", lines(&same), Some("example.test"), peer)
+            .is_ok()
+    );
+    // A Host header wins over the authority.
+    let host = [
+        ("host", b"other.test".as_slice()),
+        ("origin", b"https://example.test".as_slice()),
+    ];
+    assert!(
+        web.begin_raw("POST", lines(&host), Some("example.test"), peer)
+            .is_err()
+    );
+    // A malformed Origin is not a missing one: still refused.
+    let malformed = [("origin", b"https://example.test\xff".as_slice())];
+    assert!(
+        web.begin_raw("POST", lines(&malformed), Some("example.test"), peer)
+            .is_err()
+    );
+    // The user agent survives lossily next to a malformed header.
+    let agent = [
+        ("user-agent", b"probe/1".as_slice()),
+        ("x-junk", b"\xfe".as_slice()),
+    ];
+    let state = web
+        .begin_raw("GET", lines(&agent), Some("example.test"), peer)
+        .unwrap();
+    assert_eq!(state.client().user_agent.as_deref(), Some("probe/1"));
 }

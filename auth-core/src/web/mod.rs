@@ -83,9 +83,15 @@ impl Reply {
     }
 }
 
-/// Everything an adapter needs, built once at start-up; cheap to clone.
+/// Everything an adapter needs, built once at start-up; cheap to clone
+/// (one shared allocation: every request holds a handle to it).
 #[derive(Debug, Clone)]
 pub struct Auth {
+    parts: Arc<Parts>,
+}
+
+#[derive(Debug, Clone)]
+struct Parts {
     authenticator: Authenticator,
     proxies: TrustedProxies,
     csrf: CsrfGuard,
@@ -98,25 +104,32 @@ impl Auth {
     /// default cross-origin guard, and `/login` as the login page.
     pub fn new(authenticator: Authenticator) -> Self {
         Self {
-            authenticator,
-            proxies: TrustedProxies::none(),
-            csrf: CsrfGuard::default(),
-            tokens: None,
-            login_page: "/login".to_owned(),
+            parts: Arc::new(Parts {
+                authenticator,
+                proxies: TrustedProxies::none(),
+                csrf: CsrfGuard::default(),
+                tokens: None,
+                login_page: "/login".to_owned(),
+            }),
         }
+    }
+
+    /// The parts, to change while building (copied if already shared).
+    fn parts_mut(&mut self) -> &mut Parts {
+        Arc::make_mut(&mut self.parts)
     }
 
     /// Session-bound tokens for HTML forms, for browsers that send neither
     /// `Sec-Fetch-Site` nor `Origin`.
     #[must_use]
     pub fn form_tokens(mut self, tokens: CsrfTokens) -> Self {
-        self.tokens = Some(Arc::new(tokens));
+        self.parts_mut().tokens = Some(Arc::new(tokens));
         self
     }
 
     /// A form token for `session`, if form tokens are configured.
     pub fn issue_form_token(&self, session: &Session) -> Option<String> {
-        self.tokens.as_ref().map(|t| t.issue(session.key()))
+        self.parts.tokens.as_ref().map(|t| t.issue(session.key()))
     }
 
     /// Checks a submitted form token against `session`. Passes when form
@@ -126,7 +139,7 @@ impl Auth {
         session: Option<&Session>,
         token: Option<&str>,
     ) -> Result<(), AuthError> {
-        let Some(tokens) = &self.tokens else {
+        let Some(tokens) = &self.parts.tokens else {
             return Ok(());
         };
         match (session, token) {
@@ -138,27 +151,27 @@ impl Auth {
     /// Believe forwarding headers from these proxies.
     #[must_use]
     pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.proxies = proxies;
+        self.parts_mut().proxies = proxies;
         self
     }
 
     /// The cross-origin guard (e.g. with trusted origins).
     #[must_use]
     pub fn csrf_guard(mut self, guard: CsrfGuard) -> Self {
-        self.csrf = guard;
+        self.parts_mut().csrf = guard;
         self
     }
 
     /// Where HTML routes send unauthenticated users (default `/login`).
     #[must_use]
     pub fn login_page(mut self, path: impl Into<String>) -> Self {
-        self.login_page = path.into();
+        self.parts_mut().login_page = path.into();
         self
     }
 
     /// The flows.
     pub fn authenticator(&self) -> &Authenticator {
-        &self.authenticator
+        &self.parts.authenticator
     }
 
     /// Step 1: the cross-origin check for a request.
@@ -182,7 +195,7 @@ impl Auth {
                 meta.origin = Some(value);
             }
         }
-        self.csrf.check(&meta)
+        self.parts.csrf.check(&meta)
     }
 
     /// Step 2: the client behind the request.
@@ -191,7 +204,7 @@ impl Auth {
         peer: IpAddr,
         headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Client {
-        let ip = self.proxies.client_ip(peer, headers.clone());
+        let ip = self.parts.proxies.client_ip(peer, headers.clone());
         let user_agent = headers
             .into_iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
@@ -206,20 +219,25 @@ impl Auth {
         &self,
         cookie_headers: impl IntoIterator<Item = &'a str>,
     ) -> Result<Option<(Session, Option<User>)>, AuthError> {
-        let Some(id) = self.authenticator.cookies().session_id(cookie_headers) else {
+        let Some(id) = self
+            .parts
+            .authenticator
+            .cookies()
+            .session_id(cookie_headers)
+        else {
             return Ok(None);
         };
-        self.authenticator.load_session(id).await
+        self.parts.authenticator.load_session(id).await
     }
 
     /// Step 4: the `Set-Cookie` value for a session that got a new ID.
     pub fn set_cookie(&self, session: &Session) -> String {
-        self.authenticator.session_cookie(session)
+        self.parts.authenticator.session_cookie(session)
     }
 
     /// Step 4: the `Set-Cookie` value that removes the cookie.
     pub fn removal_cookie(&self) -> String {
-        self.authenticator.removal_cookie()
+        self.parts.authenticator.removal_cookie()
     }
 
     /// Where to send a refused request instead of an error body: the login
@@ -246,7 +264,7 @@ impl Auth {
 
     /// The login page, with `next` when it is a safe same-origin path.
     pub fn login_redirect(&self, next: &str) -> String {
-        with_next(&self.login_page, next)
+        with_next(&self.parts.login_page, next)
     }
 }
 

@@ -5,6 +5,7 @@
 //! `AuthSession` extractor is this type behind its framework's plumbing, so
 //! the operations, their names and their effects are the same everywhere.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -139,6 +140,90 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// [`begin`](Self::begin) for adapters whose header values are bytes.
+    /// `headers` yields the request's header lines; it is called more than
+    /// once. When every value is UTF-8 they are borrowed as they are;
+    /// otherwise every value is decoded lossily (bad bytes become U+FFFD),
+    /// so the core sees, and refuses, a malformed entry rather than a
+    /// missing header. `authority` is the request URI's authority: HTTP/2
+    /// carries the host there, so it stands in for a missing `Host` header.
+    pub fn begin_raw<'a, F, I>(
+        &self,
+        method: &'a str,
+        headers: F,
+        authority: Option<&'a str>,
+        peer: Option<IpAddr>,
+    ) -> Result<RequestAuth, Reply>
+    where
+        F: Fn() -> I,
+        I: Iterator<Item = (&'a str, &'a [u8])>,
+    {
+        let host = if headers().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            None
+        } else {
+            authority.map(|authority| ("host", authority))
+        };
+        if headers().all(|(_, value)| std::str::from_utf8(value).is_ok()) {
+            self.begin(
+                method,
+                TextHeaders {
+                    headers: &headers,
+                    host,
+                },
+                peer,
+            )
+        } else {
+            let lossy: Vec<(&str, Cow<'_, str>)> = headers()
+                .map(|(name, value)| (name, String::from_utf8_lossy(value)))
+                .collect();
+            let pairs = lossy
+                .iter()
+                .map(|(name, value)| (*name, value.as_ref()))
+                .chain(host);
+            self.begin(method, pairs, peer)
+        }
+    }
+}
+
+/// Header lines whose values are all UTF-8, as text, borrowed: iterable
+/// more than once, as [`Auth::begin`] needs.
+struct TextHeaders<'f, 'a, F> {
+    headers: &'f F,
+    host: Option<(&'a str, &'a str)>,
+}
+
+impl<F> Clone for TextHeaders<'_, '_, F> {
+    fn clone(&self) -> Self {
+        Self {
+            headers: self.headers,
+            host: self.host,
+        }
+    }
+}
+
+type Line<'a> = (&'a str, &'a [u8]);
+
+impl<'a, F, I> IntoIterator for TextHeaders<'_, 'a, F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = Line<'a>>,
+{
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Chain<
+        std::iter::FilterMap<I, fn(Line<'a>) -> Option<(&'a str, &'a str)>>,
+        std::option::IntoIter<(&'a str, &'a str)>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn text<'a>((name, value): Line<'a>) -> Option<(&'a str, &'a str)> {
+            Some((name, std::str::from_utf8(value).ok()?))
+        }
+        let text: fn(Line<'a>) -> Option<(&'a str, &'a str)> = text;
+        (self.headers)().filter_map(text).chain(self.host)
+    }
+}
+
 impl RequestAuth {
     /// The pipeline this request runs through.
     pub fn auth(&self) -> &Auth {
@@ -206,12 +291,13 @@ impl RequestAuth {
 
     /// Runs a route protection against this request's session.
     pub async fn check(&self, guard: Guard) -> Result<(), AuthError> {
-        let session = self.session().await?;
+        let slot = self.slot().await?;
+        let session = slot.session.as_ref();
         let authenticator = self.authenticator();
         match guard {
-            Guard::Login => authenticator.require_login(session.as_ref()),
-            Guard::Mfa => authenticator.require_mfa(session.as_ref()),
-            Guard::RecentLogin => match &session {
+            Guard::Login => authenticator.require_login(session),
+            Guard::Mfa => authenticator.require_mfa(session),
+            Guard::RecentLogin => match session {
                 Some(session) => authenticator.require_recent(session),
                 None => Err(AuthError::NotAuthenticated),
             },
@@ -474,8 +560,23 @@ impl RequestAuth {
     }
 
     /// Step 4: what the response needs after the handler ran.
+    ///
+    /// Waits for an operation still running on this request (e.g. in a
+    /// task the handler spawned); [`try_finish`](Self::try_finish) is the
+    /// same without waiting.
     pub async fn finish(&self) -> Finish {
-        let slot = self.slot.lock().await;
+        self.finish_with(&*self.slot.lock().await)
+    }
+
+    /// [`finish`](Self::finish) without waiting: `None` while an operation
+    /// on this request still holds its state (then await `finish`). After
+    /// the handler has returned this is the normal case, and lets an
+    /// adapter complete the response without another allocation.
+    pub fn try_finish(&self) -> Option<Finish> {
+        Some(self.finish_with(&*self.slot.try_lock().ok()?))
+    }
+
+    fn finish_with(&self, slot: &Slot) -> Finish {
         let set_cookie = match (slot.action, &slot.session) {
             (CookieAction::Set, Some(session)) => Some(self.auth.set_cookie(session)),
             (CookieAction::Remove, _) | (CookieAction::Set, None) => {

@@ -12,8 +12,9 @@
 //! Settings (environment): `LOAD_SECS` (2), `LOAD_ROUNDS` (5),
 //! `LOAD_CONNECTIONS` (32), `FLOOD_CONNECTIONS` (200), `FLOOD_ROUNDS` (3),
 //! `AUTH_TEST_REDIS_URL` or `REDIS_URL` for the Redis variants,
-//! `LOAD_PLOT` (the SVG path), `LOAD_ONLY` (a substring of "framework
-//! route": run only those variants, e.g. to profile one).
+//! `LOAD_PLOT` (the SVG path), `LOAD_ONLY` (comma-separated substrings of
+//! "framework route": run only those variants, e.g. `axum bare,axum auth
+//! memory`).
 
 #![allow(missing_docs, clippy::print_stdout)]
 
@@ -236,10 +237,13 @@ fn start_servers(rt: &tokio::runtime::Runtime, host: &AxumHost) -> Result<Vec<Se
     for server in &servers {
         verify(rt, server)?;
     }
-    // `LOAD_ONLY=<text>`: only variants whose "framework label" contains it
-    // (for profiling one route).
+    // `LOAD_ONLY=<a>,<b>`: only variants whose "framework label" contains
+    // one of them (for profiling one route).
     if let Ok(only) = std::env::var("LOAD_ONLY") {
-        servers.retain(|s| format!("{} {}", s.framework.name(), s.label).contains(&only));
+        servers.retain(|s| {
+            let name = format!("{} {}", s.framework.name(), s.label);
+            only.split(',').any(|part| name.contains(part))
+        });
     }
     Ok(servers)
 }

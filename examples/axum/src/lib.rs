@@ -4,14 +4,11 @@
 //! demos (`example_shared::handlers`); this file is the axum routing and
 //! body extraction around them.
 
-use auth_axum::{
-    AuthLayer, AuthSession, CurrentUser, reply, require_login, require_mfa, require_recent_login,
-};
+use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, reply};
 use auth_core::web::Auth;
 use axum::Router;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query};
-use axum::middleware::from_fn;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
@@ -28,16 +25,16 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/sessions/revoke-others", post(revoke_others))
         .route("/api/mfa/totp/confirm", post(totp_confirm))
         .route("/api/mfa/totp", delete(totp_disable))
-        .route_layer(from_fn(require_login));
+        .route_layer(RequireLayer::login());
     // Guards beyond a login: enrolment needs a recent one (the core checks
     // it too), new recovery codes need a session that proved the second
     // factor.
     let api_recent = Router::new()
         .route("/api/mfa/totp/enroll", post(totp_enroll))
-        .route_layer(from_fn(require_recent_login));
+        .route_layer(RequireLayer::recent_login());
     let api_mfa = Router::new()
         .route("/api/mfa/recovery-codes", post(regenerate_recovery_codes))
-        .route_layer(from_fn(require_mfa));
+        .route_layer(RequireLayer::mfa());
     let pages_protected = Router::new()
         .route("/account", get(account_page))
         .route("/account/password", post(account_password))
@@ -48,7 +45,7 @@ pub fn app(auth: Auth) -> Router {
         .route("/account/mfa/confirm", post(account_mfa_confirm))
         .route("/account/mfa/disable", post(account_mfa_disable))
         .route("/account/mfa/recovery-codes", post(account_recovery_codes))
-        .route_layer(from_fn(require_login));
+        .route_layer(RequireLayer::login());
     Router::new()
         .route("/api/register", post(register))
         .route("/api/login", post(login))

@@ -1,0 +1,271 @@
+//! The axum-specific plumbing: `RequireLayer` and the `from_fn` guards
+//! answer alike, nothing passes without the `AuthLayer`, and a response
+//! waits for an operation a handler left running on the request's auth
+//! state (the rare path of `AuthFuture`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, require_login};
+use auth_core::flow::{Authenticator, Client};
+use auth_core::password::{
+    Argon2Params, HashedPassword, Password, PasswordHasher, PasswordService,
+};
+use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
+use auth_core::user::{MemoryUserStore, NewUser, User, UserStore, UserStoreError};
+use auth_core::web::Auth;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::middleware::from_fn;
+use axum::routing::{get, post};
+use http::{Request, StatusCode, header};
+use tokio::sync::{Mutex, mpsc};
+use tower::ServiceExt;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The memory user store; reads by login name wait while `gate` is held.
+#[derive(Debug)]
+struct GatedUsers {
+    inner: MemoryUserStore,
+    gate: Mutex<()>,
+}
+
+#[async_trait]
+impl UserStore for GatedUsers {
+    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+        drop(self.gate.lock().await);
+        self.inner.find_by_login(login).await
+    }
+    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+        self.inner.find_by_id(id).await
+    }
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        self.inner.create(user).await
+    }
+    async fn replace_password_hash(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.replace_password_hash(id, current, new).await
+    }
+    async fn change_password(
+        &self,
+        id: &str,
+        current: &HashedPassword,
+        new: &HashedPassword,
+        stamp: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.change_password(id, current, new, stamp).await
+    }
+    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
+        self.inner.set_security_stamp(id, stamp).await
+    }
+    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
+        self.inner.set_disabled(id, disabled).await
+    }
+}
+
+/// An `Auth` on memory stores with a cheap hasher, and its user store.
+async fn auth() -> (Auth, Arc<GatedUsers>) {
+    let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
+    let throttle = Arc::new(MemoryThrottle::new(
+        ThrottleConfig::default(),
+        sessions.clock().clone(),
+    ));
+    let hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .expect("test hasher");
+    let passwords = PasswordService::builder()
+        .hasher(hasher)
+        .build()
+        .expect("password service");
+    let users = Arc::new(GatedUsers {
+        inner: MemoryUserStore::new(),
+        gate: Mutex::new(()),
+    });
+    let authenticator = Authenticator::builder(passwords, sessions, users.clone(), throttle).build();
+    authenticator
+        .register(
+            "alice",
+            &Password::from(PASSWORD),
+            &Client {
+                ip: [192, 0, 2, 1].into(),
+                user_agent: None,
+            },
+        )
+        .await
+        .expect("register");
+    (Auth::new(authenticator), users)
+}
+
+fn peer() -> MockConnectInfo<SocketAddr> {
+    MockConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000)))
+}
+
+async fn who(CurrentUser(user): CurrentUser) -> String {
+    user.display_name
+}
+
+async fn login(auth: AuthSession) -> StatusCode {
+    match auth.login("alice", &Password::from(PASSWORD)).await {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::UNAUTHORIZED,
+    }
+}
+
+fn get_request(path: &str, accept: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(path).header(header::ACCEPT, accept);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.body(Body::empty()).expect("request")
+}
+
+/// `(status, Location, body)` of one request.
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Option<String>, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.into_body().collect().await.expect("body");
+    (status, location, body.to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn the_layer_and_the_from_fn_guard_answer_alike() {
+    let (auth, _) = auth().await;
+    let app = Router::new()
+        .route("/layer", get(who).route_layer(RequireLayer::login()))
+        .route("/from-fn", get(who).route_layer(from_fn(require_login)))
+        .route("/login", post(login))
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let login = Request::post("/login")
+        .header(header::HOST, "example.test")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(login).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("login sets the cookie")
+        .to_owned();
+    for cookie in [None, Some("__Host-session=forged"), Some(cookie.as_str())] {
+        for accept in ["application/json", "text/html"] {
+            let layer = send(&app, get_request("/layer?x=1", accept, cookie)).await;
+            let mut from_fn = send(&app, get_request("/from-fn?x=1", accept, cookie)).await;
+            // The same `next`, but for the path.
+            from_fn.1 = from_fn.1.map(|l| l.replace("from-fn", "layer"));
+            assert_eq!(layer, from_fn, "{cookie:?} {accept}");
+            let expected = match (cookie, accept) {
+                (Some(c), _) if !c.ends_with("forged") => StatusCode::OK,
+                (_, "text/html") => StatusCode::SEE_OTHER,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            assert_eq!(layer.0, expected, "{cookie:?} {accept}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_guard_without_the_auth_layer_refuses_and_never_runs_the_handler() {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async { "handler ran" }).route_layer(RequireLayer::login()),
+        )
+        .layer(peer());
+    let (status, _, body) = send(&app, get_request("/", "application/json", None)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!String::from_utf8_lossy(&body).contains("handler ran"));
+}
+
+#[tokio::test]
+async fn without_a_client_address_the_layer_answers_500() {
+    let (auth, _) = auth().await;
+    let app = Router::new()
+        .route("/", get(|| async { "handler ran" }))
+        .layer(AuthLayer::new(auth));
+    let (status, _, body) = send(&app, get_request("/", "application/json", None)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!String::from_utf8_lossy(&body).contains("handler ran"));
+}
+
+/// A handler returns while a login it spawned is still running on the
+/// request's auth state: the response waits for it, and carries its
+/// cookie, instead of being sent without one.
+#[tokio::test]
+async fn the_response_waits_for_an_operation_the_handler_left_running() {
+    let (auth, users) = auth().await;
+    let (returned_tx, mut returned_rx) = mpsc::unbounded_channel::<()>();
+    let handler = move |auth: AuthSession| {
+        let returned = returned_tx.clone();
+        async move {
+            let running = auth.clone();
+            tokio::spawn(async move {
+                let _ = running.login("alice", &Password::from(PASSWORD)).await;
+            });
+            // Until the spawned login holds the state (it waits on the
+            // gated user store).
+            let mut yields = 0;
+            while auth.try_finish().is_some() {
+                yields += 1;
+                assert!(yields < 100_000, "the spawned login never took the state");
+                tokio::task::yield_now().await;
+            }
+            let _ = returned.send(());
+            "returned"
+        }
+    };
+    let app = Router::new()
+        .route("/spawn", post(handler))
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let gate = users.gate.lock().await;
+    let request = Request::post("/spawn")
+        .header(header::HOST, "example.test")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .expect("request");
+    let release = async move {
+        returned_rx.recv().await.expect("the handler returned");
+        // The response is now waiting on the login; let it finish.
+        drop(gate);
+    };
+    let (response, ()) = tokio::join!(app.oneshot(request), release);
+    let response = response.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        cookie.starts_with("__Host-"),
+        "the login's cookie: {cookie:?}"
+    );
+    assert_eq!(
+        response.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+        Some(b"no-store".as_slice())
+    );
+}

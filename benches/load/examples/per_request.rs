@@ -1,0 +1,136 @@
+//! Instructions per authenticated request, without the network: drives the
+//! axum demo (`example_axum::app`, memory store) and a bare axum route
+//! in-process with `tower::ServiceExt::oneshot`, so `valgrind
+//! --tool=callgrind` (which counts instructions, immune to the machine's
+//! noise) can attribute the cost of the auth layer.
+//!
+//! ```sh
+//! cargo build --profile bench -p auth-load-bench --example per_request
+//! for v in bare auth; do for n in 1000 11000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=cg.$v.$n \
+//!     target/release/examples/per_request $v $n; done; done
+//! # (Ir at 11000 - Ir at 1000) / 10000 = instructions per request
+//! ```
+
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth_core::clock::SystemClock;
+use auth_core::password::{Argon2Params, PasswordHasher};
+use auth_core::rate_limit::TrustedProxies;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let variant = args.next().unwrap_or_else(|| "auth".to_owned());
+    let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
+        let (router, cookie) = match variant.as_str() {
+            "bare" => (bare().layer(peer).with_state(()), None),
+            _ => {
+                let (router, cookie) = auth().await;
+                (router.layer(peer).with_state(()), Some(cookie))
+            }
+        };
+        let mut bytes = 0;
+        for _ in 0..count {
+            let mut request = Request::get("/api/me");
+            if let Some(cookie) = &cookie {
+                request = request.header("cookie", cookie);
+            }
+            let response = router
+                .clone()
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            assert_eq!(response.status(), 200);
+            bytes += response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes()
+                .len();
+        }
+        println!("{variant}: {count} requests, {bytes} body bytes");
+    });
+}
+
+/// The bare route of the load benchmark.
+fn bare() -> axum::Router {
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        "/api/me",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                serde_json::to_string(&example_shared::Me {
+                    username: "alice".to_owned(),
+                    mfa_enabled: false,
+                })
+                .unwrap_or_default(),
+            )
+                .into_response()
+        }),
+    )
+}
+
+/// The demo app with a registered, logged-in user, and the session cookie.
+async fn auth() -> (axum::Router, String) {
+    // Cheap parameters: the login is set-up, not what is measured.
+    let hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .expect("hasher");
+    let auth = example_shared::build_auth_in_memory(
+        Arc::new(SystemClock),
+        example_shared::throttle_config(),
+        hasher,
+        TrustedProxies::none(),
+    );
+    let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
+    let router = example_axum::app(auth);
+    let client = router.clone().layer(peer);
+    let credentials = r#"{"username":"alice","password":"correct horse battery staple"}"#;
+    let mut cookie = None;
+    for path in ["/api/register", "/api/login"] {
+        let response = client
+            .clone()
+            .oneshot(
+                Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(Body::from(credentials))
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+    }
+    (router, cookie.expect("login sets a cookie"))
+}
