@@ -168,7 +168,6 @@ fn finish(response: &mut Response, finish: Finish) {
 impl<S> Service<Request> for AuthService<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -211,6 +210,7 @@ where
 pin_project! {
     /// The response future of [`AuthService`]: the inner service's, then
     /// the cookie and cache headers.
+    #[must_use = "futures do nothing unless polled"]
     pub struct AuthFuture<F> {
         #[pin]
         state: FutureState<F>,
@@ -225,6 +225,15 @@ pin_project! {
         // Only when a task the handler spawned still holds the request's
         // auth state: wait for it.
         Finishing { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        Done,
+    }
+}
+
+impl<F> AuthFuture<F> {
+    fn polled_after_completion() -> Response {
+        reply(Reply::error(&AuthError::Internal(
+            "AuthFuture polled after completion".into(),
+        )))
     }
 }
 
@@ -239,16 +248,17 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Refused { response } => {
-                    return Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                        reply(Reply::error(&AuthError::Internal(
-                            "AuthFuture polled after completion".into(),
-                        )))
-                    })));
+                    let response = response
+                        .take()
+                        .unwrap_or_else(Self::polled_after_completion);
+                    this.state.set(FutureState::Done);
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Inner { future, auth } => {
                     let Ok(mut response) = std::task::ready!(future.poll(cx));
                     if let Some(done) = auth.try_finish() {
                         finish(&mut response, done);
+                        this.state.set(FutureState::Done);
                         return Poll::Ready(Ok(response));
                     }
                     let auth = Arc::clone(auth);
@@ -261,8 +271,11 @@ where
                     });
                 }
                 StateProj::Finishing { future } => {
-                    return future.as_mut().poll(cx).map(Ok);
+                    let response = std::task::ready!(future.as_mut().poll(cx));
+                    this.state.set(FutureState::Done);
+                    return Poll::Ready(Ok(response));
                 }
+                StateProj::Done => return Poll::Ready(Ok(Self::polled_after_completion())),
             }
         }
     }
@@ -401,8 +414,9 @@ pub async fn require_mfa(request: Request, next: Next) -> Response {
 
 /// Route protection as a tower layer:
 /// `route_layer(RequireLayer::login())`. The same checks and answers as
-/// [`require_login`] and its siblings with `from_fn`, without `from_fn`'s
-/// per-request boxing of the inner router.
+/// [`require_login`] and its siblings with `from_fn`, with less work per
+/// request: one boxed future and one clone of the inner service, where
+/// `from_fn` boxes twice and builds a `Next`.
 #[derive(Debug, Clone, Copy)]
 pub struct RequireLayer {
     guard: Guard,
@@ -410,21 +424,25 @@ pub struct RequireLayer {
 
 impl RequireLayer {
     /// Any core [`Guard`].
+    #[must_use]
     pub fn new(guard: Guard) -> Self {
         Self { guard }
     }
 
     /// An authenticated session is required.
+    #[must_use]
     pub fn login() -> Self {
         Self::new(Guard::Login)
     }
 
     /// A login within the recent-authentication window is required.
+    #[must_use]
     pub fn recent_login() -> Self {
         Self::new(Guard::RecentLogin)
     }
 
     /// A completed second factor is required.
+    #[must_use]
     pub fn mfa() -> Self {
         Self::new(Guard::Mfa)
     }

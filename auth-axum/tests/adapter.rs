@@ -95,7 +95,8 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         inner: MemoryUserStore::new(),
         gate: Mutex::new(()),
     });
-    let authenticator = Authenticator::builder(passwords, sessions, users.clone(), throttle).build();
+    let authenticator =
+        Authenticator::builder(passwords, sessions, users.clone(), throttle).build();
     authenticator
         .register(
             "alice",
@@ -265,7 +266,10 @@ async fn the_response_waits_for_an_operation_the_handler_left_running() {
         "the login's cookie: {cookie:?}"
     );
     assert_eq!(
-        response.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+        response
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .map(|v| v.as_bytes()),
         Some(b"no-store".as_slice())
     );
 }

@@ -48,5 +48,7 @@ pub mod mfa;
 pub mod password;
 pub mod rate_limit;
 pub mod session;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sqlite_inline;
 pub mod user;
 pub mod web;

@@ -1100,11 +1100,34 @@ async fn begin_raw_sees_malformed_values_and_the_http2_authority() {
     ) -> impl Fn() -> std::iter::Copied<std::slice::Iter<'a, (&'a str, &'a [u8])>> {
         move || lines.iter().copied()
     }
-    // A cross-site POST is refused whether the host comes from the header
-    // or from the authority.
+    // A cross-site POST is refused.
     let cross = [("origin", b"https://evil.example".as_slice())];
     assert!(
         web.begin_raw("POST", lines(&cross), Some("example.test"), peer)
+            .is_err()
+    );
+    // The header name's case does not matter: a `Host` header wins over
+    // the authority.
+    let capital = [
+        ("Host", b"other.test".as_slice()),
+        ("origin", b"https://example.test".as_slice()),
+    ];
+    assert!(
+        web.begin_raw("POST", lines(&capital), Some("example.test"), peer)
+            .is_err()
+    );
+    // The authority also stands in when another header is not UTF-8 (the
+    // lossy path).
+    let lossy = [
+        ("x-junk", b"\xfe".as_slice()),
+        ("origin", b"https://example.test".as_slice()),
+    ];
+    assert!(
+        web.begin_raw("POST", lines(&lossy), Some("example.test"), peer)
+            .is_ok()
+    );
+    assert!(
+        web.begin_raw("POST", lines(&lossy), Some("evil.example"), peer)
             .is_err()
     );
     // Same origin through the authority alone: allowed.

@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::sqlite_inline::Inline;
 
 /// The SQL one backend needs; placeholders differ (`?1` vs `$1`).
 struct Queries {
@@ -130,16 +131,21 @@ macro_rules! sql_store {
         pub struct $name {
             pool: sqlx::Pool<$db>,
             clock: Arc<dyn Clock>,
+            // Read only with the `sqlite` feature.
+            #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+            pub(crate) inline: Inline,
         }
 
         impl $name {
             /// Uses an existing pool, creating or migrating the schema.
             pub async fn from_pool(pool: sqlx::Pool<$db>) -> Result<Self, StoreError> {
-                let store = Self {
+                let mut store = Self {
                     pool,
                     clock: Arc::new(SystemClock),
+                    inline: Inline::default(),
                 };
                 store.migrate().await?;
+                store.inline = Inline::of(&store.pool);
                 Ok(store)
             }
 
@@ -228,6 +234,20 @@ macro_rules! sql_store {
             }
 
             async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+                // The read of every authenticated request: inline when the
+                // store is a SQLite file (`sqlite_inline`).
+                #[cfg(feature = "sqlite")]
+                if let Some(row) = self.inline.read(|c| {
+                    use rusqlite::OptionalExtension;
+                    c.prepare_cached($queries.load)?
+                        .query_row(
+                            rusqlite::params![key.as_bytes().as_slice(), self.now()],
+                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                        )
+                        .optional()
+                }) {
+                    return row.map(|(v, json)| decode(v, &json)).transpose();
+                }
                 let row = sqlx::query($queries.load)
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())

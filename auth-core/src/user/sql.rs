@@ -12,6 +12,7 @@ use sqlx::Row;
 use super::{NewUser, StoredTotp, User, UserStore, UserStoreError};
 use crate::password::HashedPassword;
 use crate::session::Factor;
+use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: &'static [&'static str],
@@ -168,12 +169,55 @@ fn new_id() -> Result<String, UserStoreError> {
     super::new_security_stamp()
 }
 
+/// The columns of a user row, as read (`by_login`, `by_id`).
+struct Columns {
+    id: String,
+    login: String,
+    display_name: String,
+    password_hash: String,
+    security_stamp: String,
+    disabled: bool,
+    second_factors: String,
+}
+
+impl Columns {
+    fn user(self) -> Result<User, UserStoreError> {
+        Ok(User {
+            id: self.id,
+            login: self.login,
+            display_name: self.display_name,
+            password_hash: HashedPassword::new(self.password_hash),
+            security_stamp: self.security_stamp,
+            disabled: self.disabled,
+            second_factors: serde_json::from_str::<Vec<Factor>>(&self.second_factors)
+                .map_err(|e| UserStoreError::Backend(Box::new(e)))?,
+        })
+    }
+
+    /// From a row of `by_id` / `by_login` (columns in that order).
+    #[cfg(feature = "sqlite")]
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            login: row.get(1)?,
+            display_name: row.get(2)?,
+            password_hash: row.get(3)?,
+            security_stamp: row.get(4)?,
+            disabled: row.get(5)?,
+            second_factors: row.get(6)?,
+        })
+    }
+}
+
 macro_rules! sql_user_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $row:ty, $queries:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            // Read only with the `sqlite` feature.
+            #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+            pub(crate) inline: Inline,
         }
 
         impl $name {
@@ -209,21 +253,23 @@ macro_rules! sql_user_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(Self { pool })
+                Ok(Self {
+                    inline: Inline::of(&pool),
+                    pool,
+                })
             }
 
             fn user(row: &$row) -> Result<User, UserStoreError> {
-                let factors: String = row.try_get("second_factors")?;
-                Ok(User {
+                Columns {
                     id: row.try_get("id")?,
                     login: row.try_get("login")?,
                     display_name: row.try_get("display_name")?,
-                    password_hash: HashedPassword::new(row.try_get::<String, _>("password_hash")?),
+                    password_hash: row.try_get("password_hash")?,
                     security_stamp: row.try_get("security_stamp")?,
                     disabled: row.try_get("disabled")?,
-                    second_factors: serde_json::from_str::<Vec<Factor>>(&factors)
-                        .map_err(|e| UserStoreError::Backend(Box::new(e)))?,
-                })
+                    second_factors: row.try_get("second_factors")?,
+                }
+                .user()
             }
 
             async fn find(&self, sql: &'static str, key: &str) -> Result<Option<User>, UserStoreError> {
@@ -281,6 +327,17 @@ macro_rules! sql_user_store {
             }
 
             async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+                // The read of every authenticated request: inline when the
+                // store is a SQLite file (`sqlite_inline`).
+                #[cfg(feature = "sqlite")]
+                if let Some(columns) = self.inline.read(|c| {
+                    use rusqlite::OptionalExtension;
+                    c.prepare_cached($queries.by_id)?
+                        .query_row([id], Columns::from_sqlite)
+                        .optional()
+                }) {
+                    return columns.map(Columns::user).transpose();
+                }
                 self.find($queries.by_id, id).await
             }
 

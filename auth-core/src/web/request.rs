@@ -95,9 +95,10 @@ impl std::fmt::Debug for RequestAuth {
 
 impl Auth {
     /// Step 1 and 2 for one request: the cross-origin check, then the
-    /// client. `headers` are the request's header lines as text (adapters
-    /// decode values lossily, so a malformed value is seen, not dropped;
-    /// HTTP/2 adapters add the `:authority` as `host`). `peer` is the socket
+    /// client. `headers` are the request's header lines as text (a
+    /// malformed value must be passed on lossily, never dropped; HTTP/2
+    /// adapters add the `:authority` as `host`: [`begin_raw`](Self::begin_raw)
+    /// does both for adapters with byte values). `peer` is the socket
     /// address; without it the request is refused with a 500, rather than
     /// throttling every client as one.
     ///
@@ -143,7 +144,8 @@ impl Auth {
 impl Auth {
     /// [`begin`](Self::begin) for adapters whose header values are bytes.
     /// `headers` yields the request's header lines; it is called more than
-    /// once. When every value is UTF-8 they are borrowed as they are;
+    /// once and must yield the same lines each time. When every value is
+    /// UTF-8 they are borrowed as they are;
     /// otherwise every value is decoded lossily (bad bytes become U+FFFD),
     /// so the core sees, and refuses, a malformed entry rather than a
     /// missing header. `authority` is the request URI's authority: HTTP/2
@@ -204,6 +206,10 @@ impl<F> Clone for TextHeaders<'_, '_, F> {
 
 type Line<'a> = (&'a str, &'a [u8]);
 
+/// A value that is not UTF-8 (only possible if `headers` changed between
+/// calls) is seen as malformed, never as missing.
+const MALFORMED: &str = "\u{FFFD}";
+
 impl<'a, F, I> IntoIterator for TextHeaders<'_, 'a, F>
 where
     F: Fn() -> I,
@@ -211,16 +217,16 @@ where
 {
     type Item = (&'a str, &'a str);
     type IntoIter = std::iter::Chain<
-        std::iter::FilterMap<I, fn(Line<'a>) -> Option<(&'a str, &'a str)>>,
+        std::iter::Map<I, fn(Line<'a>) -> (&'a str, &'a str)>,
         std::option::IntoIter<(&'a str, &'a str)>,
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        fn text<'a>((name, value): Line<'a>) -> Option<(&'a str, &'a str)> {
-            Some((name, std::str::from_utf8(value).ok()?))
+        fn text<'a>((name, value): Line<'a>) -> (&'a str, &'a str) {
+            (name, std::str::from_utf8(value).unwrap_or(MALFORMED))
         }
-        let text: fn(Line<'a>) -> Option<(&'a str, &'a str)> = text;
-        (self.headers)().filter_map(text).chain(self.host)
+        let text: fn(Line<'a>) -> (&'a str, &'a str) = text;
+        (self.headers)().map(text).chain(self.host)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Instructions per authenticated request, without the network: drives the
-//! axum demo (`example_axum::app`, memory store) and a bare axum route
+//! axum demo (`example_axum::app`, memory store, or `sqlite` for the demo's
+//! SQLite file) and a bare axum route
 //! in-process with `tower::ServiceExt::oneshot`, so `valgrind
 //! --tool=callgrind` (which counts instructions, immune to the machine's
 //! noise) can attribute the cost of the auth layer.
@@ -38,6 +39,17 @@ fn main() {
         let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
         let (router, cookie) = match variant.as_str() {
             "bare" => (bare().layer(peer).with_state(()), None),
+            "sqlite" => {
+                let dir = std::env::temp_dir().join(format!("per-request-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let mut settings = example_shared::Settings::from_env().expect("settings");
+                settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
+                settings.redis_url = None;
+                settings.csrf_key = None;
+                let auth = example_shared::build_auth(&settings).await.expect("auth");
+                let (router, cookie) = logged_in(example_axum::app(auth)).await;
+                (router.layer(peer).with_state(()), Some(cookie))
+            }
             _ => {
                 let (router, cookie) = auth().await;
                 (router.layer(peer).with_state(()), Some(cookie))
@@ -86,7 +98,7 @@ fn bare() -> axum::Router {
     )
 }
 
-/// The demo app with a registered, logged-in user, and the session cookie.
+/// The demo app on memory stores (cheap hasher), logged in.
 async fn auth() -> (axum::Router, String) {
     // Cheap parameters: the login is set-up, not what is measured.
     let hasher = PasswordHasher::builder()
@@ -104,8 +116,12 @@ async fn auth() -> (axum::Router, String) {
         hasher,
         TrustedProxies::none(),
     );
+    logged_in(example_axum::app(auth)).await
+}
+
+/// `router` with a registered, logged-in user, and the session cookie.
+async fn logged_in(router: axum::Router) -> (axum::Router, String) {
     let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
-    let router = example_axum::app(auth);
     let client = router.clone().layer(peer);
     let credentials = r#"{"username":"alice","password":"correct horse battery staple"}"#;
     let mut cookie = None;
