@@ -44,9 +44,10 @@ pub enum PasswordError {
     #[error("password hashing failed")]
     Crypto(#[source] CryptoError),
 
-    /// The blocking task running the hash failed.
+    /// The worker thread running the hash failed (the derivation
+    /// panicked, or the workers are gone).
     #[error("password hashing task failed")]
-    Task(#[source] tokio::task::JoinError),
+    Task,
 }
 
 /// The source of a [`PasswordError::Crypto`]: the underlying crate's error,

@@ -8,9 +8,9 @@
 //! * [`PasswordPolicy`]: what a new password must satisfy, with the reason
 //!   returned on rejection ([`PolicyViolation`]). No composition rules.
 //! * [`PasswordService`]: the async front an app uses. It runs every hash on
-//!   tokio's blocking pool with bounded concurrency and a bounded wait for a
-//!   slot, past which it answers [`PasswordError::Busy`] instead of queueing
-//!   without bound.
+//!   worker threads of its own (at a lower CPU priority on Linux) with
+//!   bounded concurrency and a bounded wait for a slot, past which it
+//!   answers [`PasswordError::Busy`] instead of queueing without bound.
 //!
 //! Every password is NFKC-normalised before it is measured, checked or
 //! hashed, so precomposed and decomposed forms of the same text are one

@@ -9,14 +9,17 @@ use super::{
 };
 
 /// The async password service an application uses: policy, hashing and
-/// verification, with every key derivation run on tokio's blocking pool.
+/// verification, with every key derivation run on worker threads of its
+/// own, never on the async workers that serve requests.
 ///
 /// At most `max_concurrent` derivations run at once (default: the number of
-/// CPU cores less one, at least one, so a login flood never takes every
-/// core from the requests of logged-in users). A caller that cannot get a slot within `queue_timeout`
-/// (default 1 s) gets [`PasswordError::Busy`]: under a login flood, excess
-/// attempts are shed quickly instead of queueing without bound, and the
-/// async workers that serve every other request are never blocked.
+/// CPU cores less one, at least one). A caller that cannot get a slot
+/// within `queue_timeout` (default 1 s) gets [`PasswordError::Busy`]: under
+/// a login flood, excess attempts are shed quickly instead of queueing
+/// without bound. On Linux the worker threads run at a lower CPU priority
+/// (nice +10, see [`PasswordServiceBuilder::hash_priority`]), so a flood
+/// of logins takes the CPU time requests leave over, rather than CPU time
+/// from the requests of logged-in users.
 ///
 /// Cloning is cheap; clones share the slots. Its async methods need a tokio
 /// runtime with the time driver enabled (`enable_time`, or `enable_all` as
@@ -33,6 +36,63 @@ struct Inner {
     slots: Arc<Semaphore>,
     max_concurrent: usize,
     queue_timeout: Duration,
+    workers: Workers,
+}
+
+/// A derivation for a worker thread.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The threads that run derivations: `max_concurrent` of them, at the
+/// configured priority, fed through one queue. They end when the service
+/// (every clone) is dropped.
+#[derive(Debug)]
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn spawn(count: usize, nice: i32) -> Result<Self, PasswordError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..count {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("auth-hash-{n}"))
+                .spawn(move || {
+                    lower_priority(nice);
+                    loop {
+                        // The lock is held only while waiting for the next
+                        // job, not while running it.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| PasswordError::Config("could not start the hashing threads"))?;
+        }
+        Ok(Self { jobs })
+    }
+}
+
+/// Lowers this thread's CPU priority by `nice` (Linux: per thread). A
+/// failure only means the derivations compete at normal priority.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        let tid = rustix::thread::gettid();
+        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        let wanted = current.saturating_add(nice).min(19);
+        if let Err(error) = rustix::process::setpriority_process(Some(tid), wanted) {
+            tracing::warn!(%error, "password hashing threads keep their priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// Builds a [`PasswordService`].
@@ -43,6 +103,7 @@ pub struct PasswordServiceBuilder {
     policy: Option<PasswordPolicy>,
     max_concurrent: Option<usize>,
     queue_timeout: Option<Duration>,
+    hash_priority: Option<i32>,
 }
 
 impl PasswordServiceBuilder {
@@ -58,12 +119,10 @@ impl PasswordServiceBuilder {
         self
     }
 
-    /// How many key derivations may run at once (default: the number of
-    /// CPU cores less one, at least one; measured in `docs/performance.md`:
-    /// with every core hashing, authenticated requests kept 0.37-0.41 of
-    /// their throughput during a login flood, with one core left 0.55).
-    /// Each Argon2 run holds its memory cost (19 MiB by default)
-    /// while it runs.
+    /// How many key derivations may run at once, and so how many worker
+    /// threads run them (default: the number of CPU cores less one, at
+    /// least one; `docs/performance.md` measures the choice). Each Argon2
+    /// run holds its memory cost (19 MiB by default) while it runs.
     pub fn max_concurrent(mut self, slots: usize) -> Self {
         self.max_concurrent = Some(slots);
         self
@@ -76,7 +135,19 @@ impl PasswordServiceBuilder {
         self
     }
 
-    /// Validates the settings and builds the service.
+    /// How much lower than the process the hashing threads' CPU priority
+    /// is, in nice steps (Linux; default 10, capped at nice 19; 0 keeps the
+    /// process's). Requests then get the CPU first and derivations take
+    /// what is left: under a login flood, logged-in users keep their
+    /// throughput (measured in `docs/performance.md`); on a machine busy
+    /// with requests, a login takes longer. Never raises the priority.
+    pub fn hash_priority(mut self, nice: i32) -> Self {
+        self.hash_priority = Some(nice);
+        self
+    }
+
+    /// Validates the settings and builds the service (starting its
+    /// hashing threads).
     pub fn build(self) -> Result<PasswordService, PasswordError> {
         let max_concurrent = self.max_concurrent.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -86,6 +157,10 @@ impl PasswordServiceBuilder {
             return Err(PasswordError::Config("max_concurrent must be at least 1"));
         }
         let queue_timeout = self.queue_timeout.unwrap_or(Duration::from_secs(1));
+        let nice = self.hash_priority.unwrap_or(10);
+        if !(0..=39).contains(&nice) {
+            return Err(PasswordError::Config("hash_priority must be 0 to 39"));
+        }
         let hasher = match self.hasher {
             Some(hasher) => hasher,
             None => PasswordHasher::builder().build()?,
@@ -97,6 +172,7 @@ impl PasswordServiceBuilder {
                 slots: Arc::new(Semaphore::new(max_concurrent)),
                 max_concurrent,
                 queue_timeout,
+                workers: Workers::spawn(max_concurrent, nice)?,
             }),
         })
     }
@@ -174,9 +250,9 @@ impl PasswordService {
             .await?
     }
 
-    /// Runs `job` on the blocking pool once a slot is free, or fails with
-    /// `Busy` after the queue timeout. The slot is held by the blocking task
-    /// itself, so the bound holds even when the caller's future is dropped.
+    /// Runs `job` on a hashing thread once a slot is free, or fails with
+    /// `Busy` after the queue timeout. The slot is held by the job itself,
+    /// so the bound holds even when the caller's future is dropped.
     async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
     where
         F: FnOnce(&PasswordHasher) -> T + Send + 'static,
@@ -190,12 +266,20 @@ impl PasswordService {
         .map_err(|_| PasswordError::Busy)?
         .map_err(|_| PasswordError::Busy)?;
         let hasher = self.inner.hasher.clone();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            job(&hasher)
-        })
-        .await
-        .map_err(PasswordError::Task)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let work: Job = Box::new(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&hasher)));
+            // The slot is free before the caller hears back.
+            drop(slot);
+            // The caller may have gone (a cancelled request): nothing to tell.
+            let _ = done.send(outcome.map_err(|_| PasswordError::Task));
+        });
+        self.inner
+            .workers
+            .jobs
+            .send(work)
+            .map_err(|_| PasswordError::Task)?;
+        result.await.map_err(|_| PasswordError::Task)?
     }
 }
 
@@ -253,6 +337,59 @@ mod tests {
             (1..=2).contains(&peak),
             "peak concurrency {peak} exceeds the bound"
         );
+    }
+
+    /// Derivations run on the service's own threads at a lower CPU
+    /// priority than the caller's (Linux), never on the caller's thread.
+    #[tokio::test]
+    async fn derivations_run_on_lower_priority_threads() {
+        let service = service(1, Duration::from_secs(600));
+        let caller = std::thread::current().id();
+        let (thread, name) = service
+            .run(|_| {
+                let me = std::thread::current();
+                (me.id(), me.name().map(str::to_owned))
+            })
+            .await
+            .unwrap();
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("auth-hash-0"));
+        #[cfg(target_os = "linux")]
+        {
+            let nice = |tid| rustix::process::getpriority_process(Some(tid)).unwrap();
+            let ours = nice(rustix::thread::gettid());
+            let worker = service
+                .run(move |_| nice(rustix::thread::gettid()))
+                .await
+                .unwrap();
+            assert_eq!(worker, (ours + 10).min(19), "nice +10 (capped at 19)");
+            // 0 keeps the process's priority.
+            let same = PasswordService::builder()
+                .max_concurrent(1)
+                .hash_priority(0)
+                .build()
+                .unwrap();
+            let worker = same
+                .run(move |_| nice(rustix::thread::gettid()))
+                .await
+                .unwrap();
+            assert_eq!(worker, ours);
+        }
+        assert!(matches!(
+            PasswordService::builder().hash_priority(-1).build(),
+            Err(PasswordError::Config(_))
+        ));
+    }
+
+    /// A derivation that panics is an error for its caller; the slot is
+    /// freed and the service keeps working.
+    #[tokio::test]
+    async fn a_panicking_derivation_is_an_error_not_a_dead_service() {
+        let service = service(1, Duration::from_secs(600));
+        let failed = service.run(|_| -> u8 { panic!("derivation failed") }).await;
+        assert!(matches!(failed, Err(PasswordError::Task)));
+        assert_eq!(service.inner.slots.available_permits(), 1);
+        assert_eq!(service.run(|_| 7).await.unwrap(), 7);
     }
 
     /// Real hashes through the public API respect the bound too: the
