@@ -7,7 +7,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, test, web};
 use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, OptionalUser, require_login};
 use auth_core::flow::Authenticator;
-use auth_core::password::{Argon2Params, PasswordHasher, PasswordService};
+use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
 use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
 use auth_core::user::MemoryUserStore;
@@ -19,15 +19,7 @@ fn auth() -> Auth {
         ThrottleConfig::default(),
         sessions.clock().clone(),
     ));
-    let hasher = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .expect("test hasher");
+    let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
     let passwords = PasswordService::builder()
         .hasher(hasher)
         .build()

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, require_login};
 use auth_core::flow::{Authenticator, Client};
-use auth_core::password::{
-    Argon2Params, HashedPassword, Password, PasswordHasher, PasswordService,
-};
+use auth_core::password::{HashedPassword, Password, PasswordHasher, PasswordService};
 use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
 use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
 use auth_core::user::{MemoryUserStore, NewUser, User, UserStore, UserStoreError};
@@ -78,15 +76,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         ThrottleConfig::default(),
         sessions.clock().clone(),
     ));
-    let hasher = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .expect("test hasher");
+    let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
     let passwords = PasswordService::builder()
         .hasher(hasher)
         .build()

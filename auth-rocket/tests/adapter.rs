@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auth_core::clock::ManualClock;
 use auth_core::flow::Authenticator;
-use auth_core::password::{Argon2Params, Password, PasswordHasher, PasswordService};
+use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
 use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
 use auth_core::user::MemoryUserStore;
@@ -30,15 +30,7 @@ struct Calls(AtomicUsize);
 
 fn auth() -> Auth {
     let clock = ManualClock::starting_now();
-    let hasher = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .unwrap();
+    let hasher = PasswordHasher::insecure_for_tests().unwrap();
     let sessions = SessionManager::new(
         Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))),
         SessionConfig::default(),

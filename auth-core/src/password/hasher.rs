@@ -40,6 +40,16 @@ pub struct Argon2Params {
 }
 
 impl Argon2Params {
+    /// Parameters so cheap that they protect nothing (m=256 KiB, t=1,
+    /// p=1): for tests, where hashing must not dominate. A hasher takes
+    /// them only with [`PasswordHasherBuilder::insecure_allow_weak_params`]
+    /// (see [`PasswordHasher::insecure_for_tests`]), which logs a warning.
+    pub const INSECURE_TEST: Self = Self {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
     /// OWASP's recommended minimum: m=19456 KiB, t=2, p=1.
     pub const OWASP: Self = Self {
         m_cost: 19456,
@@ -271,6 +281,15 @@ impl PasswordHasher {
     /// A builder starting from the defaults (OWASP parameters, no pepper).
     pub fn builder() -> PasswordHasherBuilder {
         PasswordHasherBuilder::default()
+    }
+
+    /// A hasher with [`Argon2Params::INSECURE_TEST`]: fast, and no
+    /// protection at all. Only for tests; building it logs a warning.
+    pub fn insecure_for_tests() -> Result<Self, PasswordError> {
+        Self::builder()
+            .params(Argon2Params::INSECURE_TEST)
+            .insecure_allow_weak_params()
+            .build()
     }
 
     /// The parameters new hashes are made with.

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use auth_core::clock::SystemClock;
-use auth_core::password::{Argon2Params, PasswordHasher};
+use auth_core::password::PasswordHasher;
 use auth_core::rate_limit::TrustedProxies;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
@@ -101,15 +101,7 @@ fn bare() -> axum::Router {
 /// The demo app on memory stores (cheap hasher), logged in.
 async fn auth() -> (axum::Router, String) {
     // Cheap parameters: the login is set-up, not what is measured.
-    let hasher = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .expect("hasher");
+    let hasher = PasswordHasher::insecure_for_tests().expect("hasher");
     let auth = example_shared::build_auth_in_memory(
         Arc::new(SystemClock),
         example_shared::throttle_config(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::clock::ManualClock;
-use auth_core::password::{Argon2Params, PasswordHasher};
+use auth_core::password::PasswordHasher;
 use auth_core::rate_limit::{ThrottleConfig, TrustedProxies};
 use rocket::fairing::AdHoc;
 
@@ -44,15 +44,7 @@ fn login(addr: SocketAddr, name: &str, forwarded: Option<&[u8]>) -> u16 {
 
 #[rocket::async_test]
 async fn a_non_utf8_forwarding_header_counts_as_absent() {
-    let hasher = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 256,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .unwrap();
+    let hasher = PasswordHasher::insecure_for_tests().unwrap();
     let throttle = ThrottleConfig::builder()
         .per_ip(3, Duration::from_secs(60))
         .build()

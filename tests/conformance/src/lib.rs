@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::mfa::{TotpParams, TotpSecret};
-use auth_core::password::{Argon2Params, PasswordHasher};
+use auth_core::password::PasswordHasher;
 use auth_core::rate_limit::{ThrottleConfig, TrustedProxies};
 use auth_core::web::Auth;
 
@@ -135,15 +135,8 @@ impl TestApp {
     /// A fresh app with in-memory stores.
     pub fn start<F: HarnessFactory>(options: TestOptions) -> Self {
         let clock = ManualClock::starting_now();
-        let hasher = PasswordHasher::builder()
-            .params(Argon2Params {
-                m_cost: 256,
-                t_cost: 1,
-                p_cost: 1,
-            })
-            .insecure_allow_weak_params()
-            .build()
-            .unwrap_or_else(|e| panic!("test hasher: {e}"));
+        let hasher =
+            PasswordHasher::insecure_for_tests().unwrap_or_else(|e| panic!("test hasher: {e}"));
         let auth = example_shared::build_auth_in_memory(
             Arc::new(clock.clone()),
             options.throttle,
