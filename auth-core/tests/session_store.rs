@@ -434,7 +434,9 @@ store_suite!(
         native_expiry: false
     },
     {
-        let dir = std::env::temp_dir().join(format!("auth-core-test-{}", unique("db")));
+        // Cargo's scratch folder for integration tests (under `target/`):
+        // the suite's files do not pile up in /tmp.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("sessions-db"));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("sessions.db").display());
         Some(Arc::new(
@@ -485,7 +487,7 @@ store_suite!(
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn the_sqlite_file_holds_no_session_id() {
-    let dir = std::env::temp_dir().join(format!("auth-core-test-{}", unique("db")));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("sessions-db"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sessions.db");
     let store = auth_core::session::SqliteStore::connect(&format!("sqlite://{}", path.display()))
@@ -516,6 +518,7 @@ async fn the_sqlite_file_holds_no_session_id() {
         assert!(!contains(&raw), "raw session ID stored");
         assert!(contains(id.key().as_bytes()), "keyed by the hash");
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A tower-sessions store as the docs of `tower_sessions_core` write one:

@@ -139,7 +139,8 @@ user_suite!(memory, {
 
 #[cfg(feature = "sqlite")]
 user_suite!(sqlite, {
-    let dir = std::env::temp_dir().join(unique("auth-core-users"));
+    // Cargo's scratch folder for integration tests (under `target/`).
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("users-db"));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("users.db").display());
     let sessions = auth_core::session::SqliteStore::connect(&url)
