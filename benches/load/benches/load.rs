@@ -262,6 +262,9 @@ fn comparison(
     rt: &tokio::runtime::Runtime,
     host: &AxumHost,
 ) -> Result<(), BoxError> {
+    if config.rounds == 0 {
+        return Ok(());
+    }
     let servers = start_servers(rt, host)?;
     println!(
         "## GET /api/me: {} variants, {} rounds x {:?} each, {} keep-alive connections\n",

@@ -14,6 +14,7 @@ use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES};
 use serde::Deserialize;
+use tower::ServiceBuilder;
 
 /// The whole demo around `auth`.
 pub fn app(auth: Auth) -> Router {
@@ -63,8 +64,12 @@ pub fn app(auth: Auth) -> Router {
         .merge(pages_protected)
         .fallback(|| async { reply(h::not_found()) })
         .method_not_allowed_fallback(|| async { reply(h::method_not_allowed()) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(AuthLayer::new(auth))
+        // One `layer` call with both: axum wraps every route once per call.
+        .layer(
+            ServiceBuilder::new()
+                .layer(AuthLayer::new(auth))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Body<T> {
