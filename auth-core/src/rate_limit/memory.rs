@@ -78,6 +78,35 @@ type IpLimiter = RateLimiter<
     governor::middleware::NoOpMiddleware<Nanos>,
 >;
 
+/// An account's key in the map (see `MemoryThrottle::account_key`).
+type AccountKey = (u64, u64);
+
+/// The account map hashes nothing again: its keys are keyed hashes
+/// already, so the first half serves as the bucket hash.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `(u64, u64)` keys; a fold keeps it correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        if self.0 == 0 {
+            self.0 = n;
+        }
+    }
+}
+
+type AccountMap = HashMap<AccountKey, Account, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Debug, Clone, Copy)]
 struct Account {
     failures: u32,
@@ -104,7 +133,11 @@ pub struct MemoryThrottle {
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
     ips: RwLock<IpLimiter>,
-    accounts: Mutex<HashMap<String, Account>>,
+    accounts: Mutex<AccountMap>,
+    /// Two random SipHash keys: an account's map key is its name hashed
+    /// with both (128 bits, keyed, so nobody can aim a name at another
+    /// account's counter).
+    account_keys: [std::hash::RandomState; 2],
     checks: AtomicU64,
     /// `checks` at the last sweep.
     last_sweep: AtomicU64,
@@ -119,6 +152,7 @@ impl MemoryThrottle {
             clock,
             ips,
             accounts: Mutex::default(),
+            account_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
             checks: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
         }
@@ -175,21 +209,30 @@ impl MemoryThrottle {
             // refused by `check`.)
             let target = cap - cap / 10;
             let free = self.config.free_failures;
-            let mut evictable: Vec<(Timestamp, String)> = accounts
+            let mut evictable: Vec<(Timestamp, AccountKey)> = accounts
                 .iter()
                 .filter(|(_, a)| a.failures < free)
-                .map(|(name, a)| (a.last_failure, name.clone()))
+                .map(|(key, a)| (a.last_failure, *key))
                 .collect();
             evictable.sort_unstable();
             let excess = accounts.len().saturating_sub(target);
-            for (_, name) in evictable.into_iter().take(excess) {
-                accounts.remove(&name);
+            for (_, key) in evictable.into_iter().take(excess) {
+                accounts.remove(&key);
             }
         }
         accounts.shrink_to_fit();
     }
 
-    fn lock_accounts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+    /// The map key of `account`: a keyed 128-bit hash of the name, so the
+    /// map holds no strings (no allocation per account, and a cleared map
+    /// gives all its memory back).
+    fn account_key(&self, account: &str) -> AccountKey {
+        use std::hash::BuildHasher;
+        let [a, b] = &self.account_keys;
+        (a.hash_one(account), b.hash_one(account))
+    }
+
+    fn lock_accounts(&self) -> std::sync::MutexGuard<'_, AccountMap> {
         self.accounts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -243,8 +286,9 @@ impl ThrottleBackend for MemoryThrottle {
                 scope: LimitScope::Ip,
             });
         }
+        let key = self.account_key(account);
         let mut accounts = self.lock_accounts();
-        if !accounts.contains_key(account) && accounts.len() >= self.config.max_tracked_accounts {
+        if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked_accounts {
             drop(accounts);
             self.housekeeping();
             accounts = self.lock_accounts();
@@ -258,20 +302,11 @@ impl ThrottleBackend for MemoryThrottle {
             }
         }
         let forget_before = now.saturating_sub(self.config.failure_memory);
-        // Look up before inserting: no allocation for a known account.
-        if !accounts.contains_key(account) {
-            accounts.insert(
-                account.to_owned(),
-                Account {
-                    failures: 0,
-                    locked_until: None,
-                    last_failure: now,
-                },
-            );
-        }
-        let Some(entry) = accounts.get_mut(account) else {
-            unreachable!("inserted above, under the same lock")
-        };
+        let entry = accounts.entry(key).or_insert(Account {
+            failures: 0,
+            locked_until: None,
+            last_failure: now,
+        });
         if let Some(until) = entry.locked_until
             && until > now
         {
@@ -306,12 +341,14 @@ impl ThrottleBackend for MemoryThrottle {
     }
 
     async fn record_success(&self, account: &str) -> Result<(), ThrottleError> {
-        self.lock_accounts().remove(account);
+        let key = self.account_key(account);
+        self.lock_accounts().remove(&key);
         Ok(())
     }
 
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
-        self.lock_accounts().remove(account);
+        let key = self.account_key(account);
+        self.lock_accounts().remove(&key);
         Ok(())
     }
 }
