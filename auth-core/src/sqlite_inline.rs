@@ -13,8 +13,11 @@
 //! returns. Each connection is `query_only` with a zero busy timeout, so
 //! if SQLite cannot answer at once (recovery, a truncating checkpoint) or
 //! anything else goes wrong, the caller gets `None` and asks sqlx as
-//! before. In-memory databases, files not in WAL mode and files these
-//! connections cannot read (e.g. encrypted) never use it.
+//! before. A read of a page that is in neither SQLite's nor the OS's cache
+//! does block the async worker for one disk read (a point read by primary
+//! key: a few pages). In-memory databases, pools with a `vfs` or
+//! `immutable` option, files not in WAL mode and files these connections
+//! cannot read (e.g. encrypted) never use it.
 
 #[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
@@ -23,9 +26,9 @@ use std::sync::Arc;
 #[cfg(feature = "sqlite")]
 use std::sync::Mutex;
 #[cfg(feature = "sqlite")]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(feature = "sqlite")]
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[cfg(feature = "sqlite")]
 use rusqlite::{Connection, OpenFlags};
@@ -40,8 +43,8 @@ pub(crate) struct Inline {
 
 impl Inline {
     /// The inline reads `pool` allows.
-    pub(crate) fn of<P: InlinePool>(pool: &P) -> Self {
-        pool.inline()
+    pub(crate) async fn of<P: InlinePool>(pool: &P) -> Self {
+        pool.inline().await
     }
 
     /// Runs `read` inline; `None` when there is no inline reader or it
@@ -58,47 +61,73 @@ impl Inline {
 /// Pools whose stores may read inline.
 pub(crate) trait InlinePool {
     /// The inline reads of this pool.
-    fn inline(&self) -> Inline;
+    fn inline(&self) -> impl std::future::Future<Output = Inline> + Send;
 }
 
 #[cfg(feature = "sqlite")]
 impl InlinePool for sqlx::SqlitePool {
-    fn inline(&self) -> Inline {
+    async fn inline(&self) -> Inline {
         Inline {
-            reader: InlineReader::for_pool(self).map(Arc::new),
+            reader: InlineReader::for_pool(self).await.map(Arc::new),
         }
     }
 }
 
 #[cfg(feature = "postgres")]
 impl InlinePool for sqlx::PgPool {
-    fn inline(&self) -> Inline {
+    async fn inline(&self) -> Inline {
         Inline::default()
     }
 }
 
+/// After a connection could not be opened (e.g. out of file descriptors),
+/// reads go through sqlx for this long before trying again.
 #[cfg(feature = "sqlite")]
-/// Idle connections kept (one per thread that reads at once is enough).
-const MAX_IDLE: usize = 8;
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Read-only connections to one SQLite file, for reads on the calling
 /// thread.
 #[cfg(feature = "sqlite")]
 #[derive(Debug)]
 pub(crate) struct InlineReader {
+    /// Absolute: the file sqlx has open, whatever the working folder.
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// Set when a connection could not even be opened: stop trying.
-    broken: AtomicBool,
+    /// Idle connections kept: one per thread that may read at once.
+    max_idle: usize,
+    epoch: Instant,
+    /// Milliseconds after `epoch` before which no connection is opened.
+    retry_at: AtomicU64,
+    /// Reads answered inline, and reads declined (then asked of sqlx).
+    pub(crate) hits: AtomicU64,
+    pub(crate) declined: AtomicU64,
 }
 
 #[cfg(feature = "sqlite")]
 impl InlineReader {
-    /// A reader for the file behind `pool`, if it is a file in WAL mode
-    /// that a plain connection can read.
-    pub(crate) fn for_pool(pool: &sqlx::SqlitePool) -> Option<Self> {
-        let path = pool.connect_options().get_filename().to_owned();
-        Self::for_path(&path)
+    /// A reader for the file behind `pool`, if the pool is a plain file
+    /// (no memory mode, `vfs` or `immutable` option) in WAL mode that a
+    /// plain connection can read. The path is the one SQLite itself reports
+    /// for the pool's main database, so it is absolute.
+    pub(crate) async fn for_pool(pool: &sqlx::SqlitePool) -> Option<Self> {
+        // sqlx offers no getters for these options (and its URL form
+        // panics for in-memory pools): read its `Debug` form, never printed
+        // (it may hold a `key` pragma). Should the form change, the answer
+        // is "not plain": reads go through sqlx, and a unit test notices.
+        let options = format!("{:?}", pool.connect_options());
+        let plain = options.contains("in_memory: false")
+            && options.contains("immutable: false")
+            && options.contains("vfs: None");
+        if !plain {
+            return None;
+        }
+        let file: Option<String> =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten();
+        Self::for_path(Path::new(&file.filter(|f| !f.is_empty())?))
     }
 
     fn for_path(path: &Path) -> Option<Self> {
@@ -108,7 +137,11 @@ impl InlineReader {
         let reader = Self {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
-            broken: AtomicBool::new(false),
+            max_idle: std::thread::available_parallelism().map_or(8, |n| n.get().max(8)),
+            epoch: Instant::now(),
+            retry_at: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            declined: AtomicU64::new(0),
         };
         let connection = reader.open().ok()?;
         let usable = connection
@@ -139,10 +172,18 @@ impl InlineReader {
 
     fn put(&self, connection: Connection) {
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
+            && idle.len() < self.max_idle
         {
             idle.push(connection);
         }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn decline(&self) {
+        self.declined.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs `read` on an idle connection (opening one when none is idle).
@@ -151,23 +192,31 @@ impl InlineReader {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Option<T> {
-        if self.broken.load(Ordering::Relaxed) {
-            return None;
-        }
-        let idle = self.idle.lock().ok()?.pop();
+        let idle = match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(_) => None,
+        };
         let connection = match idle {
             Some(connection) => connection,
+            None if self.millis() < self.retry_at.load(Ordering::Relaxed) => {
+                self.decline();
+                return None;
+            }
             None => match self.open() {
                 Ok(connection) => connection,
                 Err(error) => {
-                    tracing::warn!(%error, "sqlite: inline reads off, reads go through sqlx");
-                    self.broken.store(true, Ordering::Relaxed);
+                    tracing::warn!(%error, "sqlite: inline reads paused, reads go through sqlx");
+                    let pause = u64::try_from(RETRY_AFTER.as_millis()).unwrap_or(u64::MAX);
+                    self.retry_at
+                        .store(self.millis().saturating_add(pause), Ordering::Relaxed);
+                    self.decline();
                     return None;
                 }
             },
         };
         match read(&connection) {
             Ok(value) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 self.put(connection);
                 Some(value)
             }
@@ -175,6 +224,7 @@ impl InlineReader {
                 // Busy, or something odd: this read goes through sqlx, and
                 // the connection is not reused.
                 tracing::debug!(%error, "sqlite: inline read declined");
+                self.decline();
                 None
             }
         }
@@ -192,7 +242,13 @@ mod tests {
     /// reads inline (another connection would see another database).
     #[tokio::test]
     async fn file_stores_read_inline_and_see_every_write() {
-        let dir = std::env::temp_dir().join(format!("auth-inline-store-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "auth-inline-store-{}-{}",
+            std::process::id(),
+            crate::session::SessionId::generate()
+                .map(|id| id.encode()[..8].to_owned())
+                .unwrap_or_default()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("stores.db").display());
         let sessions = SqliteStore::connect(&url).await.unwrap();
@@ -242,8 +298,23 @@ mod tests {
             "revoked at once"
         );
 
+        // Every read above was answered inline: none fell back to sqlx
+        // (which would hide a broken inline path from every other test).
+        for reader in [&sessions.inline, &users.inline] {
+            let reader = reader.reader.as_ref().unwrap();
+            assert!(reader.hits.load(Ordering::Relaxed) > 0);
+            assert_eq!(reader.declined.load(Ordering::Relaxed), 0);
+        }
+
         let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
         assert!(memory.inline.reader.is_none());
+        // A relative path works from anywhere: the reader holds SQLite's
+        // absolute name for the file.
+        assert!(sessions.inline.reader.as_ref().unwrap().path.is_absolute());
+        // A memory-mode URL naming a real WAL file never reads that file.
+        let named = format!("sqlite://{}?mode=memory", dir.join("stores.db").display());
+        let named = SqliteStore::connect(&named).await.unwrap();
+        assert!(named.inline.reader.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -145,7 +145,7 @@ macro_rules! sql_store {
                     inline: Inline::default(),
                 };
                 store.migrate().await?;
-                store.inline = Inline::of(&store.pool);
+                store.inline = Inline::of(&store.pool).await;
                 Ok(store)
             }
 

@@ -254,7 +254,7 @@ macro_rules! sql_user_store {
                     .await?;
                 tx.commit().await?;
                 Ok(Self {
-                    inline: Inline::of(&pool),
+                    inline: Inline::of(&pool).await,
                     pool,
                 })
             }
