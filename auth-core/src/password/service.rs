@@ -85,9 +85,15 @@ fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
         let tid = rustix::thread::gettid();
-        let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        let Ok(current) = rustix::process::getpriority_process(Some(tid)) else {
+            tracing::warn!("password hashing threads keep their priority (unreadable)");
+            return;
+        };
         let wanted = current.saturating_add(nice).min(19);
-        if let Err(error) = rustix::process::setpriority_process(Some(tid), wanted) {
+        // Only ever lower it.
+        if wanted > current
+            && let Err(error) = rustix::process::setpriority_process(Some(tid), wanted)
+        {
             tracing::warn!(%error, "password hashing threads keep their priority");
         }
     }
@@ -120,9 +126,10 @@ impl PasswordServiceBuilder {
     }
 
     /// How many key derivations may run at once, and so how many worker
-    /// threads run them (default: the number of CPU cores less one, at
-    /// least one; `docs/performance.md` measures the choice). Each Argon2
-    /// run holds its memory cost (19 MiB by default) while it runs.
+    /// threads [`build`](Self::build) starts (default: the number of CPU
+    /// cores less one, at least one; `docs/performance.md` measures the
+    /// choice; at most 1024). Each Argon2 run holds its memory cost (19 MiB
+    /// by default) while it runs.
     pub fn max_concurrent(mut self, slots: usize) -> Self {
         self.max_concurrent = Some(slots);
         self
@@ -135,9 +142,9 @@ impl PasswordServiceBuilder {
         self
     }
 
-    /// How much lower than the process the hashing threads' CPU priority
-    /// is, in nice steps (Linux; default 10, capped at nice 19; 0 keeps the
-    /// process's). Requests then get the CPU first and derivations take
+    /// How much lower the hashing threads' CPU priority is than that of the
+    /// thread that builds the service, in nice steps (Linux; default 10,
+    /// capped at nice 19; 0 keeps it). Requests then get the CPU first and derivations take
     /// what is left: under a login flood, logged-in users keep their
     /// throughput (measured in `docs/performance.md`); on a machine busy
     /// with requests, a login takes longer. Never raises the priority.
@@ -153,8 +160,13 @@ impl PasswordServiceBuilder {
             std::thread::available_parallelism()
                 .map_or(1, |cores| cores.get().saturating_sub(1).max(1))
         });
-        if max_concurrent == 0 || max_concurrent > Semaphore::MAX_PERMITS {
+        if max_concurrent == 0 {
             return Err(PasswordError::Config("max_concurrent must be at least 1"));
+        }
+        if max_concurrent > 1024 {
+            return Err(PasswordError::Config(
+                "max_concurrent must be at most 1024 (one thread each)",
+            ));
         }
         let queue_timeout = self.queue_timeout.unwrap_or(Duration::from_secs(1));
         let nice = self.hash_priority.unwrap_or(10);
@@ -269,6 +281,10 @@ impl PasswordService {
         let (done, result) = tokio::sync::oneshot::channel();
         let work: Job = Box::new(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&hasher)));
+            if outcome.is_err() {
+                // The payload is not logged: it could quote its input.
+                tracing::error!("password hashing: a derivation panicked");
+            }
             // The slot is free before the caller hears back.
             drop(slot);
             // The caller may have gone (a cancelled request): nothing to tell.
@@ -503,11 +519,13 @@ mod tests {
     }
 
     #[test]
-    fn zero_slots_is_a_configuration_error() {
-        assert!(matches!(
-            PasswordService::builder().max_concurrent(0).build(),
-            Err(PasswordError::Config(_))
-        ));
+    fn zero_or_too_many_slots_is_a_configuration_error() {
+        for slots in [0, 1025] {
+            assert!(matches!(
+                PasswordService::builder().max_concurrent(slots).build(),
+                Err(PasswordError::Config(_))
+            ));
+        }
     }
 
     async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
