@@ -40,7 +40,7 @@ fn main() {
         let (router, cookie) = match variant.as_str() {
             "bare" => (bare().layer(peer).with_state(()), None),
             "sqlite" => {
-                let dir = std::env::temp_dir().join(format!("per-request-{}", std::process::id()));
+                let dir = scratch();
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let mut settings = example_shared::Settings::from_env().expect("settings");
                 settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
@@ -76,6 +76,7 @@ fn main() {
                 .len();
         }
         println!("{variant}: {count} requests, {bytes} body bytes");
+        let _ = std::fs::remove_dir_all(scratch());
     });
 }
 
@@ -141,4 +142,9 @@ async fn logged_in(router: axum::Router) -> (axum::Router, String) {
             .map(str::to_owned);
     }
     (router, cookie.expect("login sets a cookie"))
+}
+
+/// The SQLite variant's folder (removed at the end).
+fn scratch() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("per-request-{}", std::process::id()))
 }
