@@ -33,6 +33,17 @@ fn json<T: Serialize>(status: u16, value: &T) -> Reply {
     )
 }
 
+/// `op` once the form's CSRF token checks out (`op` does not start
+/// before); the token's error otherwise.
+async fn with_form_token<T>(
+    auth: &RequestAuth,
+    token: Option<&str>,
+    op: impl Future<Output = Result<T, AuthError>>,
+) -> Result<T, AuthError> {
+    auth.verify_form_token(token).await?;
+    op.await
+}
+
 fn no_content() -> Reply {
     Reply {
         status: 204,
@@ -354,13 +365,12 @@ pub async fn login_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Repl
         .and_then(safe_next)
         .unwrap_or("/account")
         .to_owned();
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => {
-            auth.login(&form.username, &Password::from(form.password))
-                .await
-        }
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.login(&form.username, &Password::from(form.password)),
+    )
+    .await;
     match result {
         Ok(LoginOutcome::LoggedIn(_)) => Reply::redirect(next),
         Ok(LoginOutcome::MfaRequired { .. }) => Reply::redirect(with_next("/login/mfa", &next)),
@@ -373,18 +383,17 @@ pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> R
     let Ok(form) = form else {
         return invalid_form("Register");
     };
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => auth
-            .authenticator()
+    let result = with_form_token(auth, form.csrf_token.as_deref(), async {
+        auth.authenticator()
             .register(
                 &form.username,
                 &Password::from(form.password),
                 auth.client(),
             )
             .await
-            .map(|_| ()),
-        Err(error) => Err(error),
-    };
+            .map(|_| ())
+    })
+    .await;
     match result {
         Ok(()) => Reply::redirect("/login".to_owned()),
         Err(error) => page_error(auth, ("Register", "/register"), &error, None).await,
@@ -394,10 +403,7 @@ pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> R
 /// `POST /logout` (form).
 pub async fn logout_form(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
     let token = form.ok().and_then(|f| f.csrf_token);
-    let result = match auth.verify_form_token(token.as_deref()).await {
-        Ok(()) => auth.logout().await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(auth, token.as_deref(), auth.logout()).await;
     unwrap_reply(result.map(|()| Reply::redirect("/".to_owned())))
 }
 
@@ -465,16 +471,15 @@ pub async fn account_password(auth: &RequestAuth, form: Body<PasswordForm>) -> R
     let Ok(form) = form else {
         return invalid_form("Account");
     };
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => {
-            auth.change_password(
-                &Password::from(form.current_password),
-                &Password::from(form.new_password),
-            )
-            .await
-        }
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.change_password(
+            &Password::from(form.current_password),
+            &Password::from(form.new_password),
+        ),
+    )
+    .await;
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(error) => account_error(&error),
@@ -484,10 +489,10 @@ pub async fn account_password(auth: &RequestAuth, form: Body<PasswordForm>) -> R
 /// `POST /account/revoke-others` (form, behind `require_login`).
 pub async fn account_revoke_others(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
     let token = form.ok().and_then(|f| f.csrf_token);
-    let result = match auth.verify_form_token(token.as_deref()).await {
-        Ok(()) => auth.sign_out_everywhere().await.map(|_| ()),
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(auth, token.as_deref(), async {
+        auth.sign_out_everywhere().await.map(|_| ())
+    })
+    .await;
     unwrap_reply(result.map(|()| Reply::redirect("/account".to_owned())))
 }
 
@@ -505,10 +510,12 @@ pub async fn account_revoke(auth: &RequestAuth, form: Body<RevokeForm>) -> Reply
     let Ok(form) = form else {
         return invalid_form("Account");
     };
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => auth.revoke(&SessionHandle::new(form.id)).await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.revoke(&SessionHandle::new(form.id)),
+    )
+    .await;
     match result {
         Ok(_) => Reply::redirect("/account".to_owned()),
         Err(error) => account_error(&error),
@@ -613,13 +620,14 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
         .and_then(safe_next)
         .unwrap_or("/account")
         .to_owned();
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) if normalize_recovery_code(&form.code).is_some() => {
+    let result = with_form_token(auth, form.csrf_token.as_deref(), async {
+        if normalize_recovery_code(&form.code).is_some() {
             auth.login_recovery(&form.code).await
+        } else {
+            auth.login_totp(&form.code).await
         }
-        Ok(()) => auth.login_totp(&form.code).await,
-        Err(error) => Err(error),
-    };
+    })
+    .await;
     match result {
         Ok(()) => Reply::redirect(next),
         Err(AuthError::NotAuthenticated) => Reply::redirect(with_next("/login", &next)),
@@ -670,13 +678,12 @@ pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply
         return invalid_form("Confirm it's you");
     };
     let code = form.code.as_deref().filter(|c| !c.trim().is_empty());
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => {
-            auth.reauthenticate(&Password::from(form.password), code)
-                .await
-        }
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.reauthenticate(&Password::from(form.password), code),
+    )
+    .await;
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(AuthError::ReauthenticationRequired) => reauth_page(auth, None).await,
@@ -690,10 +697,7 @@ pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply
 /// the secret for manual entry, and the confirmation form.
 pub async fn account_mfa_enroll(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
     let token = form.ok().and_then(|f| f.csrf_token);
-    let result = match auth.verify_form_token(token.as_deref()).await {
-        Ok(()) => auth.begin_totp_enrollment().await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(auth, token.as_deref(), auth.begin_totp_enrollment()).await;
     let enrollment = match result {
         Ok(enrollment) => enrollment,
         Err(error) => return mfa_action_error(auth, &error).await,
@@ -734,10 +738,12 @@ pub async fn account_mfa_confirm(auth: &RequestAuth, form: Body<CodeForm>) -> Re
     let Ok(form) = form else {
         return invalid_form("Set up two-factor authentication");
     };
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => auth.confirm_totp(&form.code).await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.confirm_totp(&form.code),
+    )
+    .await;
     match result {
         Ok(codes) => recovery_codes_page(&codes),
         Err(AuthError::InvalidCode) => {
@@ -761,10 +767,12 @@ pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<CodeForm>) -> Re
     let Ok(form) = form else {
         return invalid_form("Account");
     };
-    let result = match auth.verify_form_token(form.csrf_token.as_deref()).await {
-        Ok(()) => auth.disable_totp(&form.code).await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.disable_totp(&form.code),
+    )
+    .await;
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(error) => mfa_action_error(auth, &error).await,
@@ -775,10 +783,7 @@ pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<CodeForm>) -> Re
 /// set, shown once.
 pub async fn account_recovery_codes(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
     let token = form.ok().and_then(|f| f.csrf_token);
-    let result = match auth.verify_form_token(token.as_deref()).await {
-        Ok(()) => auth.regenerate_recovery_codes().await,
-        Err(error) => Err(error),
-    };
+    let result = with_form_token(auth, token.as_deref(), auth.regenerate_recovery_codes()).await;
     match result {
         Ok(codes) => recovery_codes_page(&codes),
         Err(error) => mfa_action_error(auth, &error).await,

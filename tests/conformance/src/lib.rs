@@ -396,6 +396,7 @@ macro_rules! conformance_suite {
             disabling_totp_needs_a_valid_code,
             the_second_step_answers_carry_no_secret,
             the_login_form_leads_to_the_second_factor_page,
+            the_second_factor_form_takes_a_recovery_code_once,
             the_second_factor_page_needs_a_pending_login,
             new_recovery_codes_need_a_second_factor_session,
         );

@@ -465,6 +465,43 @@ pub async fn the_login_form_leads_to_the_second_factor_page<F: HarnessFactory>()
     assert!(account.text().contains("Two-factor authentication is on"));
 }
 
+/// The HTML second step also takes a recovery code, once.
+pub async fn the_second_factor_form_takes_a_recovery_code_once<F: HarnessFactory>() {
+    let app = app::<F>();
+    let alice = enrolled(&app, "alice").await;
+    let code = alice.recovery_codes[0].clone();
+    for (attempt, expected) in [(1, 303), (2, 401)] {
+        let (cookie, token) = app.form_token("/login").await;
+        let credentials = format!(
+            "username=alice&password={}&csrf_token={token}",
+            PASSWORD.replace(' ', "+")
+        );
+        let r = app.post_form("/login", &credentials, Some(&cookie)).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        let pending = r.session_cookie().expect("a pending-session cookie").0;
+        let page = app
+            .send(
+                TestApp::req("GET", "/login/mfa")
+                    .header("cookie", &pending)
+                    .header("accept", "text/html"),
+            )
+            .await;
+        let token = form_token_of(&page.text());
+        let r = app
+            .post_form(
+                "/login/mfa",
+                &format!("code={code}&csrf_token={token}"),
+                Some(&pending),
+            )
+            .await;
+        assert_eq!(r.status, expected, "attempt {attempt}: {}", r.text());
+        if expected == 303 {
+            let full = r.session_cookie().expect("a new session cookie").0;
+            assert_eq!(app.get("/api/me", Some(&full)).await.status, 200);
+        }
+    }
+}
+
 /// Without a pending login, `/login/mfa` sends the browser to `/login`.
 pub async fn the_second_factor_page_needs_a_pending_login<F: HarnessFactory>() {
     let app = app::<F>();
