@@ -60,13 +60,18 @@ fn html(status: u16, body: String) -> Reply {
     }
 }
 
-fn bad_body(rejected: Rejected) -> Reply {
-    let status = if (400..500).contains(&rejected.0) {
+/// The status for a body the framework refused: its own 4xx (413 too
+/// large, 415 wrong type, 422 unreadable), else 400.
+fn body_status(rejected: Rejected) -> u16 {
+    if (400..500).contains(&rejected.0) {
         rejected.0
     } else {
         400
-    };
-    Reply::json(status, error_json("invalid request body"))
+    }
+}
+
+fn bad_body(rejected: Rejected) -> Reply {
+    Reply::json(body_status(rejected), error_json("invalid request body"))
 }
 
 fn unwrap_reply(result: Result<Reply, AuthError>) -> Reply {
@@ -347,17 +352,18 @@ async fn page_error(
     html(200, page).failing_with(error)
 }
 
-fn invalid_form(title: &str) -> Reply {
+fn invalid_form(title: &str, rejected: Rejected) -> Reply {
     html(
-        400,
+        body_status(rejected),
         pages::layout(title, "<p class=\"error\">invalid form</p>"),
     )
 }
 
 /// `POST /login` (form).
 pub async fn login_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Log in");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Log in", rejected),
     };
     let next = form
         .next
@@ -380,8 +386,9 @@ pub async fn login_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Repl
 
 /// `POST /register` (form).
 pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Register");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Register", rejected),
     };
     let result = with_form_token(auth, form.csrf_token.as_deref(), async {
         auth.authenticator()
@@ -468,8 +475,9 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
 
 /// `POST /account/password` (form, behind `require_login`).
 pub async fn account_password(auth: &RequestAuth, form: Body<PasswordForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Account");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
     };
     let result = with_form_token(
         auth,
@@ -507,8 +515,9 @@ pub struct RevokeForm {
 
 /// `POST /account/sessions/revoke` (form, behind `require_login`).
 pub async fn account_revoke(auth: &RequestAuth, form: Body<RevokeForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Account");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
     };
     let result = with_form_token(
         auth,
@@ -611,8 +620,9 @@ pub async fn login_mfa_page(auth: &RequestAuth, next: Option<&str>) -> Reply {
 /// `POST /login/mfa` (form): a TOTP code, or a recovery code (told apart by
 /// their shape).
 pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Second factor");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Second factor", rejected),
     };
     let next = form
         .next
@@ -674,8 +684,9 @@ async fn mfa_action_error(auth: &RequestAuth, error: &AuthError) -> Reply {
 
 /// `POST /account/reauth` (form, behind `require_login`).
 pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Confirm it's you");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Confirm it's you", rejected),
     };
     let code = form.code.as_deref().filter(|c| !c.trim().is_empty());
     let result = with_form_token(
@@ -735,8 +746,9 @@ fn recovery_codes_page(codes: &auth_core::mfa::RecoveryCodes) -> Reply {
 /// `POST /account/mfa/confirm` (form, behind `require_login`): activates
 /// TOTP and shows the recovery codes once.
 pub async fn account_mfa_confirm(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Set up two-factor authentication");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Set up two-factor authentication", rejected),
     };
     let result = with_form_token(
         auth,
@@ -764,8 +776,9 @@ pub async fn account_mfa_confirm(auth: &RequestAuth, form: Body<CodeForm>) -> Re
 
 /// `POST /account/mfa/disable` (form, behind `require_login`).
 pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
-    let Ok(form) = form else {
-        return invalid_form("Account");
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
     };
     let result = with_form_token(
         auth,

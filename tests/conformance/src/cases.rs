@@ -903,3 +903,22 @@ pub async fn non_utf8_forwarding_headers_do_not_merge_clients<F: HarnessFactory>
         .peer("10.0.0.1");
     assert_eq!(app.send(request).await.status, 401);
 }
+
+/// A body over the demo's limit (16 KiB) is refused with 413, as JSON and
+/// as a form, and never reaches a password check.
+pub async fn oversized_bodies_are_refused_with_413<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let big = "x".repeat(example_shared::MAX_BODY_BYTES + 1);
+    let json = TestApp::req("POST", "/api/login")
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"username":"alice","password":"{big}"}}"#));
+    let r = app.send(json).await;
+    assert_eq!(r.status, 413, "JSON: {}", r.text());
+    let r = app
+        .post_form("/login", &format!("username=alice&password={big}"), None)
+        .await;
+    assert_eq!(r.status, 413, "form: {}", r.text());
+    // No attempt was counted against the account: the right password works.
+    assert!(app.login("alice").await.starts_with("__Host-"));
+}
