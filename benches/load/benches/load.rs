@@ -12,7 +12,8 @@
 //! Settings (environment): `LOAD_SECS` (2), `LOAD_ROUNDS` (5),
 //! `LOAD_CONNECTIONS` (32), `FLOOD_CONNECTIONS` (200), `FLOOD_ROUNDS` (3),
 //! `AUTH_TEST_REDIS_URL` or `REDIS_URL` for the Redis variants,
-//! `LOAD_PLOT` (the SVG path), `LOAD_ONLY` (comma-separated substrings of
+//! `LOAD_PLOT` (the SVG path; default `docs/performance-ratios.svg`, or
+//! cargo's scratch folder with `LOAD_ONLY`), `LOAD_ONLY` (comma-separated substrings of
 //! "framework route": run only those variants, e.g. `axum bare,axum auth
 //! memory`).
 
@@ -333,8 +334,16 @@ fn comparison(
             flagged.join(", ")
         );
     }
+    // The docs' plot only from a full run: a partial one (`LOAD_ONLY`)
+    // goes to cargo's scratch folder unless `LOAD_PLOT` says otherwise.
     let plot = std::env::var("LOAD_PLOT").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/performance-ratios.svg"),
+        |_| {
+            if std::env::var_os("LOAD_ONLY").is_some() {
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("performance-ratios.svg")
+            } else {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/performance-ratios.svg")
+            }
+        },
         PathBuf::from,
     );
     match report::plot(&summaries, &plot) {
