@@ -134,10 +134,10 @@ pub struct MemoryThrottle {
     clock: Arc<dyn Clock>,
     ips: RwLock<IpLimiter>,
     accounts: Mutex<AccountMap>,
-    /// Two random SipHash keys: an account's map key is its name hashed
-    /// with both (128 bits, keyed, so nobody can aim a name at another
-    /// account's counter).
-    account_keys: [std::hash::RandomState; 2],
+    /// A random SipHash key: an account's map key is its name hashed
+    /// twice under it, in two domains (128 bits, keyed, so nobody can aim
+    /// a name at another account's counter).
+    account_key: std::hash::RandomState,
     checks: AtomicU64,
     /// `checks` at the last sweep.
     last_sweep: AtomicU64,
@@ -152,7 +152,7 @@ impl MemoryThrottle {
             clock,
             ips,
             accounts: Mutex::default(),
-            account_keys: [std::hash::RandomState::new(), std::hash::RandomState::new()],
+            account_key: std::hash::RandomState::new(),
             checks: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
         }
@@ -228,8 +228,8 @@ impl MemoryThrottle {
     /// gives all its memory back).
     fn account_key(&self, account: &str) -> AccountKey {
         use std::hash::BuildHasher;
-        let [a, b] = &self.account_keys;
-        (a.hash_one(account), b.hash_one(account))
+        let key = &self.account_key;
+        (key.hash_one((0u8, account)), key.hash_one((1u8, account)))
     }
 
     fn lock_accounts(&self) -> std::sync::MutexGuard<'_, AccountMap> {
