@@ -182,10 +182,7 @@ where
         request.extensions_mut().insert(Arc::clone(&state));
         Box::pin(async move {
             let mut response = service.call(request).await?;
-            let finish = match state.try_finish() {
-                Some(finish) => finish,
-                None => state.finish().await,
-            };
+            let finish = state.finish().await;
             let headers = response.headers_mut();
             if finish.no_store {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
