@@ -31,39 +31,30 @@
 //! answers a 500 naming the problem (it never panics and never lets the
 //! request through).
 //!
-//! ```
-//! use std::sync::Arc;
-//! use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
-//! use auth_actix::{AuthMiddleware, AuthRejection, AuthSession, CurrentUser, require_login};
-//! use auth_core::flow::Authenticator;
-//! use auth_core::password::{Password, PasswordService};
-//! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-//! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-//! use auth_core::user::MemoryUserStore;
-//! use auth_core::web::Auth;
+//! This crate re-exports [`auth_core`] and its common names, and forwards
+//! its features (`sqlite`, `postgres`, `redis`, ...): one dependency line.
 //!
-//! async fn me(CurrentUser(user): CurrentUser) -> String {
-//!     user.display_name
+//! ```
+//! use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
+//! use auth_actix::{Auth, AuthMiddleware, AuthRejection, AuthSession, CurrentUser, MemoryUserStore, Password, User, require_login};
+//!
+//! // `CurrentUser<MyUser>` gives your own user type; `User` is the ready one.
+//! async fn me(CurrentUser(user): CurrentUser<User>) -> String {
+//!     user.display_name.clone()
 //! }
 //!
-//! async fn login(
-//!     auth: AuthSession,
-//!     body: web::Json<serde_json::Value>,
-//! ) -> Result<HttpResponse, AuthRejection> {
-//!     let name = body["username"].as_str().unwrap_or_default();
-//!     let password = Password::from(body["password"].as_str().unwrap_or_default());
-//!     auth.login(name, &password).await?;
+//! #[derive(serde::Deserialize)]
+//! struct Credentials { username: String, password: String }
+//!
+//! async fn login(auth: AuthSession, body: web::Json<Credentials>) -> Result<HttpResponse, AuthRejection> {
+//!     let body = body.into_inner();
+//!     auth.login(&body.username, &Password::from(body.password)).await?;
 //!     Ok(HttpResponse::Ok().body("welcome"))
 //! }
 //!
 //! # #[actix_web::main]
-//! # async fn main() {
-//! let users = Arc::new(MemoryUserStore::new());
-//! let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
-//! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
-//! let passwords = PasswordService::builder().build().unwrap();
-//! let auth = Auth::new(Authenticator::builder(passwords, sessions, users, throttle).build());
-//!
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = Auth::builder(MemoryUserStore::new()).build()?;
 //! let app = test::init_service(
 //!     App::new()
 //!         .service(web::resource("/me").wrap(from_fn(require_login)).get(me))
@@ -75,10 +66,11 @@
 //! // In a server: `HttpServer::new(move || App::new()...wrap(AuthMiddleware::new(auth.clone())))`.
 //! let request = test::TestRequest::get()
 //!     .uri("/me")
-//!     .peer_addr("127.0.0.1:40000".parse().unwrap())
+//!     .peer_addr("127.0.0.1:40000".parse()?)
 //!     .to_request();
 //! let response = test::call_service(&app, request).await;
 //! assert_eq!(response.status(), 401);
+//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -94,9 +86,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use auth_core::flow::AuthError;
-use auth_core::user::User;
-use auth_core::web::{Auth, Guard, Reply, RequestAuth};
+pub use auth_core;
+pub use auth_core::{
+    Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
+    Reply, RequestAuth, User, UserStore, UserStoreError,
+};
 
 type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
@@ -271,12 +265,22 @@ impl FromRequest for AuthSession {
     }
 }
 
-/// The authenticated user; rejects with 401 otherwise. `U` is the core
-/// [`User`] by default, or any app type built from it (`U: From<User>`).
-#[derive(Debug, Clone)]
-pub struct CurrentUser<U = User>(pub U);
+/// The authenticated user as the app's own type `U` (the user store's
+/// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
+/// per request with the session and shared without a copy; rejects with
+/// 401 otherwise. Dereferences to `U`.
+#[derive(Debug)]
+pub struct CurrentUser<U = User>(pub Arc<U>);
 
-impl<U: From<User> + 'static> FromRequest for CurrentUser<U> {
+impl<U> Deref for CurrentUser<U> {
+    type Target = U;
+
+    fn deref(&self) -> &U {
+        &self.0
+    }
+}
+
+impl<U: AuthUser> FromRequest for CurrentUser<U> {
     type Error = AuthRejection;
     type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
 
@@ -284,16 +288,16 @@ impl<U: From<User> + 'static> FromRequest for CurrentUser<U> {
         let state = request_auth(request);
         Box::pin(async move {
             let state = state.ok_or_else(missing_middleware)?;
-            Ok(Self(U::from(state.current_user().await?)))
+            Ok(Self(state.current_user::<U>().await?))
         })
     }
 }
 
-/// The authenticated user, if any; never rejects for lack of one.
-#[derive(Debug, Clone)]
-pub struct OptionalUser<U = User>(pub Option<U>);
+/// The authenticated user as `U`, if any; never rejects for lack of one.
+#[derive(Debug)]
+pub struct OptionalUser<U = User>(pub Option<Arc<U>>);
 
-impl<U: From<User> + 'static> FromRequest for OptionalUser<U> {
+impl<U: AuthUser> FromRequest for OptionalUser<U> {
     type Error = AuthRejection;
     type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
 
@@ -301,7 +305,7 @@ impl<U: From<User> + 'static> FromRequest for OptionalUser<U> {
         let state = request_auth(request);
         Box::pin(async move {
             let state = state.ok_or_else(missing_middleware)?;
-            Ok(Self(state.optional_user().await?.map(U::from)))
+            Ok(Self(state.optional_user::<U>().await?))
         })
     }
 }

@@ -1,31 +1,22 @@
 //! The actix-specific traps (seen in actix-identity's tracker): extractors
 //! and guards without the middleware, and middleware order.
 
-use std::sync::Arc;
-
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, test, web};
+use auth_actix::{Auth, MemoryUserStore};
 use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, OptionalUser, require_login};
-use auth_core::flow::Authenticator;
 use auth_core::password::{PasswordHasher, PasswordService};
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-use auth_core::user::MemoryUserStore;
-use auth_core::web::Auth;
 
 fn auth() -> Auth {
-    let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
-    let throttle = Arc::new(MemoryThrottle::new(
-        ThrottleConfig::default(),
-        sessions.clock().clone(),
-    ));
     let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
     let passwords = PasswordService::builder()
         .hasher(hasher)
         .build()
         .expect("password service");
-    let users = Arc::new(MemoryUserStore::new());
-    Auth::new(Authenticator::builder(passwords, sessions, users, throttle).build())
+    Auth::builder(MemoryUserStore::new())
+        .passwords(passwords)
+        .build()
+        .expect("auth")
 }
 
 fn peer() -> std::net::SocketAddr {
@@ -33,11 +24,11 @@ fn peer() -> std::net::SocketAddr {
 }
 
 async fn who(CurrentUser(user): CurrentUser) -> String {
-    user.display_name
+    user.display_name.clone()
 }
 
 async fn maybe(OptionalUser(user): OptionalUser) -> String {
-    user.map_or("nobody".to_owned(), |u| u.display_name)
+    user.map_or("nobody".to_owned(), |u| u.display_name.clone())
 }
 
 async fn session(auth: AuthSession) -> HttpResponse {

@@ -20,49 +20,44 @@
 //!   401/403; browsers asking for HTML are redirected to the login page with
 //!   a safe `next`.
 //!
+//! This crate re-exports [`auth_core`] and its common names, and forwards
+//! its features (`sqlite`, `postgres`, `redis`, ...): one dependency line.
+//!
 //! ```
-//! use std::sync::Arc;
-//! use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer};
-//! use auth_core::flow::Authenticator;
-//! use auth_core::password::{Argon2Params, Password, PasswordHasher, PasswordService};
-//! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-//! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-//! use auth_core::user::MemoryUserStore;
-//! use auth_core::web::Auth;
+//! use std::net::SocketAddr;
+//! use auth_axum::{Auth, AuthLayer, AuthRejection, AuthSession, CurrentUser, MemoryUserStore, Password, RequireLayer, User};
 //! use axum::{Json, Router, routing::{get, post}};
 //! use axum::extract::connect_info::MockConnectInfo;
-//! use std::net::SocketAddr;
 //! use tower::ServiceExt;
 //!
-//! async fn me(CurrentUser(user): CurrentUser) -> String {
-//!     user.display_name
+//! // `CurrentUser<MyUser>` gives your own user type; `User` is the ready one.
+//! async fn me(CurrentUser(user): CurrentUser<User>) -> String {
+//!     user.display_name.clone()
 //! }
 //!
-//! async fn login(auth: AuthSession, Json(body): Json<serde_json::Value>) -> Result<&'static str, auth_axum::AuthRejection> {
-//!     let name = body["username"].as_str().unwrap_or_default();
-//!     let password = Password::from(body["password"].as_str().unwrap_or_default());
-//!     auth.login(name, &password).await?;
+//! #[derive(serde::Deserialize)]
+//! struct Credentials { username: String, password: String }
+//!
+//! async fn login(auth: AuthSession, Json(body): Json<Credentials>) -> Result<&'static str, AuthRejection> {
+//!     auth.login(&body.username, &Password::from(body.password)).await?;
 //!     Ok("welcome")
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let users = Arc::new(MemoryUserStore::new());
-//! let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
-//! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
-//! let authenticator = Authenticator::builder(PasswordService::builder().build().unwrap(), sessions, users, throttle).build();
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = Auth::builder(MemoryUserStore::new()).build()?;
 //! let app = Router::new()
 //!     .route("/me", get(me).route_layer(RequireLayer::login()))
 //!     .route("/login", post(login))
-//!     .layer(AuthLayer::new(Auth::new(authenticator)))
+//!     .layer(AuthLayer::new(auth))
 //!     // In a server: `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
 //!     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
 //!
 //! let response = app
-//!     .oneshot(http::Request::get("/me").body(axum::body::Body::empty()).unwrap())
-//!     .await
-//!     .unwrap();
+//!     .oneshot(http::Request::get("/me").body(axum::body::Body::empty())?)
+//!     .await?;
 //! assert_eq!(response.status(), 401);
+//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -75,9 +70,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use auth_core::flow::AuthError;
-use auth_core::user::User;
-use auth_core::web::{Auth, Finish, Guard, Reply, RequestAuth};
+use auth_core::web::Finish;
+
+pub use auth_core;
+pub use auth_core::{
+    Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
+    Reply, RequestAuth, User, UserStore, UserStoreError,
+};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::middleware::Next;
@@ -337,38 +336,48 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthSession {
     }
 }
 
-/// The authenticated user; rejects with 401 otherwise. `U` is the core
-/// [`User`] by default, or any app type built from it (`U: From<User>`).
-#[derive(Debug, Clone)]
-pub struct CurrentUser<U = User>(pub U);
+/// The authenticated user as the app's own type `U` (the user store's
+/// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
+/// per request with the session and shared without a copy; rejects with
+/// 401 otherwise. Dereferences to `U`.
+#[derive(Debug)]
+pub struct CurrentUser<U = User>(pub Arc<U>);
+
+impl<U> Deref for CurrentUser<U> {
+    type Target = U;
+
+    fn deref(&self) -> &U {
+        &self.0
+    }
+}
 
 impl<S, U> FromRequestParts<S> for CurrentUser<U>
 where
     S: Send + Sync,
-    U: From<User> + Send,
+    U: AuthUser,
 {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AuthSession::from_request_parts(parts, state).await?;
-        Ok(Self(U::from(auth.current_user().await?)))
+        Ok(Self(auth.current_user::<U>().await?))
     }
 }
 
-/// The authenticated user, if any; never rejects for lack of one.
-#[derive(Debug, Clone)]
-pub struct OptionalUser<U = User>(pub Option<U>);
+/// The authenticated user as `U`, if any; never rejects for lack of one.
+#[derive(Debug)]
+pub struct OptionalUser<U = User>(pub Option<Arc<U>>);
 
 impl<S, U> FromRequestParts<S> for OptionalUser<U>
 where
     S: Send + Sync,
-    U: From<User> + Send,
+    U: AuthUser,
 {
     type Rejection = AuthRejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AuthSession::from_request_parts(parts, state).await?;
-        Ok(Self(auth.optional_user().await?.map(U::from)))
+        Ok(Self(auth.optional_user::<U>().await?))
     }
 }
 

@@ -6,14 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, require_login};
-use auth_core::flow::{Authenticator, Client};
-use auth_core::password::{HashedPassword, Password, PasswordHasher, PasswordService};
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-use auth_core::user::{MemoryUserStore, NewUser, User, UserStore, UserStoreError};
-use auth_core::web::Auth;
+use auth_axum::{
+    Auth, AuthLayer, AuthSession, AuthUser, CurrentUser, LoginName, MemoryUserStore, NewUser,
+    Password, RequireLayer, User, UserStore, UserStoreError, require_login,
+};
+use auth_core::flow::Client;
+use auth_core::password::{PasswordHasher, PasswordService};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
@@ -32,50 +30,31 @@ struct GatedUsers {
     gate: Mutex<()>,
 }
 
-#[async_trait]
 impl UserStore for GatedUsers {
-    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+    type User = User;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<User>, UserStoreError> {
         drop(self.gate.lock().await);
         self.inner.find_by_login(login).await
     }
-    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+    async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
         self.inner.find_by_id(id).await
     }
     async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
         self.inner.create(user).await
     }
-    async fn replace_password_hash(
+    async fn set_password_hash(
         &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
+        id: &String,
+        current: &str,
+        new: &str,
     ) -> Result<bool, UserStoreError> {
-        self.inner.replace_password_hash(id, current, new).await
-    }
-    async fn change_password(
-        &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
-        stamp: &str,
-    ) -> Result<bool, UserStoreError> {
-        self.inner.change_password(id, current, new, stamp).await
-    }
-    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
-        self.inner.set_security_stamp(id, stamp).await
-    }
-    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
-        self.inner.set_disabled(id, disabled).await
+        self.inner.set_password_hash(id, current, new).await
     }
 }
 
 /// An `Auth` on memory stores with a cheap hasher, and its user store.
 async fn auth() -> (Auth, Arc<GatedUsers>) {
-    let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
-    let throttle = Arc::new(MemoryThrottle::new(
-        ThrottleConfig::default(),
-        sessions.clock().clone(),
-    ));
     let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
     let passwords = PasswordService::builder()
         .hasher(hasher)
@@ -85,9 +64,11 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         inner: MemoryUserStore::new(),
         gate: Mutex::new(()),
     });
-    let authenticator =
-        Authenticator::builder(passwords, sessions, users.clone(), throttle).build();
-    authenticator
+    let auth = Auth::builder(users.clone())
+        .passwords(passwords)
+        .build()
+        .expect("auth");
+    auth.authenticator()
         .register(
             "alice",
             &Password::from(PASSWORD),
@@ -98,7 +79,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         )
         .await
         .expect("register");
-    (Auth::new(authenticator), users)
+    (auth, users)
 }
 
 fn peer() -> MockConnectInfo<SocketAddr> {
@@ -106,7 +87,7 @@ fn peer() -> MockConnectInfo<SocketAddr> {
 }
 
 async fn who(CurrentUser(user): CurrentUser) -> String {
-    user.display_name
+    user.display_name.clone()
 }
 
 async fn login(auth: AuthSession) -> StatusCode {
@@ -189,6 +170,62 @@ async fn a_guard_without_the_auth_layer_refuses_and_never_runs_the_handler() {
     let (status, _, body) = send(&app, get_request("/", "application/json", None)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!String::from_utf8_lossy(&body).contains("handler ran"));
+}
+
+/// A type that is not the user store's.
+struct NotTheStoresUser;
+
+impl AuthUser for NotTheStoresUser {
+    type Id = u64;
+    fn id(&self) -> u64 {
+        0
+    }
+    fn login(&self) -> &str {
+        ""
+    }
+    fn password_hash(&self) -> &str {
+        ""
+    }
+}
+
+/// `CurrentUser<U>` for another type than the store yields is a
+/// programming error: 500, the handler never runs; the right type passes.
+#[tokio::test]
+async fn current_user_of_another_type_than_the_store_answers_500() {
+    let (auth, _) = auth().await;
+    let app = Router::new()
+        .route(
+            "/wrong",
+            get(|_user: CurrentUser<NotTheStoresUser>| async { "handler ran" }),
+        )
+        .route("/right", get(who))
+        .route("/login", post(login))
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let login = Request::post("/login")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(login).await.expect("infallible");
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("login sets the cookie")
+        .to_owned();
+    let (status, _, body) = send(&app, get_request("/wrong", "*/*", Some(&cookie))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("handler ran"));
+    assert!(
+        !body.contains("NotTheStoresUser"),
+        "type names stay in the log"
+    );
+    let (status, _, body) = send(&app, get_request("/right", "*/*", Some(&cookie))).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, b"alice".as_slice())
+    );
 }
 
 #[tokio::test]

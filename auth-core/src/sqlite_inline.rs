@@ -260,10 +260,8 @@ mod tests {
 
         let user = users
             .create(NewUser {
-                login: "alice".into(),
-                display_name: "Alice".into(),
+                login: crate::user::LoginName::parse("Alice").unwrap(),
                 password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
-                security_stamp: "stamp".into(),
             })
             .await
             .unwrap();
@@ -271,7 +269,13 @@ mod tests {
         assert_eq!((read.login.as_str(), read.disabled), ("alice", false));
         users.set_disabled(&user.id, true).await.unwrap();
         assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
-        assert!(users.find_by_id("nobody").await.unwrap().is_none());
+        assert!(
+            users
+                .find_by_id(&"nobody".to_owned())
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let key = crate::session::SessionKey::from_bytes([7; 32]);
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);

@@ -6,18 +6,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use auth_core::clock::{Clock, ManualClock};
+use auth_core::account::{AccountStore, MemoryAccountStore};
+use auth_core::clock::ManualClock;
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
 use auth_core::flow::{AuthError, Authenticator, Client, LoginOutcome};
 use auth_core::password::{
     Argon2Params, HashedPassword, Password, PasswordHasher, PasswordService, PolicyViolation,
 };
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
+use auth_core::rate_limit::ThrottleConfig;
 use auth_core::session::{
-    AuthState, Factor, MemoryStore, SaveOutcome, SessionConfig, SessionKey, SessionManager,
-    SessionRecord, SessionStore, StoreError,
+    AuthState, Factor, MemoryStore, SaveOutcome, SessionKey, SessionRecord, SessionStore,
+    StoreError,
 };
-use auth_core::user::{MemoryUserStore, NewUser, User, UserStamps, UserStore, UserStoreError};
+use auth_core::user::{
+    AnyUser, LoginName, MemoryUserStore, NewUser, User, UserStore, UserStoreError,
+};
+use auth_core::web::Auth;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -41,37 +45,37 @@ impl Recorder {
 
 struct Harness {
     auth: Authenticator,
+    web: Auth,
     users: Arc<MemoryUserStore>,
+    accounts: Arc<MemoryAccountStore>,
     clock: ManualClock,
     events: Arc<Recorder>,
 }
 
-fn harness_with(
-    users: Arc<dyn UserStore>,
+/// The toolkit over `users` (which may wrap `memory_users`, the handle the
+/// tests use to change users behind the toolkit's back), with memory
+/// sessions, throttle and account state on one manual clock.
+fn harness_with<S: UserStore>(
+    users: S,
     memory_users: Arc<MemoryUserStore>,
     throttle: ThrottleConfig,
 ) -> Harness {
     let clock = ManualClock::starting_now();
-    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let sessions = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(dyn_clock.clone())),
-        SessionConfig::default(),
-    )
-    .with_clock(dyn_clock.clone())
-    .with_stamp_source(Arc::new(UserStamps(users.clone())));
+    let accounts = Arc::new(MemoryAccountStore::new());
     let events = Arc::new(Recorder::default());
-    let auth = Authenticator::builder(
-        PasswordService::builder().build().unwrap(),
-        sessions,
-        users,
-        Arc::new(MemoryThrottle::new(throttle, dyn_clock)),
-    )
-    .app_name("Example App")
-    .event_hook(events.clone())
-    .build();
+    let web = Auth::builder(users)
+        .clock(Arc::new(clock.clone()))
+        .accounts(accounts.clone())
+        .throttle_config(throttle)
+        .app_name("Example App")
+        .event_hook(events.clone())
+        .build()
+        .unwrap();
     Harness {
-        auth,
+        auth: web.authenticator().clone(),
+        web,
         users: memory_users,
+        accounts,
         clock,
         events,
     }
@@ -93,7 +97,7 @@ fn pw(s: &str) -> Password {
     Password::from(s)
 }
 
-async fn register(h: &Harness, name: &str) -> User {
+async fn register(h: &Harness, name: &str) -> AnyUser {
     h.auth
         .register(name, &pw(PASSWORD), &client("192.0.2.1"))
         .await
@@ -110,6 +114,36 @@ async fn login_ok(h: &Harness, name: &str) -> auth_core::session::Session {
         LoginOutcome::LoggedIn(session) => session,
         other => panic!("{other:?}"),
     }
+}
+
+/// The user as the store holds it now.
+async fn stored(h: &Harness, user: &AnyUser) -> User {
+    h.users
+        .find_by_id(&user.id().to_owned())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Gives the user a confirmed TOTP enrolment in the account store (what
+/// makes a second factor), without the enrolment flow.
+async fn give_second_factor(h: &Harness, user: &AnyUser) {
+    assert!(
+        h.accounts
+            .set_pending_totp(user.id(), "v1.test.not-a-real-secret")
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.accounts
+            .confirm_totp(user.id(), "v1.test.not-a-real-secret", 0, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        h.accounts.second_factors(user.id()).await.unwrap(),
+        vec![Factor::Totp]
+    );
 }
 
 #[tokio::test]
@@ -138,12 +172,15 @@ async fn register_applies_the_policy_and_refuses_duplicates() {
         .unwrap_err();
     assert_eq!(err.reason(), Some("context_word"));
     let user = register(&h, "Alice").await;
-    assert_eq!(user.login, "alice");
+    assert_eq!(user.login(), "alice");
+    let created = user.downcast::<User>().expect("the store's own user type");
     assert!(
-        user.password_hash
+        created
+            .password_hash
             .as_str()
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
     );
+    assert_eq!(stored(&h, &user).await.password_hash, created.password_hash);
     // "ALICE" is the same account.
     let err = h
         .auth
@@ -169,13 +206,13 @@ async fn unknown_wrong_and_disabled_look_the_same_and_cost_one_hash() {
     let h = harness();
     let alice = register(&h, "alice").await;
     register(&h, "carol").await;
-    h.users
-        .set_disabled(
-            &h.users.find_by_login("carol").await.unwrap().unwrap().id,
-            true,
-        )
+    let carol = h
+        .users
+        .find_by_login(&LoginName::parse("carol").unwrap())
         .await
+        .unwrap()
         .unwrap();
+    h.users.set_disabled(&carol.id, true).unwrap();
     let counter = || h.auth.passwords().hasher().kdf_invocations();
     let mut answers = Vec::new();
     for (name, password) in [
@@ -261,9 +298,7 @@ async fn login_rotates_the_session_and_kills_the_pre_login_id() {
 async fn a_second_factor_yields_only_a_pending_session() {
     let h = harness();
     let user = register(&h, "alice").await;
-    h.users
-        .set_second_factors(&user.id, vec![Factor::Totp])
-        .unwrap();
+    give_second_factor(&h, &user).await;
     let outcome = h
         .auth
         .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
@@ -383,37 +418,97 @@ async fn a_weak_hash_is_upgraded_only_after_a_correct_password() {
         .build()
         .unwrap();
     let weak = weak_hasher.hash(&pw(PASSWORD)).unwrap();
-    h.users.force_password_hash(&user.id, weak.clone()).unwrap();
+    h.users
+        .force_password_hash(user.id(), weak.clone())
+        .unwrap();
+    // A session made while the weak hash is stored: by an instance still
+    // configured with the weak parameters (it has nothing to upgrade), on
+    // the same stores.
+    let old_instance = Auth::builder(h.users.clone())
+        .clock(Arc::new(h.clock.clone()))
+        .sessions(Arc::clone(h.auth.sessions().store()))
+        .accounts(h.accounts.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(weak_hasher)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let made_with_weak = match old_instance
+        .authenticator()
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored(&h, &user).await.password_hash, weak);
     let _ = h
         .auth
         .login("alice", &pw("wrong password!"), &client("192.0.2.1"), None)
         .await
         .unwrap_err();
     assert_eq!(
-        h.users
-            .find_by_id(&user.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash,
+        stored(&h, &user).await.password_hash,
         weak,
         "no upgrade on a wrong password"
     );
-    login_ok(&h, "alice").await;
-    let upgraded = h
-        .users
-        .find_by_id(&user.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .password_hash;
+    let sessions = h.auth.sessions();
+    assert!(
+        sessions
+            .load(&made_with_weak.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let upgrading = login_ok(&h, "alice").await;
+    let upgraded = stored(&h, &user).await.password_hash;
     assert!(
         upgraded
             .as_str()
             .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
     );
     assert!(h.events.kinds().contains(&AuthEventKind::PasswordRehashed));
-    login_ok(&h, "alice").await;
+    // The re-hash changed the stored hash, so it ended the user's other
+    // sessions; the session that logged in carries the new hash's stamp.
+    assert!(
+        sessions
+            .load(&made_with_weak.id().encode())
+            .await
+            .unwrap()
+            .is_none(),
+        "the re-hash ends the other sessions"
+    );
+    assert!(
+        sessions
+            .load(&upgrading.id().encode())
+            .await
+            .unwrap()
+            .is_some(),
+        "the session that logged in stays valid"
+    );
+    // Once: the next login finds nothing to upgrade and ends nothing.
+    let next = login_ok(&h, "alice").await;
+    let rehashes = h
+        .events
+        .kinds()
+        .into_iter()
+        .filter(|k| *k == AuthEventKind::PasswordRehashed)
+        .count();
+    assert_eq!(rehashes, 1);
+    assert_eq!(stored(&h, &user).await.password_hash, upgraded);
+    for session in [&upgrading, &next] {
+        assert!(
+            sessions
+                .load(&session.id().encode())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }
 
 /// A user store whose re-hash write loses a race against a password change
@@ -424,43 +519,29 @@ struct RacingStore {
     racing_hash: HashedPassword,
 }
 
-#[async_trait]
 impl UserStore for RacingStore {
-    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+    type User = User;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<User>, UserStoreError> {
         self.inner.find_by_login(login).await
     }
-    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+    async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
         self.inner.find_by_id(id).await
     }
-    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
-        self.inner.create(user).await
-    }
-    async fn replace_password_hash(
+    async fn set_password_hash(
         &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
+        id: &String,
+        current: &str,
+        new: &str,
     ) -> Result<bool, UserStoreError> {
         // The password change commits first...
         self.inner
             .force_password_hash(id, self.racing_hash.clone())?;
         // ...then the re-hash arrives, conditional on the old hash.
-        self.inner.replace_password_hash(id, current, new).await
+        self.inner.set_password_hash(id, current, new).await
     }
-    async fn change_password(
-        &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
-        stamp: &str,
-    ) -> Result<bool, UserStoreError> {
-        self.inner.change_password(id, current, new, stamp).await
-    }
-    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
-        self.inner.set_security_stamp(id, stamp).await
-    }
-    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
-        self.inner.set_disabled(id, disabled).await
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        self.inner.create(user).await
     }
 }
 
@@ -470,10 +551,10 @@ async fn a_rehash_racing_a_password_change_never_restores_the_old_password() {
     let new_hash = PasswordHasher::default()
         .hash(&pw("the new password 123"))
         .unwrap();
-    let racing: Arc<dyn UserStore> = Arc::new(RacingStore {
+    let racing = RacingStore {
         inner: memory.clone(),
         racing_hash: new_hash.clone(),
-    });
+    };
     let h = harness_with(racing, memory.clone(), ThrottleConfig::default());
     let user = register(&h, "alice").await;
     let weak = PasswordHasher::builder()
@@ -487,15 +568,20 @@ async fn a_rehash_racing_a_password_change_never_restores_the_old_password() {
         .unwrap()
         .hash(&pw(PASSWORD))
         .unwrap();
-    memory.force_password_hash(&user.id, weak).unwrap();
-    login_ok(&h, "alice").await;
+    memory.force_password_hash(user.id(), weak).unwrap();
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap_err();
     assert_eq!(
-        memory
-            .find_by_id(&user.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash,
+        err.status(),
+        401,
+        "a login whose password changed while it was checked fails"
+    );
+    assert_eq!(h.events.last().reason, Some(FailureReason::WrongPassword));
+    assert_eq!(
+        stored(&h, &user).await.password_hash,
         new_hash,
         "the password change stands; the old password was not written back"
     );
@@ -568,14 +654,16 @@ async fn sign_out_everywhere_and_disabling_end_sessions() {
     let user = register(&h, "alice").await;
     let mut mine = login_ok(&h, "alice").await;
     let other = login_ok(&h, "alice").await;
-    h.auth
+    let ended = h
+        .auth
         .sign_out_everywhere(&mut mine, &client("192.0.2.1"))
         .await
         .unwrap();
+    assert_eq!(ended, 1);
     let sessions = h.auth.sessions();
     assert!(sessions.load(&other.id().encode()).await.unwrap().is_none());
     let mine_loaded = sessions.load(&mine.id().encode()).await.unwrap().unwrap();
-    h.users.set_disabled(&user.id, true).await.unwrap();
+    h.users.set_disabled(user.id(), true).unwrap();
     assert!(
         sessions
             .load(&mine_loaded.id().encode())
@@ -584,6 +672,60 @@ async fn sign_out_everywhere_and_disabling_end_sessions() {
             .is_none(),
         "a disabled user has no session"
     );
+    // Re-enabling does not bring the ended session back.
+    h.users.set_disabled(user.id(), false).unwrap();
+    assert!(
+        sessions
+            .load(&mine_loaded.id().encode())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// The app changes a password in its own table (its own reset flow, an
+/// admin tool): every session made with the old hash ends at its next
+/// load, on the per-request path too, with no call into the toolkit.
+#[tokio::test]
+async fn a_password_changed_outside_the_toolkit_ends_every_session() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    let session = login_ok(&h, "alice").await;
+    let id = session.id().encode();
+    assert!(h.auth.sessions().load(&id).await.unwrap().is_some());
+    let other_hash = PasswordHasher::insecure_for_tests()
+        .unwrap()
+        .hash(&pw("changed by the app itself"))
+        .unwrap();
+    h.users.force_password_hash(user.id(), other_hash).unwrap();
+    let parsed = auth_core::session::SessionId::parse(&id).unwrap();
+    assert!(
+        h.auth.load_session(parsed).await.unwrap().is_none(),
+        "the per-request load ends it"
+    );
+    assert!(h.auth.sessions().load(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_administrator_signs_every_session_of_a_user_out() {
+    let h = harness();
+    let alice = register(&h, "alice").await;
+    register(&h, "bob").await;
+    let first = login_ok(&h, "alice").await;
+    let second = login_ok(&h, "alice").await;
+    let bobs = login_ok(&h, "bob").await;
+    assert_eq!(h.auth.sign_out_user(alice.id()).await.unwrap(), 2);
+    let sessions = h.auth.sessions();
+    for session in [&first, &second] {
+        assert!(
+            sessions
+                .load(&session.id().encode())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(sessions.load(&bobs.id().encode()).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -776,9 +918,7 @@ async fn step_up_kills_the_old_id_is_throttled_and_needs_every_factor() {
     );
     // A user with a second factor cannot step up with the password alone.
     h.clock.advance(Duration::from_secs(3600));
-    h.users
-        .set_second_factors(&user.id, vec![Factor::Totp])
-        .unwrap();
+    give_second_factor(&h, &user).await;
     let err = h
         .auth
         .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
@@ -789,7 +929,9 @@ async fn step_up_kills_the_old_id_is_throttled_and_needs_every_factor() {
 
 /// A session store that cannot revoke or list by user (like a
 /// tower-sessions store): password changes still end the other sessions,
-/// through the security stamp.
+/// through the session stamp (the password hash's fingerprint), and "sign
+/// out everywhere" through the account's epoch, which the stamp includes
+/// for such a store.
 #[derive(Debug, Default)]
 struct NoUserIndex(MemoryStore);
 
@@ -830,25 +972,24 @@ impl SessionStore for NoUserIndex {
     async fn delete_expired(&self, now: auth_core::clock::Timestamp) -> Result<u64, StoreError> {
         self.0.delete_expired(now).await
     }
+    fn revokes_by_user(&self) -> bool {
+        false
+    }
 }
 
 #[tokio::test]
 async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
     let users = Arc::new(MemoryUserStore::new());
-    // No stamp source configured here: the Authenticator installs one.
-    let sessions = SessionManager::new(Arc::new(NoUserIndex::default()), SessionConfig::default());
-    let auth = Authenticator::builder(
-        PasswordService::builder().build().unwrap(),
-        sessions,
-        users.clone(),
-        Arc::new(MemoryThrottle::new(
-            ThrottleConfig::default(),
-            Arc::new(auth_core::clock::SystemClock),
-        )),
-    )
-    .build();
+    let store = Arc::new(NoUserIndex::default());
+    // The builder installs the stamp source; nothing to configure here.
+    let auth = Auth::builder(users.clone())
+        .sessions(store.clone())
+        .build()
+        .unwrap()
+        .authenticator()
+        .clone();
     let c = client("192.0.2.1");
-    auth.register("alice", &pw(PASSWORD), &c).await.unwrap();
+    let alice = auth.register("alice", &pw(PASSWORD), &c).await.unwrap();
     let login = || async {
         auth.login("alice", &pw(PASSWORD), &c, None)
             .await
@@ -861,6 +1002,10 @@ async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
     auth.change_password(&mut mine, &pw(PASSWORD), &pw("a brand new passphrase"), &c)
         .await
         .unwrap();
+    assert!(
+        store.load(other.key()).await.unwrap().is_some(),
+        "the store could not delete it"
+    );
     assert!(
         auth.sessions()
             .load(&other.id().encode())
@@ -875,13 +1020,22 @@ async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
             .unwrap()
             .is_some()
     );
+    // The password is unchanged from here on: only the epoch can end the
+    // third session.
     let third = auth
         .login("alice", &pw("a brand new passphrase"), &c, None)
         .await
         .unwrap()
         .session()
         .clone();
-    auth.sign_out_everywhere(&mut mine, &c).await.unwrap();
+    assert_eq!(auth.accounts().epoch(alice.id()).await.unwrap(), 0);
+    let ended = auth.sign_out_everywhere(&mut mine, &c).await.unwrap();
+    assert_eq!(ended, 0, "the store cannot count or delete by user");
+    assert_eq!(auth.accounts().epoch(alice.id()).await.unwrap(), 1);
+    assert!(
+        store.load(third.key()).await.unwrap().is_some(),
+        "the store could not delete it"
+    );
     assert!(
         auth.sessions()
             .load(&third.id().encode())
@@ -909,15 +1063,15 @@ async fn request_state_debug_reveals_no_session_id() {
     let set_cookie = h.auth.session_cookie(&session);
     let pair = set_cookie.split(';').next().unwrap().to_owned();
     let id = pair.split('=').nth(1).unwrap().to_owned();
-    let web = auth_core::web::Auth::new(h.auth.clone());
-    let state = web
+    let state = h
+        .web
         .begin(
             "GET",
             [("host", "example.test"), ("cookie", pair.as_str())],
             Some("192.0.2.1".parse().unwrap()),
         )
         .unwrap();
-    let user = state.current_user().await.unwrap();
+    let user = state.current_user::<User>().await.unwrap();
     assert_eq!(user.login, "alice");
     let debug = format!("{state:?}");
     assert!(!debug.contains(&id), "{debug}");
@@ -942,41 +1096,27 @@ impl CountingStore {
     }
 }
 
-#[async_trait::async_trait]
 impl UserStore for CountingStore {
-    async fn find_by_login(&self, login: &str) -> Result<Option<User>, UserStoreError> {
+    type User = User;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<User>, UserStoreError> {
         drop(self.gate.lock().await);
         self.inner.find_by_login(login).await
     }
-    async fn find_by_id(&self, id: &str) -> Result<Option<User>, UserStoreError> {
+    async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
         self.finds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.find_by_id(id).await
     }
+    async fn set_password_hash(
+        &self,
+        id: &String,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.set_password_hash(id, current, new).await
+    }
     async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
         self.inner.create(user).await
-    }
-    async fn replace_password_hash(
-        &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
-    ) -> Result<bool, UserStoreError> {
-        self.inner.replace_password_hash(id, current, new).await
-    }
-    async fn change_password(
-        &self,
-        id: &str,
-        current: &HashedPassword,
-        new: &HashedPassword,
-        stamp: &str,
-    ) -> Result<bool, UserStoreError> {
-        self.inner.change_password(id, current, new, stamp).await
-    }
-    async fn set_security_stamp(&self, id: &str, stamp: &str) -> Result<(), UserStoreError> {
-        self.inner.set_security_stamp(id, stamp).await
-    }
-    async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
-        self.inner.set_disabled(id, disabled).await
     }
 }
 
@@ -992,27 +1132,28 @@ async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
     let session = login_ok(&h, "alice").await;
     let pair = h.auth.session_cookie(&session);
     let pair = pair.split(';').next().unwrap().to_owned();
-    let web = auth_core::web::Auth::new(h.auth.clone());
     let begin = || {
-        web.begin(
-            "GET",
-            [("host", "example.test"), ("cookie", pair.as_str())],
-            Some("192.0.2.1".parse().unwrap()),
-        )
-        .unwrap()
+        h.web
+            .begin(
+                "GET",
+                [("host", "example.test"), ("cookie", pair.as_str())],
+                Some("192.0.2.1".parse().unwrap()),
+            )
+            .unwrap()
     };
     let before = counting.finds.load(std::sync::atomic::Ordering::SeqCst);
     let state = begin();
     state.check(auth_core::web::Guard::Login).await.unwrap();
-    assert_eq!(state.current_user().await.unwrap().login, "alice");
-    assert_eq!(state.current_user().await.unwrap().login, "alice");
+    assert_eq!(state.current_user::<User>().await.unwrap().login, "alice");
+    assert_eq!(state.current_user::<User>().await.unwrap().login, "alice");
+    assert_eq!(state.user().await.unwrap().id(), alice.id());
     let reads = counting.finds.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert_eq!(reads, 1, "one user read per request");
 
-    memory.set_disabled(&alice.id, true).await.unwrap();
+    memory.set_disabled(alice.id(), true).unwrap();
     let state = begin();
     assert!(matches!(
-        state.current_user().await,
+        state.current_user::<User>().await,
         Err(AuthError::NotAuthenticated)
     ));
     assert!(
@@ -1030,7 +1171,7 @@ async fn try_finish_answers_like_finish_and_never_races_an_operation() {
     let gated = Arc::new(CountingStore::new(memory.clone()));
     let h = harness_with(gated.clone(), memory, ThrottleConfig::default());
     register(&h, "alice").await;
-    let web = auth_core::web::Auth::new(h.auth.clone());
+    let web = &h.web;
     let begin = || {
         Arc::new(
             web.begin(
@@ -1093,7 +1234,7 @@ async fn try_finish_answers_like_finish_and_never_races_an_operation() {
 #[tokio::test]
 async fn begin_raw_sees_malformed_values_and_the_http2_authority() {
     let h = harness();
-    let web = auth_core::web::Auth::new(h.auth.clone());
+    let web = &h.web;
     let peer = Some("192.0.2.1".parse().unwrap());
     fn lines<'a>(
         lines: &'a [(&'a str, &'a [u8])],

@@ -1,20 +1,22 @@
 //! TOTP and recovery codes: the RFC vectors through our verifier, the
 //! window and replay rules on an injected clock, atomic single use in every
-//! user store (memory, SQLite, PostgreSQL with `AUTH_TEST_POSTGRES_URL`),
-//! encryption at rest, and the second login step with its throttle.
+//! account store (memory, SQLite, PostgreSQL with `AUTH_TEST_POSTGRES_URL`,
+//! each with the ready user store of its backend), encryption at rest, and
+//! the second login step with its throttle.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use auth_core::account::{AccountStore, MemoryAccountStore};
 use auth_core::clock::{Clock, ManualClock, Timestamp};
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
-use auth_core::flow::{AuthError, Authenticator, Client, LoginOutcome};
+use auth_core::flow::{AuthError, Authenticator, BuildError, Client, LoginOutcome};
 use auth_core::mfa::{MfaError, MfaKeys, RecoveryCodes, TotpAlgorithm, TotpParams, TotpSecret};
-use auth_core::password::{Password, PasswordService};
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{AuthState, Factor, MemoryStore, Session, SessionConfig, SessionManager};
-use auth_core::user::{MemoryUserStore, User, UserStamps, UserStore};
+use auth_core::password::Password;
+use auth_core::session::{AuthState, Factor, Session};
+use auth_core::user::{AnyUser, MemoryUserStore, UserStore};
+use auth_core::web::Auth;
 
 #[cfg(feature = "postgres")]
 mod common;
@@ -134,7 +136,7 @@ impl Recorder {
 
 struct Harness {
     auth: Authenticator,
-    users: Arc<dyn UserStore>,
+    accounts: Arc<dyn AccountStore>,
     clock: ManualClock,
     events: Arc<Recorder>,
 }
@@ -143,29 +145,24 @@ fn keys_a() -> MfaKeys {
     MfaKeys::from_base64("a", KEY_A).unwrap()
 }
 
-fn build(users: Arc<dyn UserStore>, keys: Option<MfaKeys>, clock: ManualClock) -> Harness {
-    let dyn_clock: Arc<dyn Clock> = Arc::new(clock.clone());
-    let sessions = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(dyn_clock.clone())),
-        SessionConfig::default(),
-    )
-    .with_clock(dyn_clock.clone())
-    .with_stamp_source(Arc::new(UserStamps(users.clone())));
+fn build<S: UserStore>(
+    users: S,
+    accounts: Arc<dyn AccountStore>,
+    keys: Option<MfaKeys>,
+    clock: ManualClock,
+) -> Harness {
     let events = Arc::new(Recorder::default());
-    let mut builder = Authenticator::builder(
-        PasswordService::builder().build().unwrap(),
-        sessions,
-        users.clone(),
-        Arc::new(MemoryThrottle::new(ThrottleConfig::default(), dyn_clock)),
-    )
-    .app_name("Example App")
-    .event_hook(events.clone());
+    let mut builder = Auth::builder(users)
+        .clock(Arc::new(clock.clone()))
+        .accounts(Arc::clone(&accounts))
+        .app_name("Example App")
+        .event_hook(events.clone());
     if let Some(keys) = keys {
         builder = builder.mfa_keys(keys);
     }
     Harness {
-        auth: builder.build(),
-        users,
+        auth: builder.build().unwrap().authenticator().clone(),
+        accounts,
         clock,
         events,
     }
@@ -177,34 +174,44 @@ fn start_clock() -> ManualClock {
 
 fn memory() -> Harness {
     build(
-        Arc::new(MemoryUserStore::new()),
+        MemoryUserStore::new(),
+        Arc::new(MemoryAccountStore::new()),
         Some(keys_a()),
         start_clock(),
     )
 }
 
+/// `tag` and 96 random bits in hex (lower case, as login names are
+/// stored).
 fn unique(tag: &str) -> String {
-    format!(
-        "{tag}-{}",
-        auth_core::user::new_security_stamp()
-            .unwrap()
-            .to_lowercase()
-            .replace(['-', '_'], "x")
-    )
+    let random = TotpSecret::generate().unwrap();
+    let hex: String = random.expose_bytes()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{tag}-{hex}")
 }
 
+/// The ready user store and the account store in one SQLite file,
+/// `users.db` in `dir` (the pool of a session store, as an app would share
+/// it).
 #[cfg(feature = "sqlite")]
-async fn sqlite_users(dir: &std::path::Path) -> Arc<dyn UserStore> {
+async fn sqlite_stores(
+    dir: &std::path::Path,
+) -> (auth_core::user::SqliteUserStore, Arc<dyn AccountStore>) {
     std::fs::create_dir_all(dir).unwrap();
     let url = format!("sqlite://{}", dir.join("users.db").display());
     let sessions = auth_core::session::SqliteStore::connect(&url)
         .await
         .unwrap();
-    Arc::new(
-        auth_core::user::SqliteUserStore::from_pool(sessions.pool().clone())
-            .await
-            .unwrap(),
-    )
+    let pool = sessions.pool().clone();
+    let users = auth_core::user::SqliteUserStore::from_pool(pool.clone())
+        .await
+        .unwrap();
+    let accounts = auth_core::account::SqliteAccountStore::from_pool(pool)
+        .await
+        .unwrap();
+    (users, Arc::new(accounts))
 }
 
 fn client(ip: &str) -> Client {
@@ -256,7 +263,7 @@ async fn pending(h: &Harness, login: &str, ip: &str) -> Session {
 }
 
 struct Enrolled {
-    user: User,
+    user: AnyUser,
     secret: TotpSecret,
     secret_base32: String,
     codes: RecoveryCodes,
@@ -313,19 +320,17 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
     assert_eq!(json["secret"], secret.as_str());
 
     // Pending: not a second factor; the password alone still logs in.
-    let stored = h.users.totp(&user.id).await.unwrap().unwrap();
+    let stored = h.accounts.totp(user.id()).await.unwrap().unwrap();
     assert!(!stored.confirmed);
     assert!(!stored.sealed_secret.contains(&secret));
     assert!(
-        h.users
-            .find_by_id(&user.id)
+        h.accounts
+            .second_factors(user.id())
             .await
             .unwrap()
-            .unwrap()
-            .second_factors
             .is_empty()
     );
-    logged_in(&h, "alice").await;
+    let other = logged_in(&h, "alice").await;
     // Nothing to complete a login with either.
     assert!(!h.auth.totp_enabled(&session).await.unwrap());
 
@@ -338,12 +343,10 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
     assert!(matches!(err, AuthError::InvalidCode));
     assert_eq!(err.status(), 401);
     assert!(
-        h.users
-            .find_by_id(&user.id)
+        h.accounts
+            .second_factors(user.id())
             .await
             .unwrap()
-            .unwrap()
-            .second_factors
             .is_empty()
     );
 
@@ -362,17 +365,29 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
     );
     assert!(h.auth.sessions().load(&old_id).await.unwrap().is_none());
     assert!(
+        h.auth
+            .sessions()
+            .load(&other.id().encode())
+            .await
+            .unwrap()
+            .is_none(),
+        "a password-only session of the user ends at the confirmation"
+    );
+    assert!(
+        h.auth
+            .sessions()
+            .load(&session.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
         matches!(session.auth_state(), AuthState::Authenticated { factors, .. } if factors.contains(&Factor::Totp))
     );
     h.auth.require_mfa(Some(&session)).unwrap();
     assert_eq!(h.events.last().kind, AuthEventKind::TotpEnabled);
     assert_eq!(
-        h.users
-            .find_by_id(&user.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .second_factors,
+        h.accounts.second_factors(user.id()).await.unwrap(),
         vec![Factor::Totp]
     );
     assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 10);
@@ -390,7 +405,12 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
 
 #[tokio::test]
 async fn enrolment_needs_a_key_and_a_recent_login() {
-    let h = build(Arc::new(MemoryUserStore::new()), None, start_clock());
+    let h = build(
+        MemoryUserStore::new(),
+        Arc::new(MemoryAccountStore::new()),
+        None,
+        start_clock(),
+    );
     let c = client("192.0.2.1");
     let user = h.auth.register("alice", &pw(), &c).await.unwrap();
     let session = logged_in(&h, "alice").await;
@@ -402,7 +422,7 @@ async fn enrolment_needs_a_key_and_a_recent_login() {
     assert!(matches!(err, AuthError::MfaUnavailable));
     assert_eq!(err.status(), 501);
     assert!(
-        h.users.totp(&user.id).await.unwrap().is_none(),
+        h.accounts.totp(user.id()).await.unwrap().is_none(),
         "nothing stored"
     );
 
@@ -416,6 +436,24 @@ async fn enrolment_needs_a_key_and_a_recent_login() {
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::ReauthenticationRequired));
+}
+
+/// MFA keys without an account store would keep second factors in process
+/// memory, where a restart silently turns them off: refused at build time.
+#[test]
+fn mfa_keys_need_an_account_store() {
+    let err = Auth::builder(MemoryUserStore::new())
+        .mfa_keys(keys_a())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::AccountStoreRequired), "{err:?}");
+    assert!(
+        Auth::builder(MemoryUserStore::new())
+            .mfa_keys(keys_a())
+            .accounts(Arc::new(MemoryAccountStore::new()))
+            .build()
+            .is_ok()
+    );
 }
 
 // ----------------------------------------------------------- second step
@@ -450,7 +488,7 @@ async fn the_full_flow_password_then_totp() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(loaded.authenticated_user(), Some(e.user.id.as_str()));
+    assert_eq!(loaded.authenticated_user(), Some(e.user.id()));
     h.auth.require_login(Some(&loaded)).unwrap();
     h.auth.require_mfa(Some(&loaded)).unwrap();
     let last = h.events.last();
@@ -717,7 +755,7 @@ async fn a_pending_session_is_not_a_login_anywhere() {
 
 async fn logged_in_with_totp(h: &Harness, e: &Enrolled) -> Session {
     next_step(h);
-    let mut session = pending(h, &e.user.login, "192.0.2.1").await;
+    let mut session = pending(h, e.user.login(), "192.0.2.1").await;
     h.auth
         .login_totp(&mut session, &code(h, &e.secret), &client("192.0.2.1"))
         .await
@@ -810,6 +848,7 @@ async fn disabling_needs_a_valid_code_and_removes_the_factor() {
     let e = enrolled(&h, "alice").await;
     let c = client("192.0.2.1");
     let mut session = logged_in_with_totp(&h, &e).await;
+    let other = logged_in_with_totp(&h, &e).await;
     let err = h
         .auth
         .disable_totp(&mut session, "000000", &c)
@@ -827,8 +866,24 @@ async fn disabling_needs_a_valid_code_and_removes_the_factor() {
     assert_ne!(session.id().encode(), old_id);
     assert_eq!(h.events.last().kind, AuthEventKind::TotpDisabled);
     assert!(!h.auth.totp_enabled(&session).await.unwrap());
-    assert!(h.users.totp(&e.user.id).await.unwrap().is_none());
-    assert_eq!(h.users.recovery_codes_left(&e.user.id).await.unwrap(), 0);
+    assert!(h.accounts.totp(e.user.id()).await.unwrap().is_none());
+    assert_eq!(
+        h.accounts.recovery_codes_left(e.user.id()).await.unwrap(),
+        0
+    );
+    let sessions = h.auth.sessions();
+    assert!(sessions.load(&old_id).await.unwrap().is_none());
+    assert!(
+        sessions.load(&other.id().encode()).await.unwrap().is_none(),
+        "every other session of the user ends"
+    );
+    assert!(
+        sessions
+            .load(&session.id().encode())
+            .await
+            .unwrap()
+            .is_some()
+    );
     // The password alone logs in again; the old factor no longer works.
     let mut plain = logged_in(&h, "alice").await;
     next_step(&h);
@@ -915,10 +970,10 @@ async fn a_secret_copied_onto_another_user_is_useless() {
     let alice = enrolled(&h, "alice").await;
     let c = client("192.0.2.1");
     let bob = h.auth.register("bob", &pw(), &c).await.unwrap();
-    let stolen = h.users.totp(&alice.user.id).await.unwrap().unwrap();
+    let stolen = h.accounts.totp(alice.user.id()).await.unwrap().unwrap();
     assert!(
-        h.users
-            .set_pending_totp(&bob.id, &stolen.sealed_secret)
+        h.accounts
+            .set_pending_totp(bob.id(), &stolen.sealed_secret)
             .await
             .unwrap()
     );
@@ -930,14 +985,13 @@ async fn a_secret_copied_onto_another_user_is_useless() {
         .unwrap_err();
     assert_eq!(err.status(), 500, "{err:?}");
     assert!(
-        h.users
-            .find_by_id(&bob.id)
+        h.accounts
+            .second_factors(bob.id())
             .await
             .unwrap()
-            .unwrap()
-            .second_factors
             .is_empty()
     );
+    assert!(!h.accounts.totp(bob.id()).await.unwrap().unwrap().confirmed);
 }
 
 #[test]
@@ -985,10 +1039,12 @@ fn keys_rotate_old_records_still_open() {
 
 #[tokio::test]
 async fn logins_keep_working_across_a_key_rotation() {
-    let users: Arc<dyn UserStore> = Arc::new(MemoryUserStore::new());
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccountStore::new());
     let clock = start_clock();
     let before = build(
         users.clone(),
+        accounts.clone(),
         Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
         clock.clone(),
     );
@@ -997,7 +1053,12 @@ async fn logins_keep_working_across_a_key_rotation() {
         .unwrap()
         .with_previous_base64("2025", KEY_A)
         .unwrap();
-    let after = build(users.clone(), Some(rotated), clock.clone());
+    let after = build(
+        users.clone(),
+        accounts.clone(),
+        Some(rotated),
+        clock.clone(),
+    );
     let mut session = pending(&after, "alice", "192.0.2.1").await;
     after
         .auth
@@ -1007,6 +1068,7 @@ async fn logins_keep_working_across_a_key_rotation() {
     // A server that lost the old key fails closed (500), never open.
     let lost = build(
         users,
+        accounts,
         Some(MfaKeys::from_base64("2026", KEY_B).unwrap()),
         clock,
     );
@@ -1046,7 +1108,7 @@ async fn no_code_or_secret_in_events_or_errors() {
     for code in e.codes.codes() {
         assert!(!printed.contains(code));
     }
-    let stored = h.users.totp(&e.user.id).await.unwrap().unwrap();
+    let stored = h.accounts.totp(e.user.id()).await.unwrap().unwrap();
     assert!(!format!("{stored:?}").contains(&stored.sealed_secret));
 }
 
@@ -1060,7 +1122,7 @@ async fn concurrent_double_submit(h: Harness) {
     let totp = code(&h, &e.secret);
     let mut sessions = Vec::new();
     for n in 0..16 {
-        sessions.push(pending(&h, &e.user.login, &format!("198.51.100.{}", n + 1)).await);
+        sessions.push(pending(&h, e.user.login(), &format!("198.51.100.{}", n + 1)).await);
     }
     let mut tasks = Vec::new();
     for (n, mut session) in sessions.into_iter().enumerate() {
@@ -1086,25 +1148,26 @@ async fn concurrent_double_submit(h: Harness) {
     }
     assert_eq!(ok, 1, "exactly one of 16 concurrent submissions succeeds");
 
-    // The store primitives themselves, hammered directly.
+    // The account store's primitives themselves, hammered directly.
+    let id = e.user.id();
     let step = h
-        .users
-        .totp(&e.user.id)
+        .accounts
+        .totp(id)
         .await
         .unwrap()
         .unwrap()
         .last_step
         .unwrap()
         + 5;
-    let hash = auth_core::mfa::hash_recovery_code(&e.user.id, e.codes.codes()[0]).unwrap();
+    let hash = auth_core::mfa::hash_recovery_code(id, e.codes.codes()[0]).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let users = h.users.clone();
-        let (id, hash) = (e.user.id.clone(), hash.clone());
+        let accounts = h.accounts.clone();
+        let (id, hash) = (id.to_owned(), hash.clone());
         tasks.push(tokio::spawn(async move {
             (
-                users.record_totp_step(&id, step).await.unwrap(),
-                users.consume_recovery_code(&id, &hash).await.unwrap(),
+                accounts.record_totp_step(&id, step).await.unwrap(),
+                accounts.consume_recovery_code(&id, &hash).await.unwrap(),
             )
         }));
     }
@@ -1115,19 +1178,9 @@ async fn concurrent_double_submit(h: Harness) {
         consumed += usize::from(c);
     }
     assert_eq!((steps, consumed), (1, 1));
-    assert!(
-        !h.users
-            .record_totp_step(&e.user.id, step - 1)
-            .await
-            .unwrap()
-    );
-    assert!(
-        h.users
-            .record_totp_step(&e.user.id, step + 1)
-            .await
-            .unwrap()
-    );
-    assert_eq!(h.users.recovery_codes_left(&e.user.id).await.unwrap(), 9);
+    assert!(!h.accounts.record_totp_step(id, step - 1).await.unwrap());
+    assert!(h.accounts.record_totp_step(id, step + 1).await.unwrap());
+    assert_eq!(h.accounts.recovery_codes_left(id).await.unwrap(), 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1139,114 +1192,122 @@ async fn concurrent_double_submit_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_double_submit_sqlite() {
     let dir = std::env::temp_dir().join(unique("auth-core-mfa"));
-    let users = sqlite_users(&dir).await;
-    concurrent_double_submit(build(users, Some(keys_a()), start_clock())).await;
+    let (users, accounts) = sqlite_stores(&dir).await;
+    concurrent_double_submit(build(users, accounts, Some(keys_a()), start_clock())).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The ready user store and the account store on one PostgreSQL pool.
 #[cfg(feature = "postgres")]
-async fn postgres_users() -> Option<Arc<dyn UserStore>> {
+async fn postgres_stores() -> Option<(auth_core::user::PostgresUserStore, Arc<dyn AccountStore>)> {
     let url = crate::common::service_url("AUTH_TEST_POSTGRES_URL")?;
     let sessions = auth_core::session::PostgresStore::connect(&url)
         .await
         .unwrap();
-    Some(Arc::new(
-        auth_core::user::PostgresUserStore::from_pool(sessions.pool().clone())
-            .await
-            .unwrap(),
-    ))
+    let pool = sessions.pool().clone();
+    let users = auth_core::user::PostgresUserStore::from_pool(pool.clone())
+        .await
+        .unwrap();
+    let accounts = auth_core::account::PostgresAccountStore::from_pool(pool)
+        .await
+        .unwrap();
+    Some((users, Arc::new(accounts)))
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_double_submit_postgres() {
-    if let Some(users) = postgres_users().await {
-        concurrent_double_submit(build(users, Some(keys_a()), start_clock())).await;
+    if let Some((users, accounts)) = postgres_stores().await {
+        concurrent_double_submit(build(users, accounts, Some(keys_a()), start_clock())).await;
     }
 }
 
-/// The store suite for the MFA methods.
-async fn store_round_trip(users: Arc<dyn UserStore>) {
-    let h = build(users.clone(), Some(keys_a()), start_clock());
+/// The store suite for the MFA methods of the account store.
+async fn store_round_trip<S: UserStore>(users: S, accounts: Arc<dyn AccountStore>) {
+    let h = build(users, accounts.clone(), Some(keys_a()), start_clock());
     let e = enrolled(&h, &unique("store")).await;
-    let id = &e.user.id;
-    let stored = users.totp(id).await.unwrap().unwrap();
+    let id = e.user.id();
+    let stored = accounts.totp(id).await.unwrap().unwrap();
     assert!(stored.confirmed);
     assert!(stored.last_step.is_some());
     assert_eq!(
-        users.find_by_id(id).await.unwrap().unwrap().second_factors,
+        accounts.second_factors(id).await.unwrap(),
         vec![Factor::Totp]
     );
     // A confirmed secret cannot be replaced by a pending one.
-    assert!(!users.set_pending_totp(id, "v1.a.AAAA").await.unwrap());
-    assert_eq!(users.totp(id).await.unwrap().unwrap(), stored);
-    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 10);
-    users
+    assert!(!accounts.set_pending_totp(id, "v1.a.AAAA").await.unwrap());
+    assert_eq!(accounts.totp(id).await.unwrap().unwrap(), stored);
+    assert_eq!(accounts.recovery_codes_left(id).await.unwrap(), 10);
+    accounts
         .replace_recovery_codes(id, &["h1".into(), "h2".into()])
         .await
         .unwrap();
-    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 2);
-    assert!(users.consume_recovery_code(id, "h1").await.unwrap());
-    assert!(!users.consume_recovery_code(id, "h1").await.unwrap());
+    assert_eq!(accounts.recovery_codes_left(id).await.unwrap(), 2);
+    assert!(accounts.consume_recovery_code(id, "h1").await.unwrap());
+    assert!(!accounts.consume_recovery_code(id, "h1").await.unwrap());
     assert!(
-        !users
+        !accounts
             .consume_recovery_code("someone-else", "h2")
             .await
             .unwrap()
     );
-    users.remove_totp(id).await.unwrap();
-    assert!(users.totp(id).await.unwrap().is_none());
-    assert_eq!(users.recovery_codes_left(id).await.unwrap(), 0);
+    accounts.remove_totp(id).await.unwrap();
+    assert!(accounts.totp(id).await.unwrap().is_none());
+    assert_eq!(accounts.recovery_codes_left(id).await.unwrap(), 0);
+    assert!(accounts.second_factors(id).await.unwrap().is_empty());
     assert!(
-        users
-            .find_by_id(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .second_factors
-            .is_empty()
-    );
-    assert!(
-        !users.record_totp_step(id, i64::MAX).await.unwrap(),
+        !accounts.record_totp_step(id, i64::MAX).await.unwrap(),
         "no step without a confirmed secret"
     );
     // A pending secret does not accept steps either and a stale
     // confirmation (another secret) is refused.
-    assert!(users.set_pending_totp(id, "v1.a.first").await.unwrap());
-    assert!(users.set_pending_totp(id, "v1.a.second").await.unwrap());
-    assert!(!users.record_totp_step(id, 1).await.unwrap());
-    assert!(!users.confirm_totp(id, "v1.a.first", 1, &[]).await.unwrap());
+    assert!(accounts.set_pending_totp(id, "v1.a.first").await.unwrap());
+    assert!(accounts.set_pending_totp(id, "v1.a.second").await.unwrap());
+    assert!(!accounts.record_totp_step(id, 1).await.unwrap());
+    assert!(accounts.second_factors(id).await.unwrap().is_empty());
     assert!(
-        users
+        !accounts
+            .confirm_totp(id, "v1.a.first", 1, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        accounts
             .confirm_totp(id, "v1.a.second", 1, &["x".into()])
             .await
             .unwrap()
     );
-    assert!(!users.confirm_totp(id, "v1.a.second", 1, &[]).await.unwrap());
+    assert!(
+        !accounts
+            .confirm_totp(id, "v1.a.second", 1, &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        users.find_by_id(id).await.unwrap().unwrap().second_factors,
+        accounts.second_factors(id).await.unwrap(),
         vec![Factor::Totp]
     );
 }
 
 #[tokio::test]
 async fn store_round_trip_memory() {
-    store_round_trip(Arc::new(MemoryUserStore::new())).await;
+    store_round_trip(MemoryUserStore::new(), Arc::new(MemoryAccountStore::new())).await;
 }
 
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn store_round_trip_sqlite() {
     let dir = std::env::temp_dir().join(unique("auth-core-mfa"));
-    store_round_trip(sqlite_users(&dir).await).await;
+    let (users, accounts) = sqlite_stores(&dir).await;
+    store_round_trip(users, accounts).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn store_round_trip_postgres() {
-    if let Some(users) = postgres_users().await {
-        store_round_trip(users).await;
+    if let Some((users, accounts)) = postgres_stores().await {
+        store_round_trip(users, accounts).await;
     }
 }
 
@@ -1259,8 +1320,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn secrets_and_recovery_codes_are_not_readable_in_the_sqlite_file() {
     let dir = std::env::temp_dir().join(unique("auth-core-mfa-file"));
-    let users = sqlite_users(&dir).await;
-    let h = build(users, Some(keys_a()), start_clock());
+    // The user table and the account tables, in one file.
+    let (users, accounts) = sqlite_stores(&dir).await;
+    let h = build(users, accounts, Some(keys_a()), start_clock());
     let e = enrolled(&h, "alice").await;
     // Also a pending secret of a second user.
     let c = client("192.0.2.1");
@@ -1277,6 +1339,13 @@ async fn secrets_and_recovery_codes_are_not_readable_in_the_sqlite_file() {
     }
     assert!(contains(&bytes, b"alice"), "the test reads the right files");
     assert!(contains(&bytes, b"v1.a."), "the sealed form is stored");
+    for code in e.codes.codes() {
+        let hash = auth_core::mfa::hash_recovery_code(e.user.id(), code).unwrap();
+        assert!(
+            contains(&bytes, hash.as_bytes()),
+            "the recovery codes' table is in the files read"
+        );
+    }
     for (base32, raw) in [
         (e.secret_base32.as_str(), e.secret.expose_bytes()),
         (pending.secret_base32(), pending_secret.expose_bytes()),
@@ -1293,17 +1362,33 @@ async fn secrets_and_recovery_codes_are_not_readable_in_the_sqlite_file() {
 }
 
 #[cfg(feature = "sqlite")]
-#[tokio::test]
-async fn a_version_1_sqlite_user_table_is_migrated() {
+async fn migration_version(pool: &sqlx::SqlitePool, component: &str) -> i64 {
+    sqlx::query_scalar("SELECT version FROM auth_schema_migrations WHERE component = ?1")
+        .bind(component)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[cfg(feature = "sqlite")]
+async fn bare_sqlite_pool(dir: &std::path::Path) -> sqlx::SqlitePool {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     use std::str::FromStr;
-    let dir = std::env::temp_dir().join(unique("auth-core-mfa-migrate"));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.join("users.db").display());
-    let pool = SqlitePoolOptions::new()
+    SqlitePoolOptions::new()
         .connect_with(SqliteConnectOptions::from_str(&url).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_version_1_sqlite_user_table_is_migrated() {
+    use auth_core::account::SqliteAccountStore;
+    use auth_core::user::SqliteUserStore;
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa-migrate"));
+    let pool = bare_sqlite_pool(&dir).await;
     for statement in [
         "CREATE TABLE auth_users (id TEXT PRIMARY KEY NOT NULL, login TEXT NOT NULL UNIQUE,
             display_name TEXT NOT NULL, password_hash TEXT NOT NULL, security_stamp TEXT NOT NULL,
@@ -1315,19 +1400,104 @@ async fn a_version_1_sqlite_user_table_is_migrated() {
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
-    let users = auth_core::user::SqliteUserStore::from_pool(pool.clone())
-        .await
-        .unwrap();
-    assert!(users.totp("old").await.unwrap().is_none());
-    assert!(users.set_pending_totp("old", "v1.a.x").await.unwrap());
-    let version: i64 =
-        sqlx::query_scalar("SELECT version FROM auth_schema_migrations WHERE component = 'users'")
-            .fetch_one(&pool)
+    let users = SqliteUserStore::from_pool(pool.clone()).await.unwrap();
+    let old = users.find_by_id(&"old".to_owned()).await.unwrap().unwrap();
+    assert_eq!(
+        (old.login.as_str(), old.display_name.as_str(), old.disabled),
+        ("old", "Old", false)
+    );
+    assert_eq!(old.password_hash.as_str(), "$argon2id$x");
+    assert_eq!(migration_version(&pool, "users").await, 3);
+    let accounts = SqliteAccountStore::from_pool(pool.clone()).await.unwrap();
+    assert_eq!(migration_version(&pool, "accounts").await, 1);
+    assert!(accounts.totp("old").await.unwrap().is_none());
+    assert!(accounts.set_pending_totp("old", "v1.a.x").await.unwrap());
+    // Opening again is a no-op.
+    SqliteUserStore::from_pool(pool.clone()).await.unwrap();
+    let accounts = SqliteAccountStore::from_pool(pool.clone()).await.unwrap();
+    assert_eq!(
+        accounts.totp("old").await.unwrap().unwrap().sealed_secret,
+        "v1.a.x"
+    );
+    assert_eq!(migration_version(&pool, "users").await, 3);
+    assert_eq!(migration_version(&pool, "accounts").await, 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A user who had TOTP in the version-2 user table (TOTP columns on
+/// `auth_users`) still needs it after the move into the account tables:
+/// the migration never turns a second factor off.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_version_2_sqlite_user_table_keeps_its_second_factors() {
+    use auth_core::account::SqliteAccountStore;
+    use auth_core::password::PasswordHasher;
+    use auth_core::user::SqliteUserStore;
+    let dir = std::env::temp_dir().join(unique("auth-core-mfa-migrate"));
+    let pool = bare_sqlite_pool(&dir).await;
+    let keys = keys_a();
+    let secret = TotpSecret::generate().unwrap();
+    let hash = PasswordHasher::default().hash(&pw()).unwrap();
+    let codes = RecoveryCodes::generate("old").unwrap();
+    for statement in [
+        "CREATE TABLE auth_users (id TEXT PRIMARY KEY NOT NULL, login TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL, password_hash TEXT NOT NULL, security_stamp TEXT NOT NULL,
+            disabled BOOLEAN NOT NULL DEFAULT FALSE, second_factors TEXT NOT NULL DEFAULT '[]',
+            totp_secret TEXT, totp_confirmed BOOLEAN NOT NULL DEFAULT FALSE,
+            totp_last_step INTEGER)",
+        "CREATE TABLE auth_recovery_codes (user_id TEXT NOT NULL, code_hash TEXT NOT NULL,
+            PRIMARY KEY (user_id, code_hash))",
+        "CREATE TABLE auth_schema_migrations (component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
+        "INSERT INTO auth_schema_migrations VALUES ('users', 2)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO auth_users (id, login, display_name, password_hash, security_stamp,
+            second_factors, totp_secret, totp_confirmed, totp_last_step)
+         VALUES ('old', 'old', 'Old', ?1, 's', '[\"totp\"]', ?2, TRUE, 7),
+                ('half', 'half', 'Half', ?1, 's', '[]', 'v1.a.pending', FALSE, NULL)",
+    )
+    .bind(hash.as_str())
+    .bind(keys.seal("old", &secret).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    for code_hash in codes.hashes() {
+        sqlx::query("INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES ('old', ?1)")
+            .bind(code_hash)
+            .execute(&pool)
             .await
             .unwrap();
-    assert_eq!(version, 2);
-    // Opening again is a no-op.
-    auth_core::user::SqliteUserStore::from_pool(pool)
+    }
+
+    let users = SqliteUserStore::from_pool(pool.clone()).await.unwrap();
+    let accounts: Arc<dyn AccountStore> =
+        Arc::new(SqliteAccountStore::from_pool(pool.clone()).await.unwrap());
+    assert_eq!(migration_version(&pool, "users").await, 3);
+    let moved = accounts.totp("old").await.unwrap().unwrap();
+    assert!(moved.confirmed);
+    assert_eq!(moved.last_step, Some(7));
+    assert_eq!(
+        accounts.second_factors("old").await.unwrap(),
+        vec![Factor::Totp]
+    );
+    assert_eq!(accounts.recovery_codes_left("old").await.unwrap(), 10);
+    let half = accounts.totp("half").await.unwrap().unwrap();
+    assert!(!half.confirmed, "a pending enrolment stays pending");
+    assert!(accounts.second_factors("half").await.unwrap().is_empty());
+
+    // The password alone no longer logs the migrated user in; the TOTP
+    // secret and the recovery codes still complete the login.
+    let h = build(users, accounts, Some(keys), start_clock());
+    let mut session = pending(&h, "old", "192.0.2.1").await;
+    h.auth
+        .login_totp(&mut session, &code(&h, &secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    let mut session = pending(&h, "old", "192.0.2.1").await;
+    h.auth
+        .login_recovery(&mut session, codes.codes()[0], &client("192.0.2.1"))
         .await
         .unwrap();
     let _ = std::fs::remove_dir_all(dir);

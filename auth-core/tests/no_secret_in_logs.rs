@@ -1,17 +1,14 @@
 //! Captures every `tracing` line during register, login, failed login,
 //! password change and logout, and looks for secrets: passwords, hashes,
-//! session IDs, security stamps (ASVS 16.2.5). Its own test binary, with a
+//! session IDs, session stamps (ASVS 16.2.5). Its own test binary, with a
 //! global subscriber, so no other test's threads race the capture.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use auth_core::clock::{Clock, ManualClock};
-use auth_core::flow::{Authenticator, Client, LoginOutcome};
-use auth_core::password::{Password, PasswordService};
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-use auth_core::user::{MemoryUserStore, UserStamps, UserStore};
+use auth_core::clock::ManualClock;
+use auth_core::flow::Client;
+use auth_core::{Auth, LoginOutcome, MemoryUserStore, Password, User, UserStore};
 use tracing_subscriber::fmt::MakeWriter;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -50,22 +47,12 @@ async fn no_secret_reaches_the_logs() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let clock = ManualClock::starting_now();
-    let dyn_clock: Arc<dyn Clock> = Arc::new(clock);
     let users = Arc::new(MemoryUserStore::new());
-    let sessions = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(dyn_clock.clone())),
-        SessionConfig::default(),
-    )
-    .with_clock(dyn_clock.clone())
-    .with_stamp_source(Arc::new(UserStamps(users.clone())));
-    let auth = Authenticator::builder(
-        PasswordService::builder().build().unwrap(),
-        sessions,
-        users.clone(),
-        Arc::new(MemoryThrottle::new(ThrottleConfig::default(), dyn_clock)),
-    )
-    .build();
+    let auth = Auth::builder(users.clone())
+        .clock(Arc::new(ManualClock::starting_now()))
+        .build()
+        .unwrap();
+    let auth = auth.authenticator();
     let c = Client {
         ip: "192.0.2.1".parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
@@ -82,11 +69,15 @@ async fn no_secret_reaches_the_logs() {
         panic!("no MFA enrolled");
     };
     let first_cookie = session.id().encode();
+    let first_stamp = session.record().security_stamp.clone().unwrap();
     auth.change_password(&mut session, &pw(PASSWORD), &pw(new_password), &c)
         .await
         .unwrap();
     let final_cookie = session.id().encode();
-    let stored = users.find_by_id(&user.id).await.unwrap().unwrap();
+    let final_stamp = session.record().security_stamp.clone().unwrap();
+    assert_ne!(first_stamp, final_stamp, "the stamp follows the password");
+    let registered = user.downcast::<User>().unwrap();
+    let stored = users.find_by_id(&registered.id).await.unwrap().unwrap();
     auth.logout(session, &c).await.unwrap();
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
@@ -103,11 +94,11 @@ async fn no_secret_reaches_the_logs() {
         PASSWORD,
         "wrong secret guess",
         new_password,
-        user.password_hash.as_str(),
+        registered.password_hash.as_str(),
         stored.password_hash.as_str(),
         "$argon2id$",
-        &user.security_stamp,
-        &stored.security_stamp,
+        &first_stamp,
+        &final_stamp,
         &first_cookie,
         &final_cookie,
     ] {

@@ -1,146 +1,25 @@
-//! One user-store suite, run against the memory, SQLite and PostgreSQL
-//! implementations (PostgreSQL reads `AUTH_TEST_POSTGRES_URL`).
+//! The user-store contract (`auth_core::testing::user_store`), run against
+//! the memory, SQLite and PostgreSQL user stores (PostgreSQL reads
+//! `AUTH_TEST_POSTGRES_URL`). Each case is its own test per store
+//! (`sqlite::duplicate_login_is_taken`, ...).
+#![cfg(feature = "testing")]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use auth_core::password::HashedPassword;
-use auth_core::user::{MemoryUserStore, NewUser, UserStore, UserStoreError, new_security_stamp};
+use auth_core::user_store_tests;
+use auth_core::{AuthUser, LoginName, MemoryUserStore, NewUser, UserStore, UserStoreError};
 
-fn unique(tag: &str) -> String {
-    format!("{tag}-{}", new_security_stamp().unwrap().to_lowercase())
-}
+#[cfg(feature = "postgres")]
+mod common;
 
-fn new_user(login: &str) -> NewUser {
-    NewUser {
-        login: login.to_owned(),
-        display_name: login.to_uppercase(),
-        password_hash: HashedPassword::new("$argon2id$v=19$m=19456,t=2,p=1$first"),
-        security_stamp: "stamp-1".into(),
-    }
-}
-
-mod cases {
-    use super::*;
-
-    pub(super) async fn create_and_find(store: Arc<dyn UserStore>) {
-        let login = unique("alice");
-        let user = store.create(new_user(&login)).await.unwrap();
-        let by_login = store.find_by_login(&login).await.unwrap().unwrap();
-        let by_id = store.find_by_id(&user.id).await.unwrap().unwrap();
-        for found in [&by_login, &by_id] {
-            assert_eq!(found.id, user.id);
-            assert_eq!(found.login, login);
-            assert_eq!(found.display_name, login.to_uppercase());
-            assert_eq!(found.security_stamp, "stamp-1");
-            assert!(!found.disabled);
-            assert!(found.second_factors.is_empty());
-        }
-        assert!(
-            store
-                .find_by_login(&unique("nobody"))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(store.find_by_id("no-such-id").await.unwrap().is_none());
-        assert!(matches!(
-            store.create(new_user(&login)).await,
-            Err(UserStoreError::LoginTaken)
-        ));
-    }
-
-    pub(super) async fn hash_updates_are_compare_and_swap(store: Arc<dyn UserStore>) {
-        let user = store.create(new_user(&unique("bob"))).await.unwrap();
-        let first = user.password_hash.clone();
-        let second = HashedPassword::new("$argon2id$second");
-        let third = HashedPassword::new("$argon2id$third");
-        assert!(
-            store
-                .replace_password_hash(&user.id, &first, &second)
-                .await
-                .unwrap()
-        );
-        // A writer that still believes in the first hash loses.
-        assert!(
-            !store
-                .replace_password_hash(&user.id, &first, &third)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .change_password(&user.id, &first, &third, "stamp-x")
-                .await
-                .unwrap()
-        );
-        let found = store.find_by_id(&user.id).await.unwrap().unwrap();
-        assert_eq!(found.password_hash, second);
-        assert_eq!(found.security_stamp, "stamp-1");
-        assert!(
-            store
-                .change_password(&user.id, &second, &third, "stamp-2")
-                .await
-                .unwrap()
-        );
-        let found = store.find_by_id(&user.id).await.unwrap().unwrap();
-        assert_eq!(
-            (found.password_hash, found.security_stamp.as_str()),
-            (third, "stamp-2")
-        );
-    }
-
-    pub(super) async fn stamps_and_disabling(store: Arc<dyn UserStore>) {
-        let user = store.create(new_user(&unique("carol"))).await.unwrap();
-        store.set_security_stamp(&user.id, "stamp-9").await.unwrap();
-        store.set_disabled(&user.id, true).await.unwrap();
-        let found = store.find_by_id(&user.id).await.unwrap().unwrap();
-        assert_eq!(found.security_stamp, "stamp-9");
-        assert!(found.disabled);
-        store.set_disabled(&user.id, false).await.unwrap();
-        assert!(!store.find_by_id(&user.id).await.unwrap().unwrap().disabled);
-        assert!(store.set_disabled("missing", true).await.is_err());
-    }
-}
-
-macro_rules! user_suite {
-    ($name:ident, $make:block) => {
-        mod $name {
-            use super::*;
-
-            async fn store() -> Option<Arc<dyn UserStore>> $make
-
-            #[tokio::test]
-            async fn create_and_find() {
-                if let Some(store) = store().await {
-                    cases::create_and_find(store).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn hash_updates_are_compare_and_swap() {
-                if let Some(store) = store().await {
-                    cases::hash_updates_are_compare_and_swap(store).await;
-                }
-            }
-
-            #[tokio::test]
-            async fn stamps_and_disabling() {
-                if let Some(store) = store().await {
-                    cases::stamps_and_disabling(store).await;
-                }
-            }
-        }
-    };
-}
-
-user_suite!(memory, {
-    Some(Arc::new(MemoryUserStore::new()) as Arc<dyn UserStore>)
-});
+user_store_tests!(memory, { Some(Arc::new(MemoryUserStore::new())) });
 
 #[cfg(feature = "sqlite")]
-user_suite!(sqlite, {
+user_store_tests!(sqlite, {
     // Cargo's scratch folder for integration tests (under `target/`).
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("users-db"));
+    let id = auth_core::session::SessionId::generate().unwrap().key();
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("users-db-{}", id.to_hex()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("users.db").display());
     let sessions = auth_core::session::SqliteStore::connect(&url)
@@ -149,14 +28,11 @@ user_suite!(sqlite, {
     let users = auth_core::user::SqliteUserStore::from_pool(sessions.pool().clone())
         .await
         .unwrap();
-    Some(Arc::new(users) as Arc<dyn UserStore>)
+    Some(Arc::new(users))
 });
 
 #[cfg(feature = "postgres")]
-mod common;
-
-#[cfg(feature = "postgres")]
-user_suite!(postgres, {
+user_store_tests!(postgres, {
     let url = crate::common::service_url("AUTH_TEST_POSTGRES_URL")?;
     let sessions = auth_core::session::PostgresStore::connect(&url)
         .await
@@ -164,5 +40,194 @@ user_suite!(postgres, {
     let users = auth_core::user::PostgresUserStore::from_pool(sessions.pool().clone())
         .await
         .unwrap();
-    Some(Arc::new(users) as Arc<dyn UserStore>)
+    Some(Arc::new(users))
 });
+
+/// A user store over an app's own table, as the `testing` module docs
+/// write one: `i64` ids, names stored in normal form.
+#[derive(Default)]
+struct AppUsers(Mutex<Vec<AppUser>>);
+
+#[derive(Clone)]
+struct AppUser {
+    id: i64,
+    email: String,
+    password_hash: String,
+}
+
+impl AuthUser for AppUser {
+    type Id = i64;
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn login(&self) -> &str {
+        &self.email
+    }
+    fn password_hash(&self) -> &str {
+        &self.password_hash
+    }
+}
+
+impl AppUsers {
+    /// The lookup this store uses: `typed` compares the name as typed
+    /// (case-sensitively), the mistake [`LoginName`] exists to prevent.
+    fn find(&self, login: &LoginName, typed: bool) -> Option<AppUser> {
+        let key = if typed {
+            login.as_typed()
+        } else {
+            login.normalized()
+        };
+        let users = self.0.lock().unwrap();
+        users.iter().find(|u| u.email == key).cloned()
+    }
+
+    fn insert(&self, new: NewUser, typed: bool) -> Result<AppUser, UserStoreError> {
+        let mut users = self.0.lock().unwrap();
+        if users
+            .iter()
+            .any(|u| u.email == new.login.normalized() || u.email == new.login.as_typed())
+        {
+            return Err(UserStoreError::LoginTaken);
+        }
+        let user = AppUser {
+            id: users.len() as i64 + 1,
+            email: if typed {
+                new.login.as_typed()
+            } else {
+                new.login.normalized()
+            }
+            .to_owned(),
+            password_hash: new.password_hash.into_string(),
+        };
+        users.push(user.clone());
+        Ok(user)
+    }
+
+    fn find_id(&self, id: i64) -> Option<AppUser> {
+        self.0.lock().unwrap().iter().find(|u| u.id == id).cloned()
+    }
+
+    fn cas(&self, id: i64, current: &str, new: &str) -> bool {
+        let mut users = self.0.lock().unwrap();
+        match users
+            .iter_mut()
+            .find(|u| u.id == id && u.password_hash == current)
+        {
+            Some(user) => {
+                user.password_hash = new.to_owned();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl UserStore for AppUsers {
+    type User = AppUser;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.find(login, false))
+    }
+
+    async fn find_by_id(&self, id: &i64) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.find_id(*id))
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &i64,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        Ok(self.cas(*id, current, new))
+    }
+
+    async fn create(&self, new: NewUser) -> Result<AppUser, UserStoreError> {
+        self.insert(new, false)
+    }
+}
+
+// An app's own store with integer ids keeps the contract too (and the
+// unknown-id check runs with `i64` ids).
+user_store_tests!(app_table, { Some(Arc::new(AppUsers::default())) });
+
+/// The one-call form runs every case too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_call_suite_passes_for_the_memory_store() {
+    auth_core::testing::user_store_suite(Arc::new(MemoryUserStore::new())).await;
+}
+
+/// The same table, but stored and looked up as typed: `Alice` is not found
+/// as `alice`. The suite must catch it.
+#[derive(Default)]
+struct TypedLogins(AppUsers);
+
+impl UserStore for TypedLogins {
+    type User = AppUser;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.0.find(login, true))
+    }
+
+    async fn find_by_id(&self, id: &i64) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.0.find_id(*id))
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &i64,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        Ok(self.0.cas(*id, current, new))
+    }
+
+    async fn create(&self, new: NewUser) -> Result<AppUser, UserStoreError> {
+        self.0.insert(new, true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "case `logins_compare_in_normal_form` failed")]
+async fn the_suite_catches_logins_compared_as_typed() {
+    auth_core::testing::user_store_suite(Arc::new(TypedLogins::default())).await;
+}
+
+/// A password update that is a plain write (no compare-and-set): the
+/// suite must catch it.
+#[derive(Default)]
+struct BlindWrites(AppUsers);
+
+impl UserStore for BlindWrites {
+    type User = AppUser;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.0.find(login, false))
+    }
+
+    async fn find_by_id(&self, id: &i64) -> Result<Option<AppUser>, UserStoreError> {
+        Ok(self.0.find_id(*id))
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &i64,
+        _current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        let Some(user) = self.0.find_id(*id) else {
+            return Ok(false);
+        };
+        Ok(self.0.cas(*id, &user.password_hash, new))
+    }
+
+    async fn create(&self, new: NewUser) -> Result<AppUser, UserStoreError> {
+        self.0.insert(new, false)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "case `set_password_hash_is_compare_and_set` failed")]
+async fn the_suite_catches_a_password_write_that_is_no_compare_and_set() {
+    auth_core::testing::user_store_suite(Arc::new(BlindWrites::default())).await;
+}

@@ -42,21 +42,18 @@
 //!   method on the wire (`POST`), so `_method=get` cannot slip a
 //!   cross-site form past it.
 //!
+//! This crate re-exports [`auth_core`] and its common names, and forwards
+//! its features (`sqlite`, `postgres`, `redis`, ...): one dependency line.
+//!
 //! ```
 //! use std::net::SocketAddr;
-//! use std::sync::Arc;
-//! use auth_rocket::{AuthFairing, AuthSession, AuthRejection, CurrentUser, RequireLogin};
-//! use auth_core::flow::Authenticator;
-//! use auth_core::password::{Password, PasswordService};
-//! use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-//! use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-//! use auth_core::user::MemoryUserStore;
-//! use auth_core::web::Auth;
+//! use auth_rocket::{Auth, AuthFairing, AuthSession, AuthRejection, CurrentUser, MemoryUserStore, Password, RequireLogin, User};
 //! use rocket::local::asynchronous::Client;
 //!
+//! // `CurrentUser<MyUser>` gives your own user type; `User` is the ready one.
 //! #[rocket::get("/me")]
-//! fn me(_login: RequireLogin, user: CurrentUser) -> String {
-//!     user.0.display_name
+//! fn me(_login: RequireLogin, user: CurrentUser<User>) -> String {
+//!     user.display_name.clone()
 //! }
 //!
 //! #[rocket::post("/login", data = "<password>")]
@@ -66,18 +63,14 @@
 //! }
 //!
 //! # #[rocket::main]
-//! # async fn main() {
-//! let users = Arc::new(MemoryUserStore::new());
-//! let sessions = SessionManager::new(Arc::new(MemoryStore::new()), SessionConfig::default());
-//! let throttle = Arc::new(MemoryThrottle::new(ThrottleConfig::default(), sessions.clock().clone()));
-//! let authenticator = Authenticator::builder(PasswordService::builder().build().unwrap(), sessions, users, throttle).build();
-//!
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = Auth::builder(MemoryUserStore::new()).build()?;
 //! let config = rocket::Config { log_level: rocket::config::LogLevel::Off, ..rocket::Config::default() };
 //! let rocket = rocket::custom(config)
 //!     .mount("/", rocket::routes![me, login])
-//!     .attach(AuthFairing::new(Auth::new(authenticator)));
+//!     .attach(AuthFairing::new(auth));
 //!
-//! let client = Client::untracked(rocket).await.unwrap();
+//! let client = Client::untracked(rocket).await?;
 //! // A real server knows the peer; the local client is told it.
 //! let response = client
 //!     .get("/me")
@@ -86,9 +79,10 @@
 //!     .await;
 //! assert_eq!(response.status().code, 401);
 //! assert_eq!(
-//!     response.into_string().await.unwrap(),
-//!     r#"{"error":"authentication required"}"#
+//!     response.into_string().await.as_deref(),
+//!     Some(r#"{"error":"authentication required"}"#)
 //! );
+//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -99,9 +93,11 @@ use std::io::Cursor;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use auth_core::flow::AuthError;
-use auth_core::user::User;
-use auth_core::web::{Auth, Guard, Reply, RequestAuth};
+pub use auth_core;
+pub use auth_core::{
+    Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
+    Reply, RequestAuth, User, UserStore, UserStoreError,
+};
 use rocket::fairing::{self, Fairing, Info, Kind};
 use rocket::http::{Method, Status};
 use rocket::request::{FromRequest, Outcome};
@@ -409,16 +405,23 @@ impl<'r> FromRequest<'r> for AuthSession {
     }
 }
 
-/// The authenticated user; fails with 401 otherwise. `U` is the core
-/// [`User`] by default, or any app type built from it (`U: From<User>`).
-#[derive(Debug, Clone)]
-pub struct CurrentUser<U = User>(pub U);
+/// The authenticated user as the app's own type `U` (the user store's
+/// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
+/// per request with the session and shared without a copy; fails with 401
+/// otherwise. Dereferences to `U`.
+#[derive(Debug)]
+pub struct CurrentUser<U = User>(pub Arc<U>);
+
+impl<U> Deref for CurrentUser<U> {
+    type Target = U;
+
+    fn deref(&self) -> &U {
+        &self.0
+    }
+}
 
 #[rocket::async_trait]
-impl<'r, U> FromRequest<'r> for CurrentUser<U>
-where
-    U: From<User> + Send,
-{
+impl<'r, U: AuthUser> FromRequest<'r> for CurrentUser<U> {
     type Error = AuthRejection;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
@@ -426,23 +429,20 @@ where
             Ok(state) => state,
             Err(error) => return fail_with(request, error),
         };
-        match state.current_user().await {
-            Ok(user) => Outcome::Success(Self(U::from(user))),
+        match state.current_user::<U>().await {
+            Ok(user) => Outcome::Success(Self(user)),
             Err(error) => fail_with(request, error),
         }
     }
 }
 
-/// The authenticated user, if any; never fails for lack of one (store
-/// failures still answer 500).
-#[derive(Debug, Clone)]
-pub struct OptionalUser<U = User>(pub Option<U>);
+/// The authenticated user as `U`, if any; never fails for lack of one
+/// (store failures still answer 500).
+#[derive(Debug)]
+pub struct OptionalUser<U = User>(pub Option<Arc<U>>);
 
 #[rocket::async_trait]
-impl<'r, U> FromRequest<'r> for OptionalUser<U>
-where
-    U: From<User> + Send,
-{
+impl<'r, U: AuthUser> FromRequest<'r> for OptionalUser<U> {
     type Error = AuthRejection;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
@@ -450,8 +450,8 @@ where
             Ok(state) => state,
             Err(error) => return fail_with(request, error),
         };
-        match state.optional_user().await {
-            Ok(user) => Outcome::Success(Self(user.map(U::from))),
+        match state.optional_user::<U>().await {
+            Ok(user) => Outcome::Success(Self(user)),
             Err(error) => fail_with(request, error),
         }
     }

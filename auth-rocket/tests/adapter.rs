@@ -8,12 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auth_core::clock::ManualClock;
-use auth_core::flow::Authenticator;
-use auth_core::password::{Password, PasswordHasher, PasswordService};
-use auth_core::rate_limit::{MemoryThrottle, ThrottleConfig};
-use auth_core::session::{MemoryStore, SessionConfig, SessionManager};
-use auth_core::user::MemoryUserStore;
-use auth_core::web::Auth;
+use auth_core::password::{PasswordHasher, PasswordService};
+use auth_rocket::{Auth, MemoryUserStore, Password};
 use auth_rocket::{
     AuthFairing, AuthRejection, AuthSession, CurrentUser, OptionalUser, RequireLogin, RequireMfa,
     RequireRecentLogin,
@@ -29,32 +25,17 @@ const PASSWORD: &str = "correct horse battery staple";
 struct Calls(AtomicUsize);
 
 fn auth() -> Auth {
-    let clock = ManualClock::starting_now();
     let hasher = PasswordHasher::insecure_for_tests().unwrap();
-    let sessions = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))),
-        SessionConfig::default(),
-    )
-    .with_clock(Arc::new(clock.clone()));
-    let throttle = Arc::new(MemoryThrottle::new(
-        ThrottleConfig::default(),
-        Arc::new(clock),
-    ));
-    let authenticator = Authenticator::builder(
-        PasswordService::builder().hasher(hasher).build().unwrap(),
-        sessions,
-        Arc::new(MemoryUserStore::new()),
-        throttle,
-    )
-    .build();
-    Auth::new(authenticator)
+    Auth::builder(MemoryUserStore::new())
+        .clock(Arc::new(ManualClock::starting_now()))
+        .passwords(PasswordService::builder().hasher(hasher).build().unwrap())
+        .build()
+        .unwrap()
 }
 
 #[post("/register")]
 async fn register(auth: AuthSession) -> Result<&'static str, AuthRejection> {
-    auth.authenticator()
-        .register("alice", &Password::from(PASSWORD), auth.client())
-        .await?;
+    auth.register("alice", &Password::from(PASSWORD)).await?;
     Ok("registered")
 }
 
@@ -92,7 +73,7 @@ fn touch_jar(_user: CurrentUser, jar: &CookieJar<'_>) -> String {
 
 #[get("/me")]
 fn me(_login: RequireLogin, user: CurrentUser) -> String {
-    user.0.display_name
+    user.display_name.clone()
 }
 
 #[get("/mfa")]
@@ -107,7 +88,8 @@ fn recent(_recent: RequireRecentLogin) -> &'static str {
 
 #[get("/maybe")]
 fn maybe(user: OptionalUser) -> String {
-    user.0.map_or("anonymous".to_owned(), |u| u.display_name)
+    user.0
+        .map_or("anonymous".to_owned(), |u| u.display_name.clone())
 }
 
 /// A guard wrapped in `Option` lets the handler answer.

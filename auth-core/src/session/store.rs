@@ -22,7 +22,8 @@ pub enum SaveOutcome {
 /// session ID, never the ID).
 ///
 /// Every implementation must pass the shared store suite
-/// (`auth-core/tests/session_store.rs`). The rules it checks:
+/// (`auth_core::testing::session_store_suite`, feature `testing`). The
+/// rules it checks:
 ///
 /// * `load` and `list_by_user` never return a record whose
 ///   [`expires_at`](SessionRecord::expires_at) has passed.
@@ -82,6 +83,15 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// Deletes every record that expired at or before `now`. Returns how
     /// many were deleted (stores with native expiry may return 0).
     async fn delete_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Whether [`delete_by_user`](Self::delete_by_user) and
+    /// [`list_by_user`](Self::list_by_user) work. A store that cannot
+    /// (answering [`StoreError::Unsupported`]) says `false`: the toolkit
+    /// then also checks the account's revocation epoch on every load, so
+    /// "sign out everywhere" still ends every session.
+    fn revokes_by_user(&self) -> bool {
+        true
+    }
 }
 
 /// A store failure. The source error is kept, never flattened to text; no

@@ -6,10 +6,11 @@
 //!
 //! * It cannot list or delete by user: [`SessionStore::list_by_user`] and
 //!   [`SessionStore::delete_by_user`] answer [`StoreError::Unsupported`].
-//!   "Sign out everywhere" and password changes still end every other
-//!   session through the security stamp, which the
-//!   [`SessionManager`](super::SessionManager) checks on every load when a
-//!   [`StampSource`](super::StampSource) is configured: configure one.
+//!   "Sign out everywhere", factor changes and password changes still end
+//!   every other session through the session stamp, which includes the
+//!   account's revocation epoch for this store
+//!   ([`SessionStore::revokes_by_user`] is `false`); the
+//!   [`Auth`](crate::Auth) builder configures that.
 //! * It has no compare-and-set and its save is an upsert. This adapter
 //!   serialises writes to one session within the process (striped locks),
 //!   so in **one instance** concurrent requests never lose a write nor
@@ -205,5 +206,9 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
 
     async fn delete_expired(&self, _now: Timestamp) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    fn revokes_by_user(&self) -> bool {
+        false
     }
 }

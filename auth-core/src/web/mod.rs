@@ -23,7 +23,7 @@ use crate::csrf::{CsrfGuard, CsrfRejection, CsrfTokens, RequestMeta};
 use crate::flow::{AuthError, Authenticator, Client};
 use crate::rate_limit::TrustedProxies;
 use crate::session::Session;
-use crate::user::User;
+use crate::user::AnyUser;
 
 mod request;
 
@@ -90,7 +90,7 @@ pub struct Auth {
     parts: Arc<Parts>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Parts {
     authenticator: Authenticator,
     proxies: TrustedProxies,
@@ -100,31 +100,23 @@ struct Parts {
 }
 
 impl Auth {
-    /// The pipeline around `authenticator`, with no trusted proxy, the
-    /// default cross-origin guard, and `/login` as the login page.
-    pub fn new(authenticator: Authenticator) -> Self {
+    /// The pipeline, from the builder's parts.
+    pub(crate) fn from_parts(
+        authenticator: Authenticator,
+        proxies: TrustedProxies,
+        csrf: CsrfGuard,
+        tokens: Option<CsrfTokens>,
+        login_page: String,
+    ) -> Self {
         Self {
             parts: Arc::new(Parts {
                 authenticator,
-                proxies: TrustedProxies::none(),
-                csrf: CsrfGuard::default(),
-                tokens: None,
-                login_page: "/login".to_owned(),
+                proxies,
+                csrf,
+                tokens: tokens.map(Arc::new),
+                login_page,
             }),
         }
-    }
-
-    /// The parts, to change while building (copied if already shared).
-    fn parts_mut(&mut self) -> &mut Parts {
-        Arc::make_mut(&mut self.parts)
-    }
-
-    /// Session-bound tokens for HTML forms, for browsers that send neither
-    /// `Sec-Fetch-Site` nor `Origin`.
-    #[must_use]
-    pub fn form_tokens(mut self, tokens: CsrfTokens) -> Self {
-        self.parts_mut().tokens = Some(Arc::new(tokens));
-        self
     }
 
     /// A form token for `session`, if form tokens are configured.
@@ -146,27 +138,6 @@ impl Auth {
             (Some(session), Some(token)) if tokens.verify(session.key(), token) => Ok(()),
             _ => Err(AuthError::CsrfToken),
         }
-    }
-
-    /// Believe forwarding headers from these proxies.
-    #[must_use]
-    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.parts_mut().proxies = proxies;
-        self
-    }
-
-    /// The cross-origin guard (e.g. with trusted origins).
-    #[must_use]
-    pub fn csrf_guard(mut self, guard: CsrfGuard) -> Self {
-        self.parts_mut().csrf = guard;
-        self
-    }
-
-    /// Where HTML routes send unauthenticated users (default `/login`).
-    #[must_use]
-    pub fn login_page(mut self, path: impl Into<String>) -> Self {
-        self.parts_mut().login_page = path.into();
-        self
     }
 
     /// The flows.
@@ -218,7 +189,7 @@ impl Auth {
     pub async fn load_session<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Option<(Session, Option<User>)>, AuthError> {
+    ) -> Result<Option<(Session, Option<AnyUser>)>, AuthError> {
         let Some(id) = self
             .parts
             .authenticator

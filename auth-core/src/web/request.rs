@@ -17,7 +17,8 @@ use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::mfa::{Enrollment, RecoveryCodes};
 use crate::password::Password;
 use crate::session::{Session, SessionHandle, SessionInfo};
-use crate::user::User;
+use crate::user::{AnyUser, AuthUser};
+use std::sync::Arc;
 
 /// What the response must do with the cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ struct Slot {
     session: Option<Session>,
     /// The session's user as read with it; dropped whenever the session
     /// changes in this request.
-    user: Option<User>,
+    user: Option<AnyUser>,
     action: CookieAction,
 }
 
@@ -236,7 +237,8 @@ impl RequestAuth {
         &self.auth
     }
 
-    /// The flows, for operations this handle does not wrap (registration).
+    /// The framework-free API under this handle (for what one request's
+    /// handle does not do: an administrator signing a user out, say).
     pub fn authenticator(&self) -> &Authenticator {
         self.auth.authenticator()
     }
@@ -268,16 +270,16 @@ impl RequestAuth {
         Ok(self.slot().await?.session.clone())
     }
 
-    /// The authenticated user ([`AuthError::NotAuthenticated`] otherwise,
-    /// also for an MFA-pending session).
-    pub async fn current_user(&self) -> Result<User, AuthError> {
+    /// The authenticated user, as the toolkit holds it (shared; see
+    /// [`current_user`](Self::current_user) for the app's own type).
+    pub async fn user(&self) -> Result<AnyUser, AuthError> {
         let slot = self.slot().await?;
         let session = slot.session.as_ref().ok_or(AuthError::NotAuthenticated)?;
         let id = session
             .authenticated_user()
             .ok_or(AuthError::NotAuthenticated)?;
         // Read with the session (and checked against its stamp) already.
-        if let Some(user) = slot.user.as_ref().filter(|u| u.id == id && !u.disabled) {
+        if let Some(user) = slot.user.as_ref().filter(|u| u.id() == id) {
             return Ok(user.clone());
         }
         let session = session.clone();
@@ -285,14 +287,50 @@ impl RequestAuth {
         self.authenticator().current_user(&session).await
     }
 
-    /// The authenticated user, or `None` when there is none. Store failures
-    /// are still errors.
-    pub async fn optional_user(&self) -> Result<Option<User>, AuthError> {
-        match self.current_user().await {
+    /// The authenticated user as the app's own type `U` (the
+    /// [`UserStore`](crate::UserStore)'s `User`), shared with no copy
+    /// ([`AuthError::NotAuthenticated`] otherwise, also for an MFA-pending
+    /// session). Asking for another type than the store's is a programming
+    /// error: [`AuthError::Internal`] (500), logged with both type names.
+    pub async fn current_user<U: AuthUser>(&self) -> Result<Arc<U>, AuthError> {
+        let user = self.user().await?;
+        user.downcast::<U>().ok_or_else(|| {
+            AuthError::internal(format!(
+                "CurrentUser<{}> asked for, but the user store yields {}",
+                std::any::type_name::<U>(),
+                user.type_name()
+            ))
+        })
+    }
+
+    /// The authenticated user as `U`, or `None` when there is none. Store
+    /// failures are still errors.
+    pub async fn optional_user<U: AuthUser>(&self) -> Result<Option<Arc<U>>, AuthError> {
+        match self.current_user::<U>().await {
             Ok(user) => Ok(Some(user)),
             Err(AuthError::NotAuthenticated) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// Creates an account (the policy's reason on refusal); does not log
+    /// in. Needs a store with [`UserStore::create`](crate::UserStore::create).
+    pub async fn register(&self, login: &str, password: &Password) -> Result<AnyUser, AuthError> {
+        self.authenticator()
+            .register(login, password, &self.client)
+            .await
+    }
+
+    /// Whether the user has TOTP on.
+    pub async fn totp_enabled(&self) -> Result<bool, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().totp_enabled(&session).await
+    }
+
+    /// How many unused recovery codes the user has.
+    pub async fn recovery_codes_left(&self) -> Result<u64, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().recovery_codes_left(&session).await
     }
 
     /// Runs a route protection against this request's session.

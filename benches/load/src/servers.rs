@@ -279,31 +279,19 @@ pub async fn build(
 /// `example_shared::build_auth_in_memory` with a bounded number of
 /// concurrent hashes (the same wiring, one setting changed).
 fn memory_auth_with_slots(slots: usize, proxies: TrustedProxies) -> Result<Auth, BoxError> {
+    use auth_core::MemoryUserStore;
     use auth_core::csrf::CsrfTokens;
-    use auth_core::flow::Authenticator;
     use auth_core::password::PasswordService;
-    use auth_core::rate_limit::MemoryThrottle;
-    use auth_core::session::{MemoryStore, SessionConfig, SessionId, SessionManager};
-    use auth_core::user::MemoryUserStore;
-    let clock: Arc<dyn auth_core::clock::Clock> = Arc::new(SystemClock);
-    let manager = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(Arc::clone(&clock))),
-        SessionConfig::default(),
-    )
-    .with_clock(Arc::clone(&clock));
-    let passwords = PasswordService::builder().max_concurrent(slots).build()?;
-    let authenticator = Authenticator::builder(
-        passwords,
-        manager,
-        Arc::new(MemoryUserStore::new()),
-        Arc::new(MemoryThrottle::new(throttle_config(), clock)),
-    )
-    .app_name(example_shared::APP_NAME)
-    .build();
+    use auth_core::session::SessionId;
     let key = SessionId::generate()?.encode().into_bytes();
-    Ok(Auth::new(authenticator)
+    Ok(Auth::builder(MemoryUserStore::new())
+        .passwords(PasswordService::builder().max_concurrent(slots).build()?)
+        .throttle_config(throttle_config())
+        .clock(Arc::new(SystemClock))
+        .app_name(example_shared::APP_NAME)
         .trusted_proxies(proxies)
-        .form_tokens(CsrfTokens::new(key)?))
+        .form_tokens(CsrfTokens::new(key)?)
+        .build()?)
 }
 
 /// The label of an auth variant.

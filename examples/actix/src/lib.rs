@@ -1,4 +1,4 @@
-//! The demo app on actix-web: the JSON API and pages of `DEMO-API.md`,
+//! The demo app on actix-web: the JSON API and pages of `docs/demo-api.md`,
 //! built on `auth-actix`. `app` is what the binary serves and what the
 //! conformance suite drives in-process. The handlers themselves are shared
 //! by the three demos (`example_shared::handlers`); this file is the actix
@@ -116,8 +116,8 @@ async fn logout(auth: AuthSession) -> HttpResponse {
     reply(h::logout(&auth).await)
 }
 
-async fn me(CurrentUser(user): CurrentUser) -> HttpResponse {
-    reply(h::me(&user))
+async fn me(auth: AuthSession, CurrentUser(user): CurrentUser) -> HttpResponse {
+    reply(h::me(&auth, &user).await)
 }
 
 async fn change_password(

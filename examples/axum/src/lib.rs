@@ -1,4 +1,4 @@
-//! The demo app on axum: the JSON API and pages of `DEMO-API.md`, built on
+//! The demo app on axum: the JSON API and pages of `docs/demo-api.md`, built on
 //! `auth-axum`. `app` is what the binary serves and what the conformance
 //! suite drives in-process. The handlers themselves are shared by the three
 //! demos (`example_shared::handlers`); this file is the axum routing and
@@ -94,8 +94,8 @@ async fn logout(auth: AuthSession) -> Response {
     reply(h::logout(&auth).await)
 }
 
-async fn me(CurrentUser(user): CurrentUser) -> Response {
-    reply(h::me(&user))
+async fn me(auth: AuthSession, CurrentUser(user): CurrentUser) -> Response {
+    reply(h::me(&auth, &user).await)
 }
 
 async fn change_password(

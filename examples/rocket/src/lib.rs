@@ -1,4 +1,4 @@
-//! The demo app on Rocket: the JSON API and pages of `DEMO-API.md`, built on
+//! The demo app on Rocket: the JSON API and pages of `docs/demo-api.md`, built on
 //! `auth-rocket`. `app` is what the binary serves and what the conformance
 //! suite drives in-process. The handlers themselves are shared by the three
 //! demos (`example_shared::handlers`); this file is the Rocket routing and
@@ -231,8 +231,8 @@ async fn logout(auth: AuthSession) -> ReplyResponder {
 }
 
 #[get("/api/me")]
-fn me(_login: RequireLogin, user: CurrentUser) -> ReplyResponder {
-    reply(h::me(&user.0))
+async fn me(_login: RequireLogin, auth: AuthSession, user: CurrentUser) -> ReplyResponder {
+    reply(h::me(&auth, &user).await)
 }
 
 #[post("/api/password", data = "<body>")]

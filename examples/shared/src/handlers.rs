@@ -95,18 +95,13 @@ pub async fn register(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
         Err(rejected) => return bad_body(rejected),
     };
     let result = auth
-        .authenticator()
-        .register(
-            &body.username,
-            &Password::from(body.password),
-            auth.client(),
-        )
+        .register(&body.username, &Password::from(body.password))
         .await;
     unwrap_reply(result.map(|user| {
         json(
             201,
             &Registered {
-                username: user.display_name,
+                username: user.display_name().to_owned(),
             },
         )
     }))
@@ -142,14 +137,16 @@ pub async fn logout(auth: &RequestAuth) -> Reply {
 }
 
 /// `GET /api/me`, for the user the framework's `CurrentUser` extracted.
-pub fn me(user: &User) -> Reply {
-    json(
-        200,
-        &Me {
-            username: user.display_name.clone(),
-            mfa_enabled: !user.second_factors.is_empty(),
-        },
-    )
+pub async fn me(auth: &RequestAuth, user: &User) -> Reply {
+    unwrap_reply(auth.totp_enabled().await.map(|mfa_enabled| {
+        json(
+            200,
+            &Me {
+                username: user.display_name.clone(),
+                mfa_enabled,
+            },
+        )
+    }))
 }
 
 /// `POST /api/password`.
@@ -307,10 +304,10 @@ pub struct PasswordForm {
 
 /// `GET /`.
 pub async fn home(auth: &RequestAuth) -> Reply {
-    unwrap_reply(auth.optional_user().await.map(|user| {
+    unwrap_reply(auth.optional_user::<User>().await.map(|user| {
         html(
             200,
-            pages::home(user.as_ref().map(|u| u.display_name.as_str())),
+            pages::home(user.as_deref().map(|u| u.display_name.as_str())),
         )
     }))
 }
@@ -391,12 +388,7 @@ pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> R
         Err(rejected) => return invalid_form("Register", rejected),
     };
     let result = with_form_token(auth, form.csrf_token.as_deref(), async {
-        auth.authenticator()
-            .register(
-                &form.username,
-                &Password::from(form.password),
-                auth.client(),
-            )
+        auth.register(&form.username, &Password::from(form.password))
             .await
             .map(|_| ())
     })
@@ -420,8 +412,7 @@ pub async fn account_page(auth: &RequestAuth) -> Reply {
 }
 
 async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
-    let user = auth.current_user().await?;
-    let session = auth.session().await?.ok_or(AuthError::NotAuthenticated)?;
+    let user = auth.current_user::<User>().await?;
     let sessions = auth.list_sessions().await?;
     let token = pages::token_field(auth.form_token().await?.as_deref());
     let rows: String = sessions
@@ -442,13 +433,13 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
             )
         })
         .collect();
-    let mfa = if user.second_factors.is_empty() {
+    let mfa = if !auth.totp_enabled().await? {
         format!(
             r#"<p>Two-factor authentication is off.</p>
 <form method="post" action="/account/mfa/enroll">{token}<button>Set up an authenticator app</button></form>"#
         )
     } else {
-        let left = auth.authenticator().recovery_codes_left(&session).await?;
+        let left = auth.recovery_codes_left().await?;
         format!(
             r#"<p>Two-factor authentication is on; {left} recovery codes left.</p>
 <form method="post" action="/account/mfa/recovery-codes">{token}<button>New recovery codes</button></form>
@@ -651,10 +642,7 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
 
 /// The step-up page shown when an action needs a recent login.
 async fn reauth_page(auth: &RequestAuth, error: Option<&str>) -> Reply {
-    let mfa = auth
-        .current_user()
-        .await
-        .is_ok_and(|u| !u.second_factors.is_empty());
+    let mfa = auth.totp_enabled().await.unwrap_or(false);
     let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", pages::escape(e))

@@ -1,6 +1,6 @@
 //! What the demo apps of every framework share, none of it framework code:
 //! settings from the environment, the store wiring, the JSON shapes of the
-//! API (`../shared/DEMO-API.md`) and the HTML pages.
+//! API ([docs/demo-api.md](../../docs/demo-api.md)) and the HTML pages.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -8,18 +8,14 @@ use std::sync::Arc;
 
 use auth_core::clock::{Clock, SystemClock};
 use auth_core::csrf::CsrfTokens;
-use auth_core::flow::Authenticator;
 use auth_core::mfa::MfaKeys;
 use auth_core::password::{PasswordHasher, PasswordService};
-use auth_core::rate_limit::{
-    MemoryThrottle, RedisThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies,
+use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
+use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
+use auth_core::{
+    Auth, MemoryAccountStore, MemoryUserStore, PostgresAccountStore, PostgresUserStore,
+    SqliteAccountStore, SqliteUserStore,
 };
-use auth_core::session::{
-    MemoryStore, PostgresStore, RedisStore, SessionConfig, SessionInfo, SessionManager,
-    SessionStore, SqliteStore,
-};
-use auth_core::user::{MemoryUserStore, PostgresUserStore, SqliteUserStore, UserStore};
-use auth_core::web::Auth;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
@@ -92,51 +88,45 @@ impl Settings {
     }
 }
 
-/// The demo's throttle defaults (`DEMO-API.md`): per account 5 failures
+/// The demo's throttle defaults (`docs/demo-api.md`): per account 5 failures
 /// then a growing back-off; per IP a burst of 30, one back every 2 s.
 pub fn throttle_config() -> ThrottleConfig {
     ThrottleConfig::default()
 }
 
 /// Builds the auth pipeline from the settings: SQLite (a file, created and
-/// migrated) or PostgreSQL for users and sessions, Redis for sessions and
-/// throttles when `REDIS_URL` is set.
+/// migrated) or PostgreSQL for users, second factors and sessions, Redis
+/// for sessions and throttles when `REDIS_URL` is set.
 pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (sql_sessions, users): (Arc<dyn SessionStore>, Arc<dyn UserStore>) =
-        if settings.database_url.starts_with("postgres") {
-            let store = PostgresStore::connect(&settings.database_url).await?;
-            let users = PostgresUserStore::from_pool(store.pool().clone()).await?;
-            (Arc::new(store), Arc::new(users))
-        } else {
-            let store = SqliteStore::connect(&settings.database_url).await?;
-            let users = SqliteUserStore::from_pool(store.pool().clone()).await?;
-            (Arc::new(store), Arc::new(users))
-        };
-    let (sessions, throttle): (Arc<dyn SessionStore>, Arc<dyn ThrottleBackend>) =
-        match &settings.redis_url {
-            Some(url) => (
-                Arc::new(RedisStore::connect(url).await?),
-                Arc::new(RedisThrottle::connect(url, throttle_config()).await?),
-            ),
-            None => (
-                sql_sessions,
-                Arc::new(MemoryThrottle::new(throttle_config(), Arc::clone(&clock))),
-            ),
-        };
-    let manager = SessionManager::new(sessions, SessionConfig::default()).with_clock(clock);
-    let authenticator = Authenticator::builder(
-        PasswordService::builder().build()?,
-        manager,
-        users,
-        throttle,
-    )
-    .app_name(APP_NAME)
-    .mfa_keys(mfa_keys(settings)?)
-    .build();
-    Ok(Auth::new(authenticator)
+    let builder = if settings.database_url.starts_with("postgres") {
+        let store = PostgresStore::connect(&settings.database_url).await?;
+        let pool = store.pool().clone();
+        Auth::builder(PostgresUserStore::from_pool(pool.clone()).await?)
+            .accounts(Arc::new(PostgresAccountStore::from_pool(pool).await?))
+            .sessions(Arc::new(store))
+    } else {
+        let store = SqliteStore::connect(&settings.database_url).await?;
+        let pool = store.pool().clone();
+        Auth::builder(SqliteUserStore::from_pool(pool.clone()).await?)
+            .accounts(Arc::new(SqliteAccountStore::from_pool(pool).await?))
+            .sessions(Arc::new(store))
+    };
+    let builder = match &settings.redis_url {
+        Some(url) => builder
+            .sessions(Arc::new(RedisStore::connect(url).await?))
+            .throttle(Arc::new(
+                RedisThrottle::connect(url, throttle_config()).await?,
+            )),
+        None => builder.throttle_config(throttle_config()),
+    };
+    Ok(builder
+        .clock(clock)
+        .app_name(APP_NAME)
+        .mfa_keys(mfa_keys(settings)?)
         .trusted_proxies(settings.trusted_proxies.clone())
-        .form_tokens(form_tokens(settings.csrf_key.as_deref())?))
+        .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
+        .build()?)
 }
 
 /// The key ring for TOTP secrets (see [`Settings::mfa_key`]).
@@ -197,29 +187,22 @@ pub fn build_auth_in_memory(
     hasher: PasswordHasher,
     trusted_proxies: TrustedProxies,
 ) -> Auth {
-    let users = Arc::new(MemoryUserStore::new());
-    let manager = SessionManager::new(
-        Arc::new(MemoryStore::with_clock(Arc::clone(&clock))),
-        SessionConfig::default(),
-    )
-    .with_clock(Arc::clone(&clock));
     let passwords = PasswordService::builder()
         .hasher(hasher)
         .build()
         .unwrap_or_else(|_| unreachable!("the default service settings are valid"));
-    let authenticator = Authenticator::builder(
-        passwords,
-        manager,
-        users,
-        Arc::new(MemoryThrottle::new(throttle, clock)),
-    )
-    .app_name(APP_NAME)
-    .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
-    .build();
     let tokens = form_tokens(None).unwrap_or_else(|_| unreachable!("random keys are long enough"));
-    Auth::new(authenticator)
+    Auth::builder(MemoryUserStore::new())
+        .accounts(Arc::new(MemoryAccountStore::new()))
+        .clock(clock)
+        .throttle_config(throttle)
+        .passwords(passwords)
+        .app_name(APP_NAME)
+        .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
         .trusted_proxies(trusted_proxies)
         .form_tokens(tokens)
+        .build()
+        .unwrap_or_else(|_| unreachable!("an account store is given"))
 }
 
 /// `POST /api/register` and `POST /api/login` bodies.

@@ -20,14 +20,26 @@ impl Demo {
     /// Starts `binary` on `127.0.0.1:0` with the SQLite file `database` and
     /// waits for the address it prints.
     pub fn start(binary: &str, database: &Path) -> Self {
-        let mut child = Command::new(binary)
-            .env("DEMO_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+        let database = format!("sqlite://{}", database.display());
+        Self::start_with(
+            binary,
+            &[("DEMO_ADDR", "127.0.0.1:0"), ("DATABASE_URL", &database)],
+        )
+    }
+
+    /// Starts `binary` with these environment variables (and no
+    /// `REDIS_URL`) and waits for the `listening on http://...` line it
+    /// prints on stderr.
+    pub fn start_with(binary: &str, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
+        command
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the demo binary starts");
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
@@ -161,5 +173,64 @@ pub fn demo_serves_the_api_and_keeps_sessions_across_a_restart(binary: &str) {
     let (status, _, _) = demo.request("GET", "/api/me", Some(&cookie), None);
     assert_eq!(status, 401);
     drop(demo);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A small example app at `binary` (one of `examples/minimal`), over real
+/// HTTP on a free port with a fresh SQLite file: registration through the
+/// app's own table, the login name's normal form, one answer for a wrong
+/// password, the protected route handing the app's user type to the
+/// handler, and logout ending the session server-side.
+pub fn minimal_app_registers_logs_in_and_out(binary: &str) {
+    let name = Path::new(binary)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("app");
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let database = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    let app = Demo::start_with(
+        binary,
+        &[("APP_ADDR", "127.0.0.1:0"), ("DATABASE_URL", &database)],
+    );
+    let body =
+        |email: &str, password: &str| format!(r#"{{"email":"{email}","password":"{password}"}}"#);
+    let password = "correct horse battery staple";
+
+    let (status, _, _) = app.request("GET", "/me", None, None);
+    assert_eq!(status, 401, "the protected route needs a login");
+    let alice = body("Alice@Example.com", password);
+    let (status, _, text) = app.request("POST", "/register", None, Some(&alice));
+    assert_eq!(status, 201, "{text}");
+    let again = body("alice@example.com", password);
+    let (status, _, _) = app.request("POST", "/register", None, Some(&again));
+    assert_eq!(status, 409, "the normal form of the email is taken");
+    let weak = body("bob@example.com", "password");
+    let (status, _, text) = app.request("POST", "/register", None, Some(&weak));
+    assert_eq!(status, 400, "the password policy applies: {text}");
+
+    let wrong = body("alice@example.com", "not the password at all");
+    let (status, headers, _) = app.request("POST", "/login", None, Some(&wrong));
+    assert_eq!(status, 401);
+    assert!(!headers.iter().any(|(n, _)| n == "set-cookie"));
+    let typed = body("ALICE@example.com", password);
+    let (status, headers, text) = app.request("POST", "/login", None, Some(&typed));
+    assert_eq!(status, 204, "{text}");
+    let cookie = headers
+        .iter()
+        .find(|(n, v)| n == "set-cookie" && v.starts_with("__Host-session="))
+        .map(|(_, v)| v.split(';').next().unwrap_or_default().to_owned())
+        .expect("a session cookie");
+    let (status, _, text) = app.request("GET", "/me", Some(&cookie), None);
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "Hello, alice@example.com (user 1)"),
+        "the handler got the app's own user"
+    );
+    let (status, _, _) = app.request("POST", "/logout", Some(&cookie), None);
+    assert_eq!(status, 204);
+    let (status, _, _) = app.request("GET", "/me", Some(&cookie), None);
+    assert_eq!(status, 401, "logout ended the session server-side");
+    drop(app);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,5 +1,5 @@
 //! The cross-framework conformance suite: HTTP cases written once, run
-//! against every adapter's demo app (the JSON API of `DEMO-API.md`) through
+//! against every adapter's demo app (the JSON API of `docs/demo-api.md`) through
 //! that framework's in-process client.
 //!
 //! An adapter implements [`Harness`] (send a request, get status, headers,

@@ -1,0 +1,152 @@
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use subtle::ConstantTimeEq;
+
+use super::{AccountStore, StoredTotp};
+use crate::user::UserStoreError;
+
+/// Account state in process memory: the default, for tests and single
+/// processes whose users live in memory too.
+#[derive(Debug, Default)]
+pub struct MemoryAccountStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    totp: HashMap<String, StoredTotp>,
+    recovery: HashMap<String, Vec<String>>,
+    epochs: HashMap<String, u64>,
+}
+
+impl MemoryAccountStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryAccountStore {
+    async fn totp(&self, user: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+        Ok(self.lock().totp.get(user).cloned())
+    }
+
+    async fn set_pending_totp(
+        &self,
+        user: &str,
+        sealed_secret: &str,
+    ) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        if inner.totp.get(user).is_some_and(|t| t.confirmed) {
+            return Ok(false);
+        }
+        inner.totp.insert(
+            user.to_owned(),
+            StoredTotp {
+                sealed_secret: sealed_secret.to_owned(),
+                confirmed: false,
+                last_step: None,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed_secret: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        let Inner { totp, recovery, .. } = &mut *inner;
+        let Some(entry) = totp.get_mut(user) else {
+            return Ok(false);
+        };
+        if entry.confirmed || entry.sealed_secret != sealed_secret {
+            return Ok(false);
+        }
+        entry.confirmed = true;
+        entry.last_step = Some(step);
+        recovery.insert(user.to_owned(), recovery_hashes.to_vec());
+        Ok(true)
+    }
+
+    async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        match inner.totp.get_mut(user) {
+            Some(entry) if entry.confirmed && entry.last_step.is_none_or(|last| last < step) => {
+                entry.last_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
+        let mut inner = self.lock();
+        inner.totp.remove(user);
+        inner.recovery.remove(user);
+        Ok(())
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> Result<(), UserStoreError> {
+        self.lock()
+            .recovery
+            .insert(user.to_owned(), hashes.to_vec());
+        Ok(())
+    }
+
+    async fn consume_recovery_code(&self, user: &str, hash: &str) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        let Some(codes) = inner.recovery.get_mut(user) else {
+            return Ok(false);
+        };
+        // Look at every entry, comparing in constant time.
+        let mut found = None;
+        for (index, stored) in codes.iter().enumerate() {
+            if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+                found = Some(index);
+            }
+        }
+        match found {
+            Some(index) => {
+                codes.swap_remove(index);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn recovery_codes_left(&self, user: &str) -> Result<u64, UserStoreError> {
+        Ok(self
+            .lock()
+            .recovery
+            .get(user)
+            .map_or(0, |codes| codes.len() as u64))
+    }
+
+    async fn epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        Ok(self.lock().epochs.get(user).copied().unwrap_or(0))
+    }
+
+    async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        let mut inner = self.lock();
+        let epoch = inner.epochs.entry(user.to_owned()).or_insert(0);
+        *epoch += 1;
+        Ok(*epoch)
+    }
+}

@@ -1,0 +1,311 @@
+//! The account store's tables in SQLite and PostgreSQL, created or migrated
+//! on open (component `accounts` in `auth_schema_migrations`):
+//! `auth_totp` (one enrolment per user), `auth_recovery_codes` (one row per
+//! code hash: consuming a code is one `DELETE`) and `auth_account_epochs`.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{AccountStore, StoredTotp};
+use crate::user::UserStoreError;
+
+/// `auth_totp` for (SQLite, PostgreSQL); the user store's schema 3 moves
+/// its old TOTP columns here.
+pub(crate) const TOTP_TABLE: (&str, &str) = (
+    "CREATE TABLE IF NOT EXISTS auth_totp (
+        user_id TEXT PRIMARY KEY NOT NULL,
+        sealed_secret TEXT NOT NULL,
+        confirmed BOOLEAN NOT NULL DEFAULT FALSE,
+        last_step INTEGER
+    )",
+    "CREATE TABLE IF NOT EXISTS auth_totp (
+        user_id TEXT PRIMARY KEY,
+        sealed_secret TEXT NOT NULL,
+        confirmed BOOLEAN NOT NULL DEFAULT FALSE,
+        last_step BIGINT
+    )",
+);
+
+struct Queries {
+    schema_v1: [&'static str; 3],
+    create_migrations: &'static str,
+    read_migration: &'static str,
+    write_migration: &'static str,
+    lock_migrations: Option<&'static str>,
+    totp_get: &'static str,
+    totp_set_pending: &'static str,
+    totp_confirm: &'static str,
+    totp_record_step: &'static str,
+    totp_remove: &'static str,
+    codes_delete_all: &'static str,
+    codes_insert: &'static str,
+    codes_consume: &'static str,
+    codes_count: &'static str,
+    epoch_get: &'static str,
+    epoch_raise: &'static str,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+#[cfg(feature = "sqlite")]
+const SQLITE: Queries = Queries {
+    schema_v1: [
+        TOTP_TABLE.0,
+        "CREATE TABLE IF NOT EXISTS auth_recovery_codes (
+            user_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            PRIMARY KEY (user_id, code_hash)
+        )",
+        "CREATE TABLE IF NOT EXISTS auth_account_epochs (
+            user_id TEXT PRIMARY KEY NOT NULL,
+            epoch INTEGER NOT NULL
+        )",
+    ],
+    create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
+        component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
+    read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'accounts'",
+    write_migration: "INSERT INTO auth_schema_migrations (component, version)
+        VALUES ('accounts', ?1)
+        ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+    lock_migrations: None,
+    totp_get: "SELECT sealed_secret, confirmed, last_step FROM auth_totp WHERE user_id = ?1",
+    totp_set_pending: "INSERT INTO auth_totp (user_id, sealed_secret, confirmed, last_step)
+        VALUES (?1, ?2, FALSE, NULL)
+        ON CONFLICT (user_id) DO UPDATE SET sealed_secret = excluded.sealed_secret, last_step = NULL
+        WHERE NOT auth_totp.confirmed",
+    totp_confirm: "UPDATE auth_totp SET confirmed = TRUE, last_step = ?3
+        WHERE user_id = ?1 AND sealed_secret = ?2 AND NOT confirmed",
+    totp_record_step: "UPDATE auth_totp SET last_step = ?2
+        WHERE user_id = ?1 AND confirmed AND (last_step IS NULL OR last_step < ?2)",
+    totp_remove: "DELETE FROM auth_totp WHERE user_id = ?1",
+    codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = ?1",
+    codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
+    codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
+    codes_count: "SELECT COUNT(*) FROM auth_recovery_codes WHERE user_id = ?1",
+    epoch_get: "SELECT epoch FROM auth_account_epochs WHERE user_id = ?1",
+    epoch_raise: "INSERT INTO auth_account_epochs (user_id, epoch) VALUES (?1, 1)
+        ON CONFLICT (user_id) DO UPDATE SET epoch = auth_account_epochs.epoch + 1
+        RETURNING epoch",
+};
+
+#[cfg(feature = "postgres")]
+const POSTGRES: Queries = Queries {
+    schema_v1: [
+        TOTP_TABLE.1,
+        "CREATE TABLE IF NOT EXISTS auth_recovery_codes (
+            user_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            PRIMARY KEY (user_id, code_hash)
+        )",
+        "CREATE TABLE IF NOT EXISTS auth_account_epochs (
+            user_id TEXT PRIMARY KEY,
+            epoch BIGINT NOT NULL
+        )",
+    ],
+    create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
+        component TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'accounts'",
+    write_migration: "INSERT INTO auth_schema_migrations (component, version)
+        VALUES ('accounts', $1)
+        ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+    // The same lock as the user store's migrations: both create `auth_totp`.
+    lock_migrations: Some("SELECT pg_advisory_xact_lock(7329917254391)"),
+    totp_get: "SELECT sealed_secret, confirmed, last_step FROM auth_totp WHERE user_id = $1",
+    totp_set_pending: "INSERT INTO auth_totp (user_id, sealed_secret, confirmed, last_step)
+        VALUES ($1, $2, FALSE, NULL)
+        ON CONFLICT (user_id) DO UPDATE SET sealed_secret = excluded.sealed_secret, last_step = NULL
+        WHERE NOT auth_totp.confirmed",
+    totp_confirm: "UPDATE auth_totp SET confirmed = TRUE, last_step = $3
+        WHERE user_id = $1 AND sealed_secret = $2 AND NOT confirmed",
+    totp_record_step: "UPDATE auth_totp SET last_step = $2
+        WHERE user_id = $1 AND confirmed AND (last_step IS NULL OR last_step < $2)",
+    totp_remove: "DELETE FROM auth_totp WHERE user_id = $1",
+    codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = $1",
+    codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES ($1, $2)",
+    codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = $1 AND code_hash = $2",
+    codes_count: "SELECT COUNT(*) FROM auth_recovery_codes WHERE user_id = $1",
+    epoch_get: "SELECT epoch FROM auth_account_epochs WHERE user_id = $1",
+    epoch_raise: "INSERT INTO auth_account_epochs (user_id, epoch) VALUES ($1, 1)
+        ON CONFLICT (user_id) DO UPDATE SET epoch = auth_account_epochs.epoch + 1
+        RETURNING epoch",
+};
+
+macro_rules! sql_account_store {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $queries:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            /// Uses an existing pool (e.g. the session store's or the
+            /// app's own), creating or migrating the account tables.
+            pub async fn from_pool(pool: sqlx::Pool<$db>) -> Result<Self, UserStoreError> {
+                let q = &$queries;
+                let mut tx = pool.begin().await?;
+                if let Some(lock) = q.lock_migrations {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query(q.create_migrations).execute(&mut *tx).await?;
+                let current: i64 = sqlx::query_scalar(q.read_migration)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                if current > SCHEMA_VERSION {
+                    return Err(UserStoreError::Backend(
+                        "account schema is newer than this version of auth-core".into(),
+                    ));
+                }
+                if current < 1 {
+                    for statement in q.schema_v1 {
+                        sqlx::query(statement).execute(&mut *tx).await?;
+                    }
+                }
+                sqlx::query(q.write_migration)
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Self { pool })
+            }
+
+            async fn affected(&self, query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>) -> Result<u64, UserStoreError> {
+                Ok(query.execute(&self.pool).await?.rows_affected())
+            }
+
+            async fn insert_codes(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                user: &str,
+                hashes: &[String],
+            ) -> Result<(), UserStoreError> {
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).await?;
+                for hash in hashes {
+                    sqlx::query($queries.codes_insert)
+                        .bind(user)
+                        .bind(hash)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl AccountStore for $name {
+            async fn totp(&self, user: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+                let row = sqlx::query($queries.totp_get)
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| {
+                    Ok(StoredTotp {
+                        sealed_secret: row.try_get("sealed_secret")?,
+                        confirmed: row.try_get("confirmed")?,
+                        last_step: row.try_get("last_step")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_pending_totp(&self, user: &str, sealed_secret: &str) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.totp_set_pending).bind(user).bind(sealed_secret);
+                Ok(self.affected(query).await? == 1)
+            }
+
+            async fn confirm_totp(
+                &self,
+                user: &str,
+                sealed_secret: &str,
+                step: i64,
+                recovery_hashes: &[String],
+            ) -> Result<bool, UserStoreError> {
+                let mut tx = self.pool.begin().await?;
+                let confirmed = sqlx::query($queries.totp_confirm)
+                    .bind(user)
+                    .bind(sealed_secret)
+                    .bind(step)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if confirmed != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::insert_codes(&mut tx, user, recovery_hashes).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.totp_record_step).bind(user).bind(step);
+                Ok(self.affected(query).await? == 1)
+            }
+
+            async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).await?;
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn replace_recovery_codes(
+                &self,
+                user: &str,
+                hashes: &[String],
+            ) -> Result<(), UserStoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::insert_codes(&mut tx, user, hashes).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn consume_recovery_code(&self, user: &str, hash: &str) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.codes_consume).bind(user).bind(hash);
+                Ok(self.affected(query).await? == 1)
+            }
+
+            async fn recovery_codes_left(&self, user: &str) -> Result<u64, UserStoreError> {
+                let count: i64 = sqlx::query_scalar($queries.codes_count)
+                    .bind(user)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+                let epoch: Option<i64> = sqlx::query_scalar($queries.epoch_get)
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0))
+            }
+
+            async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+                let epoch: i64 = sqlx::query_scalar($queries.epoch_raise)
+                    .bind(user)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(epoch).unwrap_or(0))
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+sql_account_store!(
+    /// The account tables in SQLite (share a pool:
+    /// `SqliteAccountStore::from_pool(session_store.pool().clone())`).
+    SqliteAccountStore,
+    sqlx::Sqlite,
+    SQLITE
+);
+
+#[cfg(feature = "postgres")]
+sql_account_store!(
+    /// The account tables in PostgreSQL.
+    PostgresAccountStore,
+    sqlx::Postgres,
+    POSTGRES
+);

@@ -1,0 +1,285 @@
+//! [`AuthBuilder`]: the one place an app configures the toolkit. Every
+//! part has a secure default and can be swapped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Authenticator, Inner, Stamps};
+use crate::account::{AccountStore, MemoryAccountStore};
+use crate::clock::{Clock, SystemClock};
+use crate::cookie::CookieConfig;
+use crate::csrf::{CsrfGuard, CsrfTokens};
+use crate::event::AuthEventHook;
+use crate::mfa::{MfaKeys, TotpParams};
+use crate::password::{PasswordError, PasswordService};
+use crate::rate_limit::{MemoryThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies};
+use crate::session::{MemoryStore, SessionConfig, SessionManager, SessionStore};
+use crate::user::{DynUsers, UserStore, erase};
+use crate::web::Auth;
+
+/// A configuration [`AuthBuilder::build`] refuses.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The default password service could not be built.
+    #[error("password service: {0}")]
+    Passwords(#[from] PasswordError),
+    /// MFA keys were given without an account store: second factors would
+    /// live in process memory and vanish at a restart, silently turning
+    /// two-factor logins off.
+    #[error(
+        "two-factor authentication needs a persistent account store: call .accounts(...) \
+         (MemoryAccountStore::new() only for tests)"
+    )]
+    AccountStoreRequired,
+}
+
+/// Builds an [`Auth`]: `Auth::builder(users)`, then whatever differs from
+/// the defaults, then [`build`](Self::build).
+///
+/// Defaults: sessions in memory (24 h absolute, 30 min idle), the memory
+/// throttle (per account 5 failures then a growing back-off; per IP a
+/// burst of 30, one back every 2 s), Argon2id at OWASP's parameters on
+/// threads of its own, the `__Host-` session cookie, the system clock (one
+/// clock for every part), no trusted proxy, `/login` as the login page, no
+/// form tokens and no second factor (TOTP needs [`mfa_keys`](Self::mfa_keys)
+/// and [`accounts`](Self::accounts)).
+///
+/// ```
+/// use auth_core::{Auth, MemoryUserStore};
+///
+/// let auth = Auth::builder(MemoryUserStore::new())
+///     .app_name("Example")
+///     .build()?;
+/// # let _ = auth;
+/// # Ok::<(), auth_core::BuildError>(())
+/// ```
+#[must_use]
+pub struct AuthBuilder {
+    users: Arc<dyn DynUsers>,
+    accounts: Option<Arc<dyn AccountStore>>,
+    sessions: Option<Arc<dyn SessionStore>>,
+    session_config: SessionConfig,
+    throttle: Option<Arc<dyn ThrottleBackend>>,
+    throttle_config: ThrottleConfig,
+    passwords: Option<PasswordService>,
+    clock: Arc<dyn Clock>,
+    cookies: CookieConfig,
+    hook: Option<Arc<dyn AuthEventHook>>,
+    recent_auth: Duration,
+    app_name: Option<String>,
+    mfa_keys: Option<Arc<MfaKeys>>,
+    totp: TotpParams,
+    proxies: TrustedProxies,
+    csrf: CsrfGuard,
+    tokens: Option<CsrfTokens>,
+    login_page: String,
+}
+
+impl std::fmt::Debug for AuthBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthBuilder")
+            .field("users", &self.users)
+            .field("app_name", &self.app_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// A builder over the app's user store (see [`AuthBuilder`]).
+    pub fn builder<S: UserStore>(users: S) -> AuthBuilder {
+        AuthBuilder {
+            users: erase(users),
+            accounts: None,
+            sessions: None,
+            session_config: SessionConfig::default(),
+            throttle: None,
+            throttle_config: ThrottleConfig::default(),
+            passwords: None,
+            clock: Arc::new(SystemClock),
+            cookies: CookieConfig::default(),
+            hook: None,
+            recent_auth: Duration::from_secs(10 * 60),
+            app_name: None,
+            mfa_keys: None,
+            totp: TotpParams::default(),
+            proxies: TrustedProxies::none(),
+            csrf: CsrfGuard::default(),
+            tokens: None,
+            login_page: "/login".to_owned(),
+        }
+    }
+}
+
+impl AuthBuilder {
+    /// Where sessions live (default: process memory). SQLite, PostgreSQL
+    /// and Redis stores come with the features of those names:
+    /// `.sessions(Arc::new(store))`.
+    pub fn sessions(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.sessions = Some(store);
+        self
+    }
+
+    /// Session lifetimes (default: [`SessionConfig::default`]).
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session_config = config;
+        self
+    }
+
+    /// Where the toolkit keeps second factors, recovery codes and epochs
+    /// (default: process memory; required with [`mfa_keys`](Self::mfa_keys)).
+    pub fn accounts(mut self, store: Arc<dyn AccountStore>) -> Self {
+        self.accounts = Some(store);
+        self
+    }
+
+    /// The login throttle's backend (default: [`MemoryThrottle`] with
+    /// [`throttle_config`](Self::throttle_config)); Redis shares one budget
+    /// between instances.
+    pub fn throttle(mut self, backend: Arc<dyn ThrottleBackend>) -> Self {
+        self.throttle = Some(backend);
+        self
+    }
+
+    /// The memory throttle's limits (default: [`ThrottleConfig::default`]).
+    pub fn throttle_config(mut self, config: ThrottleConfig) -> Self {
+        self.throttle_config = config;
+        self
+    }
+
+    /// The password service (default: Argon2id, m=19456 KiB, t=2, p=1,
+    /// the policy's defaults).
+    pub fn passwords(mut self, passwords: PasswordService) -> Self {
+        self.passwords = Some(passwords);
+        self
+    }
+
+    /// The clock of every deadline (default: the system clock); tests pass
+    /// a [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The session cookie settings (default: [`CookieConfig::default`]).
+    pub fn cookies(mut self, cookies: CookieConfig) -> Self {
+        self.cookies = cookies;
+        self
+    }
+
+    /// Receives every audit event (they also go to `tracing`, target
+    /// `auth_core::audit`).
+    pub fn event_hook(mut self, hook: Arc<dyn AuthEventHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// How recent a login must be for sensitive operations (default 10 min).
+    pub fn recent_auth(mut self, within: Duration) -> Self {
+        self.recent_auth = within;
+        self
+    }
+
+    /// The application's name, refused inside passwords and shown as the
+    /// issuer in authenticator apps.
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.app_name = Some(name.into());
+        self
+    }
+
+    /// The keys that encrypt TOTP secrets at rest. Without them TOTP
+    /// enrolment and TOTP logins fail with
+    /// [`AuthError::MfaUnavailable`](crate::AuthError::MfaUnavailable):
+    /// secrets are never stored in plain text.
+    pub fn mfa_keys(mut self, keys: MfaKeys) -> Self {
+        self.mfa_keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// TOTP parameters for new enrolments and verification (default: SHA-1,
+    /// 6 digits, 30 s, what every authenticator app supports).
+    pub fn totp_params(mut self, params: TotpParams) -> Self {
+        self.totp = params;
+        self
+    }
+
+    /// Believe forwarding headers from these proxies (default: none; the
+    /// client is the socket peer).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The cross-origin guard (e.g. with trusted origins).
+    pub fn csrf_guard(mut self, guard: CsrfGuard) -> Self {
+        self.csrf = guard;
+        self
+    }
+
+    /// Session-bound tokens for HTML forms, for browsers that send neither
+    /// `Sec-Fetch-Site` nor `Origin`.
+    pub fn form_tokens(mut self, tokens: CsrfTokens) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Where HTML routes send unauthenticated users (default `/login`).
+    pub fn login_page(mut self, path: impl Into<String>) -> Self {
+        self.login_page = path.into();
+        self
+    }
+
+    /// Builds the pipeline; cheap to clone afterwards.
+    pub fn build(self) -> Result<Auth, BuildError> {
+        let clock = self.clock;
+        let accounts = match (self.accounts, &self.mfa_keys) {
+            (Some(accounts), _) => accounts,
+            (None, None) => Arc::new(MemoryAccountStore::new()),
+            (None, Some(_)) => return Err(BuildError::AccountStoreRequired),
+        };
+        let store = self
+            .sessions
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        let stamps = Stamps {
+            users: Arc::clone(&self.users),
+            accounts: Arc::clone(&accounts),
+            with_epoch: !store.revokes_by_user(),
+        };
+        let sessions = SessionManager::new(store, self.session_config)
+            .with_clock(Arc::clone(&clock))
+            .with_stamp_source(Arc::new(stamps.clone()));
+        let throttle = self.throttle.unwrap_or_else(|| {
+            Arc::new(MemoryThrottle::new(
+                self.throttle_config,
+                Arc::clone(&clock),
+            ))
+        });
+        let passwords = match self.passwords {
+            Some(passwords) => passwords,
+            None => PasswordService::builder().build()?,
+        };
+        let authenticator = Authenticator {
+            inner: Arc::new(Inner {
+                passwords,
+                sessions,
+                users: self.users,
+                accounts,
+                stamps,
+                throttle,
+                cookies: self.cookies,
+                hook: self.hook,
+                recent_auth: self.recent_auth,
+                app_name: self.app_name,
+                mfa_keys: self.mfa_keys,
+                totp: self.totp,
+            }),
+        };
+        Ok(Auth::from_parts(
+            authenticator,
+            self.proxies,
+            self.csrf,
+            self.tokens,
+            self.login_page,
+        ))
+    }
+}

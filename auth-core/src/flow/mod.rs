@@ -1,0 +1,303 @@
+//! The framework-free API: the [`Authenticator`] runs every flow on an
+//! explicit [`Session`] and [`Client`] (register, log in, log out, change
+//! password, sign out everywhere, step-up, the second factor). Web apps use
+//! it through their adapter's `AuthSession` (the core's
+//! [`RequestAuth`](crate::web::RequestAuth)), which keeps the session and
+//! cookie of one request; this API is for other front ends and tests.
+//!
+//! Login: throttle check (IP and account) -> find the user -> verify the
+//! password (the dummy hash when the user is unknown or disabled, so every
+//! path costs one hash) -> on success, re-hash if flagged (compare-and-set
+//! on the old hash) -> an MFA-pending session if the user has a second
+//! factor, else a fresh, rotated, authenticated session. Unknown user, wrong
+//! password and disabled user give the caller the same error.
+//!
+//! Second step ([`Authenticator::login_totp`], [`Authenticator::login_recovery`]):
+//! the session must be MFA-pending and not expired -> throttle (client IP,
+//! and the user's second-factor account, see below) -> verify the code
+//! (TOTP: steps T-1..T+1, then an atomic "only a later step" write; recovery
+//! code: an atomic delete) -> the session gets a new ID and becomes
+//! authenticated with `[Password, Totp]` or `[Password, RecoveryCode]`.
+//!
+//! Second-factor attempts are counted against their own throttle account,
+//! `"\u{1}mfa:" + user id` (no login name can contain a control
+//! character, so it never collides with one). With the login name's
+//! account, every correct password would clear the count, and whoever knows
+//! the password would get fresh code guesses after every lock.
+//!
+//! Sessions stay valid while their user's stamp is the one they recorded:
+//! a SHA-256 fingerprint of the user's password hash (so a password change
+//! through any path, the app's own included, ends them) and, on session
+//! stores that cannot revoke by user, the account's revocation epoch.
+//! One consequence: a re-hash after a login with outdated parameters ends
+//! the user's other sessions once.
+//!
+//! The code is split by concern: `error` ([`AuthError`]), `builder`
+//! ([`AuthBuilder`]), `password` (register, log in, step-up, change),
+//! `session` (load, log out, list, revoke, sign out everywhere), `mfa`
+//! (TOTP and recovery codes) and `events` (audit).
+
+mod builder;
+mod error;
+mod events;
+mod mfa;
+mod password;
+mod session;
+
+pub use builder::{AuthBuilder, BuildError};
+pub use error::AuthError;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64ct::{Base64UrlUnpadded, Encoding};
+use sha2::{Digest, Sha256};
+
+use crate::account::AccountStore;
+use crate::clock::Timestamp;
+use crate::cookie::CookieConfig;
+use crate::event::{AuthEventHook, AuthEventKind, FailureReason};
+use crate::mfa::{MfaKeys, TotpParams};
+use crate::password::{PasswordService, PolicyContext};
+use crate::rate_limit::{Decision, IpBucket, LimitScope, ThrottleBackend};
+use crate::session::{ClientInfo, Factor, Session, SessionManager, StampSource, StoreError};
+use crate::user::{AnyUser, DynUsers};
+
+/// The client behind a request, as the adapter determined it (client IP via
+/// [`TrustedProxies`](crate::rate_limit::TrustedProxies)).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Client IP.
+    pub ip: IpAddr,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: Some(self.ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// The result of a successful first factor.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Fully logged in; set the session cookie.
+    LoggedIn(Session),
+    /// The password was right; the session is MFA-pending (set its cookie)
+    /// and one of `methods` must follow.
+    MfaRequired {
+        /// The pending session.
+        session: Session,
+        /// The second factors the user has.
+        methods: Vec<Factor>,
+    },
+}
+
+impl LoginOutcome {
+    /// The session whose cookie the response must carry.
+    pub fn session(&self) -> &Session {
+        match self {
+            Self::LoggedIn(session) | Self::MfaRequired { session, .. } => session,
+        }
+    }
+}
+
+/// The login state machine; cheap to clone. Built by [`AuthBuilder`]
+/// (`Auth::builder(users)...build()?.authenticator()`).
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    passwords: PasswordService,
+    sessions: SessionManager,
+    users: Arc<dyn DynUsers>,
+    accounts: Arc<dyn AccountStore>,
+    stamps: Stamps,
+    throttle: Arc<dyn ThrottleBackend>,
+    cookies: CookieConfig,
+    hook: Option<Arc<dyn AuthEventHook>>,
+    recent_auth: Duration,
+    app_name: Option<String>,
+    mfa_keys: Option<Arc<MfaKeys>>,
+    totp: TotpParams,
+}
+
+/// A user's session stamp (see the module docs): what sessions record at
+/// login and are checked against at every load.
+#[derive(Debug, Clone)]
+pub(crate) struct Stamps {
+    users: Arc<dyn DynUsers>,
+    accounts: Arc<dyn AccountStore>,
+    /// Whether the account epoch is part of the stamp: only for session
+    /// stores that cannot revoke by user.
+    with_epoch: bool,
+}
+
+impl Stamps {
+    fn fingerprint(password_hash: &str, epoch: u64) -> String {
+        let mut digest = Sha256::new();
+        digest.update(b"auth-core session stamp v1\0");
+        digest.update(password_hash.as_bytes());
+        digest.update(b"\0");
+        digest.update(epoch.to_be_bytes());
+        Base64UrlUnpadded::encode_string(&digest.finalize())
+    }
+
+    /// The stamp of `user` with `password_hash` (the hash after a check,
+    /// which a re-hash may have replaced).
+    async fn of(&self, user: &AnyUser, password_hash: &str) -> Result<String, StoreError> {
+        let epoch = if self.with_epoch {
+            self.accounts
+                .epoch(user.id())
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))?
+        } else {
+            0
+        };
+        Ok(Self::fingerprint(password_hash, epoch))
+    }
+
+    /// The user `id` names with its current stamp; `None` when the user is
+    /// gone or disabled (their sessions end).
+    async fn load(&self, id: &str) -> Result<Option<(String, AnyUser)>, StoreError> {
+        let user = self
+            .users
+            .find_by_id(id)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        match user.filter(|u| !u.is_disabled()) {
+            Some(user) => Ok(Some((self.of(&user, user.password_hash()).await?, user))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl StampSource for Stamps {
+    async fn current_stamp(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.load(user_id).await?.map(|(stamp, _)| stamp))
+    }
+}
+
+impl Authenticator {
+    /// The session manager.
+    pub fn sessions(&self) -> &SessionManager {
+        &self.inner.sessions
+    }
+
+    /// The account store (second factors, recovery codes, epochs).
+    pub fn accounts(&self) -> &Arc<dyn AccountStore> {
+        &self.inner.accounts
+    }
+
+    /// The password service.
+    pub fn passwords(&self) -> &PasswordService {
+        &self.inner.passwords
+    }
+
+    /// The cookie settings.
+    pub fn cookies(&self) -> &CookieConfig {
+        &self.inner.cookies
+    }
+
+    /// The `Set-Cookie` value for `session` (persistent sessions get a
+    /// `Max-Age` up to their absolute deadline).
+    pub fn session_cookie(&self, session: &Session) -> String {
+        let max_age = session.record().persistent.then(|| {
+            session
+                .record()
+                .absolute_expires_at
+                .duration_since(self.now())
+        });
+        self.inner.cookies.session_cookie(session.id(), max_age)
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn removal_cookie(&self) -> String {
+        self.inner.cookies.removal_cookie()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner.sessions.clock().now()
+    }
+
+    fn policy_context(&self, login: &str) -> PolicyContext {
+        let context = PolicyContext::new().with_word(login);
+        match &self.inner.app_name {
+            Some(app) => context.with_word(app),
+            None => context,
+        }
+    }
+
+    /// The per-IP budget alone (registration, anonymous sessions).
+    async fn throttle_ip(&self, client: &Client) -> Result<(), AuthError> {
+        if let Decision::Limited { retry_after, .. } = self
+            .inner
+            .throttle
+            .check_ip(IpBucket::of(client.ip), self.now())
+            .await?
+        {
+            self.failure(
+                AuthEventKind::Throttled,
+                None,
+                client,
+                None,
+                FailureReason::IpThrottled,
+            );
+            return Err(AuthError::Throttled { retry_after });
+        }
+        Ok(())
+    }
+
+    /// Checks the throttle for an attempt on `account` from `client`.
+    async fn throttle(
+        &self,
+        account: &str,
+        client: &Client,
+        user_id: Option<&str>,
+        factor: Factor,
+    ) -> Result<(), AuthError> {
+        let decision = self
+            .inner
+            .throttle
+            .check(IpBucket::of(client.ip), account, self.now())
+            .await?;
+        match decision {
+            Decision::Allowed => Ok(()),
+            Decision::Limited { retry_after, scope } => {
+                let reason = match scope {
+                    LimitScope::Ip => FailureReason::IpThrottled,
+                    LimitScope::Account => FailureReason::AccountLocked,
+                };
+                self.failure(
+                    AuthEventKind::Throttled,
+                    user_id,
+                    client,
+                    Some(factor),
+                    reason,
+                );
+                Err(AuthError::Throttled { retry_after })
+            }
+        }
+    }
+}
+
+/// The throttle account of a user's password: its normalised login name,
+/// the key a login attempt with that name counts against.
+fn password_account(user: &AnyUser) -> String {
+    crate::user::normalize_login(user.login()).unwrap_or_else(|_| format!("\u{1}id:{}", user.id()))
+}
+
+/// The throttle account of a user's second factor (see the module docs).
+fn mfa_account(user_id: &str) -> String {
+    format!("\u{1}mfa:{user_id}")
+}

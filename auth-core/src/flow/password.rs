@@ -1,0 +1,388 @@
+//! Password flows: register, log in, step-up, change the password.
+
+use super::{AuthError, Authenticator, Client, LoginOutcome, password_account};
+use crate::event::{AuthEventKind, FailureReason};
+use crate::password::{HashedPassword, Password, PasswordError, Verification};
+use crate::session::{AuthState, Factor, NewSession, Session, SessionRecord};
+use crate::user::{AnyUser, LoginName, NewUser, UserStoreError};
+
+impl Authenticator {
+    /// Creates an account: policy check (with the reason on refusal), hash,
+    /// [`UserStore::create`](crate::UserStore::create). Does not log in.
+    pub async fn register(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+    ) -> Result<AnyUser, AuthError> {
+        let refuse = |reason| {
+            self.failure(
+                AuthEventKind::RegistrationRefused,
+                None,
+                client,
+                Some(Factor::Password),
+                reason,
+            );
+        };
+        self.throttle_ip(client).await?;
+        let Ok(login) = LoginName::parse(login) else {
+            refuse(FailureReason::InvalidLogin);
+            return Err(AuthError::InvalidLogin);
+        };
+        let context = self.policy_context(login.normalized());
+        let password_hash = match self
+            .inner
+            .passwords
+            .hash_new_password(password, &context)
+            .await
+        {
+            Ok(hash) => hash,
+            Err(PasswordError::Policy(violation)) => {
+                refuse(FailureReason::Policy);
+                return Err(AuthError::Policy(violation));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let new = NewUser {
+            login,
+            password_hash,
+        };
+        let user = match self.inner.users.create(new).await {
+            Ok(user) => user,
+            Err(UserStoreError::LoginTaken) => {
+                refuse(FailureReason::LoginTaken);
+                return Err(AuthError::LoginTaken);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        self.success(
+            AuthEventKind::Registered,
+            Some(user.id()),
+            Some(client.ip),
+            Some(Factor::Password),
+        );
+        Ok(user)
+    }
+
+    /// Verifies `password` for `user` (or the dummy when `None`, so every
+    /// path costs one hash); re-hashes on success when flagged. Returns the
+    /// user's stored hash after this check (the re-hash, if written) when
+    /// the password matched and was still the user's when the re-hash was
+    /// written.
+    async fn check_password(
+        &self,
+        user: Option<&AnyUser>,
+        password: &Password,
+    ) -> Result<Option<String>, AuthError> {
+        let passwords = &self.inner.passwords;
+        let Some(user) = user else {
+            return match passwords.verify_dummy(password).await {
+                // Oversized input: refused before hashing on every path.
+                Ok(_) | Err(PasswordError::TooLong) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
+        };
+        let stored = HashedPassword::new(user.password_hash());
+        let verification = match passwords.verify(password, &stored).await {
+            Ok(verification) => verification,
+            Err(PasswordError::TooLong) => Verification::Mismatch,
+            Err(
+                PasswordError::MalformedHash
+                | PasswordError::UnsupportedAlgorithm
+                | PasswordError::UnknownPepperKey,
+            ) => {
+                tracing::error!(
+                    target: "auth_core::audit",
+                    user_id = %user.id(),
+                    "stored password hash cannot be verified (malformed, unsupported or unknown pepper)"
+                );
+                Verification::Mismatch
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let Verification::Match { upgrade } = verification else {
+            return Ok(None);
+        };
+        if upgrade.is_none() {
+            return Ok(Some(stored.as_str().to_owned()));
+        }
+        let new = passwords.hash(password).await?;
+        // Only if the hash is still the one just verified: a concurrent
+        // password change wins.
+        let replaced = self
+            .inner
+            .users
+            .set_password_hash(user.id(), stored.as_str(), new.as_str())
+            .await?;
+        if !replaced {
+            // The password changed while this one was checked: it is no
+            // longer the user's password (a session made with the old hash
+            // would be dead on arrival).
+            return Ok(None);
+        }
+        self.success(
+            AuthEventKind::PasswordRehashed,
+            Some(user.id()),
+            None,
+            Some(Factor::Password),
+        );
+        Ok(Some(new.as_str().to_owned()))
+    }
+
+    /// Logs in with a password. `current` is the session the request came
+    /// with, if any: on success it is ended and a fresh session takes its
+    /// place, so a planted or pre-login ID never becomes an authenticated
+    /// one; on failure it is left alone.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+        current: Option<&Session>,
+    ) -> Result<LoginOutcome, AuthError> {
+        // A malformed name is throttled and hashed like an unknown one.
+        let name = LoginName::parse(login).ok();
+        let account = name.as_ref().map_or("", LoginName::normalized);
+        self.throttle(account, client, None, Factor::Password)
+            .await?;
+        let user = match &name {
+            Some(name) => self.inner.users.find_by_login(name).await?,
+            None => None,
+        };
+        let usable = user.as_ref().filter(|u| !u.is_disabled());
+        let checked = self.check_password(usable, password).await?;
+        let (Some(user), Some(hash)) = (usable, checked) else {
+            let reason = match (&name, &user) {
+                (None, _) => FailureReason::InvalidLogin,
+                (Some(_), None) => FailureReason::UnknownUser,
+                (Some(_), Some(u)) if u.is_disabled() => FailureReason::Disabled,
+                _ => FailureReason::WrongPassword,
+            };
+            self.failure(
+                AuthEventKind::LoginFailed,
+                user.as_ref().map(AnyUser::id),
+                client,
+                Some(Factor::Password),
+                reason,
+            );
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.inner.throttle.record_success(account).await?;
+        let methods = self.inner.accounts.second_factors(user.id()).await?;
+        let stamp = self
+            .inner
+            .stamps
+            .of(user, &hash)
+            .await
+            .map_err(AuthError::internal)?;
+        let now = self.now();
+        let pending_until = now.saturating_add(self.inner.sessions.config().mfa_pending_timeout());
+        let user_id = user.id().to_owned();
+        let pending = methods.clone();
+        let session = self
+            .enter(current, client, move |record| {
+                record.user_id = Some(user_id.clone());
+                record.security_stamp = Some(stamp.clone());
+                record.auth = if pending.is_empty() {
+                    AuthState::Authenticated {
+                        factors: vec![Factor::Password],
+                        at: now,
+                    }
+                } else {
+                    AuthState::MfaPending {
+                        methods: pending.clone(),
+                        expires_at: pending_until,
+                    }
+                };
+            })
+            .await?;
+        let kind = if methods.is_empty() {
+            AuthEventKind::LoginSucceeded
+        } else {
+            AuthEventKind::LoginMfaRequired
+        };
+        self.success(
+            kind,
+            Some(user.id()),
+            Some(client.ip),
+            Some(Factor::Password),
+        );
+        Ok(if methods.is_empty() {
+            LoginOutcome::LoggedIn(session)
+        } else {
+            LoginOutcome::MfaRequired { session, methods }
+        })
+    }
+
+    /// A fresh session in the new state. The request's session, if any, is
+    /// ended: nothing of a possibly planted pre-login session (its data, its
+    /// "remember me" flag, its creation time) carries into the login.
+    async fn enter<F>(
+        &self,
+        current: Option<&Session>,
+        client: &Client,
+        change: F,
+    ) -> Result<Session, AuthError>
+    where
+        F: FnMut(&mut SessionRecord) + Send,
+    {
+        let sessions = &self.inner.sessions;
+        if let Some(old) = current {
+            sessions.destroy(old.clone()).await?;
+        }
+        let mut session = sessions
+            .create(NewSession {
+                client: client.info(),
+                persistent: false,
+            })
+            .await?;
+        sessions.update(&mut session, change).await?;
+        Ok(session)
+    }
+
+    /// Proves the password again (step-up): throttled like a login; on
+    /// success the session gets a new ID and a fresh authentication time.
+    /// Users with a second factor get [`AuthError::ReauthenticationRequired`]:
+    /// their step-up is [`reauthenticate_with_code`](Self::reauthenticate_with_code).
+    pub async fn reauthenticate(
+        &self,
+        session: &mut Session,
+        password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let user = self.current_user(session).await?;
+        if !self
+            .inner
+            .accounts
+            .second_factors(user.id())
+            .await?
+            .is_empty()
+        {
+            // A password alone must not refresh a multi-factor login.
+            return Err(AuthError::ReauthenticationRequired);
+        }
+        let hash = self
+            .verify_current_password(&user, password, client, AuthEventKind::LoginFailed)
+            .await?;
+        self.refresh_authentication(session, &user, &hash, client, Factor::Password)
+            .await
+    }
+
+    /// After a step-up: a new session ID, a fresh authentication time, and
+    /// the stamp of `hash` (a re-hash during the check changed it).
+    pub(super) async fn refresh_authentication(
+        &self,
+        session: &mut Session,
+        user: &AnyUser,
+        hash: &str,
+        client: &Client,
+        factor: Factor,
+    ) -> Result<(), AuthError> {
+        let stamp = self
+            .inner
+            .stamps
+            .of(user, hash)
+            .await
+            .map_err(AuthError::internal)?;
+        let now = self.now();
+        self.inner
+            .sessions
+            .rotate_with(session, |record| {
+                record.security_stamp = Some(stamp.clone());
+                if let AuthState::Authenticated { at, .. } = &mut record.auth {
+                    *at = now;
+                }
+            })
+            .await?;
+        self.success(
+            AuthEventKind::Reauthenticated,
+            Some(user.id()),
+            Some(client.ip),
+            Some(factor),
+        );
+        Ok(())
+    }
+
+    /// Checks the current password of `user` (throttled like a login);
+    /// returns the stored hash after the check.
+    pub(super) async fn verify_current_password(
+        &self,
+        user: &AnyUser,
+        password: &Password,
+        client: &Client,
+        failure: AuthEventKind,
+    ) -> Result<String, AuthError> {
+        let account = password_account(user);
+        self.throttle(&account, client, Some(user.id()), Factor::Password)
+            .await?;
+        match self.check_password(Some(user), password).await? {
+            Some(hash) => {
+                self.inner.throttle.record_success(&account).await?;
+                Ok(hash)
+            }
+            None => {
+                self.failure(
+                    failure,
+                    Some(user.id()),
+                    client,
+                    Some(Factor::Password),
+                    FailureReason::WrongPassword,
+                );
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Changes the password: requires the current one (throttled), applies
+    /// the policy, ends every other session of the user (the stamp follows
+    /// the hash) and rotates the current session.
+    pub async fn change_password(
+        &self,
+        session: &mut Session,
+        current_password: &Password,
+        new_password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let user = self.current_user(session).await?;
+        // The compare-and-set below is against the hash this password was
+        // just checked against: if the password changed meanwhile, the old
+        // one cannot overwrite the new.
+        let verified = self
+            .verify_current_password(
+                &user,
+                current_password,
+                client,
+                AuthEventKind::PasswordChangeFailed,
+            )
+            .await?;
+        let new_hash = self
+            .inner
+            .passwords
+            .hash_new_password(new_password, &self.policy_context(user.login()))
+            .await?;
+        let changed = self
+            .inner
+            .users
+            .set_password_hash(user.id(), &verified, new_hash.as_str())
+            .await?;
+        if !changed {
+            // The password changed concurrently; let the user retry.
+            return Err(AuthError::InvalidCredentials);
+        }
+        let stamp = self
+            .inner
+            .stamps
+            .of(&user, new_hash.as_str())
+            .await
+            .map_err(AuthError::internal)?;
+        self.end_other_sessions(session, user.id(), stamp, |_| {})
+            .await?;
+        self.success(
+            AuthEventKind::PasswordChanged,
+            Some(user.id()),
+            Some(client.ip),
+            Some(Factor::Password),
+        );
+        Ok(())
+    }
+}

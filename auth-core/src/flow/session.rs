@@ -1,0 +1,220 @@
+//! Session flows: load a request's session with its user, log out, list
+//! and revoke sessions, sign out everywhere, the route guards.
+
+use super::{AuthError, Authenticator, Client};
+use crate::event::AuthEventKind;
+use crate::session::{
+    AuthState, Factor, NewSession, Session, SessionError, SessionHandle, SessionId, SessionInfo,
+    SessionRecord, StoreError,
+};
+use crate::user::AnyUser;
+
+impl Authenticator {
+    /// Ends the session server-side.
+    pub async fn logout(&self, session: Session, client: &Client) -> Result<(), AuthError> {
+        let user = session.user_id().map(str::to_owned);
+        self.inner.sessions.destroy(session).await?;
+        self.success(
+            AuthEventKind::LoggedOut,
+            user.as_deref(),
+            Some(client.ip),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Loads the session `id` names together with its user, reading the
+    /// user once for both the stamp check and the caller (the user is
+    /// `None` for an anonymous session). A session whose user is gone,
+    /// disabled or has another stamp is ended. What the web pipeline runs
+    /// once per request.
+    pub async fn load_session(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<(Session, Option<AnyUser>)>, AuthError> {
+        let stamps = &self.inner.stamps;
+        let fetch = |user_id: String| async move { stamps.load(&user_id).await };
+        Ok(self.inner.sessions.load_id_with(id, fetch).await?)
+    }
+
+    /// The user of an authenticated session.
+    pub async fn current_user(&self, session: &Session) -> Result<AnyUser, AuthError> {
+        let id = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?;
+        match self.inner.users.find_by_id(id).await? {
+            Some(user) if !user.is_disabled() => Ok(user),
+            _ => Err(AuthError::NotAuthenticated),
+        }
+    }
+
+    /// Fails with [`AuthError::NotAuthenticated`] unless `session` is fully
+    /// authenticated (MFA-pending is not).
+    pub fn require_login(&self, session: Option<&Session>) -> Result<(), AuthError> {
+        match session {
+            Some(session) if session.authenticated_user().is_some() => Ok(()),
+            _ => Err(AuthError::NotAuthenticated),
+        }
+    }
+
+    /// Fails unless `session` completed a second factor
+    /// ([`AuthError::SecondFactorRequired`]).
+    pub fn require_mfa(&self, session: Option<&Session>) -> Result<(), AuthError> {
+        self.require_login(session)?;
+        match session.map(Session::auth_state) {
+            Some(AuthState::Authenticated { factors, .. })
+                if factors.iter().any(|f| *f != Factor::Password) =>
+            {
+                Ok(())
+            }
+            _ => Err(AuthError::SecondFactorRequired),
+        }
+    }
+
+    /// Fails with [`AuthError::ReauthenticationRequired`] unless the session
+    /// authenticated within the configured window (default 10 min).
+    pub fn require_recent(&self, session: &Session) -> Result<(), AuthError> {
+        if session.authenticated_user().is_none() {
+            return Err(AuthError::NotAuthenticated);
+        }
+        if session.authenticated_within(self.now(), self.inner.recent_auth) {
+            Ok(())
+        } else {
+            Err(AuthError::ReauthenticationRequired)
+        }
+    }
+
+    /// A new anonymous session (e.g. to bind a form's CSRF token to), paid
+    /// from the client IP's throttle budget so that page views cannot flood
+    /// the store.
+    pub async fn anonymous_session(&self, client: &Client) -> Result<Session, AuthError> {
+        self.throttle_ip(client).await?;
+        Ok(self
+            .inner
+            .sessions
+            .create(NewSession {
+                client: client.info(),
+                persistent: false,
+            })
+            .await?)
+    }
+
+    /// Gives the session a new ID (after a privilege change).
+    pub async fn rotate(&self, session: &mut Session) -> Result<(), AuthError> {
+        Ok(self.inner.sessions.rotate(session).await?)
+    }
+
+    /// The live sessions of the session's user, the current one marked.
+    pub async fn list_sessions(&self, session: &Session) -> Result<Vec<SessionInfo>, AuthError> {
+        let user = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?;
+        Ok(self
+            .inner
+            .sessions
+            .list_for_user(user, Some(session))
+            .await?)
+    }
+
+    /// Ends one of the user's own sessions by its handle. Returns whether it
+    /// existed.
+    pub async fn revoke_session(
+        &self,
+        session: &Session,
+        handle: &SessionHandle,
+        client: &Client,
+    ) -> Result<bool, AuthError> {
+        let user = session
+            .authenticated_user()
+            .ok_or(AuthError::NotAuthenticated)?
+            .to_owned();
+        let found = self.inner.sessions.destroy_by_handle(&user, handle).await?;
+        if found {
+            self.success(
+                AuthEventKind::SessionRevoked,
+                Some(&user),
+                Some(client.ip),
+                None,
+            );
+        }
+        Ok(found)
+    }
+
+    /// Ends every other session of the session's user ("sign out
+    /// everywhere else") and rotates the current one. Returns how many
+    /// ended (0 on stores that cannot count them; those end through the
+    /// account's epoch).
+    pub async fn sign_out_everywhere(
+        &self,
+        session: &mut Session,
+        client: &Client,
+    ) -> Result<u64, AuthError> {
+        let user = self.current_user(session).await?;
+        let stamp = self.raise_epoch(&user).await?;
+        let ended = self
+            .end_other_sessions(session, user.id(), stamp, |_| {})
+            .await?;
+        self.success(
+            AuthEventKind::SignedOutEverywhere,
+            Some(user.id()),
+            Some(client.ip),
+            None,
+        );
+        Ok(ended)
+    }
+
+    /// Ends every session of the user `user_id` (an administrator's "sign
+    /// this user out"; also after disabling a user, whose sessions would
+    /// otherwise end at their next request). Returns how many ended.
+    pub async fn sign_out_user(&self, user_id: &str) -> Result<u64, AuthError> {
+        self.inner.accounts.raise_epoch(user_id).await?;
+        match self
+            .inner
+            .sessions
+            .destroy_all_for_user(user_id, None)
+            .await
+        {
+            Ok(ended) => Ok(ended),
+            Err(SessionError::Store(StoreError::Unsupported)) => Ok(0),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Raises the user's epoch and answers their new stamp: sessions that
+    /// recorded the old one end even on stores that cannot revoke by user.
+    pub(super) async fn raise_epoch(&self, user: &AnyUser) -> Result<String, AuthError> {
+        self.inner.accounts.raise_epoch(user.id()).await?;
+        self.inner
+            .stamps
+            .of(user, user.password_hash())
+            .await
+            .map_err(AuthError::internal)
+    }
+
+    /// Ends every other session of `user_id`, and rotates `session` with
+    /// the user's new `stamp` and `change` applied in the same write.
+    pub(super) async fn end_other_sessions<F>(
+        &self,
+        session: &mut Session,
+        user_id: &str,
+        stamp: String,
+        mut change: F,
+    ) -> Result<u64, AuthError>
+    where
+        F: FnMut(&mut SessionRecord) + Send,
+    {
+        let sessions = &self.inner.sessions;
+        sessions
+            .rotate_with(session, |record| {
+                record.security_stamp = Some(stamp.clone());
+                change(record);
+            })
+            .await?;
+        // Stores that cannot revoke by user rely on the stamp alone.
+        match sessions.destroy_all_for_user(user_id, Some(session)).await {
+            Ok(ended) => Ok(ended),
+            Err(SessionError::Store(StoreError::Unsupported)) => Ok(0),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
