@@ -240,11 +240,11 @@ impl AuthBuilder {
         let store = self
             .sessions
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
-        let stamps = Stamps {
-            users: Arc::clone(&self.users),
-            accounts: Arc::clone(&accounts),
-            with_epoch: !store.revokes_by_user(),
-        };
+        let stamps = Stamps::new(
+            Arc::clone(&self.users),
+            Arc::clone(&accounts),
+            !store.revokes_by_user(),
+        );
         let sessions = SessionManager::new(store, self.session_config)
             .with_clock(Arc::clone(&clock))
             .with_stamp_source(Arc::new(stamps.clone()));

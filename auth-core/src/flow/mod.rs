@@ -47,8 +47,9 @@ mod session;
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -140,10 +141,43 @@ pub(crate) struct Stamps {
     /// Whether the account epoch is part of the stamp: only for session
     /// stores that cannot revoke by user.
     with_epoch: bool,
+    fingerprints: Arc<Fingerprints>,
 }
 
-impl Stamps {
-    fn fingerprint(password_hash: &str, epoch: u64) -> String {
+/// Fingerprints of the password hashes seen lately, keyed by the exact
+/// hash string (with the epoch they were made for): the per-request check
+/// then hashes nothing. A changed hash is another key and a changed epoch
+/// is recomputed, so an entry is never stale;
+/// the map holds hashes the app's store returned (never request input) and
+/// is emptied when it reaches [`Fingerprints::MAX`].
+#[derive(Debug, Default)]
+struct Fingerprints(Mutex<HashMap<Box<str>, Fingerprint>>);
+
+/// The epoch a fingerprint was made for, and the fingerprint.
+type Fingerprint = (u64, Arc<str>);
+
+impl Fingerprints {
+    const MAX: usize = 16_384;
+
+    fn get(&self, password_hash: &str, epoch: u64) -> Arc<str> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, fingerprint)) = map.get(password_hash)
+            && *seen == epoch
+        {
+            return Arc::clone(fingerprint);
+        }
+        let fingerprint: Arc<str> = Self::compute(password_hash, epoch).into();
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(Box::from(password_hash), (epoch, Arc::clone(&fingerprint)));
+        fingerprint
+    }
+
+    fn compute(password_hash: &str, epoch: u64) -> String {
         let mut digest = Sha256::new();
         digest.update(b"auth-core session stamp v1\0");
         digest.update(password_hash.as_bytes());
@@ -151,10 +185,25 @@ impl Stamps {
         digest.update(epoch.to_be_bytes());
         Base64UrlUnpadded::encode_string(&digest.finalize())
     }
+}
+
+impl Stamps {
+    pub(crate) fn new(
+        users: Arc<dyn DynUsers>,
+        accounts: Arc<dyn AccountStore>,
+        with_epoch: bool,
+    ) -> Self {
+        Self {
+            users,
+            accounts,
+            with_epoch,
+            fingerprints: Arc::default(),
+        }
+    }
 
     /// The stamp of `user` with `password_hash` (the hash after a check,
     /// which a re-hash may have replaced).
-    async fn of(&self, user: &AnyUser, password_hash: &str) -> Result<String, StoreError> {
+    async fn of(&self, user: &AnyUser, password_hash: &str) -> Result<Arc<str>, StoreError> {
         let epoch = if self.with_epoch {
             self.accounts
                 .epoch(user.id())
@@ -163,12 +212,12 @@ impl Stamps {
         } else {
             0
         };
-        Ok(Self::fingerprint(password_hash, epoch))
+        Ok(self.fingerprints.get(password_hash, epoch))
     }
 
     /// The user `id` names with its current stamp; `None` when the user is
     /// gone or disabled (their sessions end).
-    async fn load(&self, id: &str) -> Result<Option<(String, AnyUser)>, StoreError> {
+    async fn load(&self, id: &str) -> Result<Option<(Arc<str>, AnyUser)>, StoreError> {
         let user = self
             .users
             .find_by_id(id)
@@ -184,7 +233,10 @@ impl Stamps {
 #[async_trait]
 impl StampSource for Stamps {
     async fn current_stamp(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.load(user_id).await?.map(|(stamp, _)| stamp))
+        Ok(self
+            .load(user_id)
+            .await?
+            .map(|(stamp, _)| stamp.to_string()))
     }
 }
 
@@ -300,4 +352,38 @@ fn password_account(user: &AnyUser) -> String {
 /// The throttle account of a user's second factor (see the module docs).
 fn mfa_account(user_id: &str) -> String {
     format!("\u{1}mfa:{user_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fingerprints;
+
+    /// The cache answers what the hash would, for any hash and epoch, and
+    /// across its clearing: a changed hash or epoch never gets an old
+    /// fingerprint.
+    #[test]
+    fn cached_fingerprints_are_the_computed_ones() {
+        let cache = Fingerprints::default();
+        let a = cache.get("$argon2id$a", 0);
+        assert_eq!(*a, Fingerprints::compute("$argon2id$a", 0));
+        assert_eq!(cache.get("$argon2id$a", 0), a, "a hit");
+        assert_ne!(cache.get("$argon2id$b", 0), a, "another hash");
+        assert_ne!(cache.get("$argon2id$a", 1), a, "another epoch");
+        assert_eq!(
+            *cache.get("$argon2id$a", 1),
+            Fingerprints::compute("$argon2id$a", 1)
+        );
+        for i in 0..Fingerprints::MAX + 10 {
+            let hash = format!("$argon2id${i}");
+            assert_eq!(*cache.get(&hash, 3), Fingerprints::compute(&hash, 3));
+        }
+        assert!(
+            cache.0.lock().unwrap().len() <= Fingerprints::MAX,
+            "bounded"
+        );
+        assert_eq!(
+            *cache.get("$argon2id$a", 0),
+            Fingerprints::compute("$argon2id$a", 0)
+        );
+    }
 }

@@ -182,7 +182,7 @@ impl Authenticator {
         let session = self
             .enter(current, client, move |record| {
                 record.user_id = Some(user_id.clone());
-                record.security_stamp = Some(stamp.clone());
+                record.security_stamp = Some(stamp.to_string());
                 record.auth = if pending.is_empty() {
                     AuthState::Authenticated {
                         factors: vec![Factor::Password],
@@ -288,7 +288,7 @@ impl Authenticator {
         self.inner
             .sessions
             .rotate_with(session, |record| {
-                record.security_stamp = Some(stamp.clone());
+                record.security_stamp = Some(stamp.to_string());
                 if let AuthState::Authenticated { at, .. } = &mut record.auth {
                     *at = now;
                 }

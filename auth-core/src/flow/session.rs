@@ -1,6 +1,8 @@
 //! Session flows: load a request's session with its user, log out, list
 //! and revoke sessions, sign out everywhere, the route guards.
 
+use std::sync::Arc;
+
 use super::{AuthError, Authenticator, Client};
 use crate::event::AuthEventKind;
 use crate::session::{
@@ -182,7 +184,7 @@ impl Authenticator {
 
     /// Raises the user's epoch and answers their new stamp: sessions that
     /// recorded the old one end even on stores that cannot revoke by user.
-    pub(super) async fn raise_epoch(&self, user: &AnyUser) -> Result<String, AuthError> {
+    pub(super) async fn raise_epoch(&self, user: &AnyUser) -> Result<Arc<str>, AuthError> {
         self.inner.accounts.raise_epoch(user.id()).await?;
         self.inner
             .stamps
@@ -197,7 +199,7 @@ impl Authenticator {
         &self,
         session: &mut Session,
         user_id: &str,
-        stamp: String,
+        stamp: Arc<str>,
         mut change: F,
     ) -> Result<u64, AuthError>
     where
@@ -206,7 +208,7 @@ impl Authenticator {
         let sessions = &self.inner.sessions;
         sessions
             .rotate_with(session, |record| {
-                record.security_stamp = Some(stamp.clone());
+                record.security_stamp = Some(stamp.to_string());
                 change(record);
             })
             .await?;

@@ -99,6 +99,16 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A request body can hold a `Password` field directly (`#[derive(Deserialize)]
+/// struct Form { email: String, password: Password }`): the text goes
+/// straight into the zeroizing wrapper, and the form's `Debug` stays
+/// redacted. There is deliberately no `Serialize`.
+impl<'de> serde::Deserialize<'de> for Password {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
 /// A stored password hash: a PHC string such as
 /// `$argon2id$v=19$m=19456,t=2,p=1$...`, or a legacy bcrypt / PBKDF2 hash
 /// loaded from an older system.
@@ -184,6 +194,14 @@ pub enum UpgradeReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_deserializes_from_a_string_and_stays_redacted() {
+        let password: Password = serde_json::from_str(r#""hunter2 but long""#).unwrap();
+        assert_eq!(password.expose(), "hunter2 but long");
+        assert_eq!(format!("{password:?}"), "Password([REDACTED])");
+        assert!(serde_json::from_str::<Password>("42").is_err());
+    }
 
     #[test]
     fn debug_output_is_redacted() {

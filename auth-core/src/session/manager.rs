@@ -417,14 +417,15 @@ impl SessionManager {
     /// (`None` when the user is gone or disabled). The stamp is checked as
     /// in `load_id` (when a stamp source is configured); the fetched value
     /// comes back with the session, so a request reads its user once.
-    pub async fn load_id_with<T, F, Fut>(
+    pub async fn load_id_with<T, K, F, Fut>(
         &self,
         id: SessionId,
         fetch: F,
     ) -> Result<Option<(Session, Option<T>)>, SessionError>
     where
         F: FnOnce(String) -> Fut + Send,
-        Fut: Future<Output = Result<Option<(String, T)>, StoreError>> + Send,
+        Fut: Future<Output = Result<Option<(K, T)>, StoreError>> + Send,
+        K: AsRef<str> + Send,
         T: Send,
     {
         let key = id.key();
@@ -438,7 +439,7 @@ impl SessionManager {
             match fetch(user.clone()).await? {
                 Some((stamp, value)) => {
                     if self.stamps.is_some() {
-                        valid = Self::stamp_matches(Some(stamp), &record);
+                        valid = Self::stamp_matches(Some(stamp.as_ref()), &record);
                     }
                     fetched = Some(value);
                 }
@@ -484,7 +485,7 @@ impl SessionManager {
         !matches!(record.auth, AuthState::MfaPending { expires_at, .. } if expires_at <= now)
     }
 
-    fn stamp_matches(current: Option<String>, record: &SessionRecord) -> bool {
+    fn stamp_matches(current: Option<&str>, record: &SessionRecord) -> bool {
         match (current, &record.security_stamp) {
             (Some(current), Some(recorded)) => {
                 bool::from(current.as_bytes().ct_eq(recorded.as_bytes()))
@@ -503,7 +504,7 @@ impl SessionManager {
         }
         if let (Some(stamps), Some(user)) = (&self.stamps, &record.user_id) {
             let current = stamps.current_stamp(user).await?;
-            if !Self::stamp_matches(current, record) {
+            if !Self::stamp_matches(current.as_deref(), record) {
                 return Ok(false);
             }
         }

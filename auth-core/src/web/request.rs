@@ -16,7 +16,7 @@ use super::{Auth, Reply};
 use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::mfa::{Enrollment, RecoveryCodes};
 use crate::password::Password;
-use crate::session::{Session, SessionHandle, SessionInfo};
+use crate::session::{Factor, Session, SessionHandle, SessionInfo};
 use crate::user::{AnyUser, AuthUser};
 use std::sync::Arc;
 
@@ -321,16 +321,32 @@ impl RequestAuth {
             .await
     }
 
-    /// Whether the user has TOTP on.
+    /// The authenticated user's id, from the session loaded (and checked)
+    /// for this request: no store read.
+    async fn user_id(&self) -> Result<String, AuthError> {
+        let slot = self.slot().await?;
+        slot.session
+            .as_ref()
+            .and_then(Session::authenticated_user)
+            .map(str::to_owned)
+            .ok_or(AuthError::NotAuthenticated)
+    }
+
+    /// Whether the user has TOTP on (one read of the account store).
     pub async fn totp_enabled(&self) -> Result<bool, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
-        self.authenticator().totp_enabled(&session).await
+        let id = self.user_id().await?;
+        let accounts = self.authenticator().accounts();
+        Ok(accounts.second_factors(&id).await?.contains(&Factor::Totp))
     }
 
     /// How many unused recovery codes the user has.
     pub async fn recovery_codes_left(&self) -> Result<u64, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
-        self.authenticator().recovery_codes_left(&session).await
+        let id = self.user_id().await?;
+        Ok(self
+            .authenticator()
+            .accounts()
+            .recovery_codes_left(&id)
+            .await?)
     }
 
     /// Runs a route protection against this request's session.

@@ -77,16 +77,16 @@ impl UserStore for Users {
 #[derive(serde::Deserialize)]
 struct Form {
     email: String,
-    password: String,
+    password: Password,
 }
 
 async fn register(auth: AuthSession, Json(f): Json<Form>) -> Result<StatusCode, AuthRejection> {
-    auth.register(&f.email, &Password::from(f.password)).await?;
+    auth.register(&f.email, &f.password).await?;
     Ok(StatusCode::CREATED)
 }
 
 async fn login(auth: AuthSession, Json(f): Json<Form>) -> Result<StatusCode, AuthRejection> {
-    auth.login(&f.email, &Password::from(f.password)).await?;
+    auth.login(&f.email, &f.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

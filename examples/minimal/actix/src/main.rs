@@ -1,0 +1,119 @@
+//! An actix-web app with its own `users` table, using the toolkit for
+//! register, log in, log out and one protected route.
+//! `cargo run -p minimal-actix`, then:
+//!
+//! ```sh
+//! curl -i localhost:3000/register -H 'content-type: application/json' \
+//!      -d '{"email":"Alice@example.com","password":"correct horse battery staple"}'
+//! curl -i -c jar localhost:3000/login -H 'content-type: application/json' \
+//!      -d '{"email":"alice@example.com","password":"correct horse battery staple"}'
+//! curl -b jar localhost:3000/me
+//! ```
+use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web, web::Json};
+use auth_actix::{Auth, AuthMiddleware, AuthRejection, AuthSession, AuthUser, CurrentUser};
+use auth_actix::{LoginName, NewUser, Password, UserStore, UserStoreError as Error, require_login};
+use sqlx::{SqlitePool, query, query_as};
+
+/// The app's own user type: a row of its own table.
+struct User {
+    id: i64,
+    email: String,
+    password_hash: String,
+}
+
+type Row = (i64, String, String); // id, email, password_hash
+
+fn user((id, email, password_hash): Row) -> User {
+    User { id, email, password_hash }
+}
+
+impl AuthUser for User {
+    type Id = i64;
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn login(&self) -> &str {
+        &self.email
+    }
+    fn password_hash(&self) -> &str {
+        &self.password_hash
+    }
+}
+
+/// The app's own table. Emails are stored in normal form (`LoginName::
+/// normalized`: NFKC, lower case), so `Alice@Example.com` finds them.
+struct Users(SqlitePool);
+
+impl UserStore for Users {
+    type User = User;
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<User>, Error> {
+        let find =
+            query_as::<_, Row>("SELECT * FROM users WHERE email = ?").bind(login.normalized());
+        Ok(find.fetch_optional(&self.0).await.map_err(Error::backend)?.map(user))
+    }
+    async fn find_by_id(&self, id: &i64) -> Result<Option<User>, Error> {
+        let find = query_as::<_, Row>("SELECT * FROM users WHERE id = ?").bind(id);
+        Ok(find.fetch_optional(&self.0).await.map_err(Error::backend)?.map(user))
+    }
+    async fn set_password_hash(&self, id: &i64, old: &str, new: &str) -> Result<bool, Error> {
+        let set = query("UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?");
+        let done = set.bind(new).bind(id).bind(old).execute(&self.0).await;
+        Ok(done.map_err(Error::backend)?.rows_affected() == 1)
+    }
+    async fn create(&self, new: NewUser) -> Result<User, Error> {
+        let insert = query_as::<_, Row>(
+            "INSERT INTO users (email, password_hash) VALUES (?, ?) RETURNING *",
+        );
+        let insert = insert.bind(new.login.normalized()).bind(new.password_hash.as_str());
+        match insert.fetch_one(&self.0).await {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::LoginTaken),
+            row => row.map(user).map_err(Error::backend),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Form {
+    email: String,
+    password: Password,
+}
+
+async fn register(auth: AuthSession, Json(f): Json<Form>) -> Result<HttpResponse, AuthRejection> {
+    auth.register(&f.email, &f.password).await?;
+    Ok(HttpResponse::Created().finish())
+}
+
+async fn login(auth: AuthSession, Json(f): Json<Form>) -> Result<HttpResponse, AuthRejection> {
+    auth.login(&f.email, &f.password).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn logout(auth: AuthSession) -> Result<HttpResponse, AuthRejection> {
+    auth.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The handler gets the app's own `User`, read once with the session.
+async fn me(CurrentUser(user): CurrentUser<User>) -> String {
+    format!("Hello, {} (user {})", user.email, user.id)
+}
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let env = |name, default: &str| std::env::var(name).unwrap_or(default.to_owned());
+    let db = SqlitePool::connect(&env("DATABASE_URL", "sqlite://app.db?mode=rwc")).await?;
+    query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
+    let auth = Auth::builder(Users(db)).build()?;
+    // One `App` per worker thread; `AuthMiddleware` is the last (outermost) `wrap`.
+    let server = HttpServer::new(move || {
+        App::new()
+            .service(web::resource("/me").wrap(from_fn(require_login)).get(me))
+            .route("/register", web::post().to(register))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .wrap(AuthMiddleware::new(auth.clone()))
+    })
+    .bind(env("APP_ADDR", "127.0.0.1:3000"))?;
+    eprintln!("listening on http://{}/", server.addrs()[0]);
+    Ok(server.run().await?)
+}
