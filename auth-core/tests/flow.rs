@@ -940,7 +940,7 @@ impl SessionStore for NoUserIndex {
     async fn create(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
         self.0.create(key, record).await
     }
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         self.0.load(key).await
     }
     async fn save(

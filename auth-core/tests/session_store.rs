@@ -191,7 +191,7 @@ impl SessionStore for LostUpdates {
         self.0.create(key, record).await
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         self.0.load(key).await
     }
 

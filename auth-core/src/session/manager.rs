@@ -172,7 +172,9 @@ pub struct NewSession {
 pub struct Session {
     id: SessionId,
     key: SessionKey,
-    record: SessionRecord,
+    /// Shared with the store's copy where the store holds one (memory):
+    /// loading a session copies nothing.
+    record: Arc<SessionRecord>,
     id_changed: bool,
 }
 
@@ -376,7 +378,7 @@ impl SessionManager {
                     return Ok(Session {
                         id,
                         key,
-                        record,
+                        record: Arc::new(record),
                         id_changed: true,
                     });
                 }
@@ -459,7 +461,7 @@ impl SessionManager {
         &self,
         id: SessionId,
         key: SessionKey,
-        record: SessionRecord,
+        record: Arc<SessionRecord>,
         now: Timestamp,
     ) -> Result<Option<Session>, SessionError> {
         let mut session = Session {
@@ -528,8 +530,9 @@ impl SessionManager {
                 .await?
             {
                 SaveOutcome::Saved => {
-                    session.record = next;
-                    session.record.version += 1;
+                    let mut next = next;
+                    next.version += 1;
+                    session.record = Arc::new(next);
                     return Ok(());
                 }
                 SaveOutcome::Conflict => {
@@ -575,8 +578,9 @@ impl SessionManager {
                 Ok(SaveOutcome::Saved) => {
                     session.id = new_id;
                     session.key = new_key;
-                    session.record = next;
-                    session.record.version += 1;
+                    let mut next = next;
+                    next.version += 1;
+                    session.record = Arc::new(next);
                     session.id_changed = true;
                     return Ok(());
                 }

@@ -21,7 +21,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: HashMap<SessionKey, SessionRecord>,
+    records: HashMap<SessionKey, Arc<SessionRecord>>,
     by_user: HashMap<String, HashSet<SessionKey>>,
 }
 
@@ -76,7 +76,7 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<&SessionRecord> {
+    fn live(&self, key: &SessionKey, now: Timestamp) -> Option<&Arc<SessionRecord>> {
         self.records.get(key).filter(|r| r.expires_at() > now)
     }
 
@@ -84,10 +84,10 @@ impl Inner {
         if let Some(user) = &record.user_id {
             self.by_user.entry(user.clone()).or_default().insert(key);
         }
-        self.records.insert(key, record);
+        self.records.insert(key, Arc::new(record));
     }
 
-    fn remove(&mut self, key: &SessionKey) -> Option<SessionRecord> {
+    fn remove(&mut self, key: &SessionKey) -> Option<Arc<SessionRecord>> {
         let record = self.records.remove(key)?;
         if let Some(user) = &record.user_id
             && let Some(keys) = self.by_user.get_mut(user)
@@ -145,9 +145,9 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let now = self.clock.now();
-        Ok(self.lock().live(key, now).cloned())
+        Ok(self.lock().live(key, now).map(Arc::clone))
     }
 
     async fn save(
@@ -223,7 +223,11 @@ impl SessionStore for MemoryStore {
             .get(user_id)
             .into_iter()
             .flatten()
-            .filter_map(|key| inner.live(key, now).map(|r| (*key, r.clone())))
+            .filter_map(|key| {
+                inner
+                    .live(key, now)
+                    .map(|r| (*key, SessionRecord::clone(r)))
+            })
             .collect())
     }
 

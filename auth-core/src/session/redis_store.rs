@@ -11,7 +11,7 @@
 //! targets a single Redis node (or a proxy), not Redis Cluster.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use redis::Script;
@@ -211,7 +211,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let (version, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(self.session_key(key))
             .arg("v")
@@ -219,7 +219,7 @@ impl SessionStore for RedisStore {
             .query_async(&mut self.conn.clone())
             .await?;
         match (version, json) {
-            (Some(version), Some(json)) => decode(&version, &json).map(Some),
+            (Some(version), Some(json)) => decode(&version, &json).map(|r| Some(Arc::new(r))),
             _ => Ok(None),
         }
     }

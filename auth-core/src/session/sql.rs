@@ -233,7 +233,7 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+            async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
                 // The read of every authenticated request: inline when the
                 // store is a SQLite file (`sqlite_inline`).
                 #[cfg(feature = "sqlite")]
@@ -246,14 +246,14 @@ macro_rules! sql_store {
                         )
                         .optional()
                 }) {
-                    return row.map(|(v, json)| decode(v, &json)).transpose();
+                    return row.map(|(v, json)| decode(v, &json).map(Arc::new)).transpose();
                 }
                 let row = sqlx::query($queries.load)
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|row| decode(row.try_get("version")?, row.try_get("record")?))
+                row.map(|row| decode(row.try_get("version")?, row.try_get("record")?).map(Arc::new))
                     .transpose()
             }
 

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -40,8 +41,10 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// Stores a new record under `key` (its `version` as given).
     async fn create(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError>;
 
-    /// The live record under `key`, if any.
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError>;
+    /// The live record under `key`, if any. Shared: a store that holds
+    /// records in memory hands out the one it holds, without a copy (this
+    /// is every authenticated request's read).
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError>;
 
     /// Compare-and-set write of `record` (whose `version` is ignored; the
     /// store writes `expected_version + 1`).

@@ -134,8 +134,8 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
         self.put(key, record).await
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        self.get(key).await
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        Ok(self.get(key).await?.map(Arc::new))
     }
 
     async fn save(

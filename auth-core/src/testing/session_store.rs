@@ -192,7 +192,7 @@ pub async fn round_trip(store: Arc<dyn SessionStore>, _caps: SessionStoreCaps) {
     let user = unique("u");
     let rec = record(Some(&user), HOUR);
     store.create(&key, &rec).await.unwrap();
-    assert_eq!(store.load(&key).await.unwrap(), Some(rec));
+    assert_eq!(store.load(&key).await.unwrap(), Some(Arc::new(rec)));
     assert_eq!(store.load(&new_key()).await.unwrap(), None);
 }
 
@@ -231,12 +231,12 @@ pub async fn create_never_overwrites(store: Arc<dyn SessionStore>, _caps: Sessio
         store.create(&key, &second).await,
         Err(StoreError::Collision)
     ));
-    assert_eq!(store.load(&key).await.unwrap(), Some(first));
+    assert_eq!(store.load(&key).await.unwrap(), Some(Arc::new(first)));
     // An expired record does not block its key.
     let stale = new_key();
     store.create(&stale, &expired_record(None)).await.unwrap();
     store.create(&stale, &second).await.unwrap();
-    assert_eq!(store.load(&stale).await.unwrap(), Some(second));
+    assert_eq!(store.load(&stale).await.unwrap(), Some(Arc::new(second)));
 }
 
 /// `save` writes only over the version it read, and bumps it: a writer
@@ -451,7 +451,7 @@ pub async fn list_by_user(store: Arc<dyn SessionStore>, caps: SessionStoreCaps) 
     assert_eq!(listed, expected);
     // A save that changes the user moves the session between users.
     let carol = unique("carol");
-    let mut moved = store.load(&a1).await.unwrap().unwrap();
+    let mut moved = SessionRecord::clone(&store.load(&a1).await.unwrap().unwrap());
     moved.user_id = Some(carol.clone());
     assert_eq!(
         store.save(&a1, &moved, 0).await.unwrap(),

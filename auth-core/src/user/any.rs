@@ -38,7 +38,7 @@ impl<U: AuthUser> ErasedUser for U {
 /// ([`downcast`](Self::downcast)). `Debug` shows the id and login only.
 #[derive(Clone)]
 pub struct AnyUser {
-    id: Arc<str>,
+    id: String,
     user: Arc<dyn ErasedUser>,
     type_name: &'static str,
 }
@@ -46,9 +46,14 @@ pub struct AnyUser {
 impl AnyUser {
     /// Wraps the app's user.
     pub fn new<U: AuthUser>(user: U) -> Self {
+        Self::shared(Arc::new(user))
+    }
+
+    /// Wraps the app's user, already shared.
+    pub fn shared<U: AuthUser>(user: Arc<U>) -> Self {
         Self {
-            id: Arc::from(user.id().to_string()),
-            user: Arc::new(user),
+            id: user.id().to_string(),
+            user,
             type_name: std::any::type_name::<U>(),
         }
     }
@@ -135,7 +140,7 @@ impl<S: UserStore> DynUsers for Erased<S> {
         let Ok(id) = id.parse() else {
             return Ok(None);
         };
-        Ok(self.0.find_by_id(&id).await?.map(AnyUser::new))
+        Ok(self.0.find_by_id_shared(&id).await?.map(AnyUser::shared))
     }
 
     async fn set_password_hash(
@@ -178,6 +183,13 @@ impl<S: UserStore> UserStore for Arc<S> {
         id: &<S::User as AuthUser>::Id,
     ) -> Result<Option<S::User>, UserStoreError> {
         (**self).find_by_id(id).await
+    }
+
+    async fn find_by_id_shared(
+        &self,
+        id: &<S::User as AuthUser>::Id,
+    ) -> Result<Option<Arc<S::User>>, UserStoreError> {
+        (**self).find_by_id_shared(id).await
     }
 
     async fn set_password_hash(

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{LoginName, NewUser, User, UserStore, UserStoreError};
 use crate::password::HashedPassword;
@@ -14,7 +14,7 @@ pub struct MemoryUserStore {
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
-    by_id: HashMap<String, User>,
+    by_id: HashMap<String, Arc<User>>,
     by_login: HashMap<String, String>,
 }
 
@@ -33,7 +33,7 @@ impl MemoryUserStore {
     fn with_user<T>(&self, id: &str, f: impl FnOnce(&mut User) -> T) -> Result<T, UserStoreError> {
         let mut inner = self.lock();
         let user = inner.by_id.get_mut(id).ok_or(UserStoreError::NotFound)?;
-        Ok(f(user))
+        Ok(f(Arc::make_mut(user)))
     }
 
     /// Replaces a user's hash unconditionally (tests and imports).
@@ -61,10 +61,14 @@ impl UserStore for MemoryUserStore {
             .by_login
             .get(login.normalized())
             .and_then(|id| inner.by_id.get(id))
-            .cloned())
+            .map(|user| User::clone(user)))
     }
 
     async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
+        Ok(self.lock().by_id.get(id).map(|user| User::clone(user)))
+    }
+
+    async fn find_by_id_shared(&self, id: &String) -> Result<Option<Arc<User>>, UserStoreError> {
         Ok(self.lock().by_id.get(id).cloned())
     }
 
@@ -77,7 +81,7 @@ impl UserStore for MemoryUserStore {
         let mut inner = self.lock();
         match inner.by_id.get_mut(id) {
             Some(user) if user.password_hash.as_str() == current => {
-                user.password_hash = HashedPassword::new(new);
+                Arc::make_mut(user).password_hash = HashedPassword::new(new);
                 Ok(true)
             }
             _ => Ok(false),
@@ -99,7 +103,7 @@ impl UserStore for MemoryUserStore {
             disabled: false,
         };
         inner.by_login.insert(user.login.clone(), user.id.clone());
-        inner.by_id.insert(user.id.clone(), user.clone());
+        inner.by_id.insert(user.id.clone(), Arc::new(user.clone()));
         Ok(user)
     }
 }

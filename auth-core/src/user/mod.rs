@@ -315,6 +315,18 @@ pub trait UserStore: Send + Sync + 'static {
         new: &str,
     ) -> impl Future<Output = Result<bool, UserStoreError>> + Send;
 
+    /// [`find_by_id`](Self::find_by_id), shared: what the toolkit calls on
+    /// every authenticated request. Stores that keep their users in memory
+    /// override it to hand out the value they hold without a copy; the
+    /// default wraps `find_by_id`'s answer.
+    fn find_by_id_shared(
+        &self,
+        id: &<Self::User as AuthUser>::Id,
+    ) -> impl Future<Output = Result<Option<std::sync::Arc<Self::User>>, UserStoreError>> + Send
+    {
+        async move { Ok(self.find_by_id(id).await?.map(std::sync::Arc::new)) }
+    }
+
     /// Creates a user, for apps that use the toolkit's registration;
     /// [`UserStoreError::LoginTaken`] when the name exists. The default
     /// answers [`UserStoreError::Unsupported`] (registration then answers

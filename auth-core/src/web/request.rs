@@ -293,14 +293,26 @@ impl RequestAuth {
     /// session). Asking for another type than the store's is a programming
     /// error: [`AuthError::Internal`] (500), logged with both type names.
     pub async fn current_user<U: AuthUser>(&self) -> Result<Arc<U>, AuthError> {
-        let user = self.user().await?;
-        user.downcast::<U>().ok_or_else(|| {
+        let wrong_type = |user: &AnyUser| {
             AuthError::internal(format!(
                 "CurrentUser<{}> asked for, but the user store yields {}",
                 std::any::type_name::<U>(),
                 user.type_name()
             ))
-        })
+        };
+        {
+            // The user read with the session: shared, not copied.
+            let slot = self.slot().await?;
+            let session = slot.session.as_ref().ok_or(AuthError::NotAuthenticated)?;
+            let id = session
+                .authenticated_user()
+                .ok_or(AuthError::NotAuthenticated)?;
+            if let Some(user) = slot.user.as_ref().filter(|u| u.id() == id) {
+                return user.downcast::<U>().ok_or_else(|| wrong_type(user));
+            }
+        }
+        let user = self.user().await?;
+        user.downcast::<U>().ok_or_else(|| wrong_type(&user))
     }
 
     /// The authenticated user as `U`, or `None` when there is none. Store
