@@ -302,9 +302,28 @@ mod tests {
             "revoked at once"
         );
 
+        // The account store: a TOTP enrolment written through sqlx is read
+        // inline at once, pending and then confirmed.
+        let accounts = crate::account::SqliteAccountStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap();
+        use crate::account::AccountStore;
+        assert!(accounts.totp(&user.id).await.unwrap().is_none());
+        assert!(accounts.set_pending_totp(&user.id, "sealed").await.unwrap());
+        let pending = accounts.totp(&user.id).await.unwrap().unwrap();
+        assert!(!pending.confirmed && pending.sealed_secret == "sealed");
+        assert!(
+            accounts
+                .confirm_totp(&user.id, "sealed", 7, &[])
+                .await
+                .unwrap()
+        );
+        let confirmed = accounts.totp(&user.id).await.unwrap().unwrap();
+        assert_eq!((confirmed.confirmed, confirmed.last_step), (true, Some(7)));
+
         // Every read above was answered inline: none fell back to sqlx
         // (which would hide a broken inline path from every other test).
-        for reader in [&sessions.inline, &users.inline] {
+        for reader in [&sessions.inline, &users.inline, &accounts.inline] {
             let reader = reader.reader.as_ref().unwrap();
             assert!(reader.hits.load(Ordering::Relaxed) > 0);
             assert_eq!(reader.declined.load(Ordering::Relaxed), 0);

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{AccountStore, StoredTotp};
+use crate::sqlite_inline::Inline;
 use crate::user::UserStoreError;
 
 /// `auth_totp` for (SQLite, PostgreSQL); the user store's schema 3 moves
@@ -136,6 +137,9 @@ macro_rules! sql_account_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            // Read only with the `sqlite` feature.
+            #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+            pub(crate) inline: Inline,
         }
 
         impl $name {
@@ -167,7 +171,10 @@ macro_rules! sql_account_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(Self { pool })
+                Ok(Self {
+                    inline: Inline::of(&pool).await,
+                    pool,
+                })
             }
 
             async fn affected(&self, query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>) -> Result<u64, UserStoreError> {
@@ -194,6 +201,23 @@ macro_rules! sql_account_store {
         #[async_trait]
         impl AccountStore for $name {
             async fn totp(&self, user: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+                // Read by pages that show the user's second factors (and by
+                // every login): inline when the store is a SQLite file.
+                #[cfg(feature = "sqlite")]
+                if let Some(found) = self.inline.read(|c| {
+                    use rusqlite::OptionalExtension;
+                    c.prepare_cached($queries.totp_get)?
+                        .query_row([user], |row| {
+                            Ok(StoredTotp {
+                                sealed_secret: row.get(0)?,
+                                confirmed: row.get(1)?,
+                                last_step: row.get(2)?,
+                            })
+                        })
+                        .optional()
+                }) {
+                    return Ok(found);
+                }
                 let row = sqlx::query($queries.totp_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
