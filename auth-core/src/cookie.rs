@@ -180,20 +180,46 @@ impl CookieConfig {
             .build()
     }
 
-    /// The session ID from the request's `Cookie` header lines (HTTP/2 may
-    /// split them). Only a cookie with exactly the configured name counts: a
-    /// same-name cookie without the `__Host-` prefix is ignored. When several
-    /// carry the name, the first one that is a well-formed ID wins, in header
-    /// order, which is deterministic. Malformed values are "no session".
-    pub fn session_id<'a>(&self, headers: impl IntoIterator<Item = &'a str>) -> Option<SessionId> {
+    /// The session IDs the request's `Cookie` header lines (HTTP/2 may
+    /// split them) carry under exactly the configured name, in header
+    /// order, at most [`MAX_SESSION_COOKIES`]. Names compare byte for byte
+    /// after trimming only SP and HTAB (RFC 6265): a same-name cookie
+    /// without the `__Host-` prefix, or one whose name starts with another
+    /// Unicode space (U+2000, U+00A0, ...), which any sibling subdomain
+    /// could set, is not the session cookie. Malformed values are skipped.
+    ///
+    /// The caller loads them in order and takes the first live one, so a
+    /// well-formed but dead duplicate planted before the real cookie
+    /// cannot shadow it.
+    pub fn session_ids<'h, I>(&self, headers: I) -> impl Iterator<Item = SessionId>
+    where
+        I: IntoIterator<Item = &'h str>,
+    {
         headers
             .into_iter()
             .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(name, _)| *name == self.name)
-            .find_map(|(_, value)| SessionId::parse(value.trim_matches('"')))
+            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+            .filter(|(name, _)| name.as_bytes() == self.name.as_bytes())
+            .filter_map(|(_, value)| {
+                let value = value.trim_matches([' ', '\t']);
+                let unquoted = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                SessionId::parse(unquoted)
+            })
+            .take(MAX_SESSION_COOKIES)
+    }
+
+    /// The first session ID of [`session_ids`](Self::session_ids).
+    pub fn session_id<'h>(&self, headers: impl IntoIterator<Item = &'h str>) -> Option<SessionId> {
+        self.session_ids(headers).next()
     }
 }
+
+/// How many session cookies of one request are looked up at most (each is
+/// a store read).
+pub const MAX_SESSION_COOKIES: usize = 4;
 
 #[cfg(test)]
 mod tests {
@@ -258,6 +284,46 @@ mod tests {
         // Case matters: "__host-session" is another cookie.
         let lower = format!("__host-session={}", other.encode());
         assert_eq!(config.session_id([lower.as_str()]), None);
+    }
+
+    /// `str::trim` would strip every Unicode space: a cookie named
+    /// U+2000 + `__Host-session` (no prefix, so any sibling subdomain can
+    /// set it) would be read as ours. Only SP and HTAB are trimmed.
+    #[test]
+    fn only_sp_and_htab_are_trimmed_around_the_name() {
+        let config = CookieConfig::default();
+        let id = SessionId::generate().unwrap();
+        for space in [
+            '\u{2000}', '\u{00a0}', '\u{3000}', '\u{feff}', '\u{200b}', '\u{85}',
+        ] {
+            let planted = format!("{space}__Host-session={}", id.encode());
+            assert_eq!(config.session_id([planted.as_str()]), None, "{space:?}");
+            let trailing = format!("__Host-session{space}={}", id.encode());
+            assert_eq!(config.session_id([trailing.as_str()]), None, "{space:?}");
+        }
+        for ok in [" ", "\t", "  \t "] {
+            let spaced = format!("x=1;{ok}__Host-session={}{ok}", id.encode());
+            assert_eq!(
+                config.session_id([spaced.as_str()]),
+                Some(id.clone()),
+                "{ok:?}"
+            );
+        }
+    }
+
+    /// Every well-formed candidate, in order, at most four: the caller
+    /// takes the first live one.
+    #[test]
+    fn every_candidate_is_offered_in_order_and_bounded() {
+        let config = CookieConfig::default();
+        let ids: Vec<SessionId> = (0..6).map(|_| SessionId::generate().unwrap()).collect();
+        let header = ids
+            .iter()
+            .map(|id| format!("__Host-session={}", id.encode()))
+            .collect::<Vec<_>>()
+            .join("; __Host-session=garbage; ");
+        let found: Vec<SessionId> = config.session_ids([header.as_str()]).collect();
+        assert_eq!(found, ids[..MAX_SESSION_COOKIES].to_vec());
     }
 
     #[test]

@@ -184,21 +184,24 @@ impl Auth {
     }
 
     /// Step 3: the session named by the `Cookie` header lines, if it is
-    /// live, with its user (read once for the security-stamp check and
-    /// the handler).
-    pub async fn load_session<'a>(
+    /// live, with its user (read once for the stamp check and the
+    /// handler). When several cookies carry the session name, the first
+    /// live one counts (a dead duplicate never shadows it).
+    pub async fn load_session<'a, I>(
         &self,
-        cookie_headers: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Option<(Session, Option<AnyUser>)>, AuthError> {
-        let Some(id) = self
-            .parts
-            .authenticator
-            .cookies()
-            .session_id(cookie_headers)
-        else {
-            return Ok(None);
-        };
-        self.parts.authenticator.load_session(id).await
+        cookie_headers: I,
+    ) -> Result<Option<(Session, Option<AnyUser>)>, AuthError>
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Send,
+    {
+        let authenticator = &self.parts.authenticator;
+        for id in authenticator.cookies().session_ids(cookie_headers) {
+            if let Some(found) = authenticator.load_session(id).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// Step 4: the `Set-Cookie` value for a session that got a new ID.

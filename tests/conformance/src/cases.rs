@@ -150,6 +150,42 @@ pub async fn an_unprefixed_cookie_is_ignored<F: HarnessFactory>() {
     assert_eq!(app.get("/api/me", Some(&lower)).await.status, 401);
 }
 
+/// A cookie whose name is the session cookie's behind a Unicode space
+/// (which a sibling subdomain can set, having no `__Host-` prefix) is not
+/// the session cookie.
+pub async fn a_unicode_space_before_the_name_is_not_the_session_cookie<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let cookie = app.login("alice").await;
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+    for space in ["\u{2000}", "\u{a0}", "\u{3000}"] {
+        let planted = format!("{space}{cookie}");
+        let r = app.get("/api/me", Some(&planted)).await;
+        assert_eq!(r.status, 401, "{space:?}");
+    }
+}
+
+/// A well-formed but dead session cookie sent before the live one (a
+/// planted duplicate) does not log the user out: the first live one counts.
+pub async fn a_dead_duplicate_does_not_shadow_the_live_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let dead = app.login("alice").await;
+    assert_eq!(
+        app.post_json("/api/logout", json!({}), Some(&dead))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(app.get("/api/me", Some(&dead)).await.status, 401);
+    let live = app.login("alice").await;
+    for both in [format!("{dead}; {live}"), format!("{live}; {dead}")] {
+        let r = app.get("/api/me", Some(&both)).await;
+        assert_eq!(r.status, 200, "{both}");
+        assert_eq!(r.json()["username"], "alice");
+    }
+}
+
 /// Garbage cookies are simply "no session".
 pub async fn garbage_cookies_get_401_never_5xx<F: HarnessFactory>() {
     let app = app::<F>();

@@ -345,6 +345,8 @@ macro_rules! conformance_suite {
             the_session_id_never_appears_in_a_body,
             me_needs_a_session,
             an_unprefixed_cookie_is_ignored,
+            a_unicode_space_before_the_name_is_not_the_session_cookie,
+            a_dead_duplicate_does_not_shadow_the_live_session,
             garbage_cookies_get_401_never_5xx,
             logout_clears_the_cookie_and_replay_fails,
             a_planted_session_id_dies_at_login,
