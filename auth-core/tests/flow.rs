@@ -1076,6 +1076,21 @@ async fn request_state_debug_reveals_no_session_id() {
     let debug = format!("{state:?}");
     assert!(!debug.contains(&id), "{debug}");
     assert!(debug.contains("REDACTED"), "{debug}");
+    // What the response gets: a new cookie after a rotation.
+    state.rotate().await.unwrap();
+    let finish = state.finish().await;
+    let new_id = finish
+        .set_cookie
+        .as_deref()
+        .unwrap()
+        .split(['=', ';'])
+        .nth(1)
+        .unwrap();
+    let debug = format!("{finish:?}");
+    assert!(
+        !debug.contains(new_id) && debug.contains("REDACTED"),
+        "{debug}"
+    );
 }
 
 /// Counts user reads; a login-name read waits while `gate` is held.

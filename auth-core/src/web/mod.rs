@@ -31,7 +31,9 @@ pub use request::{Finish, Guard, RequestAuth};
 
 /// A framework-neutral response the core decided on (a refusal, an error,
 /// a redirect); every adapter converts it the same way.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the status and header names only: a body can hold a TOTP
+/// secret or recovery codes, and a header a session-bound value.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
@@ -39,6 +41,20 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The body (JSON for errors, empty for redirects).
     pub body: String,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &names)
+            .field(
+                "body",
+                &format_args!("[{} bytes REDACTED]", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 impl Reply {
@@ -313,6 +329,23 @@ mod tests {
             assert_eq!(safe_next(bad), None, "{bad:?}");
         }
         assert_eq!(encode_query("/a?b=c&d"), "/a%3Fb%3Dc%26d");
+    }
+
+    #[test]
+    fn reply_debug_shows_no_body_and_no_header_value() {
+        let reply = Reply::json(200, r#"{"secret":"JBSWY3DPEHPK3PXP"}"#.to_owned())
+            .failing_with(&AuthError::Busy);
+        let printed = format!("{reply:?}");
+        assert!(!printed.contains("JBSWY3DPEHPK3PXP"), "{printed}");
+        assert!(
+            printed.contains("503") && printed.contains("retry-after"),
+            "{printed}"
+        );
+        let redirect = format!(
+            "{:?}",
+            Reply::redirect("/login?next=%2Fsecret-path".to_owned())
+        );
+        assert!(!redirect.contains("secret-path"), "{redirect}");
     }
 
     #[test]

@@ -58,12 +58,25 @@ pub enum Guard {
 }
 
 /// The headers the response needs once the handler has run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` never shows the cookie (it holds the session ID).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Finish {
     /// A `Set-Cookie` value (new session ID, or removal).
     pub set_cookie: Option<String>,
     /// Whether to add `Cache-Control: no-store`.
     pub no_store: bool,
+}
+
+impl std::fmt::Debug for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finish")
+            .field(
+                "set_cookie",
+                &self.set_cookie.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("no_store", &self.no_store)
+            .finish()
+    }
 }
 
 /// One request's auth state: built by the adapter's middleware
