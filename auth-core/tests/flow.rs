@@ -683,6 +683,41 @@ async fn sign_out_everywhere_and_disabling_end_sessions() {
     );
 }
 
+/// A login refused because hashing is busy (503) counts against nothing:
+/// not the account (twenty of them would lock it five times over) and not
+/// the client's IP budget. The hashing slot is reserved before the
+/// throttle counts.
+#[tokio::test]
+async fn a_login_refused_as_busy_never_counts_against_the_account() {
+    let passwords = PasswordService::builder()
+        .hasher(PasswordHasher::insecure_for_tests().unwrap())
+        .max_concurrent(1)
+        .queue_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let auth = Auth::builder(MemoryUserStore::new())
+        .clock(Arc::new(ManualClock::starting_now()))
+        .passwords(passwords.clone())
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let c = client("192.0.2.1");
+    flows.register("alice", &pw(PASSWORD), &c).await.unwrap();
+    let only_slot = passwords.reserve().await.unwrap();
+    for _ in 0..40 {
+        let err = flows
+            .login("alice", &pw("a wrong guess"), &c, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 503, "busy, not throttled");
+    }
+    drop(only_slot);
+    assert!(matches!(
+        flows.login("alice", &pw(PASSWORD), &c, None).await,
+        Ok(LoginOutcome::LoggedIn(_))
+    ));
+}
+
 /// The app changes a password in its own table (its own reset flow, an
 /// admin tool): every session made with the old hash ends at its next
 /// load, on the per-request path too, with no call into the toolkit.

@@ -2,7 +2,7 @@
 
 use super::{AuthError, Authenticator, Client, LoginOutcome, password_account};
 use crate::event::{AuthEventKind, FailureReason};
-use crate::password::{HashedPassword, Password, PasswordError, Verification};
+use crate::password::{HashSlot, HashedPassword, Password, PasswordError, Verification};
 use crate::session::{AuthState, Factor, NewSession, Session, SessionRecord};
 use crate::user::{AnyUser, LoginName, NewUser, UserStoreError};
 
@@ -71,19 +71,20 @@ impl Authenticator {
     /// written.
     async fn check_password(
         &self,
+        slot: HashSlot,
         user: Option<&AnyUser>,
         password: &Password,
     ) -> Result<Option<String>, AuthError> {
         let passwords = &self.inner.passwords;
         let Some(user) = user else {
-            return match passwords.verify_dummy(password).await {
+            return match slot.verify_dummy(password).await {
                 // Oversized input: refused before hashing on every path.
                 Ok(_) | Err(PasswordError::TooLong) => Ok(None),
                 Err(other) => Err(other.into()),
             };
         };
         let stored = HashedPassword::new(user.password_hash());
-        let verification = match passwords.verify(password, &stored).await {
+        let verification = match slot.verify(password, &stored).await {
             Ok(verification) => verification,
             Err(PasswordError::TooLong) => Verification::Mismatch,
             Err(
@@ -106,7 +107,12 @@ impl Authenticator {
         if upgrade.is_none() {
             return Ok(Some(stored.as_str().to_owned()));
         }
-        let new = passwords.hash(password).await?;
+        let new = match passwords.hash(password).await {
+            Ok(new) => new,
+            // No slot for the upgrade now: a later login makes it.
+            Err(PasswordError::Busy) => return Ok(Some(stored.as_str().to_owned())),
+            Err(other) => return Err(other.into()),
+        };
         // Only if the hash is still the one just verified: a concurrent
         // password change wins.
         let replaced = self
@@ -143,6 +149,9 @@ impl Authenticator {
         // A malformed name is throttled and hashed like an unknown one.
         let name = LoginName::parse(login).ok();
         let account = name.as_ref().map_or("", LoginName::normalized);
+        // The hashing slot first: a login refused as busy (503) has not
+        // counted against the account.
+        let slot = self.inner.passwords.reserve().await?;
         self.throttle(account, client, None, Factor::Password)
             .await?;
         let user = match &name {
@@ -150,7 +159,7 @@ impl Authenticator {
             None => None,
         };
         let usable = user.as_ref().filter(|u| !u.is_disabled());
-        let checked = self.check_password(usable, password).await?;
+        let checked = self.check_password(slot, usable, password).await?;
         let (Some(user), Some(hash)) = (usable, checked) else {
             let reason = match (&name, &user) {
                 (None, _) => FailureReason::InvalidLogin,
@@ -313,9 +322,10 @@ impl Authenticator {
         failure: AuthEventKind,
     ) -> Result<String, AuthError> {
         let account = password_account(user);
+        let slot = self.inner.passwords.reserve().await?;
         self.throttle(&account, client, Some(user.id()), Factor::Password)
             .await?;
-        match self.check_password(Some(user), password).await? {
+        match self.check_password(slot, Some(user), password).await? {
             Some(hash) => {
                 self.inner.throttle.record_success(&account).await?;
                 Ok(hash)

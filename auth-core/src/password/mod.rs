@@ -30,7 +30,7 @@ mod service;
 pub use error::{CryptoError, PasswordError};
 pub use hasher::{Argon2Params, PasswordHasher, PasswordHasherBuilder, Pepper};
 pub use policy::{PasswordPolicy, PasswordPolicyBuilder, PolicyContext, PolicyViolation};
-pub use service::{PasswordService, PasswordServiceBuilder};
+pub use service::{HashSlot, PasswordService, PasswordServiceBuilder};
 
 use std::fmt;
 

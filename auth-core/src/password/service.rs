@@ -247,37 +247,86 @@ impl PasswordService {
         hash: &HashedPassword,
     ) -> Result<Verification, PasswordError> {
         refuse_oversized(password)?;
-        let password = password.clone();
-        let hash = hash.clone();
-        self.run(move |hasher| hasher.verify(&password, &hash))
-            .await?
+        self.reserve().await?.verify(password, hash).await
     }
 
     /// Costs what a real verification costs and always answers
     /// [`Verification::Mismatch`]: for unknown or disabled users.
     pub async fn verify_dummy(&self, password: &Password) -> Result<Verification, PasswordError> {
         refuse_oversized(password)?;
-        let password = password.clone();
-        self.run(move |hasher| hasher.verify_dummy(&password))
-            .await?
+        self.reserve().await?.verify_dummy(password).await
     }
 
-    /// Runs `job` on a hashing thread once a slot is free, or fails with
-    /// `Busy` after the queue timeout. The slot is held by the job itself,
-    /// so the bound holds even when the caller's future is dropped.
-    async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
-    where
-        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let slot = tokio::time::timeout(
+    /// Waits for a hashing slot (at most the queue timeout, then
+    /// [`PasswordError::Busy`]) and holds it until the returned
+    /// [`HashSlot`] verifies or is dropped. The login flow reserves before
+    /// the throttle counts an attempt, so a login refused as busy never
+    /// counts against the account.
+    pub async fn reserve(&self) -> Result<HashSlot, PasswordError> {
+        let permit = tokio::time::timeout(
             self.inner.queue_timeout,
             Arc::clone(&self.inner.slots).acquire_owned(),
         )
         .await
         .map_err(|_| PasswordError::Busy)?
         .map_err(|_| PasswordError::Busy)?;
-        let hasher = self.inner.hasher.clone();
+        Ok(HashSlot {
+            service: self.clone(),
+            permit,
+        })
+    }
+
+    /// Runs `job` on a hashing thread once a slot is free, or fails with
+    /// `Busy` after the queue timeout.
+    async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
+    where
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.reserve().await?.run(job).await
+    }
+}
+
+/// A reserved hashing slot ([`PasswordService::reserve`]): one
+/// verification runs in it without waiting again.
+#[derive(Debug)]
+#[must_use = "a slot is held until it is used or dropped"]
+pub struct HashSlot {
+    service: PasswordService,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl HashSlot {
+    /// [`PasswordService::verify`] in this slot.
+    pub async fn verify(
+        self,
+        password: &Password,
+        hash: &HashedPassword,
+    ) -> Result<Verification, PasswordError> {
+        refuse_oversized(password)?;
+        let password = password.clone();
+        let hash = hash.clone();
+        self.run(move |hasher| hasher.verify(&password, &hash))
+            .await?
+    }
+
+    /// [`PasswordService::verify_dummy`] in this slot.
+    pub async fn verify_dummy(self, password: &Password) -> Result<Verification, PasswordError> {
+        refuse_oversized(password)?;
+        let password = password.clone();
+        self.run(move |hasher| hasher.verify_dummy(&password))
+            .await?
+    }
+
+    /// Runs `job` on a hashing thread. The slot is held by the job itself,
+    /// so the bound holds even when the caller's future is dropped.
+    async fn run<T, F>(self, job: F) -> Result<T, PasswordError>
+    where
+        F: FnOnce(&PasswordHasher) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Self { service, permit } = self;
+        let hasher = service.inner.hasher.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         let work: Job = Box::new(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&hasher)));
@@ -286,11 +335,12 @@ impl PasswordService {
                 tracing::error!("password hashing: a derivation panicked");
             }
             // The slot is free before the caller hears back.
-            drop(slot);
+            drop(permit);
             // The caller may have gone (a cancelled request): nothing to tell.
             let _ = done.send(outcome.map_err(|_| PasswordError::Task));
         });
-        self.inner
+        service
+            .inner
             .workers
             .jobs
             .send(work)
