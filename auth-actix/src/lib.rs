@@ -187,6 +187,15 @@ where
             {
                 headers.append(header::SET_COOKIE, cookie);
             }
+            // The handler's own value of a header wins.
+            for (name, value) in finish.security.iter() {
+                let name = HeaderName::from_static(name);
+                if !headers.contains_key(&name)
+                    && let Ok(value) = HeaderValue::from_str(value)
+                {
+                    headers.insert(name, value);
+                }
+            }
             Ok(response.map_into_left_body())
         })
     }

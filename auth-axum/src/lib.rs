@@ -162,6 +162,15 @@ fn finish(response: &mut Response, finish: Finish) {
     {
         headers.append(header::SET_COOKIE, cookie);
     }
+    // The handler's own value of a header wins.
+    for (name, value) in finish.security.iter() {
+        let name = HeaderName::from_static(name);
+        if !headers.contains_key(&name)
+            && let Ok(value) = HeaderValue::from_str(value)
+        {
+            headers.insert(name, value);
+        }
+    }
 }
 
 impl<S> Service<Request> for AuthService<S>

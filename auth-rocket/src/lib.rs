@@ -258,6 +258,12 @@ impl Fairing for AuthFairing {
                 if let Some(cookie) = finish.set_cookie {
                     response.adjoin_raw_header("Set-Cookie", cookie);
                 }
+                // The handler's own value of a header wins.
+                for (name, value) in finish.security.iter() {
+                    if !response.headers().contains(name) {
+                        response.set_raw_header(name, value.to_owned());
+                    }
+                }
             }
         }
     }

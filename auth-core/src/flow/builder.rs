@@ -15,7 +15,7 @@ use crate::password::{PasswordError, PasswordService};
 use crate::rate_limit::{MemoryThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies};
 use crate::session::{MemoryStore, SessionConfig, SessionManager, SessionStore};
 use crate::user::{DynUsers, UserStore, erase};
-use crate::web::Auth;
+use crate::web::{Auth, SecurityHeaders};
 
 /// A configuration [`AuthBuilder::build`] refuses.
 #[non_exhaustive]
@@ -74,6 +74,7 @@ pub struct AuthBuilder {
     csrf: CsrfGuard,
     tokens: Option<CsrfTokens>,
     login_page: String,
+    security: SecurityHeaders,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -107,6 +108,7 @@ impl Auth {
             csrf: CsrfGuard::default(),
             tokens: None,
             login_page: "/login".to_owned(),
+            security: SecurityHeaders::default(),
         }
     }
 }
@@ -229,6 +231,13 @@ impl AuthBuilder {
         self
     }
 
+    /// The browser security headers of every response (default:
+    /// [`SecurityHeaders::default`]: no sniffing, no referrer, no framing).
+    pub fn security_headers(mut self, headers: SecurityHeaders) -> Self {
+        self.security = headers;
+        self
+    }
+
     /// Builds the pipeline; cheap to clone afterwards.
     pub fn build(self) -> Result<Auth, BuildError> {
         let clock = self.clock;
@@ -276,6 +285,7 @@ impl AuthBuilder {
         };
         Ok(Auth::from_parts(
             authenticator,
+            self.security,
             self.proxies,
             self.csrf,
             self.tokens,

@@ -25,7 +25,10 @@ use crate::rate_limit::TrustedProxies;
 use crate::session::Session;
 use crate::user::AnyUser;
 
+mod headers;
 mod request;
+
+pub use headers::SecurityHeaders;
 
 pub use request::{Finish, Guard, RequestAuth};
 
@@ -109,6 +112,7 @@ pub struct Auth {
 #[derive(Debug)]
 struct Parts {
     authenticator: Authenticator,
+    security: SecurityHeaders,
     proxies: TrustedProxies,
     csrf: CsrfGuard,
     tokens: Option<Arc<CsrfTokens>>,
@@ -119,6 +123,7 @@ impl Auth {
     /// The pipeline, from the builder's parts.
     pub(crate) fn from_parts(
         authenticator: Authenticator,
+        security: SecurityHeaders,
         proxies: TrustedProxies,
         csrf: CsrfGuard,
         tokens: Option<CsrfTokens>,
@@ -127,6 +132,7 @@ impl Auth {
         Self {
             parts: Arc::new(Parts {
                 authenticator,
+                security,
                 proxies,
                 csrf,
                 tokens: tokens.map(Arc::new),
@@ -154,6 +160,11 @@ impl Auth {
             (Some(session), Some(token)) if tokens.verify(session.key(), token) => Ok(()),
             _ => Err(AuthError::CsrfToken),
         }
+    }
+
+    /// The security headers every response gets.
+    pub fn security_headers(&self) -> &SecurityHeaders {
+        &self.parts.security
     }
 
     /// The flows.

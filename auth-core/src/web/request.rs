@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{Auth, Reply};
+use super::{Auth, Reply, SecurityHeaders};
 use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::mfa::{Enrollment, RecoveryCodes};
 use crate::password::Password;
@@ -65,6 +65,9 @@ pub struct Finish {
     pub set_cookie: Option<String>,
     /// Whether to add `Cache-Control: no-store`.
     pub no_store: bool,
+    /// Browser security headers to add where the response does not set
+    /// them itself.
+    pub security: SecurityHeaders,
 }
 
 impl std::fmt::Debug for Finish {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Finish {
                 &self.set_cookie.as_ref().map(|_| "[REDACTED]"),
             )
             .field("no_store", &self.no_store)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -124,16 +128,16 @@ impl Auth {
         peer: Option<IpAddr>,
     ) -> Result<RequestAuth, Reply> {
         if let Err(rejection) = self.check_csrf(method, headers.clone()) {
-            return Err(Reply::json(403, super::csrf_error_body(&rejection)));
+            let refusal = Reply::json(403, super::csrf_error_body(&rejection));
+            return Err(self.with_security_headers(refusal));
         }
         let Some(peer) = peer else {
             tracing::error!(
                 "auth: the framework gave no client address; see the adapter's docs \
                  on serving with connection info"
             );
-            return Err(Reply::error(&AuthError::Internal(
-                "no client address".into(),
-            )));
+            let refusal = Reply::error(&AuthError::Internal("no client address".into()));
+            return Err(self.with_security_headers(refusal));
         };
         let client = self.client(peer, headers.clone());
         let cookies = headers
@@ -156,6 +160,16 @@ impl Auth {
 }
 
 impl Auth {
+    /// `reply` with the security headers it does not set itself.
+    fn with_security_headers(&self, mut reply: Reply) -> Reply {
+        for (name, value) in self.security_headers().iter() {
+            if !reply.headers.iter().any(|(n, _)| *n == name) {
+                reply.headers.push((name, value.to_owned()));
+            }
+        }
+        reply
+    }
+
     /// [`begin`](Self::begin) for adapters whose header values are bytes.
     /// `headers` yields the request's header lines; it is called more than
     /// once and must yield the same lines each time. When every value is
@@ -672,6 +686,7 @@ impl RequestAuth {
         Finish {
             no_store: Auth::no_store(slot.session.is_some(), set_cookie.is_some()),
             set_cookie,
+            security: self.auth.security_headers().clone(),
         }
     }
 

@@ -64,6 +64,7 @@ pub fn app(
         .service(protected("/api/mfa/totp/confirm").post(totp_confirm))
         .service(protected("/api/mfa/totp").delete(totp_disable))
         .service(resource("/").get(home))
+        .service(resource("/static/app.css").get(stylesheet))
         .service(resource("/login").get(login_page).post(login_form))
         .service(
             resource("/login/mfa")
@@ -137,6 +138,10 @@ async fn revoke_session(auth: AuthSession, id: web::Path<String>) -> HttpRespons
 
 async fn revoke_others(auth: AuthSession) -> HttpResponse {
     reply(h::revoke_others(&auth).await)
+}
+
+async fn stylesheet() -> HttpResponse {
+    reply(h::stylesheet())
 }
 
 async fn home(auth: AuthSession) -> HttpResponse {

@@ -57,6 +57,7 @@ pub fn app(auth: Auth) -> Router {
         .merge(api_recent)
         .merge(api_mfa)
         .route("/", get(home))
+        .route("/static/app.css", get(|| async { reply(h::stylesheet()) }))
         .route("/login", get(login_page).post(login_form))
         .route("/login/mfa", get(login_mfa_page).post(login_mfa_form))
         .route("/register", get(register_page).post(register_form))

@@ -69,6 +69,7 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         totp_confirm,
         totp_disable,
         home,
+        stylesheet,
         login_page,
         login_form,
         login_mfa_page,
@@ -257,6 +258,11 @@ async fn revoke_session(_login: RequireLogin, auth: AuthSession, id: String) -> 
 #[post("/api/sessions/revoke-others")]
 async fn revoke_others(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
     reply(h::revoke_others(&auth).await)
+}
+
+#[get("/static/app.css")]
+fn stylesheet() -> ReplyResponder {
+    reply(h::stylesheet())
 }
 
 #[get("/")]

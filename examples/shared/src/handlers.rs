@@ -83,6 +83,18 @@ pub fn not_found() -> Reply {
     Reply::json(404, error_json("not found"))
 }
 
+/// `GET /static/app.css`: the pages' stylesheet.
+pub fn stylesheet() -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "text/css; charset=utf-8".to_owned()),
+            ("cache-control", "public, max-age=3600".to_owned()),
+        ],
+        body: crate::STYLESHEET.to_owned(),
+    }
+}
+
 /// Known route, wrong method: JSON 405.
 pub fn method_not_allowed() -> Reply {
     Reply::json(405, error_json("method not allowed"))
@@ -705,7 +717,7 @@ pub async fn account_mfa_enroll(auth: &RequestAuth, form: Body<TokenForm>) -> Re
     // The SVG is made by the core from the URI: rectangles only, no text.
     let body = format!(
         r#"<p>Scan this code with your authenticator app, then enter the code it shows.</p>
-<div style="max-width:16rem">{qr}</div>
+<div class="qr">{qr}</div>
 <p>Or enter this key by hand: <code>{secret}</code></p>
 {form}"#,
         qr = enrollment.qr_svg(),

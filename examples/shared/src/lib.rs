@@ -12,6 +12,7 @@ use auth_core::mfa::MfaKeys;
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
 use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
+use auth_core::web::SecurityHeaders;
 use auth_core::{
     Auth, MemoryAccountStore, MemoryUserStore, PostgresAccountStore, PostgresUserStore,
     SqliteAccountStore, SqliteUserStore,
@@ -36,6 +37,24 @@ macro_rules! redacted_debug {
 }
 
 pub mod handlers;
+
+/// The pages' stylesheet, served at `/static/app.css` (no inline style:
+/// the pages' [`CONTENT_SECURITY_POLICY`] allows none).
+pub const STYLESHEET: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
+form{margin:1rem 0}label{display:block;margin:.5rem 0}input{padding:.3rem;width:100%}
+button{padding:.4rem 1rem}.error{color:#b00}nav a{margin-right:1rem}table{width:100%}.qr{max-width:16rem}
+";
+
+/// The demo's `Content-Security-Policy`: nothing but its own stylesheet,
+/// images from itself or inline data, forms to itself, no framing, no
+/// script at all.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The demo's security headers: the core's defaults with the strict
+/// [`CONTENT_SECURITY_POLICY`].
+pub fn security_headers() -> SecurityHeaders {
+    SecurityHeaders::new().content_security_policy(CONTENT_SECURITY_POLICY)
+}
 
 /// The demo's name, refused inside passwords.
 pub const APP_NAME: &str = "Auth Toolkit Demo";
@@ -126,6 +145,7 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         .mfa_keys(mfa_keys(settings)?)
         .trusted_proxies(settings.trusted_proxies.clone())
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
+        .security_headers(security_headers())
         .build()?)
 }
 
@@ -201,6 +221,7 @@ pub fn build_auth_in_memory(
         .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
         .trusted_proxies(trusted_proxies)
         .form_tokens(tokens)
+        .security_headers(security_headers())
         .build()
         .unwrap_or_else(|_| unreachable!("an account store is given"))
 }
@@ -359,9 +380,7 @@ pub mod pages {
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - {app}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}
-form{{margin:1rem 0}}label{{display:block;margin:.5rem 0}}input{{padding:.3rem;width:100%}}
-button{{padding:.4rem 1rem}}.error{{color:#b00}}nav a{{margin-right:1rem}}table{{width:100%}}</style>
+<link rel="stylesheet" href="/static/app.css">
 </head><body><nav><a href="/">Home</a><a href="/account">Account</a><a href="/login">Log in</a><a href="/register">Register</a></nav>
 <h1>{title}</h1>{body}</body></html>"#,
             title = escape(title),

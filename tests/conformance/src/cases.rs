@@ -958,3 +958,55 @@ pub async fn oversized_bodies_are_refused_with_413<F: HarnessFactory>() {
     // No attempt was counted against the account: the right password works.
     assert!(app.login("alice").await.starts_with("__Host-"));
 }
+
+/// Every response carries the browser security headers the core decides
+/// (no sniffing, no referrer, no framing); the pages a strict
+/// Content-Security-Policy (no script, no inline style) whose stylesheet is
+/// served; no HSTS over plain HTTP unless configured. Refusals made before
+/// any handler runs carry them too.
+pub async fn responses_carry_the_security_headers<F: HarnessFactory>() {
+    let app = app::<F>();
+    let page = app.get("/", None).await;
+    assert_eq!(page.status, 200);
+    let csp = page
+        .header("content-security-policy")
+        .expect("a CSP on pages");
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    let body = page.text();
+    assert!(!body.contains("<style") && !body.contains("style=") && !body.contains("<script"));
+    assert!(page.header("strict-transport-security").is_none());
+    let css = app.get("/static/app.css", None).await;
+    assert_eq!(css.status, 200);
+    assert!(
+        css.header("content-type")
+            .is_some_and(|t| t.starts_with("text/css"))
+    );
+    let api = app.get("/api/me", None).await;
+    assert_eq!(api.status, 401);
+    let refused = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "a", "password": "b"}))
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    for response in [&page, &css, &api, &refused] {
+        assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
+        let csp = response
+            .header("content-security-policy")
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    }
+}

@@ -347,6 +347,7 @@ macro_rules! conformance_suite {
             an_unprefixed_cookie_is_ignored,
             a_unicode_space_before_the_name_is_not_the_session_cookie,
             a_dead_duplicate_does_not_shadow_the_live_session,
+            responses_carry_the_security_headers,
             garbage_cookies_get_401_never_5xx,
             logout_clears_the_cookie_and_replay_fails,
             a_planted_session_id_dies_at_login,

@@ -1,0 +1,116 @@
+//! Browser security headers: decided here, applied by every adapter to
+//! every response (a header the app's handler already set is kept).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The security headers of every response.
+///
+/// Defaults, safe for any app: `X-Content-Type-Options: nosniff`,
+/// `Referrer-Policy: no-referrer` (no URL, and so no token in one, leaves
+/// through a link), and `Content-Security-Policy: frame-ancestors 'none'`
+/// (no framing: clickjacking) with no other directive, so the app's own
+/// scripts and styles keep working. An app whose pages allow it sets a
+/// strict policy with [`content_security_policy`](Self::content_security_policy)
+/// (the demo does). `Strict-Transport-Security` only when configured
+/// ([`hsts`](Self::hsts)): the app must be served over HTTPS.
+#[derive(Debug, Clone)]
+pub struct SecurityHeaders {
+    headers: Arc<Vec<(&'static str, String)>>,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            headers: Arc::new(vec![
+                ("x-content-type-options", "nosniff".to_owned()),
+                ("referrer-policy", "no-referrer".to_owned()),
+                (
+                    "content-security-policy",
+                    "frame-ancestors 'none'".to_owned(),
+                ),
+            ]),
+        }
+    }
+}
+
+impl SecurityHeaders {
+    /// The defaults (see the type's docs).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set(mut self, name: &'static str, value: String) -> Self {
+        let headers = Arc::make_mut(&mut self.headers);
+        headers.retain(|(n, _)| *n != name);
+        headers.push((name, value));
+        self
+    }
+
+    /// The whole `Content-Security-Policy` (replacing the default
+    /// `frame-ancestors 'none'`; keep that directive in yours).
+    #[must_use]
+    pub fn content_security_policy(self, policy: impl Into<String>) -> Self {
+        self.set("content-security-policy", policy.into())
+    }
+
+    /// `Referrer-Policy` (default `no-referrer`).
+    #[must_use]
+    pub fn referrer_policy(self, policy: impl Into<String>) -> Self {
+        self.set("referrer-policy", policy.into())
+    }
+
+    /// `Strict-Transport-Security: max-age=...; includeSubDomains`: only
+    /// for an app served over HTTPS on every subdomain.
+    #[must_use]
+    pub fn hsts(self, max_age: Duration) -> Self {
+        let value = format!("max-age={}; includeSubDomains", max_age.as_secs());
+        self.set("strict-transport-security", value)
+    }
+
+    /// The headers, names in lower case.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+    }
+}
+
+impl PartialEq for SecurityHeaders {
+    fn eq(&self, other: &Self) -> bool {
+        self.headers == other.headers
+    }
+}
+
+impl Eq for SecurityHeaders {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_forbid_framing_and_sniffing_and_hsts_is_opt_in() {
+        let defaults: Vec<_> = SecurityHeaders::new().iter().collect();
+        assert!(defaults.contains(&("x-content-type-options", "nosniff")));
+        assert!(defaults.contains(&("content-security-policy", "frame-ancestors 'none'")));
+        assert!(defaults.contains(&("referrer-policy", "no-referrer")));
+        assert!(
+            !defaults
+                .iter()
+                .any(|(n, _)| *n == "strict-transport-security")
+        );
+        let configured = SecurityHeaders::new()
+            .hsts(Duration::from_secs(31_536_000))
+            .content_security_policy("default-src 'none'; frame-ancestors 'none'");
+        let csp: Vec<_> = configured
+            .iter()
+            .filter(|(n, _)| *n == "content-security-policy")
+            .collect();
+        assert_eq!(csp.len(), 1, "replaced, not added");
+        assert!(configured.iter().any(|h| h
+            == (
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains"
+            )));
+    }
+}
