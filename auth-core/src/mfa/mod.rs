@@ -15,7 +15,7 @@
 //!   key id in the stored form `v1.<kid>.<base64url>`), so a copy of the
 //!   database alone reveals no secret. One current key encrypts; older keys
 //!   still decrypt, so keys rotate.
-//! * [`RecoveryCodes`]: 10 codes of 80 bits each (`XXXX-XXXX-XXXX-XXXX`,
+//! * [`RecoveryCodes`]: 10 codes of 120 bits each (`XXXX-XXXX-XXXX-XXXX-XXXX-XXXX`,
 //!   base32), shown once, stored only as salted SHA-256 hashes, each
 //!   consumed atomically.
 //!

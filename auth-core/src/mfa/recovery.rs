@@ -12,17 +12,22 @@ use super::{MfaError, base32};
 
 /// How many codes a set holds.
 pub const RECOVERY_CODE_COUNT: usize = 10;
-/// Characters per code (16 base32 characters: 80 bits).
-const CODE_CHARS: usize = 16;
+/// Characters per code (24 base32 characters: 120 bits, above ASVS 5.0
+/// 6.5.2's 112).
+const CODE_CHARS: usize = 24;
+/// Codes issued before 120-bit codes (16 characters, 80 bits) keep
+/// working until the user's next set replaces them.
+const LEGACY_CODE_CHARS: usize = 16;
 /// Longest input looked at.
 const MAX_INPUT: usize = 64;
 
 /// A fresh set of recovery codes, to show the user once. Only their hashes
 /// ([`hashes`](Self::hashes)) are stored. `Debug` prints no code.
 ///
-/// Each code is 16 base32 characters (80 bits from the OS CSPRNG), shown
-/// as `XXXX-XXXX-XXXX-XXXX`; input is accepted in any case, with or without
-/// dashes and spaces. It serialises as `{"recovery_codes": [...]}`.
+/// Each code is 24 base32 characters (120 bits from the OS CSPRNG), shown
+/// in groups of four, `XXXX-XXXX-XXXX-XXXX-XXXX-XXXX`; input is accepted in
+/// any case, with or without dashes and spaces. It serialises as
+/// `{"recovery_codes": [...]}`.
 pub struct RecoveryCodes {
     codes: Vec<SecretString>,
     hashes: Vec<String>,
@@ -47,13 +52,11 @@ impl RecoveryCodes {
             if hashes.contains(&hash) {
                 continue;
             }
-            let shown = format!(
-                "{}-{}-{}-{}",
-                &raw[0..4],
-                &raw[4..8],
-                &raw[8..12],
-                &raw[12..16]
-            );
+            let groups: Vec<&str> = (0..CODE_CHARS)
+                .step_by(4)
+                .map(|start| &raw[start..start + 4])
+                .collect();
+            let shown = groups.join("-");
             codes.push(SecretString::from(shown));
             hashes.push(hash);
         }
@@ -96,7 +99,8 @@ impl Serialize for RecoveryCodes {
 }
 
 /// The canonical form of a typed recovery code: upper case, without dashes
-/// or spaces; `None` unless it is 16 base32 characters.
+/// or spaces; `None` unless it is 24 base32 characters (or 16, a code of an
+/// earlier, 80-bit set).
 pub fn normalize_recovery_code(input: &str) -> Option<Zeroizing<String>> {
     if input.len() > MAX_INPUT {
         return None;
@@ -108,12 +112,13 @@ pub fn normalize_recovery_code(input: &str) -> Option<Zeroizing<String>> {
             .map(|c| c.to_ascii_uppercase())
             .collect(),
     );
-    (code.len() == CODE_CHARS && code.bytes().all(|b| base32::value(b).is_some())).then_some(code)
+    let length_ok = code.len() == CODE_CHARS || code.len() == LEGACY_CODE_CHARS;
+    (length_ok && code.bytes().all(|b| base32::value(b).is_some())).then_some(code)
 }
 
 fn hash_normalized(user_id: &str, code: &str) -> String {
     // Salted with the user id: no hash is worth trying against another
-    // user, and 80-bit codes make a brute force of one hash out of reach.
+    // user, and 120-bit codes make a brute force of one hash out of reach.
     let digest = Sha256::new()
         .chain_update(b"auth-core recovery code v1\0")
         .chain_update((user_id.len() as u64).to_be_bytes())
@@ -140,8 +145,10 @@ mod tests {
         assert_eq!(set.len(), RECOVERY_CODE_COUNT);
         let codes = set.codes();
         for (code, hash) in codes.iter().zip(set.hashes()) {
-            assert_eq!(code.len(), 19);
-            assert_eq!(code.matches('-').count(), 3);
+            // 24 characters of 32 kinds: 120 bits (ASVS 5.0 6.5.2: 112).
+            assert_eq!(code.len(), 29);
+            assert_eq!(code.matches('-').count(), 5);
+            assert!(code.split('-').all(|group| group.len() == 4));
             assert_eq!(hash_recovery_code("u1", code).as_ref(), Some(hash));
             let sloppy = code.to_lowercase().replace('-', " ");
             assert_eq!(hash_recovery_code("u1", &sloppy).as_ref(), Some(hash));
@@ -160,6 +167,37 @@ mod tests {
         assert_eq!(json["recovery_codes"].as_array().unwrap().len(), 10);
     }
 
+    /// The generated characters are uniform over all 32 (a bias would cut
+    /// the entropy): 10,000 codes, each character near 1/32 of the total.
+    #[test]
+    fn every_character_is_drawn_uniformly() {
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..1_000 {
+            for code in RecoveryCodes::generate("u").unwrap().codes() {
+                for c in code.chars().filter(|c| *c != '-') {
+                    *counts.entry(c).or_insert(0u32) += 1;
+                }
+            }
+        }
+        assert_eq!(counts.len(), 32);
+        let total: u32 = counts.values().sum();
+        for (c, n) in counts {
+            let share = f64::from(n) / f64::from(total);
+            assert!((share - 1.0 / 32.0).abs() < 0.004, "{c}: {share}");
+        }
+    }
+
+    /// A code of an earlier, 80-bit set still works until it is replaced.
+    #[test]
+    fn a_legacy_sixteen_character_code_still_hashes() {
+        let legacy = "ABCD-EFGH-IJKL-MNOP";
+        assert!(hash_recovery_code("u1", legacy).is_some());
+        assert_eq!(
+            hash_recovery_code("u1", legacy),
+            hash_recovery_code("u1", "abcdefghijklmnop")
+        );
+    }
+
     #[test]
     fn malformed_input_is_not_a_code() {
         for bad in [
@@ -167,6 +205,8 @@ mod tests {
             "ABCD",
             "ABCD-EFGH-IJKL-MNO1",
             "ABCD-EFGH-IJKL-MNOPQ",
+            "ABCD-EFGH-IJKL-MNOP-QRST",
+            "ABCD-EFGH-IJKL-MNOP-QRST-UVW1",
             &"A".repeat(100),
         ] {
             assert!(hash_recovery_code("u1", bad).is_none(), "{bad:?}");

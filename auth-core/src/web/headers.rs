@@ -90,7 +90,8 @@ mod tests {
 
     #[test]
     fn defaults_forbid_framing_and_sniffing_and_hsts_is_opt_in() {
-        let defaults: Vec<_> = SecurityHeaders::new().iter().collect();
+        let headers = SecurityHeaders::new();
+        let defaults: Vec<_> = headers.iter().collect();
         assert!(defaults.contains(&("x-content-type-options", "nosniff")));
         assert!(defaults.contains(&("content-security-policy", "frame-ancestors 'none'")));
         assert!(defaults.contains(&("referrer-policy", "no-referrer")));
