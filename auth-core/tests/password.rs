@@ -579,6 +579,19 @@ mod pepper {
 mod bcrypt_legacy {
     use super::*;
 
+    /// A wrong password against a bcrypt hash costs one derivation, like
+    /// any other wrong password.
+    #[test]
+    fn a_wrong_password_costs_one_derivation() {
+        let hasher = PasswordHasher::default();
+        let before = hasher.kdf_invocations();
+        assert_eq!(
+            verify(&hasher, "not the password", A71),
+            Verification::Mismatch
+        );
+        assert_eq!(hasher.kdf_invocations() - before, 1);
+    }
+
     // Made by Python's `bcrypt` 5.0 (OpenBSD's code) at cost 4.
     const A71: &str = "$2b$04$KyC4JDIEWJxFrsaxboMTKuimQu/4ZonPTlrkoX3R8G.UiwptByocy";
     const A72: &str = "$2b$04$FsBuq2ymspr97d3frWu/6.DEpgwyWodBsvV64aOOQX0lDdV5X8vBu";
@@ -670,6 +683,18 @@ mod bcrypt_legacy {
 #[cfg(feature = "pbkdf2")]
 mod pbkdf2_legacy {
     use super::*;
+
+    /// A wrong password against a legacy hash costs one derivation (of
+    /// the legacy kind: its own cost, which only a re-hash at the next
+    /// login can change), like any other wrong password.
+    #[test]
+    fn a_wrong_password_costs_one_derivation() {
+        let hasher = PasswordHasher::default();
+        let django = "pbkdf2_sha256$870000$seasalt2$nxgnNHRsZWSmi4hRSKq2MRigfaRmjDhH1NH4g2sQRbU=";
+        let before = hasher.kdf_invocations();
+        assert_eq!(verify(&hasher, "letmein", django), Verification::Mismatch);
+        assert_eq!(hasher.kdf_invocations() - before, 1);
+    }
 
     #[test]
     fn django_format_verifies_and_is_flagged() {

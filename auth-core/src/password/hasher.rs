@@ -340,7 +340,30 @@ impl PasswordHasher {
     ///
     /// A bcrypt hash only covers 72 bytes: a longer password is a
     /// [`Verification::Mismatch`], never silently truncated.
+    ///
+    /// Every verification of an acceptable password costs at least one key
+    /// derivation: a stored hash that cannot be verified (malformed, over
+    /// the cost cap, an unknown algorithm or pepper key) still runs the
+    /// dummy derivation at the current parameters before its error, so
+    /// such an account answers a wrong password as slowly as any other.
     pub fn verify(
+        &self,
+        password: &Password,
+        hash: &HashedPassword,
+    ) -> Result<Verification, PasswordError> {
+        let result = self.verify_stored(password, hash);
+        if let Err(
+            PasswordError::MalformedHash
+            | PasswordError::UnsupportedAlgorithm
+            | PasswordError::UnknownPepperKey,
+        ) = result
+        {
+            self.verify_dummy(password)?;
+        }
+        result
+    }
+
+    fn verify_stored(
         &self,
         password: &Password,
         hash: &HashedPassword,
@@ -560,6 +583,73 @@ fn encode_argon2id(params: &Params, salt: &[u8], output: &[u8]) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every failed verification costs exactly one key derivation at the
+    /// current parameters, whatever the stored hash (Django's
+    /// `test_authentication_timing` counts the same way): a wrong password,
+    /// the unknown-user dummy, a malformed string, a hash over the cost
+    /// cap, an unsupported algorithm and an unknown pepper key.
+    #[test]
+    fn every_failed_verification_costs_exactly_one_derivation() {
+        let hasher = PasswordHasher::insecure_for_tests().unwrap();
+        let real = hasher.hash(&Password::from("the real passphrase")).unwrap();
+        let with_unknown_pepper = real.as_str().replacen("p=1", "p=1,keyid=azk", 1);
+        let over_the_cap = "$argon2id$v=19$m=4194304,t=64,p=1$c29tZXNhbHRzb21lc2FsdA$\
+            AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let wrong = Password::from("a wrong guess");
+        use PasswordError::{MalformedHash, UnknownPepperKey, UnsupportedAlgorithm};
+        let cases: Vec<(&str, String, Option<PasswordError>)> = vec![
+            ("wrong password", real.as_str().to_owned(), None),
+            (
+                "malformed",
+                "$argon2id$garbage".to_owned(),
+                Some(MalformedHash),
+            ),
+            ("not a hash", "plain text".to_owned(), Some(MalformedHash)),
+            ("empty", String::new(), Some(MalformedHash)),
+            (
+                "over the cost cap",
+                over_the_cap.to_owned(),
+                Some(MalformedHash),
+            ),
+            (
+                "unsupported",
+                "$5$rounds=5000$salt$hash".to_owned(),
+                Some(UnsupportedAlgorithm),
+            ),
+            (
+                "unknown pepper key",
+                with_unknown_pepper,
+                Some(UnknownPepperKey),
+            ),
+        ];
+        for (what, stored, error) in cases {
+            let before = hasher.kdf_invocations();
+            let answer = hasher.verify(&wrong, &HashedPassword::new(stored));
+            match error {
+                None => assert_eq!(answer.unwrap(), Verification::Mismatch, "{what}"),
+                Some(expected) => assert_eq!(
+                    std::mem::discriminant(&answer.unwrap_err()),
+                    std::mem::discriminant(&expected),
+                    "{what}"
+                ),
+            }
+            assert_eq!(hasher.kdf_invocations() - before, 1, "{what}");
+        }
+        let before = hasher.kdf_invocations();
+        hasher.verify_dummy(&wrong).unwrap();
+        assert_eq!(hasher.kdf_invocations() - before, 1, "unknown user");
+        // Oversized input is refused before any work, on every path alike.
+        let huge = Password::from("x".repeat(5000));
+        let before = hasher.kdf_invocations();
+        assert!(hasher.verify(&huge, &real).is_err());
+        assert!(
+            hasher
+                .verify(&huge, &HashedPassword::new("garbage"))
+                .is_err()
+        );
+        assert_eq!(hasher.kdf_invocations(), before);
+    }
 
     /// RFC 9106 section 5.3: the Argon2id known answer, run through the same
     /// `argon2_context` wiring (secret = pepper input) that `hash` and
