@@ -156,9 +156,11 @@ fn finish(response: &mut Response, finish: Finish) {
     if finish.no_store {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if let Some(cookie) = finish
-        .set_cookie
-        .and_then(|c| HeaderValue::from_str(&c).ok())
+    let cookies = [finish.set_cookie, finish.visitor_cookie];
+    for cookie in cookies
+        .into_iter()
+        .flatten()
+        .filter_map(|c| HeaderValue::from_str(&c).ok())
     {
         headers.append(header::SET_COOKIE, cookie);
     }

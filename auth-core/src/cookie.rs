@@ -195,26 +195,60 @@ impl CookieConfig {
     where
         I: IntoIterator<Item = &'h str>,
     {
-        headers
-            .into_iter()
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-            .filter(|(name, _)| name.as_bytes() == self.name.as_bytes())
-            .filter_map(|(_, value)| {
-                let value = value.trim_matches([' ', '\t']);
-                let unquoted = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(value);
-                SessionId::parse(unquoted)
-            })
-            .take(MAX_SESSION_COOKIES)
+        ids_named(headers, self.name.as_str()).take(MAX_SESSION_COOKIES)
+    }
+
+    /// The name of the visitor cookie: the session cookie's name and
+    /// `-csrf` (`__Host-session-csrf`). It binds the form tokens of a
+    /// visitor who has no session, so showing a form stores nothing on the
+    /// server.
+    pub fn visitor_name(&self) -> String {
+        format!("{}-csrf", self.name)
+    }
+
+    /// The `Set-Cookie` value of a new visitor cookie: the session
+    /// cookie's flags, `SameSite=Strict`, a browser-session cookie.
+    pub fn visitor_cookie(&self, id: &SessionId) -> String {
+        Cookie::build((self.visitor_name(), id.encode()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(CookieSameSite::Strict)
+            .path("/")
+            .build()
+            .to_string()
+    }
+
+    /// The visitor cookie's value in the request's `Cookie` header lines
+    /// (the first well-formed one; names compared as for the session).
+    pub fn visitor_id<'h>(&self, headers: impl IntoIterator<Item = &'h str>) -> Option<SessionId> {
+        ids_named(headers, &self.visitor_name()).next()
     }
 
     /// The first session ID of [`session_ids`](Self::session_ids).
     pub fn session_id<'h>(&self, headers: impl IntoIterator<Item = &'h str>) -> Option<SessionId> {
         self.session_ids(headers).next()
     }
+}
+
+/// The well-formed IDs under exactly `name` in `Cookie` header lines, in
+/// order (see [`CookieConfig::session_ids`] for the comparison rules).
+fn ids_named<'h, 'n, I>(headers: I, name: &'n str) -> impl Iterator<Item = SessionId>
+where
+    I: IntoIterator<Item = &'h str>,
+{
+    headers
+        .into_iter()
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+        .filter(move |(n, _)| n.as_bytes() == name.as_bytes())
+        .filter_map(|(_, value)| {
+            let value = value.trim_matches([' ', '\t']);
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            SessionId::parse(unquoted)
+        })
 }
 
 /// How many session cookies of one request are looked up at most (each is

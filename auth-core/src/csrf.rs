@@ -179,6 +179,10 @@ impl fmt::Debug for CsrfTokens {
 }
 
 const NONCE_LEN: usize = 16;
+/// The MAC's domain for session-bound tokens (the format of v1).
+const SESSION_DOMAIN: &[u8] = b"auth-core csrf v1";
+/// The MAC's domain for visitor-bound tokens.
+const VISITOR_DOMAIN: &[u8] = b"auth-core csrf visitor v1";
 const MAC_LEN: usize = 32;
 
 /// A CSRF key shorter than 32 bytes.
@@ -199,38 +203,59 @@ impl CsrfTokens {
         })
     }
 
-    fn mac(&self, nonce: &[u8], session: &SessionKey) -> Hmac<Sha256> {
+    fn mac(&self, domain: &[u8], nonce: &[u8], binding: &SessionKey) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose_secret())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(b"auth-core csrf v1");
+        mac.update(domain);
         mac.update(nonce);
-        mac.update(session.as_bytes());
+        mac.update(binding.as_bytes());
         mac
     }
 
     /// A token for a form shown to `session`.
     pub fn issue(&self, session: &SessionKey) -> String {
+        self.issue_in(SESSION_DOMAIN, session)
+    }
+
+    /// Whether `token` was issued for `session`.
+    pub fn verify(&self, session: &SessionKey, token: &str) -> bool {
+        self.verify_in(SESSION_DOMAIN, session, token)
+    }
+
+    /// A token for a form shown to a visitor without a session, bound to
+    /// the key of their visitor cookie's value (a signed double-submit
+    /// token: showing the form stores nothing on the server). It never
+    /// verifies as a session's token, nor the reverse.
+    pub fn issue_for_visitor(&self, visitor: &SessionKey) -> String {
+        self.issue_in(VISITOR_DOMAIN, visitor)
+    }
+
+    /// Whether `token` was issued for the visitor whose cookie has this key.
+    pub fn verify_for_visitor(&self, visitor: &SessionKey, token: &str) -> bool {
+        self.verify_in(VISITOR_DOMAIN, visitor, token)
+    }
+
+    fn issue_in(&self, domain: &[u8], binding: &SessionKey) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         // An RNG failure yields a token that never verifies, not a panic.
         if getrandom::fill(&mut nonce).is_err() {
             return String::new();
         }
-        let tag = self.mac(&nonce, session).finalize().into_bytes();
+        let tag = self.mac(domain, &nonce, binding).finalize().into_bytes();
         let mut raw = Vec::with_capacity(NONCE_LEN + MAC_LEN);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&tag);
         Base64UrlUnpadded::encode_string(&raw)
     }
 
-    /// Whether `token` was issued for `session`.
-    pub fn verify(&self, session: &SessionKey, token: &str) -> bool {
+    fn verify_in(&self, domain: &[u8], binding: &SessionKey, token: &str) -> bool {
         let mut raw = [0u8; NONCE_LEN + MAC_LEN];
         match Base64UrlUnpadded::decode(token.trim(), &mut raw) {
             Ok(decoded) if decoded.len() == NONCE_LEN + MAC_LEN => {}
             _ => return false,
         }
         let (nonce, tag) = raw.split_at(NONCE_LEN);
-        self.mac(nonce, session).verify_slice(tag).is_ok()
+        self.mac(domain, nonce, binding).verify_slice(tag).is_ok()
     }
 }
 
@@ -386,5 +411,21 @@ mod tests {
         assert!(!tokens.verify(&session, &String::from_utf8(flipped).unwrap()));
         assert!(CsrfTokens::new(vec![0u8; 31]).is_err());
         assert_eq!(format!("{tokens:?}"), "CsrfTokens([REDACTED])");
+    }
+
+    /// Visitor tokens are bound to the visitor cookie's key, and never
+    /// pass as a session's token (or the reverse), even for equal keys.
+    #[test]
+    fn visitor_tokens_are_bound_to_the_visitor_and_apart_from_sessions() {
+        let tokens = CsrfTokens::new(vec![9u8; 32]).unwrap();
+        let visitor = SessionId::generate().unwrap().key();
+        let other = SessionId::generate().unwrap().key();
+        let token = tokens.issue_for_visitor(&visitor);
+        assert!(tokens.verify_for_visitor(&visitor, &token));
+        assert!(!tokens.verify_for_visitor(&other, &token));
+        assert!(!tokens.verify(&visitor, &token), "not a session token");
+        let session_token = tokens.issue(&visitor);
+        assert!(!tokens.verify_for_visitor(&visitor, &session_token));
+        assert_ne!(token, tokens.issue_for_visitor(&visitor), "masked");
     }
 }

@@ -184,10 +184,13 @@ fn malformed_hashes_are_errors_not_panics() {
             assert!(!error.to_string().contains("c29tZXNhbHQ"));
         }
     }
+    // None of them was run (each is refused while parsed); each cost the
+    // one dummy derivation at the current parameters that any failed
+    // verification costs, so such an account is not told apart by timing.
     assert_eq!(
-        hasher.kdf_invocations(),
-        before,
-        "no malformed hash was run"
+        hasher.kdf_invocations() - before,
+        cases.len() as u64,
+        "one dummy derivation each, no malformed hash run"
     );
 }
 
@@ -656,11 +659,14 @@ mod bcrypt_legacy {
         let hasher = PasswordHasher::default();
         let expensive = A72.replacen("$04$", "$17$", 1);
         let before = hasher.kdf_invocations();
+        // Refused while parsed (cost 17 is never run); the one derivation
+        // is the dummy at the current parameters that every failed
+        // verification costs.
         assert!(matches!(
             hasher.verify(&Password::from("a"), &HashedPassword::new(expensive)),
             Err(PasswordError::MalformedHash)
         ));
-        assert_eq!(hasher.kdf_invocations(), before);
+        assert_eq!(hasher.kdf_invocations() - before, 1);
     }
 
     #[test]

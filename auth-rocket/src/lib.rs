@@ -255,7 +255,10 @@ impl Fairing for AuthFairing {
                 if finish.no_store {
                     response.set_raw_header("Cache-Control", "no-store");
                 }
-                if let Some(cookie) = finish.set_cookie {
+                for cookie in [finish.set_cookie, finish.visitor_cookie]
+                    .into_iter()
+                    .flatten()
+                {
                     response.adjoin_raw_header("Set-Cookie", cookie);
                 }
                 // The handler's own value of a header wins.

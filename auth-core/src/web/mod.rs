@@ -141,27 +141,6 @@ impl Auth {
         }
     }
 
-    /// A form token for `session`, if form tokens are configured.
-    pub fn issue_form_token(&self, session: &Session) -> Option<String> {
-        self.parts.tokens.as_ref().map(|t| t.issue(session.key()))
-    }
-
-    /// Checks a submitted form token against `session`. Passes when form
-    /// tokens are not configured.
-    pub fn verify_form_token(
-        &self,
-        session: Option<&Session>,
-        token: Option<&str>,
-    ) -> Result<(), AuthError> {
-        let Some(tokens) = &self.parts.tokens else {
-            return Ok(());
-        };
-        match (session, token) {
-            (Some(session), Some(token)) if tokens.verify(session.key(), token) => Ok(()),
-            _ => Err(AuthError::CsrfToken),
-        }
-    }
-
     /// The security headers every response gets.
     pub fn security_headers(&self) -> &SecurityHeaders {
         &self.parts.security

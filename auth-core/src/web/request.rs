@@ -16,7 +16,7 @@ use super::{Auth, Reply, SecurityHeaders};
 use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::mfa::{Enrollment, RecoveryCodes};
 use crate::password::Password;
-use crate::session::{Factor, Session, SessionHandle, SessionInfo};
+use crate::session::{Factor, Session, SessionHandle, SessionId, SessionInfo};
 use crate::user::{AnyUser, AuthUser};
 use std::sync::Arc;
 
@@ -36,6 +36,11 @@ struct Slot {
     /// changes in this request.
     user: Option<AnyUser>,
     action: CookieAction,
+    /// A visitor cookie to set (a form token was issued to a visitor
+    /// without one).
+    new_visitor: Option<SessionId>,
+    /// A form token was issued: the response must not be cached.
+    token_issued: bool,
 }
 
 impl Slot {
@@ -63,6 +68,9 @@ pub enum Guard {
 pub struct Finish {
     /// A `Set-Cookie` value (new session ID, or removal).
     pub set_cookie: Option<String>,
+    /// A second `Set-Cookie` value: a new visitor cookie (the binding of a
+    /// form token shown to a visitor without a session).
+    pub visitor_cookie: Option<String>,
     /// Whether to add `Cache-Control: no-store`.
     pub no_store: bool,
     /// Browser security headers to add where the response does not set
@@ -154,6 +162,8 @@ impl Auth {
                 session: None,
                 user: None,
                 action: CookieAction::None,
+                new_visitor: None,
+                token_issued: false,
             }),
         })
     }
@@ -607,17 +617,35 @@ impl RequestAuth {
             .await
     }
 
-    /// A CSRF token for an HTML form, bound to this request's session (an
-    /// anonymous session, and its cookie, are created when there is none;
-    /// that creation is paid from the client's throttle budget). `None`
+    /// A CSRF token for an HTML form: bound to this request's session, or,
+    /// for a visitor without one, to a random visitor cookie (set with the
+    /// response when the request has none). Showing a form stores nothing
+    /// on the server, so page views cannot fill the session store. `None`
     /// when form tokens are not configured.
     pub async fn form_token(&self) -> Result<Option<String>, AuthError> {
+        let Some(tokens) = &self.auth.parts.tokens else {
+            return Ok(None);
+        };
         let mut slot = self.slot().await?;
-        self.ensure_session(&mut slot).await?;
-        Ok(slot
-            .session
-            .as_ref()
-            .and_then(|s| self.auth.issue_form_token(s)))
+        slot.token_issued = true;
+        if let Some(session) = &slot.session {
+            return Ok(Some(tokens.issue(session.key())));
+        }
+        let visitor = match (self.visitor(), slot.new_visitor.clone()) {
+            (Some(visitor), _) | (None, Some(visitor)) => visitor,
+            (None, None) => {
+                let visitor = SessionId::generate().map_err(AuthError::internal)?;
+                slot.new_visitor = Some(visitor.clone());
+                visitor
+            }
+        };
+        Ok(Some(tokens.issue_for_visitor(&visitor.key())))
+    }
+
+    /// The visitor cookie of the request, if any.
+    fn visitor(&self) -> Option<SessionId> {
+        let cookies = self.auth.authenticator().cookies();
+        cookies.visitor_id(self.cookies.iter().map(String::as_str))
     }
 
     /// Creates an anonymous session (and sets its cookie) when the request
@@ -632,10 +660,29 @@ impl RequestAuth {
     }
 
     /// Checks a submitted form token ([`AuthError::CsrfToken`] when it is
-    /// missing or belongs to another session).
+    /// missing, or bound to neither this request's session nor its visitor
+    /// cookie). Passes when form tokens are not configured.
     pub async fn verify_form_token(&self, token: Option<&str>) -> Result<(), AuthError> {
+        let Some(tokens) = &self.auth.parts.tokens else {
+            return Ok(());
+        };
+        let token = token.ok_or(AuthError::CsrfToken)?;
         let slot = self.slot().await?;
-        self.auth.verify_form_token(slot.session.as_ref(), token)
+        let for_session = slot
+            .session
+            .as_ref()
+            .is_some_and(|session| tokens.verify(session.key(), token));
+        // A form shown before the login and sent after it still proves
+        // that it was read from this origin.
+        let for_visitor = || {
+            self.visitor()
+                .is_some_and(|visitor| tokens.verify_for_visitor(&visitor.key(), token))
+        };
+        if for_session || for_visitor() {
+            Ok(())
+        } else {
+            Err(AuthError::CsrfToken)
+        }
     }
 
     /// A typed value from the session's app data.
@@ -683,9 +730,12 @@ impl RequestAuth {
             }
             (CookieAction::None, _) => None,
         };
+        let cookies = self.auth.authenticator().cookies();
         Finish {
-            no_store: Auth::no_store(slot.session.is_some(), set_cookie.is_some()),
+            no_store: Auth::no_store(slot.session.is_some(), set_cookie.is_some())
+                || slot.token_issued,
             set_cookie,
+            visitor_cookie: slot.new_visitor.as_ref().map(|v| cookies.visitor_cookie(v)),
             security: self.auth.security_headers().clone(),
         }
     }

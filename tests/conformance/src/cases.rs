@@ -1010,3 +1010,46 @@ pub async fn responses_carry_the_security_headers<F: HarnessFactory>() {
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     }
 }
+
+/// Showing a form stores nothing on the server: the login and registration
+/// pages set no session cookie, only a visitor cookie (`__Host-`, Secure,
+/// HttpOnly, SameSite=Strict) that the form's token is bound to; a page
+/// view with that cookie sets nothing new. The token works only with its
+/// own visitor cookie.
+pub async fn form_pages_store_no_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    for page in ["/login", "/register"] {
+        let r = app.get(page, None).await;
+        assert_eq!(r.status, 200, "{page}");
+        assert!(r.session_cookie().is_none(), "{page}: no server session");
+        let (_, full) = r.visitor_cookie().expect("a visitor cookie");
+        let flags = attributes(&full);
+        for flag in ["secure", "httponly", "samesite=strict", "path=/"] {
+            assert!(flags.iter().any(|a| a == flag), "{page}: {full}");
+        }
+        assert!(!flags.iter().any(|a| a.starts_with("domain")), "{full}");
+        assert!(
+            r.header("cache-control")
+                .is_some_and(|c| c.contains("no-store")),
+            "a page with a token is not cached"
+        );
+    }
+    let (cookie, token) = app.form_token("/login").await;
+    let again = app.get("/login", Some(&cookie)).await;
+    assert!(again.visitor_cookie().is_none() && again.session_cookie().is_none());
+    let (other_cookie, _) = app.form_token("/login").await;
+    let credentials = format!(
+        "username=alice&password={}&csrf_token={token}",
+        PASSWORD.replace(' ', "+")
+    );
+    let r = app.post_form("/login", &credentials, None).await;
+    assert_eq!(r.status, 403, "the token without its visitor cookie");
+    let r = app
+        .post_form("/login", &credentials, Some(&other_cookie))
+        .await;
+    assert_eq!(r.status, 403, "another visitor's cookie");
+    let r = app.post_form("/login", &credentials, Some(&cookie)).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(r.session_cookie().is_some(), "the login makes the session");
+}

@@ -72,6 +72,20 @@ impl TestResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The visitor cookie (form tokens of visitors without a session) set
+    /// by this response: (`name=value`, full `Set-Cookie` value).
+    pub fn visitor_cookie(&self) -> Option<(String, String)> {
+        self.header_all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("__Host-session-csrf="))
+            .map(|c| {
+                (
+                    c.split(';').next().unwrap_or_default().to_owned(),
+                    c.to_owned(),
+                )
+            })
+    }
+
     /// The session cookie set by this response: (`name=value`, full
     /// `Set-Cookie` value).
     pub fn session_cookie(&self) -> Option<(String, String)> {
@@ -232,14 +246,18 @@ impl TestApp {
             .0
     }
 
-    /// Loads a form page and returns its session cookie (`name=value`) and
-    /// CSRF token.
+    /// Loads a form page as a visitor without a session and returns its
+    /// visitor cookie (`name=value`, what binds the token) and CSRF token.
     pub async fn form_token(&self, path: &str) -> (String, String) {
         let page = self.get(path, None).await;
         assert_eq!(page.status, 200, "GET {path}");
+        assert!(
+            page.session_cookie().is_none(),
+            "a form page stores no session"
+        );
         let cookie = page
-            .session_cookie()
-            .expect("the form page sets a session cookie")
+            .visitor_cookie()
+            .expect("the form page sets a visitor cookie")
             .0;
         let html = page.text();
         let token = html
@@ -348,6 +366,7 @@ macro_rules! conformance_suite {
             a_unicode_space_before_the_name_is_not_the_session_cookie,
             a_dead_duplicate_does_not_shadow_the_live_session,
             responses_carry_the_security_headers,
+            form_pages_store_no_session,
             garbage_cookies_get_401_never_5xx,
             logout_clears_the_cookie_and_replay_fails,
             a_planted_session_id_dies_at_login,
