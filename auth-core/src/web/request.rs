@@ -85,6 +85,10 @@ impl std::fmt::Debug for Finish {
                 "set_cookie",
                 &self.set_cookie.as_ref().map(|_| "[REDACTED]"),
             )
+            .field(
+                "visitor_cookie",
+                &self.visitor_cookie.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("no_store", &self.no_store)
             .field("security", &self.security)
             .finish()
