@@ -50,9 +50,27 @@ impl TrustedProxies {
                 .map_err(|_| InvalidProxy(entry.to_owned()))?;
             nets.push(net);
         }
-        Ok(Self {
+        let proxies = Self {
             nets,
             header: ForwardedHeader::default(),
+        };
+        if proxies.trusts_everyone() {
+            tracing::warn!(
+                "trusted proxies: the list covers every address (0.0.0.0/0, ::/0 or all of \
+                 global IPv6): any client can name any address in a forwarding header and \
+                 escape the per-IP login throttle; trust only your proxies' own addresses"
+            );
+        }
+        Ok(proxies)
+    }
+
+    /// Whether the list trusts every client: `0.0.0.0/0`, `::/0`, or all
+    /// of global IPv6 (`2000::/3` or wider). Any client could then name any
+    /// address in a forwarding header, so [`parse`](Self::parse) warns.
+    pub fn trusts_everyone(&self) -> bool {
+        self.nets.iter().any(|net| match net {
+            IpNet::V4(v4) => v4.prefix_len() == 0,
+            IpNet::V6(v6) => v6.prefix_len() <= 3,
         })
     }
 
@@ -287,6 +305,28 @@ mod tests {
         assert_ne!(IpBucket::of(ip("192.0.2.1")), IpBucket::of(ip("192.0.2.2")));
         let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
         assert!(proxies.contains(ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn lists_that_trust_the_whole_internet_are_recognised() {
+        for wide in ["0.0.0.0/0", "::/0", "127.0.0.1, 0.0.0.0/0", "2000::/3"] {
+            assert!(
+                TrustedProxies::parse(wide).unwrap().trusts_everyone(),
+                "{wide}"
+            );
+        }
+        for narrow in [
+            "",
+            "10.0.0.0/9",
+            "127.0.0.1, ::1",
+            "fd00::/17",
+            "192.168.0.0/16",
+        ] {
+            assert!(
+                !TrustedProxies::parse(narrow).unwrap().trusts_everyone(),
+                "{narrow}"
+            );
+        }
     }
 
     #[test]

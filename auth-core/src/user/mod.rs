@@ -117,13 +117,19 @@ pub fn normalize_login(name: &str) -> Result<String, LoginNameError> {
     Ok(normalized)
 }
 
-/// Invisible formatting characters (Unicode category Cf) that would make
-/// two names look alike: zero-width spaces and joiners, direction marks and
-/// overrides, word joiners, the BOM, soft hyphens.
+/// Characters that would make two names look alike: Unicode's
+/// Default_Ignorable_Code_Point set (zero-width spaces and joiners,
+/// direction marks and overrides, variation selectors, Hangul fillers,
+/// tags, soft hyphens, the BOM, ...), which PRECIS (RFC 8264, the
+/// UsernameCaseMapped profile of RFC 8265) disallows, plus the
+/// interlinear annotation characters.
 fn is_invisible_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}'
     )
 }
 
@@ -421,6 +427,29 @@ mod tests {
             normalize_login("alice\u{202e}"),
             Err(LoginNameError::Control)
         );
+        // Default-ignorable code points (PRECIS disallows them): lookalike
+        // accounts cannot be made with any of them.
+        for invisible in [
+            '\u{034F}',
+            '\u{115F}',
+            '\u{17B4}',
+            '\u{180B}',
+            '\u{3164}',
+            '\u{FE0F}',
+            '\u{FFA0}',
+            '\u{1BCA0}',
+            '\u{1D173}',
+            '\u{E0041}',
+            '\u{E0001}',
+        ] {
+            assert_eq!(
+                normalize_login(&format!("ali{invisible}ce")),
+                Err(LoginNameError::Control),
+                "{invisible:?}"
+            );
+        }
+        // Visible letters of other scripts stay welcome.
+        assert!(normalize_login("Łukasz").is_ok() && normalize_login("山田").is_ok());
         assert_eq!(
             normalize_login(&"a".repeat(255)),
             Err(LoginNameError::TooLong)
