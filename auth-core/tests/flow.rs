@@ -683,6 +683,68 @@ async fn sign_out_everywhere_and_disabling_end_sessions() {
     );
 }
 
+/// An app's store that also finds a user by an alias (or a looser
+/// collation): every name of one account spends one budget.
+struct AliasStore(Arc<MemoryUserStore>);
+
+impl UserStore for AliasStore {
+    type User = User;
+
+    async fn find_by_login(&self, login: &LoginName) -> Result<Option<User>, UserStoreError> {
+        let real = match login.normalized() {
+            "the-alias" => LoginName::parse("alice").unwrap(),
+            _ => login.clone(),
+        };
+        self.0.find_by_login(&real).await
+    }
+    async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
+        self.0.find_by_id(id).await
+    }
+    async fn set_password_hash(
+        &self,
+        id: &String,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.0.set_password_hash(id, current, new).await
+    }
+    async fn create(&self, user: NewUser) -> Result<User, UserStoreError> {
+        self.0.create(user).await
+    }
+}
+
+#[tokio::test]
+async fn every_name_of_an_account_spends_one_budget() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let h = harness_with(
+        AliasStore(memory.clone()),
+        memory,
+        ThrottleConfig::default(),
+    );
+    register(&h, "alice").await;
+    let attacker = client("198.51.100.7");
+    for _ in 0..5 {
+        let err = h
+            .auth
+            .login("alice", &pw("wrong guess one"), &attacker, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 401);
+    }
+    // The alias finds the same account: it is locked, not a fresh budget.
+    let err = h
+        .auth
+        .login(
+            "the-alias",
+            &pw("wrong guess two"),
+            &client("203.0.113.9"),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429, "{err:?}");
+}
+
 /// A login refused because hashing is busy (503) counts against nothing:
 /// not the account (twenty of them would lock it five times over) and not
 /// the client's IP budget. The hashing slot is reserved before the

@@ -343,10 +343,11 @@ impl Authenticator {
     }
 }
 
-/// The throttle account of a user's password: its normalised login name,
-/// the key a login attempt with that name counts against.
+/// The throttle account of a user's password: the user's id (no login
+/// name contains a control character, so it never collides with the name
+/// of an unknown account), whatever name the attempt used.
 fn password_account(user: &AnyUser) -> String {
-    crate::user::normalize_login(user.login()).unwrap_or_else(|_| format!("\u{1}id:{}", user.id()))
+    format!("\u{1}id:{}", user.id())
 }
 
 /// The throttle account of a user's second factor (see the module docs).

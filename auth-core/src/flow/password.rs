@@ -148,16 +148,22 @@ impl Authenticator {
     ) -> Result<LoginOutcome, AuthError> {
         // A malformed name is throttled and hashed like an unknown one.
         let name = LoginName::parse(login).ok();
-        let account = name.as_ref().map_or("", LoginName::normalized);
-        // The hashing slot first: a login refused as busy (503) has not
-        // counted against the account.
-        let slot = self.inner.passwords.reserve().await?;
-        self.throttle(account, client, None, Factor::Password)
-            .await?;
         let user = match &name {
             Some(name) => self.inner.users.find_by_login(name).await?,
             None => None,
         };
+        // The account found, whatever name found it (an alias, a looser
+        // collation in the app's store): one budget per account. A name
+        // that finds none is its own account.
+        let account = match &user {
+            Some(user) => password_account(user),
+            None => name.as_ref().map_or("", LoginName::normalized).to_owned(),
+        };
+        // The hashing slot before the throttle counts: a login refused as
+        // busy (503) has not counted against the account.
+        let slot = self.inner.passwords.reserve().await?;
+        self.throttle(&account, client, None, Factor::Password)
+            .await?;
         let usable = user.as_ref().filter(|u| !u.is_disabled());
         let checked = self.check_password(slot, usable, password).await?;
         let (Some(user), Some(hash)) = (usable, checked) else {
@@ -176,7 +182,7 @@ impl Authenticator {
             );
             return Err(AuthError::InvalidCredentials);
         };
-        self.inner.throttle.record_success(account).await?;
+        self.inner.throttle.record_success(&account).await?;
         let methods = self.inner.accounts.second_factors(user.id()).await?;
         let stamp = self
             .inner

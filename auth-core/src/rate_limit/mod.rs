@@ -4,7 +4,8 @@
 //! * Per client IP ([`IpBucket`]: an IPv4 address or an IPv6 /64): a GCRA
 //!   budget (crate `governor` in memory), by default a burst of 30 attempts
 //!   refilling one every 2 seconds. Every attempt counts.
-//! * Per account (the normalised login name, whether or not it exists):
+//! * Per account (the flows key it by the account a login name finds,
+//!   whatever name found it, and by the normalised name when it finds none):
 //!   consecutive attempts without a success, counted when admitted. After
 //!   the 5th, the account is locked with an exponential back-off (30 s,
 //!   60 s, ... up to 15 min); a success clears the count. At 100 it stays
