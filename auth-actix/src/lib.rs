@@ -99,12 +99,27 @@ type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {
     auth: Auth,
+    security: SecurityHeaderValues,
 }
+
+/// The core's security headers, converted to header values once (not per
+/// response).
+type SecurityHeaderValues = Arc<[(HeaderName, HeaderValue)]>;
 
 impl AuthMiddleware {
     /// The middleware for `auth`.
     pub fn new(auth: Auth) -> Self {
-        Self { auth }
+        let security = auth
+            .security_headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        Self { auth, security }
     }
 }
 
@@ -123,6 +138,7 @@ where
         ready(Ok(AuthMiddlewareService {
             service: Rc::new(service),
             auth: self.auth.clone(),
+            security: Arc::clone(&self.security),
         }))
     }
 }
@@ -132,6 +148,7 @@ where
 pub struct AuthMiddlewareService<S> {
     service: Rc<S>,
     auth: Auth,
+    security: SecurityHeaderValues,
 }
 
 /// A core [`Reply`] as an actix response.
@@ -159,6 +176,7 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
+        let security = Arc::clone(&self.security);
         let headers = request.headers();
         let begun = self.auth.begin_raw(
             request.method().as_str(),
@@ -189,13 +207,11 @@ where
             {
                 headers.append(header::SET_COOKIE, cookie);
             }
-            // The handler's own value of a header wins.
-            for (name, value) in finish.security.iter() {
-                let name = HeaderName::from_static(name);
-                if !headers.contains_key(&name)
-                    && let Ok(value) = HeaderValue::from_str(value)
-                {
-                    headers.insert(name, value);
+            // The handler's own value of a header wins (the core's
+            // `finish.security`, converted once by the middleware).
+            for (name, value) in security.iter() {
+                if !headers.contains_key(name) {
+                    headers.insert(name.clone(), value.clone());
                 }
             }
             Ok(response.map_into_left_body())

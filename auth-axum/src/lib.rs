@@ -90,12 +90,27 @@ use tower::{Layer, Service};
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Auth,
+    security: SecurityHeaderValues,
 }
+
+/// The core's security headers, converted to header values once (not per
+/// response).
+type SecurityHeaderValues = Arc<[(HeaderName, HeaderValue)]>;
 
 impl AuthLayer {
     /// The layer for `auth`.
     pub fn new(auth: Auth) -> Self {
-        Self { auth }
+        let security = auth
+            .security_headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_static(name),
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        Self { auth, security }
     }
 }
 
@@ -106,6 +121,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             auth: self.auth.clone(),
+            security: Arc::clone(&self.security),
         }
     }
 }
@@ -115,6 +131,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Auth,
+    security: SecurityHeaderValues,
 }
 
 /// A core [`Reply`] as an axum response.
@@ -149,9 +166,10 @@ fn peer(request: &Request) -> Option<SocketAddr> {
     peer
 }
 
-/// The end of the pipeline: the `Cache-Control` and `Set-Cookie` headers
-/// the core asked for.
-fn finish(response: &mut Response, finish: Finish) {
+/// The end of the pipeline: the `Cache-Control`, `Set-Cookie` and
+/// security headers the core asked for (`security` is `finish.security`,
+/// converted once by the layer).
+fn finish(response: &mut Response, finish: Finish, security: &[(HeaderName, HeaderValue)]) {
     let headers = response.headers_mut();
     if finish.no_store {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -165,12 +183,9 @@ fn finish(response: &mut Response, finish: Finish) {
         headers.append(header::SET_COOKIE, cookie);
     }
     // The handler's own value of a header wins.
-    for (name, value) in finish.security.iter() {
-        let name = HeaderName::from_static(name);
-        if !headers.contains_key(&name)
-            && let Ok(value) = HeaderValue::from_str(value)
-        {
-            headers.insert(name, value);
+    for (name, value) in security {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
 }
@@ -212,6 +227,7 @@ where
             state: FutureState::Inner {
                 future: self.inner.call(request),
                 auth: state,
+                security: Arc::clone(&self.security),
             },
         }
     }
@@ -231,7 +247,7 @@ pin_project! {
     #[project = StateProj]
     enum FutureState<F> {
         Refused { response: Option<Response> },
-        Inner { #[pin] future: F, auth: Arc<RequestAuth> },
+        Inner { #[pin] future: F, auth: Arc<RequestAuth>, security: SecurityHeaderValues },
         // Only when a task the handler spawned still holds the request's
         // auth state: wait for it.
         Finishing { future: Pin<Box<dyn Future<Output = Response> + Send>> },
@@ -264,18 +280,23 @@ where
                     this.state.set(FutureState::Done);
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Inner { future, auth } => {
+                StateProj::Inner {
+                    future,
+                    auth,
+                    security,
+                } => {
                     let Ok(mut response) = std::task::ready!(future.poll(cx));
                     if let Some(done) = auth.try_finish() {
-                        finish(&mut response, done);
+                        finish(&mut response, done, security);
                         this.state.set(FutureState::Done);
                         return Poll::Ready(Ok(response));
                     }
                     let auth = Arc::clone(auth);
+                    let security = Arc::clone(security);
                     this.state.set(FutureState::Finishing {
                         future: Box::pin(async move {
                             let done = auth.finish().await;
-                            finish(&mut response, done);
+                            finish(&mut response, done, &security);
                             response
                         }),
                     });
