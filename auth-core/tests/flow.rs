@@ -745,6 +745,215 @@ async fn every_name_of_an_account_spends_one_budget() {
     assert_eq!(err.status(), 429, "{err:?}");
 }
 
+/// Account state in memory where a TOTP confirmation (second factor on,
+/// epoch raised: what `confirm_totp` does before ending sessions) lands
+/// while a login reads the user's factors, once.
+#[derive(Debug)]
+struct ConfirmationRace {
+    inner: Arc<MemoryAccountStore>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl AccountStore for ConfirmationRace {
+    async fn totp(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::account::StoredTotp>, UserStoreError> {
+        self.inner.totp(user).await
+    }
+    async fn set_pending_totp(&self, user: &str, sealed: &str) -> Result<bool, UserStoreError> {
+        self.inner.set_pending_totp(user, sealed).await
+    }
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+        step: i64,
+        hashes: &[String],
+    ) -> Result<bool, UserStoreError> {
+        self.inner.confirm_totp(user, sealed, step, hashes).await
+    }
+    async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
+        self.inner.record_totp_step(user, step).await
+    }
+    async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
+        self.inner.remove_totp(user).await
+    }
+    async fn replace_recovery_codes(&self, user: &str, h: &[String]) -> Result<(), UserStoreError> {
+        self.inner.replace_recovery_codes(user, h).await
+    }
+    async fn consume_recovery_code(&self, user: &str, hash: &str) -> Result<bool, UserStoreError> {
+        self.inner.consume_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(&self, user: &str) -> Result<u64, UserStoreError> {
+        self.inner.recovery_codes_left(user).await
+    }
+    async fn epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        self.inner.epoch(user).await
+    }
+    async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        self.inner.raise_epoch(user).await
+    }
+    async fn second_factors(&self, user: &str) -> Result<Vec<Factor>, UserStoreError> {
+        let seen = self.inner.second_factors(user).await?;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // The confirmation commits now: after this read, before the
+            // login's session exists (its deletions find nothing to end).
+            assert!(self.inner.set_pending_totp(user, "sealed").await?);
+            assert!(self.inner.confirm_totp(user, "sealed", 1, &[]).await?);
+            self.inner.raise_epoch(user).await?;
+        }
+        Ok(seen)
+    }
+}
+
+/// A login racing the confirmation of a second factor never keeps a
+/// password-only session: the epoch moved while its session was made, so
+/// that session is ended and made again, MFA-pending.
+#[tokio::test]
+async fn a_login_racing_a_totp_confirmation_never_keeps_a_password_only_session() {
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts = Arc::new(ConfirmationRace {
+        inner: Arc::new(MemoryAccountStore::new()),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let auth = Auth::builder(users)
+        .clock(Arc::new(ManualClock::starting_now()))
+        .accounts(accounts.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let c = client("192.0.2.1");
+    flows.register("alice", &pw(PASSWORD), &c).await.unwrap();
+    accounts
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    match flows.login("alice", &pw(PASSWORD), &c, None).await.unwrap() {
+        LoginOutcome::MfaRequired { session, methods } => {
+            assert_eq!(methods, vec![Factor::Totp]);
+            assert!(session.authenticated_user().is_none());
+        }
+        LoginOutcome::LoggedIn(session) => {
+            panic!(
+                "a password-only session survived: {:?}",
+                session.auth_state()
+            )
+        }
+    }
+}
+
+/// A session store that cannot delete by user must say so: otherwise
+/// "sign out everywhere" would end nothing, silently. It fails instead.
+#[tokio::test]
+async fn a_store_that_cannot_revoke_by_user_without_saying_so_fails_closed() {
+    let store = Arc::new(NoUserIndex::new(false));
+    let users = Arc::new(MemoryUserStore::new());
+    let auth = Auth::builder(users)
+        .clock(Arc::new(ManualClock::starting_now()))
+        .sessions(store)
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let c = client("192.0.2.1");
+    flows.register("alice", &pw(PASSWORD), &c).await.unwrap();
+    let LoginOutcome::LoggedIn(mut session) =
+        flows.login("alice", &pw(PASSWORD), &c, None).await.unwrap()
+    else {
+        panic!("no second factor")
+    };
+    let err = flows
+        .sign_out_everywhere(&mut session, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 500);
+    // And a store that says so needs a persistent account store.
+    let honest = Auth::builder(MemoryUserStore::new())
+        .sessions(Arc::new(NoUserIndex::new(true)))
+        .build();
+    assert!(matches!(
+        honest,
+        Err(auth_core::BuildError::AccountStoreRequired)
+    ));
+}
+
+/// A visitor's form token (shown before a login) does not act for a
+/// logged-in session: on a shared browser, a form from before a login is
+/// not the logged-in user's. Without a login it works.
+#[tokio::test]
+async fn a_visitor_token_does_not_act_for_a_logged_in_session() {
+    let auth = Auth::builder(MemoryUserStore::new())
+        .clock(Arc::new(ManualClock::starting_now()))
+        .form_tokens(auth_core::csrf::CsrfTokens::new(vec![7u8; 32]).unwrap())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let peer = Some("192.0.2.1".parse().unwrap());
+    let host = ("host", "example.test");
+    let page = auth.begin("GET", [host], peer).unwrap();
+    let token = page.form_token().await.unwrap().unwrap();
+    let visitor = page.finish().await.visitor_cookie.unwrap();
+    let visitor = visitor.split(';').next().unwrap().to_owned();
+    let c = client("192.0.2.1");
+    auth.authenticator()
+        .register("alice", &pw(PASSWORD), &c)
+        .await
+        .unwrap();
+    let LoginOutcome::LoggedIn(session) = auth
+        .authenticator()
+        .login("alice", &pw(PASSWORD), &c, None)
+        .await
+        .unwrap()
+    else {
+        panic!("no second factor")
+    };
+    let session = auth.authenticator().session_cookie(&session);
+    let session = session.split(';').next().unwrap();
+    let both = format!("{session}; {visitor}");
+    let logged_in = auth
+        .begin("POST", [host, ("cookie", both.as_str())], peer)
+        .unwrap();
+    assert!(matches!(
+        logged_in.verify_form_token(Some(&token)).await,
+        Err(AuthError::CsrfToken)
+    ));
+    let anonymous = auth
+        .begin("POST", [host, ("cookie", visitor.as_str())], peer)
+        .unwrap();
+    anonymous.verify_form_token(Some(&token)).await.unwrap();
+}
+
+/// A user without a password (`password_hash` is "") is a wrong password
+/// like any other: one derivation, the same answer.
+#[tokio::test]
+async fn a_user_without_a_password_is_a_silent_mismatch() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    h.users
+        .force_password_hash(user.id(), HashedPassword::new(""))
+        .unwrap();
+    let before = h.auth.passwords().hasher().kdf_invocations();
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401);
+    assert_eq!(h.auth.passwords().hasher().kdf_invocations() - before, 1);
+    assert_eq!(h.events.last().reason, Some(FailureReason::WrongPassword));
+}
+
 /// A login refused because hashing is busy (503) counts against nothing:
 /// not the account (twenty of them would lock it five times over) and not
 /// the client's IP budget. The hashing slot is reserved before the
@@ -1029,8 +1238,21 @@ async fn step_up_kills_the_old_id_is_throttled_and_needs_every_factor() {
 /// through the session stamp (the password hash's fingerprint), and "sign
 /// out everywhere" through the account's epoch, which the stamp includes
 /// for such a store.
-#[derive(Debug, Default)]
-struct NoUserIndex(MemoryStore);
+/// `honest`: whether `revokes_by_user` says it cannot.
+#[derive(Debug)]
+struct NoUserIndex(MemoryStore, bool);
+
+impl NoUserIndex {
+    fn new(honest: bool) -> Self {
+        Self(MemoryStore::new(), honest)
+    }
+}
+
+impl Default for NoUserIndex {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
 
 #[async_trait]
 impl SessionStore for NoUserIndex {
@@ -1070,7 +1292,7 @@ impl SessionStore for NoUserIndex {
         self.0.delete_expired(now).await
     }
     fn revokes_by_user(&self) -> bool {
-        false
+        !self.1
     }
 }
 
@@ -1078,9 +1300,11 @@ impl SessionStore for NoUserIndex {
 async fn without_revoke_by_user_the_stamp_still_ends_other_sessions() {
     let users = Arc::new(MemoryUserStore::new());
     let store = Arc::new(NoUserIndex::default());
-    // The builder installs the stamp source; nothing to configure here.
+    // The builder installs the stamp source; the epoch it reads must
+    // persist, so the builder asks for an account store.
     let auth = Auth::builder(users.clone())
         .sessions(store.clone())
+        .accounts(Arc::new(MemoryAccountStore::new()))
         .build()
         .unwrap()
         .authenticator()

@@ -76,6 +76,11 @@ async fn no_secret_reaches_the_logs() {
     let final_cookie = session.id().encode();
     let final_stamp = session.record().security_stamp.clone().unwrap();
     assert_ne!(first_stamp, final_stamp, "the stamp follows the password");
+    // The toolkit's own state prints none of it either (its stamp cache
+    // is keyed by password hashes).
+    let state = format!("{auth:?}");
+    assert!(!state.contains(&first_stamp) && !state.contains(&final_stamp));
+    assert!(!state.contains("$argon2id$"), "{state}");
     let registered = user.downcast::<User>().unwrap();
     let stored = users.find_by_id(&registered.id).await.unwrap().unwrap();
     auth.logout(session, &c).await.unwrap();

@@ -8,13 +8,24 @@ use super::{AccountStore, StoredTotp};
 use crate::user::UserStoreError;
 
 /// Account state in process memory: the default, for tests and single
-/// processes whose users live in memory too.
-#[derive(Debug, Default)]
+/// processes whose users live in memory too. `Debug` shows counts only
+/// (the state holds recovery-code hashes and sealed secrets).
+#[derive(Default)]
 pub struct MemoryAccountStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for MemoryAccountStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryAccountStore")
+            .field("totp_enrolments", &inner.totp.len())
+            .field("recovery_code_sets", &inner.recovery.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     totp: HashMap<String, StoredTotp>,
     recovery: HashMap<String, Vec<String>>,
@@ -148,5 +159,31 @@ impl AccountStore for MemoryAccountStore {
         let epoch = inner.epochs.entry(user.to_owned()).or_insert(0);
         *epoch += 1;
         Ok(*epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_shows_no_hash() {
+        let store = MemoryAccountStore::new();
+        store
+            .set_pending_totp("u1", "sealed-secret-text")
+            .await
+            .unwrap();
+        store
+            .confirm_totp(
+                "u1",
+                "sealed-secret-text",
+                1,
+                &["recovery-hash-text".to_owned()],
+            )
+            .await
+            .unwrap();
+        let printed = format!("{store:?}");
+        assert!(!printed.contains("recovery-hash-text") && !printed.contains("sealed-secret"));
+        assert!(printed.contains("totp_enrolments: 1"), "{printed}");
     }
 }

@@ -24,11 +24,15 @@ pub enum BuildError {
     /// The default password service could not be built.
     #[error("password service: {0}")]
     Passwords(#[from] PasswordError),
-    /// MFA keys were given without an account store: second factors would
-    /// live in process memory and vanish at a restart, silently turning
-    /// two-factor logins off.
+    /// No account store was given where what it keeps must persist: with
+    /// MFA keys (second factors in process memory would vanish at a
+    /// restart, silently turning two-factor logins off), or with a session
+    /// store that cannot revoke by user (its sessions end through the
+    /// account's revocation epoch, which must survive a restart and be
+    /// shared by every instance).
     #[error(
-        "two-factor authentication needs a persistent account store: call .accounts(...) \
+        "this configuration needs a persistent account store (second factors, or revocation \
+         on a session store that cannot revoke by user): call .accounts(...) \
          (MemoryAccountStore::new() only for tests)"
     )]
     AccountStoreRequired,
@@ -241,14 +245,16 @@ impl AuthBuilder {
     /// Builds the pipeline; cheap to clone afterwards.
     pub fn build(self) -> Result<Auth, BuildError> {
         let clock = self.clock;
-        let accounts = match (self.accounts, &self.mfa_keys) {
-            (Some(accounts), _) => accounts,
-            (None, None) => Arc::new(MemoryAccountStore::new()),
-            (None, Some(_)) => return Err(BuildError::AccountStoreRequired),
-        };
         let store = self
             .sessions
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
+        let accounts = match self.accounts {
+            Some(accounts) => accounts,
+            None if self.mfa_keys.is_some() || !store.revokes_by_user() => {
+                return Err(BuildError::AccountStoreRequired);
+            }
+            None => Arc::new(MemoryAccountStore::new()),
+        };
         let stamps = Stamps::new(
             Arc::clone(&self.users),
             Arc::clone(&accounts),

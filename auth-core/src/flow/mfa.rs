@@ -21,7 +21,8 @@ enum CodeKind {
 }
 
 impl CodeKind {
-    /// A recovery code has 16 base32 characters; a TOTP code 6 to 8 digits.
+    /// A recovery code has 24 base32 characters (16 in earlier sets); a
+    /// TOTP code 6 to 8 digits.
     fn of(code: &str) -> Self {
         if normalize_recovery_code(code).is_some() {
             Self::Recovery

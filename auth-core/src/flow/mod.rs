@@ -5,12 +5,16 @@
 //! [`RequestAuth`](crate::web::RequestAuth)), which keeps the session and
 //! cookie of one request; this API is for other front ends and tests.
 //!
-//! Login: throttle check (IP and account) -> find the user -> verify the
-//! password (the dummy hash when the user is unknown or disabled, so every
-//! path costs one hash) -> on success, re-hash if flagged (compare-and-set
-//! on the old hash) -> an MFA-pending session if the user has a second
-//! factor, else a fresh, rotated, authenticated session. Unknown user, wrong
-//! password and disabled user give the caller the same error.
+//! Login: find the user -> reserve a hashing slot (busy: 503, nothing
+//! counted) -> throttle check (IP, and the account the name found, or the
+//! name when it found none) -> verify the password (the dummy hash when
+//! the user is unknown or disabled, so every path costs one hash) -> on
+//! success, re-hash if flagged (compare-and-set on the old hash) -> an
+//! MFA-pending session if the user has a second factor, else a fresh,
+//! rotated, authenticated session. Unknown user, wrong password and
+//! disabled user give the caller the same error. (With an app store that
+//! finds one account under several names, a locked account answers 429
+//! under each of them, which tells that those names share an account.)
 //!
 //! Second step ([`Authenticator::login_totp`], [`Authenticator::login_recovery`]):
 //! the session must be MFA-pending and not expired -> throttle (client IP,
@@ -150,8 +154,16 @@ pub(crate) struct Stamps {
 /// is recomputed, so an entry is never stale;
 /// the map holds hashes the app's store returned (never request input) and
 /// is emptied when it reaches [`Fingerprints::MAX`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Fingerprints(Mutex<HashMap<Box<str>, Fingerprint>>);
+
+/// The keys are password hashes: `Debug` shows how many, nothing else.
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.0.lock().map_or(0, |map| map.len());
+        write!(f, "Fingerprints({len} cached, [REDACTED])")
+    }
+}
 
 /// The epoch a fingerprint was made for, and the fingerprint.
 type Fingerprint = (u64, Arc<str>);

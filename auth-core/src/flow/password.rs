@@ -6,6 +6,9 @@ use crate::password::{HashSlot, HashedPassword, Password, PasswordError, Verific
 use crate::session::{AuthState, Factor, NewSession, Session, SessionRecord};
 use crate::user::{AnyUser, LoginName, NewUser, UserStoreError};
 
+/// Attempts to make a login's session while the account's epoch moves.
+const MAX_ENTER_ATTEMPTS: usize = 3;
+
 impl Authenticator {
     /// Creates an account: policy check (with the reason on refusal), hash,
     /// [`UserStore::create`](crate::UserStore::create). Does not log in.
@@ -83,6 +86,15 @@ impl Authenticator {
                 Err(other) => Err(other.into()),
             };
         };
+        if user.password_hash().is_empty() {
+            // A user without a password (`AuthUser::password_hash` is ""):
+            // a wrong password like any other, at the same cost, and no
+            // error log for every attempt.
+            return match slot.verify_dummy(password).await {
+                Ok(_) | Err(PasswordError::TooLong) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
+        }
         let stored = HashedPassword::new(user.password_hash());
         let verification = match slot.verify(password, &stored).await {
             Ok(verification) => verification,
@@ -183,34 +195,7 @@ impl Authenticator {
             return Err(AuthError::InvalidCredentials);
         };
         self.inner.throttle.record_success(&account).await?;
-        let methods = self.inner.accounts.second_factors(user.id()).await?;
-        let stamp = self
-            .inner
-            .stamps
-            .of(user, &hash)
-            .await
-            .map_err(AuthError::internal)?;
-        let now = self.now();
-        let pending_until = now.saturating_add(self.inner.sessions.config().mfa_pending_timeout());
-        let user_id = user.id().to_owned();
-        let pending = methods.clone();
-        let session = self
-            .enter(current, client, move |record| {
-                record.user_id = Some(user_id.clone());
-                record.security_stamp = Some(stamp.to_string());
-                record.auth = if pending.is_empty() {
-                    AuthState::Authenticated {
-                        factors: vec![Factor::Password],
-                        at: now,
-                    }
-                } else {
-                    AuthState::MfaPending {
-                        methods: pending.clone(),
-                        expires_at: pending_until,
-                    }
-                };
-            })
-            .await?;
+        let (session, methods) = self.enter_as(user, &hash, current, client).await?;
         let kind = if methods.is_empty() {
             AuthEventKind::LoginSucceeded
         } else {
@@ -227,6 +212,63 @@ impl Authenticator {
         } else {
             LoginOutcome::MfaRequired { session, methods }
         })
+    }
+
+    /// The session of a login that proved the password: MFA-pending when
+    /// the user has second factors, else authenticated.
+    ///
+    /// Sign out everywhere and factor changes raise the account's epoch
+    /// *before* they end sessions. A session made while one of them ran,
+    /// after its deletions, with factors read before it, is caught by the
+    /// epoch having moved: it is ended and made again, so a login racing
+    /// the confirmation of a second factor never keeps a password-only
+    /// session.
+    async fn enter_as(
+        &self,
+        user: &AnyUser,
+        hash: &str,
+        mut current: Option<&Session>,
+        client: &Client,
+    ) -> Result<(Session, Vec<Factor>), AuthError> {
+        let accounts = &self.inner.accounts;
+        for _ in 0..MAX_ENTER_ATTEMPTS {
+            let epoch = accounts.epoch(user.id()).await?;
+            let methods = accounts.second_factors(user.id()).await?;
+            let stamp = self
+                .inner
+                .stamps
+                .of(user, hash)
+                .await
+                .map_err(AuthError::internal)?;
+            let now = self.now();
+            let pending_until =
+                now.saturating_add(self.inner.sessions.config().mfa_pending_timeout());
+            let user_id = user.id().to_owned();
+            let pending = methods.clone();
+            let session = self
+                .enter(current.take(), client, move |record| {
+                    record.user_id = Some(user_id.clone());
+                    record.security_stamp = Some(stamp.to_string());
+                    record.auth = if pending.is_empty() {
+                        AuthState::Authenticated {
+                            factors: vec![Factor::Password],
+                            at: now,
+                        }
+                    } else {
+                        AuthState::MfaPending {
+                            methods: pending.clone(),
+                            expires_at: pending_until,
+                        }
+                    };
+                })
+                .await?;
+            if accounts.epoch(user.id()).await? == epoch {
+                return Ok((session, methods));
+            }
+            self.inner.sessions.destroy(session).await?;
+        }
+        // The account changed under every attempt: let the client retry.
+        Err(AuthError::Busy)
     }
 
     /// A fresh session in the new state. The request's session, if any, is

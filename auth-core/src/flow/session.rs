@@ -170,16 +170,12 @@ impl Authenticator {
     /// otherwise end at their next request). Returns how many ended.
     pub async fn sign_out_user(&self, user_id: &str) -> Result<u64, AuthError> {
         self.inner.accounts.raise_epoch(user_id).await?;
-        match self
+        let ended = self
             .inner
             .sessions
             .destroy_all_for_user(user_id, None)
-            .await
-        {
-            Ok(ended) => Ok(ended),
-            Err(SessionError::Store(StoreError::Unsupported)) => Ok(0),
-            Err(other) => Err(other.into()),
-        }
+            .await;
+        self.revoked(ended)
     }
 
     /// Raises the user's epoch and answers their new stamp: sessions that
@@ -212,10 +208,25 @@ impl Authenticator {
                 change(record);
             })
             .await?;
-        // Stores that cannot revoke by user rely on the stamp alone.
-        match sessions.destroy_all_for_user(user_id, Some(session)).await {
+        let ended = sessions.destroy_all_for_user(user_id, Some(session)).await;
+        self.revoked(ended)
+    }
+
+    /// The outcome of a revocation by user. A store that cannot revoke by
+    /// user relies on the epoch in the stamp, which the stamp holds only
+    /// when the store says so (`SessionStore::revokes_by_user`): one that
+    /// answers `Unsupported` without saying so would end nothing, so that
+    /// is an error, never a silent success.
+    fn revoked(&self, ended: Result<u64, SessionError>) -> Result<u64, AuthError> {
+        match ended {
             Ok(ended) => Ok(ended),
-            Err(SessionError::Store(StoreError::Unsupported)) => Ok(0),
+            Err(SessionError::Store(StoreError::Unsupported)) if self.inner.stamps.with_epoch => {
+                Ok(0)
+            }
+            Err(SessionError::Store(StoreError::Unsupported)) => Err(AuthError::internal(
+                "the session store cannot revoke by user but its revokes_by_user() says it can: \
+                 override it to return false",
+            )),
             Err(other) => Err(other.into()),
         }
     }

@@ -676,11 +676,18 @@ impl RequestAuth {
             .session
             .as_ref()
             .is_some_and(|session| tokens.verify(session.key(), token));
-        // A form shown before the login and sent after it still proves
-        // that it was read from this origin.
+        // A visitor's token counts only while no one is logged in: on a
+        // shared browser, a form from before a login does not act for the
+        // user who logged in.
+        let logged_in = slot
+            .session
+            .as_ref()
+            .is_some_and(|session| session.authenticated_user().is_some());
         let for_visitor = || {
-            self.visitor()
-                .is_some_and(|visitor| tokens.verify_for_visitor(&visitor.key(), token))
+            !logged_in
+                && self
+                    .visitor()
+                    .is_some_and(|visitor| tokens.verify_for_visitor(&visitor.key(), token))
         };
         if for_session || for_visitor() {
             Ok(())
