@@ -52,6 +52,8 @@ pub mod password;
 pub mod rate_limit;
 pub mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_migration;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sqlite_inline;
 #[cfg(feature = "testing")]
 pub mod testing;

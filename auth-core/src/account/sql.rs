@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{AccountStore, StoredTotp};
+use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 use crate::user::UserStoreError;
 
@@ -146,31 +147,16 @@ macro_rules! sql_account_store {
             /// Uses an existing pool (e.g. the session store's or the
             /// app's own), creating or migrating the account tables.
             pub async fn from_pool(pool: sqlx::Pool<$db>) -> Result<Self, UserStoreError> {
-                let q = &$queries;
-                let mut tx = pool.begin().await?;
-                if let Some(lock) = q.lock_migrations {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query(q.create_migrations).execute(&mut *tx).await?;
-                let current: i64 = sqlx::query_scalar(q.read_migration)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or(0);
-                if current > SCHEMA_VERSION {
-                    return Err(UserStoreError::Backend(
-                        "account schema is newer than this version of auth-core".into(),
-                    ));
-                }
-                if current < 1 {
-                    for statement in q.schema_v1 {
-                        sqlx::query(statement).execute(&mut *tx).await?;
+                let newer = UserStoreError::Backend(
+                    "account schema is newer than this version of auth-core".into(),
+                );
+                migrate!(pool, $queries, SCHEMA_VERSION, newer, |tx, current| {
+                    if current < 1 {
+                        for statement in $queries.schema_v1 {
+                            sqlx::query(statement).execute(&mut *tx).await?;
+                        }
                     }
-                }
-                sqlx::query(q.write_migration)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                });
                 Ok(Self {
                     inline: Inline::of(&pool).await,
                     pool,

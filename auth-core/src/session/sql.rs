@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 
 /// The SQL one backend needs; placeholders differ (`?1` vs `$1`).
@@ -162,31 +163,16 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> Result<(), StoreError> {
-                let q = &$queries;
-                let mut tx = self.pool.begin().await?;
-                if let Some(lock) = q.lock_migrations {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query(q.create_migrations).execute(&mut *tx).await?;
-                let current: Option<i64> = sqlx::query_scalar(q.read_migration)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let current = current.unwrap_or(0);
-                if current > SCHEMA_VERSION {
-                    return Err(StoreError::Backend(
-                        "session schema is newer than this version of auth-core".into(),
-                    ));
-                }
-                if current < 1 {
-                    for statement in q.schema_v1 {
-                        sqlx::query(*statement).execute(&mut *tx).await?;
+                let newer = StoreError::Backend(
+                    "session schema is newer than this version of auth-core".into(),
+                );
+                migrate!(self.pool, $queries, SCHEMA_VERSION, newer, |tx, current| {
+                    if current < 1 {
+                        for statement in $queries.schema_v1 {
+                            sqlx::query(*statement).execute(&mut *tx).await?;
+                        }
                     }
-                }
-                sqlx::query(q.write_migration)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                });
                 Ok(())
             }
 

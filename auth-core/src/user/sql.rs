@@ -12,6 +12,7 @@ use sqlx::Row;
 use super::{LoginName, NewUser, User, UserStore, UserStoreError, new_random_id};
 use crate::account::sql::TOTP_TABLE;
 use crate::password::HashedPassword;
+use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 
 struct Queries {
@@ -184,38 +185,23 @@ macro_rules! sql_user_store {
             /// Uses an existing pool (e.g. the session store's), creating or
             /// migrating the `auth_users` table.
             pub async fn from_pool(pool: sqlx::Pool<$db>) -> Result<Self, UserStoreError> {
-                let q = &$queries;
-                let mut tx = pool.begin().await?;
-                if let Some(lock) = q.lock_migrations {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query(q.create_migrations).execute(&mut *tx).await?;
-                let current: i64 = sqlx::query_scalar(q.read_migration)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or(0);
-                if current > SCHEMA_VERSION {
-                    return Err(UserStoreError::Backend(
-                        "user schema is newer than this version of auth-core".into(),
-                    ));
-                }
-                for (version, statements) in (1..).zip(q.schema) {
-                    if current >= version {
-                        continue;
+                let newer = UserStoreError::Backend(
+                    "user schema is newer than this version of auth-core".into(),
+                );
+                migrate!(pool, $queries, SCHEMA_VERSION, newer, |tx, current| {
+                    for (version, statements) in (1..).zip($queries.schema) {
+                        if current >= version {
+                            continue;
+                        }
+                        if version == 3 {
+                            // The account store's table, for the TOTP rows.
+                            sqlx::query($queries.totp_table).execute(&mut *tx).await?;
+                        }
+                        for statement in statements {
+                            sqlx::query(*statement).execute(&mut *tx).await?;
+                        }
                     }
-                    if version == 3 {
-                        // The account store's table, for the TOTP rows.
-                        sqlx::query(q.totp_table).execute(&mut *tx).await?;
-                    }
-                    for statement in statements {
-                        sqlx::query(*statement).execute(&mut *tx).await?;
-                    }
-                }
-                sqlx::query(q.write_migration)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                });
                 Ok(Self {
                     inline: Inline::of(&pool).await,
                     pool,
