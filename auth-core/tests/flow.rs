@@ -93,6 +93,14 @@ fn client(ip: &str) -> Client {
     }
 }
 
+/// Password hashing at the cheap test parameters.
+fn cheap_passwords() -> PasswordService {
+    PasswordService::builder()
+        .hasher(PasswordHasher::insecure_for_tests().unwrap())
+        .build()
+        .unwrap()
+}
+
 fn pw(s: &str) -> Password {
     Password::from(s)
 }
@@ -821,12 +829,7 @@ async fn a_login_racing_a_totp_confirmation_never_keeps_a_password_only_session(
     let auth = Auth::builder(users)
         .clock(Arc::new(ManualClock::starting_now()))
         .accounts(accounts.clone())
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
+        .passwords(cheap_passwords())
         .build()
         .unwrap();
     let flows = auth.authenticator();
@@ -891,12 +894,7 @@ async fn a_visitor_token_does_not_act_for_a_logged_in_session() {
     let auth = Auth::builder(MemoryUserStore::new())
         .clock(Arc::new(ManualClock::starting_now()))
         .form_tokens(auth_core::csrf::CsrfTokens::new(vec![7u8; 32]).unwrap())
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
+        .passwords(cheap_passwords())
         .build()
         .unwrap();
     let peer = Some("192.0.2.1".parse().unwrap());
