@@ -194,15 +194,13 @@ where
         request.extensions_mut().insert(Arc::clone(&state));
         Box::pin(async move {
             let mut response = service.call(request).await?;
-            let finish = state.finish().await;
+            let mut finish = state.finish().await;
             let headers = response.headers_mut();
             if finish.no_store {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
-            let cookies = [finish.set_cookie, finish.visitor_cookie];
-            for cookie in cookies
-                .into_iter()
-                .flatten()
+            for cookie in finish
+                .take_cookies()
                 .filter_map(|c| HeaderValue::from_str(&c).ok())
             {
                 headers.append(header::SET_COOKIE, cookie);

@@ -169,15 +169,13 @@ fn peer(request: &Request) -> Option<SocketAddr> {
 /// The end of the pipeline: the `Cache-Control`, `Set-Cookie` and
 /// security headers the core asked for (`security` is `finish.security`,
 /// converted once by the layer).
-fn finish(response: &mut Response, finish: Finish, security: &[(HeaderName, HeaderValue)]) {
+fn finish(response: &mut Response, mut finish: Finish, security: &[(HeaderName, HeaderValue)]) {
     let headers = response.headers_mut();
     if finish.no_store {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    let cookies = [finish.set_cookie, finish.visitor_cookie];
-    for cookie in cookies
-        .into_iter()
-        .flatten()
+    for cookie in finish
+        .take_cookies()
         .filter_map(|c| HeaderValue::from_str(&c).ok())
     {
         headers.append(header::SET_COOKIE, cookie);

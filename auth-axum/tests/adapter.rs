@@ -75,6 +75,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
             &Client {
                 ip: [192, 0, 2, 1].into(),
                 user_agent: None,
+                device: None,
             },
         )
         .await

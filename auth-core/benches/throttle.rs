@@ -10,14 +10,14 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use auth_core::clock::{Clock, ManualClock, SystemClock};
-use auth_core::rate_limit::{IpBucket, MemoryThrottle, ThrottleBackend, ThrottleConfig};
+use auth_core::rate_limit::{Attempt, MemoryThrottle, ThrottleBackend, ThrottleConfig};
 use criterion::{Criterion, criterion_group};
 
 /// `MemoryThrottle`'s futures never wait: poll once, with no runtime in the
@@ -33,8 +33,18 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn ip(n: u32) -> IpBucket {
-    IpBucket::of(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(n)).into())
+fn ip(n: u32) -> IpAddr {
+    Ipv4Addr::from(0x0a00_0000u32.wrapping_add(n)).into()
+}
+
+/// An attempt on `account` (an existing account's key, as the flows make
+/// it) from `ip`, without a device cookie.
+fn attempt(ip: IpAddr, account: &str) -> Attempt<'_> {
+    Attempt {
+        ip,
+        account,
+        device: None,
+    }
 }
 
 /// A budget that never runs out, so the timed path is "allowed".
@@ -46,6 +56,9 @@ fn unlimited() -> ThrottleConfig {
 }
 
 const KEYS: u32 = 1_000_000;
+
+/// An existing account's throttle key.
+const ALICE: &str = "\u{1}id:alice";
 
 fn throttle_benches(c: &mut Criterion) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -63,9 +76,9 @@ fn throttle_benches(c: &mut Criterion) {
     group.bench_function("check+success/1_key", |b| {
         b.iter(|| {
             let _ = black_box(
-                ready(one.check(black_box(key), black_box("alice"), clock.now())).unwrap(),
+                ready(one.check(&attempt(black_box(key), black_box(ALICE)), clock.now())).unwrap(),
             );
-            ready(one.record_success("alice")).unwrap();
+            ready(one.record_success(ALICE, None, clock.now())).unwrap();
         });
     });
 
@@ -80,17 +93,19 @@ fn throttle_benches(c: &mut Criterion) {
             ready(many.check_ip(black_box(ip(n)), clock.now())).unwrap()
         });
     });
-    let accounts: Vec<String> = (0..KEYS).map(|n| format!("user{n}")).collect();
+    let accounts: Vec<String> = (0..KEYS).map(|n| format!("\u{1}id:{n}")).collect();
     for (n, account) in (0..KEYS).zip(&accounts) {
-        let _ = ready(many.check(ip(n), account, clock.now()));
-        let _ = ready(many.record_success(account));
+        let _ = ready(many.check(&attempt(ip(n), account), clock.now()));
+        let _ = ready(many.record_success(account, None, clock.now()));
     }
     group.bench_function("check+success/1M_keys", |b| {
         b.iter(|| {
             n = (n + 7919) % KEYS;
             let account = &accounts[n as usize];
-            let _ = black_box(ready(many.check(black_box(ip(n)), account, clock.now())).unwrap());
-            ready(many.record_success(account)).unwrap();
+            let _ = black_box(
+                ready(many.check(&attempt(black_box(ip(n)), account), clock.now())).unwrap(),
+            );
+            ready(many.record_success(account, None, clock.now())).unwrap();
         });
     });
     group.finish();
@@ -104,8 +119,9 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |pages| (pages * 4096) as f64 / (1024.0 * 1024.0))
 }
 
-/// 1,000,000 distinct IPs (and, with `accounts`, as many account names)
-/// each make one attempt; then the keys go stale (the clock moves past the
+/// 1,000,000 distinct IPs (and, with `accounts`, as many login names that
+/// find no account: they share the throttle's buckets) each make one
+/// attempt; then the keys go stale (the clock moves past the
 /// failure memory) and the throttle cleans up.
 fn spray(accounts: bool) {
     let clock = Arc::new(ManualClock::starting_now());
@@ -118,7 +134,7 @@ fn spray(accounts: bool) {
             name.clear();
             name.push_str("spray");
             name.push_str(&n.to_string());
-            let _ = ready(throttle.check(ip(n), &name, clock.now()));
+            let _ = ready(throttle.check(&attempt(ip(n), &name), clock.now()));
         } else {
             let _ = ready(throttle.check_ip(ip(n), clock.now()));
         }
@@ -138,7 +154,7 @@ fn spray(accounts: bool) {
          ({:.0} ns/check, tracked ips/accounts {:?}) -> {cleaned:.1} MiB after clean-up \
          ({:.0} ms, tracked {:?})",
         if accounts {
-            "1M IPs + 1M accounts (check)"
+            "1M IPs + 1M unknown names (check)"
         } else {
             "1M IPs (check_ip)"
         },

@@ -195,7 +195,7 @@ impl CookieConfig {
     where
         I: IntoIterator<Item = &'h str>,
     {
-        ids_named(headers, self.name.as_str()).take(MAX_SESSION_COOKIES)
+        ids_named(headers, (self.name.as_str(), "")).take(MAX_SESSION_COOKIES)
     }
 
     /// The name of the visitor cookie: the session cookie's name and
@@ -203,7 +203,7 @@ impl CookieConfig {
     /// visitor who has no session, so showing a form stores nothing on the
     /// server.
     pub fn visitor_name(&self) -> String {
-        format!("{}-csrf", self.name)
+        format!("{}{VISITOR_SUFFIX}", self.name)
     }
 
     /// The `Set-Cookie` value of a new visitor cookie: the session
@@ -221,7 +221,36 @@ impl CookieConfig {
     /// The visitor cookie's value in the request's `Cookie` header lines
     /// (the first well-formed one; names compared as for the session).
     pub fn visitor_id<'h>(&self, headers: impl IntoIterator<Item = &'h str>) -> Option<SessionId> {
-        ids_named(headers, &self.visitor_name()).next()
+        ids_named(headers, (self.name.as_str(), VISITOR_SUFFIX)).next()
+    }
+
+    /// The name of the device cookie: the session cookie's name and
+    /// `-device` (`__Host-session-device`). A browser gets it at its first
+    /// successful login and keeps it; the throttle gives the attempts of a
+    /// device that completed a login to an account a budget of their own
+    /// (see [`rate_limit`](crate::rate_limit)).
+    pub fn device_name(&self) -> String {
+        format!("{}{DEVICE_SUFFIX}", self.name)
+    }
+
+    /// The `Set-Cookie` value of a new device cookie: the session cookie's
+    /// flags, `SameSite=Strict`, kept for `max_age`.
+    pub fn device_cookie(&self, id: &SessionId, max_age: Duration) -> String {
+        let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        Cookie::build((self.device_name(), id.encode()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(CookieSameSite::Strict)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(secs))
+            .build()
+            .to_string()
+    }
+
+    /// The device cookie's value in the request's `Cookie` header lines
+    /// (the first well-formed one; names compared as for the session).
+    pub fn device_id<'h>(&self, headers: impl IntoIterator<Item = &'h str>) -> Option<SessionId> {
+        ids_named(headers, (self.name.as_str(), DEVICE_SUFFIX)).next()
     }
 
     /// The first session ID of [`session_ids`](Self::session_ids).
@@ -230,9 +259,17 @@ impl CookieConfig {
     }
 }
 
-/// The well-formed IDs under exactly `name` in `Cookie` header lines, in
-/// order (see [`CookieConfig::session_ids`] for the comparison rules).
-fn ids_named<'h, 'n, I>(headers: I, name: &'n str) -> impl Iterator<Item = SessionId>
+const VISITOR_SUFFIX: &str = "-csrf";
+const DEVICE_SUFFIX: &str = "-device";
+
+/// The well-formed IDs under exactly the name `base` + `suffix` in `Cookie`
+/// header lines, in order (see [`CookieConfig::session_ids`] for the
+/// comparison rules). The name is never built, so looking costs no
+/// allocation.
+fn ids_named<'h, 'n, I>(
+    headers: I,
+    (base, suffix): (&'n str, &'n str),
+) -> impl Iterator<Item = SessionId>
 where
     I: IntoIterator<Item = &'h str>,
 {
@@ -240,7 +277,11 @@ where
         .into_iter()
         .flat_map(|header| header.split(';'))
         .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-        .filter(move |(n, _)| n.as_bytes() == name.as_bytes())
+        .filter(move |(n, _)| {
+            n.len() == base.len() + suffix.len()
+                && n.as_bytes().starts_with(base.as_bytes())
+                && n.as_bytes().ends_with(suffix.as_bytes())
+        })
         .filter_map(|(_, value)| {
             let value = value.trim_matches([' ', '\t']);
             let unquoted = value

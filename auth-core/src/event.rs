@@ -43,14 +43,18 @@ pub enum AuthEventKind {
     TotpEnrollmentStarted,
     /// A first valid code confirmed a TOTP enrolment: TOTP is on.
     TotpEnabled,
-    /// A confirmation code was wrong.
+    /// A TOTP enrolment was refused: a wrong confirmation code, or a wrong
+    /// password or code proving the account owner when it began.
     TotpEnableFailed,
     /// TOTP (and the recovery codes) were removed.
     TotpDisabled,
-    /// An attempt to remove TOTP failed (wrong code).
+    /// An attempt to remove TOTP failed (wrong password or code).
     TotpDisableFailed,
     /// A new set of recovery codes replaced the old one.
     RecoveryCodesRegenerated,
+    /// A request for new recovery codes was refused (wrong password or
+    /// code).
+    RecoveryCodesRegenerationFailed,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always

@@ -22,7 +22,7 @@
 //!
 //! // The framework-free API (adapters give each request a handle instead).
 //! let flows = auth.authenticator();
-//! let client = auth_core::flow::Client { ip: [127, 0, 0, 1].into(), user_agent: None };
+//! let client = auth_core::flow::Client::new([127, 0, 0, 1].into());
 //! let password = Password::from("correct horse battery staple");
 //! let alice = flows.register("Alice", &password, &client).await?;
 //! let outcome = flows.login("alice", &password, &client, None).await?;
@@ -61,7 +61,7 @@ pub mod user;
 pub mod web;
 
 pub use account::{AccountStore, MemoryAccountStore};
-pub use flow::{AuthBuilder, AuthError, Authenticator, BuildError, LoginOutcome};
+pub use flow::{AuthBuilder, AuthError, Authenticator, BuildError, FactorProof, LoginOutcome};
 pub use password::Password;
 pub use user::{
     AnyUser, AuthUser, LoginName, MemoryUserStore, NewUser, User, UserStore, UserStoreError,

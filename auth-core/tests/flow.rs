@@ -90,6 +90,7 @@ fn client(ip: &str) -> Client {
     Client {
         ip: ip.parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
+        device: None,
     }
 }
 
@@ -322,6 +323,48 @@ async fn a_second_factor_yields_only_a_pending_session() {
         Err(AuthError::NotAuthenticated)
     ));
     assert_eq!(h.events.last().kind, AuthEventKind::LoginMfaRequired);
+}
+
+/// The owner's ways back in after an attacker locked the account: a
+/// browser that logged in before passes the lock (its device cookie), and
+/// `unlock_account` (a completed password reset, an administrator) lifts it
+/// for everyone.
+#[tokio::test]
+async fn known_devices_pass_the_lock_and_unlock_account_lifts_it() {
+    let h = harness();
+    let alice = register(&h, "alice").await;
+    let mut owner = client("192.0.2.9");
+    owner.device = Some(auth_core::session::SessionId::generate().unwrap());
+    h.auth
+        .login("alice", &pw(PASSWORD), &owner, None)
+        .await
+        .unwrap();
+    for n in 1..=6 {
+        let _ = h
+            .auth
+            .login(
+                "alice",
+                &pw("wrong password!"),
+                &client(&format!("198.51.100.{n}")),
+                None,
+            )
+            .await;
+    }
+    let err = h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("203.0.113.77"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429);
+    h.auth
+        .login("alice", &pw(PASSWORD), &owner, None)
+        .await
+        .expect("the owner's browser is not held by the lock");
+    h.auth.unlock_account(alice.id()).await.unwrap();
+    h.auth
+        .login("alice", &pw(PASSWORD), &client("203.0.113.78"), None)
+        .await
+        .expect("unlocked for every browser");
 }
 
 #[tokio::test]

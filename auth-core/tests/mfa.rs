@@ -11,7 +11,7 @@ use std::time::Duration;
 use auth_core::account::{AccountStore, MemoryAccountStore};
 use auth_core::clock::{Clock, ManualClock, Timestamp};
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
-use auth_core::flow::{AuthError, Authenticator, BuildError, Client, LoginOutcome};
+use auth_core::flow::{AuthError, Authenticator, BuildError, Client, FactorProof, LoginOutcome};
 use auth_core::mfa::{MfaError, MfaKeys, RecoveryCodes, TotpAlgorithm, TotpParams, TotpSecret};
 use auth_core::password::Password;
 use auth_core::session::{AuthState, Factor, Session};
@@ -218,11 +218,31 @@ fn client(ip: &str) -> Client {
     Client {
         ip: ip.parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
+        device: None,
     }
 }
 
 fn pw() -> Password {
     Password::from(PASSWORD)
+}
+
+/// The proof of a user without a second factor: the password.
+fn proof() -> FactorProof {
+    FactorProof::password(pw())
+}
+
+/// The proof of a user with a second factor: the password and `code`.
+fn proof_with(code: &str) -> FactorProof {
+    FactorProof::password(pw()).with_code(code)
+}
+
+/// Whether `session` still loads on the per-request path (stamp checked).
+async fn alive(h: &Harness, session: &Session) -> bool {
+    h.auth
+        .load_session(session.id().clone())
+        .await
+        .unwrap()
+        .is_some()
 }
 
 fn now_secs(h: &Harness) -> u64 {
@@ -275,7 +295,11 @@ async fn enrolled(h: &Harness, login: &str) -> Enrolled {
     let c = client("192.0.2.1");
     let user = h.auth.register(login, &pw(), &c).await.unwrap();
     let mut session = logged_in(h, login).await;
-    let enrollment = h.auth.begin_totp_enrollment(&session, &c).await.unwrap();
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut session, &proof(), &c)
+        .await
+        .unwrap();
     let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
     assert_eq!(secret.expose_bytes().len(), 20);
     let codes = h
@@ -300,7 +324,11 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
     let c = client("192.0.2.1");
     let user = h.auth.register("Alice", &pw(), &c).await.unwrap();
     let mut session = logged_in(&h, "alice").await;
-    let enrollment = h.auth.begin_totp_enrollment(&session, &c).await.unwrap();
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut session, &proof(), &c)
+        .await
+        .unwrap();
     let secret = enrollment.secret_base32().to_owned();
     assert_eq!(secret.len(), 32, "160 bits in base32");
     assert!(
@@ -396,15 +424,19 @@ async fn enrolment_gives_secret_uri_and_qr_and_is_inactive_until_confirmed() {
     // And a second enrolment is refused until TOTP is disabled.
     let err = h
         .auth
-        .begin_totp_enrollment(&session, &c)
+        .begin_totp_enrollment(&mut session, &proof_with(&code(&h, &secret)), &c)
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::TotpAlreadyEnabled));
     assert_eq!(err.status(), 409);
 }
 
+/// Enrolment needs MFA keys, and the password with the request (ASVS 5.0
+/// 7.5.1): a recent login alone is refused, a login of long ago with the
+/// password works, and the proof gives the session a new ID and a fresh
+/// authentication time.
 #[tokio::test]
-async fn enrolment_needs_a_key_and_a_recent_login() {
+async fn enrolment_needs_a_key_and_the_password() {
     let h = build(
         MemoryUserStore::new(),
         Arc::new(MemoryAccountStore::new()),
@@ -413,10 +445,10 @@ async fn enrolment_needs_a_key_and_a_recent_login() {
     );
     let c = client("192.0.2.1");
     let user = h.auth.register("alice", &pw(), &c).await.unwrap();
-    let session = logged_in(&h, "alice").await;
+    let mut session = logged_in(&h, "alice").await;
     let err = h
         .auth
-        .begin_totp_enrollment(&session, &c)
+        .begin_totp_enrollment(&mut session, &proof(), &c)
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::MfaUnavailable));
@@ -427,15 +459,50 @@ async fn enrolment_needs_a_key_and_a_recent_login() {
     );
 
     let h = memory();
-    h.auth.register("bob", &pw(), &c).await.unwrap();
-    let session = logged_in(&h, "bob").await;
-    h.clock.advance(Duration::from_secs(11 * 60));
+    let bob = h.auth.register("bob", &pw(), &c).await.unwrap();
+    // A login just now is no proof: a wrong password is refused, counted
+    // and audited like a login's.
+    let mut session = logged_in(&h, "bob").await;
+    let wrong = FactorProof::password(Password::from("not bob's password"));
     let err = h
         .auth
-        .begin_totp_enrollment(&session, &c)
+        .begin_totp_enrollment(&mut session, &wrong, &c)
         .await
         .unwrap_err();
-    assert!(matches!(err, AuthError::ReauthenticationRequired));
+    assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
+    assert_eq!(err.status(), 401);
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.success, last.reason),
+        (
+            AuthEventKind::TotpEnableFailed,
+            false,
+            Some(FailureReason::WrongPassword)
+        )
+    );
+    assert!(h.accounts.totp(bob.id()).await.unwrap().is_none());
+
+    // A login of long ago with the password works.
+    h.clock.advance(Duration::from_secs(11 * 60));
+    let mut session = h
+        .auth
+        .sessions()
+        .load(&session.id().encode())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(h.auth.require_recent(&session).is_err());
+    let old_id = session.id().encode();
+    h.auth
+        .begin_totp_enrollment(&mut session, &proof(), &c)
+        .await
+        .unwrap();
+    assert_ne!(session.id().encode(), old_id, "the proof rotates the ID");
+    assert!(h.auth.sessions().load(&old_id).await.unwrap().is_none());
+    assert!(alive(&h, &session).await);
+    h.auth.require_recent(&session).unwrap();
+    assert_eq!(h.events.last().kind, AuthEventKind::TotpEnrollmentStarted);
+    assert!(!h.accounts.totp(bob.id()).await.unwrap().unwrap().confirmed);
 }
 
 /// MFA keys without an account store would keep second factors in process
@@ -712,25 +779,30 @@ async fn a_pending_session_is_not_a_login_anywhere() {
             .is_err()
     );
     assert!(h.auth.sign_out_everywhere(&mut session, &c).await.is_err());
-    assert!(h.auth.begin_totp_enrollment(&session, &c).await.is_err());
+    assert!(matches!(
+        h.auth
+            .begin_totp_enrollment(&mut session, &proof(), &c)
+            .await,
+        Err(AuthError::NotAuthenticated)
+    ));
     assert!(
         h.auth
             .confirm_totp(&mut session, &code(&h, &e.secret), &c)
             .await
             .is_err()
     );
-    assert!(
+    assert!(matches!(
         h.auth
-            .disable_totp(&mut session, &code(&h, &e.secret), &c)
-            .await
-            .is_err()
-    );
-    assert!(
+            .disable_totp(&mut session, &proof_with(&code(&h, &e.secret)), &c)
+            .await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(matches!(
         h.auth
-            .regenerate_recovery_codes(&session, &c)
-            .await
-            .is_err()
-    );
+            .regenerate_recovery_codes(&mut session, &proof_with(e.codes.codes()[0]), &c)
+            .await,
+        Err(AuthError::NotAuthenticated)
+    ));
     h.auth.rotate(&mut session).await.unwrap();
     assert!(matches!(session.auth_state(), AuthState::MfaPending { .. }));
     assert!(session.authenticated_user().is_none());
@@ -797,9 +869,17 @@ async fn recovery_codes_work_once_each_and_regeneration_replaces_them() {
         .await
         .unwrap();
 
-    // Regenerating (recent login) kills the old set.
-    let fresh = h.auth.regenerate_recovery_codes(&again, &c).await.unwrap();
+    // Regenerating (the password and a code) kills the old set.
+    let fresh = h
+        .auth
+        .regenerate_recovery_codes(&mut again, &proof_with(&code(&h, &e.secret)), &c)
+        .await
+        .unwrap();
     assert_eq!(h.auth.recovery_codes_left(&again).await.unwrap(), 10);
+    assert_eq!(
+        h.events.last().kind,
+        AuthEventKind::RecoveryCodesRegenerated
+    );
     let mut third = pending(&h, "alice", "192.0.2.1").await;
     assert!(
         h.auth
@@ -811,19 +891,22 @@ async fn recovery_codes_work_once_each_and_regeneration_replaces_them() {
         .login_recovery(&mut third, fresh.codes()[0], &c)
         .await
         .unwrap();
-    // Regeneration needs a recent login.
+    // A login of long ago is no obstacle: the proof is what counts, here
+    // the password and a recovery code of the set it replaces.
     h.clock.advance(Duration::from_secs(11 * 60));
-    let stale = h
+    let mut stale = h
         .auth
         .sessions()
         .load(&third.id().encode())
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(
-        h.auth.regenerate_recovery_codes(&stale, &c).await,
-        Err(AuthError::ReauthenticationRequired)
-    ));
+    let newest = h
+        .auth
+        .regenerate_recovery_codes(&mut stale, &proof_with(fresh.codes()[1]), &c)
+        .await
+        .unwrap();
+    assert_eq!(h.auth.recovery_codes_left(&stale).await.unwrap(), 10);
     // A TOTP code is not a recovery code and vice versa.
     let mut fourth = pending(&h, "alice", "192.0.2.1").await;
     assert!(
@@ -834,10 +917,173 @@ async fn recovery_codes_work_once_each_and_regeneration_replaces_them() {
     );
     assert!(
         h.auth
-            .login_totp(&mut fourth, fresh.codes()[1], &c)
+            .login_totp(&mut fourth, newest.codes()[1], &c)
             .await
             .is_err()
     );
+}
+
+/// New recovery codes need the password and a current code with the
+/// request (ASVS 5.0 7.5.1); they end the user's other sessions and give
+/// this one a new ID.
+#[tokio::test]
+async fn new_recovery_codes_need_the_password_and_a_code_and_end_other_sessions() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let c = client("192.0.2.1");
+    let mut session = logged_in_with_totp(&h, &e).await;
+    let other = logged_in_with_totp(&h, &e).await;
+    next_step(&h);
+    let totp = code(&h, &e.secret);
+    // The password alone: a code is required, nothing is checked.
+    let events = h.events.all().len();
+    let err = h
+        .auth
+        .regenerate_recovery_codes(&mut session, &proof(), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::CodeRequired), "{err:?}");
+    assert_eq!(err.status(), 403);
+    assert_eq!(h.events.all().len(), events, "nothing was attempted");
+    // A wrong password: the code is not even looked at (not spent).
+    let wrong = FactorProof::password(Password::from("not the password")).with_code(&totp);
+    let err = h
+        .auth
+        .regenerate_recovery_codes(&mut session, &wrong, &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCredentials), "{err:?}");
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.reason),
+        (
+            AuthEventKind::RecoveryCodesRegenerationFailed,
+            Some(FailureReason::WrongPassword)
+        )
+    );
+    // A wrong code.
+    let err = h
+        .auth
+        .regenerate_recovery_codes(&mut session, &proof_with("000000"), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCode), "{err:?}");
+    assert_eq!(
+        h.events.last().kind,
+        AuthEventKind::RecoveryCodesRegenerationFailed
+    );
+    assert_eq!(
+        h.accounts.recovery_codes_left(e.user.id()).await.unwrap(),
+        10
+    );
+    assert!(alive(&h, &other).await, "a refused change ends nothing");
+
+    let old_id = session.id().encode();
+    let fresh = h
+        .auth
+        .regenerate_recovery_codes(&mut session, &proof_with(&totp), &c)
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 10);
+    assert_ne!(session.id().encode(), old_id, "this session gets a new ID");
+    assert!(h.auth.sessions().load(&old_id).await.unwrap().is_none());
+    assert!(alive(&h, &session).await);
+    assert!(!alive(&h, &other).await, "every other session ends");
+    h.auth.require_recent(&session).unwrap();
+    // The TOTP code of the proof is spent.
+    let mut again = pending(&h, "alice", "192.0.2.1").await;
+    assert!(h.auth.login_totp(&mut again, &totp, &c).await.is_err());
+    // The proof's code of the old set and the old set are void.
+    assert!(
+        h.auth
+            .login_recovery(&mut again, e.codes.codes()[0], &c)
+            .await
+            .is_err()
+    );
+    h.auth
+        .login_recovery(&mut again, fresh.codes()[0], &c)
+        .await
+        .unwrap();
+}
+
+/// Wrong proofs for a factor change are throttled like a login: wrong
+/// passwords lock the account's password budget (the login's too), wrong
+/// codes its second-factor budget; while locked, even the right proof is
+/// refused with 429.
+#[tokio::test]
+async fn wrong_factor_proofs_are_throttled_like_a_login() {
+    let h = memory();
+    let c = client("192.0.2.1");
+    h.auth.register("bob", &pw(), &c).await.unwrap();
+    let mut session = logged_in(&h, "bob").await;
+    let wrong = || FactorProof::password(Password::from("not bob's password"));
+    for n in 1..=5 {
+        let err = h
+            .auth
+            .begin_totp_enrollment(&mut session, &wrong(), &client(&format!("198.51.100.{n}")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCredentials), "attempt {n}");
+    }
+    let err = h
+        .auth
+        .begin_totp_enrollment(&mut session, &proof(), &client("203.0.113.9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    assert_eq!(err.status(), 429);
+    assert!(err.retry_after_secs().unwrap() >= 1);
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.factor, last.reason),
+        (
+            AuthEventKind::Throttled,
+            Some(Factor::Password),
+            Some(FailureReason::AccountLocked)
+        )
+    );
+    assert!(matches!(
+        h.auth
+            .login("bob", &pw(), &client("203.0.113.9"), None)
+            .await,
+        Err(AuthError::Throttled { .. })
+    ));
+
+    let e = enrolled(&h, "alice").await;
+    let mut session = logged_in_with_totp(&h, &e).await;
+    next_step(&h);
+    for n in 1..=5 {
+        let err = h
+            .auth
+            .disable_totp(
+                &mut session,
+                &proof_with("000000"),
+                &client(&format!("198.51.100.{n}")),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::InvalidCode), "attempt {n}");
+    }
+    let err = h
+        .auth
+        .disable_totp(
+            &mut session,
+            &proof_with(&code(&h, &e.secret)),
+            &client("203.0.113.9"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.factor, last.reason),
+        (
+            AuthEventKind::Throttled,
+            Some(Factor::Totp),
+            Some(FailureReason::AccountLocked)
+        )
+    );
+    assert!(h.auth.totp_enabled(&session).await.unwrap());
 }
 
 // ---------------------------------------------------------- removal, step-up
@@ -851,16 +1097,42 @@ async fn disabling_needs_a_valid_code_and_removes_the_factor() {
     let other = logged_in_with_totp(&h, &e).await;
     let err = h
         .auth
-        .disable_totp(&mut session, "000000", &c)
+        .disable_totp(&mut session, &proof_with("000000"), &c)
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::InvalidCode));
     assert_eq!(h.events.last().kind, AuthEventKind::TotpDisableFailed);
     assert!(h.auth.totp_enabled(&session).await.unwrap());
+    // The password alone is not enough.
+    let err = h
+        .auth
+        .disable_totp(&mut session, &proof(), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::CodeRequired));
+    // Nor a code with a wrong password; the code is not spent.
+    let wrong =
+        FactorProof::password(Password::from("not the password")).with_code(e.codes.codes()[3]);
+    let err = h
+        .auth
+        .disable_totp(&mut session, &wrong, &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidCredentials));
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.reason),
+        (
+            AuthEventKind::TotpDisableFailed,
+            Some(FailureReason::WrongPassword)
+        )
+    );
+    assert!(h.auth.totp_enabled(&session).await.unwrap());
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 10);
     // A recovery code also proves possession.
     let old_id = session.id().encode();
     h.auth
-        .disable_totp(&mut session, e.codes.codes()[3], &c)
+        .disable_totp(&mut session, &proof_with(e.codes.codes()[3]), &c)
         .await
         .unwrap();
     assert_ne!(session.id().encode(), old_id);
@@ -895,18 +1167,38 @@ async fn disabling_needs_a_valid_code_and_removes_the_factor() {
     );
     assert!(matches!(
         h.auth
-            .disable_totp(&mut plain, &code(&h, &e.secret), &c)
+            .disable_totp(&mut plain, &proof_with(&code(&h, &e.secret)), &c)
             .await,
         Err(AuthError::TotpNotEnabled)
     ));
 }
 
+/// Removal takes its proof with the request: a login of long ago with the
+/// password and a TOTP code works, no step-up needed; a fresh step-up
+/// alone is no proof.
 #[tokio::test]
-async fn disabling_with_a_totp_code_needs_a_recent_login() {
+async fn disabling_needs_the_proof_not_a_recent_login() {
     let h = memory();
     let e = enrolled(&h, "alice").await;
     let c = client("192.0.2.1");
     let mut session = logged_in_with_totp(&h, &e).await;
+    // The password alone is no step-up for an MFA user...
+    assert!(matches!(
+        h.auth.reauthenticate(&mut session, &pw(), &c).await,
+        Err(AuthError::ReauthenticationRequired)
+    ));
+    // ...and a recent login, even just stepped up, is no proof.
+    next_step(&h);
+    h.auth
+        .reauthenticate_with_code(&mut session, &pw(), &code(&h, &e.secret), &c)
+        .await
+        .unwrap();
+    h.auth.require_recent(&session).unwrap();
+    assert!(matches!(
+        h.auth.disable_totp(&mut session, &proof(), &c).await,
+        Err(AuthError::CodeRequired)
+    ));
+    // Long after the login, the proof alone does it.
     h.clock.advance(Duration::from_secs(11 * 60));
     let mut session_later = h
         .auth
@@ -915,29 +1207,117 @@ async fn disabling_with_a_totp_code_needs_a_recent_login() {
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(
-        h.auth
-            .disable_totp(&mut session_later, &code(&h, &e.secret), &c)
-            .await,
-        Err(AuthError::ReauthenticationRequired)
-    ));
-    // The password alone is no step-up for an MFA user...
-    assert!(matches!(
-        h.auth.reauthenticate(&mut session_later, &pw(), &c).await,
-        Err(AuthError::ReauthenticationRequired)
-    ));
-    // ...the password and a code are.
+    assert!(h.auth.require_recent(&session_later).is_err());
     h.auth
-        .reauthenticate_with_code(&mut session_later, &pw(), &code(&h, &e.secret), &c)
+        .disable_totp(&mut session_later, &proof_with(&code(&h, &e.secret)), &c)
+        .await
+        .unwrap();
+    assert!(!h.auth.totp_enabled(&session_later).await.unwrap());
+    h.auth.require_recent(&session_later).unwrap();
+}
+
+/// A proof whose password check re-hashes the password (outdated
+/// parameters) changes the user's stamp: the acting session takes the new
+/// stamp and survives, at enrolment and at removal.
+#[tokio::test]
+async fn a_proof_that_rehashes_the_password_keeps_this_session() {
+    use auth_core::password::{Argon2Params, PasswordHasher, PasswordService};
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccountStore::new());
+    let clock = start_clock();
+    let h = build(
+        users.clone(),
+        accounts.clone(),
+        Some(keys_a()),
+        clock.clone(),
+    );
+    let c = client("192.0.2.1");
+    let user = h.auth.register("alice", &pw(), &c).await.unwrap();
+    let weak_hasher = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap();
+    // An instance still configured with the weak parameters, on the same
+    // stores, makes the sessions (it has nothing to upgrade at login).
+    let old_instance = Auth::builder(users.clone())
+        .clock(Arc::new(clock.clone()))
+        .sessions(Arc::clone(h.auth.sessions().store()))
+        .accounts(accounts.clone())
+        .mfa_keys(keys_a())
+        .passwords(
+            PasswordService::builder()
+                .hasher(weak_hasher.clone())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let old = old_instance.authenticator();
+    let weaken = || {
+        let weak = weak_hasher.hash(&pw()).unwrap();
+        users.force_password_hash(user.id(), weak.clone()).unwrap();
+        weak
+    };
+
+    let weak = weaken();
+    let mut session = match old.login("alice", &pw(), &c, None).await.unwrap() {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    };
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut session, &proof(), &c)
+        .await
+        .unwrap();
+    let stored = users
+        .find_by_id(&user.id().to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored.password_hash.as_str(),
+        weak.as_str(),
+        "the proof re-hashed"
+    );
+    assert!(alive(&h, &session).await, "and this session lives on");
+    let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
+    h.auth
+        .confirm_totp(&mut session, &code(&h, &secret), &c)
         .await
         .unwrap();
     next_step(&h);
+
+    let weak = weaken();
+    let mut session = match old.login("alice", &pw(), &c, None).await.unwrap() {
+        LoginOutcome::MfaRequired { mut session, .. } => {
+            old.login_totp(&mut session, &code(&h, &secret), &c)
+                .await
+                .unwrap();
+            session
+        }
+        other => panic!("{other:?}"),
+    };
+    next_step(&h);
     h.auth
-        .disable_totp(&mut session_later, &code(&h, &e.secret), &c)
+        .disable_totp(&mut session, &proof_with(&code(&h, &secret)), &c)
         .await
         .unwrap();
-    session = session_later;
-    assert!(!h.auth.totp_enabled(&session).await.unwrap());
+    let stored = users
+        .find_by_id(&user.id().to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored.password_hash.as_str(),
+        weak.as_str(),
+        "the proof re-hashed"
+    );
+    assert!(alive(&h, &session).await, "and this session lives on");
 }
 
 // ------------------------------------------------------- encryption at rest
@@ -1327,8 +1707,12 @@ async fn secrets_and_recovery_codes_are_not_readable_in_the_sqlite_file() {
     // Also a pending secret of a second user.
     let c = client("192.0.2.1");
     h.auth.register("bob", &pw(), &c).await.unwrap();
-    let bob = logged_in(&h, "bob").await;
-    let pending = h.auth.begin_totp_enrollment(&bob, &c).await.unwrap();
+    let mut bob = logged_in(&h, "bob").await;
+    let pending = h
+        .auth
+        .begin_totp_enrollment(&mut bob, &proof(), &c)
+        .await
+        .unwrap();
     let pending_secret = TotpSecret::from_base32(pending.secret_base32()).unwrap();
 
     let mut bytes = Vec::new();

@@ -56,6 +56,7 @@ async fn no_secret_reaches_the_logs() {
     let c = Client {
         ip: "192.0.2.1".parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
+        device: None,
     };
 
     let new_password = "another secret passphrase";

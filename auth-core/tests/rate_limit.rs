@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::rate_limit::{
-    Decision, IpBucket, LimitScope, MemoryThrottle, ThrottleBackend, ThrottleConfig,
+    Attempt, Decision, DeviceKey, Ipv6Tier, LimitScope, MemoryThrottle, ThrottleBackend,
+    ThrottleConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -16,30 +17,75 @@ const SEC: Duration = Duration::from_secs(1);
 fn config() -> ThrottleConfig {
     ThrottleConfig::builder()
         .per_ip(3, 10 * SEC)
+        .ipv6_tiers([
+            Ipv6Tier {
+                prefix_len: 56,
+                burst: 5,
+                period: 10 * SEC,
+            },
+            Ipv6Tier {
+                prefix_len: 48,
+                burst: 8,
+                period: 10 * SEC,
+            },
+        ])
         .per_account(5, 30 * SEC, 240 * SEC)
         .hard_lock_after(9)
         .failure_memory(3600 * SEC)
+        .device_trust(7 * 24 * 3600 * SEC)
+        .unknown_name_buckets(4)
         .build()
         .unwrap()
 }
 
-fn ip(s: &str) -> IpBucket {
-    IpBucket::of(s.parse::<IpAddr>().unwrap())
+fn ip(s: &str) -> IpAddr {
+    s.parse::<IpAddr>().unwrap()
 }
 
-/// A fresh account name, so shared backends never see one twice.
+fn random_hex() -> String {
+    auth_core::session::SessionId::generate()
+        .unwrap()
+        .key()
+        .to_hex()
+}
+
+/// A fresh existing account (the flows key those as U+0001 "id:" and the
+/// user id), so shared backends never see one twice.
 fn account() -> String {
-    format!(
-        "user-{}",
-        auth_core::session::SessionId::generate()
-            .unwrap()
-            .key()
-            .to_hex()
+    format!("\u{1}id:{}", random_hex())
+}
+
+/// A fresh login name that finds no account.
+fn unknown_name() -> String {
+    format!("nobody-{}", random_hex())
+}
+
+/// A fresh device cookie's key.
+fn device() -> DeviceKey {
+    auth_core::session::SessionId::generate().unwrap().key()
+}
+
+/// Checks an attempt without a device cookie.
+async fn check(
+    t: &Arc<dyn ThrottleBackend>,
+    ip: IpAddr,
+    account: &str,
+    clock: &ManualClock,
+) -> Decision {
+    t.check(
+        &Attempt {
+            ip,
+            account,
+            device: None,
+        },
+        clock.now(),
     )
+    .await
+    .unwrap()
 }
 
 /// A fresh IPv4 address from the 10/8 range, unique per call.
-fn fresh_ip() -> IpBucket {
+fn fresh_ip() -> IpAddr {
     let bytes = auth_core::session::SessionId::generate().unwrap().key();
     let b = bytes.as_bytes();
     ip(&format!("10.{}.{}.{}", b[0], b[1], b[2]))
@@ -58,44 +104,62 @@ mod cases {
     pub(super) async fn ip_budget_and_refill(t: Arc<dyn ThrottleBackend>, clock: ManualClock) {
         let me = fresh_ip();
         for _ in 0..3 {
-            assert_eq!(
-                t.check(me, &account(), clock.now()).await.unwrap(),
-                Decision::Allowed
-            );
+            assert_eq!(check(&t, me, &account(), &clock).await, Decision::Allowed);
         }
-        let (wait, scope) = limited(t.check(me, &account(), clock.now()).await.unwrap());
+        let (wait, scope) = limited(check(&t, me, &account(), &clock).await);
         assert_eq!(scope, LimitScope::Ip);
         assert!(wait > Duration::ZERO && wait <= 10 * SEC, "{wait:?}");
         // Another client is not affected.
         assert_eq!(
-            t.check(fresh_ip(), &account(), clock.now()).await.unwrap(),
+            check(&t, fresh_ip(), &account(), &clock).await,
             Decision::Allowed
         );
         clock.advance(10 * SEC);
-        assert_eq!(
-            t.check(me, &account(), clock.now()).await.unwrap(),
-            Decision::Allowed
-        );
+        assert_eq!(check(&t, me, &account(), &clock).await, Decision::Allowed);
     }
 
     pub(super) async fn ipv6_is_one_budget_per_64(t: Arc<dyn ThrottleBackend>, clock: ManualClock) {
-        let suffix = &account()[5..13];
+        let suffix = &random_hex()[..8];
         let prefix = format!("2001:db8:{}:{}", &suffix[..4], &suffix[4..8]);
         for host in 1..=3 {
             let addr = ip(&format!("{prefix}::{host}"));
-            assert_eq!(
-                t.check(addr, &account(), clock.now()).await.unwrap(),
-                Decision::Allowed
-            );
+            assert_eq!(check(&t, addr, &account(), &clock).await, Decision::Allowed);
         }
         let other_host = ip(&format!("{prefix}:ffff::1"));
-        let (_, scope) = limited(t.check(other_host, &account(), clock.now()).await.unwrap());
+        let (_, scope) = limited(check(&t, other_host, &account(), &clock).await);
         assert_eq!(scope, LimitScope::Ip);
     }
 
     /// One attempt by `account` from a fresh IP (a failure unless cleared).
     async fn attempt(t: &Arc<dyn ThrottleBackend>, account: &str, clock: &ManualClock) -> Decision {
-        t.check(fresh_ip(), account, clock.now()).await.unwrap()
+        check(t, fresh_ip(), account, clock).await
+    }
+
+    /// One attempt by `account` from a fresh IP with device cookie `device`.
+    async fn attempt_on(
+        t: &Arc<dyn ThrottleBackend>,
+        account: &str,
+        device: &DeviceKey,
+        clock: &ManualClock,
+    ) -> Decision {
+        let attempt = Attempt {
+            ip: fresh_ip(),
+            account,
+            device: Some(device),
+        };
+        t.check(&attempt, clock.now()).await.unwrap()
+    }
+
+    /// Attempts on `account` (waiting out every back-off) until it is at its
+    /// hard lock.
+    async fn lock_hard(t: &Arc<dyn ThrottleBackend>, account: &str, clock: &ManualClock) {
+        let mut admitted = 0;
+        while admitted < 9 {
+            match attempt(t, account, clock).await {
+                Decision::Allowed => admitted += 1,
+                Decision::Limited { retry_after, .. } => clock.advance(retry_after),
+            }
+        }
     }
 
     pub(super) async fn account_locks_across_many_ips(
@@ -148,7 +212,7 @@ mod cases {
         for _ in 0..4 {
             assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
-        t.record_success(&user).await.unwrap();
+        t.record_success(&user, None, clock.now()).await.unwrap();
         for _ in 0..5 {
             assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
         }
@@ -156,23 +220,207 @@ mod cases {
         assert_eq!(scope, LimitScope::Account);
     }
 
-    pub(super) async fn hard_lock_needs_an_unlock(t: Arc<dyn ThrottleBackend>, clock: ManualClock) {
+    /// The hard lock ends (no lock without end), after which the count
+    /// starts again; an unlock lifts it at once.
+    pub(super) async fn hard_lock_ends_or_is_lifted(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
         let victim = account();
         let mut admitted = 0;
         // Keep trying, waiting out every back-off: the 9th admitted attempt
-        // locks for good.
+        // is the last for the failure memory (an hour here).
         for _ in 0..40 {
             match attempt(&t, &victim, &clock).await {
                 Decision::Allowed => admitted += 1,
-                Decision::Limited { retry_after, .. } => clock.advance(retry_after),
+                Decision::Limited { retry_after, .. } => {
+                    assert!(retry_after <= 240 * SEC, "announces at most the back-off");
+                    if retry_after < 240 * SEC {
+                        clock.advance(retry_after);
+                    } else {
+                        clock.advance(60 * SEC);
+                    }
+                }
             }
         }
-        assert_eq!(admitted, 9, "never more than the ceiling");
-        clock.advance(24 * 3600 * SEC);
+        assert_eq!(admitted, 9, "never more than the ceiling in its window");
         let (wait, scope) = limited(attempt(&t, &victim, &clock).await);
         assert_eq!((wait, scope), (240 * SEC, LimitScope::Account));
+        clock.advance(3600 * SEC);
+        for _ in 0..5 {
+            assert_eq!(
+                attempt(&t, &victim, &clock).await,
+                Decision::Allowed,
+                "a fresh count"
+            );
+        }
+        assert!(matches!(
+            attempt(&t, &victim, &clock).await,
+            Decision::Limited { .. }
+        ));
         t.unlock(&victim).await.unwrap();
         assert_eq!(attempt(&t, &victim, &clock).await, Decision::Allowed);
+    }
+
+    /// A browser that logged in to the account before is not held by a
+    /// lock that others put on it; other browsers are.
+    pub(super) async fn a_known_device_passes_the_account_lock(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let victim = account();
+        let owner = device();
+        t.record_success(&victim, Some(&owner), clock.now())
+            .await
+            .unwrap();
+        lock_hard(&t, &victim, &clock).await;
+        let (_, scope) = limited(attempt(&t, &victim, &clock).await);
+        assert_eq!(scope, LimitScope::Account);
+        let (_, scope) = limited(attempt_on(&t, &victim, &device(), &clock).await);
+        assert_eq!(
+            scope,
+            LimitScope::Account,
+            "an unknown device is locked out"
+        );
+        assert_eq!(
+            attempt_on(&t, &victim, &owner, &clock).await,
+            Decision::Allowed,
+            "the owner's browser is not"
+        );
+        // Known for this account only.
+        let other = account();
+        lock_hard(&t, &other, &clock).await;
+        let (_, scope) = limited(attempt_on(&t, &other, &owner, &clock).await);
+        assert_eq!(scope, LimitScope::Account);
+        // The owner's success clears the device's count, not the lock.
+        t.record_success(&victim, Some(&owner), clock.now())
+            .await
+            .unwrap();
+        assert!(matches!(
+            attempt(&t, &victim, &clock).await,
+            Decision::Limited { .. }
+        ));
+    }
+
+    /// A known device has a budget of its own, with the same back-off; at
+    /// the hard count it is unknown again (and then counts against the
+    /// account).
+    pub(super) async fn a_known_device_has_its_own_budget(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let user = account();
+        let stolen = device();
+        t.record_success(&user, Some(&stolen), clock.now())
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                attempt_on(&t, &user, &stolen, &clock).await,
+                Decision::Allowed
+            );
+        }
+        let (wait, scope) = limited(attempt_on(&t, &user, &stolen, &clock).await);
+        assert_eq!((wait, scope), (30 * SEC, LimitScope::Account));
+        // The account's own budget was untouched.
+        for _ in 0..5 {
+            assert_eq!(attempt(&t, &user, &clock).await, Decision::Allowed);
+        }
+        let mut admitted = 5;
+        let mut waited = Duration::ZERO;
+        // Well within the hour a hard lock lasts.
+        while waited < 3000 * SEC {
+            match attempt_on(&t, &user, &stolen, &clock).await {
+                Decision::Allowed => admitted += 1,
+                Decision::Limited { retry_after, .. } => {
+                    clock.advance(retry_after);
+                    waited += retry_after;
+                }
+            }
+        }
+        assert_eq!(admitted, 9 + 4, "the device lost its standing");
+    }
+
+    /// A device is known for the configured time after its last success.
+    pub(super) async fn a_device_is_known_for_a_while(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let user = account();
+        let owner = device();
+        t.record_success(&user, Some(&owner), clock.now())
+            .await
+            .unwrap();
+        clock.advance(7 * 24 * 3600 * SEC + SEC);
+        lock_hard(&t, &user, &clock).await;
+        let (_, scope) = limited(attempt_on(&t, &user, &owner, &clock).await);
+        assert_eq!(scope, LimitScope::Account, "no longer known after 7 days");
+    }
+
+    /// Each IPv6 attempt also draws on its /56 and /48 budgets.
+    pub(super) async fn ipv6_sites_share_wider_budgets(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let r = random_hex();
+        let site = format!("2001:{}:{}", &r[..4], &r[4..8]);
+        let a = u8::from_str_radix(&r[8..10], 16).unwrap();
+        // Two /64s of one /56: 3 each would fit their /64s, but the /56
+        // allows 5 in all.
+        let mut admitted = 0;
+        for net in 0..2 {
+            for host in 1..=3 {
+                let addr = ip(&format!("{site}:{a:02x}{net:02x}::{host}"));
+                if check(&t, addr, &account(), &clock).await == Decision::Allowed {
+                    admitted += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, 5, "the /56 budget");
+        // Another /56 of the same /48: 3 more, then the /48's 8 are spent.
+        let b = a ^ 0x80;
+        let mut more = 0;
+        for net in 0..2 {
+            for host in 1..=3 {
+                let addr = ip(&format!("{site}:{b:02x}{net:02x}::{host}"));
+                if check(&t, addr, &account(), &clock).await == Decision::Allowed {
+                    more += 1;
+                }
+            }
+        }
+        assert_eq!(more, 3, "the /48 budget");
+        let third = ip(&format!("{site}:{:02x}00::1", a ^ 0x40));
+        let (_, scope) = limited(check(&t, third, &account(), &clock).await);
+        assert_eq!(scope, LimitScope::Ip);
+        // IPv4 and other sites are not affected.
+        assert_eq!(
+            check(&t, fresh_ip(), &account(), &clock).await,
+            Decision::Allowed
+        );
+        let elsewhere = ip(&format!("2001:{}:{}::1", &r[..4], &r[10..14]));
+        assert_eq!(
+            check(&t, elsewhere, &account(), &clock).await,
+            Decision::Allowed
+        );
+    }
+
+    /// Names without an account share a few buckets: spraying them cannot
+    /// grow the state (they may lock each other: no account is behind
+    /// them), and existing accounts are not touched.
+    pub(super) async fn unknown_names_share_buckets(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let mut limited_names = 0;
+        for _ in 0..100 {
+            if let Decision::Limited { scope, .. } = attempt(&t, &unknown_name(), &clock).await {
+                assert_eq!(scope, LimitScope::Account);
+                limited_names += 1;
+            }
+        }
+        // 4 buckets of 5 free attempts each: at most 20 admitted.
+        assert!(limited_names >= 80, "{limited_names}");
+        assert_eq!(attempt(&t, &account(), &clock).await, Decision::Allowed);
     }
 
     pub(super) async fn old_failures_are_forgotten(
@@ -224,7 +472,7 @@ mod cases {
         }
         let (_, scope) = limited(t.check_ip(me, clock.now()).await.unwrap());
         assert_eq!(scope, LimitScope::Ip);
-        let (_, scope) = limited(t.check(me, &account(), clock.now()).await.unwrap());
+        let (_, scope) = limited(check(&t, me, &account(), &clock).await);
         assert_eq!(scope, LimitScope::Ip, "one budget for both");
     }
 }
@@ -256,56 +504,52 @@ mod memory {
     throttle_cases!(
         ip_budget_and_refill,
         ipv6_is_one_budget_per_64,
+        ipv6_sites_share_wider_budgets,
         account_locks_across_many_ips,
         back_off_grows_and_is_capped,
         success_clears_the_count,
-        hard_lock_needs_an_unlock,
+        hard_lock_ends_or_is_lifted,
+        a_known_device_passes_the_account_lock,
+        a_known_device_has_its_own_budget,
+        a_device_is_known_for_a_while,
+        unknown_names_share_buckets,
         old_failures_are_forgotten,
         parallel_attempts_are_counted_on_admission,
         registration_uses_the_ip_budget_only,
     );
 
-    /// A spray of 100,000 distinct IPs and 50,000 accounts against caps of
-    /// 10,000 stays within the caps, and all is given back once stale.
+    /// A spray of 100,000 distinct IPs and 50,000 names against caps of
+    /// 10,000 stays within the caps, never refuses a newcomer, keeps a
+    /// locked victim locked, and all is given back once stale.
     #[tokio::test]
     async fn memory_stays_bounded_under_key_spraying() {
         let clock = ManualClock::starting_now();
         let config = ThrottleConfig::builder()
             .max_tracked(10_000, 10_000)
+            .unknown_name_buckets(1_000)
             .build()
             .unwrap();
-        let throttle = MemoryThrottle::new(config, Arc::new(clock.clone()));
+        let memory = Arc::new(MemoryThrottle::new(config, Arc::new(clock.clone())));
+        let throttle: Arc<dyn ThrottleBackend> = memory.clone();
         // A victim locked before the spray stays locked through it.
-        let victim = "victim";
+        let victim = account();
         for n in 0..5u8 {
-            let addr = IpAddr::from([192, 0, 2, n]);
-            let _ = throttle
-                .check(IpBucket::of(addr), victim, clock.now())
-                .await
-                .unwrap();
+            let _ = check(&throttle, IpAddr::from([192, 0, 2, n]), &victim, &clock).await;
         }
         for n in 0u32..100_000 {
-            let addr = IpAddr::from(n.to_be_bytes());
-            let account = format!("sprayed-{}", n % 50_000);
-            let _ = throttle
-                .check(IpBucket::of(addr), &account, clock.now())
-                .await
-                .unwrap();
+            let name = format!("sprayed-{}", n % 50_000);
+            let _ = check(&throttle, IpAddr::from(n.to_be_bytes()), &name, &clock).await;
         }
-        // New accounts are still admitted after the spray (the cap evicts
-        // low-count keys, it does not refuse everyone).
-        let fresh = IpBucket::of(IpAddr::from([198, 51, 100, 2]));
+        // Existing accounts are still admitted after the spray.
+        let fresh = IpAddr::from([198, 51, 100, 2]);
         assert_eq!(
-            throttle
-                .check(fresh, "newcomer", clock.now())
-                .await
-                .unwrap(),
+            check(&throttle, fresh, &account(), &clock).await,
             Decision::Allowed
         );
-        let probe = IpBucket::of(IpAddr::from([198, 51, 100, 1]));
+        let probe = IpAddr::from([198, 51, 100, 1]);
         assert!(
             matches!(
-                throttle.check(probe, victim, clock.now()).await.unwrap(),
+                check(&throttle, probe, &victim, &clock).await,
                 Decision::Limited {
                     scope: LimitScope::Account,
                     ..
@@ -313,13 +557,43 @@ mod memory {
             ),
             "the spray did not unlock the victim"
         );
-        let (ips, accounts) = throttle.tracked();
-        assert!(ips <= 10_001, "{ips} IP keys tracked");
-        assert!(accounts <= 10_001, "{accounts} accounts tracked");
+        let counts = memory.tracked();
+        assert!(counts.0 <= 10_256, "{} IP keys tracked", counts.0);
+        assert!(
+            counts.1 <= 1_000 + 2,
+            "{} account entries tracked",
+            counts.1
+        );
         // Once their window has passed, everything is given back.
         clock.advance(Duration::from_secs(25 * 3600));
-        throttle.housekeeping();
-        assert_eq!(throttle.tracked(), (0, 0));
+        memory.housekeeping();
+        assert_eq!(memory.tracked(), (0, 0));
+    }
+
+    /// A full account table makes room (the entries expiring soonest go)
+    /// rather than refusing anyone.
+    #[tokio::test]
+    async fn a_full_account_table_refuses_no_one() {
+        let clock = ManualClock::starting_now();
+        let config = ThrottleConfig::builder()
+            .max_tracked(1_000_000, 100)
+            .build()
+            .unwrap();
+        let memory = Arc::new(MemoryThrottle::new(config, Arc::new(clock.clone())));
+        let throttle: Arc<dyn ThrottleBackend> = memory.clone();
+        for _ in 0..150 {
+            let locked = account();
+            for _ in 0..6 {
+                let _ = check(&throttle, fresh_ip(), &locked, &clock).await;
+            }
+            clock.advance(SEC);
+        }
+        let (_, accounts) = memory.tracked();
+        assert!(accounts <= 100, "{accounts}");
+        assert_eq!(
+            check(&throttle, fresh_ip(), &account(), &clock).await,
+            Decision::Allowed
+        );
     }
 }
 
@@ -332,24 +606,72 @@ mod redis {
 
     async fn backend(_clock: &ManualClock) -> Option<Arc<dyn ThrottleBackend>> {
         let url = crate::common::service_url("AUTH_TEST_REDIS_URL")?;
-        let throttle = auth_core::rate_limit::RedisThrottle::connect(&url, config())
-            .await
-            .unwrap()
-            .with_prefix(format!("{}:", account()));
+        let throttle = auth_core::rate_limit::RedisThrottle::connect_with_prefix(
+            &url,
+            config(),
+            format!("test:{}:", random_hex()),
+        )
+        .await
+        .unwrap();
         Some(Arc::new(throttle))
     }
 
     throttle_cases!(
         ip_budget_and_refill,
         ipv6_is_one_budget_per_64,
+        ipv6_sites_share_wider_budgets,
         account_locks_across_many_ips,
         back_off_grows_and_is_capped,
         success_clears_the_count,
-        hard_lock_needs_an_unlock,
+        hard_lock_ends_or_is_lifted,
+        a_known_device_passes_the_account_lock,
+        a_known_device_has_its_own_budget,
+        a_device_is_known_for_a_while,
+        unknown_names_share_buckets,
         old_failures_are_forgotten,
         parallel_attempts_are_counted_on_admission,
         registration_uses_the_ip_budget_only,
     );
+
+    /// A spray of names without an account writes at most one key per
+    /// bucket, and every key the throttle writes expires.
+    #[tokio::test]
+    async fn sprayed_names_stay_within_their_buckets() {
+        let Some(url) = crate::common::service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = format!("test:{}:", random_hex());
+        let t: Arc<dyn ThrottleBackend> = Arc::new(
+            auth_core::rate_limit::RedisThrottle::connect_with_prefix(&url, config(), &prefix)
+                .await
+                .unwrap(),
+        );
+        let clock = ManualClock::starting_now();
+        for n in 0..200 {
+            let _ = check(&t, fresh_ip(), &format!("sprayed-{n}"), &clock).await;
+        }
+        let _ = check(&t, fresh_ip(), &account(), &clock).await;
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let names = keys.iter().filter(|k| k.contains(":n:")).count();
+        assert!(names <= 4, "{names} name keys");
+        for key in keys.iter().filter(|k| !k.ends_with("bucket-key")) {
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0, "{key} does not expire");
+        }
+    }
 
     /// Fails closed: an unreachable Redis is an error, never "allowed".
     #[tokio::test]

@@ -115,7 +115,7 @@ async fn a_pre_login_id_dies_at_login() {
 #[tokio::test]
 async fn idle_timeout_is_enforced_server_side() {
     let (manager, clock) = setup();
-    let session = manager.create(client()).await.unwrap();
+    let session = login(&manager, "u1", "s1").await;
     let cookie = session.id().encode();
     clock.advance(29 * MIN);
     assert!(
@@ -132,10 +132,70 @@ async fn idle_timeout_is_enforced_server_side() {
     );
 }
 
+/// Anonymous sessions (anyone can make one) idle out after 10 minutes, a
+/// user's after the configured 30.
+#[tokio::test]
+async fn anonymous_sessions_idle_out_sooner() {
+    let (manager, clock) = setup();
+    let anonymous = manager.create(client()).await.unwrap().id().encode();
+    let user = login(&manager, "u1", "s1").await.id().encode();
+    clock.advance(9 * MIN);
+    assert!(manager.load(&anonymous).await.unwrap().is_some());
+    // Touched at 9 minutes: alive until 19.
+    clock.advance(10 * MIN + Duration::from_secs(1));
+    assert!(
+        manager.load(&anonymous).await.unwrap().is_none(),
+        "anonymous idle expired"
+    );
+    assert!(
+        manager.load(&user).await.unwrap().is_some(),
+        "a user's is not"
+    );
+}
+
+/// A flood of anonymous sessions stays within its own cap, and never keeps
+/// a login out of a full store; only users' sessions fill it.
+#[tokio::test]
+async fn anonymous_sessions_never_block_a_login() {
+    let clock = ManualClock::starting_now();
+    let store = Arc::new(
+        MemoryStore::with_clock(Arc::new(clock.clone()))
+            .capacity(100)
+            .anonymous_capacity(20),
+    );
+    let manager = SessionManager::new(store.clone(), SessionConfig::default())
+        .with_clock(Arc::new(clock.clone()));
+    for _ in 0..500 {
+        manager.create(client()).await.unwrap();
+    }
+    assert!(store.anonymous_len() <= 20, "{}", store.anonymous_len());
+    // Fill the rest with users' sessions: every login gets in.
+    for n in 0..100 {
+        let user = format!("u{n}");
+        manager
+            .create_as(client(), |record| {
+                record.user_id = Some(user.clone());
+                record.auth = AuthState::Authenticated {
+                    factors: vec![Factor::Password],
+                    at: clock.now(),
+                };
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.anonymous_len(), 0, "anonymous sessions made room");
+    // Full of users: a visitor's session is refused, no login is evicted.
+    assert!(matches!(
+        manager.create(client()).await,
+        Err(SessionError::Store(StoreError::Full))
+    ));
+    assert_eq!(store.len(), 100);
+}
+
 #[tokio::test]
 async fn absolute_timeout_is_never_extended() {
     let (manager, clock) = setup();
-    let session = manager.create(client()).await.unwrap();
+    let session = login(&manager, "u1", "s1").await;
     let cookie = session.id().encode();
     // Active every 20 minutes: idle never triggers, absolute (2 h) does.
     for _ in 0..5 {

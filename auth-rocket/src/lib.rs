@@ -251,14 +251,11 @@ impl Fairing for AuthFairing {
                 {
                     overwrite(response, refusal);
                 }
-                let finish = state.finish().await;
+                let mut finish = state.finish().await;
                 if finish.no_store {
                     response.set_raw_header("Cache-Control", "no-store");
                 }
-                for cookie in [finish.set_cookie, finish.visitor_cookie]
-                    .into_iter()
-                    .flatten()
-                {
+                for cookie in finish.take_cookies() {
                     response.adjoin_raw_header("Set-Cookie", cookie);
                 }
                 // The handler's own value of a header wins.

@@ -161,7 +161,10 @@ async fn logged_in(client: &Client) -> String {
         .dispatch()
         .await;
     assert_eq!(r.status(), Status::Ok);
-    let cookie = set_cookies(&r).pop().expect("a session cookie");
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-session="))
+        .expect("a session cookie");
     cookie.split(';').next().unwrap().to_owned()
 }
 
@@ -319,7 +322,13 @@ async fn rockets_cookie_jar_leaves_the_session_cookie_alone() {
     let r = from_peer(client.post("/login-with-jar")).dispatch().await;
     assert_eq!(r.status(), Status::Ok);
     let cookies = set_cookies(&r);
-    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    // The app's, the session's and the new device cookie.
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-session-device="))
+    );
     let session = cookies
         .iter()
         .find(|c| c.starts_with("__Host-session="))

@@ -15,7 +15,7 @@ use crate::password::{PasswordError, PasswordService};
 use crate::rate_limit::{MemoryThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies};
 use crate::session::{MemoryStore, SessionConfig, SessionManager, SessionStore};
 use crate::user::{DynUsers, UserStore, erase};
-use crate::web::{Auth, SecurityHeaders};
+use crate::web::{AllowedHosts, Auth, SecurityHeaders};
 
 /// A configuration [`AuthBuilder::build`] refuses.
 #[non_exhaustive]
@@ -79,6 +79,7 @@ pub struct AuthBuilder {
     tokens: Option<CsrfTokens>,
     login_page: String,
     security: SecurityHeaders,
+    hosts: AllowedHosts,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -113,6 +114,7 @@ impl Auth {
             tokens: None,
             login_page: "/login".to_owned(),
             security: SecurityHeaders::default(),
+            hosts: AllowedHosts::any(),
         }
     }
 }
@@ -235,6 +237,14 @@ impl AuthBuilder {
         self
     }
 
+    /// The `Host` names the app answers to (default: any). Requests for
+    /// another host get 400 before anything else runs: a defence against
+    /// DNS rebinding, which matters most for servers on 127.0.0.1.
+    pub fn allowed_hosts(mut self, hosts: AllowedHosts) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
     /// The browser security headers of every response (default:
     /// [`SecurityHeaders::default`]: no sniffing, no referrer, no framing).
     pub fn security_headers(mut self, headers: SecurityHeaders) -> Self {
@@ -292,6 +302,7 @@ impl AuthBuilder {
         Ok(Auth::from_parts(
             authenticator,
             self.security,
+            self.hosts,
             self.proxies,
             self.csrf,
             self.tokens,

@@ -45,6 +45,12 @@ pub enum AuthError {
     /// The route needs a completed second factor.
     #[error("a second factor is required")]
     SecondFactorRequired,
+    /// A change of second factors came without a code although the account
+    /// has a second factor: its [`FactorProof`](super::FactorProof) needs
+    /// the password *and* a current TOTP or recovery code (403, like the
+    /// other "authenticate more" answers). Nothing was checked or counted.
+    #[error("a code from your authenticator app or a recovery code is required")]
+    CodeRequired,
     /// A form's CSRF token is missing or does not belong to this session.
     #[error("invalid or missing form token, reload the page")]
     CsrfToken,
@@ -79,7 +85,10 @@ impl AuthError {
             Self::InvalidCredentials | Self::NotAuthenticated | Self::InvalidCode => 401,
             Self::TotpAlreadyEnabled | Self::TotpNotEnabled | Self::LoginTaken => 409,
             Self::MfaUnavailable | Self::Unsupported => 501,
-            Self::ReauthenticationRequired | Self::CsrfToken | Self::SecondFactorRequired => 403,
+            Self::ReauthenticationRequired
+            | Self::CsrfToken
+            | Self::SecondFactorRequired
+            | Self::CodeRequired => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
             Self::Policy(_) | Self::InvalidLogin => 400,

@@ -3,15 +3,112 @@
 //! attempt (client IP, and the user's second-factor account); no code,
 //! secret or hash reaches an error, event or log line.
 
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
 use super::{AuthError, Authenticator, Client, mfa_account};
+use crate::clock::Timestamp;
 use crate::event::{AuthEventKind, FailureReason};
 use crate::mfa::{
     Enrollment, MfaKeys, RecoveryCodes, TotpSecret, hash_recovery_code, normalize_recovery_code,
     otpauth_uri, qr_svg,
 };
 use crate::password::Password;
-use crate::session::{AuthState, Factor, Session};
+use crate::session::{AuthState, Factor, Session, SessionRecord};
 use crate::user::AnyUser;
+
+/// The proof of the account owner that a change of second factors needs
+/// (ASVS 5.0 7.5.1), given with the request itself: the current password
+/// and, when the account already has a second factor, a current TOTP code
+/// or an unused recovery code. A recent login is not enough. It is a full
+/// re-authentication: checked like a login (the password against the
+/// account's password throttle, the code against its second-factor
+/// throttle, both also per client IP; every failure audited), a recovery
+/// code given as proof is used up, and on success the session gets a new
+/// ID and a fresh authentication time.
+///
+/// Taken by [`Authenticator::begin_totp_enrollment`],
+/// [`Authenticator::disable_totp`] and
+/// [`Authenticator::regenerate_recovery_codes`] (and their
+/// [`RequestAuth`](crate::web::RequestAuth) wrappers). `Debug` shows
+/// neither secret.
+///
+/// ```
+/// use auth_core::Password;
+/// use auth_core::flow::FactorProof;
+///
+/// // No second factor yet (starting a TOTP enrolment): the password.
+/// let proof = FactorProof::password(Password::from("correct horse battery staple"));
+/// assert!(!proof.has_code());
+/// // TOTP on (turning it off, new recovery codes): the password and a code.
+/// let proof = FactorProof::password(Password::from("correct horse battery staple"))
+///     .with_code("123456");
+/// assert!(proof.has_code());
+/// // From a form whose code field may be left empty: blank is no code.
+/// let proof = FactorProof::new(Password::from("correct horse battery staple"), Some(" ".into()));
+/// assert!(!proof.has_code());
+/// assert!(!format!("{proof:?}").contains("horse"));
+/// ```
+pub struct FactorProof {
+    password: Password,
+    code: Option<SecretString>,
+}
+
+impl FactorProof {
+    /// The current password and an optional TOTP or recovery code, as a
+    /// form or JSON body has them: an empty or blank code counts as none.
+    pub fn new(password: Password, code: Option<String>) -> Self {
+        let proof = Self::password(password);
+        match code {
+            Some(code) => proof.with_code(code),
+            None => proof,
+        }
+    }
+
+    /// The current password alone: enough while the account has no second
+    /// factor.
+    pub fn password(password: Password) -> Self {
+        Self {
+            password,
+            code: None,
+        }
+    }
+
+    /// Adds a current TOTP code or an unused recovery code (told apart by
+    /// their shape); an empty or blank `code` counts as none.
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        let code = code.into();
+        self.code = (!code.trim().is_empty()).then(|| SecretString::from(code));
+        self
+    }
+
+    /// Whether a code is part of the proof.
+    pub fn has_code(&self) -> bool {
+        self.code.is_some()
+    }
+
+    fn code(&self) -> Option<&str> {
+        self.code.as_ref().map(|code| code.expose_secret())
+    }
+}
+
+impl fmt::Debug for FactorProof {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FactorProof")
+            .field("password", &self.password)
+            .field("code", &self.code.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+/// A fresh authentication time for an authenticated session record.
+fn refresh_time(record: &mut SessionRecord, now: Timestamp) {
+    if let AuthState::Authenticated { at, .. } = &mut record.auth {
+        *at = now;
+    }
+}
 
 /// Which second factor a code is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +235,66 @@ impl Authenticator {
             self.failure(failure, Some(user_id), client, Some(kind.factor()), reason);
             return Err(AuthError::InvalidCode);
         }
-        self.inner.throttle.record_success(&account).await?;
+        self.throttle_success(&account, client).await?;
+        Ok(())
+    }
+
+    /// Checks a [`FactorProof`] of `user`: without a code while the
+    /// account has a second factor, [`AuthError::CodeRequired`] (nothing
+    /// checked or counted); then the password (throttled like a login),
+    /// then the code through [`prove_code`](Self::prove_code) (a recovery
+    /// code is used up). A failure emits `failure`. Returns the user's
+    /// stored hash after the check (a re-hash may have changed it).
+    async fn check_proof(
+        &self,
+        user: &AnyUser,
+        proof: &FactorProof,
+        client: &Client,
+        failure: AuthEventKind,
+    ) -> Result<String, AuthError> {
+        let factors = self.inner.accounts.second_factors(user.id()).await?;
+        let code = match proof.code() {
+            _ if factors.is_empty() => None,
+            Some(code) => Some(code),
+            None => return Err(AuthError::CodeRequired),
+        };
+        let hash = self
+            .verify_current_password(user, &proof.password, client, failure)
+            .await?;
+        if let Some(code) = code {
+            let kind = CodeKind::of(code);
+            let allowed = match kind {
+                CodeKind::Totp => factors.contains(&Factor::Totp),
+                CodeKind::Recovery => true,
+            };
+            self.prove_code(user.id(), kind, code, allowed, client, failure)
+                .await?;
+        }
+        Ok(hash)
+    }
+
+    /// After a proof that changes no factor: a new session ID, a fresh
+    /// authentication time and the stamp of `hash`.
+    async fn renew_after_proof(
+        &self,
+        session: &mut Session,
+        user: &AnyUser,
+        hash: &str,
+    ) -> Result<(), AuthError> {
+        let stamp = self
+            .inner
+            .stamps
+            .of(user, hash)
+            .await
+            .map_err(AuthError::internal)?;
+        let now = self.now();
+        self.inner
+            .sessions
+            .rotate_with(session, |record| {
+                record.security_stamp = Some(stamp.to_string());
+                refresh_time(record, now);
+            })
+            .await?;
         Ok(())
     }
 
@@ -259,25 +415,36 @@ impl Authenticator {
             .is_some_and(|t| t.confirmed))
     }
 
-    /// Starts a TOTP enrolment (needs a recent login): a new 160-bit secret
-    /// is stored encrypted as *pending*; it is not a second factor, and
-    /// logins do not ask for it, until [`confirm_totp`](Self::confirm_totp).
-    /// Starting again replaces a pending secret. Show the result once.
+    /// Starts a TOTP enrolment, given the account owner's [`FactorProof`]
+    /// (the password, and a code when the account already has a second
+    /// factor; a recent login is not enough): a new 160-bit secret is
+    /// stored encrypted as *pending*; it is not a second factor, and logins
+    /// do not ask for it, until [`confirm_totp`](Self::confirm_totp).
+    /// Starting again replaces a pending secret. Show the result once. The
+    /// proof is a re-authentication: the session gets a new ID and a fresh
+    /// authentication time.
     ///
-    /// Errors: [`AuthError::ReauthenticationRequired`],
-    /// [`AuthError::TotpAlreadyEnabled`], [`AuthError::MfaUnavailable`]
-    /// (no [`MfaKeys`]).
+    /// Errors: [`AuthError::NotAuthenticated`],
+    /// [`AuthError::TotpAlreadyEnabled`] and [`AuthError::MfaUnavailable`]
+    /// (no [`MfaKeys`]) before the proof is looked at;
+    /// [`AuthError::CodeRequired`], [`AuthError::InvalidCredentials`] (wrong
+    /// password), [`AuthError::InvalidCode`], [`AuthError::Throttled`],
+    /// [`AuthError::Busy`].
     pub async fn begin_totp_enrollment(
         &self,
-        session: &Session,
+        session: &mut Session,
+        proof: &FactorProof,
         client: &Client,
     ) -> Result<Enrollment, AuthError> {
-        self.require_recent(session)?;
         let user = self.current_user(session).await?;
         let keys = self.keys()?;
         if self.totp_confirmed(&user).await? {
             return Err(AuthError::TotpAlreadyEnabled);
         }
+        let hash = self
+            .check_proof(&user, proof, client, AuthEventKind::TotpEnableFailed)
+            .await?;
+        self.renew_after_proof(session, &user, &hash).await?;
         let secret = TotpSecret::generate()?;
         let sealed = keys.seal(user.id(), &secret)?;
         if !self
@@ -294,7 +461,7 @@ impl Authenticator {
             user.display_name(),
             &self.inner.totp,
         );
-        let qr = qr_svg(secrecy::ExposeSecret::expose_secret(&uri))?;
+        let qr = qr_svg(uri.expose_secret())?;
         self.success(
             AuthEventKind::TotpEnrollmentStarted,
             Some(user.id()),
@@ -361,7 +528,7 @@ impl Authenticator {
                 None => AuthError::TotpNotEnabled,
             });
         }
-        self.inner.throttle.record_success(&account).await?;
+        self.throttle_success(&account, client).await?;
         let stamp = self.raise_epoch(&user).await?;
         self.end_other_sessions(session, user.id(), stamp, |record| {
             if let AuthState::Authenticated { factors, .. } = &mut record.auth
@@ -380,38 +547,37 @@ impl Authenticator {
         Ok(codes)
     }
 
-    /// Turns TOTP off (needs a recent login and a valid TOTP or recovery
-    /// code): the secret, the recovery codes and the factor are removed,
-    /// every other session of the user ends and this one gets a new ID.
+    /// Turns TOTP off, given the account owner's [`FactorProof`]: the
+    /// password and a current TOTP or recovery code (a recent login is not
+    /// enough). The secret, the recovery codes and the factor are removed,
+    /// every other session of the user ends, and this one gets a new ID and
+    /// a fresh authentication time.
     ///
-    /// Errors: [`AuthError::ReauthenticationRequired`],
-    /// [`AuthError::Throttled`], [`AuthError::InvalidCode`],
-    /// [`AuthError::TotpNotEnabled`].
+    /// Errors: [`AuthError::NotAuthenticated`] and
+    /// [`AuthError::TotpNotEnabled`] before the proof is looked at;
+    /// [`AuthError::CodeRequired`], [`AuthError::InvalidCredentials`] (wrong
+    /// password), [`AuthError::InvalidCode`], [`AuthError::Throttled`],
+    /// [`AuthError::Busy`].
     pub async fn disable_totp(
         &self,
         session: &mut Session,
-        code: &str,
+        proof: &FactorProof,
         client: &Client,
     ) -> Result<(), AuthError> {
-        self.require_recent(session)?;
         let user = self.current_user(session).await?;
         if !self.totp_confirmed(&user).await? {
             return Err(AuthError::TotpNotEnabled);
         }
-        let kind = CodeKind::of(code);
-        self.prove_code(
-            user.id(),
-            kind,
-            code,
-            true,
-            client,
-            AuthEventKind::TotpDisableFailed,
-        )
-        .await?;
-        self.inner.accounts.remove_totp(user.id()).await?;
-        let stamp = self.raise_epoch(&user).await?;
-        self.end_other_sessions(session, user.id(), stamp, |_| {})
+        let hash = self
+            .check_proof(&user, proof, client, AuthEventKind::TotpDisableFailed)
             .await?;
+        self.inner.accounts.remove_totp(user.id()).await?;
+        let stamp = self.raise_epoch_with(&user, &hash).await?;
+        let now = self.now();
+        self.end_other_sessions(session, user.id(), stamp, |record| {
+            refresh_time(record, now);
+        })
+        .await?;
         self.success(
             AuthEventKind::TotpDisabled,
             Some(user.id()),
@@ -421,23 +587,47 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Replaces the user's recovery codes with 10 new ones (needs a recent
-    /// login and TOTP enabled); the old ones stop working.
+    /// Replaces the user's recovery codes with 10 new ones (returned once,
+    /// stored hashed), given the account owner's [`FactorProof`]: the
+    /// password and a current TOTP or recovery code (a recent login is not
+    /// enough). The old codes stop working, every other session of the
+    /// user ends, and this one gets a new ID and a fresh authentication
+    /// time.
+    ///
+    /// Errors: [`AuthError::NotAuthenticated`] and
+    /// [`AuthError::TotpNotEnabled`] before the proof is looked at;
+    /// [`AuthError::CodeRequired`], [`AuthError::InvalidCredentials`] (wrong
+    /// password), [`AuthError::InvalidCode`], [`AuthError::Throttled`],
+    /// [`AuthError::Busy`].
     pub async fn regenerate_recovery_codes(
         &self,
-        session: &Session,
+        session: &mut Session,
+        proof: &FactorProof,
         client: &Client,
     ) -> Result<RecoveryCodes, AuthError> {
-        self.require_recent(session)?;
         let user = self.current_user(session).await?;
         if !self.totp_confirmed(&user).await? {
             return Err(AuthError::TotpNotEnabled);
         }
+        let hash = self
+            .check_proof(
+                &user,
+                proof,
+                client,
+                AuthEventKind::RecoveryCodesRegenerationFailed,
+            )
+            .await?;
         let codes = RecoveryCodes::generate(user.id())?;
         self.inner
             .accounts
             .replace_recovery_codes(user.id(), codes.hashes())
             .await?;
+        let stamp = self.raise_epoch_with(&user, &hash).await?;
+        let now = self.now();
+        self.end_other_sessions(session, user.id(), stamp, |record| {
+            refresh_time(record, now);
+        })
+        .await?;
         self.success(
             AuthEventKind::RecoveryCodesRegenerated,
             Some(user.id()),

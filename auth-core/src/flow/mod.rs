@@ -23,6 +23,16 @@
 //! code: an atomic delete) -> the session gets a new ID and becomes
 //! authenticated with `[Password, Totp]` or `[Password, RecoveryCode]`.
 //!
+//! Changing a second factor ([`Authenticator::begin_totp_enrollment`],
+//! [`Authenticator::disable_totp`],
+//! [`Authenticator::regenerate_recovery_codes`]) needs a [`FactorProof`]
+//! with the request, not a recent login: the password, and a current TOTP
+//! or recovery code when the account has a second factor, each checked and
+//! throttled as at login. Confirming an enrolment is proved by the new
+//! authenticator's first code. Every change of factors raises the
+//! account's epoch, ends the user's other sessions and gives this one a
+//! new ID.
+//!
 //! Second-factor attempts are counted against their own throttle account,
 //! `"\u{1}mfa:" + user id` (no login name can contain a control
 //! character, so it never collides with one). With the login name's
@@ -50,6 +60,7 @@ mod session;
 
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
+pub use mfa::FactorProof;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -66,8 +77,10 @@ use crate::cookie::CookieConfig;
 use crate::event::{AuthEventHook, AuthEventKind, FailureReason};
 use crate::mfa::{MfaKeys, TotpParams};
 use crate::password::{PasswordService, PolicyContext};
-use crate::rate_limit::{Decision, IpBucket, LimitScope, ThrottleBackend};
-use crate::session::{ClientInfo, Factor, Session, SessionManager, StampSource, StoreError};
+use crate::rate_limit::{Attempt, Decision, LimitScope, ThrottleBackend};
+use crate::session::{
+    ClientInfo, Factor, Session, SessionId, SessionManager, StampSource, StoreError,
+};
 use crate::user::{AnyUser, DynUsers};
 
 /// The client behind a request, as the adapter determined it (client IP via
@@ -78,9 +91,22 @@ pub struct Client {
     pub ip: IpAddr,
     /// `User-Agent`.
     pub user_agent: Option<String>,
+    /// The browser's device cookie, if it sent one: attempts from a device
+    /// that completed a login to the account count against a budget of
+    /// their own (see [`rate_limit`](crate::rate_limit)).
+    pub device: Option<SessionId>,
 }
 
 impl Client {
+    /// A client at `ip`, with no user agent and no device cookie.
+    pub fn new(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            user_agent: None,
+            device: None,
+        }
+    }
+
     fn info(&self) -> ClientInfo {
         ClientInfo {
             ip: Some(self.ip.to_string()),
@@ -304,11 +330,8 @@ impl Authenticator {
 
     /// The per-IP budget alone (registration, anonymous sessions).
     async fn throttle_ip(&self, client: &Client) -> Result<(), AuthError> {
-        if let Decision::Limited { retry_after, .. } = self
-            .inner
-            .throttle
-            .check_ip(IpBucket::of(client.ip), self.now())
-            .await?
+        if let Decision::Limited { retry_after, .. } =
+            self.inner.throttle.check_ip(client.ip, self.now()).await?
         {
             self.failure(
                 AuthEventKind::Throttled,
@@ -330,10 +353,18 @@ impl Authenticator {
         user_id: Option<&str>,
         factor: Factor,
     ) -> Result<(), AuthError> {
+        let device = client.device.as_ref().map(SessionId::key);
         let decision = self
             .inner
             .throttle
-            .check(IpBucket::of(client.ip), account, self.now())
+            .check(
+                &Attempt {
+                    ip: client.ip,
+                    account,
+                    device: device.as_ref(),
+                },
+                self.now(),
+            )
             .await?;
         match decision {
             Decision::Allowed => Ok(()),
@@ -352,6 +383,38 @@ impl Authenticator {
                 Err(AuthError::Throttled { retry_after })
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// Clears `account`'s count after a success from `client`, whose
+    /// device becomes known for it.
+    async fn throttle_success(&self, account: &str, client: &Client) -> Result<(), AuthError> {
+        self.inner
+            .throttle
+            .record_success(
+                account,
+                client.device.as_ref().map(SessionId::key).as_ref(),
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How long a device cookie lasts (the throttle's device standing).
+    pub fn device_trust(&self) -> Duration {
+        self.inner.throttle.config().device_trust()
+    }
+
+    /// Lifts the login locks of user `id` (password and second factor):
+    /// for an administrator, and for the owner's way back in after a
+    /// completed account recovery. Attempts from the owner's known devices
+    /// are never held by these locks in the first place.
+    pub async fn unlock_account(&self, id: &str) -> Result<(), AuthError> {
+        let throttle = &self.inner.throttle;
+        throttle.unlock(&format!("\u{1}id:{id}")).await?;
+        throttle.unlock(&mfa_account(id)).await?;
+        Ok(())
     }
 }
 

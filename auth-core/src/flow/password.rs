@@ -194,7 +194,7 @@ impl Authenticator {
             );
             return Err(AuthError::InvalidCredentials);
         };
-        self.inner.throttle.record_success(&account).await?;
+        self.throttle_success(&account, client).await?;
         let (session, methods) = self.enter_as(user, &hash, current, client).await?;
         let kind = if methods.is_empty() {
             AuthEventKind::LoginSucceeded
@@ -281,20 +281,23 @@ impl Authenticator {
         change: F,
     ) -> Result<Session, AuthError>
     where
-        F: FnMut(&mut SessionRecord) + Send,
+        F: FnOnce(&mut SessionRecord) + Send,
     {
         let sessions = &self.inner.sessions;
         if let Some(old) = current {
             sessions.destroy(old.clone()).await?;
         }
-        let mut session = sessions
-            .create(NewSession {
-                client: client.info(),
-                persistent: false,
-            })
-            .await?;
-        sessions.update(&mut session, change).await?;
-        Ok(session)
+        // Stored in its final state from the first write: the store never
+        // holds a login's session as anonymous.
+        Ok(sessions
+            .create_as(
+                NewSession {
+                    client: client.info(),
+                    persistent: false,
+                },
+                change,
+            )
+            .await?)
     }
 
     /// Proves the password again (step-up): throttled like a login; on
@@ -375,7 +378,7 @@ impl Authenticator {
             .await?;
         match self.check_password(slot, Some(user), password).await? {
             Some(hash) => {
-                self.inner.throttle.record_success(&account).await?;
+                self.throttle_success(&account, client).await?;
                 Ok(hash)
             }
             None => {

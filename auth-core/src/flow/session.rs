@@ -181,10 +181,21 @@ impl Authenticator {
     /// Raises the user's epoch and answers their new stamp: sessions that
     /// recorded the old one end even on stores that cannot revoke by user.
     pub(super) async fn raise_epoch(&self, user: &AnyUser) -> Result<Arc<str>, AuthError> {
+        self.raise_epoch_with(user, user.password_hash()).await
+    }
+
+    /// As [`raise_epoch`](Self::raise_epoch), with the stamp of
+    /// `password_hash`: the user's hash after a password check, which a
+    /// re-hash during the check may have changed.
+    pub(super) async fn raise_epoch_with(
+        &self,
+        user: &AnyUser,
+        password_hash: &str,
+    ) -> Result<Arc<str>, AuthError> {
         self.inner.accounts.raise_epoch(user.id()).await?;
         self.inner
             .stamps
-            .of(user, user.password_hash())
+            .of(user, password_hash)
             .await
             .map_err(AuthError::internal)
     }

@@ -169,22 +169,41 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The throttling key of an address: an IPv4 address, or the /64 network of
-/// an IPv6 address (one subscriber usually holds a whole /64).
+/// The throttling key of an address: an IPv4 address, or an IPv6 network
+/// (the /64 by default: one subscriber usually holds a whole /64; wider
+/// tiers group a site).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IpBucket {
     /// One IPv4 address.
     V4(u32),
-    /// The upper 64 bits of an IPv6 address.
-    V6(u64),
+    /// An IPv6 network: its address bits above `len`, and `len`.
+    V6 {
+        /// The network address (bits past `len` are zero).
+        network: u128,
+        /// The prefix length.
+        len: u8,
+    },
 }
 
 impl IpBucket {
-    /// The bucket of `ip`.
+    /// The bucket of `ip`: the address itself for IPv4, its /64 for IPv6.
     pub fn of(ip: IpAddr) -> Self {
+        Self::within(ip, 64)
+    }
+
+    /// The bucket of `ip` in IPv6 networks of `len` bits (at most 128); an
+    /// IPv4 address (also IPv4-mapped) is its own bucket.
+    pub fn within(ip: IpAddr, len: u8) -> Self {
         match canonical(ip) {
             IpAddr::V4(v4) => Self::V4(u32::from(v4)),
-            IpAddr::V6(v6) => Self::V6((u128::from(v6) >> 64) as u64),
+            IpAddr::V6(v6) => {
+                let len = len.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                Self::V6 {
+                    network: u128::from(v6) & mask,
+                    len,
+                }
+            }
         }
     }
 }
@@ -193,7 +212,7 @@ impl std::fmt::Display for IpBucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::V4(v4) => write!(f, "{}", std::net::Ipv4Addr::from(*v4)),
-            Self::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*prefix) << 64)),
+            Self::V6 { network, len } => write!(f, "{}/{len}", Ipv6Addr::from(*network)),
         }
     }
 }
@@ -303,6 +322,14 @@ mod tests {
             IpBucket::of(ip("192.0.2.1"))
         );
         assert_ne!(IpBucket::of(ip("192.0.2.1")), IpBucket::of(ip("192.0.2.2")));
+        let wide = IpBucket::within(ip("2001:db8:1:2ff::1"), 56);
+        assert_eq!(wide.to_string(), "2001:db8:1:200::/56");
+        assert_eq!(wide, IpBucket::within(ip("2001:db8:1:280::9"), 56));
+        assert_ne!(wide, IpBucket::within(ip("2001:db8:1:300::9"), 56));
+        assert_eq!(
+            IpBucket::within(ip("2001:db8:1:2::1"), 0).to_string(),
+            "::/0"
+        );
         let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
         assert!(proxies.contains(ip("::ffff:127.0.0.1")));
     }

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,7 +10,10 @@ use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use super::{Decision, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError};
+use super::{
+    Attempt, Decision, DeviceKey, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig,
+    ThrottleError, is_known_account,
+};
 use crate::clock::{Clock, Timestamp};
 
 /// Consider key housekeeping every this many checks. A sweep visits every
@@ -105,38 +109,90 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type AccountMap = HashMap<AccountKey, Account, std::hash::BuildHasherDefault<KeyHasher>>;
+type AccountMap = HashMap<AccountKey, Entry, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// A budget of consecutive failures: an account's, a known device's on an
+/// account, or a bucket of names without an account.
 #[derive(Debug, Clone, Copy)]
-struct Account {
+struct Entry {
     failures: u32,
     locked_until: Option<Timestamp>,
     last_failure: Timestamp,
+    /// For a device: known for the account until then.
+    trusted_until: Option<Timestamp>,
 }
 
-/// In-process throttle state: a `governor` keyed GCRA limiter per IP
-/// bucket, and consecutive-failure counts per account.
+impl Entry {
+    fn new(now: Timestamp) -> Self {
+        Self {
+            failures: 0,
+            locked_until: None,
+            last_failure: now,
+            trusted_until: None,
+        }
+    }
+
+    /// Until when the entry matters: its lock, its failure memory, its
+    /// device standing.
+    fn expires(&self, memory: Duration) -> Timestamp {
+        let mut until = self.last_failure.saturating_add(memory);
+        for t in [self.locked_until, self.trusted_until]
+            .into_iter()
+            .flatten()
+        {
+            until = until.max(t);
+        }
+        until
+    }
+
+    /// The wait while locked.
+    fn locked(&self, now: Timestamp) -> Option<Duration> {
+        self.locked_until
+            .filter(|until| *until > now)
+            .map(|until| until.duration_since(now))
+    }
+
+    /// Counts one admitted attempt; `cap` bounds the lock it earns.
+    fn count(&mut self, config: &ThrottleConfig, now: Timestamp, cap: Option<Duration>) {
+        if self.last_failure <= now.saturating_sub(config.failure_memory) {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.last_failure = now;
+        self.locked_until = config
+            .lock_for(self.failures)
+            .map(|lock| now.saturating_add(cap.map_or(lock, |cap| lock.min(cap))));
+    }
+}
+
+/// In-process throttle state: `governor` keyed GCRA limiters per IP bucket
+/// (one per quota: the base, and each IPv6 tier), and consecutive-failure
+/// counts per account, per known device, and per bucket of names without
+/// an account.
 ///
-/// Memory stays bounded under key spraying: periodically (a sweep once at
-/// least as many checks as tracked keys have passed, so amortised O(1) per
-/// check), and whenever a cap is found passed (the IP count is taken every
-/// 256 checks, so it may overshoot by that much), stale IP keys are dropped with
-/// `retain_recent` + `shrink_to_fit`, and counts older than the failure
-/// memory are forgotten. If live IP keys still exceed their cap, the IP
-/// limiter starts afresh (one burst for everyone, logged): that takes a
-/// million live addresses or /64s. Accounts are evicted oldest first among
-/// those below the free allowance; an account at or past it is never
-/// evicted, and when only such accounts remain, new account keys are refused
-/// (fail closed).
+/// Memory stays bounded under key spraying, and a full table never refuses
+/// anyone:
+/// * Names without an account share [`ThrottleConfig::unknown_name_buckets`]
+///   buckets (a keyed hash picks the bucket): however many are sprayed, the
+///   state is bounded, and no budget of a real account depends on them.
+/// * Accounts and known devices (only real accounts and successful logins
+///   make them) are capped; at the cap, the entries that expire soonest
+///   make room (a tenth of the cap at a time, so a sweep is amortised).
+/// * Stale IP keys are dropped periodically (a sweep once at least as many
+///   checks as tracked keys have passed, so amortised O(1) per check) and
+///   whenever the cap is found passed (counted every 256 checks); if live
+///   IP keys still exceed it, the IP limiters start afresh (logged).
 #[derive(Debug)]
 pub struct MemoryThrottle {
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
-    ips: RwLock<IpLimiter>,
+    /// One limiter per quota (see [`ThrottleConfig::ip_buckets`]).
+    ips: RwLock<Vec<IpLimiter>>,
     accounts: Mutex<AccountMap>,
+    names: Mutex<HashMap<u32, Entry>>,
     /// A random SipHash key: an account's map key is its name hashed
     /// twice under it, in two domains (128 bits, keyed, so nobody can aim
-    /// a name at another account's counter).
+    /// a name at another account's counter or a bucket).
     account_key: std::hash::RandomState,
     checks: AtomicU64,
     /// `checks` at the last sweep.
@@ -146,34 +202,44 @@ pub struct MemoryThrottle {
 impl MemoryThrottle {
     /// A throttle with `config`, judging time by `clock`.
     pub fn new(config: ThrottleConfig, clock: Arc<dyn Clock>) -> Self {
-        let ips = RwLock::new(Self::limiter(&config, &clock));
+        let ips = RwLock::new(Self::limiters(&config, &clock));
         Self {
             config,
             clock,
             ips,
             accounts: Mutex::default(),
+            names: Mutex::default(),
             account_key: std::hash::RandomState::new(),
             checks: AtomicU64::new(0),
             last_sweep: AtomicU64::new(0),
         }
     }
 
-    fn limiter(config: &ThrottleConfig, clock: &Arc<dyn Clock>) -> IpLimiter {
-        let burst = NonZeroU32::new(config.ip_burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(config.ip_period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
-        RateLimiter::dashmap_with_clock_and_hasher(
-            quota,
-            GovernorClock(Arc::clone(clock)),
-            IpHasher::default(),
-        )
+    fn limiters(config: &ThrottleConfig, clock: &Arc<dyn Clock>) -> Vec<IpLimiter> {
+        (0..=config.ipv6_tiers().len())
+            .map(|index| {
+                let (burst, period) = config.ip_quota(index);
+                let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(period)
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                    .allow_burst(burst);
+                RateLimiter::dashmap_with_clock_and_hasher(
+                    quota,
+                    GovernorClock(Arc::clone(clock)),
+                    IpHasher::default(),
+                )
+            })
+            .collect()
     }
 
-    /// How many IP buckets and accounts are tracked.
+    /// How many IP buckets, and how many account, device and name-bucket
+    /// entries, are tracked.
     pub fn tracked(&self) -> (usize, usize) {
-        let ips = self.ips.read().map_or(0, |l| l.len());
-        (ips, self.lock_accounts().len())
+        let ips = self
+            .ips
+            .read()
+            .map_or(0, |l| l.iter().map(IpLimiter::len).sum());
+        (ips, self.lock_accounts().len() + self.lock_names().len())
     }
 
     /// Drops stale keys now (also done automatically).
@@ -181,55 +247,86 @@ impl MemoryThrottle {
         self.last_sweep
             .store(self.checks.load(Ordering::Relaxed), Ordering::Relaxed);
         let now = self.clock.now();
-        if let Ok(limiter) = self.ips.read() {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        let mut ip_keys = 0;
+        if let Ok(limiters) = self.ips.read() {
+            for limiter in limiters.iter() {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+                ip_keys += limiter.len();
+            }
         }
-        let over_cap = self
-            .ips
-            .read()
-            .is_ok_and(|l| l.len() > self.config.max_tracked_ips);
-        if over_cap && let Ok(mut limiter) = self.ips.write() {
+        if ip_keys > self.config.max_tracked_ips
+            && let Ok(mut limiters) = self.ips.write()
+        {
             tracing::warn!(
                 cap = self.config.max_tracked_ips,
                 "login throttle: more live client IPs than the cap; IP budgets start afresh"
             );
-            *limiter = Self::limiter(&self.config, &self.clock);
+            *limiters = Self::limiters(&self.config, &self.clock);
         }
+        let memory = self.config.failure_memory;
         let mut accounts = self.lock_accounts();
-        let forget_before = now.saturating_sub(self.config.failure_memory);
-        accounts.retain(|_, a| {
-            a.last_failure > forget_before || a.locked_until.is_some_and(|until| until > now)
-        });
-        let cap = self.config.max_tracked_accounts;
-        if accounts.len() >= cap {
-            // Evict down to 90% of the cap, oldest first, but never an
-            // account that has reached the free allowance: its count is what
-            // keeps it locked. (If only such accounts remain, new keys are
-            // refused by `check`.)
-            let target = cap - cap / 10;
-            let free = self.config.free_failures;
-            let mut evictable: Vec<(Timestamp, AccountKey)> = accounts
-                .iter()
-                .filter(|(_, a)| a.failures < free)
-                .map(|(key, a)| (a.last_failure, *key))
-                .collect();
-            evictable.sort_unstable();
-            let excess = accounts.len().saturating_sub(target);
-            for (_, key) in evictable.into_iter().take(excess) {
-                accounts.remove(&key);
-            }
-        }
+        accounts.retain(|_, entry| entry.expires(memory) > now);
         accounts.shrink_to_fit();
+        drop(accounts);
+        let mut names = self.lock_names();
+        names.retain(|_, entry| entry.expires(memory) > now);
+        names.shrink_to_fit();
     }
 
-    /// The map key of `account`: a keyed 128-bit hash of the name, so the
-    /// map holds no strings (no allocation per account, and a cleared map
-    /// gives all its memory back).
-    fn account_key(&self, account: &str) -> AccountKey {
+    /// Room for one more account or device entry: at the cap, the expired
+    /// entries go, then those expiring soonest, down to 90% of the cap.
+    fn make_room(&self, accounts: &mut AccountMap, now: Timestamp) {
+        let cap = self.config.max_tracked_accounts;
+        if accounts.len() < cap {
+            return;
+        }
+        let memory = self.config.failure_memory;
+        accounts.retain(|_, entry| entry.expires(memory) > now);
+        let target = cap - cap / 10;
+        let excess = accounts.len().saturating_sub(target);
+        if excess == 0 {
+            return;
+        }
+        tracing::warn!(
+            cap,
+            "login throttle: account table full; the entries expiring soonest make room"
+        );
+        let mut by_expiry: Vec<(Timestamp, AccountKey)> = accounts
+            .iter()
+            .map(|(key, entry)| (entry.expires(memory), *key))
+            .collect();
+        by_expiry.select_nth_unstable(excess - 1);
+        for (_, key) in by_expiry.into_iter().take(excess) {
+            accounts.remove(&key);
+        }
+    }
+
+    fn hash(&self, value: impl std::hash::Hash) -> u64 {
         use std::hash::BuildHasher;
-        let key = &self.account_key;
-        (key.hash_one((0u8, account)), key.hash_one((1u8, account)))
+        self.account_key.hash_one(value)
+    }
+
+    /// The map key of a known `account`: a keyed 128-bit hash of the name,
+    /// so the map holds no strings (no allocation per account, and a
+    /// cleared map gives all its memory back).
+    fn account_key(&self, account: &str) -> AccountKey {
+        (self.hash((0u8, account)), self.hash((1u8, account)))
+    }
+
+    /// The map key of `device` on `account`.
+    fn device_key(&self, account: &str, device: &DeviceKey) -> AccountKey {
+        let bytes = device.as_bytes();
+        (
+            self.hash((2u8, account, bytes)),
+            self.hash((3u8, account, bytes)),
+        )
+    }
+
+    /// The bucket of a name without an account.
+    fn name_bucket(&self, name: &str) -> u32 {
+        let buckets = u64::from(self.config.unknown_name_buckets());
+        u32::try_from(self.hash((4u8, name)) % buckets).unwrap_or(0)
     }
 
     fn lock_accounts(&self) -> std::sync::MutexGuard<'_, AccountMap> {
@@ -237,100 +334,126 @@ impl MemoryThrottle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
 
-impl MemoryThrottle {
-    /// One attempt from `ip`'s budget, with housekeeping when due.
-    fn take_ip(&self, ip: IpBucket, now: Timestamp) -> Option<Duration> {
+    fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An account-scope refusal for a lock lasting `wait`.
+    fn locked(&self, wait: Duration) -> Decision {
+        Decision::Limited {
+            retry_after: self.config.announced(wait),
+            scope: LimitScope::Account,
+        }
+    }
+
+    /// One attempt from each of `ip`'s budgets, narrowest first, with
+    /// housekeeping when due.
+    fn take_ip(&self, ip: IpAddr, now: Timestamp) -> Option<Duration> {
         let count = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
-        // Counting the keys takes a read lock on every shard of the map:
+        // Counting the keys takes a read lock on every shard of the maps:
         // done every CAP_CHECK_EVERY checks, not on each (the cap may be
         // overshot by that many keys before it is enforced).
         let count_keys = count.is_multiple_of(CAP_CHECK_EVERY);
         let (result, ip_keys) = {
-            let limiter = self
+            let limiters = self
                 .ips
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             // No await between setting and clearing: the time is this
             // check's alone.
             let _time = CheckTime::set(now);
-            let result = limiter
-                .check_key(&ip)
-                .map_err(|not_until| not_until.wait_time_from(GovernorClock::nanos(now)));
-            (result, if count_keys { limiter.len() } else { 0 })
+            let result = self
+                .config
+                .ip_buckets(ip)
+                .find_map(|(index, bucket)| limiters.get(index)?.check_key(&bucket).err())
+                .map(|not_until| not_until.wait_time_from(GovernorClock::nanos(now)));
+            let keys = if count_keys {
+                limiters.iter().map(IpLimiter::len).sum()
+            } else {
+                0
+            };
+            (result, keys)
         };
         let sweep_due = count.is_multiple_of(HOUSEKEEPING_EVERY) && {
             let since = count.saturating_sub(self.last_sweep.load(Ordering::Relaxed));
-            let keys = ip_keys.saturating_add(self.lock_accounts().len());
+            let keys = ip_keys
+                .saturating_add(self.lock_accounts().len())
+                .saturating_add(self.lock_names().len());
             since >= u64::try_from(keys).unwrap_or(u64::MAX)
         };
         if sweep_due || ip_keys > self.config.max_tracked_ips {
             self.housekeeping();
         }
-        result.err()
+        result
     }
 }
 
 #[async_trait]
 impl ThrottleBackend for MemoryThrottle {
+    fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
     async fn check(
         &self,
-        ip: IpBucket,
-        account: &str,
+        attempt: &Attempt<'_>,
         now: Timestamp,
     ) -> Result<Decision, ThrottleError> {
-        if let Some(wait) = self.take_ip(ip, now) {
+        if let Some(wait) = self.take_ip(attempt.ip, now) {
             return Ok(Decision::Limited {
                 retry_after: wait,
                 scope: LimitScope::Ip,
             });
         }
-        let key = self.account_key(account);
+        let config = &self.config;
+        if !is_known_account(attempt.account) {
+            let bucket = self.name_bucket(attempt.account);
+            let mut names = self.lock_names();
+            let entry = names.entry(bucket).or_insert_with(|| Entry::new(now));
+            if let Some(wait) = entry.locked(now) {
+                return Ok(self.locked(wait));
+            }
+            entry.count(config, now, None);
+            return Ok(Decision::Allowed);
+        }
         let mut accounts = self.lock_accounts();
-        if !accounts.contains_key(&key) && accounts.len() >= self.config.max_tracked_accounts {
-            drop(accounts);
-            self.housekeeping();
-            accounts = self.lock_accounts();
-            if accounts.len() >= self.config.max_tracked_accounts {
-                // Full of accounts under lock: refuse rather than let a new
-                // key go uncounted (fail closed).
-                return Ok(Decision::Limited {
-                    retry_after: self.config.base_backoff,
-                    scope: LimitScope::Account,
-                });
+        if let Some(device) = attempt.device {
+            let key = self.device_key(attempt.account, device);
+            if let Some(entry) = accounts
+                .get_mut(&key)
+                .filter(|e| e.trusted_until.is_some_and(|until| until > now))
+            {
+                if let Some(wait) = entry.locked(now) {
+                    return Ok(self.locked(wait));
+                }
+                let forgotten = entry.last_failure <= now.saturating_sub(config.failure_memory);
+                let spent = config
+                    .device_failure_limit()
+                    .is_some_and(|limit| entry.failures >= limit);
+                if forgotten || !spent {
+                    entry.count(config, now, Some(config.max_backoff));
+                    return Ok(Decision::Allowed);
+                }
+                // Too many failures in a row: the device is unknown again.
+                accounts.remove(&key);
             }
         }
-        let forget_before = now.saturating_sub(self.config.failure_memory);
-        let entry = accounts.entry(key).or_insert(Account {
-            failures: 0,
-            locked_until: None,
-            last_failure: now,
-        });
-        if let Some(until) = entry.locked_until
-            && until > now
-        {
-            return Ok(Decision::Limited {
-                retry_after: self.config.announced(until.duration_since(now)),
-                scope: LimitScope::Account,
-            });
+        let key = self.account_key(attempt.account);
+        if !accounts.contains_key(&key) {
+            self.make_room(&mut accounts, now);
         }
-        if entry.last_failure <= forget_before {
-            entry.failures = 0;
+        let entry = accounts.entry(key).or_insert_with(|| Entry::new(now));
+        if let Some(wait) = entry.locked(now) {
+            return Ok(self.locked(wait));
         }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last_failure = now;
-        entry.locked_until = self.config.lock_for(entry.failures).map(|lock| {
-            if lock == Duration::MAX {
-                Timestamp::from_unix_millis(i64::MAX)
-            } else {
-                now.saturating_add(lock)
-            }
-        });
+        entry.count(config, now, None);
         Ok(Decision::Allowed)
     }
 
-    async fn check_ip(&self, ip: IpBucket, now: Timestamp) -> Result<Decision, ThrottleError> {
+    async fn check_ip(&self, ip: IpAddr, now: Timestamp) -> Result<Decision, ThrottleError> {
         Ok(match self.take_ip(ip, now) {
             Some(wait) => Decision::Limited {
                 retry_after: wait,
@@ -340,15 +463,55 @@ impl ThrottleBackend for MemoryThrottle {
         })
     }
 
-    async fn record_success(&self, account: &str) -> Result<(), ThrottleError> {
-        let key = self.account_key(account);
-        self.lock_accounts().remove(&key);
+    async fn record_success(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), ThrottleError> {
+        if !is_known_account(account) {
+            let bucket = self.name_bucket(account);
+            self.lock_names().remove(&bucket);
+            return Ok(());
+        }
+        let trusted_until = now.saturating_add(self.config.device_trust());
+        let mut accounts = self.lock_accounts();
+        if let Some(device) = device {
+            let key = self.device_key(account, device);
+            if let Some(entry) = accounts
+                .get_mut(&key)
+                .filter(|e| e.trusted_until.is_some_and(|until| until > now))
+            {
+                // Admitted on the device's budget: the account's count stays.
+                *entry = Entry {
+                    trusted_until: Some(trusted_until),
+                    ..Entry::new(now)
+                };
+                return Ok(());
+            }
+        }
+        accounts.remove(&self.account_key(account));
+        if let Some(device) = device {
+            self.make_room(&mut accounts, now);
+            accounts.insert(
+                self.device_key(account, device),
+                Entry {
+                    trusted_until: Some(trusted_until),
+                    ..Entry::new(now)
+                },
+            );
+        }
         Ok(())
     }
 
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
-        let key = self.account_key(account);
-        self.lock_accounts().remove(&key);
+        if is_known_account(account) {
+            let key = self.account_key(account);
+            self.lock_accounts().remove(&key);
+        } else {
+            let bucket = self.name_bucket(account);
+            self.lock_names().remove(&bucket);
+        }
         Ok(())
     }
 }

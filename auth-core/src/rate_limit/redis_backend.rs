@@ -1,12 +1,18 @@
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
 use redis::Script;
 use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 
-use super::{Decision, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError};
+use super::{
+    Attempt, Decision, DeviceKey, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError,
+    is_known_account,
+};
 use crate::clock::Timestamp;
 
 /// KEYS[1] ip key; ARGV now, emission interval, burst tolerance (ms).
@@ -22,42 +28,100 @@ local function gcra(key, now, interval, tolerance)
 end
 ";
 
-/// KEYS[1] ip key; ARGV now, interval, tolerance.
+/// KEYS: the IP keys, narrowest first; ARGV now, then interval and
+/// tolerance per key. Returns 0 (allowed) or the wait in ms.
+const TAKE_IPS: &str = r"
+local function take_ips(count, now)
+  for i = 1, count do
+    local wait = gcra(KEYS[i], now, tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1]))
+    if wait > 0 then return wait end
+  end
+  return 0
+end
+";
+
 static CHECK_IP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{GCRA}\nreturn gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
+        "{GCRA}\n{TAKE_IPS}\nreturn take_ips(#KEYS, tonumber(ARGV[1]))"
     ))
 });
 
-/// KEYS[1] ip key, KEYS[2] account key; ARGV now, interval, tolerance,
-/// failure memory (ms), then the lock table (ms per count 1..n, -1 for the
-/// hard lock). GCRA on the IP, then the account: refused while locked, else
-/// the attempt is counted (and the lock it earns set) and admitted.
-/// Returns 0 (admitted), a positive wait (IP) or a negative wait (account).
+/// KEYS: n IP keys, the account key, then the device key (or none); ARGV
+/// now, interval and tolerance per IP key, then n, failure memory (ms), the
+/// longest back-off (ms), the device failure limit (0: none), the device
+/// trust (ms), then the lock table (ms per count 1..). GCRA on the IPs;
+/// then a known device's own budget, or the account's: refused while
+/// locked, else the attempt is counted (and the lock it earns set) and
+/// admitted. Returns 0 (admitted), a positive wait (IP) or a negative wait
+/// (account).
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{GCRA}
+{TAKE_IPS}
 local now = tonumber(ARGV[1])
-local wait = gcra(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+local n = tonumber(ARGV[2 * #KEYS])
+local wait = take_ips(n, now)
 if wait > 0 then return wait end
-local locked = tonumber(redis.call('HGET', KEYS[2], 'l') or 0)
-if locked > now then return -(locked - now) end
-local memory = tonumber(ARGV[4])
-local last = tonumber(redis.call('HGET', KEYS[2], 't') or now)
-if last + memory <= now then redis.call('DEL', KEYS[2]) end
-local count = redis.call('HINCRBY', KEYS[2], 'f', 1)
-redis.call('HSET', KEYS[2], 't', now)
-local table_len = #ARGV - 4
-local lock = tonumber(ARGV[4 + math.min(count, table_len)])
-if lock == -1 then
-  redis.call('HSET', KEYS[2], 'l', '9223372036854775807')
-  redis.call('PERSIST', KEYS[2])
-  return 0
+local base = 2 * #KEYS
+local memory = tonumber(ARGV[base + 1])
+local max_backoff = tonumber(ARGV[base + 2])
+local device_limit = tonumber(ARGV[base + 3])
+local first = base + 5
+local table_len = #ARGV - first + 1
+local function lock_for(count)
+  return tonumber(ARGV[first - 1 + math.min(count, table_len)])
 end
-if lock > 0 then redis.call('HSET', KEYS[2], 'l', now + lock) end
-redis.call('PEXPIRE', KEYS[2], memory)
+local function count_on(key, cap)
+  local last = tonumber(redis.call('HGET', key, 't') or now)
+  if last + memory <= now then redis.call('HSET', key, 'f', 0) end
+  local count = redis.call('HINCRBY', key, 'f', 1)
+  redis.call('HSET', key, 't', now)
+  local lock = lock_for(count)
+  if cap > 0 and lock > cap then lock = cap end
+  if lock > 0 then redis.call('HSET', key, 'l', now + lock) end
+  return lock
+end
+local device = KEYS[n + 2]
+if device and tonumber(redis.call('HGET', device, 'u') or 0) > now then
+  local locked = tonumber(redis.call('HGET', device, 'l') or 0)
+  if locked > now then return -(locked - now) end
+  local failures = tonumber(redis.call('HGET', device, 'f') or 0)
+  local last = tonumber(redis.call('HGET', device, 't') or now)
+  if device_limit == 0 or failures < device_limit or last + memory <= now then
+    count_on(device, max_backoff)
+    return 0
+  end
+  redis.call('DEL', device)
+end
+local account = KEYS[n + 1]
+local locked = tonumber(redis.call('HGET', account, 'l') or 0)
+if locked > now then return -(locked - now) end
+local lock = count_on(account, 0)
+redis.call('PEXPIRE', account, math.max(memory, lock))
 return 0"
     ))
+});
+
+/// KEYS[1] account key, KEYS[2] device key (or none); ARGV now, device
+/// trust (ms). A known device's count is cleared (the account's stays);
+/// otherwise the account's, and the device becomes known. A device is
+/// known while its `u` (known until, ms) is ahead of the clock.
+static SUCCESS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local trust = tonumber(ARGV[2])
+local device = KEYS[2]
+if not (device and tonumber(redis.call('HGET', device, 'u') or 0) > now) then
+  redis.call('DEL', KEYS[1])
+end
+if device then
+  redis.call('DEL', device)
+  redis.call('HSET', device, 'f', 0, 'u', now + trust)
+  redis.call('PEXPIRE', device, trust)
+end
+return 0",
+    )
 });
 
 /// Throttle state in Redis, shared by every instance. Each operation is one
@@ -65,14 +129,25 @@ return 0"
 /// should keep their clocks in sync (NTP). When Redis cannot be reached,
 /// [`ThrottleBackend::check`] fails with [`ThrottleError::Unavailable`]: the
 /// attempt is refused, never waved through.
+///
+/// Every key it writes expires (IP keys with their budget, accounts with
+/// the failure memory, devices with their standing), and names without an
+/// account share [`ThrottleConfig::unknown_name_buckets`] keys, bucketed by
+/// an HMAC under a random key that the first instance stores in Redis: a
+/// spray of names cannot grow the key count. Redis should still run with a
+/// `maxmemory-policy` that never evicts these keys early (`noeviction`, or
+/// a `volatile-*` policy with room to spare); [`connect`](Self::connect)
+/// logs a warning when the policy is `allkeys-*`, which could drop a lock.
 #[derive(Clone)]
 pub struct RedisThrottle {
     conn: ConnectionManager,
     config: ThrottleConfig,
     prefix: String,
-    /// Lock (ms) per failure count 1..=n, ending in -1 for the hard lock or
-    /// the maximum back-off repeated.
+    /// Lock (ms) per failure count 1..=n (the last repeats).
     lock_table: Vec<i64>,
+    /// The HMAC that picks a name's bucket, keyed with the key shared
+    /// through Redis.
+    bucket_mac: Hmac<Sha256>,
 }
 
 impl fmt::Debug for RedisThrottle {
@@ -93,75 +168,177 @@ fn unavailable(error: redis::RedisError) -> ThrottleError {
 }
 
 impl RedisThrottle {
-    /// Connects to `url`.
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &str = "auth:throttle:";
+
+    /// Connects to `url`, with keys under [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX).
     pub async fn connect(url: &str, config: ThrottleConfig) -> Result<Self, ThrottleError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
-        Ok(Self::from_connection(conn, config))
+        Self::connect_with_prefix(url, config, Self::DEFAULT_PREFIX).await
     }
 
-    /// Uses an existing connection manager.
-    pub fn from_connection(conn: ConnectionManager, config: ThrottleConfig) -> Self {
+    /// Connects to `url`, with every key under `prefix`.
+    pub async fn connect_with_prefix(
+        url: &str,
+        config: ThrottleConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, ThrottleError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        Self::from_connection(conn, config, prefix).await
+    }
+
+    /// Uses an existing connection manager, with every key under `prefix`.
+    pub async fn from_connection(
+        mut conn: ConnectionManager,
+        config: ThrottleConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, ThrottleError> {
+        let prefix = prefix.into();
         // Counts past the table reuse its last entry (the maximum back-off,
         // or the hard lock).
         let last = config.hard_lock_after.unwrap_or(config.free_failures + 32);
         let lock_table = (1..=last)
-            .map(|failures| match config.lock_for(failures) {
-                None => 0,
-                Some(Duration::MAX) => -1,
-                Some(lock) => millis(lock),
-            })
+            .map(|failures| config.lock_for(failures).map_or(0, millis))
             .collect();
-        Self {
+        warn_about_eviction(&mut conn).await;
+        let bucket_mac = Self::bucket_mac(&mut conn, &prefix).await?;
+        Ok(Self {
             conn,
             config,
-            prefix: "auth:throttle:".to_owned(),
+            prefix,
             lock_table,
-        }
+            bucket_mac,
+        })
     }
 
-    /// Key prefix (default `auth:throttle:`).
-    #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
+    /// The shared bucket key: the first instance stores a random one.
+    async fn bucket_mac(
+        conn: &mut ConnectionManager,
+        prefix: &str,
+    ) -> Result<Hmac<Sha256>, ThrottleError> {
+        let name = format!("{prefix}bucket-key");
+        let fresh = crate::session::SessionId::generate()
+            .map_err(|e| ThrottleError::Unavailable(Box::new(e)))?;
+        // The first writer wins; everyone reads the winner's key.
+        redis::cmd("SET")
+            .arg(&name)
+            .arg(fresh.key().to_hex())
+            .arg("NX")
+            .query_async::<Option<String>>(conn)
+            .await
+            .map_err(unavailable)?;
+        let stored: String = redis::cmd("GET")
+            .arg(&name)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
+        let key = crate::session::SessionKey::from_hex(&stored).ok_or_else(|| {
+            ThrottleError::Unavailable(format!("{name} in Redis is not a 256-bit hex key").into())
+        })?;
+        Ok(<Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")))
     }
 
+    /// The key of `account`: known accounts by name, others by bucket.
     fn account_key(&self, account: &str) -> String {
-        format!("{}a:{account}", self.prefix)
+        if is_known_account(account) {
+            return format!("{}a:{account}", self.prefix);
+        }
+        let mut mac = self.bucket_mac.clone();
+        mac.update(account.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        let bucket = u64::from_be_bytes(head) % u64::from(self.config.unknown_name_buckets());
+        format!("{}n:{bucket}", self.prefix)
     }
 
-    fn ip_key(&self, ip: IpBucket) -> String {
-        format!("{}ip:{ip}", self.prefix)
+    /// The key of `device` on `account`.
+    fn device_key(&self, account: &str, device: &DeviceKey) -> String {
+        let mut digest = Sha256::new();
+        digest.update(account.as_bytes());
+        digest.update([0]);
+        digest.update(device.as_bytes());
+        let hex = crate::session::SessionKey::from_bytes(digest.finalize().into()).to_hex();
+        format!("{}d:{hex}", self.prefix)
     }
 
-    /// GCRA emission interval and burst tolerance, in ms.
-    fn gcra_params(&self) -> (i64, i64) {
-        let interval = millis(self.config.ip_period);
-        (
-            interval,
-            interval.saturating_mul(i64::from(self.config.ip_burst) - 1),
-        )
+    /// The keys and GCRA parameters (emission interval and burst
+    /// tolerance, in ms) of `ip`'s budgets, narrowest first.
+    fn ip_keys(&self, ip: IpAddr) -> Vec<(String, i64, i64)> {
+        self.config
+            .ip_buckets(ip)
+            .map(|(index, bucket)| {
+                let (burst, period) = self.config.ip_quota(index);
+                let interval = millis(period);
+                (
+                    format!("{}ip:{bucket}", self.prefix),
+                    interval,
+                    interval.saturating_mul(i64::from(burst) - 1),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Logs a warning when Redis may evict keys that are not about to expire
+/// (a lock could vanish early). A server that does not answer `CONFIG GET`
+/// (managed services often refuse it) is taken as configured.
+async fn warn_about_eviction(conn: &mut ConnectionManager) {
+    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(reply) = policy
+        && let Some(policy) = reply.get(1)
+        && policy.starts_with("allkeys-")
+    {
+        tracing::warn!(
+            %policy,
+            "login throttle: Redis may evict any key when full, including a lock; \
+             use noeviction or a volatile-* policy"
+        );
     }
 }
 
 #[async_trait]
 impl ThrottleBackend for RedisThrottle {
+    fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
     async fn check(
         &self,
-        ip: IpBucket,
-        account: &str,
+        attempt: &Attempt<'_>,
         now: Timestamp,
     ) -> Result<Decision, ThrottleError> {
-        let (interval, tolerance) = self.gcra_params();
-        let wait: i64 = CHECK
-            .key(self.ip_key(ip))
-            .key(self.account_key(account))
-            .arg(now.as_unix_millis())
-            .arg(interval)
-            .arg(tolerance)
+        let ips = self.ip_keys(attempt.ip);
+        let mut script = CHECK.prepare_invoke();
+        for (key, _, _) in &ips {
+            script.key(key);
+        }
+        script.key(self.account_key(attempt.account));
+        if let Some(device) = attempt.device {
+            script.key(self.device_key(attempt.account, device));
+        }
+        script.arg(now.as_unix_millis());
+        for (_, interval, tolerance) in &ips {
+            script.arg(interval).arg(tolerance);
+        }
+        // Pads ARGV so that `2 * #KEYS` indexes `n`, whatever the key count.
+        let keys = ips.len() + 1 + usize::from(attempt.device.is_some());
+        for _ in 1 + 2 * ips.len()..2 * keys - 1 {
+            script.arg(0);
+        }
+        script
+            .arg(ips.len())
             .arg(millis(self.config.failure_memory))
-            .arg(&self.lock_table)
+            .arg(millis(self.config.max_backoff))
+            .arg(self.config.device_failure_limit().unwrap_or(0))
+            .arg(millis(self.config.device_trust()))
+            .arg(&self.lock_table);
+        let wait: i64 = script
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -179,13 +356,14 @@ impl ThrottleBackend for RedisThrottle {
         })
     }
 
-    async fn check_ip(&self, ip: IpBucket, now: Timestamp) -> Result<Decision, ThrottleError> {
-        let (interval, tolerance) = self.gcra_params();
-        let wait: i64 = CHECK_IP
-            .key(self.ip_key(ip))
-            .arg(now.as_unix_millis())
-            .arg(interval)
-            .arg(tolerance)
+    async fn check_ip(&self, ip: IpAddr, now: Timestamp) -> Result<Decision, ThrottleError> {
+        let ips = self.ip_keys(ip);
+        let mut script = CHECK_IP.prepare_invoke();
+        script.arg(now.as_unix_millis());
+        for (key, interval, tolerance) in &ips {
+            script.key(key).arg(interval).arg(tolerance);
+        }
+        let wait: i64 = script
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -199,15 +377,30 @@ impl ThrottleBackend for RedisThrottle {
         })
     }
 
-    async fn record_success(&self, account: &str) -> Result<(), ThrottleError> {
-        redis::cmd("DEL")
-            .arg(self.account_key(account))
-            .query_async::<()>(&mut self.conn.clone())
+    async fn record_success(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), ThrottleError> {
+        let mut script = SUCCESS.prepare_invoke();
+        script.key(self.account_key(account));
+        if let Some(device) = device.filter(|_| is_known_account(account)) {
+            script.key(self.device_key(account, device));
+        }
+        script
+            .arg(now.as_unix_millis())
+            .arg(millis(self.config.device_trust()))
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
 
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
-        self.record_success(account).await
+        redis::cmd("DEL")
+            .arg(self.account_key(account))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
     }
 }

@@ -28,6 +28,7 @@ pub struct SessionConfig {
     persistent_absolute_timeout: Duration,
     touch_interval: Duration,
     mfa_pending_timeout: Duration,
+    anonymous_idle_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -38,14 +39,16 @@ impl Default for SessionConfig {
             persistent_absolute_timeout: Duration::from_secs(30 * 24 * 60 * 60),
             touch_interval: Duration::from_secs(60),
             mfa_pending_timeout: Duration::from_secs(5 * 60),
+            anonymous_idle_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
 
 impl SessionConfig {
-    /// A builder starting from the defaults: idle 30 min, absolute 12 h
-    /// (30 days for "remember me" sessions), last-seen written at most once
-    /// a minute, MFA-pending state valid 5 min.
+    /// A builder starting from the defaults: idle 30 min (10 min for
+    /// anonymous sessions), absolute 12 h (30 days for "remember me"
+    /// sessions), last-seen written at most once a minute, MFA-pending state
+    /// valid 5 min.
     pub fn builder() -> SessionConfigBuilder {
         SessionConfigBuilder(Self::default())
     }
@@ -69,6 +72,21 @@ impl SessionConfig {
     /// How long an MFA-pending state lasts.
     pub fn mfa_pending_timeout(&self) -> Duration {
         self.mfa_pending_timeout
+    }
+
+    /// Idle timeout of an anonymous session (one with no user: app data
+    /// stored for a visitor). Anyone can make one, so it is short.
+    pub fn anonymous_idle_timeout(&self) -> Duration {
+        self.anonymous_idle_timeout
+    }
+
+    /// The idle timeout of `record`.
+    fn idle_of(&self, record: &SessionRecord) -> Duration {
+        if record.user_id.is_none() {
+            self.anonymous_idle_timeout.min(self.idle_timeout)
+        } else {
+            self.idle_timeout
+        }
     }
 }
 
@@ -108,6 +126,13 @@ impl SessionConfigBuilder {
         self
     }
 
+    /// Idle timeout of anonymous sessions (default 10 min; the idle
+    /// timeout if that is shorter).
+    pub fn anonymous_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.0.anonymous_idle_timeout = timeout;
+        self
+    }
+
     /// Validates: all timeouts positive, idle <= absolute, touch interval
     /// shorter than the idle timeout.
     pub fn build(self) -> Result<SessionConfig, SessionError> {
@@ -129,10 +154,13 @@ impl SessionConfigBuilder {
                 "idle timeout <= absolute timeout <= persistent absolute timeout",
             ));
         }
-        if c.touch_interval >= c.idle_timeout {
+        if c.touch_interval >= c.anonymous_idle_timeout.min(c.idle_timeout) {
             return Err(SessionError::Config(
-                "touch interval must be shorter than the idle timeout",
+                "touch interval must be shorter than the idle timeouts",
             ));
+        }
+        if c.anonymous_idle_timeout.is_zero() {
+            return Err(SessionError::Config("session timeouts must be positive"));
         }
         Ok(c)
     }
@@ -350,18 +378,30 @@ impl SessionManager {
 
     /// Creates and stores a new anonymous session with a fresh ID.
     pub async fn create(&self, new: NewSession) -> Result<Session, SessionError> {
+        self.create_as(new, |_| {}).await
+    }
+
+    /// Creates and stores a new session with a fresh ID, in the state
+    /// `change` gives the anonymous record (a login's session is stored
+    /// authenticated from its first write: the store never sees it as
+    /// anonymous).
+    pub async fn create_as<F: FnOnce(&mut SessionRecord)>(
+        &self,
+        new: NewSession,
+        change: F,
+    ) -> Result<Session, SessionError> {
         let now = self.clock.now();
         let lifetime = if new.persistent {
             self.config.persistent_absolute_timeout
         } else {
             self.config.absolute_timeout
         };
-        let record = SessionRecord {
+        let mut record = SessionRecord {
             user_id: None,
             auth: AuthState::Anonymous,
             created_at: now,
             last_seen_at: now,
-            idle_expires_at: now.saturating_add(self.config.idle_timeout),
+            idle_expires_at: now,
             absolute_expires_at: now.saturating_add(lifetime),
             persistent: new.persistent,
             ip: new.client.ip,
@@ -370,6 +410,10 @@ impl SessionManager {
             data: BTreeMap::new(),
             version: 0,
         };
+        change(&mut record);
+        record.idle_expires_at = now
+            .saturating_add(self.config.idle_of(&record))
+            .min(record.absolute_expires_at);
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = SessionId::generate()?;
             let key = id.key();
@@ -612,7 +656,7 @@ impl SessionManager {
         change(&mut next);
         next.last_seen_at = now;
         next.idle_expires_at = now
-            .saturating_add(self.config.idle_timeout)
+            .saturating_add(self.config.idle_of(&next))
             .min(next.absolute_expires_at);
         next
     }

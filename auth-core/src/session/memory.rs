@@ -8,21 +8,28 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 
 /// An in-process store: for tests and single-process apps.
 ///
-/// Bounded: at most `capacity` sessions (default 100,000). When full, it
-/// first drops expired records; if every record is still live, `create`
-/// fails with [`StoreError::Full`] rather than evicting someone's session.
-/// Sessions are lost when the process exits.
+/// Bounded: at most `capacity` sessions (default 100,000), of which at
+/// most `anonymous_capacity` (default 10,000) anonymous ones (no user: app
+/// data for a visitor, which anyone can make). A new anonymous session
+/// beyond its cap, or any new session in a full store, first makes room by
+/// dropping expired records and then the anonymous sessions that expire
+/// soonest (a tenth of their cap at a time): anonymous sessions never
+/// block a login. Only when the store is full of users' sessions does
+/// `create` fail with [`StoreError::Full`], rather than evict someone's
+/// login. Sessions are lost when the process exits.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
     capacity: usize,
+    anonymous_capacity: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     records: HashMap<SessionKey, Arc<SessionRecord>>,
     by_user: HashMap<String, HashSet<SessionKey>>,
+    anonymous: HashSet<SessionKey>,
 }
 
 impl Default for MemoryStore {
@@ -35,6 +42,9 @@ impl MemoryStore {
     /// Default capacity.
     pub const DEFAULT_CAPACITY: usize = 100_000;
 
+    /// Default cap on anonymous sessions.
+    pub const DEFAULT_ANONYMOUS_CAPACITY: usize = 10_000;
+
     /// An empty store with the default capacity and the system clock.
     pub fn new() -> Self {
         Self::with_clock(Arc::new(SystemClock))
@@ -46,6 +56,7 @@ impl MemoryStore {
             inner: Arc::default(),
             clock,
             capacity: Self::DEFAULT_CAPACITY,
+            anonymous_capacity: Self::DEFAULT_ANONYMOUS_CAPACITY,
         }
     }
 
@@ -54,6 +65,19 @@ impl MemoryStore {
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
+    }
+
+    /// Sets the cap on anonymous sessions (at least 1; at most the
+    /// capacity).
+    #[must_use]
+    pub fn anonymous_capacity(mut self, capacity: usize) -> Self {
+        self.anonymous_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many anonymous records are held, live or expired.
+    pub fn anonymous_len(&self) -> usize {
+        self.lock().anonymous.len()
     }
 
     /// How many records are held, live or expired.
@@ -81,14 +105,39 @@ impl Inner {
     }
 
     fn insert(&mut self, key: SessionKey, record: SessionRecord) {
-        if let Some(user) = &record.user_id {
-            self.by_user.entry(user.clone()).or_default().insert(key);
+        match &record.user_id {
+            Some(user) => {
+                self.by_user.entry(user.clone()).or_default().insert(key);
+            }
+            None => {
+                self.anonymous.insert(key);
+            }
         }
         self.records.insert(key, Arc::new(record));
     }
 
+    /// Drops the `count` anonymous sessions that expire soonest.
+    fn evict_anonymous(&mut self, count: usize) {
+        let mut by_expiry: Vec<(Timestamp, SessionKey)> = self
+            .anonymous
+            .iter()
+            .filter_map(|key| Some((self.records.get(key)?.expires_at(), *key)))
+            .collect();
+        let count = count.min(by_expiry.len());
+        if count == 0 {
+            return;
+        }
+        by_expiry.select_nth_unstable(count - 1);
+        for (_, key) in by_expiry.into_iter().take(count) {
+            self.remove(&key);
+        }
+    }
+
     fn remove(&mut self, key: &SessionKey) -> Option<Arc<SessionRecord>> {
         let record = self.records.remove(key)?;
+        if record.user_id.is_none() {
+            self.anonymous.remove(key);
+        }
         if let Some(user) = &record.user_id
             && let Some(keys) = self.by_user.get_mut(user)
         {
@@ -135,8 +184,18 @@ impl SessionStore for MemoryStore {
             return Err(StoreError::Collision);
         }
         inner.remove(key);
-        if inner.records.len() >= self.capacity {
+        let anonymous_cap = self.anonymous_capacity.min(self.capacity);
+        // A tenth of the anonymous cap at a time: the sort is amortised.
+        let batch = (anonymous_cap / 10).max(1);
+        let anonymous_full = record.user_id.is_none() && inner.anonymous.len() >= anonymous_cap;
+        if anonymous_full || inner.records.len() >= self.capacity {
             inner.purge_expired(now);
+        }
+        if record.user_id.is_none() && inner.anonymous.len() >= anonymous_cap {
+            inner.evict_anonymous(batch);
+        }
+        if inner.records.len() >= self.capacity {
+            inner.evict_anonymous(batch);
             if inner.records.len() >= self.capacity {
                 return Err(StoreError::Full);
             }

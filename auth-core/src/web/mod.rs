@@ -26,9 +26,11 @@ use crate::session::Session;
 use crate::user::AnyUser;
 
 mod headers;
+mod hosts;
 mod request;
 
 pub use headers::SecurityHeaders;
+pub use hosts::{AllowedHosts, InvalidHost};
 
 pub use request::{Finish, Guard, RequestAuth};
 
@@ -113,6 +115,7 @@ pub struct Auth {
 struct Parts {
     authenticator: Authenticator,
     security: SecurityHeaders,
+    hosts: AllowedHosts,
     proxies: TrustedProxies,
     csrf: CsrfGuard,
     tokens: Option<Arc<CsrfTokens>>,
@@ -124,6 +127,7 @@ impl Auth {
     pub(crate) fn from_parts(
         authenticator: Authenticator,
         security: SecurityHeaders,
+        hosts: AllowedHosts,
         proxies: TrustedProxies,
         csrf: CsrfGuard,
         tokens: Option<CsrfTokens>,
@@ -133,6 +137,7 @@ impl Auth {
             parts: Arc::new(Parts {
                 authenticator,
                 security,
+                hosts,
                 proxies,
                 csrf,
                 tokens: tokens.map(Arc::new),
@@ -183,10 +188,20 @@ impl Auth {
     ) -> Client {
         let ip = self.parts.proxies.client_ip(peer, headers.clone());
         let user_agent = headers
+            .clone()
             .into_iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
             .map(|(_, value)| value.chars().take(512).collect());
-        Client { ip, user_agent }
+        let cookies = headers
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value);
+        let device = self.authenticator().cookies().device_id(cookies);
+        Client {
+            ip,
+            user_agent,
+            device,
+        }
     }
 
     /// Step 3: the session named by the `Cookie` header lines, if it is

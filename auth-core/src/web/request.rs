@@ -41,6 +41,8 @@ struct Slot {
     new_visitor: Option<SessionId>,
     /// A form token was issued: the response must not be cached.
     token_issued: bool,
+    /// A device cookie to set (a login succeeded on a browser without one).
+    new_device: Option<SessionId>,
 }
 
 impl Slot {
@@ -71,11 +73,27 @@ pub struct Finish {
     /// A second `Set-Cookie` value: a new visitor cookie (the binding of a
     /// form token shown to a visitor without a session).
     pub visitor_cookie: Option<String>,
+    /// A third `Set-Cookie` value: a new device cookie (a login succeeded
+    /// on a browser without one; see [`rate_limit`](crate::rate_limit)).
+    pub device_cookie: Option<String>,
     /// Whether to add `Cache-Control: no-store`.
     pub no_store: bool,
     /// Browser security headers to add where the response does not set
     /// them itself.
     pub security: SecurityHeaders,
+}
+
+impl Finish {
+    /// Takes every `Set-Cookie` value the response needs, in order.
+    pub fn take_cookies(&mut self) -> impl Iterator<Item = String> + use<> {
+        [
+            self.set_cookie.take(),
+            self.visitor_cookie.take(),
+            self.device_cookie.take(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 impl std::fmt::Debug for Finish {
@@ -88,6 +106,10 @@ impl std::fmt::Debug for Finish {
             .field(
                 "visitor_cookie",
                 &self.visitor_cookie.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "device_cookie",
+                &self.device_cookie.as_ref().map(|_| "[REDACTED]"),
             )
             .field("no_store", &self.no_store)
             .field("security", &self.security)
@@ -139,6 +161,10 @@ impl Auth {
         headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
         peer: Option<IpAddr>,
     ) -> Result<RequestAuth, Reply> {
+        if !self.host_allowed(headers.clone()) {
+            let refusal = Reply::json(400, r#"{"error":"unknown host"}"#.to_owned());
+            return Err(self.with_security_headers(refusal));
+        }
         if let Err(rejection) = self.check_csrf(method, headers.clone()) {
             let refusal = Reply::json(403, super::csrf_error_body(&rejection));
             return Err(self.with_security_headers(refusal));
@@ -168,12 +194,25 @@ impl Auth {
                 action: CookieAction::None,
                 new_visitor: None,
                 token_issued: false,
+                new_device: None,
             }),
         })
     }
 }
 
 impl Auth {
+    /// Whether the request's `Host` is on the allow-list (if there is one).
+    fn host_allowed<'a>(&self, headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        let hosts = &self.parts.hosts;
+        hosts.is_any()
+            || hosts.allows(
+                headers
+                    .into_iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+                    .map(|(_, value)| value),
+            )
+    }
+
     /// `reply` with the security headers it does not set itself.
     fn with_security_headers(&self, mut reply: Reply) -> Reply {
         for (name, value) in self.security_headers().iter() {
@@ -419,14 +458,31 @@ impl RequestAuth {
 
     /// Logs in with a password; the response carries the new cookie. On
     /// failure the request's session (if any) is kept.
+    ///
+    /// A browser without a device cookie gets one with a successful login:
+    /// its later attempts on the account are not held by a lock that
+    /// others' failures put on the account (see
+    /// [`rate_limit`](crate::rate_limit)).
     pub async fn login(&self, login: &str, password: &Password) -> Result<LoginOutcome, AuthError> {
         let mut slot = self.slot().await?;
+        let new_device = match self.client.device {
+            Some(_) => None,
+            None => Some(SessionId::generate().map_err(AuthError::internal)?),
+        };
+        let client = match &new_device {
+            Some(device) => Cow::Owned(Client {
+                device: Some(device.clone()),
+                ..self.client.clone()
+            }),
+            None => Cow::Borrowed(&self.client),
+        };
         let outcome = self
             .authenticator()
-            .login(login, password, &self.client, slot.session.as_ref())
+            .login(login, password, &client, slot.session.as_ref())
             .await?;
         slot.set(Some(outcome.session().clone()));
         slot.action = CookieAction::Set;
+        slot.new_device = new_device;
         Ok(outcome)
     }
 
@@ -577,13 +633,23 @@ impl RequestAuth {
         .await
     }
 
-    /// Starts TOTP enrolment (needs a recent login): the secret, its
-    /// `otpauth://` URI and QR code. Not active until confirmed.
-    pub async fn begin_totp_enrollment(&self) -> Result<Enrollment, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
-        self.authenticator()
-            .begin_totp_enrollment(&session, &self.client)
-            .await
+    /// Starts TOTP enrolment, given the account owner's
+    /// [`FactorProof`](crate::flow::FactorProof) (the password, and a code
+    /// when the account already has a second factor; a recent login is not
+    /// enough): the secret, its `otpauth://` URI and QR code. Not active
+    /// until confirmed. The session gets a new ID (and cookie).
+    pub async fn begin_totp_enrollment(
+        &self,
+        proof: &crate::flow::FactorProof,
+    ) -> Result<Enrollment, AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .begin_totp_enrollment(&mut session, proof, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
     }
 
     /// Confirms the pending enrolment with a first valid code: TOTP becomes
@@ -600,25 +666,37 @@ impl RequestAuth {
         .await
     }
 
-    /// Removes TOTP and the recovery codes (needs a recent login and a
-    /// valid TOTP or recovery code).
-    pub async fn disable_totp(&self, code: &str) -> Result<(), AuthError> {
+    /// Removes TOTP and the recovery codes, given the account owner's
+    /// [`FactorProof`](crate::flow::FactorProof): the password and a
+    /// current TOTP or recovery code. The user's other sessions end; this
+    /// one gets a new ID (and cookie).
+    pub async fn disable_totp(&self, proof: &crate::flow::FactorProof) -> Result<(), AuthError> {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .disable_totp(&mut session, code, &self.client)
+                .disable_totp(&mut session, proof, &self.client)
                 .await;
             (session, result)
         })
         .await
     }
 
-    /// Replaces the recovery codes with a new set (needs a recent login).
-    pub async fn regenerate_recovery_codes(&self) -> Result<RecoveryCodes, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
-        self.authenticator()
-            .regenerate_recovery_codes(&session, &self.client)
-            .await
+    /// Replaces the recovery codes with a new set (show it once), given the
+    /// account owner's [`FactorProof`](crate::flow::FactorProof): the
+    /// password and a current TOTP or recovery code. The user's other
+    /// sessions end; this one gets a new ID (and cookie).
+    pub async fn regenerate_recovery_codes(
+        &self,
+        proof: &crate::flow::FactorProof,
+    ) -> Result<RecoveryCodes, AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .regenerate_recovery_codes(&mut session, proof, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
     }
 
     /// A CSRF token for an HTML form: bound to this request's session, or,
@@ -747,6 +825,10 @@ impl RequestAuth {
                 || slot.token_issued,
             set_cookie,
             visitor_cookie: slot.new_visitor.as_ref().map(|v| cookies.visitor_cookie(v)),
+            device_cookie: slot
+                .new_device
+                .as_ref()
+                .map(|d| cookies.device_cookie(d, self.authenticator().device_trust())),
             security: self.auth.security_headers().clone(),
         }
     }

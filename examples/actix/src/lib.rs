@@ -8,13 +8,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, Error, HttpResponse, web};
-use auth_actix::{
-    AuthMiddleware, AuthSession, CurrentUser, reply, require_login, require_mfa,
-    require_recent_login,
-};
+use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login, require_mfa};
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
-use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES};
+use example_shared::{
+    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody,
+};
 use serde::Deserialize;
 
 /// The whole demo around `auth`.
@@ -48,14 +47,10 @@ pub fn app(
         .service(protected("/api/sessions").get(list_sessions))
         .service(protected("/api/sessions/revoke-others").post(revoke_others))
         .service(protected("/api/sessions/{id}").delete(revoke_session))
-        // Guards beyond a login: enrolment needs a recent one (the core
-        // checks it too), new recovery codes a session that proved the
-        // second factor.
-        .service(
-            resource("/api/mfa/totp/enroll")
-                .wrap(from_fn(require_recent_login))
-                .post(totp_enroll),
-        )
+        // Changes of factors take their proof (the password, and a code once
+        // a factor is on) with the request: a login is all the guard needs;
+        // new recovery codes also a session that proved the second factor.
+        .service(protected("/api/mfa/totp/enroll").post(totp_enroll))
         .service(
             resource("/api/mfa/recovery-codes")
                 .wrap(from_fn(require_mfa))
@@ -216,19 +211,28 @@ async fn login_recovery(
     reply(h::login_recovery(&auth, json_body(body)).await)
 }
 
-async fn regenerate_recovery_codes(auth: AuthSession) -> HttpResponse {
-    reply(h::regenerate_recovery_codes(&auth).await)
+async fn regenerate_recovery_codes(
+    auth: AuthSession,
+    body: Result<web::Json<ProofBody>, Error>,
+) -> HttpResponse {
+    reply(h::regenerate_recovery_codes(&auth, json_body(body)).await)
 }
 
-async fn totp_enroll(auth: AuthSession) -> HttpResponse {
-    reply(h::totp_enroll(&auth).await)
+async fn totp_enroll(
+    auth: AuthSession,
+    body: Result<web::Json<EnrollBody>, Error>,
+) -> HttpResponse {
+    reply(h::totp_enroll(&auth, json_body(body)).await)
 }
 
 async fn totp_confirm(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
     reply(h::totp_confirm(&auth, json_body(body)).await)
 }
 
-async fn totp_disable(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+async fn totp_disable(
+    auth: AuthSession,
+    body: Result<web::Json<ProofBody>, Error>,
+) -> HttpResponse {
     reply(h::totp_disable(&auth, json_body(body)).await)
 }
 
@@ -263,7 +267,7 @@ async fn account_reauth(
 
 async fn account_mfa_enroll(
     auth: AuthSession,
-    form: Result<web::Form<h::TokenForm>, Error>,
+    form: Result<web::Form<h::ReauthForm>, Error>,
 ) -> HttpResponse {
     reply(h::account_mfa_enroll(&auth, form_body(form)).await)
 }
@@ -277,14 +281,14 @@ async fn account_mfa_confirm(
 
 async fn account_mfa_disable(
     auth: AuthSession,
-    form: Result<web::Form<h::CodeForm>, Error>,
+    form: Result<web::Form<h::ReauthForm>, Error>,
 ) -> HttpResponse {
     reply(h::account_mfa_disable(&auth, form_body(form)).await)
 }
 
 async fn account_recovery_codes(
     auth: AuthSession,
-    form: Result<web::Form<h::TokenForm>, Error>,
+    form: Result<web::Form<h::ReauthForm>, Error>,
 ) -> HttpResponse {
     reply(h::account_recovery_codes(&auth, form_body(form)).await)
 }

@@ -12,7 +12,9 @@ use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
-use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES};
+use example_shared::{
+    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody,
+};
 use serde::Deserialize;
 use tower::ServiceBuilder;
 
@@ -24,15 +26,13 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", delete(revoke_session))
         .route("/api/sessions/revoke-others", post(revoke_others))
+        // Changes of factors take their proof (the password, and a code once
+        // a factor is on) with the request: a login is all the guard needs.
+        .route("/api/mfa/totp/enroll", post(totp_enroll))
         .route("/api/mfa/totp/confirm", post(totp_confirm))
         .route("/api/mfa/totp", delete(totp_disable))
         .route_layer(RequireLayer::login());
-    // Guards beyond a login: enrolment needs a recent one (the core checks
-    // it too), new recovery codes need a session that proved the second
-    // factor.
-    let api_recent = Router::new()
-        .route("/api/mfa/totp/enroll", post(totp_enroll))
-        .route_layer(RequireLayer::recent_login());
+    // New recovery codes also need a session that proved the second factor.
     let api_mfa = Router::new()
         .route("/api/mfa/recovery-codes", post(regenerate_recovery_codes))
         .route_layer(RequireLayer::mfa());
@@ -54,7 +54,6 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/login/totp", post(login_totp))
         .route("/api/login/recovery", post(login_recovery))
         .merge(api_protected)
-        .merge(api_recent)
         .merge(api_mfa)
         .route("/", get(home))
         .route("/static/app.css", get(|| async { reply(h::stylesheet()) }))
@@ -190,19 +189,22 @@ async fn login_recovery(
     reply(h::login_recovery(&auth, json_body(body)).await)
 }
 
-async fn regenerate_recovery_codes(auth: AuthSession) -> Response {
-    reply(h::regenerate_recovery_codes(&auth).await)
+async fn regenerate_recovery_codes(
+    auth: AuthSession,
+    body: Result<Json<ProofBody>, JsonRejection>,
+) -> Response {
+    reply(h::regenerate_recovery_codes(&auth, json_body(body)).await)
 }
 
-async fn totp_enroll(auth: AuthSession) -> Response {
-    reply(h::totp_enroll(&auth).await)
+async fn totp_enroll(auth: AuthSession, body: Result<Json<EnrollBody>, JsonRejection>) -> Response {
+    reply(h::totp_enroll(&auth, json_body(body)).await)
 }
 
 async fn totp_confirm(auth: AuthSession, body: Result<Json<CodeBody>, JsonRejection>) -> Response {
     reply(h::totp_confirm(&auth, json_body(body)).await)
 }
 
-async fn totp_disable(auth: AuthSession, body: Result<Json<CodeBody>, JsonRejection>) -> Response {
+async fn totp_disable(auth: AuthSession, body: Result<Json<ProofBody>, JsonRejection>) -> Response {
     reply(h::totp_disable(&auth, json_body(body)).await)
 }
 
@@ -237,7 +239,7 @@ async fn account_reauth(
 
 async fn account_mfa_enroll(
     auth: AuthSession,
-    form: Result<Form<h::TokenForm>, FormRejection>,
+    form: Result<Form<h::ReauthForm>, FormRejection>,
 ) -> Response {
     reply(h::account_mfa_enroll(&auth, form_body(form)).await)
 }
@@ -251,14 +253,14 @@ async fn account_mfa_confirm(
 
 async fn account_mfa_disable(
     auth: AuthSession,
-    form: Result<Form<h::CodeForm>, FormRejection>,
+    form: Result<Form<h::ReauthForm>, FormRejection>,
 ) -> Response {
     reply(h::account_mfa_disable(&auth, form_body(form)).await)
 }
 
 async fn account_recovery_codes(
     auth: AuthSession,
-    form: Result<Form<h::TokenForm>, FormRejection>,
+    form: Result<Form<h::ReauthForm>, FormRejection>,
 ) -> Response {
     reply(h::account_recovery_codes(&auth, form_body(form)).await)
 }

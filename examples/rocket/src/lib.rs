@@ -8,11 +8,12 @@ use std::collections::BTreeSet;
 
 use auth_core::web::Auth;
 use auth_rocket::{
-    AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, RequireMfa,
-    RequireRecentLogin, reply,
+    AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, RequireMfa, reply,
 };
 use example_shared::handlers::{self as h, Body, Rejected};
-use example_shared::{ChangePassword, CodeBody, Credentials, MAX_BODY_BYTES, error_json};
+use example_shared::{
+    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody, error_json,
+};
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
 use rocket::http::{Method, Status};
@@ -329,16 +330,25 @@ async fn login_recovery(auth: AuthSession, body: JsonBody<CodeBody>) -> ReplyRes
     reply(h::login_recovery(&auth, body.0).await)
 }
 
-// Guards beyond a login: enrolment needs a recent one (the core checks it
-// too), new recovery codes a session that proved the second factor.
-#[post("/api/mfa/totp/enroll")]
-async fn totp_enroll(_recent: RequireRecentLogin, auth: AuthSession) -> ReplyResponder {
-    reply(h::totp_enroll(&auth).await)
+// Changes of factors take their proof (the password, and a code once a
+// factor is on) with the request: a login is all the guard needs; new
+// recovery codes also a session that proved the second factor.
+#[post("/api/mfa/totp/enroll", data = "<body>")]
+async fn totp_enroll(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<EnrollBody>,
+) -> ReplyResponder {
+    reply(h::totp_enroll(&auth, body.0).await)
 }
 
-#[post("/api/mfa/recovery-codes")]
-async fn regenerate_recovery_codes(_mfa: RequireMfa, auth: AuthSession) -> ReplyResponder {
-    reply(h::regenerate_recovery_codes(&auth).await)
+#[post("/api/mfa/recovery-codes", data = "<body>")]
+async fn regenerate_recovery_codes(
+    _mfa: RequireMfa,
+    auth: AuthSession,
+    body: JsonBody<ProofBody>,
+) -> ReplyResponder {
+    reply(h::regenerate_recovery_codes(&auth, body.0).await)
 }
 
 #[post("/api/mfa/totp/confirm", data = "<body>")]
@@ -354,7 +364,7 @@ async fn totp_confirm(
 async fn totp_disable(
     _login: RequireLogin,
     auth: AuthSession,
-    body: JsonBody<CodeBody>,
+    body: JsonBody<ProofBody>,
 ) -> ReplyResponder {
     reply(h::totp_disable(&auth, body.0).await)
 }
@@ -392,7 +402,7 @@ async fn account_reauth(
 async fn account_mfa_enroll(
     _login: RequireLogin,
     auth: AuthSession,
-    form: FormBody<h::TokenForm>,
+    form: FormBody<h::ReauthForm>,
 ) -> ReplyResponder {
     reply(h::account_mfa_enroll(&auth, form.0).await)
 }
@@ -410,7 +420,7 @@ async fn account_mfa_confirm(
 async fn account_mfa_disable(
     _login: RequireLogin,
     auth: AuthSession,
-    form: FormBody<h::CodeForm>,
+    form: FormBody<h::ReauthForm>,
 ) -> ReplyResponder {
     reply(h::account_mfa_disable(&auth, form.0).await)
 }
@@ -419,7 +429,7 @@ async fn account_mfa_disable(
 async fn account_recovery_codes(
     _login: RequireLogin,
     auth: AuthSession,
-    form: FormBody<h::TokenForm>,
+    form: FormBody<h::ReauthForm>,
 ) -> ReplyResponder {
     reply(h::account_recovery_codes(&auth, form.0).await)
 }

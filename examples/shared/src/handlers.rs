@@ -5,7 +5,7 @@
 //! demos answer byte for byte alike and the conformance suite tests the
 //! adapters, not three copies of the demo.
 
-use auth_core::flow::{AuthError, LoginOutcome};
+use auth_core::flow::{AuthError, FactorProof, LoginOutcome};
 use auth_core::mfa::normalize_recovery_code;
 use auth_core::password::Password;
 use auth_core::session::{AuthState, SessionHandle};
@@ -14,8 +14,8 @@ use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChangePassword, CodeBody, Credentials, LoginAnswer, Me, Registered, SessionEntry, error_json,
-    pages,
+    ChangePassword, CodeBody, Credentials, EnrollBody, LoginAnswer, Me, ProofBody, Registered,
+    SessionEntry, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -236,11 +236,17 @@ pub async fn login_recovery(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
     )
 }
 
-/// `POST /api/mfa/totp/enroll` (behind `require_login`; needs a recent
-/// login).
-pub async fn totp_enroll(auth: &RequestAuth) -> Reply {
+/// `POST /api/mfa/totp/enroll` (behind `require_login`): the proof with
+/// the request, the password (and a code when the account already has a
+/// second factor); a recent login is not enough. The session gets a new ID.
+pub async fn totp_enroll(auth: &RequestAuth, body: Body<EnrollBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let proof = FactorProof::new(Password::from(body.password), body.code);
     unwrap_reply(
-        auth.begin_totp_enrollment()
+        auth.begin_totp_enrollment(&proof)
             .await
             .map(|enrollment| json(200, &enrollment)),
     )
@@ -259,21 +265,36 @@ pub async fn totp_confirm(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
     )
 }
 
-/// `DELETE /api/mfa/totp` (behind `require_login`; needs a recent login
-/// and a valid code).
-pub async fn totp_disable(auth: &RequestAuth, body: Body<CodeBody>) -> Reply {
+fn proof_of(body: ProofBody) -> FactorProof {
+    FactorProof::password(Password::from(body.password)).with_code(body.code)
+}
+
+/// `DELETE /api/mfa/totp` (behind `require_login`): the password and a
+/// current TOTP or recovery code with the request. The user's other
+/// sessions end; this one gets a new ID.
+pub async fn totp_disable(auth: &RequestAuth, body: Body<ProofBody>) -> Reply {
     let body = match body {
         Ok(body) => body,
         Err(rejected) => return bad_body(rejected),
     };
-    unwrap_reply(auth.disable_totp(&body.code).await.map(|()| no_content()))
+    unwrap_reply(
+        auth.disable_totp(&proof_of(body))
+            .await
+            .map(|()| no_content()),
+    )
 }
 
-/// `POST /api/mfa/recovery-codes` (behind `require_mfa`; needs a recent
-/// login): a new set of recovery codes, the old set void.
-pub async fn regenerate_recovery_codes(auth: &RequestAuth) -> Reply {
+/// `POST /api/mfa/recovery-codes` (behind `require_mfa`): the password and
+/// a current TOTP or recovery code with the request; a new set of recovery
+/// codes, the old set void. The user's other sessions end; this one gets a
+/// new ID.
+pub async fn regenerate_recovery_codes(auth: &RequestAuth, body: Body<ProofBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
     unwrap_reply(
-        auth.regenerate_recovery_codes()
+        auth.regenerate_recovery_codes(&proof_of(body))
             .await
             .map(|codes| json(200, &codes)),
     )
@@ -445,18 +466,28 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
             )
         })
         .collect();
+    // Every change of factors takes the proof with the form: the password,
+    // and a code once a second factor is on.
+    let password = r#"<label>Password <input name="password" type="password" autocomplete="current-password" required></label>"#;
+    let code = r#"<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>"#;
     let mfa = if !auth.totp_enabled().await? {
         format!(
             r#"<p>Two-factor authentication is off.</p>
-<form method="post" action="/account/mfa/enroll">{token}<button>Set up an authenticator app</button></form>"#
+<form method="post" action="/account/mfa/enroll">{token}
+{password}
+<button>Set up an authenticator app</button></form>"#
         )
     } else {
         let left = auth.recovery_codes_left().await?;
         format!(
             r#"<p>Two-factor authentication is on; {left} recovery codes left.</p>
-<form method="post" action="/account/mfa/recovery-codes">{token}<button>New recovery codes</button></form>
+<form method="post" action="/account/mfa/recovery-codes">{token}
+{password}
+{code}
+<button>New recovery codes</button></form>
 <form method="post" action="/account/mfa/disable">{token}
-<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>
+{password}
+{code}
 <button>Turn off two-factor authentication</button></form>"#
         )
     };
@@ -550,7 +581,7 @@ fn account_error(error: &AuthError) -> Reply {
 // Second factor pages
 // ---------------------------------------------------------------------------
 
-/// A one-field code form (second login step, confirmation, removal).
+/// A one-field code form (second login step, confirmation).
 #[derive(Deserialize)]
 pub struct CodeForm {
     /// A TOTP code or a recovery code.
@@ -561,8 +592,10 @@ pub struct CodeForm {
     pub csrf_token: Option<String>,
 }
 
-/// The step-up form body: the password, and a code for users with a
-/// second factor.
+/// The step-up form body, and the proof a change of factors takes
+/// (`/account/mfa/enroll`, `/account/mfa/disable`,
+/// `/account/mfa/recovery-codes`): the password, and a code for users with
+/// a second factor.
 #[derive(Deserialize)]
 pub struct ReauthForm {
     /// The current password.
@@ -704,11 +737,22 @@ pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply
     }
 }
 
-/// `POST /account/mfa/enroll` (form, behind `require_login`): the QR code,
-/// the secret for manual entry, and the confirmation form.
-pub async fn account_mfa_enroll(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
-    let token = form.ok().and_then(|f| f.csrf_token);
-    let result = with_form_token(auth, token.as_deref(), auth.begin_totp_enrollment()).await;
+/// The proof a form carries (an empty code field is no code).
+fn form_proof(form: ReauthForm) -> (FactorProof, Option<String>) {
+    let proof = FactorProof::new(Password::from(form.password), form.code);
+    (proof, form.csrf_token)
+}
+
+/// `POST /account/mfa/enroll` (form with the password, behind
+/// `require_login`): the QR code, the secret for manual entry, and the
+/// confirmation form.
+pub async fn account_mfa_enroll(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Set up two-factor authentication", rejected),
+    };
+    let (proof, token) = form_proof(form);
+    let result = with_form_token(auth, token.as_deref(), auth.begin_totp_enrollment(&proof)).await;
     let enrollment = match result {
         Ok(enrollment) => enrollment,
         Err(error) => return mfa_action_error(auth, &error).await,
@@ -774,29 +818,35 @@ pub async fn account_mfa_confirm(auth: &RequestAuth, form: Body<CodeForm>) -> Re
     }
 }
 
-/// `POST /account/mfa/disable` (form, behind `require_login`).
-pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
+/// `POST /account/mfa/disable` (form with the password and a code, behind
+/// `require_login`).
+pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply {
     let form = match form {
         Ok(form) => form,
         Err(rejected) => return invalid_form("Account", rejected),
     };
-    let result = with_form_token(
-        auth,
-        form.csrf_token.as_deref(),
-        auth.disable_totp(&form.code),
-    )
-    .await;
+    let (proof, token) = form_proof(form);
+    let result = with_form_token(auth, token.as_deref(), auth.disable_totp(&proof)).await;
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(error) => mfa_action_error(auth, &error).await,
     }
 }
 
-/// `POST /account/mfa/recovery-codes` (form, behind `require_login`): a new
-/// set, shown once.
-pub async fn account_recovery_codes(auth: &RequestAuth, form: Body<TokenForm>) -> Reply {
-    let token = form.ok().and_then(|f| f.csrf_token);
-    let result = with_form_token(auth, token.as_deref(), auth.regenerate_recovery_codes()).await;
+/// `POST /account/mfa/recovery-codes` (form with the password and a code,
+/// behind `require_login`): a new set, shown once.
+pub async fn account_recovery_codes(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Recovery codes", rejected),
+    };
+    let (proof, token) = form_proof(form);
+    let result = with_form_token(
+        auth,
+        token.as_deref(),
+        auth.regenerate_recovery_codes(&proof),
+    )
+    .await;
     match result {
         Ok(codes) => recovery_codes_page(&codes),
         Err(error) => mfa_action_error(auth, &error).await,
@@ -847,6 +897,19 @@ mod tests {
             r#"{"current_password":"old secret","new_password":"new secret"}"#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{body:?}").contains("secret"));
+        let body: crate::ProofBody =
+            serde_json::from_str(r#"{"password":"old secret","code":"ABCD-EFGH"}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let printed = format!("{body:?}");
+        let printed = format!("{printed} {:?}", proof_of(body));
+        assert!(
+            !printed.contains("secret") && !printed.contains("ABCD"),
+            "{printed}"
+        );
+        let body: crate::EnrollBody =
+            serde_json::from_str(r#"{"password":"old secret"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert!(body.code.is_none(), "the code is optional at enrolment");
         assert!(!format!("{body:?}").contains("secret"));
     }
 }

@@ -12,7 +12,7 @@ use auth_core::mfa::MfaKeys;
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
 use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
-use auth_core::web::SecurityHeaders;
+use auth_core::web::{AllowedHosts, SecurityHeaders};
 use auth_core::{
     Auth, MemoryAccountStore, MemoryUserStore, PostgresAccountStore, PostgresUserStore,
     SqliteAccountStore, SqliteUserStore,
@@ -59,6 +59,13 @@ pub fn security_headers() -> SecurityHeaders {
 /// The demo's name, refused inside passwords.
 pub const APP_NAME: &str = "Auth Toolkit Demo";
 
+/// The names of a demo on a loopback address.
+pub const LOOPBACK_HOSTS: &str = "localhost, 127.0.0.1, [::1]";
+
+/// The `Host` names of the in-memory app: the conformance suite's, and
+/// loopback.
+pub const TEST_HOSTS: &str = "demo.test, localhost, 127.0.0.1, [::1]";
+
 /// Largest request body the demo accepts (bytes).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -78,6 +85,11 @@ pub struct Settings {
     /// bytes); random at each start when unset, so open forms need a reload
     /// after a restart.
     pub csrf_key: Option<String>,
+    /// `DEMO_ALLOWED_HOSTS`: comma-separated `Host` names the demo answers
+    /// to (see `AllowedHosts`). Default: `localhost, 127.0.0.1, [::1]` when
+    /// it listens on a loopback address (a page on another domain that
+    /// resolves to 127.0.0.1 cannot talk to it: DNS rebinding), else any.
+    pub allowed_hosts: AllowedHosts,
     /// `DEMO_MFA_KEY`: the key (32 bytes, base64) that encrypts TOTP
     /// secrets at rest. When unset, a SQLite demo keeps a generated key in
     /// a file beside the database (`demo.db-mfa.key`, mode 0600); a
@@ -102,6 +114,18 @@ impl Settings {
                 &var("DEMO_TRUSTED_PROXIES").unwrap_or_default(),
             )?,
             csrf_key: var("DEMO_CSRF_KEY"),
+            allowed_hosts: match var("DEMO_ALLOWED_HOSTS") {
+                Some(list) => {
+                    AllowedHosts::parse(&list).map_err(|e| format!("DEMO_ALLOWED_HOSTS: {e}"))?
+                }
+                None if addr.ip().is_loopback() => AllowedHosts::parse(LOOPBACK_HOSTS)?,
+                None => {
+                    tracing::warn!(
+                        "DEMO_ALLOWED_HOSTS is not set: requests for any Host name are served"
+                    );
+                    AllowedHosts::any()
+                }
+            },
             mfa_key: var("DEMO_MFA_KEY"),
         })
     }
@@ -145,6 +169,7 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         .mfa_keys(mfa_keys(settings)?)
         .trusted_proxies(settings.trusted_proxies.clone())
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
+        .allowed_hosts(settings.allowed_hosts.clone())
         .security_headers(security_headers())
         .build()?)
 }
@@ -221,6 +246,9 @@ pub fn build_auth_in_memory(
         .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
         .trusted_proxies(trusted_proxies)
         .form_tokens(tokens)
+        .allowed_hosts(
+            AllowedHosts::parse(TEST_HOSTS).unwrap_or_else(|_| unreachable!("valid host names")),
+        )
         .security_headers(security_headers())
         .build()
         .unwrap_or_else(|_| unreachable!("an account store is given"))
@@ -244,11 +272,32 @@ pub struct ChangePassword {
     pub new_password: String,
 }
 
-/// `POST /api/login/totp`, `/api/login/recovery`, `/api/mfa/totp/confirm`
-/// and `DELETE /api/mfa/totp` body.
+/// `POST /api/login/totp`, `/api/login/recovery` and
+/// `/api/mfa/totp/confirm` body.
 #[derive(Deserialize)]
 pub struct CodeBody {
     /// A TOTP code or a recovery code.
+    pub code: String,
+}
+
+/// `POST /api/mfa/totp/enroll` body: the proof a factor change needs, for
+/// an account that may have no second factor yet.
+#[derive(Deserialize)]
+pub struct EnrollBody {
+    /// The current password.
+    pub password: String,
+    /// A TOTP code or a recovery code: required when the account already
+    /// has a second factor, ignored otherwise.
+    pub code: Option<String>,
+}
+
+/// `DELETE /api/mfa/totp` and `POST /api/mfa/recovery-codes` body: the
+/// proof a factor change needs, for an account with a second factor.
+#[derive(Deserialize)]
+pub struct ProofBody {
+    /// The current password.
+    pub password: String,
+    /// A current TOTP code or an unused recovery code (used up).
     pub code: String,
 }
 
@@ -449,4 +498,6 @@ redacted_debug!(
         new_password
     },
     CodeBody { code },
+    EnrollBody { password, code },
+    ProofBody { password, code },
 );

@@ -301,6 +301,114 @@ pub async fn the_correct_password_is_refused_while_locked<F: HarnessFactory>() {
     assert!(r.session_cookie().is_none());
 }
 
+/// An attacker who keeps an account locked does not lock its owner out:
+/// a browser that logged in before (its device cookie) has a budget of its
+/// own; other browsers, even with the right password, are held.
+pub async fn a_known_browser_passes_an_account_lock<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let first = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .peer("198.51.100.7"),
+        )
+        .await;
+    assert_eq!(first.status, 200);
+    let (device, set_cookie) = first.device_cookie().expect("a device cookie");
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(set_cookie.contains(flag), "{flag} in {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+    // The attacker, from many addresses.
+    for n in 0..6 {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/login")
+                    .json(json!({"username": "alice", "password": "wrong guess!"}))
+                    .peer(&format!("203.0.113.{n}")),
+            )
+            .await;
+        assert!(r.status == 401 || r.status == 429, "{}", r.status);
+    }
+    let elsewhere = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .peer("192.0.2.50"),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 429, "a new browser is held by the lock");
+    let forged = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header(
+                    "cookie",
+                    "__Host-session-device=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                )
+                .peer("192.0.2.51"),
+        )
+        .await;
+    assert_eq!(forged.status, 429, "an unknown device cookie is no key");
+    let owner = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header("cookie", &device)
+                .peer("198.51.100.7"),
+        )
+        .await;
+    assert_eq!(owner.status, 200, "the owner's browser is not");
+    assert!(
+        owner.device_cookie().is_none(),
+        "the browser keeps its cookie"
+    );
+}
+
+/// A request for a `Host` the app does not answer to (DNS rebinding) is
+/// refused before anything runs; its allowed names pass with any port and
+/// in any case.
+pub async fn unknown_hosts_are_refused<F: HarnessFactory>() {
+    let app = app::<F>();
+    for host in [
+        "rebind.attacker.example",
+        "demo.test.attacker.example:80",
+        "[::2]",
+        "",
+    ] {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/register")
+                    .header("host", host)
+                    .json(json!({"username": "mallory", "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{host:?}");
+        assert_eq!(r.json(), json!({"error": "unknown host"}));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    for host in [
+        "DEMO.test:8080",
+        "localhost:3000",
+        "127.0.0.1",
+        "[::1]:3000",
+    ] {
+        let r = app
+            .send(TestApp::req("GET", "/api/me").header("host", host))
+            .await;
+        assert_eq!(r.status, 401, "{host}");
+    }
+    // Nothing was created for the refused requests.
+    app.register("mallory").await;
+}
+
 /// One IP across many accounts exhausts its budget.
 pub async fn one_ip_is_throttled_across_accounts<F: HarnessFactory>() {
     let throttle = ThrottleConfig::builder()

@@ -86,6 +86,20 @@ impl TestResponse {
             })
     }
 
+    /// The device cookie (a browser that logged in before) set by this
+    /// response: (`name=value`, full `Set-Cookie` value).
+    pub fn device_cookie(&self) -> Option<(String, String)> {
+        self.header_all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("__Host-session-device="))
+            .map(|c| {
+                (
+                    c.split(';').next().unwrap_or_default().to_owned(),
+                    c.to_owned(),
+                )
+            })
+    }
+
     /// The session cookie set by this response: (`name=value`, full
     /// `Set-Cookie` value).
     pub fn session_cookie(&self) -> Option<(String, String)> {
@@ -374,6 +388,8 @@ macro_rules! conformance_suite {
             unknown_and_wrong_user_look_the_same,
             the_account_is_throttled_with_retry_after,
             the_correct_password_is_refused_while_locked,
+            a_known_browser_passes_an_account_lock,
+            unknown_hosts_are_refused,
             one_ip_is_throttled_across_accounts,
             spoofed_forwarded_headers_are_ignored,
             forwarded_headers_from_a_trusted_proxy_are_honoured,
@@ -408,7 +424,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance_suite!(@mfa $f;
             totp_enrolment_is_active_only_after_confirmation,
-            totp_enrolment_needs_a_recent_login,
+            totp_enrolment_needs_the_password_not_a_recent_login,
             the_password_alone_opens_nothing_with_mfa,
             a_totp_code_works_once,
             only_neighbouring_steps_are_accepted,
@@ -416,12 +432,17 @@ macro_rules! conformance_suite {
             the_second_step_is_throttled,
             a_pending_login_expires,
             the_second_step_needs_a_pending_login,
-            disabling_totp_needs_a_valid_code,
+            disabling_totp_needs_the_password_and_a_code,
             the_second_step_answers_carry_no_secret,
             the_login_form_leads_to_the_second_factor_page,
             the_second_factor_form_takes_a_recovery_code_once,
             the_second_factor_page_needs_a_pending_login,
             new_recovery_codes_need_a_second_factor_session,
+            new_recovery_codes_need_the_password_and_a_code,
+            a_wrong_password_for_a_factor_change_is_throttled_like_a_login,
+            a_wrong_code_for_a_factor_change_is_throttled,
+            each_factor_change_ends_the_other_sessions,
+            the_account_page_takes_the_proof_with_each_factor_change,
         );
     };
     (@cases $f:ty; $($case:ident),* $(,)?) => {

@@ -1,0 +1,188 @@
+//! The optional allow-list of `Host` names: a request for any other name
+//! is refused before anything else runs. It stops DNS rebinding (a page on
+//! an attacker's domain that resolves to the app's address, typically a
+//! development server on 127.0.0.1, talking to it as same-origin) and
+//! poisoned absolute links built from the `Host` header.
+
+use std::fmt;
+
+/// The `Host` names an app answers to. Empty (the default): any.
+///
+/// Entries are `name`, `name:port`, `[v6]`, `[v6]:port`, or `.domain` for
+/// the domain and every subdomain. An entry without a port allows any port.
+/// Names compare ASCII case-insensitively, a trailing dot ignored.
+///
+/// ```
+/// use auth_core::web::AllowedHosts;
+///
+/// let hosts = AllowedHosts::parse("localhost, 127.0.0.1, [::1], .example.com").unwrap();
+/// assert!(hosts.allows(Some("localhost:3000")));
+/// assert!(hosts.allows(Some("API.Example.com")));
+/// assert!(hosts.allows(Some("[::1]:3000")));
+/// assert!(!hosts.allows(Some("rebind.attacker.example:3000")));
+/// assert!(!hosts.allows(None));
+/// assert!(AllowedHosts::any().allows(Some("anything")));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AllowedHosts {
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    /// Lowercase, no trailing dot; IPv6 in brackets.
+    name: String,
+    /// `.domain`: the domain and its subdomains.
+    subdomains: bool,
+    port: Option<u16>,
+}
+
+/// An allow-list entry that is not a host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid allowed host {0:?}: expected name, name:port, [v6]:port or .domain")]
+pub struct InvalidHost(pub String);
+
+impl AllowedHosts {
+    /// Every host (no check).
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// A comma-separated list (empty: any host).
+    pub fn parse(list: &str) -> Result<Self, InvalidHost> {
+        let entries = list
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (subdomains, rest) = match entry.strip_prefix('.') {
+                    Some(rest) => (true, rest),
+                    None => (false, entry),
+                };
+                let (name, port) = split_host(rest).ok_or_else(|| InvalidHost(entry.into()))?;
+                let valid = !name.is_empty()
+                    && name.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                    });
+                if !valid {
+                    return Err(InvalidHost(entry.into()));
+                }
+                Ok(Entry {
+                    name,
+                    subdomains,
+                    port,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { entries })
+    }
+
+    /// Whether the list is empty (any host passes).
+    pub fn is_any(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a request with this `Host` header (or HTTP/2 authority) may
+    /// pass. Without a list, any (also none); with one, a missing or
+    /// malformed host is refused.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        let Some((name, port)) = host.and_then(split_host) else {
+            return false;
+        };
+        self.entries.iter().any(|entry| {
+            let name_matches = name == entry.name
+                || (entry.subdomains
+                    && name
+                        .strip_suffix(entry.name.as_str())
+                        .is_some_and(|head| head.ends_with('.')));
+            name_matches && entry.port.is_none_or(|p| port == Some(p))
+        })
+    }
+}
+
+impl fmt::Debug for AllowedHosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let dot = if e.subdomains { "." } else { "" };
+                match e.port {
+                    Some(port) => format!("{dot}{}:{port}", e.name),
+                    None => format!("{dot}{}", e.name),
+                }
+            })
+            .collect();
+        f.debug_tuple("AllowedHosts").field(&names).finish()
+    }
+}
+
+/// `host[:port]` as (lowercase name without a trailing dot, port).
+fn split_host(value: &str) -> Option<(String, Option<u16>)> {
+    let value = value.trim_matches([' ', '\t']);
+    let (name, port) = if value.starts_with('[') {
+        let end = value.find(']')?;
+        let (name, rest) = value.split_at(end + 1);
+        match rest {
+            "" => (name, None),
+            rest => (name, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        }
+    };
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().ok()?),
+        None => None,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.contains([':', '/', '@']) && !name.starts_with('[') {
+        return None;
+    }
+    Some((name.to_ascii_lowercase(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ports_and_subdomains() {
+        let hosts = AllowedHosts::parse("app.example:8443, .corp.example, [::1]").unwrap();
+        assert!(hosts.allows(Some("app.example:8443")));
+        assert!(!hosts.allows(Some("app.example")), "the port is part of it");
+        assert!(!hosts.allows(Some("app.example:443")));
+        assert!(hosts.allows(Some("corp.example")));
+        assert!(hosts.allows(Some("a.b.corp.example:1")));
+        assert!(hosts.allows(Some("CORP.example.")));
+        assert!(
+            !hosts.allows(Some("evilcorp.example")),
+            "a suffix, not a domain"
+        );
+        assert!(hosts.allows(Some("[::1]:3000")));
+        assert!(!hosts.allows(Some("[::2]:3000")));
+        for bad in [
+            None,
+            Some(""),
+            Some(":80"),
+            Some("a:b"),
+            Some("[::1"),
+            Some("x@app.example"),
+        ] {
+            assert!(!hosts.allows(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_entries_are_refused() {
+        for bad in ["a b", "host:port", "[::1", "x/y", "."] {
+            assert!(AllowedHosts::parse(bad).is_err(), "{bad}");
+        }
+        assert!(AllowedHosts::parse(" , ").unwrap().is_any());
+    }
+}
