@@ -47,10 +47,12 @@ pub mod cookie;
 pub mod csrf;
 pub mod event;
 pub mod flow;
+pub mod mail;
 pub mod mfa;
 pub mod password;
 pub mod rate_limit;
 pub mod session;
+pub mod single_use;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_migration;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -63,6 +65,7 @@ pub mod web;
 pub use account::{AccountStore, MemoryAccountStore};
 pub use flow::{AuthBuilder, AuthError, Authenticator, BuildError, FactorProof, LoginOutcome};
 pub use password::Password;
+pub use single_use::{MemoryTokenStore, TokenStore};
 pub use user::{
     AnyUser, AuthUser, LoginName, MemoryUserStore, NewUser, User, UserStore, UserStoreError,
 };
@@ -78,6 +81,12 @@ pub use session::PostgresStore;
 pub use session::RedisStore;
 #[cfg(feature = "sqlite")]
 pub use session::SqliteStore;
+#[cfg(feature = "postgres")]
+pub use single_use::PostgresTokenStore;
+#[cfg(feature = "redis")]
+pub use single_use::RedisTokenStore;
+#[cfg(feature = "sqlite")]
+pub use single_use::SqliteTokenStore;
 #[cfg(feature = "postgres")]
 pub use user::PostgresUserStore;
 #[cfg(feature = "sqlite")]

@@ -9,13 +9,17 @@
 //!   compare-and-set password hashes).
 //! * [`account_store`]: an [`AccountStore`](crate::AccountStore) (TOTP
 //!   enrolment, single-use recovery codes, the revocation epoch).
+//! * [`token_store`]: a [`TokenStore`](crate::TokenStore) (single-use
+//!   tokens: taken once, for their purpose, before they expire).
 //!
 //! Each suite runs every case of its contract: [`session_store_suite`],
-//! [`user_store_suite`] and [`account_store_suite`] in one call (a failure
-//! panics with the name of the case), or one `#[test]` per case with
+//! [`user_store_suite`], [`account_store_suite`] and [`token_store_suite`]
+//! in one call (a failure panics with the name of the case), or one
+//! `#[test]` per case with
 //! [`session_store_tests!`](crate::session_store_tests),
-//! [`user_store_tests!`](crate::user_store_tests) and
-//! [`account_store_tests!`](crate::account_store_tests), so the test
+//! [`user_store_tests!`](crate::user_store_tests),
+//! [`account_store_tests!`](crate::account_store_tests) and
+//! [`token_store_tests!`](crate::token_store_tests), so the test
 //! report names the case. Every case is also a public `async fn` of its
 //! module. The concurrency cases start 16 tasks at once: run the suites on
 //! a multi-threaded runtime.
@@ -143,10 +147,12 @@
 
 pub mod account_store;
 pub mod session_store;
+pub mod token_store;
 pub mod user_store;
 
 pub use account_store::account_store_suite;
 pub use session_store::{SessionStoreCaps, session_store_suite};
+pub use token_store::{TokenStoreCaps, token_store_suite};
 pub use user_store::user_store_suite;
 
 use std::future::Future;
