@@ -55,6 +55,19 @@ pub enum AuthEventKind {
     /// A request for new recovery codes was refused (wrong password or
     /// code).
     RecoveryCodesRegenerationFailed,
+    /// A password reset was asked for; `success` when a link was mailed
+    /// (the requester always gets the same answer).
+    PasswordResetRequested,
+    /// A password was set through a reset link.
+    PasswordReset,
+    /// A reset link was refused (unknown, expired, used or stale token).
+    PasswordResetFailed,
+    /// A verification link was mailed to a new address.
+    EmailVerificationSent,
+    /// An address was verified through its link.
+    EmailVerified,
+    /// A verification link was refused.
+    EmailVerificationFailed,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always
@@ -86,6 +99,12 @@ pub enum FailureReason {
     MfaExpired,
     /// The user has no such second factor.
     NoSecondFactor,
+    /// A link's token was unknown, expired, used or stale.
+    InvalidToken,
+    /// No address to send the mail to (none, or not verified).
+    NoAddress,
+    /// The mail could not be sent.
+    MailFailed,
 }
 
 /// One audit event.

@@ -4,7 +4,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::{AccountStore, StoredTotp};
+use super::{AccountStore, StoredEmail, StoredTotp};
 use crate::user::UserStoreError;
 
 /// Account state in process memory: the default, for tests and single
@@ -21,6 +21,7 @@ impl std::fmt::Debug for MemoryAccountStore {
         f.debug_struct("MemoryAccountStore")
             .field("totp_enrolments", &inner.totp.len())
             .field("recovery_code_sets", &inner.recovery.len())
+            .field("emails", &inner.emails.len())
             .finish_non_exhaustive()
     }
 }
@@ -30,6 +31,9 @@ struct Inner {
     totp: HashMap<String, StoredTotp>,
     recovery: HashMap<String, Vec<String>>,
     epochs: HashMap<String, u64>,
+    emails: HashMap<String, StoredEmail>,
+    /// Verified address -> user.
+    verified: HashMap<String, String>,
 }
 
 impl MemoryAccountStore {
@@ -159,6 +163,45 @@ impl AccountStore for MemoryAccountStore {
         let epoch = inner.epochs.entry(user.to_owned()).or_insert(0);
         *epoch += 1;
         Ok(*epoch)
+    }
+
+    async fn email(&self, user: &str) -> Result<Option<StoredEmail>, UserStoreError> {
+        Ok(self.lock().emails.get(user).cloned())
+    }
+
+    async fn set_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
+        let mut inner = self.lock();
+        if let Some(old) = inner.emails.get(user).filter(|e| e.verified).cloned() {
+            inner.verified.remove(&old.address);
+        }
+        inner.emails.insert(
+            user.to_owned(),
+            StoredEmail {
+                address: address.to_owned(),
+                verified: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        let taken = inner
+            .verified
+            .get(address)
+            .is_some_and(|other| other != user);
+        match inner.emails.get_mut(user) {
+            Some(email) if email.address == address && !taken => {
+                email.verified = true;
+                inner.verified.insert(address.to_owned(), user.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn find_by_email(&self, address: &str) -> Result<Option<String>, UserStoreError> {
+        Ok(self.lock().verified.get(address).cloned())
     }
 }
 

@@ -7,10 +7,16 @@
 //! concurrent uses of one code, exactly one succeeds): the shared store
 //! suite (feature `testing`) holds every implementation to that.
 //!
+//! It also keeps users' email addresses (for account recovery), unless the
+//! app's own user type provides one ([`AuthUser::email`](crate::AuthUser::email)):
+//! an address is stored unverified, and only a verified address finds its
+//! user or receives a password reset. Addresses are unique among verified
+//! ones (an unverified claim on an address never blocks its owner).
+//!
 //! Ready stores: [`MemoryAccountStore`] (the default), and with features
 //! `sqlite` / `postgres` [`SqliteAccountStore`] / [`PostgresAccountStore`]
 //! (tables `auth_totp`, `auth_recovery_codes`, `auth_account_epochs`,
-//! created or migrated on open).
+//! `auth_emails`, created or migrated on open).
 
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -51,6 +57,88 @@ impl fmt::Debug for StoredTotp {
             .field("last_step", &self.last_step)
             .finish()
     }
+}
+
+/// A user's email address as the toolkit keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredEmail {
+    /// The address, normalised ([`normalize_email`]).
+    pub address: String,
+    /// Whether a link sent to it was followed.
+    pub verified: bool,
+}
+
+/// An address is personal data: `Debug` shows its domain only.
+impl fmt::Debug for StoredEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domain = self.address.rsplit_once('@').map_or("", |(_, d)| d);
+        f.debug_struct("StoredEmail")
+            .field("address", &format_args!("[REDACTED]@{domain}"))
+            .field("verified", &self.verified)
+            .finish()
+    }
+}
+
+/// An email address the toolkit does not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid email address")]
+pub struct InvalidEmail;
+
+/// The normal form of an email address: trimmed and lowercased (the
+/// toolkit treats addresses as case-insensitive, as nearly every provider
+/// does). ASCII only: `local@domain`, at most 254 characters, a local part
+/// of 1 to 64 printable characters without spaces, quotes or a second `@`,
+/// a domain of dot-separated letters, digits and hyphens with at least one
+/// dot.
+///
+/// ```
+/// use auth_core::account::normalize_email;
+///
+/// assert_eq!(normalize_email(" Alice@Example.COM ").unwrap(), "alice@example.com");
+/// assert!(normalize_email("alice").is_err());
+/// assert!(normalize_email("a@b@example.com").is_err());
+/// assert!(normalize_email("alice@localhost").is_err());
+/// ```
+pub fn normalize_email(address: &str) -> Result<String, InvalidEmail> {
+    let address = address.trim_matches([' ', '\t']);
+    if address.len() > 254 || !address.is_ascii() {
+        return Err(InvalidEmail);
+    }
+    let (local, domain) = address.split_once('@').ok_or(InvalidEmail)?;
+    let local_ok = (1..=64).contains(&local.len())
+        && local.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'@' | b'"'
+                        | b'('
+                        | b')'
+                        | b','
+                        | b':'
+                        | b';'
+                        | b'<'
+                        | b'>'
+                        | b'['
+                        | b'\\'
+                        | b']'
+                )
+        })
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let domain_ok = domain.contains('.')
+        && domain.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !local_ok || !domain_ok {
+        return Err(InvalidEmail);
+    }
+    Ok(address.to_ascii_lowercase())
 }
 
 /// The toolkit's per-account state. `user` is always the id of the app's
@@ -113,6 +201,30 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
 
     /// Raises the epoch by one and returns the new value.
     async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError>;
+
+    /// The user's email address, if the toolkit keeps one. The default
+    /// (for stores written before addresses existed): none.
+    async fn email(&self, _user: &str) -> Result<Option<StoredEmail>, UserStoreError> {
+        Ok(None)
+    }
+
+    /// Sets the user's address (normalised), unverified, replacing any
+    /// earlier one.
+    async fn set_email(&self, _user: &str, _address: &str) -> Result<(), UserStoreError> {
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Marks the user's address verified, if it is still `address`.
+    /// Returns `false`, changing nothing, when it is not, or when another
+    /// user has verified the same address meanwhile.
+    async fn verify_email(&self, _user: &str, _address: &str) -> Result<bool, UserStoreError> {
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// The user whose *verified* address is `address` (normalised).
+    async fn find_by_email(&self, _address: &str) -> Result<Option<String>, UserStoreError> {
+        Ok(None)
+    }
 
     /// The user's confirmed second factors (TOTP when confirmed). A user
     /// with any needs a second step after the password.

@@ -1,12 +1,14 @@
 //! The account store's tables in SQLite and PostgreSQL, created or migrated
 //! on open (component `accounts` in `auth_schema_migrations`):
 //! `auth_totp` (one enrolment per user), `auth_recovery_codes` (one row per
-//! code hash: consuming a code is one `DELETE`) and `auth_account_epochs`.
+//! code hash: consuming a code is one `DELETE`), `auth_account_epochs` and
+//! (schema 2) `auth_emails` (one address per user, unique among verified
+//! ones by a partial index).
 
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{AccountStore, StoredTotp};
+use super::{AccountStore, StoredEmail, StoredTotp};
 use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 use crate::user::UserStoreError;
@@ -45,9 +47,14 @@ struct Queries {
     codes_count: &'static str,
     epoch_get: &'static str,
     epoch_raise: &'static str,
+    schema_v2: [&'static str; 2],
+    email_get: &'static str,
+    email_set: &'static str,
+    email_verify: &'static str,
+    email_find: &'static str,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[cfg(feature = "sqlite")]
 const SQLITE: Queries = Queries {
@@ -88,8 +95,21 @@ const SQLITE: Queries = Queries {
     epoch_raise: "INSERT INTO auth_account_epochs (user_id, epoch) VALUES (?1, 1)
         ON CONFLICT (user_id) DO UPDATE SET epoch = auth_account_epochs.epoch + 1
         RETURNING epoch",
+    schema_v2: [
+        "CREATE TABLE IF NOT EXISTS auth_emails (
+            user_id TEXT PRIMARY KEY NOT NULL,
+            address TEXT NOT NULL,
+            verified BOOLEAN NOT NULL DEFAULT FALSE
+        )",
+        "CREATE UNIQUE INDEX IF NOT EXISTS auth_emails_verified_address
+            ON auth_emails (address) WHERE verified",
+    ],
+    email_get: "SELECT address, verified FROM auth_emails WHERE user_id = ?1",
+    email_set: "INSERT INTO auth_emails (user_id, address, verified) VALUES (?1, ?2, FALSE)
+        ON CONFLICT (user_id) DO UPDATE SET address = excluded.address, verified = FALSE",
+    email_verify: "UPDATE auth_emails SET verified = TRUE WHERE user_id = ?1 AND address = ?2",
+    email_find: "SELECT user_id FROM auth_emails WHERE address = ?1 AND verified",
 };
-
 #[cfg(feature = "postgres")]
 const POSTGRES: Queries = Queries {
     schema_v1: [
@@ -130,8 +150,21 @@ const POSTGRES: Queries = Queries {
     epoch_raise: "INSERT INTO auth_account_epochs (user_id, epoch) VALUES ($1, 1)
         ON CONFLICT (user_id) DO UPDATE SET epoch = auth_account_epochs.epoch + 1
         RETURNING epoch",
+    schema_v2: [
+        "CREATE TABLE IF NOT EXISTS auth_emails (
+            user_id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            verified BOOLEAN NOT NULL DEFAULT FALSE
+        )",
+        "CREATE UNIQUE INDEX IF NOT EXISTS auth_emails_verified_address
+            ON auth_emails (address) WHERE verified",
+    ],
+    email_get: "SELECT address, verified FROM auth_emails WHERE user_id = $1",
+    email_set: "INSERT INTO auth_emails (user_id, address, verified) VALUES ($1, $2, FALSE)
+        ON CONFLICT (user_id) DO UPDATE SET address = excluded.address, verified = FALSE",
+    email_verify: "UPDATE auth_emails SET verified = TRUE WHERE user_id = $1 AND address = $2",
+    email_find: "SELECT user_id FROM auth_emails WHERE address = $1 AND verified",
 };
-
 macro_rules! sql_account_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $queries:expr) => {
         $(#[$doc])*
@@ -153,6 +186,11 @@ macro_rules! sql_account_store {
                 migrate!(pool, $queries, SCHEMA_VERSION, newer, |tx, current| {
                     if current < 1 {
                         for statement in $queries.schema_v1 {
+                            sqlx::query(statement).execute(&mut *tx).await?;
+                        }
+                    }
+                    if current < 2 {
+                        for statement in $queries.schema_v2 {
                             sqlx::query(statement).execute(&mut *tx).await?;
                         }
                     }
@@ -298,6 +336,46 @@ macro_rules! sql_account_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(u64::try_from(epoch).unwrap_or(0))
+            }
+
+            async fn email(&self, user: &str) -> Result<Option<StoredEmail>, UserStoreError> {
+                let row = sqlx::query($queries.email_get)
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| {
+                    Ok(StoredEmail {
+                        address: row.try_get("address")?,
+                        verified: row.try_get("verified")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
+                sqlx::query($queries.email_set)
+                    .bind(user)
+                    .bind(address)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.email_verify).bind(user).bind(address);
+                match query.execute(&self.pool).await {
+                    Ok(done) => Ok(done.rows_affected() == 1),
+                    // Another user verified this address first.
+                    Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
+                    Err(other) => Err(other.into()),
+                }
+            }
+
+            async fn find_by_email(&self, address: &str) -> Result<Option<String>, UserStoreError> {
+                Ok(sqlx::query_scalar($queries.email_find)
+                    .bind(address)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
         }
     };

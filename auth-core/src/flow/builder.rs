@@ -10,12 +10,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::cookie::CookieConfig;
 use crate::csrf::{CsrfGuard, CsrfTokens};
 use crate::event::AuthEventHook;
+use crate::mail::Mailer;
 use crate::mfa::{MfaKeys, TotpParams};
 use crate::password::{PasswordError, PasswordService};
 use crate::rate_limit::{MemoryThrottle, ThrottleBackend, ThrottleConfig, TrustedProxies};
 use crate::session::{MemoryStore, SessionConfig, SessionManager, SessionStore};
+use crate::single_use::{MemoryTokenStore, TokenStore};
 use crate::user::{DynUsers, UserStore, erase};
 use crate::web::{AllowedHosts, Auth, SecurityHeaders};
+
+use super::recovery::{MailLinks, MailSetup};
 
 /// A configuration [`AuthBuilder::build`] refuses.
 #[non_exhaustive]
@@ -26,13 +30,15 @@ pub enum BuildError {
     Passwords(#[from] PasswordError),
     /// No account store was given where what it keeps must persist: with
     /// MFA keys (second factors in process memory would vanish at a
-    /// restart, silently turning two-factor logins off), or with a session
+    /// restart, silently turning two-factor logins off), with mail (the
+    /// users' addresses must survive a restart), or with a session
     /// store that cannot revoke by user (its sessions end through the
     /// account's revocation epoch, which must survive a restart and be
     /// shared by every instance).
     #[error(
-        "this configuration needs a persistent account store (second factors, or revocation \
-         on a session store that cannot revoke by user): call .accounts(...) \
+        "this configuration needs a persistent account store (second factors, email \
+         addresses, or revocation on a session store that cannot revoke by user): call \
+         .accounts(...) \
          (MemoryAccountStore::new() only for tests)"
     )]
     AccountStoreRequired,
@@ -80,6 +86,8 @@ pub struct AuthBuilder {
     login_page: String,
     security: SecurityHeaders,
     hosts: AllowedHosts,
+    link_tokens: Option<Arc<dyn TokenStore>>,
+    mail: Option<MailSetup>,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -115,6 +123,8 @@ impl Auth {
             login_page: "/login".to_owned(),
             security: SecurityHeaders::default(),
             hosts: AllowedHosts::any(),
+            link_tokens: None,
+            mail: None,
         }
     }
 }
@@ -237,6 +247,24 @@ impl AuthBuilder {
         self
     }
 
+    /// Where the single-use tokens of reset and verification links live
+    /// (default: process memory; several instances need a shared store:
+    /// SQLite, PostgreSQL or Redis).
+    pub fn link_tokens(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.link_tokens = Some(store);
+        self
+    }
+
+    /// Account-recovery mail (password reset, email verification): the
+    /// mailer and where the links point. Without it those flows answer
+    /// [`AuthError::MailUnavailable`](super::AuthError::MailUnavailable).
+    /// Needs an explicit [`accounts`](Self::accounts) store (addresses
+    /// must survive a restart).
+    pub fn mail(mut self, mailer: Arc<dyn Mailer>, links: MailLinks) -> Self {
+        self.mail = Some(MailSetup { mailer, links });
+        self
+    }
+
     /// The `Host` names the app answers to (default: any). Requests for
     /// another host get 400 before anything else runs: a defence against
     /// DNS rebinding, which matters most for servers on 127.0.0.1.
@@ -260,7 +288,7 @@ impl AuthBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         let accounts = match self.accounts {
             Some(accounts) => accounts,
-            None if self.mfa_keys.is_some() || !store.revokes_by_user() => {
+            None if self.mfa_keys.is_some() || self.mail.is_some() || !store.revokes_by_user() => {
                 return Err(BuildError::AccountStoreRequired);
             }
             None => Arc::new(MemoryAccountStore::new()),
@@ -297,6 +325,10 @@ impl AuthBuilder {
                 app_name: self.app_name,
                 mfa_keys: self.mfa_keys,
                 totp: self.totp,
+                tokens: self
+                    .link_tokens
+                    .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
+                mail: self.mail,
             }),
         };
         Ok(Auth::from_parts(

@@ -67,6 +67,16 @@ pub enum AuthError {
     /// be used.
     #[error("two-factor authentication is not available on this server")]
     MfaUnavailable,
+    /// A link's token is malformed, unknown, expired, used, or no longer
+    /// matches what it was issued against (400; one answer for all).
+    #[error("invalid or expired link")]
+    InvalidToken,
+    /// An email address the toolkit does not take (400).
+    #[error("invalid email address")]
+    InvalidEmail,
+    /// No mailer is configured (501): account-recovery mail cannot be sent.
+    #[error("email is not available on this server")]
+    MailUnavailable,
     /// The app's store does not offer this operation (501), e.g.
     /// registration with a [`UserStore`](crate::UserStore) without
     /// `create`.
@@ -84,14 +94,14 @@ impl AuthError {
         match self {
             Self::InvalidCredentials | Self::NotAuthenticated | Self::InvalidCode => 401,
             Self::TotpAlreadyEnabled | Self::TotpNotEnabled | Self::LoginTaken => 409,
-            Self::MfaUnavailable | Self::Unsupported => 501,
+            Self::MfaUnavailable | Self::Unsupported | Self::MailUnavailable => 501,
             Self::ReauthenticationRequired
             | Self::CsrfToken
             | Self::SecondFactorRequired
             | Self::CodeRequired => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
-            Self::Policy(_) | Self::InvalidLogin => 400,
+            Self::Policy(_) | Self::InvalidLogin | Self::InvalidToken | Self::InvalidEmail => 400,
             Self::Internal(_) => 500,
         }
     }
@@ -121,6 +131,12 @@ impl AuthError {
     /// [`Reply::error`](crate::web::Reply::error), never shown).
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(error.into())
+    }
+}
+
+impl From<crate::single_use::TokenStoreError> for AuthError {
+    fn from(error: crate::single_use::TokenStoreError) -> Self {
+        Self::internal(error)
     }
 }
 

@@ -56,11 +56,13 @@ mod error;
 mod events;
 mod mfa;
 mod password;
+mod recovery;
 mod session;
 
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
 pub use mfa::FactorProof;
+pub use recovery::{InvalidUrl, MailLinks};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -160,6 +162,8 @@ struct Inner {
     app_name: Option<String>,
     mfa_keys: Option<Arc<MfaKeys>>,
     totp: TotpParams,
+    tokens: Arc<dyn crate::single_use::TokenStore>,
+    mail: Option<recovery::MailSetup>,
 }
 
 /// A user's session stamp (see the module docs): what sessions record at
@@ -287,6 +291,11 @@ impl Authenticator {
     /// The account store (second factors, recovery codes, epochs).
     pub fn accounts(&self) -> &Arc<dyn AccountStore> {
         &self.inner.accounts
+    }
+
+    /// The single-use token store (reset and verification links).
+    pub fn tokens(&self) -> &Arc<dyn crate::single_use::TokenStore> {
+        &self.inner.tokens
     }
 
     /// The password service.

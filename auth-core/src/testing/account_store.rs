@@ -1,7 +1,9 @@
 //! The [`AccountStore`] contract: a pending TOTP secret is no factor and
 //! is confirmed once, with the same secret; TOTP steps and recovery codes
-//! are single-use under concurrency; the revocation epoch only rises; and
-//! users are independent.
+//! are single-use under concurrency; the revocation epoch only rises; an
+//! email address finds its user only once verified, is verified only while
+//! it is still the user's, and belongs to one user among verified ones;
+//! and users are independent.
 //!
 //! Run it with [`account_store_suite`] or
 //! [`account_store_tests!`](crate::account_store_tests). Each case uses
@@ -11,7 +13,7 @@
 use std::sync::Arc;
 
 use super::{concurrently, run_case, unique};
-use crate::account::{AccountStore, StoredTotp};
+use crate::account::{AccountStore, StoredEmail, StoredTotp};
 use crate::session::Factor;
 
 /// A fresh user id, as text.
@@ -83,6 +85,8 @@ pub async fn account_store_suite(store: Arc<dyn AccountStore>) {
         epoch_starts_at_zero_and_rises,
         concurrent_epoch_raises_count_all,
         users_are_independent,
+        email_is_found_once_verified,
+        a_verified_address_belongs_to_one_user,
     );
 }
 
@@ -122,6 +126,8 @@ macro_rules! account_store_tests {
             epoch_starts_at_zero_and_rises,
             concurrent_epoch_raises_count_all,
             users_are_independent,
+            email_is_found_once_verified,
+            a_verified_address_belongs_to_one_user,
         ]);
     };
     (@cases $name:ident, $make:block, [$($case:ident),* $(,)?]) => {
@@ -558,4 +564,81 @@ pub async fn users_are_independent(store: Arc<dyn AccountStore>) {
             .unwrap()
     );
     assert!(store.record_totp_step(&alice, 6).await.unwrap());
+}
+
+/// A fresh address, distinct per call.
+fn address() -> String {
+    format!("{}@example.com", unique("suite"))
+}
+
+/// An address is stored unverified and finds no user until verified;
+/// verifying needs the address to be still the user's; a new address
+/// replaces the old one, unverified, and the old one finds nobody.
+pub async fn email_is_found_once_verified(store: Arc<dyn AccountStore>) {
+    let (user, first, second) = (user(), address(), address());
+    assert_eq!(store.email(&user).await.unwrap(), None);
+    store.set_email(&user, &first).await.unwrap();
+    assert_eq!(
+        store.email(&user).await.unwrap(),
+        Some(StoredEmail {
+            address: first.clone(),
+            verified: false
+        })
+    );
+    assert_eq!(
+        store.find_by_email(&first).await.unwrap(),
+        None,
+        "unverified"
+    );
+    assert!(
+        !store.verify_email(&user, &second).await.unwrap(),
+        "not its address"
+    );
+    assert!(store.verify_email(&user, &first).await.unwrap());
+    assert_eq!(
+        store.find_by_email(&first).await.unwrap(),
+        Some(user.clone())
+    );
+    assert!(
+        store
+            .email(&user)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.verified)
+    );
+    store.set_email(&user, &second).await.unwrap();
+    assert_eq!(
+        store.email(&user).await.unwrap(),
+        Some(StoredEmail {
+            address: second.clone(),
+            verified: false
+        })
+    );
+    assert_eq!(store.find_by_email(&first).await.unwrap(), None);
+    assert_eq!(store.find_by_email(&second).await.unwrap(), None);
+    assert!(
+        !store.verify_email(&user, &first).await.unwrap(),
+        "the old address"
+    );
+}
+
+/// Two users may claim one address; the first to verify it owns it, the
+/// other's verification fails (concurrently too: exactly one wins).
+pub async fn a_verified_address_belongs_to_one_user(store: Arc<dyn AccountStore>) {
+    let shared = address();
+    let users: Vec<String> = (0..8).map(|_| user()).collect();
+    for user in &users {
+        store.set_email(user, &shared).await.unwrap();
+    }
+    let results = concurrently(users.len(), |i| {
+        let (store, user, shared) = (Arc::clone(&store), users[i].clone(), shared.clone());
+        async move { store.verify_email(&user, &shared).await.unwrap() }
+    })
+    .await;
+    assert_eq!(results.iter().filter(|won| **won).count(), 1, "{results:?}");
+    let winner = &users[results.iter().position(|won| *won).unwrap()];
+    assert_eq!(
+        store.find_by_email(&shared).await.unwrap().as_ref(),
+        Some(winner)
+    );
 }

@@ -16,6 +16,7 @@ trait ErasedUser: Any + Send + Sync {
     fn password_hash(&self) -> &str;
     fn display_name(&self) -> &str;
     fn is_disabled(&self) -> bool;
+    fn email(&self) -> Option<&str>;
 }
 
 impl<U: AuthUser> ErasedUser for U {
@@ -30,6 +31,9 @@ impl<U: AuthUser> ErasedUser for U {
     }
     fn is_disabled(&self) -> bool {
         AuthUser::is_disabled(self)
+    }
+    fn email(&self) -> Option<&str> {
+        AuthUser::email(self)
     }
 }
 
@@ -76,6 +80,11 @@ impl AnyUser {
     /// [`AuthUser::is_disabled`].
     pub fn is_disabled(&self) -> bool {
         self.user.is_disabled()
+    }
+
+    /// [`AuthUser::email`].
+    pub fn email(&self) -> Option<&str> {
+        self.user.email()
     }
 
     pub(crate) fn password_hash(&self) -> &str {

@@ -219,6 +219,14 @@ pub trait AuthUser: Send + Sync + 'static {
         self.login()
     }
 
+    /// The user's email address, when the app's own user type keeps one
+    /// (verified by the app): account-recovery mail goes there. Default:
+    /// `None`, and the toolkit keeps the address itself (see
+    /// [`AccountStore`](crate::AccountStore)), verified by a link.
+    fn email(&self) -> Option<&str> {
+        None
+    }
+
     /// A disabled user cannot log in, and each of its sessions ends at its
     /// next request. Default: never disabled.
     fn is_disabled(&self) -> bool {

@@ -413,6 +413,41 @@ impl RequestAuth {
             .await
     }
 
+    /// Stores `address` as `user`'s email address, unverified, and mails a
+    /// verification link to it (for a registration that takes an address;
+    /// see [`Authenticator::set_email`]).
+    pub async fn set_email(&self, user: &AnyUser, address: &str) -> Result<(), AuthError> {
+        self.authenticator()
+            .set_email(user, address, &self.client)
+            .await
+    }
+
+    /// Confirms an address with the token from its verification link.
+    pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
+        self.authenticator().verify_email(token, &self.client).await
+    }
+
+    /// Asks for a password reset for a login name or verified address:
+    /// `Ok` whether or not the account exists (the mail goes out of band;
+    /// see [`Authenticator::request_password_reset`]).
+    pub async fn request_password_reset(&self, login: &str) -> Result<(), AuthError> {
+        self.authenticator()
+            .request_password_reset(login, &self.client)
+            .await
+    }
+
+    /// Sets a new password with the token from a reset link; every session
+    /// of the account ends (see [`Authenticator::reset_password`]).
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        new_password: &Password,
+    ) -> Result<(), AuthError> {
+        self.authenticator()
+            .reset_password(token, new_password, &self.client)
+            .await
+    }
+
     /// The authenticated user's id, from the session loaded (and checked)
     /// for this request: no store read.
     async fn user_id(&self) -> Result<String, AuthError> {

@@ -108,6 +108,7 @@ async fn auth() -> (axum::Router, String) {
         example_shared::throttle_config(),
         hasher,
         TrustedProxies::none(),
+        Arc::new(auth_core::mail::InsecureLogMailer::new()),
     );
     logged_in(example_axum::app(auth)).await
 }

@@ -254,6 +254,7 @@ pub async fn build(
             throttle_config(),
             PasswordHasher::default(),
             proxies,
+            Arc::new(auth_core::mail::InsecureLogMailer::new()),
         );
         return Ok((auth, None));
     }

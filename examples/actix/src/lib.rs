@@ -12,7 +12,8 @@ use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login,
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
+    ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 
@@ -42,6 +43,9 @@ pub fn app(
         .service(resource("/api/logout").post(logout))
         .service(resource("/api/login/totp").post(login_totp))
         .service(resource("/api/login/recovery").post(login_recovery))
+        .service(resource("/api/password/forgot").post(forgot_password))
+        .service(resource("/api/password/reset").post(reset_password))
+        .service(resource("/api/email/verify").post(verify_email))
         .service(protected("/api/me").get(me))
         .service(protected("/api/password").post(change_password))
         .service(protected("/api/sessions").get(list_sessions))
@@ -68,6 +72,9 @@ pub fn app(
         )
         .service(resource("/register").get(register_page).post(register_form))
         .service(resource("/logout").post(logout_form))
+        .service(resource("/forgot").get(forgot_page).post(forgot_form))
+        .service(resource("/reset").get(reset_page).post(reset_form))
+        .service(resource("/verify-email").get(verify_page).post(verify_form))
         .service(protected("/account").get(account_page))
         .service(protected("/account/password").post(account_password))
         .service(protected("/account/revoke-others").post(account_revoke_others))
@@ -291,4 +298,71 @@ async fn account_recovery_codes(
     form: Result<web::Form<h::ReauthForm>, Error>,
 ) -> HttpResponse {
     reply(h::account_recovery_codes(&auth, form_body(form)).await)
+}
+
+async fn forgot_password(
+    auth: AuthSession,
+    body: Result<web::Json<ForgotBody>, Error>,
+) -> HttpResponse {
+    reply(h::forgot_password(&auth, json_body(body)).await)
+}
+
+async fn reset_password(
+    auth: AuthSession,
+    body: Result<web::Json<ResetBody>, Error>,
+) -> HttpResponse {
+    reply(h::reset_password(&auth, json_body(body)).await)
+}
+
+async fn verify_email(
+    auth: AuthSession,
+    body: Result<web::Json<VerifyBody>, Error>,
+) -> HttpResponse {
+    reply(h::verify_email(&auth, json_body(body)).await)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn forgot_page(auth: AuthSession) -> HttpResponse {
+    reply(h::forgot_page(&auth).await)
+}
+
+async fn forgot_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::LinkForm>, Error>,
+) -> HttpResponse {
+    reply(h::forgot_form(&auth, form_body(form)).await)
+}
+
+async fn reset_page(
+    auth: AuthSession,
+    query: Result<web::Query<TokenQuery>, Error>,
+) -> HttpResponse {
+    let token = query.ok().and_then(|q| q.into_inner().token);
+    reply(h::reset_page(&auth, token.as_deref()).await)
+}
+
+async fn reset_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::LinkForm>, Error>,
+) -> HttpResponse {
+    reply(h::reset_form(&auth, form_body(form)).await)
+}
+
+async fn verify_page(
+    auth: AuthSession,
+    query: Result<web::Query<TokenQuery>, Error>,
+) -> HttpResponse {
+    let token = query.ok().and_then(|q| q.into_inner().token);
+    reply(h::verify_page(&auth, token.as_deref()).await)
+}
+
+async fn verify_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::LinkForm>, Error>,
+) -> HttpResponse {
+    reply(h::verify_form(&auth, form_body(form)).await)
 }

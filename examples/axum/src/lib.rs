@@ -13,7 +13,8 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
+    ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -53,6 +54,9 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/logout", post(logout))
         .route("/api/login/totp", post(login_totp))
         .route("/api/login/recovery", post(login_recovery))
+        .route("/api/password/forgot", post(forgot_password))
+        .route("/api/password/reset", post(reset_password))
+        .route("/api/email/verify", post(verify_email))
         .merge(api_protected)
         .merge(api_mfa)
         .route("/", get(home))
@@ -61,6 +65,9 @@ pub fn app(auth: Auth) -> Router {
         .route("/login/mfa", get(login_mfa_page).post(login_mfa_form))
         .route("/register", get(register_page).post(register_form))
         .route("/logout", post(logout_form))
+        .route("/forgot", get(forgot_page).post(forgot_form))
+        .route("/reset", get(reset_page).post(reset_form))
+        .route("/verify-email", get(verify_page).post(verify_form))
         .merge(pages_protected)
         .fallback(|| async { reply(h::not_found()) })
         .method_not_allowed_fallback(|| async { reply(h::method_not_allowed()) })
@@ -263,4 +270,68 @@ async fn account_recovery_codes(
     form: Result<Form<h::ReauthForm>, FormRejection>,
 ) -> Response {
     reply(h::account_recovery_codes(&auth, form_body(form)).await)
+}
+
+async fn forgot_password(
+    auth: AuthSession,
+    body: Result<Json<ForgotBody>, JsonRejection>,
+) -> Response {
+    reply(h::forgot_password(&auth, json_body(body)).await)
+}
+
+async fn reset_password(
+    auth: AuthSession,
+    body: Result<Json<ResetBody>, JsonRejection>,
+) -> Response {
+    reply(h::reset_password(&auth, json_body(body)).await)
+}
+
+async fn verify_email(
+    auth: AuthSession,
+    body: Result<Json<VerifyBody>, JsonRejection>,
+) -> Response {
+    reply(h::verify_email(&auth, json_body(body)).await)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn forgot_page(auth: AuthSession) -> Response {
+    reply(h::forgot_page(&auth).await)
+}
+
+async fn forgot_form(
+    auth: AuthSession,
+    form: Result<Form<h::LinkForm>, FormRejection>,
+) -> Response {
+    reply(h::forgot_form(&auth, form_body(form)).await)
+}
+
+async fn reset_page(
+    auth: AuthSession,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Response {
+    let token = query.ok().and_then(|Query(q)| q.token);
+    reply(h::reset_page(&auth, token.as_deref()).await)
+}
+
+async fn reset_form(auth: AuthSession, form: Result<Form<h::LinkForm>, FormRejection>) -> Response {
+    reply(h::reset_form(&auth, form_body(form)).await)
+}
+
+async fn verify_page(
+    auth: AuthSession,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Response {
+    let token = query.ok().and_then(|Query(q)| q.token);
+    reply(h::verify_page(&auth, token.as_deref()).await)
+}
+
+async fn verify_form(
+    auth: AuthSession,
+    form: Result<Form<h::LinkForm>, FormRejection>,
+) -> Response {
+    reply(h::verify_form(&auth, form_body(form)).await)
 }

@@ -12,7 +12,8 @@ use auth_rocket::{
 };
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, MAX_BODY_BYTES, ProofBody, error_json,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
+    ResetBody, VerifyBody, error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -87,6 +88,15 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         account_mfa_confirm,
         account_mfa_disable,
         account_recovery_codes,
+        forgot_password,
+        reset_password,
+        verify_email,
+        forgot_page,
+        forgot_form,
+        reset_page,
+        reset_form,
+        verify_page,
+        verify_form,
     ];
     let wrong_methods = method_not_allowed_routes(&routes);
     rocket::custom(config())
@@ -432,4 +442,50 @@ async fn account_recovery_codes(
     form: FormBody<h::ReauthForm>,
 ) -> ReplyResponder {
     reply(h::account_recovery_codes(&auth, form.0).await)
+}
+
+#[post("/api/password/forgot", data = "<body>")]
+async fn forgot_password(auth: AuthSession, body: JsonBody<ForgotBody>) -> ReplyResponder {
+    reply(h::forgot_password(&auth, body.0).await)
+}
+
+#[post("/api/password/reset", data = "<body>")]
+async fn reset_password(auth: AuthSession, body: JsonBody<ResetBody>) -> ReplyResponder {
+    reply(h::reset_password(&auth, body.0).await)
+}
+
+#[post("/api/email/verify", data = "<body>")]
+async fn verify_email(auth: AuthSession, body: JsonBody<VerifyBody>) -> ReplyResponder {
+    reply(h::verify_email(&auth, body.0).await)
+}
+
+#[get("/forgot")]
+async fn forgot_page(auth: AuthSession) -> ReplyResponder {
+    reply(h::forgot_page(&auth).await)
+}
+
+#[post("/forgot", data = "<form>")]
+async fn forgot_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
+    reply(h::forgot_form(&auth, form.0).await)
+}
+
+/// A malformed `token` is simply absent (the form then fails to verify).
+#[get("/reset?<token>")]
+async fn reset_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
+    reply(h::reset_page(&auth, token.as_deref()).await)
+}
+
+#[post("/reset", data = "<form>")]
+async fn reset_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
+    reply(h::reset_form(&auth, form.0).await)
+}
+
+#[get("/verify-email?<token>")]
+async fn verify_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
+    reply(h::verify_page(&auth, token.as_deref()).await)
+}
+
+#[post("/verify-email", data = "<form>")]
+async fn verify_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
+    reply(h::verify_form(&auth, form.0).await)
 }

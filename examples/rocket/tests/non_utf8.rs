@@ -54,6 +54,7 @@ async fn a_non_utf8_forwarding_header_counts_as_absent() {
         throttle,
         hasher,
         TrustedProxies::parse("127.0.0.1").unwrap(),
+        Arc::new(auth_core::mail::InsecureLogMailer::new()),
     );
     let (bound, port) = tokio::sync::oneshot::channel();
     let bound = std::sync::Mutex::new(Some(bound));

@@ -14,8 +14,8 @@ use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, LoginAnswer, Me, ProofBody, Registered,
-    SessionEntry, error_json, pages,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, LoginAnswer, Me, ProofBody,
+    Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -100,15 +100,39 @@ pub fn method_not_allowed() -> Reply {
     Reply::json(405, error_json("method not allowed"))
 }
 
-/// `POST /api/register`.
+/// Registers, then (with an address) stores it and mails its
+/// verification link. A malformed address is refused before the account
+/// is made.
+async fn register_with_email(
+    auth: &RequestAuth,
+    username: &str,
+    password: Password,
+    email: Option<&str>,
+) -> Result<auth_core::user::AnyUser, AuthError> {
+    let email = email.map(str::trim).filter(|e| !e.is_empty());
+    if let Some(email) = email {
+        auth_core::account::normalize_email(email).map_err(|_| AuthError::InvalidEmail)?;
+    }
+    let user = auth.register(username, &password).await?;
+    if let Some(email) = email {
+        auth.set_email(&user, email).await?;
+    }
+    Ok(user)
+}
+
+/// `POST /api/register` (an optional `email` gets a verification link).
 pub async fn register(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
     let body = match body {
         Ok(body) => body,
         Err(rejected) => return bad_body(rejected),
     };
-    let result = auth
-        .register(&body.username, &Password::from(body.password))
-        .await;
+    let result = register_with_email(
+        auth,
+        &body.username,
+        Password::from(body.password),
+        body.email.as_deref(),
+    )
+    .await;
     unwrap_reply(result.map(|user| {
         json(
             201,
@@ -117,6 +141,37 @@ pub async fn register(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
             },
         )
     }))
+}
+
+/// `POST /api/password/forgot`: 202 whether or not the account exists.
+pub async fn forgot_password(auth: &RequestAuth, body: Body<ForgotBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth.request_password_reset(&body.login).await;
+    unwrap_reply(result.map(|()| Reply::json(202, "{}".to_owned())))
+}
+
+/// `POST /api/password/reset`: 204; every session of the account ends.
+pub async fn reset_password(auth: &RequestAuth, body: Body<ResetBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .reset_password(&body.token, &Password::from(body.new_password))
+        .await;
+    unwrap_reply(result.map(|()| no_content()))
+}
+
+/// `POST /api/email/verify`: 204.
+pub async fn verify_email(auth: &RequestAuth, body: Body<VerifyBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(auth.verify_email(&body.token).await.map(|()| no_content()))
 }
 
 /// `POST /api/login`.
@@ -311,6 +366,9 @@ pub struct CredentialsForm {
     pub username: String,
     /// Password.
     pub password: String,
+    /// Registration only: an optional email address.
+    #[serde(default)]
+    pub email: Option<String>,
     /// Where to go after logging in.
     pub next: Option<String>,
     /// The form's CSRF token.
@@ -421,9 +479,14 @@ pub async fn register_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> R
         Err(rejected) => return invalid_form("Register", rejected),
     };
     let result = with_form_token(auth, form.csrf_token.as_deref(), async {
-        auth.register(&form.username, &Password::from(form.password))
-            .await
-            .map(|_| ())
+        register_with_email(
+            auth,
+            &form.username,
+            Password::from(form.password),
+            form.email.as_deref(),
+        )
+        .await
+        .map(|_| ())
     })
     .await;
     match result {
@@ -911,5 +974,182 @@ mod tests {
             serde_json::from_str(r#"{"password":"old secret"}"#).unwrap_or_else(|e| panic!("{e}"));
         assert!(body.code.is_none(), "the code is optional at enrolment");
         assert!(!format!("{body:?}").contains("secret"));
+    }
+}
+
+/// `POST /forgot`, `/reset` and `/verify-email` forms.
+#[derive(Default, Deserialize)]
+pub struct LinkForm {
+    /// `/forgot`: a login name or a verified address.
+    pub login: Option<String>,
+    /// `/reset` and `/verify-email`: the link's token.
+    pub token: Option<String>,
+    /// `/reset`: the new password.
+    pub new_password: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for LinkForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkForm([REDACTED])")
+    }
+}
+
+const FORGOT_FIELDS: &str =
+    r#"<label>User name or email <input name="login" autocomplete="username" required></label>"#;
+
+fn token_input(token: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"token\" value=\"{}\">",
+        pages::escape(token)
+    )
+}
+
+fn reset_fields(token: &str) -> String {
+    format!(
+        r#"{}<label>New password <input name="new_password" type="password" autocomplete="new-password" required></label>"#,
+        token_input(token)
+    )
+}
+
+/// A link page's form again, with the error and its status.
+async fn link_page_error(
+    auth: &RequestAuth,
+    (title, intro, action): (&str, &str, &str),
+    fields: &str,
+    error: &AuthError,
+) -> Reply {
+    let mut message = error.to_string();
+    if let Some(reason) = error.reason() {
+        message = format!("{message} ({reason})");
+    }
+    let token = auth.form_token().await.ok().flatten();
+    let page = pages::simple_form(
+        title,
+        intro,
+        action,
+        fields,
+        Some(&message),
+        token.as_deref(),
+    );
+    html(200, page).failing_with(error)
+}
+
+const FORGOT: (&str, &str, &str) = (
+    "Forgot password",
+    "We mail a link to set a new password to the account's verified address.",
+    "/forgot",
+);
+const RESET: (&str, &str, &str) = ("Set a new password", "Choose a new password.", "/reset");
+const VERIFY: (&str, &str, &str) = (
+    "Confirm your email",
+    "Confirm this address for your account.",
+    "/verify-email",
+);
+
+/// `GET /forgot`.
+pub async fn forgot_page(auth: &RequestAuth) -> Reply {
+    let (title, intro, action) = FORGOT;
+    unwrap_reply(auth.form_token().await.map(|token| {
+        html(
+            200,
+            pages::simple_form(title, intro, action, FORGOT_FIELDS, None, token.as_deref()),
+        )
+    }))
+}
+
+/// `POST /forgot` (form): the same page for every login.
+pub async fn forgot_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form(FORGOT.0, rejected),
+    };
+    let login = form.login.unwrap_or_default();
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.request_password_reset(&login),
+    )
+    .await;
+    match result {
+        Ok(()) => html(
+            200,
+            pages::message(
+                FORGOT.0,
+                "If an account with a verified email address matches, we have mailed it a link \
+                 to set a new password. It works once, for 30 minutes.",
+            ),
+        ),
+        Err(error) => link_page_error(auth, FORGOT, FORGOT_FIELDS, &error).await,
+    }
+}
+
+/// `GET /reset?token=...`: a form that POSTs the token (opening the link
+/// consumes nothing).
+pub async fn reset_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
+    let (title, intro, action) = RESET;
+    let fields = reset_fields(token.unwrap_or_default());
+    unwrap_reply(auth.form_token().await.map(|csrf| {
+        html(
+            200,
+            pages::simple_form(title, intro, action, &fields, None, csrf.as_deref()),
+        )
+    }))
+}
+
+/// `POST /reset` (form).
+pub async fn reset_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form(RESET.0, rejected),
+    };
+    let token = form.token.unwrap_or_default();
+    let password = Password::from(form.new_password.unwrap_or_default());
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.reset_password(&token, &password),
+    )
+    .await;
+    match result {
+        Ok(()) => html(
+            200,
+            pages::message(
+                RESET.0,
+                "Your password is changed and every session of the account has ended. \
+                 Log in with the new password.",
+            ),
+        ),
+        Err(error) => link_page_error(auth, RESET, &reset_fields(&token), &error).await,
+    }
+}
+
+/// `GET /verify-email?token=...`: a form that POSTs the token.
+pub async fn verify_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
+    let (title, intro, action) = VERIFY;
+    let fields = token_input(token.unwrap_or_default());
+    unwrap_reply(auth.form_token().await.map(|csrf| {
+        html(
+            200,
+            pages::simple_form(title, intro, action, &fields, None, csrf.as_deref()),
+        )
+    }))
+}
+
+/// `POST /verify-email` (form).
+pub async fn verify_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form(VERIFY.0, rejected),
+    };
+    let token = form.token.unwrap_or_default();
+    let result = with_form_token(auth, form.csrf_token.as_deref(), auth.verify_email(&token)).await;
+    match result {
+        Ok(()) => html(
+            200,
+            pages::message(VERIFY.0, "Your email address is confirmed."),
+        ),
+        Err(error) => link_page_error(auth, VERIFY, &token_input(&token), &error).await,
     }
 }

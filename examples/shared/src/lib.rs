@@ -8,16 +8,19 @@ use std::sync::Arc;
 
 use auth_core::clock::{Clock, SystemClock};
 use auth_core::csrf::CsrfTokens;
+use auth_core::flow::MailLinks;
+use auth_core::mail::{InsecureLogMailer, MailError, Mailer, SmtpMailer};
 use auth_core::mfa::MfaKeys;
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
 use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
+use auth_core::single_use::{PostgresTokenStore, RedisTokenStore, SqliteTokenStore};
 use auth_core::web::{AllowedHosts, SecurityHeaders};
 use auth_core::{
     Auth, MemoryAccountStore, MemoryUserStore, PostgresAccountStore, PostgresUserStore,
     SqliteAccountStore, SqliteUserStore,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// `Debug` for request bodies that carry a password, code or token: the
@@ -70,7 +73,8 @@ pub const TEST_HOSTS: &str = "demo.test, localhost, 127.0.0.1, [::1]";
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Settings from the environment, with working defaults.
-#[derive(Debug, Clone)]
+/// `Debug` shows no key and no URL that may carry a password.
+#[derive(Clone)]
 pub struct Settings {
     /// `DEMO_ADDR`, default `127.0.0.1:3000`.
     pub addr: SocketAddr,
@@ -96,6 +100,41 @@ pub struct Settings {
     /// PostgreSQL demo uses a random key per start (with a warning), so
     /// enrolments do not survive a restart.
     pub mfa_key: Option<String>,
+    /// `DEMO_PUBLIC_URL`: where the links in the demo's mail point (the
+    /// demo's address as its users reach it); default `http://` and
+    /// `DEMO_ADDR`.
+    pub public_url: String,
+    /// `DEMO_SMTP_URL`: the SMTP server the demo's mail (password reset,
+    /// address verification) goes through, see
+    /// `auth_core::mail::SmtpMailer::from_url`: `smtps://user:pass@host`
+    /// (TLS), `smtp://user:pass@host:587` (STARTTLS), or
+    /// `smtp://127.0.0.1:1025?insecure_plaintext=true` for a development
+    /// server on this machine. Unset: mail is not sent and its links are
+    /// written to the log. A secret (it may hold a password): `Debug`
+    /// redacts it.
+    pub smtp_url: Option<SecretString>,
+    /// `DEMO_MAIL_FROM`: the sender of the demo's mail; default
+    /// `Auth Toolkit Demo <noreply@localhost>` (set a real one for a real
+    /// server).
+    pub mail_from: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |present: bool| if present { "[set]" } else { "[unset]" };
+        f.debug_struct("Settings")
+            .field("addr", &self.addr)
+            .field("database_url", &"[REDACTED]")
+            .field("redis_url", &set(self.redis_url.is_some()))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("csrf_key", &set(self.csrf_key.is_some()))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("mfa_key", &set(self.mfa_key.is_some()))
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &set(self.smtp_url.is_some()))
+            .field("mail_from", &self.mail_from)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -127,6 +166,10 @@ impl Settings {
                 }
             },
             mfa_key: var("DEMO_MFA_KEY"),
+            public_url: var("DEMO_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
+            smtp_url: var("DEMO_SMTP_URL").map(SecretString::from),
+            mail_from: var("DEMO_MAIL_FROM")
+                .unwrap_or_else(|| format!("{APP_NAME} <noreply@localhost>")),
         })
     }
 }
@@ -135,6 +178,29 @@ impl Settings {
 /// then a growing back-off; per IP a burst of 30, one back every 2 s.
 pub fn throttle_config() -> ThrottleConfig {
     ThrottleConfig::default()
+}
+
+/// The demo's mailer: an [`SmtpMailer`] through [`Settings::smtp_url`]
+/// when set (the URL and [`Settings::mail_from`] are checked here; the
+/// server is first contacted by the first mail), else an
+/// [`InsecureLogMailer`], which writes each mail, its link included, to
+/// the log: a warning at start-up says so.
+pub fn mailer(settings: &Settings) -> Result<Arc<dyn Mailer>, Box<dyn Error>> {
+    let Some(url) = &settings.smtp_url else {
+        tracing::warn!(
+            "DEMO_SMTP_URL is not set: mail is not sent; password-reset and verification \
+             links are written to the log (development only)"
+        );
+        return Ok(Arc::new(InsecureLogMailer::new()));
+    };
+    let mailer = SmtpMailer::from_url(url.expose_secret(), &settings.mail_from).map_err(
+        |error| match error {
+            MailError::InvalidAddress(_) => format!("DEMO_MAIL_FROM: {error}"),
+            error => format!("DEMO_SMTP_URL: {error}"),
+        },
+    )?;
+    tracing::info!(server = %mailer.server(), from = %settings.mail_from, "mail goes through SMTP");
+    Ok(Arc::new(mailer))
 }
 
 /// Builds the auth pipeline from the settings: SQLite (a file, created and
@@ -146,18 +212,23 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         let store = PostgresStore::connect(&settings.database_url).await?;
         let pool = store.pool().clone();
         Auth::builder(PostgresUserStore::from_pool(pool.clone()).await?)
-            .accounts(Arc::new(PostgresAccountStore::from_pool(pool).await?))
+            .accounts(Arc::new(
+                PostgresAccountStore::from_pool(pool.clone()).await?,
+            ))
+            .link_tokens(Arc::new(PostgresTokenStore::from_pool(pool).await?))
             .sessions(Arc::new(store))
     } else {
         let store = SqliteStore::connect(&settings.database_url).await?;
         let pool = store.pool().clone();
         Auth::builder(SqliteUserStore::from_pool(pool.clone()).await?)
-            .accounts(Arc::new(SqliteAccountStore::from_pool(pool).await?))
+            .accounts(Arc::new(SqliteAccountStore::from_pool(pool.clone()).await?))
+            .link_tokens(Arc::new(SqliteTokenStore::from_pool(pool).await?))
             .sessions(Arc::new(store))
     };
     let builder = match &settings.redis_url {
         Some(url) => builder
             .sessions(Arc::new(RedisStore::connect(url).await?))
+            .link_tokens(Arc::new(RedisTokenStore::connect(url).await?))
             .throttle(Arc::new(
                 RedisThrottle::connect(url, throttle_config()).await?,
             )),
@@ -171,6 +242,10 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
         .allowed_hosts(settings.allowed_hosts.clone())
         .security_headers(security_headers())
+        .mail(
+            mailer(settings)?,
+            MailLinks::new(&settings.public_url).map_err(|e| format!("DEMO_PUBLIC_URL: {e}"))?,
+        )
         .build()?)
 }
 
@@ -225,12 +300,14 @@ fn form_tokens(key: Option<&str>) -> Result<CsrfTokens, Box<dyn Error>> {
 }
 
 /// The same app on in-memory stores and the given clock: what the
-/// conformance suite drives.
+/// conformance suite drives. Its mail goes through `mailer` (the suite's
+/// SMTP sink) with links to `http://demo.test`.
 pub fn build_auth_in_memory(
     clock: Arc<dyn Clock>,
     throttle: ThrottleConfig,
     hasher: PasswordHasher,
     trusted_proxies: TrustedProxies,
+    mailer: Arc<dyn Mailer>,
 ) -> Auth {
     let passwords = PasswordService::builder()
         .hasher(hasher)
@@ -250,6 +327,10 @@ pub fn build_auth_in_memory(
             AllowedHosts::parse(TEST_HOSTS).unwrap_or_else(|_| unreachable!("valid host names")),
         )
         .security_headers(security_headers())
+        .mail(
+            mailer,
+            MailLinks::new("http://demo.test").unwrap_or_else(|_| unreachable!("a valid URL")),
+        )
         .build()
         .unwrap_or_else(|_| unreachable!("an account store is given"))
 }
@@ -261,6 +342,33 @@ pub struct Credentials {
     pub username: String,
     /// Password.
     pub password: String,
+    /// Registration only: an email address for account recovery (a link
+    /// to verify it is mailed).
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// `POST /api/password/forgot` body.
+#[derive(Deserialize)]
+pub struct ForgotBody {
+    /// A login name or a verified email address.
+    pub login: String,
+}
+
+/// `POST /api/password/reset` body.
+#[derive(Deserialize)]
+pub struct ResetBody {
+    /// The token from the reset link.
+    pub token: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+/// `POST /api/email/verify` body.
+#[derive(Deserialize)]
+pub struct VerifyBody {
+    /// The token from the verification link.
+    pub token: String,
 }
 
 /// `POST /api/password` body.
@@ -456,6 +564,34 @@ pub mod pages {
         })
     }
 
+    /// A page with one form posting to `action`: `fields` (HTML), the form
+    /// token, a button.
+    pub fn simple_form(
+        title: &str,
+        intro: &str,
+        action: &str,
+        fields: &str,
+        error: Option<&str>,
+        token: Option<&str>,
+    ) -> String {
+        let error = error.map_or(String::new(), |e| {
+            format!("<p class=\"error\">{}</p>", escape(e))
+        });
+        layout(
+            title,
+            &format!(
+                r#"{error}<p>{intro}</p><form method="post" action="{action}">{token}{fields}
+<button>{title}</button></form>"#,
+                token = token_field(token),
+            ),
+        )
+    }
+
+    /// A page with a message only.
+    pub fn message(title: &str, text: &str) -> String {
+        layout(title, &format!("<p>{}</p>", escape(text)))
+    }
+
     /// The login or registration form; `action` is `/login` or `/register`.
     pub fn credentials_form(
         title: &str,
@@ -478,8 +614,18 @@ pub mod pages {
             &format!(
                 r#"{error}<form method="post" action="{action}">{next}{token}
 <label>User name <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="{ac}" required></label>
-<button>{title}</button></form>"#,
+<label>Password <input name="password" type="password" autocomplete="{ac}" required></label>{email}
+<button>{title}</button></form>{forgot}"#,
+                email = if action == "/register" {
+                    "\n<label>Email (optional, for password reset) <input name=\"email\" type=\"email\" autocomplete=\"email\"></label>"
+                } else {
+                    ""
+                },
+                forgot = if action == "/login" {
+                    "\n<p><a href=\"/forgot\">Forgot your password?</a></p>"
+                } else {
+                    ""
+                },
                 ac = if action == "/register" {
                     "new-password"
                 } else {
@@ -492,7 +638,17 @@ pub mod pages {
 }
 
 redacted_debug!(
-    Credentials { username, password },
+    Credentials {
+        username,
+        password,
+        email
+    },
+    ForgotBody { login },
+    ResetBody {
+        token,
+        new_password
+    },
+    VerifyBody { token },
     ChangePassword {
         current_password,
         new_password

@@ -1161,3 +1161,251 @@ pub async fn form_pages_store_no_session<F: HarnessFactory>() {
     assert_eq!(r.status, 303, "{}", r.text());
     assert!(r.session_cookie().is_some(), "the login makes the session");
 }
+
+/// Registers `name` with a fresh address, follows the verification link,
+/// and returns the address.
+pub(crate) async fn registered_with_verified_email(app: &TestApp, name: &str) -> String {
+    let address = crate::fresh_address(name);
+    let r = app
+        .post_json(
+            "/api/register",
+            json!({"username": name, "password": PASSWORD, "email": address}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mail = crate::mail_to(&address).await.expect("a verification mail");
+    assert!(mail.subject.contains("Confirm"), "{}", mail.subject);
+    let token = crate::link_token(&mail.body).expect("a link with a token");
+    assert_eq!(
+        crate::link_path(&mail.body).as_deref(),
+        Some(format!("/verify-email?token={token}").as_str())
+    );
+    let r = app
+        .post_json("/api/email/verify", json!({"token": token}), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    address
+}
+
+/// Asks for a reset of `login` and returns the token mailed to `address`.
+pub(crate) async fn reset_token(app: &TestApp, login: &str, address: &str) -> String {
+    let r = app
+        .post_json("/api/password/forgot", json!({"login": login}), None)
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let mail = crate::mail_to(address).await.expect("a reset mail");
+    assert!(mail.subject.contains("Reset"), "{}", mail.subject);
+    crate::link_token(&mail.body).expect("a link with a token")
+}
+
+/// The owner's way back in: a reset link by mail sets a new password,
+/// ends every session, lifts the lock an attacker put on the account, and
+/// works once. Opening the link (GET) consumes nothing.
+pub async fn a_password_reset_by_mail_ends_sessions_and_lifts_the_lock<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    let session = app.login("alice").await;
+    for n in 0..6 {
+        app.send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": "wrong guess!"}))
+                .peer(&format!("203.0.113.{n}")),
+        )
+        .await;
+    }
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 429);
+    // By the verified address, in any case.
+    let token = reset_token(&app, &address.to_uppercase(), &address).await;
+    let page = app.get(&format!("/reset?token={token}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(&token), "the form carries the token");
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let new_password = "a brand new passphrase 2026";
+    let r = app
+        .post_json(
+            "/api/password/reset",
+            json!({"token": token, "new_password": new_password}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        app.get("/api/me", Some(&session)).await.status,
+        401,
+        "sessions ended"
+    );
+    assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 401);
+    assert_eq!(
+        app.login_with("alice", new_password, None).await.status,
+        200,
+        "the lock is lifted"
+    );
+    let again = app
+        .post_json(
+            "/api/password/reset",
+            json!({"token": token, "new_password": "yet another passphrase 99"}),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 400, "a link works once");
+    assert_eq!(again.json(), json!({"error": "invalid or expired link"}));
+}
+
+/// The forgot-password answer is the same for an unknown name, an account
+/// without a verified address and one with it; only the last gets mail.
+pub async fn forgot_password_answers_alike_and_mails_only_verified_addresses<F: HarnessFactory>() {
+    let app = app::<F>();
+    let verified = registered_with_verified_email(&app, "alice").await;
+    let unverified = crate::fresh_address("bob");
+    let r = app
+        .post_json(
+            "/api/register",
+            json!({"username": "bob", "password": PASSWORD, "email": unverified}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert!(
+        crate::mail_to(&unverified).await.is_some(),
+        "bob's verification mail"
+    );
+    let mut answers = Vec::new();
+    for login in ["nobody", "bob", "alice", &unverified] {
+        let r = app
+            .post_json("/api/password/forgot", json!({"login": login}), None)
+            .await;
+        answers.push((r.status, r.body.clone()));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert_eq!(answers[0].0, 202);
+    assert!(
+        crate::mail_to(&verified).await.is_some(),
+        "alice gets a link"
+    );
+    assert!(
+        crate::no_mail_to(&unverified, Duration::from_millis(500)).await,
+        "no reset link to an unverified address"
+    );
+}
+
+/// A reset link dies when the password changes by any other path; a
+/// refused new password leaves the link usable.
+pub async fn a_reset_link_is_bound_to_the_password_it_was_sent_for<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    let token = reset_token(&app, "alice", &address).await;
+    let weak = app
+        .post_json(
+            "/api/password/reset",
+            json!({"token": token, "new_password": "password1"}),
+            None,
+        )
+        .await;
+    assert_eq!(weak.status, 400);
+    assert_eq!(weak.json()["reason"], "common_password");
+    // The password changes through the account, with the current one.
+    let cookie = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/password",
+            json!({"current_password": PASSWORD, "new_password": "changed in the meantime 7"}),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = app
+        .post_json(
+            "/api/password/reset",
+            json!({"token": token, "new_password": "a brand new passphrase 2026"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "the link died with the old password");
+    for garbage in ["", "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let r = app
+            .post_json(
+                "/api/password/reset",
+                json!({"token": garbage, "new_password": "a brand new passphrase 2026"}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{garbage:?}");
+    }
+}
+
+/// A verification link works once; a malformed or unknown one is 400.
+pub async fn verification_links_work_once<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = crate::fresh_address("carol");
+    app.post_json(
+        "/api/register",
+        json!({"username": "carol", "password": PASSWORD, "email": address}),
+        None,
+    )
+    .await;
+    let mail = crate::mail_to(&address).await.expect("a verification mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    let verify = |token: String| {
+        let app = &app;
+        async move {
+            app.post_json("/api/email/verify", json!({"token": token}), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(verify(token.clone()).await, 204);
+    assert_eq!(verify(token).await, 400);
+    assert_eq!(verify("nonsense".into()).await, 400);
+    let bad = app
+        .post_json(
+            "/api/register",
+            json!({"username": "dave", "password": PASSWORD, "email": "not an address"}),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        app.login_with("dave", PASSWORD, None).await.status,
+        401,
+        "no account made"
+    );
+}
+
+/// The pages: `/forgot` and the link pages are forms that POST (with the
+/// form token), and the whole reset works through them.
+pub async fn the_reset_pages_work_without_script<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    let (cookie, token) = app.form_token("/forgot").await;
+    let r = app
+        .post_form(
+            "/forgot",
+            &format!("login=alice&csrf_token={token}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("If an account"), "{}", r.text());
+    let mail = crate::mail_to(&address).await.expect("a reset mail");
+    let path = crate::link_path(&mail.body).unwrap();
+    let link = crate::link_token(&mail.body).unwrap();
+    assert!(path.starts_with("/reset?token="), "{path}");
+    let (cookie, csrf) = app.form_token(&path).await;
+    let r = app
+        .post_form(
+            "/reset",
+            &format!("token={link}&new_password=a+brand+new+passphrase+2026&csrf_token={csrf}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("password is changed"), "{}", r.text());
+    assert_eq!(
+        app.login_with("alice", "a brand new passphrase 2026", None)
+            .await
+            .status,
+        200
+    );
+}

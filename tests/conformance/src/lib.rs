@@ -10,7 +10,7 @@
 //! [`ManualClock`] it advances for timeouts, cheap Argon2 parameters.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -154,6 +154,50 @@ impl Default for TestOptions {
     }
 }
 
+/// The SMTP server every app of this test process mails to: a real
+/// server on 127.0.0.1 (`auth-smtp-sink`), shared, so cases use addresses
+/// of their own.
+pub fn sink() -> &'static auth_smtp_sink::SmtpSink {
+    static SINK: OnceLock<auth_smtp_sink::SmtpSink> = OnceLock::new();
+    SINK.get_or_init(|| {
+        auth_smtp_sink::SmtpSink::start().unwrap_or_else(|e| panic!("SMTP sink: {e}"))
+    })
+}
+
+/// A fresh address for a case (the sink is shared by every case).
+pub fn fresh_address(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.{}.{n}@mail.test", std::process::id())
+}
+
+/// The next mail to `address` (waiting up to 10 s), or `None`.
+pub async fn mail_to(address: &str) -> Option<auth_smtp_sink::ReceivedMail> {
+    sink().wait_for_mail(address, Duration::from_secs(10)).await
+}
+
+/// Whether a mail to `address` arrives within `wait`.
+pub async fn no_mail_to(address: &str, wait: Duration) -> bool {
+    sink().wait_for_mail(address, wait).await.is_none()
+}
+
+/// The token of the first link in `body` (`...?token=XYZ`).
+pub fn link_token(body: &str) -> Option<String> {
+    let start = body.find("?token=")? + "?token=".len();
+    let token: String = body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The path of the first link in `body`, after `http://demo.test`.
+pub fn link_path(body: &str) -> Option<String> {
+    let start = body.find("http://demo.test")? + "http://demo.test".len();
+    Some(body[start..].split_whitespace().next()?.to_owned())
+}
+
 /// The default client address of test requests.
 pub const CLIENT: &str = "198.51.100.7";
 /// A strong password that passes the policy.
@@ -165,11 +209,14 @@ impl TestApp {
         let clock = ManualClock::starting_now();
         let hasher =
             PasswordHasher::insecure_for_tests().unwrap_or_else(|e| panic!("test hasher: {e}"));
+        let mailer = auth_core::mail::SmtpMailer::from_url(&sink().url(), "Demo <demo@demo.test>")
+            .unwrap_or_else(|e| panic!("the sink's URL: {e}"));
         let auth = example_shared::build_auth_in_memory(
             Arc::new(clock.clone()),
             options.throttle,
             hasher,
             options.trusted_proxies,
+            Arc::new(mailer),
         );
         Self {
             harness: F::build(auth),
@@ -390,6 +437,11 @@ macro_rules! conformance_suite {
             the_correct_password_is_refused_while_locked,
             a_known_browser_passes_an_account_lock,
             unknown_hosts_are_refused,
+            a_password_reset_by_mail_ends_sessions_and_lifts_the_lock,
+            forgot_password_answers_alike_and_mails_only_verified_addresses,
+            a_reset_link_is_bound_to_the_password_it_was_sent_for,
+            verification_links_work_once,
+            the_reset_pages_work_without_script,
             one_ip_is_throttled_across_accounts,
             spoofed_forwarded_headers_are_ignored,
             forwarded_headers_from_a_trusted_proxy_are_honoured,
@@ -438,6 +490,7 @@ macro_rules! conformance_suite {
             the_second_factor_form_takes_a_recovery_code_once,
             the_second_factor_page_needs_a_pending_login,
             new_recovery_codes_need_a_second_factor_session,
+            a_password_reset_keeps_the_second_factor,
             new_recovery_codes_need_the_password_and_a_code,
             a_wrong_password_for_a_factor_change_is_throttled_like_a_login,
             a_wrong_code_for_a_factor_change_is_throttled,

@@ -971,3 +971,32 @@ fn form_with_action<'a>(html: &'a str, action: &str) -> &'a str {
     let end = rest.find("</form>").unwrap_or(rest.len());
     &rest[..end]
 }
+
+/// A password reset never bypasses the second factor: the next sign-in
+/// still asks for it.
+pub async fn a_password_reset_keeps_the_second_factor<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = crate::cases::registered_with_verified_email(&app, "alice").await;
+    let cookie = app.login("alice").await;
+    let enrolled = enrol(&app, &cookie).await;
+    let token = crate::cases::reset_token(&app, "alice", &address).await;
+    let new_password = "a brand new passphrase 2026";
+    let r = app
+        .post_json(
+            "/api/password/reset",
+            json!({"token": token, "new_password": new_password}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(app.get("/api/me", Some(&enrolled.cookie)).await.status, 401);
+    let r = app.login_with("alice", new_password, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["mfa_required"],
+        true,
+        "the second factor still applies"
+    );
+    let pending = r.session_cookie().unwrap().0;
+    assert_eq!(app.get("/api/me", Some(&pending)).await.status, 401);
+}

@@ -1,0 +1,521 @@
+//! Account recovery by mail, on the single-use token primitive
+//! ([`crate::single_use`]): email addresses and their verification, and
+//! the password reset.
+//!
+//! * A reset is asked for by login name or verified address; the answer
+//!   (and its timing) is the same whether or not an account exists: all
+//!   the work after the per-IP throttle runs out of band, in a task of its
+//!   own, which mails the link only to a verified address.
+//! * The reset token is bound to a fingerprint of the password hash it was
+//!   issued against: any password change (by any path, the app's own admin
+//!   tools too) voids it. A completed reset ends every session of the
+//!   account and lifts its login locks (the owner's way back in after a
+//!   lockout); it does not sign in, so a second factor still applies at the
+//!   next sign-in.
+//! * A verification token is bound to the address it was sent to: a new
+//!   address voids it.
+//! * Opening a link never consumes its token; the page it opens posts it.
+
+use std::sync::Arc;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{AuthError, Authenticator, Client};
+use crate::account::normalize_email;
+use crate::event::{AuthEventKind, FailureReason};
+use crate::mail::{Mail, Mailer};
+use crate::password::{Password, PasswordError, PolicyContext};
+use crate::rate_limit::{Attempt, Decision};
+use crate::session::Factor;
+use crate::single_use::{Purpose, SingleUseToken, TokenRecord, TokenStoreError};
+use crate::user::{AnyUser, LoginName};
+
+/// Where the links in account-recovery mail point: the app's public base
+/// URL and the paths of its pages (each page shows a form that POSTs the
+/// token; opening the link consumes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailLinks {
+    base: String,
+    reset: String,
+    verify: String,
+}
+
+/// A base URL that is not `http(s)://host[:port]` with an optional path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid public URL {0:?}: expected http(s)://host[:port][/path], no query")]
+pub struct InvalidUrl(pub String);
+
+impl MailLinks {
+    /// Links under `base` (e.g. `https://app.example`), to the default
+    /// pages `/reset` and `/verify-email`.
+    pub fn new(base: &str) -> Result<Self, InvalidUrl> {
+        let trimmed = base.trim_end_matches('/');
+        let rest = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+            .ok_or_else(|| InvalidUrl(base.into()))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty()
+            || rest.contains(['?', '#', '@', ' ', '\\'])
+            || rest.chars().any(char::is_control)
+        {
+            return Err(InvalidUrl(base.into()));
+        }
+        Ok(Self {
+            base: trimmed.to_owned(),
+            reset: "/reset".to_owned(),
+            verify: "/verify-email".to_owned(),
+        })
+    }
+
+    /// The reset page's path (default `/reset`).
+    #[must_use]
+    pub fn reset_path(mut self, path: &str) -> Self {
+        self.reset = path.to_owned();
+        self
+    }
+
+    /// The verification page's path (default `/verify-email`).
+    #[must_use]
+    pub fn verify_path(mut self, path: &str) -> Self {
+        self.verify = path.to_owned();
+        self
+    }
+
+    fn link(&self, path: &str, token: &SingleUseToken) -> String {
+        format!("{}{path}?token={}", self.base, token.encode())
+    }
+}
+
+/// What recovery mail needs: a mailer, the links, the app's name.
+#[derive(Debug, Clone)]
+pub(crate) struct MailSetup {
+    pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) links: MailLinks,
+}
+
+/// What a reset token is bound to: a fingerprint of the password hash.
+fn reset_binding(password_hash: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"auth-core reset binding v1\0");
+    digest.update(password_hash.as_bytes());
+    Base64UrlUnpadded::encode_string(&digest.finalize())
+}
+
+/// The per-account budget of reset requests.
+fn reset_account(user_id: &str) -> String {
+    format!("\u{1}reset:{user_id}")
+}
+
+impl Authenticator {
+    fn mail_setup(&self) -> Result<&MailSetup, AuthError> {
+        self.inner.mail.as_ref().ok_or(AuthError::MailUnavailable)
+    }
+
+    fn app_label(&self) -> &str {
+        self.inner.app_name.as_deref().unwrap_or("your account")
+    }
+
+    /// Stores `address` as the user's email address, unverified, and mails
+    /// a verification link to it (out of band: mail trouble is logged, not
+    /// answered). The new address is used for recovery only once verified;
+    /// earlier verification links die with the old address.
+    ///
+    /// Errors: [`AuthError::InvalidEmail`], [`AuthError::MailUnavailable`]
+    /// (no mailer), [`AuthError::Unsupported`] (an account store without
+    /// addresses).
+    pub async fn set_email(
+        &self,
+        user: &AnyUser,
+        address: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
+        let setup = self.mail_setup()?.clone();
+        self.inner.accounts.set_email(user.id(), &address).await?;
+        let tokens = &self.inner.tokens;
+        tokens
+            .delete_for_user(user.id(), Purpose::EmailVerification)
+            .await?;
+        let token = self
+            .issue_token(user.id(), Purpose::EmailVerification, &address)
+            .await?;
+        let link = setup.links.link(&setup.links.verify, &token);
+        let lifetime = Purpose::EmailVerification.lifetime().as_secs() / 3600;
+        let mail = Mail::new(
+            address,
+            format!("Confirm your email address for {}", self.app_label()),
+            format!(
+                "Someone (we hope you) gave this address to {}.\n\n\
+                 To confirm it, open this link within {lifetime} hours:\n{link}\n\n\
+                 If it was not you, ignore this mail: nothing changes.\n",
+                self.app_label()
+            ),
+        );
+        self.send_out_of_band(
+            setup.mailer,
+            mail,
+            user.id().to_owned(),
+            client.ip,
+            AuthEventKind::EmailVerificationSent,
+        );
+        Ok(())
+    }
+
+    /// A fresh token of `purpose` for `user_id`, bound to `binding`.
+    async fn issue_token(
+        &self,
+        user_id: &str,
+        purpose: Purpose,
+        binding: &str,
+    ) -> Result<SingleUseToken, AuthError> {
+        let expires_at = self.now().saturating_add(purpose.lifetime());
+        for _ in 0..3 {
+            let token = SingleUseToken::generate()?;
+            let record = TokenRecord {
+                purpose,
+                user_id: user_id.to_owned(),
+                binding: binding.to_owned(),
+                expires_at,
+            };
+            match self.inner.tokens.insert(&token.key(), &record).await {
+                Ok(()) => return Ok(token),
+                Err(TokenStoreError::Collision) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(AuthError::internal("token key collisions"))
+    }
+
+    /// Sends `mail` in a task of its own: the request's answer and timing
+    /// never depend on the mail server. The outcome is audited.
+    fn send_out_of_band(
+        &self,
+        mailer: Arc<dyn Mailer>,
+        mail: Mail,
+        user_id: String,
+        ip: std::net::IpAddr,
+        kind: AuthEventKind,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match mailer.send(mail).await {
+                Ok(()) => this.success(kind, Some(&user_id), Some(ip), None),
+                Err(error) => {
+                    tracing::error!(%error, user_id = %user_id, "auth: account mail not sent");
+                    this.failure(
+                        kind,
+                        Some(&user_id),
+                        &Client::new(ip),
+                        None,
+                        FailureReason::MailFailed,
+                    );
+                }
+            }
+        });
+    }
+
+    /// Confirms an email address with the token from its verification
+    /// link. Needs no session (the link may be opened anywhere).
+    ///
+    /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
+    /// unknown, expired, used or stale token), [`AuthError::Throttled`].
+    pub async fn verify_email(&self, token: &str, client: &Client) -> Result<(), AuthError> {
+        self.throttle_ip(client).await?;
+        let refuse = |user: Option<&str>| {
+            self.failure(
+                AuthEventKind::EmailVerificationFailed,
+                user,
+                client,
+                None,
+                FailureReason::InvalidToken,
+            );
+            AuthError::InvalidToken
+        };
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Err(refuse(None));
+        };
+        let Some(record) = self
+            .inner
+            .tokens
+            .consume(&token.key(), Purpose::EmailVerification, self.now())
+            .await?
+        else {
+            return Err(refuse(None));
+        };
+        let accounts = &self.inner.accounts;
+        let current = accounts.email(&record.user_id).await?;
+        let still_bound = current.as_ref().is_some_and(|email| {
+            bool::from(email.address.as_bytes().ct_eq(record.binding.as_bytes()))
+        });
+        if !still_bound
+            || !accounts
+                .verify_email(&record.user_id, &record.binding)
+                .await?
+        {
+            return Err(refuse(Some(&record.user_id)));
+        }
+        self.success(
+            AuthEventKind::EmailVerified,
+            Some(&record.user_id),
+            Some(client.ip),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Asks for a password reset for `login` (a login name or a verified
+    /// email address). The answer is `Ok` whether or not such an account
+    /// exists, after the same work: only the per-IP throttle runs before
+    /// it ([`AuthError::Throttled`]); finding the account, its own budget
+    /// (5 requests, then a growing back-off), the token and the mail run
+    /// in a task of their own and are audited
+    /// ([`AuthEventKind::PasswordResetRequested`]).
+    ///
+    /// Errors: [`AuthError::Throttled`], [`AuthError::MailUnavailable`].
+    pub async fn request_password_reset(
+        &self,
+        login: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let setup = self.mail_setup()?.clone();
+        self.throttle_ip(client).await?;
+        let this = self.clone();
+        let login = login.to_owned();
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = this.mail_reset_link(&login, &client, setup).await {
+                tracing::error!(%error, "auth: password reset request failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// The out-of-band part of [`request_password_reset`](Self::request_password_reset).
+    async fn mail_reset_link(
+        &self,
+        login: &str,
+        client: &Client,
+        setup: MailSetup,
+    ) -> Result<(), AuthError> {
+        let nobody = |reason| {
+            self.failure(
+                AuthEventKind::PasswordResetRequested,
+                None,
+                client,
+                None,
+                reason,
+            );
+        };
+        let user = self.find_for_recovery(login).await?;
+        let Some(user) = user.filter(|u| !u.is_disabled()) else {
+            nobody(FailureReason::UnknownUser);
+            return Ok(());
+        };
+        let decision = self
+            .inner
+            .throttle
+            .check(
+                &Attempt {
+                    ip: client.ip,
+                    account: &reset_account(user.id()),
+                    device: None,
+                },
+                self.now(),
+            )
+            .await?;
+        if let Decision::Limited { .. } = decision {
+            self.failure(
+                AuthEventKind::PasswordResetRequested,
+                Some(user.id()),
+                client,
+                None,
+                FailureReason::AccountLocked,
+            );
+            return Ok(());
+        }
+        let Some(address) = self.verified_address(&user).await? else {
+            self.failure(
+                AuthEventKind::PasswordResetRequested,
+                Some(user.id()),
+                client,
+                None,
+                FailureReason::NoAddress,
+            );
+            return Ok(());
+        };
+        let tokens = &self.inner.tokens;
+        tokens
+            .delete_for_user(user.id(), Purpose::PasswordReset)
+            .await?;
+        let token = self
+            .issue_token(
+                user.id(),
+                Purpose::PasswordReset,
+                &reset_binding(user.password_hash()),
+            )
+            .await?;
+        let link = setup.links.link(&setup.links.reset, &token);
+        let minutes = Purpose::PasswordReset.lifetime().as_secs() / 60;
+        let mail = Mail::new(
+            address,
+            format!("Reset your password for {}", self.app_label()),
+            format!(
+                "Someone (we hope you) asked to reset the password of the account \
+                 \"{}\" at {}.\n\n\
+                 To choose a new password, open this link within {minutes} minutes:\n{link}\n\n\
+                 If it was not you, ignore this mail: your password stays as it is.\n",
+                user.login(),
+                self.app_label()
+            ),
+        );
+        match setup.mailer.send(mail).await {
+            Ok(()) => self.success(
+                AuthEventKind::PasswordResetRequested,
+                Some(user.id()),
+                Some(client.ip),
+                None,
+            ),
+            Err(error) => {
+                tracing::error!(%error, user_id = %user.id(), "auth: reset mail not sent");
+                self.failure(
+                    AuthEventKind::PasswordResetRequested,
+                    Some(user.id()),
+                    client,
+                    None,
+                    FailureReason::MailFailed,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The user a recovery request names: by login name, else by verified
+    /// address.
+    async fn find_for_recovery(&self, login: &str) -> Result<Option<AnyUser>, AuthError> {
+        if let Ok(name) = LoginName::parse(login)
+            && let Some(user) = self.inner.users.find_by_login(&name).await?
+        {
+            return Ok(Some(user));
+        }
+        let Ok(address) = normalize_email(login) else {
+            return Ok(None);
+        };
+        match self.inner.accounts.find_by_email(&address).await? {
+            Some(id) => Ok(self.inner.users.find_by_id(&id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Where recovery mail for `user` may go: the app's own address, else
+    /// the toolkit's if verified.
+    async fn verified_address(&self, user: &AnyUser) -> Result<Option<String>, AuthError> {
+        if let Some(address) = user.email() {
+            return Ok(Some(address.to_owned()));
+        }
+        Ok(self
+            .inner
+            .accounts
+            .email(user.id())
+            .await?
+            .filter(|email| email.verified)
+            .map(|email| email.address))
+    }
+
+    /// Sets a new password with the token from a reset link: the policy
+    /// applies (as at registration; a refused password leaves the link
+    /// usable), every session of the account ends, its login locks are
+    /// lifted and its other reset links die. Does not sign in: the next
+    /// sign-in asks for the second factor as usual.
+    ///
+    /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
+    /// unknown, expired, used or stale token, and for a password changed
+    /// since the link was sent), [`AuthError::Policy`],
+    /// [`AuthError::Throttled`], [`AuthError::Busy`].
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        new_password: &Password,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.throttle_ip(client).await?;
+        let refuse = |user: Option<&str>| {
+            self.failure(
+                AuthEventKind::PasswordResetFailed,
+                user,
+                client,
+                Some(Factor::Password),
+                FailureReason::InvalidToken,
+            );
+            AuthError::InvalidToken
+        };
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Err(refuse(None));
+        };
+        let passwords = &self.inner.passwords;
+        // The policy without the user first: a refused password keeps the
+        // link usable.
+        let base = match &self.inner.app_name {
+            Some(app) => PolicyContext::new().with_word(app),
+            None => PolicyContext::new(),
+        };
+        passwords
+            .check_policy(new_password, &base)
+            .map_err(AuthError::Policy)?;
+        let key = token.key();
+        let tokens = &self.inner.tokens;
+        let Some(record) = tokens
+            .consume(&key, Purpose::PasswordReset, self.now())
+            .await?
+        else {
+            return Err(refuse(None));
+        };
+        let user = match self.inner.users.find_by_id(&record.user_id).await? {
+            Some(user) if !user.is_disabled() => user,
+            _ => return Err(refuse(Some(&record.user_id))),
+        };
+        let current = reset_binding(user.password_hash());
+        if !bool::from(current.as_bytes().ct_eq(record.binding.as_bytes())) {
+            // The password changed since the link was sent.
+            return Err(refuse(Some(user.id())));
+        }
+        let hash = match passwords
+            .hash_new_password(new_password, &self.policy_context(user.login()))
+            .await
+        {
+            Ok(hash) => hash,
+            Err(error) => {
+                // Not the token's fault: put it back for another try.
+                tokens.insert(&key, &record).await?;
+                return Err(match error {
+                    PasswordError::Policy(violation) => AuthError::Policy(violation),
+                    other => other.into(),
+                });
+            }
+        };
+        if !self
+            .inner
+            .users
+            .set_password_hash(user.id(), user.password_hash(), hash.as_str())
+            .await?
+        {
+            return Err(refuse(Some(user.id())));
+        }
+        // Every session ends (the stamp follows the hash; the epoch covers
+        // stores that cannot revoke by user), and the locks lift.
+        self.sign_out_user(user.id()).await?;
+        self.unlock_account(user.id()).await?;
+        tokens
+            .delete_for_user(user.id(), Purpose::PasswordReset)
+            .await?;
+        self.success(
+            AuthEventKind::PasswordReset,
+            Some(user.id()),
+            Some(client.ip),
+            Some(Factor::Password),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! Account recovery through a real SMTP server on 127.0.0.1 (the
+//! `auth-smtp-sink` crate), never a mock of the mailer: email verification,
+//! password reset, their bindings, single use under concurrency, and that
+//! no token reaches a log line (its own binary, with a global subscriber).
+
+#![cfg(feature = "smtp")]
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_core::account::{AccountStore, MemoryAccountStore};
+use auth_core::clock::ManualClock;
+use auth_core::flow::{AuthError, Authenticator, Client, MailLinks};
+use auth_core::mail::SmtpMailer;
+use auth_core::password::{Password, PasswordHasher, PasswordService};
+use auth_core::user::{MemoryUserStore, UserStore};
+use auth_core::{Auth, MemoryTokenStore};
+use auth_smtp_sink::SmtpSink;
+use tracing_subscriber::fmt::MakeWriter;
+
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "a brand new passphrase 2026";
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Every log line of this binary.
+fn logs() -> &'static Buffer {
+    static LOGS: std::sync::OnceLock<Buffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buffer
+    })
+}
+
+struct Harness {
+    auth: Authenticator,
+    users: Arc<MemoryUserStore>,
+    accounts: Arc<MemoryAccountStore>,
+    clock: ManualClock,
+    sink: SmtpSink,
+}
+
+fn harness() -> Harness {
+    logs();
+    let sink = SmtpSink::start().unwrap();
+    let mailer = SmtpMailer::from_url(&sink.url(), "App <app@app.test>").unwrap();
+    let clock = ManualClock::starting_now();
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts = Arc::new(MemoryAccountStore::new());
+    let cheap = PasswordHasher::insecure_for_tests().unwrap();
+    let web = Auth::builder(users.clone())
+        .clock(Arc::new(clock.clone()))
+        .accounts(accounts.clone())
+        .link_tokens(Arc::new(MemoryTokenStore::new()))
+        .passwords(PasswordService::builder().hasher(cheap).build().unwrap())
+        .app_name("Example App")
+        .mail(
+            Arc::new(mailer),
+            MailLinks::new("https://app.test").unwrap(),
+        )
+        .build()
+        .unwrap();
+    Harness {
+        auth: web.authenticator().clone(),
+        users,
+        accounts,
+        clock,
+        sink,
+    }
+}
+
+fn client() -> Client {
+    Client::new("192.0.2.1".parse::<IpAddr>().unwrap())
+}
+
+fn token_of(body: &str) -> String {
+    let start = body.find("?token=").expect("a link") + "?token=".len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+impl Harness {
+    /// Registers `name` with a verified address; returns the address.
+    async fn user_with_address(&self, name: &str) -> String {
+        let user = self
+            .auth
+            .register(name, &Password::from(PASSWORD), &client())
+            .await
+            .unwrap();
+        let address = format!("{name}@mail.test");
+        self.auth
+            .set_email(&user, &address, &client())
+            .await
+            .unwrap();
+        let mail = self.mail(&address).await;
+        assert!(
+            mail.body.contains("https://app.test/verify-email?token="),
+            "{}",
+            mail.body
+        );
+        self.auth
+            .verify_email(&token_of(&mail.body), &client())
+            .await
+            .unwrap();
+        address
+    }
+
+    async fn mail(&self, address: &str) -> auth_smtp_sink::ReceivedMail {
+        self.sink
+            .wait_for_mail(address, Duration::from_secs(10))
+            .await
+            .expect("a mail")
+    }
+
+    async fn reset_token(&self, login: &str, address: &str) -> String {
+        self.auth
+            .request_password_reset(login, &client())
+            .await
+            .unwrap();
+        token_of(&self.mail(address).await.body)
+    }
+}
+
+#[tokio::test]
+async fn a_reset_sets_the_password_once_and_no_token_is_logged() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let token = h.reset_token("alice", &address).await;
+    h.auth
+        .reset_password(&token, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
+    let err = h
+        .auth
+        .reset_password(
+            &token,
+            &Password::from("yet another passphrase 9"),
+            &client(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidToken), "{err:?}");
+    h.auth
+        .login("alice", &Password::from(NEW_PASSWORD), &client(), None)
+        .await
+        .unwrap();
+    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(!logged.contains(&token), "a token in the logs");
+    assert!(!logged.contains(NEW_PASSWORD));
+}
+
+/// Of concurrent uses of one link, exactly one sets a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resets_with_one_link_one_wins() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let token = h.reset_token("alice", &address).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (auth, token) = (h.auth.clone(), token.clone());
+            tokio::spawn(async move {
+                let password = Password::from(format!("{NEW_PASSWORD} number {i}"));
+                auth.reset_password(&token, &password, &client()).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+/// A password set by another path (the app's own admin tool writing the
+/// hash) voids a reset link sent before.
+#[tokio::test]
+async fn a_password_changed_elsewhere_voids_the_link() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let token = h.reset_token("alice", &address).await;
+    let user = h
+        .users
+        .find_by_login(&auth_core::LoginName::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let other = h
+        .auth
+        .passwords()
+        .hash(&Password::from("set by an administrator 1"))
+        .await
+        .unwrap();
+    assert!(
+        h.users
+            .set_password_hash(&user.id, user.password_hash.as_str(), other.as_str())
+            .await
+            .unwrap()
+    );
+    let err = h
+        .auth
+        .reset_password(&token, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidToken), "{err:?}");
+}
+
+/// Links expire: 30 minutes for a reset, 24 hours for a verification.
+#[tokio::test]
+async fn links_expire() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let token = h.reset_token("alice", &address).await;
+    h.clock.advance(Duration::from_secs(30 * 60));
+    let err = h
+        .auth
+        .reset_password(&token, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::InvalidToken), "{err:?}");
+
+    let bob = h
+        .auth
+        .register("bob", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    h.auth
+        .set_email(&bob, "bob@mail.test", &client())
+        .await
+        .unwrap();
+    let token = token_of(&h.mail("bob@mail.test").await.body);
+    h.clock.advance(Duration::from_secs(24 * 60 * 60));
+    assert!(matches!(
+        h.auth.verify_email(&token, &client()).await,
+        Err(AuthError::InvalidToken)
+    ));
+}
+
+/// A verification link dies when the address changes; only a verified
+/// address receives a reset; a newer reset link voids the older one.
+#[tokio::test]
+async fn verification_is_bound_to_the_address_and_new_links_void_old_ones() {
+    let h = harness();
+    let user = h
+        .auth
+        .register("alice", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    h.auth
+        .set_email(&user, "first@mail.test", &client())
+        .await
+        .unwrap();
+    let first = token_of(&h.mail("first@mail.test").await.body);
+    h.auth
+        .set_email(&user, "second@mail.test", &client())
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.auth.verify_email(&first, &client()).await,
+        Err(AuthError::InvalidToken)
+    ));
+    // Unverified: a reset request mails nothing.
+    h.auth
+        .request_password_reset("alice", &client())
+        .await
+        .unwrap();
+    let second = token_of(&h.mail("second@mail.test").await.body);
+    assert!(
+        h.sink
+            .wait_for_mail("second@mail.test", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no reset link to an unverified address"
+    );
+    h.auth.verify_email(&second, &client()).await.unwrap();
+    let stored = h.accounts.email(user.id()).await.unwrap();
+    assert!(stored.is_some_and(|e| e.verified));
+    let older = h.reset_token("alice", "second@mail.test").await;
+    let newer = h.reset_token("second@mail.test", "second@mail.test").await;
+    assert!(matches!(
+        h.auth
+            .reset_password(&older, &Password::from(NEW_PASSWORD), &client())
+            .await,
+        Err(AuthError::InvalidToken)
+    ));
+    h.auth
+        .reset_password(&newer, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
+}
+
+/// Reset requests for one account are throttled (5, then a growing
+/// back-off) without a different answer.
+#[tokio::test]
+async fn reset_requests_per_account_are_throttled_silently() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    for n in 0..8u8 {
+        let from = Client::new(IpAddr::from([198, 51, 100, n]));
+        h.auth.request_password_reset("alice", &from).await.unwrap();
+    }
+    let mut mails = 0;
+    while h
+        .sink
+        .wait_for_mail(&address, Duration::from_millis(500))
+        .await
+        .is_some()
+    {
+        mails += 1;
+    }
+    assert_eq!(mails, 5, "five links, then the account's back-off");
+}
+
+/// Without a mailer the recovery flows answer 501, and a mailer needs an
+/// explicit account store.
+#[tokio::test]
+async fn recovery_needs_a_mailer_and_a_persistent_account_store() {
+    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    let err = auth
+        .authenticator()
+        .request_password_reset("alice", &client())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 501);
+    let sink = SmtpSink::start().unwrap();
+    let mailer = SmtpMailer::from_url(&sink.url(), "app@app.test").unwrap();
+    let built = Auth::builder(MemoryUserStore::new())
+        .mail(
+            Arc::new(mailer),
+            MailLinks::new("https://app.test").unwrap(),
+        )
+        .build();
+    assert!(matches!(
+        built,
+        Err(auth_core::BuildError::AccountStoreRequired)
+    ));
+    assert!(MailLinks::new("ftp://app.test").is_err());
+    assert!(MailLinks::new("https://app.test/?x=1").is_err());
+}
