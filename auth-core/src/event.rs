@@ -68,6 +68,9 @@ pub enum AuthEventKind {
     EmailVerified,
     /// A verification link was refused.
     EmailVerificationFailed,
+    /// A sign-in link was asked for; `success` when one was mailed (the
+    /// requester always gets the same answer).
+    MagicLinkRequested,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always

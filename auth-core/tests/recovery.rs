@@ -107,6 +107,11 @@ fn token_of(body: &str) -> String {
 }
 
 impl Harness {
+    fn clock_now(&self) -> auth_core::clock::Timestamp {
+        use auth_core::clock::Clock;
+        self.clock.now()
+    }
+
     /// Registers `name` with a verified address; returns the address.
     async fn user_with_address(&self, name: &str) -> String {
         let user = self
@@ -364,4 +369,100 @@ async fn recovery_needs_a_mailer_and_a_persistent_account_store() {
     ));
     assert!(MailLinks::new("ftp://app.test").is_err());
     assert!(MailLinks::new("https://app.test/?x=1").is_err());
+}
+
+/// A magic link is one factor (`require_mfa` refuses its session), dies
+/// with a password change, and with `require_verified_email` an account
+/// without a verified address cannot sign in at all.
+#[tokio::test]
+async fn magic_links_are_one_factor_and_verification_can_be_required() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let token = token_of(&h.mail(&address).await.body);
+    let outcome = h
+        .auth
+        .finish_magic_link(&token, &client(), None)
+        .await
+        .unwrap();
+    let session = outcome.session();
+    assert_eq!(
+        session.auth_state(),
+        &auth_core::session::AuthState::Authenticated {
+            factors: vec![auth_core::session::Factor::EmailLink],
+            at: h.clock_now(),
+        }
+    );
+    h.auth.require_login(Some(session)).unwrap();
+    assert!(matches!(
+        h.auth.require_mfa(Some(session)),
+        Err(AuthError::SecondFactorRequired)
+    ));
+
+    // A link sent before a password change dies with it.
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let stale = token_of(&h.mail(&address).await.body);
+    let mut session = outcome.session().clone();
+    h.auth
+        .change_password(
+            &mut session,
+            &Password::from(PASSWORD),
+            &Password::from(NEW_PASSWORD),
+            &client(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.auth.finish_magic_link(&stale, &client(), None).await,
+        Err(AuthError::InvalidToken)
+    ));
+}
+
+#[tokio::test]
+async fn sign_in_can_require_a_verified_address() {
+    logs();
+    let sink = SmtpSink::start().unwrap();
+    let mailer = SmtpMailer::from_url(&sink.url(), "app@app.test").unwrap();
+    let auth = Auth::builder(MemoryUserStore::new())
+        .accounts(Arc::new(MemoryAccountStore::new()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .mail(
+            Arc::new(mailer),
+            MailLinks::new("https://app.test").unwrap(),
+        )
+        .require_verified_email(true)
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let user = flows
+        .register("alice", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    let err = flows
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::EmailNotVerified), "{err:?}");
+    assert_eq!(err.status(), 403);
+    flows
+        .set_email(&user, "alice@mail.test", &client())
+        .await
+        .unwrap();
+    let mail = sink
+        .wait_for_mail("alice@mail.test", Duration::from_secs(10))
+        .await
+        .unwrap();
+    flows
+        .verify_email(&token_of(&mail.body), &client())
+        .await
+        .unwrap();
+    flows
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap();
 }

@@ -370,6 +370,7 @@ async fn an_mfa_pending_state_expires() {
             r.user_id = Some("alice".into());
             r.auth = AuthState::MfaPending {
                 methods: vec![Factor::Totp],
+                first: Factor::Password,
                 expires_at: deadline,
             };
         })

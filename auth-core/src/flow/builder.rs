@@ -88,6 +88,7 @@ pub struct AuthBuilder {
     hosts: AllowedHosts,
     link_tokens: Option<Arc<dyn TokenStore>>,
     mail: Option<MailSetup>,
+    require_verified_email: bool,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -125,6 +126,7 @@ impl Auth {
             hosts: AllowedHosts::any(),
             link_tokens: None,
             mail: None,
+            require_verified_email: false,
         }
     }
 }
@@ -265,6 +267,15 @@ impl AuthBuilder {
         self
     }
 
+    /// Refuse sign-in (password or magic link) until the account has a
+    /// verified email address (default: off): the right credentials then
+    /// answer [`AuthError::EmailNotVerified`](super::AuthError::EmailNotVerified).
+    /// Needs [`mail`](Self::mail) (or addresses from the app's user type).
+    pub fn require_verified_email(mut self, required: bool) -> Self {
+        self.require_verified_email = required;
+        self
+    }
+
     /// The `Host` names the app answers to (default: any). Requests for
     /// another host get 400 before anything else runs: a defence against
     /// DNS rebinding, which matters most for servers on 127.0.0.1.
@@ -329,6 +340,7 @@ impl AuthBuilder {
                     .link_tokens
                     .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
                 mail: self.mail,
+                require_verified_email: self.require_verified_email,
             }),
         };
         Ok(Auth::from_parts(

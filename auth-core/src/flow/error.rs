@@ -71,6 +71,10 @@ pub enum AuthError {
     /// matches what it was issued against (400; one answer for all).
     #[error("invalid or expired link")]
     InvalidToken,
+    /// The app requires a verified email address to sign in, and the
+    /// account has none yet (403; the credentials were right).
+    #[error("please confirm your email address first")]
+    EmailNotVerified,
     /// An email address the toolkit does not take (400).
     #[error("invalid email address")]
     InvalidEmail,
@@ -98,7 +102,8 @@ impl AuthError {
             Self::ReauthenticationRequired
             | Self::CsrfToken
             | Self::SecondFactorRequired
-            | Self::CodeRequired => 403,
+            | Self::CodeRequired
+            | Self::EmailNotVerified => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
             Self::Policy(_) | Self::InvalidLogin | Self::InvalidToken | Self::InvalidEmail => 400,

@@ -387,11 +387,15 @@ impl Authenticator {
         )
         .await?;
         let now = self.now();
+        let first = match session.auth_state() {
+            AuthState::MfaPending { first, .. } => *first,
+            _ => Factor::Password,
+        };
         self.inner
             .sessions
             .rotate_with(session, |record| {
                 record.auth = AuthState::Authenticated {
-                    factors: vec![Factor::Password, factor],
+                    factors: vec![first, factor],
                     at: now,
                 };
             })

@@ -164,6 +164,7 @@ struct Inner {
     totp: TotpParams,
     tokens: Arc<dyn crate::single_use::TokenStore>,
     mail: Option<recovery::MailSetup>,
+    require_verified_email: bool,
 }
 
 /// A user's session stamp (see the module docs): what sessions record at

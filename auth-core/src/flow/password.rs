@@ -195,7 +195,10 @@ impl Authenticator {
             return Err(AuthError::InvalidCredentials);
         };
         self.throttle_success(&account, client).await?;
-        let (session, methods) = self.enter_as(user, &hash, current, client).await?;
+        self.check_verified(user, client).await?;
+        let (session, methods) = self
+            .enter_as(user, &hash, Factor::Password, current, client)
+            .await?;
         let kind = if methods.is_empty() {
             AuthEventKind::LoginSucceeded
         } else {
@@ -223,10 +226,11 @@ impl Authenticator {
     /// epoch having moved: it is ended and made again, so a login racing
     /// the confirmation of a second factor never keeps a password-only
     /// session.
-    async fn enter_as(
+    pub(super) async fn enter_as(
         &self,
         user: &AnyUser,
         hash: &str,
+        first: Factor,
         mut current: Option<&Session>,
         client: &Client,
     ) -> Result<(Session, Vec<Factor>), AuthError> {
@@ -251,12 +255,13 @@ impl Authenticator {
                     record.security_stamp = Some(stamp.to_string());
                     record.auth = if pending.is_empty() {
                         AuthState::Authenticated {
-                            factors: vec![Factor::Password],
+                            factors: vec![first],
                             at: now,
                         }
                     } else {
                         AuthState::MfaPending {
                             methods: pending.clone(),
+                            first,
                             expires_at: pending_until,
                         }
                     };

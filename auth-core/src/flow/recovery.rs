@@ -22,13 +22,13 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, Authenticator, Client};
+use super::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::account::normalize_email;
 use crate::event::{AuthEventKind, FailureReason};
 use crate::mail::{Mail, Mailer};
 use crate::password::{Password, PasswordError, PolicyContext};
 use crate::rate_limit::{Attempt, Decision};
-use crate::session::Factor;
+use crate::session::{Factor, Session};
 use crate::single_use::{Purpose, SingleUseToken, TokenRecord, TokenStoreError};
 use crate::user::{AnyUser, LoginName};
 
@@ -40,6 +40,7 @@ pub struct MailLinks {
     base: String,
     reset: String,
     verify: String,
+    magic: String,
 }
 
 /// A base URL that is not `http(s)://host[:port]` with an optional path.
@@ -49,7 +50,7 @@ pub struct InvalidUrl(pub String);
 
 impl MailLinks {
     /// Links under `base` (e.g. `https://app.example`), to the default
-    /// pages `/reset` and `/verify-email`.
+    /// pages `/reset`, `/verify-email` and `/login/magic`.
     pub fn new(base: &str) -> Result<Self, InvalidUrl> {
         let trimmed = base.trim_end_matches('/');
         let rest = trimmed
@@ -67,6 +68,7 @@ impl MailLinks {
             base: trimmed.to_owned(),
             reset: "/reset".to_owned(),
             verify: "/verify-email".to_owned(),
+            magic: "/login/magic".to_owned(),
         })
     }
 
@@ -81,6 +83,13 @@ impl MailLinks {
     #[must_use]
     pub fn verify_path(mut self, path: &str) -> Self {
         self.verify = path.to_owned();
+        self
+    }
+
+    /// The magic-link sign-in page's path (default `/login/magic`).
+    #[must_use]
+    pub fn magic_path(mut self, path: &str) -> Self {
+        self.magic = path.to_owned();
         self
     }
 
@@ -104,9 +113,9 @@ fn reset_binding(password_hash: &str) -> String {
     Base64UrlUnpadded::encode_string(&digest.finalize())
 }
 
-/// The per-account budget of reset requests.
-fn reset_account(user_id: &str) -> String {
-    format!("\u{1}reset:{user_id}")
+/// The per-account budget of link requests of `purpose`.
+fn link_account(user_id: &str, purpose: Purpose) -> String {
+    format!("\u{1}{}:{user_id}", purpose.as_str())
 }
 
 impl Authenticator {
@@ -280,38 +289,59 @@ impl Authenticator {
         login: &str,
         client: &Client,
     ) -> Result<(), AuthError> {
+        self.request_link(login, client, Purpose::PasswordReset)
+            .await
+    }
+
+    /// Asks for a sign-in link for `login`, as
+    /// [`request_password_reset`](Self::request_password_reset) does for a
+    /// reset (the same answer for every login, the work out of band, mail
+    /// only to a verified address, audited as
+    /// [`AuthEventKind::MagicLinkRequested`]). The link is one factor: an
+    /// account with a second factor is still asked for it.
+    ///
+    /// Errors: [`AuthError::Throttled`], [`AuthError::MailUnavailable`].
+    pub async fn request_magic_link(&self, login: &str, client: &Client) -> Result<(), AuthError> {
+        self.request_link(login, client, Purpose::MagicLink).await
+    }
+
+    async fn request_link(
+        &self,
+        login: &str,
+        client: &Client,
+        purpose: Purpose,
+    ) -> Result<(), AuthError> {
         let setup = self.mail_setup()?.clone();
         self.throttle_ip(client).await?;
         let this = self.clone();
         let login = login.to_owned();
         let client = client.clone();
         tokio::spawn(async move {
-            if let Err(error) = this.mail_reset_link(&login, &client, setup).await {
-                tracing::error!(%error, "auth: password reset request failed");
+            if let Err(error) = this.mail_link(&login, &client, setup, purpose).await {
+                tracing::error!(%error, purpose = purpose.as_str(), "auth: link request failed");
             }
         });
         Ok(())
     }
 
-    /// The out-of-band part of [`request_password_reset`](Self::request_password_reset).
-    async fn mail_reset_link(
+    /// The out-of-band part of [`request_link`](Self::request_link).
+    async fn mail_link(
         &self,
         login: &str,
         client: &Client,
         setup: MailSetup,
+        purpose: Purpose,
     ) -> Result<(), AuthError> {
-        let nobody = |reason| {
-            self.failure(
-                AuthEventKind::PasswordResetRequested,
-                None,
-                client,
-                None,
-                reason,
-            );
+        let kind = match purpose {
+            Purpose::MagicLink => AuthEventKind::MagicLinkRequested,
+            _ => AuthEventKind::PasswordResetRequested,
+        };
+        let refused = |user: Option<&str>, reason| {
+            self.failure(kind, user, client, None, reason);
         };
         let user = self.find_for_recovery(login).await?;
         let Some(user) = user.filter(|u| !u.is_disabled()) else {
-            nobody(FailureReason::UnknownUser);
+            refused(None, FailureReason::UnknownUser);
             return Ok(());
         };
         let decision = self
@@ -320,76 +350,155 @@ impl Authenticator {
             .check(
                 &Attempt {
                     ip: client.ip,
-                    account: &reset_account(user.id()),
+                    account: &link_account(user.id(), purpose),
                     device: None,
                 },
                 self.now(),
             )
             .await?;
         if let Decision::Limited { .. } = decision {
-            self.failure(
-                AuthEventKind::PasswordResetRequested,
-                Some(user.id()),
-                client,
-                None,
-                FailureReason::AccountLocked,
-            );
+            refused(Some(user.id()), FailureReason::AccountLocked);
             return Ok(());
         }
         let Some(address) = self.verified_address(&user).await? else {
-            self.failure(
-                AuthEventKind::PasswordResetRequested,
-                Some(user.id()),
-                client,
-                None,
-                FailureReason::NoAddress,
-            );
+            refused(Some(user.id()), FailureReason::NoAddress);
             return Ok(());
         };
         let tokens = &self.inner.tokens;
-        tokens
-            .delete_for_user(user.id(), Purpose::PasswordReset)
-            .await?;
+        tokens.delete_for_user(user.id(), purpose).await?;
         let token = self
-            .issue_token(
-                user.id(),
-                Purpose::PasswordReset,
-                &reset_binding(user.password_hash()),
-            )
+            .issue_token(user.id(), purpose, &reset_binding(user.password_hash()))
             .await?;
-        let link = setup.links.link(&setup.links.reset, &token);
-        let minutes = Purpose::PasswordReset.lifetime().as_secs() / 60;
-        let mail = Mail::new(
-            address,
-            format!("Reset your password for {}", self.app_label()),
-            format!(
-                "Someone (we hope you) asked to reset the password of the account \
-                 \"{}\" at {}.\n\n\
-                 To choose a new password, open this link within {minutes} minutes:\n{link}\n\n\
-                 If it was not you, ignore this mail: your password stays as it is.\n",
-                user.login(),
-                self.app_label()
+        let minutes = purpose.lifetime().as_secs() / 60;
+        let app = self.app_label();
+        let mail = match purpose {
+            Purpose::MagicLink => Mail::new(
+                address,
+                format!("Your sign-in link for {app}"),
+                format!(
+                    "Someone (we hope you) asked to sign in to the account \"{}\" at {app}.\n\n\
+                     To sign in, open this link within {minutes} minutes:\n{}\n\n\
+                     If it was not you, ignore this mail: nobody can sign in without it.\n",
+                    user.login(),
+                    setup.links.link(&setup.links.magic, &token),
+                ),
             ),
-        );
+            _ => Mail::new(
+                address,
+                format!("Reset your password for {app}"),
+                format!(
+                    "Someone (we hope you) asked to reset the password of the account \
+                     \"{}\" at {app}.\n\n\
+                     To choose a new password, open this link within {minutes} minutes:\n{}\n\n\
+                     If it was not you, ignore this mail: your password stays as it is.\n",
+                    user.login(),
+                    setup.links.link(&setup.links.reset, &token),
+                ),
+            ),
+        };
         match setup.mailer.send(mail).await {
-            Ok(()) => self.success(
-                AuthEventKind::PasswordResetRequested,
-                Some(user.id()),
-                Some(client.ip),
-                None,
-            ),
+            Ok(()) => self.success(kind, Some(user.id()), Some(client.ip), None),
             Err(error) => {
-                tracing::error!(%error, user_id = %user.id(), "auth: reset mail not sent");
-                self.failure(
-                    AuthEventKind::PasswordResetRequested,
-                    Some(user.id()),
-                    client,
-                    None,
-                    FailureReason::MailFailed,
-                );
+                tracing::error!(%error, user_id = %user.id(), "auth: link mail not sent");
+                refused(Some(user.id()), FailureReason::MailFailed);
             }
         }
         Ok(())
+    }
+
+    /// Signs in with the token from a magic link: one factor
+    /// ([`Factor::EmailLink`]), so an account with a second factor gets
+    /// [`LoginOutcome::MfaRequired`] as after a password. `current` is the
+    /// request's session, ended and replaced as at a login. The link works
+    /// once, dies with a password change, and lasts 15 minutes.
+    ///
+    /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
+    /// unknown, used, expired or stale token, and a disabled user),
+    /// [`AuthError::Throttled`], and what [`login`](Self::login) answers
+    /// for an unverified address when verification is required.
+    pub async fn finish_magic_link(
+        &self,
+        token: &str,
+        client: &Client,
+        current: Option<&Session>,
+    ) -> Result<LoginOutcome, AuthError> {
+        self.throttle_ip(client).await?;
+        let refuse = |user: Option<&str>| {
+            self.failure(
+                AuthEventKind::LoginFailed,
+                user,
+                client,
+                Some(Factor::EmailLink),
+                FailureReason::InvalidToken,
+            );
+            AuthError::InvalidToken
+        };
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Err(refuse(None));
+        };
+        let Some(record) = self
+            .inner
+            .tokens
+            .consume(&token.key(), Purpose::MagicLink, self.now())
+            .await?
+        else {
+            return Err(refuse(None));
+        };
+        let user = match self.inner.users.find_by_id(&record.user_id).await? {
+            Some(user) if !user.is_disabled() => user,
+            _ => return Err(refuse(Some(&record.user_id))),
+        };
+        let hash = user.password_hash().to_owned();
+        if !bool::from(
+            reset_binding(&hash)
+                .as_bytes()
+                .ct_eq(record.binding.as_bytes()),
+        ) {
+            return Err(refuse(Some(user.id())));
+        }
+        self.check_verified(&user, client).await?;
+        let (session, methods) = self
+            .enter_as(&user, &hash, Factor::EmailLink, current, client)
+            .await?;
+        self.throttle_success(&link_account(user.id(), Purpose::MagicLink), client)
+            .await?;
+        let kind = if methods.is_empty() {
+            AuthEventKind::LoginSucceeded
+        } else {
+            AuthEventKind::LoginMfaRequired
+        };
+        self.success(
+            kind,
+            Some(user.id()),
+            Some(client.ip),
+            Some(Factor::EmailLink),
+        );
+        Ok(if methods.is_empty() {
+            LoginOutcome::LoggedIn(session)
+        } else {
+            LoginOutcome::MfaRequired { session, methods }
+        })
+    }
+
+    /// With [`require_verified_email`](super::AuthBuilder::require_verified_email):
+    /// refuses a sign-in of a user without a verified address
+    /// ([`AuthError::EmailNotVerified`], audited).
+    pub(super) async fn check_verified(
+        &self,
+        user: &AnyUser,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        if !self.inner.require_verified_email || self.verified_address(user).await?.is_some() {
+            return Ok(());
+        }
+        self.failure(
+            AuthEventKind::LoginFailed,
+            Some(user.id()),
+            client,
+            None,
+            FailureReason::NoAddress,
+        );
+        Err(AuthError::EmailNotVerified)
     }
 
     /// The user a recovery request names: by login name, else by verified

@@ -65,7 +65,7 @@ impl Authenticator {
         self.require_login(session)?;
         match session.map(Session::auth_state) {
             Some(AuthState::Authenticated { factors, .. })
-                if factors.iter().any(|f| *f != Factor::Password) =>
+                if factors.iter().any(Factor::is_strong) =>
             {
                 Ok(())
             }

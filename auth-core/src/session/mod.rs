@@ -197,16 +197,32 @@ pub enum Factor {
     RecoveryCode,
     /// A passkey (WebAuthn).
     Passkey,
+    /// A single-use link mailed to the user's verified address (a magic
+    /// link): one factor, never a second one.
+    EmailLink,
 }
 
 impl Factor {
-    /// A stable code: `password`, `totp`, `recovery_code`, `passkey`.
+    fn password() -> Self {
+        Self::Password
+    }
+
+    /// Whether it counts as a second factor for
+    /// [`require_mfa`](crate::Authenticator::require_mfa): a TOTP code, a
+    /// recovery code or a passkey (not a password, not a mailed link).
+    pub fn is_strong(&self) -> bool {
+        matches!(self, Self::Totp | Self::RecoveryCode | Self::Passkey)
+    }
+
+    /// A stable code: `password`, `totp`, `recovery_code`, `passkey`,
+    /// `email_link`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Password => "password",
             Self::Totp => "totp",
             Self::RecoveryCode => "recovery_code",
             Self::Passkey => "passkey",
+            Self::EmailLink => "email_link",
         }
     }
 }
@@ -222,6 +238,10 @@ pub enum AuthState {
     MfaPending {
         /// The factors the user may complete the login with.
         methods: Vec<Factor>,
+        /// The factor that started the login (records written before it
+        /// existed: a password).
+        #[serde(default = "Factor::password")]
+        first: Factor,
         /// After this, the pending state is void.
         expires_at: Timestamp,
     },

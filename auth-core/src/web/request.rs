@@ -436,6 +436,31 @@ impl RequestAuth {
             .await
     }
 
+    /// Asks for a sign-in link for a login name or verified address: `Ok`
+    /// whether or not the account exists (see
+    /// [`Authenticator::request_magic_link`]).
+    pub async fn request_magic_link(&self, login: &str) -> Result<(), AuthError> {
+        self.authenticator()
+            .request_magic_link(login, &self.client)
+            .await
+    }
+
+    /// Signs in with the token from a magic link, as
+    /// [`login`](Self::login) does with a password (new session and cookie;
+    /// a second factor, if the account has one, is still asked for).
+    pub async fn finish_magic_link(&self, token: &str) -> Result<LoginOutcome, AuthError> {
+        let mut slot = self.slot().await?;
+        let (client, new_device) = self.sign_in_client()?;
+        let outcome = self
+            .authenticator()
+            .finish_magic_link(token, &client, slot.session.as_ref())
+            .await?;
+        slot.set(Some(outcome.session().clone()));
+        slot.action = CookieAction::Set;
+        slot.new_device = new_device;
+        Ok(outcome)
+    }
+
     /// Sets a new password with the token from a reset link; every session
     /// of the account ends (see [`Authenticator::reset_password`]).
     pub async fn reset_password(
@@ -500,17 +525,7 @@ impl RequestAuth {
     /// [`rate_limit`](crate::rate_limit)).
     pub async fn login(&self, login: &str, password: &Password) -> Result<LoginOutcome, AuthError> {
         let mut slot = self.slot().await?;
-        let new_device = match self.client.device {
-            Some(_) => None,
-            None => Some(SessionId::generate().map_err(AuthError::internal)?),
-        };
-        let client = match &new_device {
-            Some(device) => Cow::Owned(Client {
-                device: Some(device.clone()),
-                ..self.client.clone()
-            }),
-            None => Cow::Borrowed(&self.client),
-        };
+        let (client, new_device) = self.sign_in_client()?;
         let outcome = self
             .authenticator()
             .login(login, password, &client, slot.session.as_ref())
@@ -519,6 +534,20 @@ impl RequestAuth {
         slot.action = CookieAction::Set;
         slot.new_device = new_device;
         Ok(outcome)
+    }
+
+    /// The client of a sign-in: a browser without a device cookie gets a
+    /// new one (set with the response if the sign-in succeeds).
+    fn sign_in_client(&self) -> Result<(Cow<'_, Client>, Option<SessionId>), AuthError> {
+        if self.client.device.is_some() {
+            return Ok((Cow::Borrowed(&self.client), None));
+        }
+        let device = SessionId::generate().map_err(AuthError::internal)?;
+        let client = Client {
+            device: Some(device.clone()),
+            ..self.client.clone()
+        };
+        Ok((Cow::Owned(client), Some(device)))
     }
 
     /// Ends the session server-side and removes the cookie.

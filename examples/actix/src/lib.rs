@@ -12,8 +12,8 @@ use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login,
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
-    ResetBody, VerifyBody,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
+    ProofBody, ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 
@@ -46,6 +46,8 @@ pub fn app(
         .service(resource("/api/password/forgot").post(forgot_password))
         .service(resource("/api/password/reset").post(reset_password))
         .service(resource("/api/email/verify").post(verify_email))
+        .service(resource("/api/login/magic").post(request_magic_link))
+        .service(resource("/api/login/magic/finish").post(finish_magic_link))
         .service(protected("/api/me").get(me))
         .service(protected("/api/password").post(change_password))
         .service(protected("/api/sessions").get(list_sessions))
@@ -75,6 +77,8 @@ pub fn app(
         .service(resource("/forgot").get(forgot_page).post(forgot_form))
         .service(resource("/reset").get(reset_page).post(reset_form))
         .service(resource("/verify-email").get(verify_page).post(verify_form))
+        .service(resource("/login/magic").get(magic_page).post(magic_form))
+        .service(resource("/login/magic/request").post(magic_request_form))
         .service(protected("/account").get(account_page))
         .service(protected("/account/password").post(account_password))
         .service(protected("/account/revoke-others").post(account_revoke_others))
@@ -365,4 +369,40 @@ async fn verify_form(
     form: Result<web::Form<h::LinkForm>, Error>,
 ) -> HttpResponse {
     reply(h::verify_form(&auth, form_body(form)).await)
+}
+
+async fn request_magic_link(
+    auth: AuthSession,
+    body: Result<web::Json<MagicBody>, Error>,
+) -> HttpResponse {
+    reply(h::request_magic_link(&auth, json_body(body)).await)
+}
+
+async fn finish_magic_link(
+    auth: AuthSession,
+    body: Result<web::Json<VerifyBody>, Error>,
+) -> HttpResponse {
+    reply(h::finish_magic_link(&auth, json_body(body)).await)
+}
+
+async fn magic_page(
+    auth: AuthSession,
+    query: Result<web::Query<TokenQuery>, Error>,
+) -> HttpResponse {
+    let token = query.ok().and_then(|q| q.into_inner().token);
+    reply(h::magic_page(&auth, token.as_deref()).await)
+}
+
+async fn magic_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::LinkForm>, Error>,
+) -> HttpResponse {
+    reply(h::magic_form(&auth, form_body(form)).await)
+}
+
+async fn magic_request_form(
+    auth: AuthSession,
+    form: Result<web::Form<h::LinkForm>, Error>,
+) -> HttpResponse {
+    reply(h::magic_request_form(&auth, form_body(form)).await)
 }

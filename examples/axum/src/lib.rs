@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
-    ResetBody, VerifyBody,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
+    ProofBody, ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -57,6 +57,8 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/password/forgot", post(forgot_password))
         .route("/api/password/reset", post(reset_password))
         .route("/api/email/verify", post(verify_email))
+        .route("/api/login/magic", post(request_magic_link))
+        .route("/api/login/magic/finish", post(finish_magic_link))
         .merge(api_protected)
         .merge(api_mfa)
         .route("/", get(home))
@@ -68,6 +70,8 @@ pub fn app(auth: Auth) -> Router {
         .route("/forgot", get(forgot_page).post(forgot_form))
         .route("/reset", get(reset_page).post(reset_form))
         .route("/verify-email", get(verify_page).post(verify_form))
+        .route("/login/magic", get(magic_page).post(magic_form))
+        .route("/login/magic/request", post(magic_request_form))
         .merge(pages_protected)
         .fallback(|| async { reply(h::not_found()) })
         .method_not_allowed_fallback(|| async { reply(h::method_not_allowed()) })
@@ -334,4 +338,37 @@ async fn verify_form(
     form: Result<Form<h::LinkForm>, FormRejection>,
 ) -> Response {
     reply(h::verify_form(&auth, form_body(form)).await)
+}
+
+async fn request_magic_link(
+    auth: AuthSession,
+    body: Result<Json<MagicBody>, JsonRejection>,
+) -> Response {
+    reply(h::request_magic_link(&auth, json_body(body)).await)
+}
+
+async fn finish_magic_link(
+    auth: AuthSession,
+    body: Result<Json<VerifyBody>, JsonRejection>,
+) -> Response {
+    reply(h::finish_magic_link(&auth, json_body(body)).await)
+}
+
+async fn magic_page(
+    auth: AuthSession,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+) -> Response {
+    let token = query.ok().and_then(|Query(q)| q.token);
+    reply(h::magic_page(&auth, token.as_deref()).await)
+}
+
+async fn magic_form(auth: AuthSession, form: Result<Form<h::LinkForm>, FormRejection>) -> Response {
+    reply(h::magic_form(&auth, form_body(form)).await)
+}
+
+async fn magic_request_form(
+    auth: AuthSession,
+    form: Result<Form<h::LinkForm>, FormRejection>,
+) -> Response {
+    reply(h::magic_request_form(&auth, form_body(form)).await)
 }

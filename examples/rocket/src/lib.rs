@@ -12,8 +12,8 @@ use auth_rocket::{
 };
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, ProofBody,
-    ResetBody, VerifyBody, error_json,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
+    ProofBody, ResetBody, VerifyBody, error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -97,6 +97,11 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         reset_form,
         verify_page,
         verify_form,
+        request_magic_link,
+        finish_magic_link,
+        magic_page,
+        magic_form,
+        magic_request_form,
     ];
     let wrong_methods = method_not_allowed_routes(&routes);
     rocket::custom(config())
@@ -488,4 +493,29 @@ async fn verify_page(auth: AuthSession, token: Option<String>) -> ReplyResponder
 #[post("/verify-email", data = "<form>")]
 async fn verify_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
     reply(h::verify_form(&auth, form.0).await)
+}
+
+#[post("/api/login/magic", data = "<body>")]
+async fn request_magic_link(auth: AuthSession, body: JsonBody<MagicBody>) -> ReplyResponder {
+    reply(h::request_magic_link(&auth, body.0).await)
+}
+
+#[post("/api/login/magic/finish", data = "<body>")]
+async fn finish_magic_link(auth: AuthSession, body: JsonBody<VerifyBody>) -> ReplyResponder {
+    reply(h::finish_magic_link(&auth, body.0).await)
+}
+
+#[get("/login/magic?<token>")]
+async fn magic_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
+    reply(h::magic_page(&auth, token.as_deref()).await)
+}
+
+#[post("/login/magic", data = "<form>")]
+async fn magic_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
+    reply(h::magic_form(&auth, form.0).await)
+}
+
+#[post("/login/magic/request", data = "<form>")]
+async fn magic_request_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
+    reply(h::magic_request_form(&auth, form.0).await)
 }

@@ -14,8 +14,8 @@ use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, LoginAnswer, Me, ProofBody,
-    Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
+    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, LoginAnswer, MagicBody, Me,
+    ProofBody, Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -183,19 +183,41 @@ pub async fn login(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
     let result = auth
         .login(&body.username, &Password::from(body.password))
         .await;
-    unwrap_reply(result.map(|outcome| {
-        let answer = match outcome {
-            LoginOutcome::LoggedIn(_) => LoginAnswer {
-                mfa_required: false,
-                methods: None,
-            },
-            LoginOutcome::MfaRequired { methods, .. } => LoginAnswer {
-                mfa_required: true,
-                methods: Some(methods.iter().map(|m| m.as_str().to_owned()).collect()),
-            },
-        };
-        json(200, &answer)
-    }))
+    unwrap_reply(result.map(login_answer))
+}
+
+/// The answer to a completed first factor (password or magic link).
+fn login_answer(outcome: LoginOutcome) -> Reply {
+    let answer = match outcome {
+        LoginOutcome::LoggedIn(_) => LoginAnswer {
+            mfa_required: false,
+            methods: None,
+        },
+        LoginOutcome::MfaRequired { methods, .. } => LoginAnswer {
+            mfa_required: true,
+            methods: Some(methods.iter().map(|m| m.as_str().to_owned()).collect()),
+        },
+    };
+    json(200, &answer)
+}
+
+/// `POST /api/login/magic`: 202 whether or not the account exists.
+pub async fn request_magic_link(auth: &RequestAuth, body: Body<MagicBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth.request_magic_link(&body.login).await;
+    unwrap_reply(result.map(|()| Reply::json(202, "{}".to_owned())))
+}
+
+/// `POST /api/login/magic/finish`: the login answer.
+pub async fn finish_magic_link(auth: &RequestAuth, body: Body<VerifyBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(auth.finish_magic_link(&body.token).await.map(login_answer))
 }
 
 /// `POST /api/logout`.
@@ -1151,5 +1173,80 @@ pub async fn verify_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
             pages::message(VERIFY.0, "Your email address is confirmed."),
         ),
         Err(error) => link_page_error(auth, VERIFY, &token_input(&token), &error).await,
+    }
+}
+
+const MAGIC_REQUEST: (&str, &str, &str) = (
+    "Email me a sign-in link",
+    "We mail a link that signs you in to the account's verified address.",
+    "/login/magic/request",
+);
+const MAGIC: (&str, &str, &str) = (
+    "Sign in",
+    "Sign in with the link from your mail.",
+    "/login/magic",
+);
+
+/// `GET /login/magic?token=...`: with a token, a form that POSTs it (opening
+/// the link consumes nothing); without, the form that asks for a link.
+pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
+    let ((title, intro, action), fields) = match token {
+        Some(token) => (MAGIC, token_input(token)),
+        None => (MAGIC_REQUEST, FORGOT_FIELDS.to_owned()),
+    };
+    unwrap_reply(auth.form_token().await.map(|csrf| {
+        html(
+            200,
+            pages::simple_form(title, intro, action, &fields, None, csrf.as_deref()),
+        )
+    }))
+}
+
+/// `POST /login/magic/request` (form): the same page for every login.
+pub async fn magic_request_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form(MAGIC_REQUEST.0, rejected),
+    };
+    let login = form.login.unwrap_or_default();
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.request_magic_link(&login),
+    )
+    .await;
+    match result {
+        Ok(()) => html(
+            200,
+            pages::message(
+                MAGIC_REQUEST.0,
+                "If an account with a verified email address matches, we have mailed it a \
+                 sign-in link. It works once, for 15 minutes.",
+            ),
+        ),
+        Err(error) => link_page_error(auth, MAGIC_REQUEST, FORGOT_FIELDS, &error).await,
+    }
+}
+
+/// `POST /login/magic` (form): signs in, then on to the account page (or
+/// the second factor).
+pub async fn magic_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form(MAGIC.0, rejected),
+    };
+    let token = form.token.unwrap_or_default();
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.finish_magic_link(&token),
+    )
+    .await;
+    match result {
+        Ok(LoginOutcome::LoggedIn(_)) => Reply::redirect("/account".to_owned()),
+        Ok(LoginOutcome::MfaRequired { .. }) => {
+            Reply::redirect(with_next("/login/mfa", "/account"))
+        }
+        Err(error) => link_page_error(auth, MAGIC, &token_input(&token), &error).await,
     }
 }

@@ -355,6 +355,13 @@ pub struct ForgotBody {
     pub login: String,
 }
 
+/// `POST /api/login/magic` body.
+#[derive(Deserialize)]
+pub struct MagicBody {
+    /// A login name or a verified email address.
+    pub login: String,
+}
+
 /// `POST /api/password/reset` body.
 #[derive(Deserialize)]
 pub struct ResetBody {
@@ -622,7 +629,8 @@ pub mod pages {
                     ""
                 },
                 forgot = if action == "/login" {
-                    "\n<p><a href=\"/forgot\">Forgot your password?</a></p>"
+                    "\n<p><a href=\"/forgot\">Forgot your password?</a> \
+                     <a href=\"/login/magic\">Email me a sign-in link</a></p>"
                 } else {
                     ""
                 },
@@ -649,6 +657,7 @@ redacted_debug!(
         new_password
     },
     VerifyBody { token },
+    MagicBody { login },
     ChangePassword {
         current_password,
         new_password

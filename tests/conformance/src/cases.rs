@@ -1409,3 +1409,47 @@ pub async fn the_reset_pages_work_without_script<F: HarnessFactory>() {
         200
     );
 }
+
+/// A magic link: the same answer for every login, mailed to the verified
+/// address, opening it consumes nothing, it signs in once (one factor:
+/// a fresh session, cookie rotation as at a password login).
+pub async fn a_magic_link_signs_in_once<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    let mut answers = Vec::new();
+    for login in ["nobody", "alice"] {
+        let r = app
+            .post_json("/api/login/magic", json!({"login": login}), None)
+            .await;
+        answers.push((r.status, r.body.clone()));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 202);
+    let mail = crate::mail_to(&address).await.expect("a sign-in mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    assert_eq!(
+        crate::link_path(&mail.body).as_deref(),
+        Some(format!("/login/magic?token={token}").as_str())
+    );
+    let page = app.get(&format!("/login/magic?token={token}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(&token));
+    let planted = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/login/magic/finish",
+            json!({"token": token}),
+            Some(&planted),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["mfa_required"], false);
+    let cookie = r.session_cookie().expect("a session cookie").0;
+    assert_ne!(cookie, planted, "a fresh session");
+    assert_eq!(app.get("/api/me", Some(&planted)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+    let again = app
+        .post_json("/api/login/magic/finish", json!({"token": token}), None)
+        .await;
+    assert_eq!(again.status, 400, "a link works once");
+}

@@ -1000,3 +1000,34 @@ pub async fn a_password_reset_keeps_the_second_factor<F: HarnessFactory>() {
     let pending = r.session_cookie().unwrap().0;
     assert_eq!(app.get("/api/me", Some(&pending)).await.status, 401);
 }
+
+/// A magic link is one factor: an account with TOTP is still asked for it.
+pub async fn a_magic_link_still_asks_for_the_second_factor<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = crate::cases::registered_with_verified_email(&app, "alice").await;
+    let cookie = app.login("alice").await;
+    let enrolled = enrol(&app, &cookie).await;
+    let r = app
+        .post_json("/api/login/magic", json!({"login": "alice"}), None)
+        .await;
+    assert_eq!(r.status, 202);
+    let mail = crate::mail_to(&address).await.expect("a sign-in mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    let r = app
+        .post_json("/api/login/magic/finish", json!({"token": token}), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["mfa_required"], true);
+    let pending = r.session_cookie().unwrap().0;
+    assert_eq!(app.get("/api/me", Some(&pending)).await.status, 401);
+    let r = app
+        .post_json(
+            "/api/login/totp",
+            json!({"code": app.totp(&enrolled.secret)}),
+            Some(&pending),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r.session_cookie().unwrap().0;
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+}
