@@ -68,6 +68,10 @@ pub enum AuthEventKind {
     EmailVerified,
     /// A verification link was refused.
     EmailVerificationFailed,
+    /// A change of address was refused (wrong password or code).
+    EmailChangeFailed,
+    /// The old address was told of a change of address.
+    EmailChangeNotified,
     /// A sign-in link was asked for; `success` when one was mailed (the
     /// requester always gets the same answer).
     MagicLinkRequested,

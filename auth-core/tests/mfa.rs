@@ -1793,7 +1793,7 @@ async fn a_version_1_sqlite_user_table_is_migrated() {
     assert_eq!(old.password_hash.as_str(), "$argon2id$x");
     assert_eq!(migration_version(&pool, "users").await, 3);
     let accounts = SqliteAccountStore::from_pool(pool.clone()).await.unwrap();
-    assert_eq!(migration_version(&pool, "accounts").await, 2);
+    assert_eq!(migration_version(&pool, "accounts").await, 3);
     assert!(accounts.totp("old").await.unwrap().is_none());
     assert!(accounts.set_pending_totp("old", "v1.a.x").await.unwrap());
     // Opening again is a no-op.
@@ -1804,7 +1804,7 @@ async fn a_version_1_sqlite_user_table_is_migrated() {
         "v1.a.x"
     );
     assert_eq!(migration_version(&pool, "users").await, 3);
-    assert_eq!(migration_version(&pool, "accounts").await, 2);
+    assert_eq!(migration_version(&pool, "accounts").await, 3);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -179,9 +179,21 @@ impl AccountStore for MemoryAccountStore {
             StoredEmail {
                 address: address.to_owned(),
                 verified: false,
+                pending: None,
             },
         );
         Ok(())
+    }
+
+    async fn set_pending_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
+        {
+            let mut inner = self.lock();
+            if let Some(email) = inner.emails.get_mut(user).filter(|e| e.verified) {
+                email.pending = Some(address.to_owned());
+                return Ok(());
+            }
+        }
+        self.set_email(user, address).await
     }
 
     async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
@@ -190,14 +202,25 @@ impl AccountStore for MemoryAccountStore {
             .verified
             .get(address)
             .is_some_and(|other| other != user);
-        match inner.emails.get_mut(user) {
-            Some(email) if email.address == address && !taken => {
-                email.verified = true;
-                inner.verified.insert(address.to_owned(), user.to_owned());
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(email) = inner.emails.get_mut(user).filter(|_| !taken) else {
+            return Ok(false);
+        };
+        let old = if email.pending.as_deref() == Some(address) {
+            let old = email.verified.then(|| email.address.clone());
+            email.address = address.to_owned();
+            email.pending = None;
+            old
+        } else if email.address == address && !email.verified {
+            None
+        } else {
+            return Ok(false);
+        };
+        email.verified = true;
+        if let Some(old) = old {
+            inner.verified.remove(&old);
         }
+        inner.verified.insert(address.to_owned(), user.to_owned());
+        Ok(true)
     }
 
     async fn find_by_email(&self, address: &str) -> Result<Option<String>, UserStoreError> {

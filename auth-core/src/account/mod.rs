@@ -66,6 +66,9 @@ pub struct StoredEmail {
     pub address: String,
     /// Whether a link sent to it was followed.
     pub verified: bool,
+    /// A new address waiting for its link to be followed (a change of a
+    /// verified address: the old one stays in effect until then).
+    pub pending: Option<String>,
 }
 
 /// An address is personal data: `Debug` shows its domain only.
@@ -75,6 +78,7 @@ impl fmt::Debug for StoredEmail {
         f.debug_struct("StoredEmail")
             .field("address", &format_args!("[REDACTED]@{domain}"))
             .field("verified", &self.verified)
+            .field("pending", &self.pending.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -214,9 +218,18 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
         Err(UserStoreError::Unsupported)
     }
 
-    /// Marks the user's address verified, if it is still `address`.
-    /// Returns `false`, changing nothing, when it is not, or when another
-    /// user has verified the same address meanwhile.
+    /// A change of address: with a verified address, `address` waits as
+    /// pending (the verified one stays in effect until the new one is
+    /// verified; a newer pending one replaces it); without one, as
+    /// [`set_email`](Self::set_email).
+    async fn set_pending_email(&self, _user: &str, _address: &str) -> Result<(), UserStoreError> {
+        Err(UserStoreError::Unsupported)
+    }
+
+    /// Marks `address` verified, if it is still the user's pending address
+    /// (which then replaces the old one) or its unverified address.
+    /// Returns `false`, changing nothing, when it is neither, or when
+    /// another user has verified the same address meanwhile.
     async fn verify_email(&self, _user: &str, _address: &str) -> Result<bool, UserStoreError> {
         Err(UserStoreError::Unsupported)
     }

@@ -48,13 +48,16 @@ struct Queries {
     epoch_get: &'static str,
     epoch_raise: &'static str,
     schema_v2: [&'static str; 2],
+    schema_v3: &'static str,
+    email_set_pending: &'static str,
+    email_promote: &'static str,
     email_get: &'static str,
     email_set: &'static str,
     email_verify: &'static str,
     email_find: &'static str,
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[cfg(feature = "sqlite")]
 const SQLITE: Queries = Queries {
@@ -104,10 +107,17 @@ const SQLITE: Queries = Queries {
         "CREATE UNIQUE INDEX IF NOT EXISTS auth_emails_verified_address
             ON auth_emails (address) WHERE verified",
     ],
-    email_get: "SELECT address, verified FROM auth_emails WHERE user_id = ?1",
+    email_get: "SELECT address, verified, pending_address FROM auth_emails WHERE user_id = ?1",
     email_set: "INSERT INTO auth_emails (user_id, address, verified) VALUES (?1, ?2, FALSE)
-        ON CONFLICT (user_id) DO UPDATE SET address = excluded.address, verified = FALSE",
-    email_verify: "UPDATE auth_emails SET verified = TRUE WHERE user_id = ?1 AND address = ?2",
+        ON CONFLICT (user_id) DO UPDATE
+        SET address = excluded.address, verified = FALSE, pending_address = NULL",
+    schema_v3: "ALTER TABLE auth_emails ADD COLUMN pending_address TEXT",
+    email_set_pending: "UPDATE auth_emails SET pending_address = ?2 WHERE user_id = ?1 AND verified",
+    email_promote:
+        "UPDATE auth_emails SET address = pending_address, verified = TRUE, pending_address = NULL
+        WHERE user_id = ?1 AND pending_address = ?2",
+    email_verify: "UPDATE auth_emails SET verified = TRUE
+        WHERE user_id = ?1 AND address = ?2 AND NOT verified",
     email_find: "SELECT user_id FROM auth_emails WHERE address = ?1 AND verified",
 };
 #[cfg(feature = "postgres")]
@@ -159,10 +169,17 @@ const POSTGRES: Queries = Queries {
         "CREATE UNIQUE INDEX IF NOT EXISTS auth_emails_verified_address
             ON auth_emails (address) WHERE verified",
     ],
-    email_get: "SELECT address, verified FROM auth_emails WHERE user_id = $1",
+    email_get: "SELECT address, verified, pending_address FROM auth_emails WHERE user_id = $1",
     email_set: "INSERT INTO auth_emails (user_id, address, verified) VALUES ($1, $2, FALSE)
-        ON CONFLICT (user_id) DO UPDATE SET address = excluded.address, verified = FALSE",
-    email_verify: "UPDATE auth_emails SET verified = TRUE WHERE user_id = $1 AND address = $2",
+        ON CONFLICT (user_id) DO UPDATE
+        SET address = excluded.address, verified = FALSE, pending_address = NULL",
+    schema_v3: "ALTER TABLE auth_emails ADD COLUMN pending_address TEXT",
+    email_set_pending: "UPDATE auth_emails SET pending_address = $2 WHERE user_id = $1 AND verified",
+    email_promote:
+        "UPDATE auth_emails SET address = pending_address, verified = TRUE, pending_address = NULL
+        WHERE user_id = $1 AND pending_address = $2",
+    email_verify: "UPDATE auth_emails SET verified = TRUE
+        WHERE user_id = $1 AND address = $2 AND NOT verified",
     email_find: "SELECT user_id FROM auth_emails WHERE address = $1 AND verified",
 };
 macro_rules! sql_account_store {
@@ -193,6 +210,9 @@ macro_rules! sql_account_store {
                         for statement in $queries.schema_v2 {
                             sqlx::query(statement).execute(&mut *tx).await?;
                         }
+                    }
+                    if current < 3 {
+                        sqlx::query($queries.schema_v3).execute(&mut *tx).await?;
                     }
                 });
                 Ok(Self {
@@ -347,6 +367,7 @@ macro_rules! sql_account_store {
                     Ok(StoredEmail {
                         address: row.try_get("address")?,
                         verified: row.try_get("verified")?,
+                        pending: row.try_get("pending_address")?,
                     })
                 })
                 .transpose()
@@ -361,14 +382,30 @@ macro_rules! sql_account_store {
                 Ok(())
             }
 
-            async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
-                let query = sqlx::query($queries.email_verify).bind(user).bind(address);
-                match query.execute(&self.pool).await {
-                    Ok(done) => Ok(done.rows_affected() == 1),
-                    // Another user verified this address first.
-                    Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
-                    Err(other) => Err(other.into()),
+            async fn set_pending_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
+                let query = sqlx::query($queries.email_set_pending).bind(user).bind(address);
+                if self.affected(query).await? == 0 {
+                    self.set_email(user, address).await?;
                 }
+                Ok(())
+            }
+
+            async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
+                // The pending address replacing a verified one, else the
+                // unverified address itself.
+                for statement in [$queries.email_promote, $queries.email_verify] {
+                    let query = sqlx::query(statement).bind(user).bind(address);
+                    match query.execute(&self.pool).await {
+                        Ok(done) if done.rows_affected() == 1 => return Ok(true),
+                        Ok(_) => {}
+                        // Another user verified this address first.
+                        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                            return Ok(false);
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                Ok(false)
             }
 
             async fn find_by_email(&self, address: &str) -> Result<Option<String>, UserStoreError> {

@@ -245,7 +245,7 @@ impl Authenticator {
     /// then the code through [`prove_code`](Self::prove_code) (a recovery
     /// code is used up). A failure emits `failure`. Returns the user's
     /// stored hash after the check (a re-hash may have changed it).
-    async fn check_proof(
+    pub(super) async fn check_proof(
         &self,
         user: &AnyUser,
         proof: &FactorProof,
@@ -275,7 +275,7 @@ impl Authenticator {
 
     /// After a proof that changes no factor: a new session ID, a fresh
     /// authentication time and the stamp of `hash`.
-    async fn renew_after_proof(
+    pub(super) async fn renew_after_proof(
         &self,
         session: &mut Session,
         user: &AnyUser,

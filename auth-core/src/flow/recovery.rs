@@ -22,7 +22,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthError, Authenticator, Client, LoginOutcome};
+use super::{AuthError, Authenticator, Client, FactorProof, LoginOutcome};
 use crate::account::normalize_email;
 use crate::event::{AuthEventKind, FailureReason};
 use crate::mail::{Mail, Mailer};
@@ -173,6 +173,85 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Changes the address of the session's user, given the account
+    /// owner's [`FactorProof`] (the password, and a current code once the
+    /// account has a second factor; checked like a login): a link to verify
+    /// the new address is mailed to it, and the old verified address (which
+    /// stays in effect until the new one is verified) is told. The proof is
+    /// a re-authentication: the session gets a new ID.
+    ///
+    /// Errors: [`AuthError::InvalidEmail`], [`AuthError::MailUnavailable`],
+    /// what a [`FactorProof`] can answer ([`AuthError::InvalidCredentials`],
+    /// [`AuthError::CodeRequired`], [`AuthError::InvalidCode`],
+    /// [`AuthError::Throttled`]).
+    pub async fn change_email(
+        &self,
+        session: &mut Session,
+        proof: &FactorProof,
+        address: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
+        let setup = self.mail_setup()?.clone();
+        let user = self.current_user(session).await?;
+        let hash = self
+            .check_proof(&user, proof, client, AuthEventKind::EmailChangeFailed)
+            .await?;
+        self.renew_after_proof(session, &user, &hash).await?;
+        let accounts = &self.inner.accounts;
+        let old = accounts.email(user.id()).await?.filter(|e| e.verified);
+        accounts.set_pending_email(user.id(), &address).await?;
+        self.inner
+            .tokens
+            .delete_for_user(user.id(), Purpose::EmailVerification)
+            .await?;
+        let token = self
+            .issue_token(user.id(), Purpose::EmailVerification, &address)
+            .await?;
+        let app = self.app_label().to_owned();
+        let hours = Purpose::EmailVerification.lifetime().as_secs() / 3600;
+        let link = setup.links.link(&setup.links.verify, &token);
+        let confirm = Mail::new(
+            address.clone(),
+            format!("Confirm your new email address for {app}"),
+            format!(
+                "The account \"{}\" at {app} is to use this address from now on.\n\n\
+                 To confirm it, open this link within {hours} hours:\n{link}\n\n\
+                 If it was not you, ignore this mail: nothing changes.\n",
+                user.login()
+            ),
+        );
+        let id = user.id().to_owned();
+        self.send_out_of_band(
+            Arc::clone(&setup.mailer),
+            confirm,
+            id.clone(),
+            client.ip,
+            AuthEventKind::EmailVerificationSent,
+        );
+        if let Some(old) = old {
+            let notice = Mail::new(
+                old.address,
+                format!("Your email address at {app} is being changed"),
+                format!(
+                    "Someone signed in to the account \"{}\" at {app} with its password \
+                     asked to use another email address ({address}). It takes effect \
+                     once that address is confirmed.\n\n\
+                     If it was not you, change your password now: every session then ends.\n",
+                    user.login()
+                ),
+            );
+            self.send_out_of_band(
+                setup.mailer,
+                notice,
+                id,
+                client.ip,
+                AuthEventKind::EmailChangeNotified,
+            );
+        }
+        Ok(())
+    }
+
     /// A fresh token of `purpose` for `user_id`, bound to `binding`.
     async fn issue_token(
         &self,
@@ -256,8 +335,16 @@ impl Authenticator {
         };
         let accounts = &self.inner.accounts;
         let current = accounts.email(&record.user_id).await?;
+        let binding = record.binding.as_bytes();
+        // The address it was sent to is still the pending one, or still
+        // the unverified one.
         let still_bound = current.as_ref().is_some_and(|email| {
-            bool::from(email.address.as_bytes().ct_eq(record.binding.as_bytes()))
+            let pending = email
+                .pending
+                .as_deref()
+                .is_some_and(|p| bool::from(p.as_bytes().ct_eq(binding)));
+            let unverified = !email.verified && bool::from(email.address.as_bytes().ct_eq(binding));
+            pending || unverified
         });
         if !still_bound
             || !accounts

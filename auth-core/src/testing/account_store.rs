@@ -87,6 +87,7 @@ pub async fn account_store_suite(store: Arc<dyn AccountStore>) {
         users_are_independent,
         email_is_found_once_verified,
         a_verified_address_belongs_to_one_user,
+        a_changed_address_takes_effect_once_verified,
     );
 }
 
@@ -128,6 +129,7 @@ macro_rules! account_store_tests {
             users_are_independent,
             email_is_found_once_verified,
             a_verified_address_belongs_to_one_user,
+            a_changed_address_takes_effect_once_verified,
         ]);
     };
     (@cases $name:ident, $make:block, [$($case:ident),* $(,)?]) => {
@@ -582,7 +584,8 @@ pub async fn email_is_found_once_verified(store: Arc<dyn AccountStore>) {
         store.email(&user).await.unwrap(),
         Some(StoredEmail {
             address: first.clone(),
-            verified: false
+            verified: false,
+            pending: None
         })
     );
     assert_eq!(
@@ -611,7 +614,8 @@ pub async fn email_is_found_once_verified(store: Arc<dyn AccountStore>) {
         store.email(&user).await.unwrap(),
         Some(StoredEmail {
             address: second.clone(),
-            verified: false
+            verified: false,
+            pending: None
         })
     );
     assert_eq!(store.find_by_email(&first).await.unwrap(), None);
@@ -641,4 +645,50 @@ pub async fn a_verified_address_belongs_to_one_user(store: Arc<dyn AccountStore>
         store.find_by_email(&shared).await.unwrap().as_ref(),
         Some(winner)
     );
+}
+
+/// A verified address stays in effect while a new one waits; verifying
+/// the new one replaces it (the old finds nobody); a newer pending address
+/// replaces an older one; without a verified address a change is a plain
+/// unverified address.
+pub async fn a_changed_address_takes_effect_once_verified(store: Arc<dyn AccountStore>) {
+    let (user, old, new, newer) = (user(), address(), address(), address());
+    store.set_pending_email(&user, &old).await.unwrap();
+    assert_eq!(
+        store.email(&user).await.unwrap(),
+        Some(StoredEmail {
+            address: old.clone(),
+            verified: false,
+            pending: None
+        }),
+        "nothing verified yet: a plain address"
+    );
+    assert!(store.verify_email(&user, &old).await.unwrap());
+    store.set_pending_email(&user, &new).await.unwrap();
+    store.set_pending_email(&user, &newer).await.unwrap();
+    assert_eq!(
+        store.email(&user).await.unwrap(),
+        Some(StoredEmail {
+            address: old.clone(),
+            verified: true,
+            pending: Some(newer.clone())
+        })
+    );
+    assert_eq!(store.find_by_email(&old).await.unwrap(), Some(user.clone()));
+    assert!(!store.verify_email(&user, &new).await.unwrap(), "replaced");
+    assert!(
+        !store.verify_email(&user, &old).await.unwrap(),
+        "already verified"
+    );
+    assert!(store.verify_email(&user, &newer).await.unwrap());
+    assert_eq!(
+        store.email(&user).await.unwrap(),
+        Some(StoredEmail {
+            address: newer.clone(),
+            verified: true,
+            pending: None
+        })
+    );
+    assert_eq!(store.find_by_email(&old).await.unwrap(), None);
+    assert_eq!(store.find_by_email(&newer).await.unwrap(), Some(user));
 }

@@ -422,6 +422,23 @@ impl RequestAuth {
             .await
     }
 
+    /// Changes the user's address, given the owner's proof (see
+    /// [`Authenticator::change_email`]); the session gets a new ID.
+    pub async fn change_email(
+        &self,
+        address: &str,
+        proof: &crate::flow::FactorProof,
+    ) -> Result<(), AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .change_email(&mut session, proof, address, &self.client)
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
     /// Confirms an address with the token from its verification link.
     pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
         self.authenticator().verify_email(token, &self.client).await
@@ -489,6 +506,13 @@ impl RequestAuth {
         let id = self.user_id().await?;
         let accounts = self.authenticator().accounts();
         Ok(accounts.second_factors(&id).await?.contains(&Factor::Totp))
+    }
+
+    /// The user's address as the toolkit keeps it (one read of the account
+    /// store).
+    pub async fn email(&self) -> Result<Option<crate::account::StoredEmail>, AuthError> {
+        let id = self.user_id().await?;
+        Ok(self.authenticator().accounts().email(&id).await?)
     }
 
     /// How many unused recovery codes the user has.

@@ -12,8 +12,8 @@ use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login,
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
-    ProofBody, ResetBody, VerifyBody,
+    ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
+    MagicBody, ProofBody, ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 
@@ -50,6 +50,7 @@ pub fn app(
         .service(resource("/api/login/magic/finish").post(finish_magic_link))
         .service(protected("/api/me").get(me))
         .service(protected("/api/password").post(change_password))
+        .service(protected("/api/email").post(change_email))
         .service(protected("/api/sessions").get(list_sessions))
         .service(protected("/api/sessions/revoke-others").post(revoke_others))
         .service(protected("/api/sessions/{id}").delete(revoke_session))
@@ -88,6 +89,7 @@ pub fn app(
         .service(protected("/account/mfa/confirm").post(account_mfa_confirm))
         .service(protected("/account/mfa/disable").post(account_mfa_disable))
         .service(protected("/account/mfa/recovery-codes").post(account_recovery_codes))
+        .service(protected("/account/email").post(account_email))
         .default_service(web::to(not_found))
         // Last `wrap`: the outermost middleware.
         .wrap(AuthMiddleware::new(auth))
@@ -405,4 +407,18 @@ async fn magic_request_form(
     form: Result<web::Form<h::LinkForm>, Error>,
 ) -> HttpResponse {
     reply(h::magic_request_form(&auth, form_body(form)).await)
+}
+
+async fn change_email(
+    auth: AuthSession,
+    body: Result<web::Json<EmailChangeBody>, Error>,
+) -> HttpResponse {
+    reply(h::change_email(&auth, json_body(body)).await)
+}
+
+async fn account_email(
+    auth: AuthSession,
+    form: Result<web::Form<h::EmailForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_email(&auth, form_body(form)).await)
 }

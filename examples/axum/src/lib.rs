@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
-    ProofBody, ResetBody, VerifyBody,
+    ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
+    MagicBody, ProofBody, ResetBody, VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -32,6 +32,7 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/mfa/totp/enroll", post(totp_enroll))
         .route("/api/mfa/totp/confirm", post(totp_confirm))
         .route("/api/mfa/totp", delete(totp_disable))
+        .route("/api/email", post(change_email))
         .route_layer(RequireLayer::login());
     // New recovery codes also need a session that proved the second factor.
     let api_mfa = Router::new()
@@ -47,6 +48,7 @@ pub fn app(auth: Auth) -> Router {
         .route("/account/mfa/confirm", post(account_mfa_confirm))
         .route("/account/mfa/disable", post(account_mfa_disable))
         .route("/account/mfa/recovery-codes", post(account_recovery_codes))
+        .route("/account/email", post(account_email))
         .route_layer(RequireLayer::login());
     Router::new()
         .route("/api/register", post(register))
@@ -371,4 +373,18 @@ async fn magic_request_form(
     form: Result<Form<h::LinkForm>, FormRejection>,
 ) -> Response {
     reply(h::magic_request_form(&auth, form_body(form)).await)
+}
+
+async fn change_email(
+    auth: AuthSession,
+    body: Result<Json<EmailChangeBody>, JsonRejection>,
+) -> Response {
+    reply(h::change_email(&auth, json_body(body)).await)
+}
+
+async fn account_email(
+    auth: AuthSession,
+    form: Result<Form<h::EmailForm>, FormRejection>,
+) -> Response {
+    reply(h::account_email(&auth, form_body(form)).await)
 }

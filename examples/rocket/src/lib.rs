@@ -12,8 +12,8 @@ use auth_rocket::{
 };
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, MAX_BODY_BYTES, MagicBody,
-    ProofBody, ResetBody, VerifyBody, error_json,
+    ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
+    MagicBody, ProofBody, ResetBody, VerifyBody, error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -70,6 +70,7 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         regenerate_recovery_codes,
         totp_confirm,
         totp_disable,
+        change_email,
         home,
         stylesheet,
         login_page,
@@ -88,6 +89,7 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         account_mfa_confirm,
         account_mfa_disable,
         account_recovery_codes,
+        account_email,
         forgot_password,
         reset_password,
         verify_email,
@@ -518,4 +520,22 @@ async fn magic_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResp
 #[post("/login/magic/request", data = "<form>")]
 async fn magic_request_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResponder {
     reply(h::magic_request_form(&auth, form.0).await)
+}
+
+#[post("/api/email", data = "<body>")]
+async fn change_email(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<EmailChangeBody>,
+) -> ReplyResponder {
+    reply(h::change_email(&auth, body.0).await)
+}
+
+#[post("/account/email", data = "<form>")]
+async fn account_email(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::EmailForm>,
+) -> ReplyResponder {
+    reply(h::account_email(&auth, form.0).await)
 }

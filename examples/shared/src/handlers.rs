@@ -14,8 +14,8 @@ use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChangePassword, CodeBody, Credentials, EnrollBody, ForgotBody, LoginAnswer, MagicBody, Me,
-    ProofBody, Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
+    ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, LoginAnswer,
+    MagicBody, Me, ProofBody, Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -163,6 +163,18 @@ pub async fn reset_password(auth: &RequestAuth, body: Body<ResetBody>) -> Reply 
         .reset_password(&body.token, &Password::from(body.new_password))
         .await;
     unwrap_reply(result.map(|()| no_content()))
+}
+
+/// `POST /api/email` (behind `require_login`): 202; a link goes to the
+/// new address, a notice to the old one; the session gets a new ID.
+pub async fn change_email(auth: &RequestAuth, body: Body<EmailChangeBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let proof = FactorProof::new(Password::from(body.password), body.code);
+    let result = auth.change_email(&body.email, &proof).await;
+    unwrap_reply(result.map(|()| Reply::json(202, "{}".to_owned())))
 }
 
 /// `POST /api/email/verify`: 204.
@@ -576,11 +588,30 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
 <button>Turn off two-factor authentication</button></form>"#
         )
     };
+    let email = match auth.email().await? {
+        Some(e) if e.verified => format!("<p>Email: {}</p>", pages::escape(&e.address)),
+        Some(e) => format!(
+            "<p>Email: {} (not confirmed yet)</p>",
+            pages::escape(&e.address)
+        ),
+        None => "<p>No email address: you cannot reset your password.</p>".to_owned(),
+    };
+    let email_code = if auth.totp_enabled().await? {
+        code.replace(" required>", ">")
+    } else {
+        String::new()
+    };
     let body = format!(
         r#"<p>Logged in as <b>{name}</b>.</p>
 <h2>Active sessions</h2><table><tr><th>IP</th><th>Browser</th><th></th></tr>{rows}</table>
 <form method="post" action="/account/revoke-others">{token}<button>Sign out everywhere else</button></form>
 <h2>Two-factor authentication</h2>{mfa}
+<h2>Email address</h2>{email}
+<form method="post" action="/account/email">{token}
+<label>New address <input name="email" type="email" autocomplete="email" required></label>
+{password}
+{email_code}
+<button>Change address</button></form>
 <h2>Change password</h2>
 <form method="post" action="/account/password">{token}
 <label>Current password <input name="current_password" type="password" autocomplete="current-password" required></label>
@@ -915,6 +946,52 @@ pub async fn account_mfa_disable(auth: &RequestAuth, form: Body<ReauthForm>) -> 
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
         Err(error) => mfa_action_error(auth, &error).await,
+    }
+}
+
+/// `POST /account/email` (form with the new address, the password and,
+/// with a second factor, a code; behind `require_login`).
+pub async fn account_email(auth: &RequestAuth, form: Body<EmailForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
+    };
+    let proof = FactorProof::new(Password::from(form.password), form.code);
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.change_email(&form.email, &proof),
+    )
+    .await;
+    match result {
+        Ok(()) => html(
+            200,
+            pages::message(
+                "Email address",
+                "We mailed a link to the new address: it takes effect once you open it. \
+                 Your old address was told.",
+            ),
+        ),
+        Err(error) => mfa_action_error(auth, &error).await,
+    }
+}
+
+/// `POST /account/email` form.
+#[derive(Deserialize)]
+pub struct EmailForm {
+    /// The new address.
+    pub email: String,
+    /// The current password.
+    pub password: String,
+    /// A TOTP or recovery code (empty or absent without a second factor).
+    pub code: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for EmailForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmailForm([REDACTED])")
     }
 }
 

@@ -355,6 +355,20 @@ pub struct ForgotBody {
     pub login: String,
 }
 
+/// `POST /api/email` body: the new address and the proof an account
+/// change needs.
+#[derive(Deserialize)]
+pub struct EmailChangeBody {
+    /// The new address.
+    pub email: String,
+    /// The current password.
+    pub password: String,
+    /// A current TOTP or recovery code, once the account has a second
+    /// factor.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
 /// `POST /api/login/magic` body.
 #[derive(Deserialize)]
 pub struct MagicBody {
@@ -658,6 +672,11 @@ redacted_debug!(
     },
     VerifyBody { token },
     MagicBody { login },
+    EmailChangeBody {
+        email,
+        password,
+        code
+    },
     ChangePassword {
         current_password,
         new_password

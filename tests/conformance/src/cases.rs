@@ -1453,3 +1453,71 @@ pub async fn a_magic_link_signs_in_once<F: HarnessFactory>() {
         .await;
     assert_eq!(again.status, 400, "a link works once");
 }
+
+/// A change of address needs the password with the request; the old
+/// verified address is told and stays in effect until the new one is
+/// verified; then the new one receives resets and the old finds nobody.
+pub async fn a_change_of_address_takes_effect_once_verified<F: HarnessFactory>() {
+    let app = app::<F>();
+    let old = registered_with_verified_email(&app, "alice").await;
+    let new = crate::fresh_address("alice-new");
+    let cookie = app.login("alice").await;
+    let wrong = app
+        .post_json(
+            "/api/email",
+            json!({"email": new, "password": "not the password"}),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        app.post_json(
+            "/api/email",
+            json!({"email": new, "password": PASSWORD}),
+            None
+        )
+        .await
+        .status,
+        401,
+        "needs a login"
+    );
+    let r = app
+        .post_json(
+            "/api/email",
+            json!({"email": new, "password": PASSWORD}),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let cookie = r.session_cookie().expect("a new session ID").0;
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+    let notice = crate::mail_to(&old).await.expect("the old address is told");
+    assert!(notice.body.contains(&new), "{}", notice.body);
+    assert!(
+        crate::link_token(&notice.body).is_none(),
+        "no link to the old address"
+    );
+    let link = crate::mail_to(&new)
+        .await
+        .expect("a link to the new address");
+    // Until verified, the old address is the account's.
+    let token = reset_token(&app, &old, &old).await;
+    assert!(!token.is_empty());
+    let r = app
+        .post_json(
+            "/api/email/verify",
+            json!({"token": crate::link_token(&link.body).unwrap()}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    reset_token(&app, &new, &new).await;
+    let r = app
+        .post_json("/api/password/forgot", json!({"login": old}), None)
+        .await;
+    assert_eq!(r.status, 202);
+    assert!(
+        crate::no_mail_to(&old, Duration::from_millis(500)).await,
+        "the old address finds nobody now"
+    );
+}

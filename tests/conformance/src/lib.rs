@@ -443,6 +443,7 @@ macro_rules! conformance_suite {
             verification_links_work_once,
             the_reset_pages_work_without_script,
             a_magic_link_signs_in_once,
+            a_change_of_address_takes_effect_once_verified,
             one_ip_is_throttled_across_accounts,
             spoofed_forwarded_headers_are_ignored,
             forwarded_headers_from_a_trusted_proxy_are_honoured,
@@ -498,6 +499,7 @@ macro_rules! conformance_suite {
             a_wrong_code_for_a_factor_change_is_throttled,
             each_factor_change_ends_the_other_sessions,
             the_account_page_takes_the_proof_with_each_factor_change,
+            the_account_page_changes_the_address_with_proof,
         );
     };
     (@cases $f:ty; $($case:ident),* $(,)?) => {

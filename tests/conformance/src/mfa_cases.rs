@@ -1031,3 +1031,60 @@ pub async fn a_magic_link_still_asks_for_the_second_factor<F: HarnessFactory>() 
     let cookie = r.session_cookie().unwrap().0;
     assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
 }
+
+/// The account page changes the address with the password (and, once a
+/// second factor is on, a code), and shows whether it is confirmed.
+pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>() {
+    let app = app::<F>();
+    let old = crate::cases::registered_with_verified_email(&app, "alice").await;
+    let cookie = app.login("alice").await;
+    let account = |cookie: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .send(
+                    TestApp::req("GET", "/account")
+                        .header("cookie", &cookie)
+                        .header("accept", "text/html"),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.text()
+        }
+    };
+    let html = account(cookie.clone()).await;
+    assert!(html.contains(&old), "the verified address is shown");
+    let form = form_with_action(&html, "/account/email");
+    let token = form_token_of(form);
+    let new = crate::fresh_address("alice-new");
+    let wrong = app
+        .post_form(
+            "/account/email",
+            &format!("email={new}&password=wrong+password&csrf_token={token}"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    let r = app
+        .post_form(
+            "/account/email",
+            &format!(
+                "email={new}&password={}&csrf_token={token}",
+                PASSWORD.replace(' ', "+")
+            ),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r.session_cookie().expect("a new session ID").0;
+    assert!(
+        crate::mail_to(&new).await.is_some(),
+        "a link to the new address"
+    );
+    assert!(
+        crate::mail_to(&old).await.is_some(),
+        "a notice to the old one"
+    );
+    let html = account(cookie).await;
+    assert!(html.contains(&old), "in effect until confirmed");
+}
