@@ -466,3 +466,73 @@ async fn sign_in_can_require_a_verified_address() {
         .await
         .unwrap();
 }
+
+/// The answer to a reset or magic-link request never waits for the mail
+/// server: with a server that accepts the connection and never speaks,
+/// the requests still answer (the mail is sent out of band), for a real
+/// account exactly as for an unknown name.
+#[tokio::test]
+async fn requests_never_wait_for_the_mail_server() {
+    logs();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "smtp://127.0.0.1:{}?insecure_plaintext=true",
+        silent.local_addr().unwrap().port()
+    );
+    // Holds the connections open, saying nothing, for longer than the
+    // test waits (the thread ends with the test binary).
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(300));
+        drop(held);
+    });
+    let accounts = Arc::new(MemoryAccountStore::new());
+    let users = Arc::new(MemoryUserStore::new());
+    let auth = Auth::builder(users)
+        .accounts(accounts.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .mail(
+            Arc::new(
+                SmtpMailer::from_url(&url, "app@app.test")
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(600))
+                    .unwrap(),
+            ),
+            MailLinks::new("https://app.test").unwrap(),
+        )
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let user = flows
+        .register("alice", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    accounts
+        .set_email(user.id(), "alice@mail.test")
+        .await
+        .unwrap();
+    assert!(
+        accounts
+            .verify_email(user.id(), "alice@mail.test")
+            .await
+            .unwrap()
+    );
+    // A generous bound for a liveness check (no timing is measured): had
+    // the request awaited the silent server, it would not answer at all.
+    let bound = Duration::from_secs(30);
+    for login in ["alice", "nobody", "alice@mail.test"] {
+        tokio::time::timeout(bound, flows.request_password_reset(login, &client()))
+            .await
+            .expect("answered without waiting for the mail")
+            .unwrap();
+        tokio::time::timeout(bound, flows.request_magic_link(login, &client()))
+            .await
+            .expect("answered without waiting for the mail")
+            .unwrap();
+    }
+}
