@@ -195,21 +195,29 @@ impl Authenticator {
             return Err(AuthError::InvalidCredentials);
         };
         self.throttle_success(&account, client).await?;
+        self.sign_in(user, &hash, Factor::Password, current, client)
+            .await
+    }
+
+    /// A sign-in whose first factor (`first`) succeeded: the optional
+    /// verified-address rule, then a fresh session (MFA-pending when the
+    /// user has second factors), audited.
+    pub(super) async fn sign_in(
+        &self,
+        user: &AnyUser,
+        hash: &str,
+        first: Factor,
+        current: Option<&Session>,
+        client: &Client,
+    ) -> Result<LoginOutcome, AuthError> {
         self.check_verified(user, client).await?;
-        let (session, methods) = self
-            .enter_as(user, &hash, Factor::Password, current, client)
-            .await?;
+        let (session, methods) = self.enter_as(user, hash, first, current, client).await?;
         let kind = if methods.is_empty() {
             AuthEventKind::LoginSucceeded
         } else {
             AuthEventKind::LoginMfaRequired
         };
-        self.success(
-            kind,
-            Some(user.id()),
-            Some(client.ip),
-            Some(Factor::Password),
-        );
+        self.success(kind, Some(user.id()), Some(client.ip), Some(first));
         Ok(if methods.is_empty() {
             LoginOutcome::LoggedIn(session)
         } else {
@@ -343,22 +351,7 @@ impl Authenticator {
         client: &Client,
         factor: Factor,
     ) -> Result<(), AuthError> {
-        let stamp = self
-            .inner
-            .stamps
-            .of(user, hash)
-            .await
-            .map_err(AuthError::internal)?;
-        let now = self.now();
-        self.inner
-            .sessions
-            .rotate_with(session, |record| {
-                record.security_stamp = Some(stamp.to_string());
-                if let AuthState::Authenticated { at, .. } = &mut record.auth {
-                    *at = now;
-                }
-            })
-            .await?;
+        self.renew_after_proof(session, user, hash).await?;
         self.success(
             AuthEventKind::Reauthenticated,
             Some(user.id()),

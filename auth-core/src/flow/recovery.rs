@@ -252,6 +252,38 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The audited refusal of a link: one answer,
+    /// [`AuthError::InvalidToken`], whatever was wrong with it.
+    fn refuse_link<'a>(
+        &'a self,
+        kind: AuthEventKind,
+        factor: Option<Factor>,
+        client: &'a Client,
+    ) -> impl Fn(Option<&str>) -> AuthError + 'a {
+        move |user| {
+            self.failure(kind, user, client, factor, FailureReason::InvalidToken);
+            AuthError::InvalidToken
+        }
+    }
+
+    /// Parses and consumes a link's token of `purpose`: its record, or the
+    /// refusal.
+    async fn consume_link(
+        &self,
+        token: &str,
+        purpose: Purpose,
+        refuse: &impl Fn(Option<&str>) -> AuthError,
+    ) -> Result<TokenRecord, AuthError> {
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Err(refuse(None));
+        };
+        self.inner
+            .tokens
+            .consume(&token.key(), purpose, self.now())
+            .await?
+            .ok_or_else(|| refuse(None))
+    }
+
     /// A fresh token of `purpose` for `user_id`, bound to `binding`.
     async fn issue_token(
         &self,
@@ -312,27 +344,10 @@ impl Authenticator {
     /// unknown, expired, used or stale token), [`AuthError::Throttled`].
     pub async fn verify_email(&self, token: &str, client: &Client) -> Result<(), AuthError> {
         self.throttle_ip(client).await?;
-        let refuse = |user: Option<&str>| {
-            self.failure(
-                AuthEventKind::EmailVerificationFailed,
-                user,
-                client,
-                None,
-                FailureReason::InvalidToken,
-            );
-            AuthError::InvalidToken
-        };
-        let Some(token) = SingleUseToken::parse(token.trim()) else {
-            return Err(refuse(None));
-        };
-        let Some(record) = self
-            .inner
-            .tokens
-            .consume(&token.key(), Purpose::EmailVerification, self.now())
-            .await?
-        else {
-            return Err(refuse(None));
-        };
+        let refuse = self.refuse_link(AuthEventKind::EmailVerificationFailed, None, client);
+        let record = self
+            .consume_link(token, Purpose::EmailVerification, &refuse)
+            .await?;
         let accounts = &self.inner.accounts;
         let current = accounts.email(&record.user_id).await?;
         let binding = record.binding.as_bytes();
@@ -510,27 +525,10 @@ impl Authenticator {
         current: Option<&Session>,
     ) -> Result<LoginOutcome, AuthError> {
         self.throttle_ip(client).await?;
-        let refuse = |user: Option<&str>| {
-            self.failure(
-                AuthEventKind::LoginFailed,
-                user,
-                client,
-                Some(Factor::EmailLink),
-                FailureReason::InvalidToken,
-            );
-            AuthError::InvalidToken
-        };
-        let Some(token) = SingleUseToken::parse(token.trim()) else {
-            return Err(refuse(None));
-        };
-        let Some(record) = self
-            .inner
-            .tokens
-            .consume(&token.key(), Purpose::MagicLink, self.now())
-            .await?
-        else {
-            return Err(refuse(None));
-        };
+        let refuse = self.refuse_link(AuthEventKind::LoginFailed, Some(Factor::EmailLink), client);
+        let record = self
+            .consume_link(token, Purpose::MagicLink, &refuse)
+            .await?;
         let user = match self.inner.users.find_by_id(&record.user_id).await? {
             Some(user) if !user.is_disabled() => user,
             _ => return Err(refuse(Some(&record.user_id))),
@@ -543,28 +541,10 @@ impl Authenticator {
         ) {
             return Err(refuse(Some(user.id())));
         }
-        self.check_verified(&user, client).await?;
-        let (session, methods) = self
-            .enter_as(&user, &hash, Factor::EmailLink, current, client)
-            .await?;
         self.throttle_success(&link_account(user.id(), Purpose::MagicLink), client)
             .await?;
-        let kind = if methods.is_empty() {
-            AuthEventKind::LoginSucceeded
-        } else {
-            AuthEventKind::LoginMfaRequired
-        };
-        self.success(
-            kind,
-            Some(user.id()),
-            Some(client.ip),
-            Some(Factor::EmailLink),
-        );
-        Ok(if methods.is_empty() {
-            LoginOutcome::LoggedIn(session)
-        } else {
-            LoginOutcome::MfaRequired { session, methods }
-        })
+        self.sign_in(&user, &hash, Factor::EmailLink, current, client)
+            .await
     }
 
     /// With [`require_verified_email`](super::AuthBuilder::require_verified_email):
@@ -637,16 +617,11 @@ impl Authenticator {
         client: &Client,
     ) -> Result<(), AuthError> {
         self.throttle_ip(client).await?;
-        let refuse = |user: Option<&str>| {
-            self.failure(
-                AuthEventKind::PasswordResetFailed,
-                user,
-                client,
-                Some(Factor::Password),
-                FailureReason::InvalidToken,
-            );
-            AuthError::InvalidToken
-        };
+        let refuse = self.refuse_link(
+            AuthEventKind::PasswordResetFailed,
+            Some(Factor::Password),
+            client,
+        );
         let Some(token) = SingleUseToken::parse(token.trim()) else {
             return Err(refuse(None));
         };
