@@ -60,6 +60,7 @@ impl AllowedHosts {
                     None => (false, entry),
                 };
                 let (name, port) = split_host(rest).ok_or_else(|| InvalidHost(entry.into()))?;
+                let name = name.to_ascii_lowercase();
                 let valid = !name.is_empty()
                     && name.bytes().all(|b| {
                         b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
@@ -92,12 +93,15 @@ impl AllowedHosts {
         let Some((name, port)) = host.and_then(split_host) else {
             return false;
         };
+        // Compared without allocating: entries are lowercase already.
+        let name = name.as_bytes();
         self.entries.iter().any(|entry| {
-            let name_matches = name == entry.name
+            let wanted = entry.name.as_bytes();
+            let name_matches = name.eq_ignore_ascii_case(wanted)
                 || (entry.subdomains
-                    && name
-                        .strip_suffix(entry.name.as_str())
-                        .is_some_and(|head| head.ends_with('.')));
+                    && name.len() > wanted.len()
+                    && name[name.len() - wanted.len()..].eq_ignore_ascii_case(wanted)
+                    && name[name.len() - wanted.len() - 1] == b'.');
             name_matches && entry.port.is_none_or(|p| port == Some(p))
         })
     }
@@ -120,8 +124,8 @@ impl fmt::Debug for AllowedHosts {
     }
 }
 
-/// `host[:port]` as (lowercase name without a trailing dot, port).
-fn split_host(value: &str) -> Option<(String, Option<u16>)> {
+/// `host[:port]` as (the name without a trailing dot, port).
+fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
     let value = value.trim_matches([' ', '\t']);
     let (name, port) = if value.starts_with('[') {
         let end = value.find(']')?;
@@ -144,7 +148,7 @@ fn split_host(value: &str) -> Option<(String, Option<u16>)> {
     if name.is_empty() || name.contains([':', '/', '@']) && !name.starts_with('[') {
         return None;
     }
-    Some((name.to_ascii_lowercase(), port))
+    Some((name, port))
 }
 
 #[cfg(test)]

@@ -180,27 +180,38 @@ impl Auth {
         self.parts.csrf.check(&meta)
     }
 
-    /// Step 2: the client behind the request.
+    /// Step 2: the client behind the request, with its device cookie (see
+    /// [`Client::device`]).
     pub fn client<'a>(
+        &self,
+        peer: IpAddr,
+        headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> Client {
+        let mut client = self.base_client(peer, headers.clone());
+        let cookies = headers
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value);
+        client.device = self.authenticator().cookies().device_id(cookies);
+        client
+    }
+
+    /// The client without its device cookie: what every request needs
+    /// (decoding the device cookie waits until a flow that throttles asks).
+    fn base_client<'a>(
         &self,
         peer: IpAddr,
         headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
     ) -> Client {
         let ip = self.parts.proxies.client_ip(peer, headers.clone());
         let user_agent = headers
-            .clone()
             .into_iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
             .map(|(_, value)| value.chars().take(512).collect());
-        let cookies = headers
-            .into_iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-            .map(|(_, value)| value);
-        let device = self.authenticator().cookies().device_id(cookies);
         Client {
             ip,
             user_agent,
-            device,
+            device: None,
         }
     }
 

@@ -126,7 +126,10 @@ impl std::fmt::Debug for Finish {
 /// serialised by an async lock; it is never held across the handler.
 pub struct RequestAuth {
     auth: Auth,
+    /// The client without its device cookie (see [`RequestAuth::client`]).
     client: Client,
+    /// The client with its device cookie, decoded when a flow first asks.
+    full_client: std::sync::OnceLock<Client>,
     /// The raw `Cookie` header values: they hold the session ID, so
     /// `Debug` never prints them.
     cookies: Vec<String>,
@@ -136,7 +139,7 @@ pub struct RequestAuth {
 impl std::fmt::Debug for RequestAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestAuth")
-            .field("client", &self.client)
+            .field("client", self.client())
             .field(
                 "cookies",
                 &format_args!("[{} REDACTED]", self.cookies.len()),
@@ -177,7 +180,7 @@ impl Auth {
             let refusal = Reply::error(&AuthError::Internal("no client address".into()));
             return Err(self.with_security_headers(refusal));
         };
-        let client = self.client(peer, headers.clone());
+        let client = self.base_client(peer, headers.clone());
         let cookies = headers
             .into_iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
@@ -186,6 +189,7 @@ impl Auth {
         Ok(RequestAuth {
             auth: self.clone(),
             client,
+            full_client: std::sync::OnceLock::new(),
             cookies,
             slot: Mutex::new(Slot {
                 loaded: false,
@@ -323,9 +327,17 @@ impl RequestAuth {
         self.auth.authenticator()
     }
 
-    /// The client (IP through trusted proxies, user agent).
+    /// The client (IP through trusted proxies, user agent, device cookie;
+    /// the cookie is decoded on the first call, so requests that run no
+    /// flow never pay for it).
     pub fn client(&self) -> &Client {
-        &self.client
+        self.full_client.get_or_init(|| {
+            let cookies = self.auth.authenticator().cookies();
+            Client {
+                device: cookies.device_id(self.cookies.iter().map(String::as_str)),
+                ..self.client.clone()
+            }
+        })
     }
 
     async fn slot(&self) -> Result<MutexGuard<'_, Slot>, AuthError> {
@@ -409,7 +421,7 @@ impl RequestAuth {
     /// in. Needs a store with [`UserStore::create`](crate::UserStore::create).
     pub async fn register(&self, login: &str, password: &Password) -> Result<AnyUser, AuthError> {
         self.authenticator()
-            .register(login, password, &self.client)
+            .register(login, password, self.client())
             .await
     }
 
@@ -418,7 +430,7 @@ impl RequestAuth {
     /// see [`Authenticator::set_email`]).
     pub async fn set_email(&self, user: &AnyUser, address: &str) -> Result<(), AuthError> {
         self.authenticator()
-            .set_email(user, address, &self.client)
+            .set_email(user, address, self.client())
             .await
     }
 
@@ -432,7 +444,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .change_email(&mut session, proof, address, &self.client)
+                .change_email(&mut session, proof, address, self.client())
                 .await;
             (session, result)
         })
@@ -441,7 +453,7 @@ impl RequestAuth {
 
     /// Confirms an address with the token from its verification link.
     pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
-        self.authenticator().verify_email(token, &self.client).await
+        self.authenticator().verify_email(token, self.client()).await
     }
 
     /// Asks for a password reset for a login name or verified address:
@@ -449,7 +461,7 @@ impl RequestAuth {
     /// see [`Authenticator::request_password_reset`]).
     pub async fn request_password_reset(&self, login: &str) -> Result<(), AuthError> {
         self.authenticator()
-            .request_password_reset(login, &self.client)
+            .request_password_reset(login, self.client())
             .await
     }
 
@@ -458,7 +470,7 @@ impl RequestAuth {
     /// [`Authenticator::request_magic_link`]).
     pub async fn request_magic_link(&self, login: &str) -> Result<(), AuthError> {
         self.authenticator()
-            .request_magic_link(login, &self.client)
+            .request_magic_link(login, self.client())
             .await
     }
 
@@ -486,7 +498,7 @@ impl RequestAuth {
         new_password: &Password,
     ) -> Result<(), AuthError> {
         self.authenticator()
-            .reset_password(token, new_password, &self.client)
+            .reset_password(token, new_password, self.client())
             .await
     }
 
@@ -563,13 +575,13 @@ impl RequestAuth {
     /// The client of a sign-in: a browser without a device cookie gets a
     /// new one (set with the response if the sign-in succeeds).
     fn sign_in_client(&self) -> Result<(Cow<'_, Client>, Option<SessionId>), AuthError> {
-        if self.client.device.is_some() {
-            return Ok((Cow::Borrowed(&self.client), None));
+        if self.client().device.is_some() {
+            return Ok((Cow::Borrowed(self.client()), None));
         }
         let device = SessionId::generate().map_err(AuthError::internal)?;
         let client = Client {
             device: Some(device.clone()),
-            ..self.client.clone()
+            ..self.client().clone()
         };
         Ok((Cow::Owned(client), Some(device)))
     }
@@ -582,7 +594,7 @@ impl RequestAuth {
         let session = slot.session.take();
         slot.set(None);
         if let Some(session) = session {
-            self.authenticator().logout(session, &self.client).await?;
+            self.authenticator().logout(session, self.client()).await?;
         }
         Ok(())
     }
@@ -615,7 +627,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .change_password(&mut session, current, new, &self.client)
+                .change_password(&mut session, current, new, self.client())
                 .await;
             (session, result)
         })
@@ -637,7 +649,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .sign_out_everywhere(&mut session, &self.client)
+                .sign_out_everywhere(&mut session, self.client())
                 .await;
             (session, result)
         })
@@ -657,7 +669,7 @@ impl RequestAuth {
         let session = slot.session.clone().ok_or(AuthError::NotAuthenticated)?;
         let found = self
             .authenticator()
-            .revoke_session(&session, handle, &self.client)
+            .revoke_session(&session, handle, self.client())
             .await?;
         if found && session.handle() == *handle {
             slot.set(None);
@@ -680,12 +692,12 @@ impl RequestAuth {
             let result = match code {
                 Some(code) => {
                     authenticator
-                        .reauthenticate_with_code(&mut session, password, code, &self.client)
+                        .reauthenticate_with_code(&mut session, password, code, self.client())
                         .await
                 }
                 None => {
                     authenticator
-                        .reauthenticate(&mut session, password, &self.client)
+                        .reauthenticate(&mut session, password, self.client())
                         .await
                 }
             };
@@ -701,7 +713,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .login_totp(&mut session, code, &self.client)
+                .login_totp(&mut session, code, self.client())
                 .await;
             (session, result)
         })
@@ -714,7 +726,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .login_recovery(&mut session, code, &self.client)
+                .login_recovery(&mut session, code, self.client())
                 .await;
             (session, result)
         })
@@ -733,7 +745,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .begin_totp_enrollment(&mut session, proof, &self.client)
+                .begin_totp_enrollment(&mut session, proof, self.client())
                 .await;
             (session, result)
         })
@@ -747,7 +759,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .confirm_totp(&mut session, code, &self.client)
+                .confirm_totp(&mut session, code, self.client())
                 .await;
             (session, result)
         })
@@ -762,7 +774,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .disable_totp(&mut session, proof, &self.client)
+                .disable_totp(&mut session, proof, self.client())
                 .await;
             (session, result)
         })
@@ -780,7 +792,7 @@ impl RequestAuth {
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
-                .regenerate_recovery_codes(&mut session, proof, &self.client)
+                .regenerate_recovery_codes(&mut session, proof, self.client())
                 .await;
             (session, result)
         })
@@ -822,7 +834,7 @@ impl RequestAuth {
     /// has none.
     async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthError> {
         if slot.session.is_none() {
-            let session = self.authenticator().anonymous_session(&self.client).await?;
+            let session = self.authenticator().anonymous_session(self.client()).await?;
             slot.set(Some(session));
             slot.action = CookieAction::Set;
         }

@@ -57,7 +57,7 @@ fn main() {
         };
         let mut bytes = 0;
         for _ in 0..count {
-            let mut request = Request::get("/api/me");
+            let mut request = Request::get("/api/me").header("host", "localhost");
             if let Some(cookie) = &cookie {
                 request = request.header("cookie", cookie);
             }
@@ -124,6 +124,7 @@ async fn logged_in(router: axum::Router) -> (axum::Router, String) {
             .clone()
             .oneshot(
                 Request::post(path)
+                    .header("host", "localhost")
                     .header("content-type", "application/json")
                     .body(Body::from(credentials))
                     .expect("request"),
@@ -135,12 +136,15 @@ async fn logged_in(router: axum::Router) -> (axum::Router, String) {
             "{path}: {}",
             response.status()
         );
-        cookie = response
+        // What a browser sends back: every cookie the login set (the
+        // session's and the device cookie).
+        let pairs: Vec<&str> = response
             .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned);
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next())
+            .collect();
+        cookie = (!pairs.is_empty()).then(|| pairs.join("; "));
     }
     (router, cookie.expect("login sets a cookie"))
 }
