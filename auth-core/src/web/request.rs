@@ -453,7 +453,9 @@ impl RequestAuth {
 
     /// Confirms an address with the token from its verification link.
     pub async fn verify_email(&self, token: &str) -> Result<(), AuthError> {
-        self.authenticator().verify_email(token, self.client()).await
+        self.authenticator()
+            .verify_email(token, self.client())
+            .await
     }
 
     /// Asks for a password reset for a login name or verified address:
@@ -834,7 +836,10 @@ impl RequestAuth {
     /// has none.
     async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthError> {
         if slot.session.is_none() {
-            let session = self.authenticator().anonymous_session(self.client()).await?;
+            let session = self
+                .authenticator()
+                .anonymous_session(self.client())
+                .await?;
             slot.set(Some(session));
             slot.action = CookieAction::Set;
         }
