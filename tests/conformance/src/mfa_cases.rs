@@ -51,6 +51,19 @@ fn renewed(r: &TestResponse, old: &str) -> String {
     new
 }
 
+/// The `/account` page of the session `cookie`, as HTML.
+async fn account_html(app: &TestApp, cookie: &str) -> String {
+    let r = app
+        .send(
+            TestApp::req("GET", "/account")
+                .header("cookie", cookie)
+                .header("accept", "text/html"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
 /// The recovery codes of an answer.
 fn codes_of(r: &TestResponse) -> Vec<String> {
     r.json()["recovery_codes"]
@@ -846,21 +859,7 @@ pub async fn the_account_page_takes_the_proof_with_each_factor_change<F: Harness
     let app = app::<F>();
     app.register("alice").await;
     let cookie = app.login("alice").await;
-    let page = |cookie: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .send(
-                    TestApp::req("GET", "/account")
-                        .header("cookie", &cookie)
-                        .header("accept", "text/html"),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{}", r.text());
-            r.text()
-        }
-    };
-    let html = page(cookie.clone()).await;
+    let html = account_html(&app, &cookie).await;
     let enroll_form = form_with_action(&html, "/account/mfa/enroll");
     assert!(
         enroll_form.contains(r#"name="password" type="password" autocomplete="current-password""#),
@@ -920,7 +919,7 @@ pub async fn the_account_page_takes_the_proof_with_each_factor_change<F: Harness
     let cookie = renewed(&r, &cookie);
     app.advance(STEP);
 
-    let html = page(cookie.clone()).await;
+    let html = account_html(&app, &cookie).await;
     for action in ["/account/mfa/recovery-codes", "/account/mfa/disable"] {
         let form = form_with_action(&html, action);
         assert!(
@@ -1038,21 +1037,7 @@ pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>(
     let app = app::<F>();
     let old = crate::cases::registered_with_verified_email(&app, "alice").await;
     let cookie = app.login("alice").await;
-    let account = |cookie: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .send(
-                    TestApp::req("GET", "/account")
-                        .header("cookie", &cookie)
-                        .header("accept", "text/html"),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{}", r.text());
-            r.text()
-        }
-    };
-    let html = account(cookie.clone()).await;
+    let html = account_html(&app, &cookie).await;
     assert!(html.contains(&old), "the verified address is shown");
     let form = form_with_action(&html, "/account/email");
     let token = form_token_of(form);
@@ -1085,6 +1070,6 @@ pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>(
         crate::mail_to(&old).await.is_some(),
         "a notice to the old one"
     );
-    let html = account(cookie).await;
+    let html = account_html(&app, &cookie).await;
     assert!(html.contains(&old), "in effect until confirmed");
 }
