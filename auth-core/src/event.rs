@@ -75,6 +75,15 @@ pub enum AuthEventKind {
     /// A sign-in link was asked for; `success` when one was mailed (the
     /// requester always gets the same answer).
     MagicLinkRequested,
+    /// A token sign-in completed: a refresh-token family began.
+    TokensIssued,
+    /// A refresh token was exchanged for new tokens.
+    TokensRefreshed,
+    /// A spent refresh token was presented again: its whole family was
+    /// revoked (a stolen token, or a client that lost an answer).
+    RefreshTokenReused,
+    /// A refresh-token family was revoked by its client (RFC 7009).
+    TokensRevoked,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always
@@ -98,6 +107,8 @@ pub enum FailureReason {
     LoginTaken,
     /// The login name is malformed.
     InvalidLogin,
+    /// A spent refresh token was presented again.
+    TokenReused,
     /// A TOTP or recovery code was wrong.
     InvalidCode,
     /// A TOTP code of an already used step, or a used recovery code.

@@ -59,6 +59,8 @@ mod sql_migration;
 mod sqlite_inline;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "jwt")]
+pub mod token;
 pub mod user;
 pub mod web;
 

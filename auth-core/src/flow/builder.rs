@@ -89,6 +89,8 @@ pub struct AuthBuilder {
     link_tokens: Option<Arc<dyn TokenStore>>,
     mail: Option<MailSetup>,
     require_verified_email: bool,
+    #[cfg(feature = "jwt")]
+    token_service: Option<Arc<crate::token::TokenService>>,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -127,6 +129,8 @@ impl Auth {
             link_tokens: None,
             mail: None,
             require_verified_email: false,
+            #[cfg(feature = "jwt")]
+            token_service: None,
         }
     }
 }
@@ -276,6 +280,16 @@ impl AuthBuilder {
         self
     }
 
+    /// Access and refresh tokens for API and mobile clients (feature
+    /// `jwt`): sign-in for tokens, refresh, revocation, and
+    /// `Authorization: Bearer` on every route (see
+    /// [`token`](crate::token)).
+    #[cfg(feature = "jwt")]
+    pub fn tokens(mut self, service: crate::token::TokenService) -> Self {
+        self.token_service = Some(Arc::new(service));
+        self
+    }
+
     /// The `Host` names the app answers to (default: any). Requests for
     /// another host get 400 before anything else runs: a defence against
     /// DNS rebinding, which matters most for servers on 127.0.0.1.
@@ -341,6 +355,8 @@ impl AuthBuilder {
                     .unwrap_or_else(|| Arc::new(MemoryTokenStore::new())),
                 mail: self.mail,
                 require_verified_email: self.require_verified_email,
+                #[cfg(feature = "jwt")]
+                token_service: self.token_service,
             }),
         };
         Ok(Auth::from_parts(

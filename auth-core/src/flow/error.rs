@@ -86,6 +86,17 @@ pub enum AuthError {
     /// `create`.
     #[error("not supported by this server")]
     Unsupported,
+    /// A refresh token is malformed, unknown, spent, revoked or expired,
+    /// or its user is gone or disabled (401; one answer for all).
+    #[error("invalid or expired token")]
+    InvalidGrant,
+    /// No token service is configured (501): API tokens cannot be issued.
+    #[error("API tokens are not available on this server")]
+    TokensUnavailable,
+    /// The operation spans several requests and needs a browser session;
+    /// a bearer token cannot carry its state (400).
+    #[error("this needs a browser session")]
+    SessionRequired,
     /// Storage or another internal failure (details in the source, never
     /// shown).
     #[error("internal error")]
@@ -96,9 +107,15 @@ impl AuthError {
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidCredentials | Self::NotAuthenticated | Self::InvalidCode => 401,
+            Self::InvalidCredentials
+            | Self::NotAuthenticated
+            | Self::InvalidCode
+            | Self::InvalidGrant => 401,
             Self::TotpAlreadyEnabled | Self::TotpNotEnabled | Self::LoginTaken => 409,
-            Self::MfaUnavailable | Self::Unsupported | Self::MailUnavailable => 501,
+            Self::MfaUnavailable
+            | Self::Unsupported
+            | Self::MailUnavailable
+            | Self::TokensUnavailable => 501,
             Self::ReauthenticationRequired
             | Self::CsrfToken
             | Self::SecondFactorRequired
@@ -106,7 +123,11 @@ impl AuthError {
             | Self::EmailNotVerified => 403,
             Self::Throttled { .. } => 429,
             Self::Busy => 503,
-            Self::Policy(_) | Self::InvalidLogin | Self::InvalidToken | Self::InvalidEmail => 400,
+            Self::Policy(_)
+            | Self::InvalidLogin
+            | Self::InvalidToken
+            | Self::InvalidEmail
+            | Self::SessionRequired => 400,
             Self::Internal(_) => 500,
         }
     }

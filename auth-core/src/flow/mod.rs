@@ -58,11 +58,15 @@ mod mfa;
 mod password;
 mod recovery;
 mod session;
+#[cfg(feature = "jwt")]
+mod tokens;
 
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
 pub use mfa::FactorProof;
 pub use recovery::{InvalidUrl, MailLinks};
+#[cfg(feature = "jwt")]
+pub use tokens::{TokenOutcome, TokenPair, amr};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -165,6 +169,8 @@ struct Inner {
     tokens: Arc<dyn crate::single_use::TokenStore>,
     mail: Option<recovery::MailSetup>,
     require_verified_email: bool,
+    #[cfg(feature = "jwt")]
+    token_service: Option<Arc<crate::token::TokenService>>,
 }
 
 /// A user's session stamp (see the module docs): what sessions record at

@@ -175,6 +175,8 @@ impl Authenticator {
             .sessions
             .destroy_all_for_user(user_id, None)
             .await;
+        #[cfg(feature = "jwt")]
+        self.revoke_families(user_id).await?;
         self.revoked(ended)
     }
 
@@ -220,6 +222,8 @@ impl Authenticator {
             })
             .await?;
         let ended = sessions.destroy_all_for_user(user_id, Some(session)).await;
+        #[cfg(feature = "jwt")]
+        self.revoke_families(user_id).await?;
         self.revoked(ended)
     }
 

@@ -207,6 +207,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session that exists only for one request and is never stored (a
+    /// bearer token's stand-in for the guards): its ID is all zeros, and
+    /// the web pipeline never sends it.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn detached(record: SessionRecord) -> Self {
+        Self {
+            id: SessionId([0; 32]),
+            key: SessionKey::from_bytes([0; 32]),
+            record: Arc::new(record),
+            id_changed: false,
+        }
+    }
+
     /// The session ID (the cookie value). Handle with care.
     pub fn id(&self) -> &SessionId {
         &self.id

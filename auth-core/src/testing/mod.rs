@@ -11,6 +11,10 @@
 //!   enrolment, single-use recovery codes, the revocation epoch).
 //! * [`token_store`]: a [`TokenStore`](crate::TokenStore) (single-use
 //!   tokens: taken once, for their purpose, before they expire).
+//! * `refresh_store` (feature `jwt`): a
+//!   `RefreshStore` (refresh-token families: one winner per rotation,
+//!   reuse revokes the family, grace, expiry, revocation), with
+//!   `refresh_store_suite` and `refresh_store_tests!`.
 //!
 //! Each suite runs every case of its contract: [`session_store_suite`],
 //! [`user_store_suite`], [`account_store_suite`] and [`token_store_suite`]
@@ -146,11 +150,15 @@
 //! ```
 
 pub mod account_store;
+#[cfg(feature = "jwt")]
+pub mod refresh_store;
 pub mod session_store;
 pub mod token_store;
 pub mod user_store;
 
 pub use account_store::account_store_suite;
+#[cfg(feature = "jwt")]
+pub use refresh_store::{RefreshStoreCaps, refresh_store_suite};
 pub use session_store::{SessionStoreCaps, session_store_suite};
 pub use token_store::{TokenStoreCaps, token_store_suite};
 pub use user_store::user_store_suite;

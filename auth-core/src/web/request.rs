@@ -43,6 +43,9 @@ struct Slot {
     token_issued: bool,
     /// A device cookie to set (a login succeeded on a browser without one).
     new_device: Option<SessionId>,
+    /// The claims of the request's bearer token, once verified.
+    #[cfg(feature = "jwt")]
+    claims: Option<Arc<crate::token::jwt::AccessClaims>>,
 }
 
 impl Slot {
@@ -131,8 +134,11 @@ pub struct RequestAuth {
     /// The client with its device cookie, decoded when a flow first asks.
     full_client: std::sync::OnceLock<Client>,
     /// The raw `Cookie` header values: they hold the session ID, so
-    /// `Debug` never prints them.
+    /// `Debug` never prints them. Empty for a bearer request.
     cookies: Vec<String>,
+    /// The bearer token of an `Authorization: Bearer` request (see
+    /// [`Auth::begin`]); never printed.
+    bearer: Option<Box<str>>,
     slot: Mutex<Slot>,
 }
 
@@ -144,6 +150,7 @@ impl std::fmt::Debug for RequestAuth {
                 "cookies",
                 &format_args!("[{} REDACTED]", self.cookies.len()),
             )
+            .field("bearer", &self.bearer.as_ref().map(|_| "[REDACTED]"))
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +164,13 @@ impl Auth {
     /// address; without it the request is refused with a 500, rather than
     /// throttling every client as one.
     ///
+    /// A request with an `Authorization: Bearer` header is a *bearer
+    /// request*, whatever else it carries: the token alone decides who it
+    /// is (an invalid token is no login, never a fall-back to a cookie), its
+    /// cookies are not read, no cross-site check applies (a browser never
+    /// adds that header to a cross-site request on its own), and its
+    /// response sets no cookie.
+    ///
     /// `Err` is the complete refusal to send.
     pub fn begin<'a>(
         &self,
@@ -168,7 +182,10 @@ impl Auth {
             let refusal = Reply::json(400, r#"{"error":"unknown host"}"#.to_owned());
             return Err(self.with_security_headers(refusal));
         }
-        if let Err(rejection) = self.check_csrf(method, headers.clone()) {
+        let bearer = bearer_token(headers.clone());
+        if bearer.is_none()
+            && let Err(rejection) = self.check_csrf(method, headers.clone())
+        {
             let refusal = Reply::json(403, super::csrf_error_body(&rejection));
             return Err(self.with_security_headers(refusal));
         }
@@ -181,16 +198,21 @@ impl Auth {
             return Err(self.with_security_headers(refusal));
         };
         let client = self.base_client(peer, headers.clone());
-        let cookies = headers
-            .into_iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-            .map(|(_, value)| value.to_owned())
-            .collect();
+        let cookies = if bearer.is_some() {
+            Vec::new()
+        } else {
+            headers
+                .into_iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+                .map(|(_, value)| value.to_owned())
+                .collect()
+        };
         Ok(RequestAuth {
             auth: self.clone(),
             client,
             full_client: std::sync::OnceLock::new(),
             cookies,
+            bearer,
             slot: Mutex::new(Slot {
                 loaded: false,
                 session: None,
@@ -199,9 +221,26 @@ impl Auth {
                 new_visitor: None,
                 token_issued: false,
                 new_device: None,
+                #[cfg(feature = "jwt")]
+                claims: None,
             }),
         })
     }
+}
+
+/// The token of the first `Authorization` header with the `Bearer` scheme
+/// (case-insensitive, RFC 9110), if any; other schemes are ignored.
+fn bearer_token<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Box<str>> {
+    headers
+        .into_iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .find_map(|(_, value)| {
+            let value = value.trim();
+            let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| Box::from(token.trim()))
+        })
 }
 
 impl Auth {
@@ -342,6 +381,10 @@ impl RequestAuth {
 
     async fn slot(&self) -> Result<MutexGuard<'_, Slot>, AuthError> {
         let mut slot = self.slot.lock().await;
+        if !slot.loaded && self.bearer.is_some() {
+            self.load_bearer(&mut slot).await?;
+            slot.loaded = true;
+        }
         if !slot.loaded {
             let loaded = self
                 .auth
@@ -354,6 +397,88 @@ impl RequestAuth {
             slot.loaded = true;
         }
         Ok(slot)
+    }
+
+    /// A bearer request's token: a session that stands for it (never
+    /// stored) and its user when it is valid, else none.
+    #[cfg(feature = "jwt")]
+    async fn load_bearer(&self, slot: &mut Slot) -> Result<(), AuthError> {
+        let token = self.bearer.as_deref().unwrap_or_default();
+        match self.authenticator().verify_bearer(token).await {
+            Ok((claims, session, user)) => {
+                slot.session = Some(session);
+                slot.user = Some(user);
+                slot.claims = Some(claims);
+                Ok(())
+            }
+            Err(AuthError::NotAuthenticated) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Without the `jwt` feature no bearer token is valid.
+    #[cfg(not(feature = "jwt"))]
+    async fn load_bearer(&self, _slot: &mut Slot) -> Result<(), AuthError> {
+        Ok(())
+    }
+
+    /// Signs in with a password for tokens (see
+    /// [`Authenticator::token_login`]); no cookie is set.
+    #[cfg(feature = "jwt")]
+    pub async fn token_login(
+        &self,
+        login: &str,
+        password: &Password,
+    ) -> Result<crate::flow::TokenOutcome, AuthError> {
+        self.authenticator()
+            .token_login(login, password, self.client())
+            .await
+    }
+
+    /// Completes a token sign-in with a TOTP or recovery code (see
+    /// [`Authenticator::token_mfa`]).
+    #[cfg(feature = "jwt")]
+    pub async fn token_mfa(
+        &self,
+        mfa_token: &str,
+        code: &str,
+    ) -> Result<crate::flow::TokenPair, AuthError> {
+        self.authenticator()
+            .token_mfa(mfa_token, code, self.client())
+            .await
+    }
+
+    /// Exchanges a refresh token (see [`Authenticator::refresh_tokens`]).
+    #[cfg(feature = "jwt")]
+    pub async fn refresh_tokens(
+        &self,
+        refresh_token: &str,
+    ) -> Result<crate::flow::TokenPair, AuthError> {
+        self.authenticator()
+            .refresh_tokens(refresh_token, self.client())
+            .await
+    }
+
+    /// Revokes a refresh token's family; `Ok` whether or not it was known
+    /// (see [`Authenticator::revoke_refresh_token`]).
+    #[cfg(feature = "jwt")]
+    pub async fn revoke_refresh_token(&self, refresh_token: &str) -> Result<(), AuthError> {
+        self.authenticator()
+            .revoke_refresh_token(refresh_token, self.client())
+            .await
+    }
+
+    /// The claims of the request's bearer token, when it is a valid one.
+    #[cfg(feature = "jwt")]
+    pub async fn bearer_claims(
+        &self,
+    ) -> Result<Option<Arc<crate::token::jwt::AccessClaims>>, AuthError> {
+        Ok(self.slot().await?.claims.clone())
+    }
+
+    /// Whether this is a bearer request (see [`Auth::begin`]).
+    pub fn is_bearer(&self) -> bool {
+        self.bearer.is_some()
     }
 
     /// The current session, if the request has a live one (authenticated,
@@ -591,6 +716,15 @@ impl RequestAuth {
     /// Ends the session server-side and removes the cookie.
     pub async fn logout(&self) -> Result<(), AuthError> {
         let mut slot = self.slot().await?;
+        #[cfg(feature = "jwt")]
+        if let Some(claims) = slot.claims.take() {
+            // A bearer request: its sign-in's family ends.
+            slot.set(None);
+            return self
+                .authenticator()
+                .logout_bearer(&claims, self.client())
+                .await;
+        }
         // The cookie goes whatever happens next.
         slot.action = CookieAction::Remove;
         let session = slot.session.take();
@@ -609,6 +743,21 @@ impl RequestAuth {
         Fut: Future<Output = (Session, Result<T, AuthError>)>,
     {
         let mut slot = self.slot().await?;
+        #[cfg(feature = "jwt")]
+        if let Some(claims) = slot.claims.clone() {
+            // A bearer request: the flow runs on a stored session made from
+            // the token for it, deleted afterwards.
+            let authenticator = self.authenticator();
+            let session = authenticator.bearer_session(&claims, self.client()).await?;
+            let (session, result) = f(session).await;
+            match authenticator.end_bearer_session(session).await {
+                Ok(()) | Err(AuthError::NotAuthenticated) => {}
+                Err(other) => return Err(other),
+            }
+            // The user may have changed (password, factors).
+            slot.user = None;
+            return result;
+        }
         let session = slot.session.take().ok_or(AuthError::NotAuthenticated)?;
         let (session, result) = f(session).await;
         if session.id_changed() {
@@ -890,6 +1039,10 @@ impl RequestAuth {
     /// Stores a value in the session's app data, creating an anonymous
     /// session (and its cookie) when there is none.
     pub async fn insert<T: Serialize + Sync>(&self, key: &str, value: &T) -> Result<(), AuthError> {
+        if self.is_bearer() {
+            // A bearer token carries no session data.
+            return Err(AuthError::SessionRequired);
+        }
         let mut slot = self.slot().await?;
         self.ensure_session(&mut slot).await?;
         let sessions = self.authenticator().sessions();
@@ -917,6 +1070,16 @@ impl RequestAuth {
     }
 
     fn finish_with(&self, slot: &Slot) -> Finish {
+        if self.is_bearer() {
+            // A bearer request's response sets no cookie and is never cached.
+            return Finish {
+                set_cookie: None,
+                visitor_cookie: None,
+                device_cookie: None,
+                no_store: true,
+                security: self.auth.security_headers().clone(),
+            };
+        }
         let set_cookie = match (slot.action, &slot.session) {
             (CookieAction::Set, Some(session)) => Some(self.auth.set_cookie(session)),
             (CookieAction::Remove, _) | (CookieAction::Set, None) => {
@@ -941,9 +1104,25 @@ impl RequestAuth {
     /// The refusal of a route protection: a redirect to the login page
     /// for a browser that is not logged in, else the error.
     pub fn refusal(&self, error: &AuthError, accept: Option<&str>, path_and_query: &str) -> Reply {
+        if self.is_bearer() {
+            return self.bearer_refusal(error);
+        }
         match self.auth.redirect_for(error, accept, path_and_query) {
             Some(location) => Reply::redirect(location),
             None => Reply::error(error),
         }
+    }
+
+    /// The refusal of a bearer request: never a redirect; a 401 carries
+    /// `WWW-Authenticate: Bearer` (RFC 6750).
+    fn bearer_refusal(&self, error: &AuthError) -> Reply {
+        let mut reply = Reply::error(error);
+        if reply.status == 401 {
+            reply.headers.push((
+                "www-authenticate",
+                r#"Bearer error="invalid_token""#.to_owned(),
+            ));
+        }
+        reply
     }
 }

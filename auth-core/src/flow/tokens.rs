@@ -1,0 +1,480 @@
+//! Token flows (feature `jwt`): a sign-in that answers tokens instead of a
+//! cookie, the second step of such a sign-in, refresh, revocation, and
+//! the check of a bearer access token.
+//!
+//! A token sign-in runs the cookie login unchanged (the same throttles,
+//! the same answers for unknown users and wrong passwords, the same
+//! second-factor rule). With a second factor, the MFA-pending session it
+//! makes is not given to a cookie: its ID is the `mfa_token`, which only
+//! [`Authenticator::token_mfa`] takes, once (a successful second step
+//! rotates it away) and within the pending timeout (5 minutes). A
+//! completed sign-in becomes a refresh-token family (see
+//! [`token::refresh`](crate::token::refresh)) and its server-side session
+//! is deleted.
+
+use std::sync::Arc;
+
+use super::{AuthError, Authenticator, Client, LoginOutcome};
+use crate::event::{AuthEventKind, FailureReason};
+use crate::password::Password;
+use crate::session::{AuthState, Factor, NewSession, Session, SessionId, SessionRecord};
+use crate::token::TokenService;
+use crate::token::jwt::AccessClaims;
+use crate::token::refresh::{Family, RefreshToken, Rotation};
+use crate::token::service::{open_successor, seal_successor};
+use crate::user::AnyUser;
+
+/// The session-data key that marks an MFA-pending session of a token
+/// sign-in: only [`Authenticator::token_mfa`] completes it.
+const TOKEN_LOGIN: &str = "auth.token_login";
+
+/// The tokens of a completed sign-in or refresh. `Debug` is redacted.
+#[derive(Clone)]
+pub struct TokenPair {
+    /// The signed access token (`Authorization: Bearer ...`).
+    pub access_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    /// The refresh token: single use, its successor comes with each
+    /// refresh.
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"[REDACTED]")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The answer to a token sign-in.
+pub enum TokenOutcome {
+    /// Signed in.
+    Issued(TokenPair),
+    /// The password was right and a second factor must follow: pass
+    /// `mfa_token` with the code to [`Authenticator::token_mfa`].
+    MfaRequired {
+        /// Single use, 5 minutes.
+        mfa_token: String,
+        /// The second factors the user has.
+        methods: Vec<Factor>,
+    },
+}
+
+impl std::fmt::Debug for TokenOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Issued(pair) => f.debug_tuple("Issued").field(pair).finish(),
+            Self::MfaRequired { methods, .. } => f
+                .debug_struct("MfaRequired")
+                .field("mfa_token", &"[REDACTED]")
+                .field("methods", methods)
+                .finish(),
+        }
+    }
+}
+
+/// The `amr` value of a factor: RFC 8176's where it has one (`pwd`,
+/// `otp`), else the factor's own code.
+pub fn amr(factor: Factor) -> &'static str {
+    match factor {
+        Factor::Password => "pwd",
+        Factor::Totp => "otp",
+        other => other.as_str(),
+    }
+}
+
+/// The factor an `amr` value names, if it is one of ours.
+fn factor_of(amr: &str) -> Option<Factor> {
+    [
+        Factor::Password,
+        Factor::Totp,
+        Factor::RecoveryCode,
+        Factor::Passkey,
+        Factor::EmailLink,
+    ]
+    .into_iter()
+    .find(|f| self::amr(*f) == amr)
+}
+
+impl Authenticator {
+    /// The token service ([`AuthError::TokensUnavailable`] without one).
+    pub fn token_service(&self) -> Result<&Arc<TokenService>, AuthError> {
+        self.inner
+            .token_service
+            .as_ref()
+            .ok_or(AuthError::TokensUnavailable)
+    }
+
+    /// Signs in with a password for tokens: as [`login`](Self::login)
+    /// (throttles, one answer for unknown users and wrong passwords), but
+    /// the answer is a [`TokenPair`], or an `mfa_token` when the account
+    /// has a second factor.
+    pub async fn token_login(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+    ) -> Result<TokenOutcome, AuthError> {
+        self.token_service()?;
+        match self.login(login, password, client, None).await? {
+            LoginOutcome::LoggedIn(session) => Ok(TokenOutcome::Issued(
+                self.issue_family(session, client).await?,
+            )),
+            LoginOutcome::MfaRequired {
+                mut session,
+                methods,
+            } => {
+                self.inner
+                    .sessions
+                    .insert(&mut session, TOKEN_LOGIN, &true)
+                    .await?;
+                Ok(TokenOutcome::MfaRequired {
+                    mfa_token: session.id().encode(),
+                    methods,
+                })
+            }
+        }
+    }
+
+    /// The second step of a token sign-in: `code` is a TOTP code (all
+    /// digits, of the configured length) or a recovery code, checked and
+    /// throttled as at a cookie login. A wrong code leaves the `mfa_token`
+    /// usable until it expires; a right one uses it up.
+    ///
+    /// Errors: [`AuthError::NotAuthenticated`] for an unknown, used,
+    /// expired or cookie-login token, and the errors of
+    /// [`login_totp`](Self::login_totp).
+    pub async fn token_mfa(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        client: &Client,
+    ) -> Result<TokenPair, AuthError> {
+        self.token_service()?;
+        let id = SessionId::parse(mfa_token).ok_or(AuthError::NotAuthenticated)?;
+        let mut session = self
+            .inner
+            .sessions
+            .load_id(id)
+            .await?
+            .ok_or(AuthError::NotAuthenticated)?;
+        let marked = session.get::<bool>(TOKEN_LOGIN).ok().flatten() == Some(true);
+        if !marked || !matches!(session.auth_state(), AuthState::MfaPending { .. }) {
+            return Err(AuthError::NotAuthenticated);
+        }
+        let digits = usize::from(self.inner.totp.digits());
+        let totp = code.len() == digits && code.bytes().all(|b| b.is_ascii_digit());
+        if totp {
+            self.login_totp(&mut session, code, client).await?;
+        } else {
+            self.login_recovery(&mut session, code, client).await?;
+        }
+        self.issue_family(session, client).await
+    }
+
+    /// Turns the authenticated `session` of a token sign-in into a new
+    /// refresh-token family and deletes the session.
+    async fn issue_family(
+        &self,
+        session: Session,
+        client: &Client,
+    ) -> Result<TokenPair, AuthError> {
+        let service = self.token_service()?;
+        let (user_id, factors) = match (session.user_id(), session.auth_state()) {
+            (Some(user), AuthState::Authenticated { factors, .. }) => {
+                (user.to_owned(), factors.clone())
+            }
+            _ => return Err(AuthError::NotAuthenticated),
+        };
+        self.inner.sessions.destroy(session).await?;
+        let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
+        let now = self.now();
+        let (family, refresh) = service
+            .new_family(&user_id, amr, now)
+            .map_err(AuthError::internal)?;
+        service
+            .store()
+            .create(&family, refresh.key())
+            .await
+            .map_err(AuthError::internal)?;
+        let pair = self.pair(service, &family, &refresh)?;
+        self.success(
+            AuthEventKind::TokensIssued,
+            Some(&user_id),
+            Some(client.ip),
+            factors.last().copied(),
+        );
+        Ok(pair)
+    }
+
+    fn pair(
+        &self,
+        service: &TokenService,
+        family: &Family,
+        refresh: &RefreshToken,
+    ) -> Result<TokenPair, AuthError> {
+        let (access_token, expires_in) = service
+            .issue_access(family, self.now())
+            .map_err(AuthError::internal)?;
+        Ok(TokenPair {
+            access_token,
+            expires_in,
+            refresh_token: refresh.encode(),
+        })
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh
+    /// token; the presented one is spent. Presenting a spent token again
+    /// revokes its whole family (an audit event,
+    /// [`AuthEventKind::RefreshTokenReused`]), except, with a
+    /// [reuse grace](crate::token::TokenConfigBuilder::reuse_grace), the
+    /// one just replaced, which gets the same successor again.
+    ///
+    /// Errors: [`AuthError::InvalidGrant`] for a malformed, unknown,
+    /// spent, revoked or expired token, or a user who is gone or disabled.
+    pub async fn refresh_tokens(
+        &self,
+        refresh_token: &str,
+        client: &Client,
+    ) -> Result<TokenPair, AuthError> {
+        let service = self.token_service()?;
+        let presented = RefreshToken::parse(refresh_token).ok_or(AuthError::InvalidGrant)?;
+        let next = RefreshToken::generate().map_err(AuthError::internal)?;
+        let sealed = seal_successor(&presented, &next);
+        let now = self.now();
+        let rotation = service
+            .store()
+            .rotate(
+                presented.key(),
+                next.key(),
+                &sealed,
+                now,
+                service.config().reuse_grace(),
+            )
+            .await
+            .map_err(AuthError::internal)?;
+        let (family, successor) = match rotation {
+            Rotation::Rotated(family) => (family, next),
+            Rotation::Grace {
+                family,
+                sealed_successor,
+            } => {
+                let successor =
+                    open_successor(&presented, &sealed_successor).ok_or(AuthError::InvalidGrant)?;
+                (family, successor)
+            }
+            Rotation::Reused { family_id, user_id } => {
+                service.forget_family(&family_id);
+                self.failure(
+                    AuthEventKind::RefreshTokenReused,
+                    Some(&user_id),
+                    client,
+                    None,
+                    FailureReason::TokenReused,
+                );
+                return Err(AuthError::InvalidGrant);
+            }
+            Rotation::Invalid => return Err(AuthError::InvalidGrant),
+        };
+        if self.live_user(&family.user_id).await?.is_none() {
+            service
+                .store()
+                .revoke_family(&family.id)
+                .await
+                .map_err(AuthError::internal)?;
+            service.forget_family(&family.id);
+            return Err(AuthError::InvalidGrant);
+        }
+        let pair = self.pair(service, &family, &successor)?;
+        self.success(
+            AuthEventKind::TokensRefreshed,
+            Some(&family.user_id),
+            Some(client.ip),
+            None,
+        );
+        Ok(pair)
+    }
+
+    /// Revokes the family of a refresh token (RFC 7009: `Ok` whether or
+    /// not the token was known, so the answer tells nothing).
+    pub async fn revoke_refresh_token(
+        &self,
+        refresh_token: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let service = self.token_service()?;
+        let Some(token) = RefreshToken::parse(refresh_token) else {
+            return Ok(());
+        };
+        let revoked = service
+            .store()
+            .revoke_by_token(token.key())
+            .await
+            .map_err(AuthError::internal)?;
+        if let Some((family_id, user_id)) = revoked {
+            service.forget_family(&family_id);
+            self.success(
+                AuthEventKind::TokensRevoked,
+                Some(&user_id),
+                Some(client.ip),
+                None,
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends the sign-in behind a bearer request: its family is revoked,
+    /// so its refresh token and (with revocation checks) its access tokens
+    /// stop working.
+    pub async fn logout_bearer(
+        &self,
+        claims: &AccessClaims,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        let service = self.token_service()?;
+        service
+            .store()
+            .revoke_family(&claims.sid)
+            .await
+            .map_err(AuthError::internal)?;
+        service.forget_family(&claims.sid);
+        self.success(
+            AuthEventKind::LoggedOut,
+            Some(&claims.sub),
+            Some(client.ip),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Checks a bearer access token: signature and claims (cached per
+    /// token), the family when revocation checks are on, and the user (gone
+    /// or disabled: refused). Answers the claims, the user, and a session
+    /// that exists only for this request (never stored) for the guards.
+    pub async fn verify_bearer(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<AccessClaims>, Session, AnyUser), AuthError> {
+        let service = self
+            .inner
+            .token_service
+            .as_ref()
+            .ok_or(AuthError::NotAuthenticated)?;
+        let now = self.now();
+        let claims = service
+            .verify(token, now)
+            .map_err(|_| AuthError::NotAuthenticated)?;
+        if service.config().checks_revocation()
+            && !service
+                .store()
+                .is_live(&claims.sid, now)
+                .await
+                .map_err(AuthError::internal)?
+        {
+            return Err(AuthError::NotAuthenticated);
+        }
+        let user = self
+            .live_user(&claims.sub)
+            .await?
+            .ok_or(AuthError::NotAuthenticated)?;
+        let session = Session::detached(self.bearer_record(&claims, None));
+        Ok((claims, session, user))
+    }
+
+    /// The record of a session standing for a bearer token.
+    fn bearer_record(&self, claims: &AccessClaims, stamp: Option<String>) -> SessionRecord {
+        let now = self.now();
+        let at = crate::clock::Timestamp::from_unix_millis(
+            i64::try_from(claims.auth_time.saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        let expires = crate::clock::Timestamp::from_unix_millis(
+            i64::try_from(claims.exp.saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        SessionRecord {
+            user_id: Some(claims.sub.clone()),
+            auth: AuthState::Authenticated {
+                factors: claims.amr.iter().filter_map(|a| factor_of(a)).collect(),
+                at,
+            },
+            created_at: at,
+            last_seen_at: now,
+            idle_expires_at: expires,
+            absolute_expires_at: expires,
+            persistent: false,
+            ip: None,
+            user_agent: None,
+            security_stamp: stamp,
+            data: std::collections::BTreeMap::new(),
+            version: 0,
+        }
+    }
+
+    /// A stored session for a bearer request whose flow changes the
+    /// session (a password change, say): made from the token's claims with
+    /// the user's current stamp; the caller deletes it when the flow is
+    /// done.
+    pub async fn bearer_session(
+        &self,
+        claims: &AccessClaims,
+        client: &Client,
+    ) -> Result<Session, AuthError> {
+        let stamp = self
+            .inner
+            .stamps
+            .load(&claims.sub)
+            .await
+            .map_err(AuthError::internal)?
+            .map(|(stamp, _)| stamp.to_string())
+            .ok_or(AuthError::NotAuthenticated)?;
+        let template = self.bearer_record(claims, Some(stamp));
+        Ok(self
+            .inner
+            .sessions
+            .create_as(
+                NewSession {
+                    client: client.info(),
+                    persistent: false,
+                },
+                move |record| {
+                    record.user_id = template.user_id;
+                    record.security_stamp = template.security_stamp;
+                    record.auth = template.auth;
+                },
+            )
+            .await?)
+    }
+
+    /// Deletes a session made by [`bearer_session`](Self::bearer_session).
+    pub async fn end_bearer_session(&self, session: Session) -> Result<(), AuthError> {
+        Ok(self.inner.sessions.destroy(session).await?)
+    }
+
+    /// The user `id`, if it exists and is not disabled.
+    async fn live_user(&self, id: &str) -> Result<Option<AnyUser>, AuthError> {
+        Ok(self
+            .inner
+            .users
+            .find_by_id(id)
+            .await?
+            .filter(|u| !u.is_disabled()))
+    }
+
+    /// Revokes every refresh-token family of `user_id` (with the sessions,
+    /// at a password change, sign out everywhere, a factor change, a
+    /// disabled user).
+    pub(super) async fn revoke_families(&self, user_id: &str) -> Result<(), AuthError> {
+        if let Some(service) = &self.inner.token_service {
+            service
+                .store()
+                .revoke_user(user_id)
+                .await
+                .map_err(AuthError::internal)?;
+            service.forget_user(user_id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,432 @@
+//! Refresh-token families in process memory.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation};
+use crate::clock::Timestamp;
+
+/// Families in process memory: for tests and single-process apps (every
+/// client must sign in again when the process restarts).
+///
+/// Not capped: a family is a sign-in (and sign-ins are throttled), and it
+/// keeps one entry per rotation until it dies. [`purge`](RefreshStore::purge)
+/// removes the expired and idle families with their tokens; call it
+/// periodically. Revoked families go at once. `Debug` shows counts only.
+pub struct MemoryRefreshStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    families: HashMap<Arc<str>, Entry>,
+    /// Every token, current or spent, to its family.
+    tokens: HashMap<RefreshKey, Arc<str>>,
+    /// Each user's families.
+    by_user: HashMap<String, HashSet<Arc<str>>>,
+}
+
+struct Entry {
+    family: Family,
+    current: RefreshKey,
+    /// The token spent by the latest rotation.
+    previous: Option<Spent>,
+    /// Every token of the family (to forget them with it).
+    keys: Vec<RefreshKey>,
+}
+
+struct Spent {
+    key: RefreshKey,
+    at: Timestamp,
+    sealed_successor: Vec<u8>,
+}
+
+/// What a rotation is to do, decided from a read of the state. Split from
+/// its application only so a test can build a racy store from them.
+enum Decision {
+    Invalid,
+    Rotate(Arc<str>),
+    Answer(Rotation),
+    Revoke(Arc<str>),
+}
+
+impl Default for MemoryRefreshStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryRefreshStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryRefreshStore")
+            .field("families", &inner.families.len())
+            .field("tokens", &inner.tokens.len())
+            .finish()
+    }
+}
+
+impl MemoryRefreshStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::default(),
+        }
+    }
+
+    /// How many families are held, live or not.
+    pub fn len(&self) -> usize {
+        self.lock().families.len()
+    }
+
+    /// Whether the store holds no family.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every change below is completed before the lock is released (no
+        // panic can interrupt one halfway that matters more than losing
+        // the store): keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn decide(&self, presented: RefreshKey, now: Timestamp, grace: Option<Duration>) -> Decision {
+        let Some(id) = self.tokens.get(&presented) else {
+            return Decision::Invalid;
+        };
+        let Some(entry) = self.families.get(id) else {
+            return Decision::Invalid;
+        };
+        if !entry.family.is_live_at(now) {
+            return Decision::Invalid;
+        }
+        if entry.current == presented {
+            return Decision::Rotate(Arc::clone(id));
+        }
+        if let (Some(grace), Some(previous)) = (grace, &entry.previous)
+            && previous.key == presented
+            && now.duration_since(previous.at) < grace
+        {
+            return Decision::Answer(Rotation::Grace {
+                family: entry.family.clone(),
+                sealed_successor: previous.sealed_successor.clone(),
+            });
+        }
+        Decision::Revoke(Arc::clone(id))
+    }
+
+    fn apply(
+        &mut self,
+        decision: Decision,
+        presented: RefreshKey,
+        next: RefreshKey,
+        sealed_successor: &[u8],
+        now: Timestamp,
+    ) -> Result<Rotation, RefreshStoreError> {
+        match decision {
+            Decision::Invalid => Ok(Rotation::Invalid),
+            Decision::Answer(rotation) => Ok(rotation),
+            Decision::Revoke(id) => Ok(match self.remove(&id) {
+                Some(entry) => Rotation::Reused {
+                    family_id: entry.family.id,
+                    user_id: entry.family.user_id,
+                },
+                None => Rotation::Invalid,
+            }),
+            Decision::Rotate(id) => {
+                if self.tokens.contains_key(&next) {
+                    return Err(RefreshStoreError::Collision);
+                }
+                let Some(entry) = self.families.get_mut(&id) else {
+                    return Ok(Rotation::Invalid);
+                };
+                entry.previous = Some(Spent {
+                    key: presented,
+                    at: now,
+                    sealed_successor: sealed_successor.to_vec(),
+                });
+                entry.current = next;
+                entry.keys.push(next);
+                entry.family.last_used_at = now;
+                let family = entry.family.clone();
+                self.tokens.insert(next, id);
+                Ok(Rotation::Rotated(family))
+            }
+        }
+    }
+
+    /// Forgets a family and its tokens.
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.families.remove(id)?;
+        for key in &entry.keys {
+            self.tokens.remove(key);
+        }
+        if let Some(ids) = self.by_user.get_mut(entry.family.user_id.as_str()) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_user.remove(entry.family.user_id.as_str());
+            }
+        }
+        Some(entry)
+    }
+}
+
+#[async_trait]
+impl RefreshStore for MemoryRefreshStore {
+    async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError> {
+        let mut inner = self.lock();
+        if inner.families.contains_key(family.id.as_str()) || inner.tokens.contains_key(&first) {
+            return Err(RefreshStoreError::Collision);
+        }
+        let id: Arc<str> = Arc::from(family.id.as_str());
+        inner
+            .by_user
+            .entry(family.user_id.clone())
+            .or_default()
+            .insert(Arc::clone(&id));
+        inner.tokens.insert(first, Arc::clone(&id));
+        inner.families.insert(
+            id,
+            Entry {
+                family: family.clone(),
+                current: first,
+                previous: None,
+                keys: vec![first],
+            },
+        );
+        Ok(())
+    }
+
+    async fn rotate(
+        &self,
+        presented: RefreshKey,
+        next: RefreshKey,
+        sealed_successor: &[u8],
+        now: Timestamp,
+        grace: Option<Duration>,
+    ) -> Result<Rotation, RefreshStoreError> {
+        // One lock for the read and the write: atomic.
+        let mut inner = self.lock();
+        let decision = inner.decide(presented, now, grace);
+        inner.apply(decision, presented, next, sealed_successor, now)
+    }
+
+    async fn revoke_by_token(
+        &self,
+        token: RefreshKey,
+    ) -> Result<Option<(String, String)>, RefreshStoreError> {
+        let mut inner = self.lock();
+        let Some(id) = inner.tokens.get(&token).cloned() else {
+            return Ok(None);
+        };
+        Ok(inner
+            .remove(&id)
+            .map(|entry| (entry.family.id, entry.family.user_id)))
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError> {
+        Ok(self.lock().remove(family_id).is_some())
+    }
+
+    async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
+        let mut inner = self.lock();
+        let Some(ids) = inner.by_user.remove(user_id) else {
+            return Ok(0);
+        };
+        let mut revoked = 0;
+        for id in ids {
+            revoked += u64::from(inner.remove(&id).is_some());
+        }
+        Ok(revoked)
+    }
+
+    async fn is_live(&self, family_id: &str, now: Timestamp) -> Result<bool, RefreshStoreError> {
+        Ok(self
+            .lock()
+            .families
+            .get(family_id)
+            .is_some_and(|entry| entry.family.is_live_at(now)))
+    }
+
+    async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
+        let mut inner = self.lock();
+        let dead: Vec<Arc<str>> = inner
+            .families
+            .iter()
+            .filter(|(_, entry)| !entry.family.is_live_at(now))
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in &dead {
+            inner.remove(id);
+        }
+        Ok(dead.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::refresh::RefreshToken;
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+    fn key() -> RefreshKey {
+        RefreshToken::generate().unwrap().key()
+    }
+
+    fn family(id: &str, user: &str) -> Family {
+        Family {
+            id: id.into(),
+            user_id: user.into(),
+            amr: vec!["pwd".into()],
+            created_at: T0,
+            expires_at: T0.saturating_add(Duration::from_secs(3_600)),
+            idle_timeout: Duration::from_secs(600),
+            last_used_at: T0,
+        }
+    }
+
+    /// Revocation and purge forget every token of a family and the user's
+    /// index; `Debug` shows counts only.
+    #[tokio::test]
+    async fn nothing_is_left_behind() {
+        let store = MemoryRefreshStore::new();
+        let mut current = key();
+        store
+            .create(&family("f1", "user-secret-id"), current)
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            let next = key();
+            let now = T0.saturating_add(Duration::from_secs(n));
+            let rotated = store.rotate(current, next, b"s", now, None).await.unwrap();
+            assert!(matches!(rotated, Rotation::Rotated(_)));
+            current = next;
+        }
+        store.create(&family("f2", "other"), key()).await.unwrap();
+        let debug = format!("{store:?}");
+        assert!(
+            debug.contains("families: 2") && debug.contains("tokens: 5"),
+            "{debug}"
+        );
+        assert!(!debug.contains("user-secret-id"));
+
+        assert_eq!(store.revoke_user("user-secret-id").await.unwrap(), 1);
+        {
+            let inner = store.lock();
+            assert_eq!(inner.tokens.len(), 1);
+            assert!(!inner.by_user.contains_key("user-secret-id"));
+        }
+        let idle = T0.saturating_add(Duration::from_secs(600));
+        assert_eq!(store.purge(idle).await.unwrap(), 1);
+        let inner = store.lock();
+        assert!(inner.families.is_empty() && inner.tokens.is_empty() && inner.by_user.is_empty());
+    }
+
+    /// A store whose rotation reads, then writes in a second step: right
+    /// one call at a time, wrong under concurrency (two rotations of one
+    /// token both win). The suite must catch it.
+    #[cfg(feature = "testing")]
+    #[derive(Debug, Default)]
+    struct RacyRotate(MemoryRefreshStore);
+
+    #[cfg(feature = "testing")]
+    #[async_trait]
+    impl RefreshStore for RacyRotate {
+        async fn create(
+            &self,
+            family: &Family,
+            first: RefreshKey,
+        ) -> Result<(), RefreshStoreError> {
+            self.0.create(family, first).await
+        }
+
+        async fn rotate(
+            &self,
+            presented: RefreshKey,
+            next: RefreshKey,
+            sealed_successor: &[u8],
+            now: Timestamp,
+            grace: Option<Duration>,
+        ) -> Result<Rotation, RefreshStoreError> {
+            let decision = self.0.lock().decide(presented, now, grace);
+            // A round trip to the database between the read and the write.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.0
+                .lock()
+                .apply(decision, presented, next, sealed_successor, now)
+        }
+
+        async fn revoke_by_token(
+            &self,
+            token: RefreshKey,
+        ) -> Result<Option<(String, String)>, RefreshStoreError> {
+            self.0.revoke_by_token(token).await
+        }
+
+        async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError> {
+            self.0.revoke_family(family_id).await
+        }
+
+        async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
+            self.0.revoke_user(user_id).await
+        }
+
+        async fn is_live(
+            &self,
+            family_id: &str,
+            now: Timestamp,
+        ) -> Result<bool, RefreshStoreError> {
+            self.0.is_live(family_id, now).await
+        }
+
+        async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
+            self.0.purge(now).await
+        }
+    }
+
+    /// The suite passes the memory store.
+    #[cfg(feature = "testing")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suite_passes_the_memory_store() {
+        crate::testing::refresh_store_suite(
+            Arc::new(MemoryRefreshStore::new()),
+            crate::testing::RefreshStoreCaps::default(),
+        )
+        .await;
+    }
+
+    /// The suite fails a store whose rotation is read-then-write.
+    #[cfg(feature = "testing")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "case `concurrent_rotations_one_wins` failed")]
+    async fn the_suite_catches_a_racy_rotation() {
+        crate::testing::refresh_store_suite(
+            Arc::new(RacyRotate::default()),
+            crate::testing::RefreshStoreCaps::default(),
+        )
+        .await;
+    }
+
+    /// The racy store also branches with a grace period on: the grace case
+    /// of the suite catches that on its own.
+    #[cfg(feature = "testing")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "never two")]
+    async fn the_grace_case_catches_a_racy_rotation() {
+        crate::testing::refresh_store::concurrent_rotations_with_grace(
+            Arc::new(RacyRotate::default()),
+            crate::testing::RefreshStoreCaps::default(),
+        )
+        .await;
+    }
+}

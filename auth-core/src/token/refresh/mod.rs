@@ -1,0 +1,352 @@
+//! Refresh-token families (RFC 9700 section 4.14.2): opaque tokens, stored
+//! hashed, rotated on every use, with reuse detection.
+//!
+//! * A sign-in starts a [`Family`]; its first token is current. A token is
+//!   256 bits from the OS CSPRNG, handed out once as 43 base64url
+//!   characters ([`RefreshToken`]); stores keep only its SHA-256
+//!   ([`RefreshKey`]).
+//! * [`RefreshStore::rotate`] spends the current token and makes the
+//!   caller's new one current, atomically: of any number of concurrent
+//!   rotations of one token, exactly one answers [`Rotation::Rotated`], so a
+//!   family never branches.
+//! * Spent tokens are remembered until their family expires. Presenting one
+//!   again is *reuse*: one of the two holders is an attacker, so the whole
+//!   family is revoked ([`Rotation::Reused`]), and both must sign in again.
+//! * An optional grace period forgives a client that retries a refresh
+//!   whose answer it lost: the token spent by the latest rotation, shown
+//!   again within `grace`, answers [`Rotation::Grace`] with the successor
+//!   handed out then (sealed by the caller), never a new one.
+//! * A family dies at its absolute `expires_at`, after `idle_timeout`
+//!   without a rotation, or when revoked (by token, by id, or every family
+//!   of a user). [`RefreshStore::is_live`] is the per-request check of the
+//!   access tokens a family issued.
+//!
+//! Every store judges time by the `now` its caller passes. A revoked family
+//! is deleted with its tokens, so its tokens answer
+//! [`Rotation::Invalid`] afterwards.
+//!
+//! Ready stores run one shared suite (feature `testing`,
+//! `auth_core::testing::refresh_store_suite`): [`MemoryRefreshStore`], and
+//! with features `sqlite` / `postgres` / `redis` `SqliteRefreshStore` /
+//! `PostgresRefreshStore` / `RedisRefreshStore`.
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis_store;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
+pub use memory::MemoryRefreshStore;
+#[cfg(feature = "redis")]
+pub use redis_store::RedisRefreshStore;
+#[cfg(feature = "postgres")]
+pub use sql::PostgresRefreshStore;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteRefreshStore;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64ct::{Base64UrlUnpadded, Encoding};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+
+/// Bytes in a token.
+const TOKEN_BYTES: usize = 32;
+
+/// A refresh token as the client gets it: 256 random bits, 43 base64url
+/// characters. `Debug` is redacted; it is never stored, only its
+/// [`RefreshKey`].
+#[derive(Clone)]
+pub struct RefreshToken([u8; TOKEN_BYTES]);
+
+impl RefreshToken {
+    /// A fresh token from the OS CSPRNG.
+    pub fn generate() -> Result<Self, RefreshStoreError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|_| RefreshStoreError::Rng)?;
+        Ok(Self(bytes))
+    }
+
+    /// Strict parse of the 43-character base64url form; `None` for
+    /// anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 43 {
+            return None;
+        }
+        let mut bytes = [0u8; TOKEN_BYTES];
+        let decoded = Base64UrlUnpadded::decode(text, &mut bytes).ok()?;
+        (decoded.len() == TOKEN_BYTES).then_some(Self(bytes))
+    }
+
+    /// The 43-character base64url form, for the client.
+    pub fn encode(&self) -> String {
+        Base64UrlUnpadded::encode_string(&self.0)
+    }
+
+    /// The key the store keeps: SHA-256 of the token.
+    pub fn key(&self) -> RefreshKey {
+        RefreshKey(Sha256::digest(self.0).into())
+    }
+
+    /// The raw 256 bits (e.g. to derive the key that seals the successor
+    /// for the grace period).
+    pub fn as_bytes(&self) -> &[u8; TOKEN_BYTES] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken([REDACTED])")
+    }
+}
+
+/// The stored key of a refresh token: its SHA-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefreshKey([u8; 32]);
+
+impl RefreshKey {
+    /// The digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// From a stored digest.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Lowercase hex (64 characters), as SQL and Redis keys hold it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A digest of a token is no secret, but a prefix is all a log needs.
+impl fmt::Debug for RefreshKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RefreshKey({}..)", &self.to_hex()[..8])
+    }
+}
+
+/// A fresh family id: 128 random bits as 22 base64url characters.
+pub fn new_family_id() -> Result<String, RefreshStoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| RefreshStoreError::Rng)?;
+    Ok(Base64UrlUnpadded::encode_string(&bytes))
+}
+
+/// A family: the chain of refresh tokens of one sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// Random, made by the caller ([`new_family_id`]); access tokens carry
+    /// it so [`RefreshStore::is_live`] can check them.
+    pub id: String,
+    /// The user (the app's user id as text).
+    pub user_id: String,
+    /// How the sign-in authenticated; copied into every access token.
+    pub amr: Vec<String>,
+    /// When the sign-in happened.
+    pub created_at: Timestamp,
+    /// The absolute end of the family, whatever its use.
+    pub expires_at: Timestamp,
+    /// A family whose current token goes unused this long dies (stores
+    /// keep it to the millisecond).
+    pub idle_timeout: Duration,
+    /// The latest rotation (the sign-in, at first).
+    pub last_used_at: Timestamp,
+}
+
+impl Family {
+    /// Whether the family is alive at `now` as far as time goes: before
+    /// its `expires_at` and less than `idle_timeout` after its
+    /// `last_used_at` (revocation is the store's to know).
+    pub fn is_live_at(&self, now: Timestamp) -> bool {
+        now < self.expires_at && now < self.last_used_at.saturating_add(self.idle_timeout)
+    }
+}
+
+/// What [`RefreshStore::rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was current: it is now spent, the new one is
+    /// current, and the family's `last_used_at` is `now`.
+    Rotated(Family),
+    /// The presented token was spent by the family's latest rotation, less
+    /// than `grace` ago: nothing changed. The caller hands out the
+    /// successor of that rotation again (unsealing `sealed_successor`),
+    /// never a new one.
+    Grace {
+        /// The family, as it is.
+        family: Family,
+        /// The blob passed to the rotation that spent the token.
+        sealed_successor: Vec<u8>,
+    },
+    /// The presented token was spent already (outside the grace period, or
+    /// not by the latest rotation): the whole family is now revoked. The
+    /// flow reports it.
+    Reused {
+        /// The revoked family.
+        family_id: String,
+        /// Its user.
+        user_id: String,
+    },
+    /// An unknown token, or one of a family that is revoked, past its
+    /// `expires_at`, or idle for `idle_timeout` or longer.
+    Invalid,
+}
+
+/// Refresh store failures. Messages hold no token or key.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshStoreError {
+    /// The family id or the token key exists already.
+    #[error("refresh family or token already exists")]
+    Collision,
+    /// The OS random number generator failed.
+    #[error("random number generator failed")]
+    Rng,
+    /// A stored record could not be read.
+    #[error("stored refresh family is invalid")]
+    Corrupt,
+    /// The backend failed (its own error is the source).
+    #[error("refresh store error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RefreshStoreError {
+    /// Wraps a backend's error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for RefreshStoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::backend(error)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<redis::RedisError> for RefreshStoreError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::backend(error)
+    }
+}
+
+/// A duration in whole milliseconds (saturating), as the SQL and Redis
+/// stores keep idle timeouts and grace periods.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Where refresh-token families live. Implementations run the shared suite
+/// (`auth_core::testing::refresh_store_suite`, feature `testing`).
+#[async_trait]
+pub trait RefreshStore: Send + Sync + fmt::Debug {
+    /// Starts a family whose first (current) token is `first`
+    /// ([`RefreshStoreError::Collision`] if the id or the key exists).
+    async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError>;
+
+    /// Rotates `presented` to `next`, atomically (see [`Rotation`]).
+    /// `sealed_successor` is an opaque blob (the caller's encryption of the
+    /// new token under a key derived from the presented one), kept with the
+    /// spent token for the grace period. `grace`: `None` for no grace
+    /// period (the flows' default).
+    async fn rotate(
+        &self,
+        presented: RefreshKey,
+        next: RefreshKey,
+        sealed_successor: &[u8],
+        now: Timestamp,
+        grace: Option<Duration>,
+    ) -> Result<Rotation, RefreshStoreError>;
+
+    /// Revokes the family of `token`, current or spent (RFC 7009
+    /// revocation; logout). Returns the family's `(id, user_id)` if it had
+    /// not been revoked already.
+    async fn revoke_by_token(
+        &self,
+        token: RefreshKey,
+    ) -> Result<Option<(String, String)>, RefreshStoreError>;
+
+    /// Revokes one family. Returns whether it existed unrevoked.
+    async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError>;
+
+    /// Revokes every family of a user (password change, sign out
+    /// everywhere, disabled user, factor change). Returns how many.
+    async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError>;
+
+    /// Whether the family is live at `now`: not revoked, before its
+    /// `expires_at`, used less than `idle_timeout` ago. One cheap read: the
+    /// per-request check of access tokens.
+    async fn is_live(&self, family_id: &str, now: Timestamp) -> Result<bool, RefreshStoreError>;
+
+    /// Deletes the families dead at `now` (expired or idle) with their
+    /// tokens; returns how many families (stores with native expiry may
+    /// answer 0).
+    async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_strictly_and_debug_is_redacted() {
+        let token = RefreshToken::generate().unwrap();
+        let text = token.encode();
+        assert_eq!(text.len(), 43);
+        assert_eq!(RefreshToken::parse(&text).unwrap().key(), token.key());
+        assert_ne!(RefreshToken::generate().unwrap().key(), token.key());
+        for bad in [
+            "",
+            "x",
+            &text[..42],
+            &format!("{text}A"),
+            &format!("+{}", &text[1..]),
+            &format!("{}=", &text[..42]),
+        ] {
+            assert!(RefreshToken::parse(bad).is_none(), "{bad}");
+        }
+        assert!(!format!("{token:?}").contains(&text));
+        let key = token.key();
+        assert_eq!(RefreshKey::from_bytes(*key.as_bytes()), key);
+        assert_eq!(key.to_hex().len(), 64);
+        assert!(!format!("{key:?}").contains(&key.to_hex()));
+        let id = new_family_id().unwrap();
+        assert_eq!(id.len(), 22);
+        assert_ne!(new_family_id().unwrap(), id);
+    }
+
+    #[test]
+    fn a_family_lives_until_its_expiry_or_idle_deadline() {
+        let t0 = Timestamp::from_unix_millis(1_700_000_000_000);
+        let family = Family {
+            id: "f".into(),
+            user_id: "u".into(),
+            amr: vec!["pwd".into()],
+            created_at: t0,
+            expires_at: t0.saturating_add(Duration::from_secs(100)),
+            idle_timeout: Duration::from_secs(10),
+            last_used_at: t0.saturating_add(Duration::from_secs(85)),
+        };
+        let at = |ms: u64| t0.saturating_add(Duration::from_millis(ms));
+        assert!(family.is_live_at(at(94_999)));
+        assert!(!family.is_live_at(at(95_000)), "idle");
+        let fresh = Family {
+            last_used_at: at(95_000),
+            ..family
+        };
+        assert!(fresh.is_live_at(at(99_999)));
+        assert!(!fresh.is_live_at(at(100_000)), "expired");
+    }
+}

@@ -1,0 +1,450 @@
+//! [`TokenService`]: the configuration, keys, refresh store and
+//! verified-token cache that the token flows of the
+//! [`Authenticator`](crate::Authenticator) run on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use sha2::{Digest, Sha256};
+
+use super::jwt::{AccessClaims, Expect, KeySet, SigningKey, TokenError};
+use super::refresh::{Family, RefreshStore, RefreshToken};
+use crate::clock::Timestamp;
+
+/// The shortest access-token lifetime [`TokenConfigBuilder::access_lifetime`]
+/// takes.
+pub const MIN_ACCESS_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// The longest access-token lifetime.
+pub const MAX_ACCESS_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// The largest clock leeway verification allows.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
+/// The longest reuse grace period ([`TokenConfigBuilder::reuse_grace`]).
+pub const MAX_GRACE: Duration = Duration::from_secs(60);
+
+/// How tokens are issued and checked. Built by [`TokenConfig::builder`];
+/// every default is the safe one.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    issuer: String,
+    audience: String,
+    access_lifetime: Duration,
+    leeway: Duration,
+    family_lifetime: Duration,
+    family_idle: Duration,
+    grace: Option<Duration>,
+    check_revocation: bool,
+}
+
+impl TokenConfig {
+    /// A configuration for tokens issued by `issuer` (the `iss` claim, e.g.
+    /// the app's origin) for `audience` (the `aud` claim, e.g. its API's
+    /// name), with the defaults:
+    ///
+    /// * access tokens live 15 minutes;
+    /// * 30 s of clock leeway;
+    /// * a sign-in's refresh-token family lives at most 30 days, and dies
+    ///   after 7 days unused;
+    /// * no reuse grace: presenting a spent refresh token revokes its
+    ///   family at once;
+    /// * revocation is checked on every request: an access token of a
+    ///   revoked family is refused at once (one read of the refresh store).
+    pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> TokenConfigBuilder {
+        TokenConfigBuilder {
+            config: TokenConfig {
+                issuer: issuer.into(),
+                audience: audience.into(),
+                access_lifetime: MIN_ACCESS_LIFETIME,
+                leeway: Duration::from_secs(30),
+                family_lifetime: Duration::from_secs(30 * 24 * 60 * 60),
+                family_idle: Duration::from_secs(7 * 24 * 60 * 60),
+                grace: None,
+                check_revocation: true,
+            },
+        }
+    }
+
+    /// The `iss` claim.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `aud` claim.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// How long an access token lives.
+    pub fn access_lifetime(&self) -> Duration {
+        self.access_lifetime
+    }
+
+    /// The clock leeway of verification.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// The absolute lifetime of a refresh-token family.
+    pub fn family_lifetime(&self) -> Duration {
+        self.family_lifetime
+    }
+
+    /// How long a refresh-token family may go unused.
+    pub fn family_idle_timeout(&self) -> Duration {
+        self.family_idle
+    }
+
+    /// The reuse grace period, if any.
+    pub fn reuse_grace(&self) -> Option<Duration> {
+        self.grace
+    }
+
+    /// Whether every request checks its token's family.
+    pub fn checks_revocation(&self) -> bool {
+        self.check_revocation
+    }
+}
+
+/// Builds a [`TokenConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct TokenConfigBuilder {
+    config: TokenConfig,
+}
+
+/// A [`TokenConfig`] value out of range.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenConfigError {
+    /// Access tokens live 15 to 60 minutes.
+    #[error("the access-token lifetime must be between 15 and 60 minutes")]
+    AccessLifetime,
+    /// The leeway is at most 60 seconds.
+    #[error("the clock leeway must be at most 60 seconds")]
+    Leeway,
+    /// The family lifetimes must be positive, the idle timeout no longer
+    /// than the absolute lifetime.
+    #[error(
+        "the refresh-token lifetimes must be positive, the idle timeout at most the absolute lifetime"
+    )]
+    FamilyLifetime,
+    /// The reuse grace is between 1 and 60 seconds.
+    #[error("the reuse grace period must be between 1 and 60 seconds")]
+    Grace,
+    /// Issuer and audience must not be empty.
+    #[error("issuer and audience must not be empty")]
+    Names,
+}
+
+impl TokenConfigBuilder {
+    /// How long an access token lives: 15 to 60 minutes (default 15).
+    pub fn access_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.access_lifetime = lifetime;
+        self
+    }
+
+    /// Clock leeway for `exp` and `nbf`: at most 60 s (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.config.leeway = leeway;
+        self
+    }
+
+    /// The absolute lifetime of a sign-in's refresh tokens (default 30
+    /// days).
+    pub fn refresh_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.family_lifetime = lifetime;
+        self
+    }
+
+    /// How long a sign-in's refresh token may go unused (default 7 days).
+    pub fn refresh_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.family_idle = timeout;
+        self
+    }
+
+    /// A grace period for concurrent refreshes (off by default): within it,
+    /// the refresh token just replaced gets the *same* successor again
+    /// (never a new one), so two requests racing with one token do not
+    /// revoke the family. 1 to 60 seconds.
+    pub fn reuse_grace(mut self, grace: Duration) -> Self {
+        self.config.grace = Some(grace);
+        self
+    }
+
+    /// Whether each request checks that its token's family is still live
+    /// (default `true`). Off, a revoked sign-in's access tokens stay valid
+    /// until they expire (at most the access lifetime), and a request costs
+    /// no store read.
+    pub fn check_revocation(mut self, check: bool) -> Self {
+        self.config.check_revocation = check;
+        self
+    }
+
+    /// The configuration, or the first value out of range.
+    pub fn build(self) -> Result<TokenConfig, TokenConfigError> {
+        let c = self.config;
+        if c.issuer.is_empty() || c.audience.is_empty() {
+            return Err(TokenConfigError::Names);
+        }
+        if !(MIN_ACCESS_LIFETIME..=MAX_ACCESS_LIFETIME).contains(&c.access_lifetime) {
+            return Err(TokenConfigError::AccessLifetime);
+        }
+        if c.leeway > MAX_LEEWAY {
+            return Err(TokenConfigError::Leeway);
+        }
+        if c.family_lifetime.is_zero()
+            || c.family_idle.is_zero()
+            || c.family_idle > c.family_lifetime
+        {
+            return Err(TokenConfigError::FamilyLifetime);
+        }
+        if let Some(grace) = c.grace
+            && (grace < Duration::from_secs(1) || grace > MAX_GRACE)
+        {
+            return Err(TokenConfigError::Grace);
+        }
+        Ok(c)
+    }
+}
+
+/// Access and refresh tokens of one app: the [`TokenConfig`], the signing
+/// keys (a [`KeySet`]; rotate with [`rotate_key`](Self::rotate_key)), the
+/// [`RefreshStore`], and a bounded cache of verified access tokens.
+/// Given to [`AuthBuilder::tokens`](crate::flow::AuthBuilder::tokens).
+pub struct TokenService {
+    config: TokenConfig,
+    keys: RwLock<KeySet>,
+    store: Arc<dyn RefreshStore>,
+    verified: VerifiedCache,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// Tokens signed with `key`, families kept in `store`.
+    pub fn new(config: TokenConfig, key: SigningKey, store: Arc<dyn RefreshStore>) -> Self {
+        Self::with_keys(config, KeySet::new(key), store)
+    }
+
+    /// Tokens signed and verified with `keys` (a current key and the
+    /// retired ones still verifying, e.g. loaded from storage).
+    pub fn with_keys(config: TokenConfig, keys: KeySet, store: Arc<dyn RefreshStore>) -> Self {
+        Self {
+            config,
+            keys: RwLock::new(keys),
+            store,
+            verified: VerifiedCache::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    /// The refresh-token store.
+    pub fn store(&self) -> &Arc<dyn RefreshStore> {
+        &self.store
+    }
+
+    /// Signs with `next` from now on. The key it replaces keeps verifying,
+    /// and stays in the JWKS, until every token it signed has expired (the
+    /// access lifetime plus the leeway).
+    pub fn rotate_key(&self, next: SigningKey, now: Timestamp) {
+        let keep = self.config.access_lifetime + self.config.leeway;
+        self.keys_mut().rotate(next, system_time(now), keep);
+    }
+
+    /// The public keys that verify tokens at `now` (`{"keys": [...]}`).
+    pub fn jwks(&self, now: Timestamp) -> serde_json::Value {
+        self.keys().jwks(system_time(now))
+    }
+
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, KeySet> {
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A signed access token for `family`, and its lifetime in seconds.
+    pub(crate) fn issue_access(
+        &self,
+        family: &Family,
+        now: Timestamp,
+    ) -> Result<(String, u64), TokenError> {
+        let iat = unix_secs(now);
+        let lifetime = self.config.access_lifetime.as_secs();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: family.user_id.clone(),
+            iat,
+            nbf: iat,
+            exp: iat + lifetime,
+            jti: random_id().map_err(|_| TokenError::Sign)?,
+            sid: family.id.clone(),
+            amr: family.amr.clone(),
+            auth_time: unix_secs(family.created_at),
+        };
+        Ok((self.keys().sign(&claims)?, lifetime))
+    }
+
+    /// The claims of a valid access token (signature, header, issuer,
+    /// audience, times), from the cache when this process verified the
+    /// same token before. Revocation is the caller's check.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Arc<AccessClaims>, TokenError> {
+        let now_secs = unix_secs(now);
+        if let Some(claims) = self.verified.get(token, now_secs) {
+            return Ok(claims);
+        }
+        let expect = Expect {
+            issuer: self.config.issuer.clone(),
+            audience: self.config.audience.clone(),
+            leeway: self.config.leeway,
+        };
+        let claims = Arc::new(self.keys().verify(token, &expect, system_time(now))?);
+        // Cached until it expires by the token's own `exp` (no leeway: the
+        // cache never extends a token).
+        self.verified.put(token, Arc::clone(&claims), now_secs);
+        Ok(claims)
+    }
+
+    /// Drops the cached tokens of family `sid` (it was revoked here).
+    pub(crate) fn forget_family(&self, sid: &str) {
+        self.verified.forget(|claims| claims.sid == sid);
+    }
+
+    /// Drops the cached tokens of user `sub`.
+    pub(crate) fn forget_user(&self, sub: &str) {
+        self.verified.forget(|claims| claims.sub == sub);
+    }
+
+    /// A new family for a sign-in of `user_id` that authenticated with
+    /// `amr`, and its first refresh token.
+    pub(crate) fn new_family(
+        &self,
+        user_id: &str,
+        amr: Vec<String>,
+        now: Timestamp,
+    ) -> Result<(Family, RefreshToken), super::refresh::RefreshStoreError> {
+        let token = RefreshToken::generate()?;
+        let id = random_id().map_err(|_| super::refresh::RefreshStoreError::Rng)?;
+        let family = Family {
+            id,
+            user_id: user_id.to_owned(),
+            amr,
+            created_at: now,
+            expires_at: now.saturating_add(self.config.family_lifetime),
+            idle_timeout: self.config.family_idle,
+            last_used_at: now,
+        };
+        Ok((family, token))
+    }
+}
+
+/// The successor of refresh token `presented`, sealed with a key only the
+/// holder of `presented` can derive (the store keeps it for the reuse
+/// grace; it is useless without the token it was sealed under).
+pub(crate) fn seal_successor(presented: &RefreshToken, successor: &RefreshToken) -> Vec<u8> {
+    let cipher = ChaCha20Poly1305::new(&seal_key(presented).into());
+    let mut nonce = [0u8; 12];
+    if getrandom::fill(&mut nonce).is_err() {
+        // No grace without randomness: an empty blob never opens.
+        return Vec::new();
+    }
+    match cipher.encrypt(Nonce::from_slice(&nonce), successor.encode().as_bytes()) {
+        Ok(sealed) => nonce.into_iter().chain(sealed).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Opens what [`seal_successor`] sealed under `presented`.
+pub(crate) fn open_successor(presented: &RefreshToken, sealed: &[u8]) -> Option<RefreshToken> {
+    if sealed.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(12);
+    let cipher = ChaCha20Poly1305::new(&seal_key(presented).into());
+    let plain = cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok()?;
+    RefreshToken::parse(std::str::from_utf8(&plain).ok()?)
+}
+
+fn seal_key(token: &RefreshToken) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    digest.update(b"auth-core refresh successor v1\0");
+    digest.update(token.encode().as_bytes());
+    digest.finalize().into()
+}
+
+/// 128 random bits, base64url.
+fn random_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(Base64UrlUnpadded::encode_string(&bytes))
+}
+
+fn unix_secs(at: Timestamp) -> u64 {
+    u64::try_from(at.as_unix_secs()).unwrap_or(0)
+}
+
+fn system_time(at: Timestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(at.as_unix_millis()).unwrap_or(0))
+}
+
+/// Access tokens this process verified, until their `exp`: a repeated
+/// token costs a map lookup instead of a signature check. Keyed by the
+/// whole token (a different token never matches); bounded: when full,
+/// expired entries go, and if that frees nothing, all of them.
+#[derive(Default)]
+struct VerifiedCache(Mutex<HashMap<Box<str>, Arc<AccessClaims>>>);
+
+impl VerifiedCache {
+    const MAX: usize = 16_384;
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<AccessClaims>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str, now_secs: u64) -> Option<Arc<AccessClaims>> {
+        let map = self.map();
+        let claims = map.get(token)?;
+        (now_secs < claims.exp).then(|| Arc::clone(claims))
+    }
+
+    fn put(&self, token: &str, claims: Arc<AccessClaims>, now_secs: u64) {
+        let mut map = self.map();
+        if map.len() >= Self::MAX {
+            map.retain(|_, c| now_secs < c.exp);
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+        }
+        map.insert(Box::from(token), claims);
+    }
+
+    fn forget(&self, mut drop_if: impl FnMut(&AccessClaims) -> bool) {
+        self.map().retain(|_, claims| !drop_if(claims));
+    }
+}

@@ -1,0 +1,301 @@
+//! The refresh-token store contract (`auth_core::testing::refresh_store`),
+//! run against every `RefreshStore` of the toolkit: memory, SQLite (a file
+//! and in memory), PostgreSQL and Redis. Each case is its own test per
+//! store (`sqlite::concurrent_rotations_one_wins`, ...).
+//!
+//! PostgreSQL and Redis read `AUTH_TEST_POSTGRES_URL` / `AUTH_TEST_REDIS_URL`
+//! (`.ci/run` starts both). Without a URL a local run skips those cases with
+//! a printed reason; under `CI=true` a missing URL fails the test.
+#![cfg(all(feature = "testing", feature = "jwt"))]
+
+use std::sync::Arc;
+
+use auth_core::refresh_store_tests;
+use auth_core::testing::RefreshStoreCaps;
+use auth_core::token::refresh::{MemoryRefreshStore, RefreshStore};
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+use auth_core::token::refresh::{RefreshToken, Rotation};
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod common;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use common::service_url;
+
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", RefreshToken::generate().unwrap().key().to_hex())
+}
+
+refresh_store_tests!(memory, RefreshStoreCaps::default(), {
+    Some(Arc::new(MemoryRefreshStore::new()) as Arc<dyn RefreshStore>)
+});
+
+#[cfg(feature = "sqlite")]
+refresh_store_tests!(sqlite, RefreshStoreCaps::default(), {
+    // Cargo's scratch folder for integration tests (under `target/`).
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("refresh-db"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("refresh.db").display());
+    let sessions = auth_core::SqliteStore::connect(&url).await.unwrap();
+    let store = auth_core::token::refresh::SqliteRefreshStore::from_pool(sessions.pool().clone())
+        .await
+        .unwrap();
+    Some(Arc::new(store) as Arc<dyn RefreshStore>)
+});
+
+#[cfg(feature = "sqlite")]
+refresh_store_tests!(sqlite_in_memory, RefreshStoreCaps::default(), {
+    let sessions = auth_core::SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let store = auth_core::token::refresh::SqliteRefreshStore::from_pool(sessions.pool().clone())
+        .await
+        .unwrap();
+    Some(Arc::new(store) as Arc<dyn RefreshStore>)
+});
+
+#[cfg(feature = "postgres")]
+refresh_store_tests!(postgres, RefreshStoreCaps::default(), {
+    let url = service_url("AUTH_TEST_POSTGRES_URL")?;
+    let sessions = auth_core::PostgresStore::connect(&url).await.unwrap();
+    let store = auth_core::token::refresh::PostgresRefreshStore::from_pool(sessions.pool().clone())
+        .await
+        .unwrap();
+    Some(Arc::new(store) as Arc<dyn RefreshStore>)
+});
+
+#[cfg(feature = "redis")]
+refresh_store_tests!(
+    redis,
+    RefreshStoreCaps {
+        native_expiry: true
+    },
+    {
+        let url = service_url("AUTH_TEST_REDIS_URL")?;
+        Some(Arc::new(
+            auth_core::token::refresh::RedisRefreshStore::connect_with_prefix(
+                &url,
+                format!("{}:", unique("test")),
+            )
+            .await
+            .unwrap(),
+        ) as Arc<dyn RefreshStore>)
+    }
+);
+
+/// The one-call form runs every case too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_call_suite_passes_for_the_memory_store() {
+    auth_core::testing::refresh_store_suite(
+        Arc::new(MemoryRefreshStore::new()),
+        RefreshStoreCaps::default(),
+    )
+    .await;
+}
+
+/// The SQL store shares a pool with the other stores, under its own
+/// component in `auth_schema_migrations`; it keeps hex digests, never a
+/// token; opening it again migrates nothing and keeps the families;
+/// revocation and the purge leave no token row behind; a schema newer
+/// than the code is refused.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_sqlite_store_shares_a_pool_and_reopens() {
+    use std::time::Duration;
+
+    use auth_core::clock::Timestamp;
+    use auth_core::token::refresh::{Family, RefreshStoreError, SqliteRefreshStore};
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("refresh-db"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("refresh.db").display());
+    let sessions = auth_core::SqliteStore::connect(&url).await.unwrap();
+    let pool = sessions.pool().clone();
+    auth_core::SqliteTokenStore::from_pool(pool.clone())
+        .await
+        .unwrap();
+    let store = SqliteRefreshStore::from_pool(pool.clone()).await.unwrap();
+    let now = Timestamp::from_unix_millis(1_700_000_000_000);
+    let family = |id: &str, user: &str| Family {
+        id: id.into(),
+        user_id: user.into(),
+        amr: vec!["pwd".into()],
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3_600)),
+        idle_timeout: Duration::from_secs(600),
+        last_used_at: now,
+    };
+    let first = RefreshToken::generate().unwrap();
+    store
+        .create(&family("f1", "u1"), first.key())
+        .await
+        .unwrap();
+    let second = RefreshToken::generate().unwrap().key();
+    let at = now.saturating_add(Duration::from_secs(1));
+    assert!(matches!(
+        store
+            .rotate(first.key(), second, b"sealed", at, None)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+
+    let again = SqliteRefreshStore::from_pool(pool.clone()).await.unwrap();
+    let versions: Vec<(String, i64)> =
+        sqlx::query_as("SELECT component, version FROM auth_schema_migrations ORDER BY component")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for component in ["refresh_tokens", "sessions", "single_use_tokens"] {
+        assert!(versions.iter().any(|(c, _)| c == component), "{versions:?}");
+    }
+    assert!(versions.contains(&("refresh_tokens".to_owned(), 1)));
+    // Keyed by hex digests; the token itself is nowhere.
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM auth_refresh_tokens ORDER BY key")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut expected = vec![first.key().to_hex(), second.to_hex()];
+    expected.sort();
+    assert_eq!(keys, expected);
+    let current: String = sqlx::query_scalar("SELECT current_key FROM auth_refresh_families")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(current, second.to_hex());
+    assert!(!keys.contains(&first.encode()));
+    assert!(again.is_live("f1", at).await.unwrap());
+
+    // Revocation and the purge delete the token rows with the family.
+    assert_eq!(
+        again.revoke_by_token(first.key()).await.unwrap(),
+        Some(("f1".to_owned(), "u1".to_owned()))
+    );
+    let rows = |table: &'static str| {
+        let pool = pool.clone();
+        let count = match table {
+            "auth_refresh_tokens" => "SELECT COUNT(*) FROM auth_refresh_tokens",
+            _ => "SELECT COUNT(*) FROM auth_refresh_families",
+        };
+        async move {
+            sqlx::query_scalar::<_, i64>(count)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rows("auth_refresh_tokens").await, 0);
+    assert_eq!(rows("auth_refresh_families").await, 0);
+    for n in 0..3 {
+        let key = RefreshToken::generate().unwrap().key();
+        again
+            .create(&family(&format!("g{n}"), "u2"), key)
+            .await
+            .unwrap();
+    }
+    assert_eq!(again.revoke_user("u2").await.unwrap(), 3);
+    assert_eq!(rows("auth_refresh_tokens").await, 0);
+    for n in 0..3 {
+        let key = RefreshToken::generate().unwrap().key();
+        again
+            .create(&family(&format!("h{n}"), "u3"), key)
+            .await
+            .unwrap();
+    }
+    let idle = now.saturating_add(Duration::from_secs(600));
+    assert_eq!(again.purge(idle).await.unwrap(), 3);
+    assert_eq!(rows("auth_refresh_tokens").await, 0);
+    assert_eq!(rows("auth_refresh_families").await, 0);
+
+    sqlx::query("UPDATE auth_schema_migrations SET version = 2 WHERE component = 'refresh_tokens'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        SqliteRefreshStore::from_pool(pool.clone()).await,
+        Err(RefreshStoreError::Backend(_))
+    ));
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every key the Redis store writes expires: a family when it dies (its
+/// idle deadline, pushed on by a rotation, or its expiry), a token with its
+/// family's expiry, a user's set no sooner than its longest-lived family.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn every_redis_key_expires() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", unique("test"));
+    let store = RedisRefreshStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    assert_eq!(store.prefix(), prefix);
+    let now = SystemClock.now();
+    let mut expiries = HashMap::new();
+    for n in 0..4u64 {
+        let family = Family {
+            id: new_family_id().unwrap(),
+            user_id: format!("user-{}", n % 2),
+            amr: vec!["pwd".into()],
+            created_at: now,
+            expires_at: now.saturating_add(Duration::from_secs(86_400 + n)),
+            // Families 0 and 1 die idle, 2 and 3 at their expiry.
+            idle_timeout: Duration::from_secs(if n < 2 { 3_600 } else { 10 * 86_400 }),
+            last_used_at: now,
+        };
+        let first = RefreshToken::generate().unwrap().key();
+        store.create(&family, first).await.unwrap();
+        let mut dies = family
+            .expires_at
+            .min(now.saturating_add(family.idle_timeout));
+        expiries.insert(format!("{prefix}t:{}", first.to_hex()), family.expires_at);
+        if n == 1 {
+            let next = RefreshToken::generate().unwrap().key();
+            let at = now.saturating_add(Duration::from_secs(60));
+            let rotated = store.rotate(first, next, b"s", at, None).await.unwrap();
+            assert!(matches!(rotated, Rotation::Rotated(_)));
+            expiries.insert(format!("{prefix}t:{}", next.to_hex()), family.expires_at);
+            dies = at.saturating_add(family.idle_timeout);
+        }
+        expiries.insert(format!("{prefix}f:{{{}}}", family.id), dies);
+        let set = format!("{prefix}u:{}", family.user_id);
+        let longest = expiries.get(&set).copied().unwrap_or(family.expires_at);
+        expiries.insert(set, longest.max(family.expires_at));
+    }
+
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), expiries.len(), "{keys:?}");
+    for key in &keys {
+        let at: i64 = ::redis::cmd("PEXPIRETIME")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let expected = expiries
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} unexpected"));
+        if key.starts_with(&format!("{prefix}u:")) {
+            assert!(at >= expected.as_unix_millis(), "{key} expires too soon");
+        } else {
+            assert_eq!(at, expected.as_unix_millis(), "{key}");
+        }
+    }
+}
