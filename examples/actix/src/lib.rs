@@ -13,7 +13,7 @@ use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, ResetBody, VerifyBody,
+    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
 };
 use serde::Deserialize;
 
@@ -41,6 +41,11 @@ pub fn app(
         .service(resource("/api/register").post(register))
         .service(resource("/api/login").post(login))
         .service(resource("/api/logout").post(logout))
+        .service(resource("/api/token").post(token))
+        .service(resource("/api/token/mfa").post(token_mfa))
+        .service(resource("/api/token/refresh").post(token_refresh))
+        .service(resource("/api/token/revoke").post(token_revoke))
+        .service(resource("/.well-known/jwks.json").get(jwks))
         .service(resource("/api/login/totp").post(login_totp))
         .service(resource("/api/login/recovery").post(login_recovery))
         .service(resource("/api/password/forgot").post(forgot_password))
@@ -67,6 +72,7 @@ pub fn app(
         .service(protected("/api/mfa/totp").delete(totp_disable))
         .service(resource("/").get(home))
         .service(resource("/static/app.css").get(stylesheet))
+        .service(resource("/api/openapi.json").get(|| async { reply(h::openapi()) }))
         .service(resource("/login").get(login_page).post(login_form))
         .service(
             resource("/login/mfa")
@@ -119,6 +125,35 @@ async fn register(auth: AuthSession, body: Result<web::Json<Credentials>, Error>
 
 async fn login(auth: AuthSession, body: Result<web::Json<Credentials>, Error>) -> HttpResponse {
     reply(h::login(&auth, json_body(body)).await)
+}
+
+async fn token(auth: AuthSession, body: Result<web::Json<TokenRequest>, Error>) -> HttpResponse {
+    reply(h::token(&auth, json_body(body)).await)
+}
+
+async fn token_mfa(
+    auth: AuthSession,
+    body: Result<web::Json<TokenMfaRequest>, Error>,
+) -> HttpResponse {
+    reply(h::token_mfa(&auth, json_body(body)).await)
+}
+
+async fn token_refresh(
+    auth: AuthSession,
+    body: Result<web::Json<RefreshRequest>, Error>,
+) -> HttpResponse {
+    reply(h::token_refresh(&auth, json_body(body)).await)
+}
+
+async fn token_revoke(
+    auth: AuthSession,
+    body: Result<web::Json<RefreshRequest>, Error>,
+) -> HttpResponse {
+    reply(h::token_revoke(&auth, json_body(body)).await)
+}
+
+async fn jwks(auth: AuthSession) -> HttpResponse {
+    reply(h::jwks(&auth))
 }
 
 async fn logout(auth: AuthSession) -> HttpResponse {

@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, ResetBody, VerifyBody,
+    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -54,6 +54,11 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/register", post(register))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
+        .route("/api/token", post(token))
+        .route("/api/token/mfa", post(token_mfa))
+        .route("/api/token/refresh", post(token_refresh))
+        .route("/api/token/revoke", post(token_revoke))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/api/login/totp", post(login_totp))
         .route("/api/login/recovery", post(login_recovery))
         .route("/api/password/forgot", post(forgot_password))
@@ -65,6 +70,7 @@ pub fn app(auth: Auth) -> Router {
         .merge(api_mfa)
         .route("/", get(home))
         .route("/static/app.css", get(|| async { reply(h::stylesheet()) }))
+        .route("/api/openapi.json", get(|| async { reply(h::openapi()) }))
         .route("/login", get(login_page).post(login_form))
         .route("/login/mfa", get(login_mfa_page).post(login_mfa_form))
         .route("/register", get(register_page).post(register_form))
@@ -101,6 +107,35 @@ async fn register(auth: AuthSession, body: Result<Json<Credentials>, JsonRejecti
 
 async fn login(auth: AuthSession, body: Result<Json<Credentials>, JsonRejection>) -> Response {
     reply(h::login(&auth, json_body(body)).await)
+}
+
+async fn token(auth: AuthSession, body: Result<Json<TokenRequest>, JsonRejection>) -> Response {
+    reply(h::token(&auth, json_body(body)).await)
+}
+
+async fn token_mfa(
+    auth: AuthSession,
+    body: Result<Json<TokenMfaRequest>, JsonRejection>,
+) -> Response {
+    reply(h::token_mfa(&auth, json_body(body)).await)
+}
+
+async fn token_refresh(
+    auth: AuthSession,
+    body: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Response {
+    reply(h::token_refresh(&auth, json_body(body)).await)
+}
+
+async fn token_revoke(
+    auth: AuthSession,
+    body: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Response {
+    reply(h::token_revoke(&auth, json_body(body)).await)
+}
+
+async fn jwks(auth: AuthSession) -> Response {
+    reply(h::jwks(&auth))
 }
 
 async fn logout(auth: AuthSession) -> Response {

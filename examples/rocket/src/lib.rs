@@ -13,7 +13,8 @@ use auth_rocket::{
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, ResetBody, VerifyBody, error_json,
+    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
+    error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -58,6 +59,11 @@ pub fn app(auth: Auth) -> Rocket<Build> {
     let routes = routes![
         register,
         login,
+        token,
+        token_mfa,
+        token_refresh,
+        token_revoke,
+        jwks,
         logout,
         me,
         change_password,
@@ -73,6 +79,7 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         change_email,
         home,
         stylesheet,
+        openapi,
         login_page,
         login_form,
         login_mfa_page,
@@ -244,6 +251,31 @@ async fn login(auth: AuthSession, body: JsonBody<Credentials>) -> ReplyResponder
     reply(h::login(&auth, body.0).await)
 }
 
+#[post("/api/token", data = "<body>")]
+async fn token(auth: AuthSession, body: JsonBody<TokenRequest>) -> ReplyResponder {
+    reply(h::token(&auth, body.0).await)
+}
+
+#[post("/api/token/mfa", data = "<body>")]
+async fn token_mfa(auth: AuthSession, body: JsonBody<TokenMfaRequest>) -> ReplyResponder {
+    reply(h::token_mfa(&auth, body.0).await)
+}
+
+#[post("/api/token/refresh", data = "<body>")]
+async fn token_refresh(auth: AuthSession, body: JsonBody<RefreshRequest>) -> ReplyResponder {
+    reply(h::token_refresh(&auth, body.0).await)
+}
+
+#[post("/api/token/revoke", data = "<body>")]
+async fn token_revoke(auth: AuthSession, body: JsonBody<RefreshRequest>) -> ReplyResponder {
+    reply(h::token_revoke(&auth, body.0).await)
+}
+
+#[get("/.well-known/jwks.json")]
+fn jwks(auth: AuthSession) -> ReplyResponder {
+    reply(h::jwks(&auth))
+}
+
 #[post("/api/logout")]
 async fn logout(auth: AuthSession) -> ReplyResponder {
     reply(h::logout(&auth).await)
@@ -281,6 +313,11 @@ async fn revoke_others(_login: RequireLogin, auth: AuthSession) -> ReplyResponde
 #[get("/static/app.css")]
 fn stylesheet() -> ReplyResponder {
     reply(h::stylesheet())
+}
+
+#[get("/api/openapi.json")]
+fn openapi() -> ReplyResponder {
+    reply(h::openapi())
 }
 
 #[get("/")]

@@ -1327,3 +1327,106 @@ pub async fn magic_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
         Err(error) => link_page_error(auth, MAGIC, &token_input(&token), &error).await,
     }
 }
+
+/// `GET /api/openapi.json`: the OpenAPI 3.1 document of the JSON API
+/// (built once, see [`crate::openapi`]); no session needed.
+pub fn openapi() -> Reply {
+    Reply::json(200, crate::openapi::json().to_owned())
+}
+
+/// A token answer: never stored by a cache (RFC 6749 5.1).
+fn no_store(mut reply: Reply) -> Reply {
+    reply.headers.push(("cache-control", "no-store".to_owned()));
+    reply.headers.push(("pragma", "no-cache".to_owned()));
+    reply
+}
+
+/// The answer with a token pair.
+fn token_answer(pair: auth_core::flow::TokenPair) -> Reply {
+    no_store(json(
+        200,
+        &crate::TokenAnswer {
+            access_token: pair.access_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            refresh_token: pair.refresh_token,
+        },
+    ))
+}
+
+/// `POST /api/token`: a sign-in for tokens (the same throttles and
+/// answers as `POST /api/login`), or `mfa_required` with an `mfa_token`.
+pub async fn token(auth: &RequestAuth, body: Body<crate::TokenRequest>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .token_login(&body.username, &Password::from(body.password))
+        .await;
+    unwrap_reply(result.map(|outcome| match outcome {
+        auth_core::flow::TokenOutcome::Issued(pair) => token_answer(pair),
+        auth_core::flow::TokenOutcome::MfaRequired { mfa_token, .. } => no_store(json(
+            200,
+            &crate::MfaRequiredAnswer {
+                mfa_required: true,
+                mfa_token,
+            },
+        )),
+    }))
+}
+
+/// `POST /api/token/mfa`: the second step of a token sign-in.
+pub async fn token_mfa(auth: &RequestAuth, body: Body<crate::TokenMfaRequest>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.token_mfa(&body.mfa_token, &body.code)
+            .await
+            .map(token_answer),
+    )
+}
+
+/// `POST /api/token/refresh`: new tokens for a refresh token.
+pub async fn token_refresh(auth: &RequestAuth, body: Body<crate::RefreshRequest>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.refresh_tokens(&body.refresh_token)
+            .await
+            .map(token_answer),
+    )
+}
+
+/// `POST /api/token/revoke`: 200 whether or not the token was known
+/// (RFC 7009).
+pub async fn token_revoke(auth: &RequestAuth, body: Body<crate::RefreshRequest>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(
+        auth.revoke_refresh_token(&body.refresh_token)
+            .await
+            .map(|()| Reply::json(200, "{}".to_owned())),
+    )
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify access
+/// tokens.
+pub fn jwks(auth: &RequestAuth) -> Reply {
+    let authenticator = auth.authenticator();
+    let result = authenticator.token_service().map(|service| {
+        let now = authenticator.sessions().clock().now();
+        let mut reply = Reply::json(200, service.jwks(now).to_string());
+        reply
+            .headers
+            .push(("cache-control", "public, max-age=300".to_owned()));
+        reply
+    });
+    unwrap_reply(result)
+}

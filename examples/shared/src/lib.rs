@@ -15,13 +15,21 @@ use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
 use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
 use auth_core::single_use::{PostgresTokenStore, RedisTokenStore, SqliteTokenStore};
+use auth_core::token::jwt::{Algorithm, SigningKey};
+use auth_core::token::refresh::{
+    MemoryRefreshStore, PostgresRefreshStore, RedisRefreshStore, RefreshStore, SqliteRefreshStore,
+};
+use auth_core::token::{TokenConfig, TokenService};
 use auth_core::web::{AllowedHosts, SecurityHeaders};
 use auth_core::{
     Auth, MemoryAccountStore, MemoryUserStore, PostgresAccountStore, PostgresUserStore,
     SqliteAccountStore, SqliteUserStore,
 };
+use base64ct::{Base64, Encoding};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
 
 /// `Debug` for request bodies that carry a password, code or token: the
 /// type name and its public fields, each value redacted.
@@ -40,6 +48,7 @@ macro_rules! redacted_debug {
 }
 
 pub mod handlers;
+pub mod openapi;
 
 /// The pages' stylesheet, served at `/static/app.css` (no inline style:
 /// the pages' [`CONTENT_SECURITY_POLICY`] allows none).
@@ -117,6 +126,12 @@ pub struct Settings {
     /// `Auth Toolkit Demo <noreply@localhost>` (set a real one for a real
     /// server).
     pub mail_from: String,
+    /// `DEMO_JWT_KEY`: the ES256 key that signs access tokens (PKCS#8 DER,
+    /// base64). When unset, a SQLite demo keeps a generated key in a file
+    /// beside the database (`demo.db-jwt.key`, mode 0600); a PostgreSQL
+    /// demo uses a random key per start (with a warning), so tokens do not
+    /// survive a restart. A secret: `Debug` redacts it.
+    pub jwt_key: Option<SecretString>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -133,6 +148,7 @@ impl std::fmt::Debug for Settings {
             .field("public_url", &self.public_url)
             .field("smtp_url", &set(self.smtp_url.is_some()))
             .field("mail_from", &self.mail_from)
+            .field("jwt_key", &set(self.jwt_key.is_some()))
             .finish()
     }
 }
@@ -170,6 +186,7 @@ impl Settings {
             smtp_url: var("DEMO_SMTP_URL").map(SecretString::from),
             mail_from: var("DEMO_MAIL_FROM")
                 .unwrap_or_else(|| format!("{APP_NAME} <noreply@localhost>")),
+            jwt_key: var("DEMO_JWT_KEY").map(SecretString::from),
         })
     }
 }
@@ -208,36 +225,50 @@ pub fn mailer(settings: &Settings) -> Result<Arc<dyn Mailer>, Box<dyn Error>> {
 /// for sessions and throttles when `REDIS_URL` is set.
 pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let builder = if settings.database_url.starts_with("postgres") {
-        let store = PostgresStore::connect(&settings.database_url).await?;
-        let pool = store.pool().clone();
-        Auth::builder(PostgresUserStore::from_pool(pool.clone()).await?)
-            .accounts(Arc::new(
-                PostgresAccountStore::from_pool(pool.clone()).await?,
-            ))
-            .link_tokens(Arc::new(PostgresTokenStore::from_pool(pool).await?))
-            .sessions(Arc::new(store))
-    } else {
-        let store = SqliteStore::connect(&settings.database_url).await?;
-        let pool = store.pool().clone();
-        Auth::builder(SqliteUserStore::from_pool(pool.clone()).await?)
-            .accounts(Arc::new(SqliteAccountStore::from_pool(pool.clone()).await?))
-            .link_tokens(Arc::new(SqliteTokenStore::from_pool(pool).await?))
-            .sessions(Arc::new(store))
+    let (builder, refresh): (_, Arc<dyn RefreshStore>) =
+        if settings.database_url.starts_with("postgres") {
+            let store = PostgresStore::connect(&settings.database_url).await?;
+            let pool = store.pool().clone();
+            let builder = Auth::builder(PostgresUserStore::from_pool(pool.clone()).await?)
+                .accounts(Arc::new(
+                    PostgresAccountStore::from_pool(pool.clone()).await?,
+                ))
+                .link_tokens(Arc::new(PostgresTokenStore::from_pool(pool.clone()).await?))
+                .sessions(Arc::new(store));
+            let refresh = Arc::new(PostgresRefreshStore::from_pool(pool).await?);
+            (builder, refresh)
+        } else {
+            let store = SqliteStore::connect(&settings.database_url).await?;
+            let pool = store.pool().clone();
+            let builder = Auth::builder(SqliteUserStore::from_pool(pool.clone()).await?)
+                .accounts(Arc::new(SqliteAccountStore::from_pool(pool.clone()).await?))
+                .link_tokens(Arc::new(SqliteTokenStore::from_pool(pool.clone()).await?))
+                .sessions(Arc::new(store));
+            let refresh = Arc::new(SqliteRefreshStore::from_pool(pool).await?);
+            (builder, refresh)
+        };
+    let (builder, refresh): (_, Arc<dyn RefreshStore>) = match &settings.redis_url {
+        Some(url) => (
+            builder
+                .sessions(Arc::new(RedisStore::connect(url).await?))
+                .link_tokens(Arc::new(RedisTokenStore::connect(url).await?))
+                .throttle(Arc::new(
+                    RedisThrottle::connect(url, throttle_config()).await?,
+                )),
+            Arc::new(RedisRefreshStore::connect(url).await?),
+        ),
+        None => (builder.throttle_config(throttle_config()), refresh),
     };
-    let builder = match &settings.redis_url {
-        Some(url) => builder
-            .sessions(Arc::new(RedisStore::connect(url).await?))
-            .link_tokens(Arc::new(RedisTokenStore::connect(url).await?))
-            .throttle(Arc::new(
-                RedisThrottle::connect(url, throttle_config()).await?,
-            )),
-        None => builder.throttle_config(throttle_config()),
-    };
+    let tokens = TokenService::new(
+        token_config(&settings.public_url)?,
+        signing_key(settings)?,
+        refresh,
+    );
     Ok(builder
         .clock(clock)
         .app_name(APP_NAME)
         .mfa_keys(mfa_keys(settings)?)
+        .tokens(tokens)
         .trusted_proxies(settings.trusted_proxies.clone())
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
         .allowed_hosts(settings.allowed_hosts.clone())
@@ -249,37 +280,90 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         .build()?)
 }
 
+/// The audience (`aud`) of the demo's access tokens.
+pub const TOKEN_AUDIENCE: &str = "auth-toolkit-demo";
+
+/// The demo's token settings: issued by `issuer` (its public URL) for
+/// [`TOKEN_AUDIENCE`], with the core's defaults (15-minute access tokens,
+/// revocation checked on every request, no reuse grace).
+pub fn token_config(issuer: &str) -> Result<TokenConfig, Box<dyn Error>> {
+    Ok(TokenConfig::builder(issuer, TOKEN_AUDIENCE).build()?)
+}
+
+/// Where a SQLite demo keeps a generated key: beside its database file,
+/// `suffix` appended; `None` for PostgreSQL or an in-memory database.
+fn key_file(settings: &Settings, suffix: &str) -> Option<String> {
+    settings
+        .database_url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
+        .map(|p| format!("{p}{suffix}"))
+}
+
+/// Writes a new key file, readable by its owner only; never overwrites.
+fn create_key_file(path: &str, contents: &str) -> Result<(), Box<dyn Error>> {
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(&mut file.open(path)?, contents.as_bytes())?;
+    Ok(())
+}
+
+/// The key that signs access tokens (see [`Settings::jwt_key`]).
+fn signing_key(settings: &Settings) -> Result<SigningKey, Box<dyn Error>> {
+    let parse = |text: &str, source: &str| -> Result<SigningKey, Box<dyn Error>> {
+        let der = Zeroizing::new(
+            Base64::decode_vec(text.trim()).map_err(|_| format!("{source}: not base64"))?,
+        );
+        Ok(SigningKey::from_pkcs8_der(Algorithm::Es256, &der)
+            .map_err(|e| format!("{source}: {e}"))?)
+    };
+    if let Some(key) = &settings.jwt_key {
+        return parse(key.expose_secret(), "DEMO_JWT_KEY");
+    }
+    let Some(path) = key_file(settings, "-jwt.key") else {
+        tracing::warn!(
+            "DEMO_JWT_KEY is not set: access tokens are signed with a random key that is \
+             lost at exit"
+        );
+        return Ok(SigningKey::generate(Algorithm::Es256)?);
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&Zeroizing::new(text), &path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate(Algorithm::Es256)?;
+            let der = key.to_pkcs8_der();
+            create_key_file(
+                &path,
+                &Zeroizing::new(Base64::encode_string(der.expose_secret())),
+            )?;
+            tracing::info!(%path, "created the key that signs access tokens (set DEMO_JWT_KEY in production)");
+            Ok(key)
+        }
+        Err(error) => Err(format!("{path}: {error}").into()),
+    }
+}
+
 /// The key ring for TOTP secrets (see [`Settings::mfa_key`]).
 fn mfa_keys(settings: &Settings) -> Result<MfaKeys, Box<dyn Error>> {
     const KID: &str = "demo";
     if let Some(key) = &settings.mfa_key {
         return Ok(MfaKeys::from_base64(KID, key).map_err(|e| format!("DEMO_MFA_KEY: {e}"))?);
     }
-    let Some(path) = settings
-        .database_url
-        .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
-    else {
+    let Some(path) = key_file(settings, "-mfa.key") else {
         tracing::warn!(
             "DEMO_MFA_KEY is not set: TOTP secrets are encrypted with a random key \
              that is lost at exit"
         );
         return Ok(MfaKeys::generate(KID)?);
     };
-    let path = format!("{path}-mfa.key");
     match std::fs::read_to_string(&path) {
         Ok(key) => Ok(MfaKeys::from_base64(KID, key.trim()).map_err(|e| format!("{path}: {e}"))?),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let keys = MfaKeys::generate(KID)?;
-            let mut file = std::fs::OpenOptions::new();
-            file.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            std::io::Write::write_all(
-                &mut file.open(&path)?,
-                keys.current_key_base64().expose_secret().as_bytes(),
-            )?;
+            create_key_file(&path, keys.current_key_base64().expose_secret())?;
             tracing::info!(%path, "created the key that encrypts TOTP secrets (set DEMO_MFA_KEY in production)");
             Ok(keys)
         }
@@ -314,6 +398,12 @@ pub fn build_auth_in_memory(
         .build()
         .unwrap_or_else(|_| unreachable!("the default service settings are valid"));
     let tokens = form_tokens(None).unwrap_or_else(|_| unreachable!("random keys are long enough"));
+    let api_tokens = TokenService::new(
+        token_config("http://demo.test").unwrap_or_else(|_| unreachable!("valid token settings")),
+        SigningKey::generate(Algorithm::Es256)
+            .unwrap_or_else(|_| unreachable!("the OS CSPRNG works")),
+        Arc::new(MemoryRefreshStore::new()),
+    );
     Auth::builder(MemoryUserStore::new())
         .accounts(Arc::new(MemoryAccountStore::new()))
         .clock(clock)
@@ -323,6 +413,7 @@ pub fn build_auth_in_memory(
         .mfa_keys(MfaKeys::generate("test").unwrap_or_else(|_| unreachable!("the OS CSPRNG works")))
         .trusted_proxies(trusted_proxies)
         .form_tokens(tokens)
+        .tokens(api_tokens)
         .allowed_hosts(
             AllowedHosts::parse(TEST_HOSTS).unwrap_or_else(|_| unreachable!("valid host names")),
         )
@@ -336,7 +427,7 @@ pub fn build_auth_in_memory(
 }
 
 /// `POST /api/register` and `POST /api/login` bodies.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Login name.
     pub username: String,
@@ -349,7 +440,7 @@ pub struct Credentials {
 }
 
 /// `POST /api/password/forgot` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ForgotBody {
     /// A login name or a verified email address.
     pub login: String,
@@ -357,7 +448,7 @@ pub struct ForgotBody {
 
 /// `POST /api/email` body: the new address and the proof an account
 /// change needs.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct EmailChangeBody {
     /// The new address.
     pub email: String,
@@ -370,14 +461,14 @@ pub struct EmailChangeBody {
 }
 
 /// `POST /api/login/magic` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MagicBody {
     /// A login name or a verified email address.
     pub login: String,
 }
 
 /// `POST /api/password/reset` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ResetBody {
     /// The token from the reset link.
     pub token: String,
@@ -386,14 +477,14 @@ pub struct ResetBody {
 }
 
 /// `POST /api/email/verify` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct VerifyBody {
     /// The token from the verification link.
     pub token: String,
 }
 
 /// `POST /api/password` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChangePassword {
     /// The current password.
     pub current_password: String,
@@ -403,7 +494,7 @@ pub struct ChangePassword {
 
 /// `POST /api/login/totp`, `/api/login/recovery` and
 /// `/api/mfa/totp/confirm` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CodeBody {
     /// A TOTP code or a recovery code.
     pub code: String,
@@ -411,7 +502,7 @@ pub struct CodeBody {
 
 /// `POST /api/mfa/totp/enroll` body: the proof a factor change needs, for
 /// an account that may have no second factor yet.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct EnrollBody {
     /// The current password.
     pub password: String,
@@ -422,7 +513,7 @@ pub struct EnrollBody {
 
 /// `DELETE /api/mfa/totp` and `POST /api/mfa/recovery-codes` body: the
 /// proof a factor change needs, for an account with a second factor.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ProofBody {
     /// The current password.
     pub password: String,
@@ -431,24 +522,25 @@ pub struct ProofBody {
 }
 
 /// `POST /api/register` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Registered {
     /// The name as registered.
     pub username: String,
 }
 
 /// `POST /api/login` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginAnswer {
     /// Whether a second factor must follow.
     pub mfa_required: bool,
     /// The second factors available, when required.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub methods: Option<Vec<String>>,
 }
 
 /// `GET /api/me` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
     /// The name as registered.
     pub username: String,
@@ -457,7 +549,7 @@ pub struct Me {
 }
 
 /// One entry of `GET /api/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionEntry {
     /// A handle, never the cookie value.
     pub id: String,
@@ -485,6 +577,137 @@ impl From<SessionInfo> for SessionEntry {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tokens for API clients: the JSON shapes of `POST /api/token`,
+// `/api/token/mfa`, `/api/token/refresh`, `/api/token/revoke` and
+// `GET /.well-known/jwks.json` (handlers and OpenAPI document share them).
+// ---------------------------------------------------------------------------
+
+/// `POST /api/token` body: a password login for an API client.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// Login name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// The tokens: the answer of `POST /api/token` (without a second factor),
+/// `/api/token/mfa` and `/api/token/refresh`.
+#[derive(Serialize, ToSchema)]
+pub struct TokenAnswer {
+    /// A short-lived signed JWT, sent as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// A single-use refresh token: `POST /api/token/refresh` trades it for
+    /// new tokens (this one is then spent).
+    pub refresh_token: String,
+}
+
+/// `POST /api/token` answer when the account has a second factor: the
+/// password was right, `POST /api/token/mfa` with a code and this token
+/// gets the tokens.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequiredAnswer {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// Short-lived, single-use: proves the password step to
+    /// `POST /api/token/mfa`.
+    pub mfa_token: String,
+}
+
+/// `POST /api/token` answer (200): the tokens, or a second factor first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TokenOutcome {
+    /// No second factor: the tokens.
+    Tokens(TokenAnswer),
+    /// A second factor must follow.
+    MfaRequired(MfaRequiredAnswer),
+}
+
+/// `POST /api/token/mfa` body: the second step of a token login.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenMfaRequest {
+    /// The `mfa_token` of the `POST /api/token` answer.
+    pub mfa_token: String,
+    /// A TOTP code or a recovery code.
+    pub code: String,
+}
+
+/// `POST /api/token/refresh` and `POST /api/token/revoke` body.
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// A refresh token from a token answer.
+    pub refresh_token: String,
+}
+
+/// `GET /.well-known/jwks.json` answer: the public keys that verify access
+/// tokens (RFC 7517).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Jwks {
+    /// The keys; an access token's `kid` names one.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key of the key set (RFC 7517, 7518, 8037).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Jwk {
+    /// Key type: `EC`, `OKP` or `RSA`.
+    pub kty: String,
+    /// Key id, as in the tokens' header.
+    pub kid: String,
+    /// Algorithm: `ES256`, `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub key_use: String,
+    /// Curve (`EC`, `OKP`): `P-256` or `Ed25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub crv: Option<String>,
+    /// `EC`, `OKP`: x coordinate / public key, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub x: Option<String>,
+    /// `EC`: y coordinate, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub y: Option<String>,
+    /// `RSA`: modulus, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub n: Option<String>,
+    /// `RSA`: public exponent, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub e: Option<String>,
+}
+
+redacted_debug!(
+    TokenRequest { username, password },
+    TokenAnswer {
+        access_token,
+        token_type,
+        expires_in,
+        refresh_token
+    },
+    MfaRequiredAnswer {
+        mfa_required,
+        mfa_token
+    },
+    TokenMfaRequest { mfa_token, code },
+    RefreshRequest { refresh_token },
+);
+
+// ---------------------------------------------------------------------------
+// End of the token shapes.
+// ---------------------------------------------------------------------------
 
 /// What every demo binary does before serving: logs through `tracing`
 /// (`RUST_LOG`, default `info`), reads the [`Settings`], builds the

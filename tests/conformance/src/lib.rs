@@ -134,6 +134,8 @@ pub struct TestApp {
     harness: Box<dyn Harness>,
     /// The injected clock; advance it for timeouts.
     pub clock: ManualClock,
+    /// The pipeline the app runs (to reach the core, e.g. to rotate keys).
+    pub auth: Auth,
 }
 
 /// Options for [`TestApp::start`].
@@ -219,8 +221,9 @@ impl TestApp {
             Arc::new(mailer),
         );
         Self {
-            harness: F::build(auth),
+            harness: F::build(auth.clone()),
             clock,
+            auth,
         }
     }
 
@@ -409,6 +412,8 @@ impl TestRequest {
 pub mod cases;
 pub mod http;
 pub mod mfa_cases;
+pub mod openapi_cases;
+pub mod token_cases;
 
 /// Expands every case into a `#[tokio::test]` for the harness factory `$f`.
 #[macro_export]
@@ -501,6 +506,23 @@ macro_rules! conformance_suite {
             the_account_page_takes_the_proof_with_each_factor_change,
             the_account_page_changes_the_address_with_proof,
         );
+        $crate::conformance_suite!(@openapi $f;
+            the_openapi_document_is_identical_in_every_framework,
+            the_openapi_document_describes_every_api_route,
+        );
+        $crate::conformance_suite!(@tokens $f;
+            a_token_sign_in_answers_tokens_every_route_takes,
+            a_token_sign_in_refuses_and_throttles_like_the_login,
+            a_token_sign_in_with_a_second_factor_needs_the_code,
+            a_password_only_token_is_not_multi_factor,
+            a_reused_refresh_token_revokes_its_family,
+            revocation_and_logout_end_the_family,
+            account_changes_revoke_token_families,
+            a_bearer_request_is_decided_by_its_token_alone,
+            forged_tampered_and_expired_tokens_are_refused,
+            the_jwks_publishes_public_keys_through_a_rotation,
+            an_idle_family_expires,
+        );
     };
     (@cases $f:ty; $($case:ident),* $(,)?) => {
         $(
@@ -515,6 +537,22 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn $case() {
                 $crate::mfa_cases::$case::<$f>().await;
+            }
+        )*
+    };
+    (@tokens $f:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::token_cases::$case::<$f>().await;
+            }
+        )*
+    };
+    (@openapi $f:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::openapi_cases::$case::<$f>().await;
             }
         )*
     };

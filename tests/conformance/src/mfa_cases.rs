@@ -18,10 +18,10 @@ const STEP: Duration = Duration::from_secs(30);
 
 /// An enrolled user: its secret, recovery codes, and the session that
 /// enrolled (logged in with both factors).
-struct Enrolled {
-    secret: String,
-    recovery_codes: Vec<String>,
-    cookie: String,
+pub(crate) struct Enrolled {
+    pub(crate) secret: String,
+    pub(crate) recovery_codes: Vec<String>,
+    pub(crate) cookie: String,
 }
 
 /// The proof a user without a second factor gives: the password.
@@ -115,7 +115,7 @@ async fn enrol(app: &TestApp, cookie: &str) -> Enrolled {
 }
 
 /// Registers, logs in, enrols and confirms TOTP for `name`.
-async fn enrolled(app: &TestApp, name: &str) -> Enrolled {
+pub(crate) async fn enrolled(app: &TestApp, name: &str) -> Enrolled {
     app.register(name).await;
     let cookie = app.login(name).await;
     enrol(app, &cookie).await
