@@ -1,13 +1,20 @@
 //! Instructions per authenticated request, without the network: drives the
-//! axum demo (`example_axum::app`, memory store, or `sqlite` for the demo's
-//! SQLite file) and a bare axum route
-//! in-process with `tower::ServiceExt::oneshot`, so `valgrind
-//! --tool=callgrind` (which counts instructions, immune to the machine's
-//! noise) can attribute the cost of the auth layer.
+//! axum demo (`example_axum::app`) and a bare axum route in-process with
+//! `tower::ServiceExt::oneshot`, so `valgrind --tool=callgrind` (which
+//! counts instructions, immune to the machine's noise) can attribute the
+//! cost of the auth layer. Variants (first argument):
+//!
+//! * `bare`: the bare route;
+//! * `auth` / `sqlite`: the demo on memory stores / the demo's SQLite file,
+//!   `GET /api/me` with the login's cookies;
+//! * `bearer` / `bearer-sqlite`: the same demos, `GET /api/me` with
+//!   `Authorization: Bearer` and the access token of one `POST /api/token`
+//!   (so every request after the first is served from the verified-token
+//!   cache, as a client that reuses its token is).
 //!
 //! ```sh
 //! cargo build --profile bench -p auth-load-bench --example per_request
-//! for v in bare auth; do for n in 1000 11000; do
+//! for v in bare auth bearer; do for n in 1000 11000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=cg.$v.$n \
 //!     target/release/examples/per_request $v $n; done; done
 //! # (Ir at 11000 - Ir at 1000) / 10000 = instructions per request
@@ -37,29 +44,36 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
-        let (router, cookie) = match variant.as_str() {
+        let (router, header) = match variant.as_str() {
             "bare" => (bare().layer(peer).with_state(()), None),
             "sqlite" => {
-                let dir = scratch();
-                std::fs::create_dir_all(&dir).expect("temp dir");
-                let mut settings = example_shared::Settings::from_env().expect("settings");
-                settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
-                settings.redis_url = None;
-                settings.csrf_key = None;
-                let auth = example_shared::build_auth(&settings).await.expect("auth");
-                let (router, cookie) = logged_in(example_axum::app(auth)).await;
-                (router.layer(peer).with_state(()), Some(cookie))
+                let (router, cookie) = logged_in(example_axum::app(sqlite().await)).await;
+                (router.layer(peer).with_state(()), Some(("cookie", cookie)))
+            }
+            "bearer" => {
+                let (router, token) = with_token(example_axum::app(memory())).await;
+                (
+                    router.layer(peer).with_state(()),
+                    Some(("authorization", token)),
+                )
+            }
+            "bearer-sqlite" => {
+                let (router, token) = with_token(example_axum::app(sqlite().await)).await;
+                (
+                    router.layer(peer).with_state(()),
+                    Some(("authorization", token)),
+                )
             }
             _ => {
-                let (router, cookie) = auth().await;
-                (router.layer(peer).with_state(()), Some(cookie))
+                let (router, cookie) = logged_in(example_axum::app(memory())).await;
+                (router.layer(peer).with_state(()), Some(("cookie", cookie)))
             }
         };
         let mut bytes = 0;
         for _ in 0..count {
             let mut request = Request::get("/api/me").header("host", "localhost");
-            if let Some(cookie) = &cookie {
-                request = request.header("cookie", cookie);
+            if let Some((name, value)) = &header {
+                request = request.header(*name, value);
             }
             let response = router
                 .clone()
@@ -99,43 +113,61 @@ fn bare() -> axum::Router {
     )
 }
 
-/// The demo app on memory stores (cheap hasher), logged in.
-async fn auth() -> (axum::Router, String) {
+/// The demo's pipeline on memory stores (cheap hasher).
+fn memory() -> auth_core::web::Auth {
     // Cheap parameters: the login is set-up, not what is measured.
     let hasher = PasswordHasher::insecure_for_tests().expect("hasher");
-    let auth = example_shared::build_auth_in_memory(
+    example_shared::build_auth_in_memory(
         Arc::new(SystemClock),
         example_shared::throttle_config(),
         hasher,
         TrustedProxies::none(),
         Arc::new(auth_core::mail::InsecureLogMailer::new()),
+    )
+}
+
+/// The demo's pipeline on its SQLite file (in [`scratch`]).
+async fn sqlite() -> auth_core::web::Auth {
+    let dir = scratch();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut settings = example_shared::Settings::from_env().expect("settings");
+    settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
+    settings.redis_url = None;
+    settings.csrf_key = None;
+    settings.jwt_key = None;
+    example_shared::build_auth(&settings).await.expect("auth")
+}
+
+const CREDENTIALS: &str = r#"{"username":"alice","password":"correct horse battery staple"}"#;
+
+/// `POST path` with the benchmark user's credentials; the response.
+async fn post_credentials(router: &axum::Router, path: &str) -> axum::response::Response {
+    let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
+    let response = router
+        .clone()
+        .layer(peer)
+        .oneshot(
+            Request::post(path)
+                .header("host", "localhost")
+                .header("content-type", "application/json")
+                .body(Body::from(CREDENTIALS))
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
     );
-    logged_in(example_axum::app(auth)).await
+    response
 }
 
 /// `router` with a registered, logged-in user, and the session cookie.
 async fn logged_in(router: axum::Router) -> (axum::Router, String) {
-    let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
-    let client = router.clone().layer(peer);
-    let credentials = r#"{"username":"alice","password":"correct horse battery staple"}"#;
     let mut cookie = None;
     for path in ["/api/register", "/api/login"] {
-        let response = client
-            .clone()
-            .oneshot(
-                Request::post(path)
-                    .header("host", "localhost")
-                    .header("content-type", "application/json")
-                    .body(Body::from(credentials))
-                    .expect("request"),
-            )
-            .await
-            .expect("infallible");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+        let response = post_credentials(&router, path).await;
         // What a browser sends back: every cookie the login set (the
         // session's and the device cookie).
         let pairs: Vec<&str> = response
@@ -147,6 +179,22 @@ async fn logged_in(router: axum::Router) -> (axum::Router, String) {
         cookie = (!pairs.is_empty()).then(|| pairs.join("; "));
     }
     (router, cookie.expect("login sets a cookie"))
+}
+
+/// `router` with a registered user signed in for tokens (`POST
+/// /api/token`), and the `Authorization` value of its access token.
+async fn with_token(router: axum::Router) -> (axum::Router, String) {
+    post_credentials(&router, "/api/register").await;
+    let body = post_credentials(&router, "/api/token")
+        .await
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("token answer");
+    let token = answer["access_token"].as_str().expect("an access token");
+    (router, format!("Bearer {token}"))
 }
 
 /// The SQLite variant's folder (removed at the end).

@@ -1,0 +1,284 @@
+//! The token flows on the framework-free API: what the conformance suite
+//! cannot reach over HTTP (a disabled user, the reuse grace, revocation
+//! checks turned off, the configuration's bounds).
+#![cfg(feature = "jwt")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_core::clock::ManualClock;
+use auth_core::flow::{AuthError, Client, TokenOutcome, TokenPair};
+use auth_core::password::{Password, PasswordHasher, PasswordService};
+use auth_core::token::jwt::{Algorithm, SigningKey};
+use auth_core::token::refresh::MemoryRefreshStore;
+use auth_core::token::{TokenConfig, TokenConfigError, TokenService};
+use auth_core::user::MemoryUserStore;
+use auth_core::{Auth, Authenticator};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Harness {
+    auth: Authenticator,
+    users: Arc<MemoryUserStore>,
+    clock: ManualClock,
+}
+
+fn harness(config: TokenConfig) -> Harness {
+    let users = Arc::new(MemoryUserStore::new());
+    let clock = ManualClock::starting_now();
+    let passwords = PasswordService::builder()
+        .hasher(PasswordHasher::insecure_for_tests().unwrap())
+        .build()
+        .unwrap();
+    let tokens = TokenService::new(
+        config,
+        SigningKey::generate(Algorithm::Es256).unwrap(),
+        Arc::new(MemoryRefreshStore::new()),
+    );
+    let auth = Auth::builder(Arc::clone(&users))
+        .clock(Arc::new(clock.clone()))
+        .passwords(passwords)
+        .tokens(tokens)
+        .build()
+        .unwrap()
+        .authenticator()
+        .clone();
+    Harness { auth, users, clock }
+}
+
+fn config() -> auth_core::token::TokenConfigBuilder {
+    TokenConfig::builder("https://issuer.test", "api")
+}
+
+fn client() -> Client {
+    Client::new("192.0.2.1".parse().unwrap())
+}
+
+/// Registers `name` and signs in for tokens; answers the user id and the
+/// pair.
+async fn signed_in(h: &Harness, name: &str) -> (String, TokenPair) {
+    let user = h
+        .auth
+        .register(name, &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap();
+    match h
+        .auth
+        .token_login(name, &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    {
+        TokenOutcome::Issued(pair) => (user.id().to_owned(), pair),
+        other => panic!("tokens expected, got {other:?}"),
+    }
+}
+
+/// A disabled user's refresh token and access token stop working at once.
+#[tokio::test]
+async fn a_disabled_user_gets_no_tokens() {
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    h.users.set_disabled(&id, true).unwrap();
+    assert!(matches!(
+        h.auth.verify_bearer(&pair.access_token).await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(matches!(
+        h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+    // Re-enabled, the family stays revoked.
+    h.users.set_disabled(&id, false).unwrap();
+    assert!(matches!(
+        h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+}
+
+/// `sign_out_user` (what an administrator calls, and the password reset)
+/// revokes every family of the user, and only theirs.
+#[tokio::test]
+async fn sign_out_user_revokes_the_users_families() {
+    let h = harness(config().build().unwrap());
+    let (alice, a) = signed_in(&h, "alice").await;
+    let (_, b) = signed_in(&h, "bob").await;
+    h.auth.sign_out_user(&alice).await.unwrap();
+    assert!(h.auth.verify_bearer(&a.access_token).await.is_err());
+    assert!(
+        h.auth
+            .refresh_tokens(&a.refresh_token, &client())
+            .await
+            .is_err()
+    );
+    assert!(h.auth.verify_bearer(&b.access_token).await.is_ok());
+    assert!(
+        h.auth
+            .refresh_tokens(&b.refresh_token, &client())
+            .await
+            .is_ok()
+    );
+}
+
+/// With a reuse grace, the token just replaced gets the same successor
+/// again (never a second live one) within the grace, and revokes the
+/// family after it.
+#[tokio::test]
+async fn the_reuse_grace_answers_the_same_successor() {
+    let h = harness(
+        config()
+            .reuse_grace(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    );
+    let (_, first) = signed_in(&h, "alice").await;
+    let second = h
+        .auth
+        .refresh_tokens(&first.refresh_token, &client())
+        .await
+        .unwrap();
+    let again = h
+        .auth
+        .refresh_tokens(&first.refresh_token, &client())
+        .await
+        .unwrap();
+    assert_eq!(
+        again.refresh_token, second.refresh_token,
+        "the same successor"
+    );
+    assert!(h.auth.verify_bearer(&again.access_token).await.is_ok());
+    h.clock.advance(Duration::from_secs(11));
+    assert!(matches!(
+        h.auth.refresh_tokens(&first.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+    assert!(
+        h.auth
+            .refresh_tokens(&second.refresh_token, &client())
+            .await
+            .is_err(),
+        "the reuse after the grace revoked the family"
+    );
+}
+
+/// Without a grace (the default), the replaced token is reuse at once.
+#[tokio::test]
+async fn without_grace_a_replay_revokes_at_once() {
+    let h = harness(config().build().unwrap());
+    let (_, first) = signed_in(&h, "alice").await;
+    let second = h
+        .auth
+        .refresh_tokens(&first.refresh_token, &client())
+        .await
+        .unwrap();
+    assert!(
+        h.auth
+            .refresh_tokens(&first.refresh_token, &client())
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .refresh_tokens(&second.refresh_token, &client())
+            .await
+            .is_err()
+    );
+}
+
+/// With revocation checks off, a revoked family's access token lives on
+/// until it expires (the documented trade-off), and not a moment longer.
+#[tokio::test]
+async fn without_revocation_checks_a_token_lives_until_it_expires() {
+    let h = harness(config().check_revocation(false).build().unwrap());
+    let (_, pair) = signed_in(&h, "alice").await;
+    h.auth
+        .revoke_refresh_token(&pair.refresh_token, &client())
+        .await
+        .unwrap();
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    h.clock.advance(Duration::from_secs(15 * 60 + 31));
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+}
+
+/// A cached verification never outlives the token: the second check
+/// (served from the cache) fails once the token has expired.
+#[tokio::test]
+async fn the_verified_token_cache_never_extends_a_token() {
+    let h = harness(config().build().unwrap());
+    let (_, pair) = signed_in(&h, "alice").await;
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    // Another string is another entry, never the cached one's claims.
+    let mut tampered = pair.access_token.clone();
+    tampered.push('A');
+    assert!(h.auth.verify_bearer(&tampered).await.is_err());
+    // Past `exp` the cache answers nothing, and the full check applies
+    // the leeway (30 s) as for a token never seen.
+    h.clock.advance(Duration::from_secs(15 * 60 + 29));
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    h.clock.advance(Duration::from_secs(2));
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+}
+
+/// The configuration's bounds: 15 to 60 minutes, at most 60 s of leeway,
+/// a grace of 1 to 60 s, idle no longer than absolute.
+#[test]
+fn the_configuration_is_bounded() {
+    let min = Duration::from_secs(60);
+    assert_eq!(
+        config().access_lifetime(14 * min).build().unwrap_err(),
+        TokenConfigError::AccessLifetime
+    );
+    assert_eq!(
+        config().access_lifetime(61 * min).build().unwrap_err(),
+        TokenConfigError::AccessLifetime
+    );
+    assert!(config().access_lifetime(60 * min).build().is_ok());
+    assert_eq!(
+        config()
+            .leeway(Duration::from_secs(61))
+            .build()
+            .unwrap_err(),
+        TokenConfigError::Leeway
+    );
+    assert_eq!(
+        config()
+            .reuse_grace(Duration::from_secs(61))
+            .build()
+            .unwrap_err(),
+        TokenConfigError::Grace
+    );
+    assert_eq!(
+        config()
+            .refresh_idle_timeout(Duration::from_secs(31 * 24 * 3600))
+            .build()
+            .unwrap_err(),
+        TokenConfigError::FamilyLifetime
+    );
+    assert_eq!(
+        TokenConfig::builder("", "api").build().unwrap_err(),
+        TokenConfigError::Names
+    );
+    let c = config().build().unwrap();
+    assert_eq!(c.access_lifetime(), 15 * min);
+    assert!(c.checks_revocation());
+    assert_eq!(c.reuse_grace(), None);
+}
+
+/// Without a token service every token flow answers 501, and a bearer
+/// token is simply no login.
+#[tokio::test]
+async fn without_a_token_service_tokens_are_unavailable() {
+    let users = MemoryUserStore::new();
+    let auth = Auth::builder(users).build().unwrap();
+    let a = auth.authenticator();
+    let r = a
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await;
+    assert!(matches!(r, Err(AuthError::TokensUnavailable)));
+    assert_eq!(AuthError::TokensUnavailable.status(), 501);
+    assert!(matches!(
+        a.verify_bearer("x.y.z").await,
+        Err(AuthError::NotAuthenticated)
+    ));
+}
