@@ -282,3 +282,44 @@ async fn without_a_token_service_tokens_are_unavailable() {
         Err(AuthError::NotAuthenticated)
     ));
 }
+
+/// Revocation is seen at the next request on a SQL store too.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn revocation_is_seen_on_sqlite() {
+    let users = Arc::new(MemoryUserStore::new());
+    let store = auth_core::session::SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let refresh =
+        auth_core::token::refresh::SqliteRefreshStore::from_pool(store.pool().clone())
+            .await
+            .unwrap();
+    let tokens = TokenService::new(
+        config().build().unwrap(),
+        SigningKey::generate(Algorithm::Es256).unwrap(),
+        Arc::new(refresh),
+    );
+    let auth = Auth::builder(Arc::clone(&users))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(tokens)
+        .build()
+        .unwrap();
+    let h = Harness {
+        auth: auth.authenticator().clone(),
+        users,
+        clock: ManualClock::starting_now(),
+    };
+    let (_, pair) = signed_in(&h, "alice").await;
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    h.auth
+        .revoke_refresh_token(&pair.refresh_token, &client())
+        .await
+        .unwrap();
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+}
