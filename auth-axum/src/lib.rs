@@ -20,8 +20,16 @@
 //!   401/403; browsers asking for HTML are redirected to the login page with
 //!   a safe `next`.
 //!
+//! With the `jwt` feature and tokens configured
+//! (`AuthBuilder::tokens`), the same extractors and guards also take
+//! `Authorization: Bearer <access token>`: such a request is decided by its
+//! token alone (its cookies are not read, no cross-site check applies, its
+//! answer sets no cookie; a guard refuses it with JSON, never a redirect,
+//! and a 401 adds `WWW-Authenticate: Bearer`).
+//!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
-//! its features (`sqlite`, `postgres`, `redis`, ...): one dependency line.
+//! its features (`sqlite`, `postgres`, `redis`, `jwt`, ...): one dependency
+//! line.
 //!
 //! ```
 //! use std::net::SocketAddr;

@@ -42,8 +42,16 @@
 //!   method on the wire (`POST`), so `_method=get` cannot slip a
 //!   cross-site form past it.
 //!
+//! With the `jwt` feature and tokens configured
+//! (`AuthBuilder::tokens`), the same extractors and guards also take
+//! `Authorization: Bearer <access token>`: such a request is decided by its
+//! token alone (its cookies are not read, no cross-site check applies, its
+//! answer sets no cookie; a guard refuses it with JSON, never a redirect,
+//! and a 401 adds `WWW-Authenticate: Bearer`).
+//!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
-//! its features (`sqlite`, `postgres`, `redis`, ...): one dependency line.
+//! its features (`sqlite`, `postgres`, `redis`, `jwt`, ...): one dependency
+//! line.
 //!
 //! ```
 //! use std::net::SocketAddr;
