@@ -84,6 +84,17 @@ pub enum AuthEventKind {
     RefreshTokenReused,
     /// A refresh-token family was revoked by its client (RFC 7009).
     TokensRevoked,
+    /// A passkey was added to an account.
+    PasskeyAdded,
+    /// Adding a passkey was refused (wrong proof, or a bad answer).
+    PasskeyAddFailed,
+    /// A passkey was removed.
+    PasskeyRemoved,
+    /// Removing a passkey was refused (wrong proof).
+    PasskeyRemoveFailed,
+    /// A passkey's signature counter went backwards: the assertion was
+    /// refused; the authenticator may have been cloned.
+    PasskeyCounterRegressed,
 }
 
 /// Why a failure happened. Kept for the audit trail only: callers always
@@ -109,6 +120,14 @@ pub enum FailureReason {
     InvalidLogin,
     /// A spent refresh token was presented again.
     TokenReused,
+    /// A passkey answer did not verify (origin, challenge, signature,
+    /// user handle, malformed).
+    PasskeyInvalid,
+    /// A passkey answer named a credential that is not registered (or not
+    /// the user's).
+    UnknownCredential,
+    /// A passkey's signature counter went backwards.
+    CounterRegressed,
     /// A TOTP or recovery code was wrong.
     InvalidCode,
     /// A TOTP code of an already used step, or a used recovery code.

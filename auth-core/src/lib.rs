@@ -49,6 +49,8 @@ pub mod event;
 pub mod flow;
 pub mod mail;
 pub mod mfa;
+#[cfg(feature = "passkeys")]
+pub mod passkey;
 pub mod password;
 pub mod rate_limit;
 pub mod session;

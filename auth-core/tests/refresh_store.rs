@@ -120,6 +120,7 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
         id: id.into(),
         user_id: user.into(),
         amr: vec!["pwd".into()],
+        stamp: format!("stamp-{id}"),
         created_at: now,
         expires_at: now.saturating_add(Duration::from_secs(3_600)),
         idle_timeout: Duration::from_secs(600),
@@ -163,6 +164,11 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
         .await
         .unwrap();
     assert_eq!(current, second.to_hex());
+    let stamp: String = sqlx::query_scalar("SELECT stamp FROM auth_refresh_families")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stamp, "stamp-f1");
     assert!(!keys.contains(&first.encode()));
     assert!(again.is_live("f1", at).await.unwrap());
 
@@ -246,6 +252,7 @@ async fn every_redis_key_expires() {
             id: new_family_id().unwrap(),
             user_id: format!("user-{}", n % 2),
             amr: vec!["pwd".into()],
+            stamp: unique("stamp"),
             created_at: now,
             expires_at: now.saturating_add(Duration::from_secs(86_400 + n)),
             // Families 0 and 1 die idle, 2 and 3 at their expiry.

@@ -291,10 +291,9 @@ async fn revocation_is_seen_on_sqlite() {
     let store = auth_core::session::SqliteStore::connect("sqlite::memory:")
         .await
         .unwrap();
-    let refresh =
-        auth_core::token::refresh::SqliteRefreshStore::from_pool(store.pool().clone())
-            .await
-            .unwrap();
+    let refresh = auth_core::token::refresh::SqliteRefreshStore::from_pool(store.pool().clone())
+        .await
+        .unwrap();
     let tokens = TokenService::new(
         config().build().unwrap(),
         SigningKey::generate(Algorithm::Es256).unwrap(),
@@ -322,4 +321,31 @@ async fn revocation_is_seen_on_sqlite() {
         .await
         .unwrap();
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+}
+
+/// A password changed behind the toolkit's back (the app's own admin path)
+/// ends the token sign-in at its next refresh: the family recorded the
+/// stamp of the old hash.
+#[tokio::test]
+async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
+    use auth_core::UserStore;
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    let old = h.users.find_by_id(&id).await.unwrap().unwrap();
+    let new_hash = h
+        .auth
+        .passwords()
+        .hash(&Password::from("another long passphrase 7".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        h.users
+            .set_password_hash(&id, old.password_hash.as_str(), new_hash.as_str())
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
 }

@@ -91,6 +91,8 @@ pub struct AuthBuilder {
     require_verified_email: bool,
     #[cfg(feature = "jwt")]
     token_service: Option<Arc<crate::token::TokenService>>,
+    #[cfg(feature = "passkeys")]
+    passkeys: Option<Arc<crate::passkey::Passkeys>>,
 }
 
 impl std::fmt::Debug for AuthBuilder {
@@ -131,6 +133,8 @@ impl Auth {
             require_verified_email: false,
             #[cfg(feature = "jwt")]
             token_service: None,
+            #[cfg(feature = "passkeys")]
+            passkeys: None,
         }
     }
 }
@@ -280,6 +284,15 @@ impl AuthBuilder {
         self
     }
 
+    /// Passkeys (feature `passkeys`): add them to accounts, a passkey as
+    /// the second step, passwordless sign-in (see
+    /// [`passkey`](crate::passkey)).
+    #[cfg(feature = "passkeys")]
+    pub fn passkeys(mut self, passkeys: crate::passkey::Passkeys) -> Self {
+        self.passkeys = Some(Arc::new(passkeys));
+        self
+    }
+
     /// Access and refresh tokens for API and mobile clients (feature
     /// `jwt`): sign-in for tokens, refresh, revocation, and
     /// `Authorization: Bearer` on every route (see
@@ -357,6 +370,8 @@ impl AuthBuilder {
                 require_verified_email: self.require_verified_email,
                 #[cfg(feature = "jwt")]
                 token_service: self.token_service,
+                #[cfg(feature = "passkeys")]
+                passkeys: self.passkeys,
             }),
         };
         Ok(Auth::from_parts(

@@ -97,6 +97,28 @@ pub enum AuthError {
     /// a bearer token cannot carry its state (400).
     #[error("this needs a browser session")]
     SessionRequired,
+    /// No passkey service is configured (501).
+    #[error("passkeys are not available on this server")]
+    PasskeysUnavailable,
+    /// The passkey is already registered (409).
+    #[error("this passkey is already registered")]
+    PasskeyTaken,
+    /// No passkey ceremony is in progress on this session, or it expired
+    /// (5 minutes) or was answered already (400): start again.
+    #[error("no passkey request in progress, start again")]
+    PasskeyCeremony,
+    /// The passkey answer was refused (401): unknown or removed credential,
+    /// another user's, wrong origin or challenge, bad signature, or a
+    /// signature counter that went backwards.
+    #[error("passkey not accepted")]
+    PasskeyRefused,
+    /// The user has no passkey for a passkey second step (409).
+    #[error("no passkey is registered for this account")]
+    NoPasskey,
+    /// A passkey name that is too long (over 64 characters) or has control
+    /// characters (400).
+    #[error("invalid passkey name")]
+    InvalidPasskeyName,
     /// Storage or another internal failure (details in the source, never
     /// shown).
     #[error("internal error")]
@@ -110,12 +132,18 @@ impl AuthError {
             Self::InvalidCredentials
             | Self::NotAuthenticated
             | Self::InvalidCode
-            | Self::InvalidGrant => 401,
-            Self::TotpAlreadyEnabled | Self::TotpNotEnabled | Self::LoginTaken => 409,
+            | Self::InvalidGrant
+            | Self::PasskeyRefused => 401,
+            Self::TotpAlreadyEnabled
+            | Self::TotpNotEnabled
+            | Self::LoginTaken
+            | Self::PasskeyTaken
+            | Self::NoPasskey => 409,
             Self::MfaUnavailable
             | Self::Unsupported
             | Self::MailUnavailable
-            | Self::TokensUnavailable => 501,
+            | Self::TokensUnavailable
+            | Self::PasskeysUnavailable => 501,
             Self::ReauthenticationRequired
             | Self::CsrfToken
             | Self::SecondFactorRequired
@@ -127,7 +155,9 @@ impl AuthError {
             | Self::InvalidLogin
             | Self::InvalidToken
             | Self::InvalidEmail
-            | Self::SessionRequired => 400,
+            | Self::SessionRequired
+            | Self::PasskeyCeremony
+            | Self::InvalidPasskeyName => 400,
             Self::Internal(_) => 500,
         }
     }

@@ -103,6 +103,17 @@ impl fmt::Debug for FactorProof {
     }
 }
 
+/// A token sign-in's pending session is completed only through
+/// [`Authenticator::token_mfa`], never as a cookie's session.
+pub(super) fn refuse_token_login(session: &Session) -> Result<(), AuthError> {
+    #[cfg(feature = "jwt")]
+    if super::tokens::is_token_login(session) {
+        return Err(AuthError::NotAuthenticated);
+    }
+    let _ = session;
+    Ok(())
+}
+
 /// A fresh authentication time for an authenticated session record.
 fn refresh_time(record: &mut SessionRecord, now: Timestamp) {
     if let AuthState::Authenticated { at, .. } = &mut record.auth {
@@ -252,7 +263,7 @@ impl Authenticator {
         client: &Client,
         failure: AuthEventKind,
     ) -> Result<String, AuthError> {
-        let factors = self.inner.accounts.second_factors(user.id()).await?;
+        let factors = self.second_factors(user.id()).await?;
         let code = match proof.code() {
             _ if factors.is_empty() => None,
             Some(code) => Some(code),
@@ -300,7 +311,7 @@ impl Authenticator {
 
     /// The user of an MFA-pending, unexpired session. An expired one is
     /// ended.
-    async fn pending_user(
+    pub(super) async fn pending_user(
         &self,
         session: &Session,
         factor: Factor,
@@ -342,6 +353,7 @@ impl Authenticator {
         code: &str,
         client: &Client,
     ) -> Result<(), AuthError> {
+        refuse_token_login(session)?;
         self.second_step(session, code, CodeKind::Totp, client)
             .await
     }
@@ -355,7 +367,22 @@ impl Authenticator {
         code: &str,
         client: &Client,
     ) -> Result<(), AuthError> {
+        refuse_token_login(session)?;
         self.second_step(session, code, CodeKind::Recovery, client)
+            .await
+    }
+
+    /// The second step of a token sign-in's pending session (see
+    /// [`token_mfa`](Self::token_mfa)): a TOTP or a recovery code, told
+    /// apart by its shape.
+    #[cfg(feature = "jwt")]
+    pub(super) async fn token_second_step(
+        &self,
+        session: &mut Session,
+        code: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.second_step(session, code, CodeKind::of(code), client)
             .await
     }
 
@@ -372,7 +399,7 @@ impl Authenticator {
             Some(user) if !user.is_disabled() => {}
             _ => return Err(AuthError::NotAuthenticated),
         }
-        let factors = self.inner.accounts.second_factors(&user_id).await?;
+        let factors = self.second_factors(&user_id).await?;
         let allowed = match kind {
             CodeKind::Totp => factors.contains(&Factor::Totp),
             CodeKind::Recovery => !factors.is_empty(),
@@ -610,7 +637,8 @@ impl Authenticator {
         client: &Client,
     ) -> Result<RecoveryCodes, AuthError> {
         let user = self.current_user(session).await?;
-        if !self.totp_confirmed(&user).await? {
+        // Recovery codes back a second factor: TOTP or a passkey.
+        if self.second_factors(user.id()).await?.is_empty() {
             return Err(AuthError::TotpNotEnabled);
         }
         let hash = self
@@ -666,13 +694,7 @@ impl Authenticator {
         client: &Client,
     ) -> Result<(), AuthError> {
         let user = self.current_user(session).await?;
-        if self
-            .inner
-            .accounts
-            .second_factors(user.id())
-            .await?
-            .is_empty()
-        {
+        if self.second_factors(user.id()).await?.is_empty() {
             return self.reauthenticate(session, password, client).await;
         }
         let hash = self

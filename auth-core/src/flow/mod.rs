@@ -55,6 +55,8 @@ mod builder;
 mod error;
 mod events;
 mod mfa;
+#[cfg(feature = "passkeys")]
+mod passkeys;
 mod password;
 mod recovery;
 mod session;
@@ -64,6 +66,8 @@ mod tokens;
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
 pub use mfa::FactorProof;
+#[cfg(feature = "passkeys")]
+pub use passkeys::{MAX_PASSKEY_NAME, PasskeyAdded};
 pub use recovery::{InvalidUrl, MailLinks};
 #[cfg(feature = "jwt")]
 pub use tokens::{TokenOutcome, TokenPair, amr};
@@ -171,6 +175,8 @@ struct Inner {
     require_verified_email: bool,
     #[cfg(feature = "jwt")]
     token_service: Option<Arc<crate::token::TokenService>>,
+    #[cfg(feature = "passkeys")]
+    passkeys: Option<Arc<crate::passkey::Passkeys>>,
 }
 
 /// A user's session stamp (see the module docs): what sessions record at
@@ -420,6 +426,18 @@ impl Authenticator {
     /// How long a device cookie lasts (the throttle's device standing).
     pub fn device_trust(&self) -> Duration {
         self.inner.throttle.config().device_trust()
+    }
+
+    /// The user's second factors: the account store's (TOTP), and
+    /// `Passkey` when the user has one.
+    pub(crate) async fn second_factors(&self, user_id: &str) -> Result<Vec<Factor>, AuthError> {
+        #[allow(unused_mut)]
+        let mut factors = self.inner.accounts.second_factors(user_id).await?;
+        #[cfg(feature = "passkeys")]
+        if self.has_passkey(user_id).await? {
+            factors.push(Factor::Passkey);
+        }
+        Ok(factors)
     }
 
     /// Lifts the login locks of user `id` (password and second factor):

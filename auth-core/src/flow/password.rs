@@ -245,7 +245,7 @@ impl Authenticator {
         let accounts = &self.inner.accounts;
         for _ in 0..MAX_ENTER_ATTEMPTS {
             let epoch = accounts.epoch(user.id()).await?;
-            let methods = accounts.second_factors(user.id()).await?;
+            let methods = self.second_factors(user.id()).await?;
             let stamp = self
                 .inner
                 .stamps
@@ -287,7 +287,7 @@ impl Authenticator {
     /// A fresh session in the new state. The request's session, if any, is
     /// ended: nothing of a possibly planted pre-login session (its data, its
     /// "remember me" flag, its creation time) carries into the login.
-    async fn enter<F>(
+    pub(super) async fn enter<F>(
         &self,
         current: Option<&Session>,
         client: &Client,
@@ -324,13 +324,7 @@ impl Authenticator {
         client: &Client,
     ) -> Result<(), AuthError> {
         let user = self.current_user(session).await?;
-        if !self
-            .inner
-            .accounts
-            .second_factors(user.id())
-            .await?
-            .is_empty()
-        {
+        if !self.second_factors(user.id()).await?.is_empty() {
             // A password alone must not refresh a multi-factor login.
             return Err(AuthError::ReauthenticationRequired);
         }

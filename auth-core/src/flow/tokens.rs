@@ -6,8 +6,9 @@
 //! the same answers for unknown users and wrong passwords, the same
 //! second-factor rule). With a second factor, the MFA-pending session it
 //! makes is not given to a cookie: its ID is the `mfa_token`, which only
-//! [`Authenticator::token_mfa`] takes, once (a successful second step
-//! rotates it away) and within the pending timeout (5 minutes). A
+//! [`Authenticator::token_mfa`] completes (the cookie login's second step
+//! refuses it), once (a successful second step rotates it away) and within
+//! the pending timeout (5 minutes). A
 //! completed sign-in becomes a refresh-token family (see
 //! [`token::refresh`](crate::token::refresh)) and its server-side session
 //! is deleted.
@@ -27,6 +28,11 @@ use crate::user::AnyUser;
 /// The session-data key that marks an MFA-pending session of a token
 /// sign-in: only [`Authenticator::token_mfa`] completes it.
 const TOKEN_LOGIN: &str = "auth.token_login";
+
+/// Whether `session` is the pending session of a token sign-in.
+pub(super) fn is_token_login(session: &Session) -> bool {
+    session.record().data.get(TOKEN_LOGIN) == Some(&serde_json::Value::Bool(true))
+}
 
 /// The tokens of a completed sign-in or refresh. `Debug` is redacted.
 #[derive(Clone)]
@@ -162,17 +168,12 @@ impl Authenticator {
             .load_id(id)
             .await?
             .ok_or(AuthError::NotAuthenticated)?;
-        let marked = session.get::<bool>(TOKEN_LOGIN).ok().flatten() == Some(true);
-        if !marked || !matches!(session.auth_state(), AuthState::MfaPending { .. }) {
+        if !is_token_login(&session)
+            || !matches!(session.auth_state(), AuthState::MfaPending { .. })
+        {
             return Err(AuthError::NotAuthenticated);
         }
-        let digits = usize::from(self.inner.totp.digits());
-        let totp = code.len() == digits && code.bytes().all(|b| b.is_ascii_digit());
-        if totp {
-            self.login_totp(&mut session, code, client).await?;
-        } else {
-            self.login_recovery(&mut session, code, client).await?;
-        }
+        self.token_second_step(&mut session, code, client).await?;
         self.issue_family(session, client).await
     }
 
@@ -190,11 +191,18 @@ impl Authenticator {
             }
             _ => return Err(AuthError::NotAuthenticated),
         };
+        // The stamp the sign-in's session recorded (its password hash and
+        // epoch when it began).
+        let stamp = session
+            .record()
+            .security_stamp
+            .clone()
+            .ok_or(AuthError::NotAuthenticated)?;
         self.inner.sessions.destroy(session).await?;
         let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
         let now = self.now();
         let (family, refresh) = service
-            .new_family(&user_id, amr, now)
+            .new_family(&user_id, amr, stamp, now)
             .map_err(AuthError::internal)?;
         service
             .store()
@@ -244,17 +252,17 @@ impl Authenticator {
         let service = self.token_service()?;
         let presented = RefreshToken::parse(refresh_token).ok_or(AuthError::InvalidGrant)?;
         let next = RefreshToken::generate().map_err(AuthError::internal)?;
-        let sealed = seal_successor(&presented, &next);
+        // The successor is kept sealed only for a reuse grace: without one
+        // nothing stored opens to a live token.
+        let grace = service.config().reuse_grace();
+        let sealed = match grace {
+            Some(_) => seal_successor(&presented, &next),
+            None => Vec::new(),
+        };
         let now = self.now();
         let rotation = service
             .store()
-            .rotate(
-                presented.key(),
-                next.key(),
-                &sealed,
-                now,
-                service.config().reuse_grace(),
-            )
+            .rotate(presented.key(), next.key(), &sealed, now, grace)
             .await
             .map_err(AuthError::internal)?;
         let (family, successor) = match rotation {
@@ -280,7 +288,20 @@ impl Authenticator {
             }
             Rotation::Invalid => return Err(AuthError::InvalidGrant),
         };
-        if self.live_user(&family.user_id).await?.is_none() {
+        // The user must still be there, enabled, with the stamp the sign-in
+        // recorded: a password change through any path (the app's own
+        // included) ends the family at its next refresh.
+        let current = match self.live_user(&family.user_id).await? {
+            Some(user) => Some(
+                self.inner
+                    .stamps
+                    .of(&user, user.password_hash())
+                    .await
+                    .map_err(AuthError::internal)?,
+            ),
+            None => None,
+        };
+        if current.as_deref() != Some(family.stamp.as_str()) {
             service
                 .store()
                 .revoke_family(&family.id)
@@ -353,8 +374,10 @@ impl Authenticator {
 
     /// Checks a bearer access token: signature and claims (cached per
     /// token), the family when revocation checks are on, and the user (gone
-    /// or disabled: refused). Answers the claims, the user, and a session
-    /// that exists only for this request (never stored) for the guards.
+    /// or disabled: refused), on every call. Answers the claims, the user,
+    /// and a session for the guards that is never stored: it holds only
+    /// what the claims say, so it is made once per token and shared by
+    /// the token's requests (its `last_seen_at` is the first of them).
     pub async fn verify_bearer(
         &self,
         token: &str,
@@ -365,9 +388,10 @@ impl Authenticator {
             .as_ref()
             .ok_or(AuthError::NotAuthenticated)?;
         let now = self.now();
-        let claims = service
+        let verified = service
             .verify(token, now)
             .map_err(|_| AuthError::NotAuthenticated)?;
+        let claims = &verified.claims;
         if service.config().checks_revocation()
             && !service
                 .store()
@@ -381,13 +405,20 @@ impl Authenticator {
             .live_user(&claims.sub)
             .await?
             .ok_or(AuthError::NotAuthenticated)?;
-        let session = Session::detached(self.bearer_record(&claims, None));
-        Ok((claims, session, user))
+        let session = verified
+            .session
+            .get_or_init(|| Session::detached(self.bearer_record(claims, None, now)))
+            .clone();
+        Ok((Arc::clone(claims), session, user))
     }
 
-    /// The record of a session standing for a bearer token.
-    fn bearer_record(&self, claims: &AccessClaims, stamp: Option<String>) -> SessionRecord {
-        let now = self.now();
+    /// The record of a session standing for a bearer token, seen at `now`.
+    fn bearer_record(
+        &self,
+        claims: &AccessClaims,
+        stamp: Option<String>,
+        now: crate::clock::Timestamp,
+    ) -> SessionRecord {
         let at = crate::clock::Timestamp::from_unix_millis(
             i64::try_from(claims.auth_time.saturating_mul(1000)).unwrap_or(i64::MAX),
         );
@@ -430,7 +461,7 @@ impl Authenticator {
             .map_err(AuthError::internal)?
             .map(|(stamp, _)| stamp.to_string())
             .ok_or(AuthError::NotAuthenticated)?;
-        let template = self.bearer_record(claims, Some(stamp));
+        let template = self.bearer_record(claims, Some(stamp), self.now());
         Ok(self
             .inner
             .sessions

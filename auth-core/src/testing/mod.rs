@@ -15,6 +15,9 @@
 //!   `RefreshStore` (refresh-token families: one winner per rotation,
 //!   reuse revokes the family, grace, expiry, revocation), with
 //!   `refresh_store_suite` and `refresh_store_tests!`.
+//! * `passkey_store` (feature `passkeys`): a `PasskeyStore` (a credential
+//!   id is one user's, compare-and-set uses, rename and delete scoped to
+//!   the owner), with `passkey_store_suite` and `passkey_store_tests!`.
 //!
 //! Each suite runs every case of its contract: [`session_store_suite`],
 //! [`user_store_suite`], [`account_store_suite`] and [`token_store_suite`]
@@ -150,6 +153,8 @@
 //! ```
 
 pub mod account_store;
+#[cfg(feature = "passkeys")]
+pub mod passkey_store;
 #[cfg(feature = "jwt")]
 pub mod refresh_store;
 pub mod session_store;
@@ -157,6 +162,8 @@ pub mod token_store;
 pub mod user_store;
 
 pub use account_store::account_store_suite;
+#[cfg(feature = "passkeys")]
+pub use passkey_store::passkey_store_suite;
 #[cfg(feature = "jwt")]
 pub use refresh_store::{RefreshStoreCaps, refresh_store_suite};
 pub use session_store::{SessionStoreCaps, session_store_suite};

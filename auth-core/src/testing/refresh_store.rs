@@ -8,11 +8,11 @@
 //!
 //! Run it with [`refresh_store_suite`] or
 //! [`refresh_store_tests!`](crate::refresh_store_tests). Each case uses
-//! fresh random family ids, token keys and user ids
-//! (`suite-user-<random>`), and families that are live at the real time
-//! (except the dead ones of [`purge`], which died before it; later deadlines
-//! are tested with a `now` in the future), so the cases can share one store
-//! and one database.
+//! fresh random family ids, token keys, user ids (`suite-user-<random>`)
+//! and session stamps (`suite-stamp-<random>`), and families that are live
+//! at the real time (except the dead ones of [`purge`], which died before
+//! it; later deadlines are tested with a `now` in the future), so the cases
+//! can share one store and one database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,12 +50,19 @@ fn new_key() -> RefreshKey {
         .key()
 }
 
-/// A fresh family of `user`, signed in at `now`.
+/// A fresh random session stamp.
+fn stamp() -> String {
+    unique("suite-stamp")
+}
+
+/// A fresh family of `user` (with its own random stamp), signed in at
+/// `now`.
 fn family(user: &str, now: Timestamp) -> Family {
     Family {
         id: new_family_id().expect("the OS random number generator works"),
         user_id: user.to_owned(),
         amr: vec!["pwd".to_owned(), "otp".to_owned()],
+        stamp: stamp(),
         created_at: now,
         expires_at: now.saturating_add(LIFETIME),
         idle_timeout: IDLE,
@@ -575,6 +582,7 @@ pub async fn create_never_overwrites(store: Arc<dyn RefreshStore>, _caps: Refres
     let first = start(&*store, &family).await;
     let same_id = Family {
         user_id: user(),
+        stamp: stamp(),
         ..family.clone()
     };
     assert!(
@@ -892,9 +900,10 @@ pub async fn purge(store: Arc<dyn RefreshStore>, caps: RefreshStoreCaps) {
 }
 
 /// Families come back exactly as stored: Unicode and punctuation in the
-/// user id and the methods, no methods at all, a long user id, times and
-/// the idle timeout to the millisecond; sealed successors byte for byte
-/// (every byte value, and empty).
+/// user id and the methods, no methods at all, a long user id, each
+/// family's own session stamp, times and the idle timeout to the
+/// millisecond; sealed successors byte for byte (every byte value, and
+/// empty).
 pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
     let now = SystemClock.now();
     let odd = |seconds: u64| after(now, seconds).saturating_add(Duration::from_millis(123));
@@ -907,6 +916,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
                 "ünïcødé ✉ 🔑 'quoted' \"double\" ; DROP TABLE x; --\n\ttab".to_owned(),
                 String::new(),
             ],
+            stamp: format!("{}:ü✉ 'q' \"d\" {{b}}", stamp()),
             created_at: odd(0),
             expires_at: odd(86_400),
             idle_timeout: Duration::from_millis(3_600_007),
@@ -916,12 +926,14 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
             id: new_family_id().unwrap(),
             user_id: format!("{}:with:colons and spaces {{braces}}", user()),
             amr: Vec::new(),
+            stamp: stamp(),
             created_at: now,
             expires_at: odd(60),
             idle_timeout: Duration::from_millis(59_999),
             last_used_at: now,
         },
     ];
+    assert_ne!(families[0].stamp, families[1].stamp);
     let blobs: [Vec<u8>; 2] = [(0..=255).collect(), Vec::new()];
     for (family, blob) in families.iter().zip(&blobs) {
         let first = start(&*store, family).await;
@@ -956,6 +968,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
     let long_user = families[0].user_id.clone();
     let family = Family {
         id: new_family_id().unwrap(),
+        stamp: stamp(),
         ..families[0].clone()
     };
     start(&*store, &family).await;

@@ -3,7 +3,8 @@
 //! [`Authenticator`](crate::Authenticator) run on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::jwt::{AccessClaims, Expect, KeySet, SigningKey, TokenError};
 use super::refresh::{Family, RefreshStore, RefreshToken};
 use crate::clock::Timestamp;
+use crate::session::Session;
 
 /// The shortest access-token lifetime [`TokenConfigBuilder::access_lifetime`]
 /// takes.
@@ -305,28 +307,29 @@ impl TokenService {
         Ok((self.keys().sign(&claims)?, lifetime))
     }
 
-    /// The claims of a valid access token (signature, header, issuer,
-    /// audience, times), from the cache when this process verified the
-    /// same token before. Revocation is the caller's check.
-    pub(crate) fn verify(
-        &self,
-        token: &str,
-        now: Timestamp,
-    ) -> Result<Arc<AccessClaims>, TokenError> {
+    /// A valid access token's claims (signature, header, issuer,
+    /// audience, times checked), from the cache when this process verified
+    /// the same token string before and `now` is before its `exp`.
+    /// Revocation is the caller's check.
+    pub(crate) fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Verified>, TokenError> {
         let now_secs = unix_secs(now);
-        if let Some(claims) = self.verified.get(token, now_secs) {
-            return Ok(claims);
+        if let Some(verified) = self.verified.get(token, now_secs) {
+            return Ok(verified);
         }
         let expect = Expect {
             issuer: self.config.issuer.clone(),
             audience: self.config.audience.clone(),
             leeway: self.config.leeway,
         };
-        let claims = Arc::new(self.keys().verify(token, &expect, system_time(now))?);
+        let claims = self.keys().verify(token, &expect, system_time(now))?;
+        let verified = Arc::new(Verified {
+            claims: Arc::new(claims),
+            session: OnceLock::new(),
+        });
         // Cached until it expires by the token's own `exp` (no leeway: the
         // cache never extends a token).
-        self.verified.put(token, Arc::clone(&claims), now_secs);
-        Ok(claims)
+        self.verified.put(token, Arc::clone(&verified), now_secs);
+        Ok(verified)
     }
 
     /// Drops the cached tokens of family `sid` (it was revoked here).
@@ -340,11 +343,13 @@ impl TokenService {
     }
 
     /// A new family for a sign-in of `user_id` that authenticated with
-    /// `amr`, and its first refresh token.
+    /// `amr`, the user's session stamp being `stamp`, and its first refresh
+    /// token.
     pub(crate) fn new_family(
         &self,
         user_id: &str,
         amr: Vec<String>,
+        stamp: String,
         now: Timestamp,
     ) -> Result<(Family, RefreshToken), super::refresh::RefreshStoreError> {
         let token = RefreshToken::generate()?;
@@ -353,6 +358,7 @@ impl TokenService {
             id,
             user_id: user_id.to_owned(),
             amr,
+            stamp,
             created_at: now,
             expires_at: now.saturating_add(self.config.family_lifetime),
             idle_timeout: self.config.family_idle,
@@ -411,40 +417,161 @@ fn system_time(at: Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(at.as_unix_millis()).unwrap_or(0))
 }
 
+/// An access token this process verified: its claims, and what a request
+/// derives from the claims alone, made once per token.
+pub(crate) struct Verified {
+    /// The verified claims.
+    pub(crate) claims: Arc<AccessClaims>,
+    /// The session standing for the token in a request (never stored; see
+    /// `Authenticator::verify_bearer`), made by the first request that
+    /// needs it. It holds nothing but what the claims say, so it is as
+    /// valid as they are, and it lives in the cache entry: past the
+    /// token's `exp` it is never handed out again.
+    pub(crate) session: OnceLock<Session>,
+}
+
 /// Access tokens this process verified, until their `exp`: a repeated
 /// token costs a map lookup instead of a signature check. Keyed by the
-/// whole token (a different token never matches); bounded: when full,
-/// expired entries go, and if that frees nothing, all of them.
+/// whole token: a lookup compares the whole string, so a different token
+/// never matches; bounded: when full, expired entries go, and if that
+/// frees nothing, all of them.
 #[derive(Default)]
-struct VerifiedCache(Mutex<HashMap<Box<str>, Arc<AccessClaims>>>);
+struct VerifiedCache(RwLock<VerifiedMap>);
+
+type VerifiedMap = HashMap<Box<str>, Arc<Verified>, TailHash>;
 
 impl VerifiedCache {
     const MAX: usize = 16_384;
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<AccessClaims>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, VerifiedMap> {
         self.0
-            .lock()
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, token: &str, now_secs: u64) -> Option<Arc<AccessClaims>> {
-        let map = self.map();
-        let claims = map.get(token)?;
-        (now_secs < claims.exp).then(|| Arc::clone(claims))
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, VerifiedMap> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn put(&self, token: &str, claims: Arc<AccessClaims>, now_secs: u64) {
-        let mut map = self.map();
+    fn get(&self, token: &str, now_secs: u64) -> Option<Arc<Verified>> {
+        let map = self.read();
+        let verified = map.get(token)?;
+        (now_secs < verified.claims.exp).then(|| Arc::clone(verified))
+    }
+
+    fn put(&self, token: &str, verified: Arc<Verified>, now_secs: u64) {
+        let mut map = self.write();
         if map.len() >= Self::MAX {
-            map.retain(|_, c| now_secs < c.exp);
+            map.retain(|_, v| now_secs < v.claims.exp);
             if map.len() >= Self::MAX {
                 map.clear();
             }
         }
-        map.insert(Box::from(token), claims);
+        map.insert(Box::from(token), verified);
     }
 
     fn forget(&self, mut drop_if: impl FnMut(&AccessClaims) -> bool) {
-        self.map().retain(|_, claims| !drop_if(claims));
+        self.write()
+            .retain(|_, verified| !drop_if(&verified.claims));
+    }
+}
+
+/// The cache's hash: keyed SipHash (the standard library's, under a random
+/// key per map) of the last [`TAIL`](TailHasher::TAIL) bytes of the token
+/// and its length, instead of all of it (~500 bytes). The tail is the
+/// signature's, different for every token, and the key keeps it
+/// unpredictable which tokens share a bucket. The hash only picks the
+/// bucket: a lookup still compares the whole token.
+#[derive(Default, Clone)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::hash::DefaultHasher);
+
+impl TailHasher {
+    const TAIL: usize = 32;
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(Self::TAIL)..]);
+        self.0.write_usize(bytes.len());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(sub: &str, exp: u64) -> Arc<Verified> {
+        Arc::new(Verified {
+            claims: Arc::new(AccessClaims {
+                iss: "https://issuer.test".into(),
+                aud: "api".into(),
+                sub: sub.into(),
+                iat: exp - 900,
+                nbf: exp - 900,
+                exp,
+                jti: "jti".into(),
+                sid: format!("family-of-{sub}"),
+                amr: vec!["pwd".into()],
+                auth_time: exp - 900,
+            }),
+            session: OnceLock::new(),
+        })
+    }
+
+    /// The cache hashes only a token's tail, but answers only for the
+    /// exact same string: tokens that differ before their last 32 bytes
+    /// (same tail, same length: the same hash) are different entries.
+    #[test]
+    fn the_cache_answers_only_for_the_same_token() {
+        let cache = VerifiedCache::default();
+        let tail = "s".repeat(TailHasher::TAIL);
+        let alice = format!("header.alice-claims.{tail}");
+        let mallory = format!("header.mallo-claims.{tail}");
+        assert_eq!(alice.len(), mallory.len());
+        let hash = TailHash::default();
+        assert_eq!(
+            hash.hash_one(alice.as_str()),
+            hash.hash_one(mallory.as_str())
+        );
+        cache.put(&alice, verified("alice", 2_000), 1_000);
+        assert!(cache.get(&mallory, 1_000).is_none());
+        assert!(cache.get(&alice[..alice.len() - 1], 1_000).is_none());
+        cache.put(&mallory, verified("mallory", 2_000), 1_000);
+        let hit = |token: &str| cache.get(token, 1_000).map(|v| v.claims.sub.clone());
+        assert_eq!(hit(&alice).as_deref(), Some("alice"));
+        assert_eq!(hit(&mallory).as_deref(), Some("mallory"));
+    }
+
+    /// An entry answers before the token's `exp` only, and goes with its
+    /// family or user.
+    #[test]
+    fn the_cache_never_outlives_exp_or_a_revocation() {
+        let cache = VerifiedCache::default();
+        cache.put("a.b.c", verified("alice", 2_000), 1_000);
+        cache.put("d.e.f", verified("bob", 2_000), 1_000);
+        assert!(cache.get("a.b.c", 1_999).is_some());
+        assert!(cache.get("a.b.c", 2_000).is_none());
+        cache.forget(|claims| claims.sid == "family-of-alice");
+        assert!(cache.get("a.b.c", 1_000).is_none());
+        assert!(cache.get("d.e.f", 1_000).is_some());
+        cache.forget(|claims| claims.sub == "bob");
+        assert!(cache.get("d.e.f", 1_000).is_none());
     }
 }

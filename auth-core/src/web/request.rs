@@ -228,6 +228,28 @@ impl Auth {
     }
 }
 
+/// Deletes a bearer request's stored stand-in session if the flow running
+/// on it never finished (its future was dropped).
+#[cfg(feature = "jwt")]
+struct BearerSessionGuard {
+    authenticator: Authenticator,
+    session: Option<Session>,
+}
+
+#[cfg(feature = "jwt")]
+impl Drop for BearerSessionGuard {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let authenticator = self.authenticator.clone();
+            runtime.spawn(async move {
+                let _ = authenticator.end_bearer_session(session).await;
+            });
+        }
+    }
+}
+
 /// The token of the first `Authorization` header with the `Bearer` scheme
 /// (case-insensitive, RFC 9110), if any; other schemes are ignored.
 fn bearer_token<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Box<str>> {
@@ -476,6 +498,17 @@ impl RequestAuth {
         Ok(self.slot().await?.claims.clone())
     }
 
+    /// [`AuthError::SessionRequired`] for a bearer request: what would make
+    /// or renew a cookie session (a login, a step-up, an anonymous session)
+    /// has nowhere to go, since its answer sets no cookie.
+    fn refuse_bearer(&self) -> Result<(), AuthError> {
+        if self.is_bearer() {
+            Err(AuthError::SessionRequired)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether this is a bearer request (see [`Auth::begin`]).
     pub fn is_bearer(&self) -> bool {
         self.bearer.is_some()
@@ -605,6 +638,7 @@ impl RequestAuth {
     /// [`login`](Self::login) does with a password (new session and cookie;
     /// a second factor, if the account has one, is still asked for).
     pub async fn finish_magic_link(&self, token: &str) -> Result<LoginOutcome, AuthError> {
+        self.refuse_bearer()?;
         let mut slot = self.slot().await?;
         let (client, new_device) = self.sign_in_client()?;
         let outcome = self
@@ -687,6 +721,7 @@ impl RequestAuth {
     /// others' failures put on the account (see
     /// [`rate_limit`](crate::rate_limit)).
     pub async fn login(&self, login: &str, password: &Password) -> Result<LoginOutcome, AuthError> {
+        self.refuse_bearer()?;
         let mut slot = self.slot().await?;
         let (client, new_device) = self.sign_in_client()?;
         let outcome = self
@@ -749,10 +784,21 @@ impl RequestAuth {
             // the token for it, deleted afterwards.
             let authenticator = self.authenticator();
             let session = authenticator.bearer_session(&claims, self.client()).await?;
+            // Deleted even if this future is dropped half-way (a client that
+            // went away during the password hash).
+            let mut guard = BearerSessionGuard {
+                authenticator: authenticator.clone(),
+                session: Some(session.clone()),
+            };
             let (session, result) = f(session).await;
+            guard.session = None;
             match authenticator.end_bearer_session(session).await {
                 Ok(()) | Err(AuthError::NotAuthenticated) => {}
-                Err(other) => return Err(other),
+                // The flow's own answer stands; the stored stand-in ends by
+                // its short expiry.
+                Err(error) => {
+                    tracing::warn!(%error, "auth: a bearer request's stand-in session was not deleted");
+                }
             }
             // The user may have changed (password, factors).
             slot.user = None;
@@ -838,6 +884,9 @@ impl RequestAuth {
         password: &Password,
         code: Option<&str>,
     ) -> Result<(), AuthError> {
+        // A step-up renews a cookie session's authentication time; a bearer
+        // token's is its sign-in's.
+        self.refuse_bearer()?;
         self.with_session(|mut session| async move {
             let authenticator = self.authenticator();
             let result = match code {
@@ -932,6 +981,140 @@ impl RequestAuth {
         .await
     }
 
+    /// Starts adding a passkey, given the owner's
+    /// [`FactorProof`](crate::flow::FactorProof): the `{"publicKey": ...}`
+    /// options for `navigator.credentials.create` (see
+    /// [`Authenticator::begin_passkey_registration`]). The session gets a
+    /// new ID (and cookie).
+    #[cfg(feature = "passkeys")]
+    pub async fn begin_passkey_registration(
+        &self,
+        proof: &crate::flow::FactorProof,
+    ) -> Result<serde_json::Value, AuthError> {
+        self.refuse_bearer()?;
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .begin_passkey_registration(&mut session, proof, self.client())
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Finishes adding a passkey with the browser's answer (see
+    /// [`Authenticator::finish_passkey_registration`]): the user's other
+    /// sessions end; this one gets a new ID (and cookie).
+    #[cfg(feature = "passkeys")]
+    pub async fn finish_passkey_registration(
+        &self,
+        name: &str,
+        credential: &serde_json::Value,
+    ) -> Result<crate::flow::PasskeyAdded, AuthError> {
+        self.refuse_bearer()?;
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .finish_passkey_registration(&mut session, name, credential, self.client())
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// The user's passkeys, oldest first.
+    #[cfg(feature = "passkeys")]
+    pub async fn list_passkeys(&self) -> Result<Vec<crate::passkey::StoredPasskey>, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().list_passkeys(&session).await
+    }
+
+    /// Renames one of the user's passkeys; `false` when there is none.
+    #[cfg(feature = "passkeys")]
+    pub async fn rename_passkey(&self, id: &str, name: &str) -> Result<bool, AuthError> {
+        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator()
+            .rename_passkey(&session, id, name)
+            .await
+    }
+
+    /// Removes one of the user's passkeys, given the owner's
+    /// [`FactorProof`](crate::flow::FactorProof); `false` when there is
+    /// none. The user's other sessions end; this one gets a new ID.
+    #[cfg(feature = "passkeys")]
+    pub async fn remove_passkey(
+        &self,
+        id: &str,
+        proof: &crate::flow::FactorProof,
+    ) -> Result<bool, AuthError> {
+        self.with_session(|mut session| async move {
+            let result = self
+                .authenticator()
+                .remove_passkey(&mut session, id, proof, self.client())
+                .await;
+            (session, result)
+        })
+        .await
+    }
+
+    /// Starts a passkey sign-in: on an MFA-pending session, its second
+    /// step; otherwise passwordless (a visitor gets an anonymous session,
+    /// and its cookie, to hold the challenge; paid from the IP's budget).
+    /// The `{"publicKey": ...}` options for `navigator.credentials.get`.
+    #[cfg(feature = "passkeys")]
+    pub async fn begin_passkey_sign_in(&self) -> Result<serde_json::Value, AuthError> {
+        let mut slot = self.slot().await?;
+        // A signed-in session may hold the challenge too: the sign-in
+        // replaces it with a new session.
+        self.ensure_session(&mut slot).await?;
+        let Some(session) = slot.session.as_mut() else {
+            return Err(AuthError::NotAuthenticated);
+        };
+        let id_before = session.id().encode();
+        let options = self
+            .authenticator()
+            .begin_passkey_sign_in(session, self.client())
+            .await?;
+        if session.id_changed() || session.id().encode() != id_before {
+            slot.action = CookieAction::Set;
+        }
+        Ok(options)
+    }
+
+    /// Finishes a passkey sign-in with the browser's assertion (see
+    /// [`Authenticator::finish_passkey_sign_in`]): the response carries the
+    /// new session's cookie, as a completed login.
+    #[cfg(feature = "passkeys")]
+    pub async fn finish_passkey_sign_in(
+        &self,
+        credential: &serde_json::Value,
+    ) -> Result<LoginOutcome, AuthError> {
+        self.refuse_bearer()?;
+        let mut slot = self.slot().await?;
+        let Some(mut session) = slot.session.take() else {
+            return Err(AuthError::PasskeyCeremony);
+        };
+        let (client, new_device) = self.sign_in_client()?;
+        let result = self
+            .authenticator()
+            .finish_passkey_sign_in(&mut session, credential, &client)
+            .await;
+        match result {
+            Ok(outcome) => {
+                slot.set(Some(outcome.session().clone()));
+                slot.action = CookieAction::Set;
+                slot.new_device = new_device;
+                Ok(outcome)
+            }
+            Err(error) => {
+                // The ceremony was taken out of the session: keep the
+                // (unchanged otherwise) session for a new attempt.
+                slot.set(Some(session));
+                Err(error)
+            }
+        }
+    }
+
     /// Replaces the recovery codes with a new set (show it once), given the
     /// account owner's [`FactorProof`](crate::flow::FactorProof): the
     /// password and a current TOTP or recovery code. The user's other
@@ -984,6 +1167,7 @@ impl RequestAuth {
     /// Creates an anonymous session (and sets its cookie) when the request
     /// has none.
     async fn ensure_session(&self, slot: &mut Slot) -> Result<(), AuthError> {
+        self.refuse_bearer()?;
         if slot.session.is_none() {
             let session = self
                 .authenticator()

@@ -2,10 +2,10 @@
 //!
 //! 1. Argon2id at the default parameters, ours against the C reference
 //!    (`ARGON2_REF_BIN`, else `argon2` on `PATH`).
-//! 2. `GET /api/me` on every variant (bare, our auth per store, the
-//!    alternatives), round-robin, several rounds; medians and ratios to each
-//!    framework's bare route; the table on stdout, the plot in
-//!    `docs/performance-ratios.svg`.
+//! 2. `GET /api/me` on every variant (bare, our auth per store with the
+//!    login cookie and with a bearer token, the alternatives), round-robin,
+//!    several rounds; medians and ratios to each framework's bare route; the
+//!    table on stdout, the plot in `docs/performance-ratios.svg`.
 //! 3. The login flood: `GET /api/me` throughput and latency with and
 //!    without 200 connections posting wrong passwords.
 //!
@@ -15,7 +15,7 @@
 //! `LOAD_PLOT` (the SVG path; default `docs/performance-ratios.svg`, or
 //! cargo's scratch folder with `LOAD_ONLY`), `LOAD_ONLY` (comma-separated substrings of
 //! "framework route": run only those variants, e.g. `axum bare,axum auth
-//! memory`).
+//! memory,axum bearer memory`).
 
 #![allow(missing_docs, clippy::print_stdout)]
 
@@ -23,7 +23,6 @@
 mod alternatives;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use auth_core::password::{Password, PasswordHasher};
 use auth_core::rate_limit::TrustedProxies;
-use auth_load_bench::client::{self, BoxError, Call, CallFn, LoadResult, XorShift};
+use auth_load_bench::client::{self, BoxError, Call, CallFn, Credential, LoadResult, XorShift};
 use auth_load_bench::report::{self, Summary, median};
 use auth_load_bench::servers::{self, AxumHost, Server, Store};
 use auth_load_bench::{ME_BODY, USERNAME, redis_url};
@@ -164,18 +163,16 @@ fn reference_run(bin: &str) -> Result<f64, BoxError> {
     Ok(secs * 1e3)
 }
 
-fn me_calls(cookie: Option<&str>) -> CallFn {
-    let call = Call::get("/api/me", cookie);
+/// `GET /api/me` with the server's credential, for every request.
+fn me_calls(server: &Server) -> CallFn {
+    let call = server.me();
     Arc::new(move |_| call.clone())
 }
 
-/// 200 with the benchmark body with the cookie, 401 without: so the
-/// benchmark never measures refusals.
+/// 200 with the benchmark body with the cookie or token, 401 without: so
+/// the benchmark never measures refusals.
 fn verify(rt: &tokio::runtime::Runtime, server: &Server) -> Result<(), BoxError> {
-    let with = rt.block_on(client::once(
-        server.addr,
-        &Call::get("/api/me", server.cookie.as_deref()),
-    ))?;
+    let with = rt.block_on(client::once(server.addr, &server.me()))?;
     if with.status != 200 || with.body != ME_BODY {
         return Err(format!(
             "{} {}: expected 200 {ME_BODY}, got {} {}",
@@ -186,11 +183,11 @@ fn verify(rt: &tokio::runtime::Runtime, server: &Server) -> Result<(), BoxError>
         )
         .into());
     }
-    if server.cookie.is_some() {
+    if server.credential.is_some() {
         let without = rt.block_on(client::once(server.addr, &Call::get("/api/me", None)))?;
         if without.status != 401 {
             return Err(format!(
-                "{} {}: expected 401 without the cookie, got {}",
+                "{} {}: expected 401 without the cookie or token, got {}",
                 server.framework.name(),
                 server.label,
                 without.status
@@ -212,18 +209,24 @@ fn start_servers(rt: &tokio::runtime::Runtime, host: &AxumHost) -> Result<Vec<Se
         ),
     }
     let none = TrustedProxies::none();
+    // Each demo app twice: its login cookie, then (the same server) a
+    // bearer token.
+    let logged_in = |mut server: Server, store: &Store| -> Result<[Server; 2], BoxError> {
+        rt.block_on(servers::login(&mut server))?;
+        let bearer = rt.block_on(servers::bearer(server.framework, server.addr, store))?;
+        Ok([server, bearer])
+    };
     let mut servers = vec![servers::axum_bare(host)?];
     for store in &stores {
-        let mut server = servers::axum_auth(host, store, none.clone())?;
-        rt.block_on(servers::login(&mut server))?;
-        servers.push(server);
+        servers.extend(logged_in(
+            servers::axum_auth(host, store, none.clone())?,
+            store,
+        )?);
     }
     servers.push(rt.block_on(alternatives::axum_login_server(host))?);
     servers.push(servers::actix_bare()?);
     for store in &stores {
-        let mut server = servers::actix_auth(store, none.clone())?;
-        rt.block_on(servers::login(&mut server))?;
-        servers.push(server);
+        servers.extend(logged_in(servers::actix_auth(store, none.clone())?, store)?);
     }
     if let Some(url) = &redis {
         servers.push(rt.block_on(alternatives::actix_identity_server(url))?);
@@ -231,9 +234,10 @@ fn start_servers(rt: &tokio::runtime::Runtime, host: &AxumHost) -> Result<Vec<Se
     // Rocket: no maintained auth library to compare with.
     servers.push(servers::rocket_bare()?);
     for store in &stores {
-        let mut server = servers::rocket_auth(store, none.clone())?;
-        rt.block_on(servers::login(&mut server))?;
-        servers.push(server);
+        servers.extend(logged_in(
+            servers::rocket_auth(store, none.clone())?,
+            store,
+        )?);
     }
     for server in &servers {
         verify(rt, server)?;
@@ -254,6 +258,7 @@ fn target(summary: &Summary) -> Option<f64> {
         "auth memory" => Some(0.90),
         "auth sqlite" => Some(0.75),
         "auth redis" => Some(0.65),
+        "bearer memory" => Some(0.80),
         _ => None,
     }
 }
@@ -266,7 +271,7 @@ fn comparison(
     if config.rounds == 0 {
         return Ok(());
     }
-    let servers = start_servers(rt, host)?;
+    let mut servers = start_servers(rt, host)?;
     println!(
         "## GET /api/me: {} variants, {} rounds x {:?} each, {} keep-alive connections\n",
         servers.len(),
@@ -281,7 +286,7 @@ fn comparison(
             server.addr,
             config.connections,
             Duration::from_millis(500),
-            me_calls(server.cookie.as_deref()),
+            me_calls(server),
             None,
         ));
     }
@@ -289,7 +294,17 @@ fn comparison(
         .iter()
         .map(|s| Summary::new(s.framework, &s.label))
         .collect();
+    // A round takes about this long: a bearer token that would expire
+    // within it is renewed before it starts (outside every measurement).
+    let round_time = config.secs * u32::try_from(servers.len()).unwrap_or(u32::MAX);
     for round in 0..config.rounds {
+        for server in &mut servers {
+            if let Some(Credential::Bearer(token)) = &server.credential
+                && token.expires_at <= Instant::now() + round_time + Duration::from_secs(60)
+            {
+                rt.block_on(servers::renew_bearer(server))?;
+            }
+        }
         let mut order: Vec<usize> = (0..servers.len()).collect();
         if round % 2 == 1 {
             order.reverse();
@@ -301,7 +316,7 @@ fn comparison(
                 server.addr,
                 config.connections,
                 config.secs,
-                me_calls(server.cookie.as_deref()),
+                me_calls(server),
                 None,
             ));
             this_round.insert(i, result.ok_per_sec());
@@ -389,15 +404,15 @@ struct FloodRound {
 fn flood_round(
     config: &Config,
     rt: &tokio::runtime::Runtime,
-    addr: SocketAddr,
-    cookie: &str,
+    server: &Server,
     seed: u64,
 ) -> Result<FloodRound, BoxError> {
+    let addr = server.addr;
     let unloaded = rt.block_on(client::load(
         addr,
         config.connections,
         config.secs,
-        me_calls(Some(cookie)),
+        me_calls(server),
         None,
     ));
     // The attackers run on their own thread and runtime, as another
@@ -425,7 +440,7 @@ fn flood_round(
         addr,
         config.connections,
         config.secs,
-        me_calls(Some(cookie)),
+        me_calls(server),
         None,
     ));
     stop.store(true, Ordering::Relaxed);
@@ -477,16 +492,9 @@ fn login_flood(
     );
     println!("|---|---|---:|---:|---:|---|---|---|---:|---:|---|---:|---|");
     for (label, server) in &variants {
-        let cookie = server.cookie.clone().unwrap_or_default();
         let mut rounds = Vec::new();
         for round in 0..config.flood_rounds {
-            rounds.push(flood_round(
-                config,
-                rt,
-                server.addr,
-                &cookie,
-                0x5EED + round as u64,
-            )?);
+            rounds.push(flood_round(config, rt, server, 0x5EED + round as u64)?);
         }
         let ratios: Vec<f64> = rounds
             .iter()

@@ -73,6 +73,19 @@ impl Call {
         }
     }
 
+    /// `GET path` with `credential` (a cookie or a bearer token), or with
+    /// none.
+    pub fn get_as(path: &str, credential: Option<&Credential>) -> Self {
+        let call = Self::get(path, None);
+        match credential {
+            Some(credential) => {
+                let (name, value) = credential.header();
+                call.with_header(name, &value)
+            }
+            None => call,
+        }
+    }
+
     /// `POST path` with a JSON body.
     pub fn post_json(path: &str, json: &serde_json::Value) -> Self {
         Self {
@@ -169,6 +182,64 @@ pub async fn register_and_login(
     answer
         .cookie()
         .ok_or_else(|| "login answered no Set-Cookie".into())
+}
+
+/// What a request shows to be logged in.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A login cookie, `name=value` (the `Cookie` header).
+    Cookie(String),
+    /// An access token of `POST /api/token`, sent as `Authorization:
+    /// Bearer`.
+    Bearer(BearerToken),
+}
+
+impl Credential {
+    /// The request header that carries it: name and value.
+    pub fn header(&self) -> (&'static str, String) {
+        match self {
+            Self::Cookie(cookie) => ("cookie", cookie.clone()),
+            Self::Bearer(token) => ("authorization", format!("Bearer {}", token.access_token)),
+        }
+    }
+}
+
+/// An access token and when it expires (by the answer's `expires_in`,
+/// counted from when the answer arrived).
+#[derive(Debug, Clone)]
+pub struct BearerToken {
+    /// The signed access token.
+    pub access_token: String,
+    /// When the server stops taking it.
+    pub expires_at: Instant,
+}
+
+/// Signs the benchmark user in for tokens: `POST path` with the JSON
+/// credentials (the user must exist); the answer must be `200
+/// {"access_token", "token_type": "Bearer", "expires_in", ...}`.
+pub async fn token_login(addr: SocketAddr, path: &str) -> Result<BearerToken, BoxError> {
+    let credentials = serde_json::json!({
+        "username": crate::USERNAME,
+        "password": crate::PASSWORD,
+    });
+    let answer = once(addr, &Call::post_json(path, &credentials)).await?;
+    let arrived = Instant::now();
+    if answer.status != 200 {
+        return Err(format!("token login: {} {}", answer.status, answer.body).into());
+    }
+    let json: serde_json::Value = serde_json::from_str(&answer.body)?;
+    let token = json["access_token"].as_str().filter(|t| !t.is_empty());
+    match (
+        token,
+        json["token_type"].as_str(),
+        json["expires_in"].as_u64(),
+    ) {
+        (Some(token), Some("Bearer"), Some(secs)) => Ok(BearerToken {
+            access_token: token.to_owned(),
+            expires_at: arrived + Duration::from_secs(secs),
+        }),
+        _ => Err(format!("token login: unexpected answer {}", answer.body).into()),
+    }
 }
 
 /// What one load run measured.

@@ -3,9 +3,10 @@
 //! by an in-process HTTP/1.1 keep-alive load generator.
 //!
 //! * [`servers`]: the bare routes and the demo apps (`example_axum::app`,
-//!   `example_actix::app`) on each session store.
-//! * [`client`]: one-shot requests (register, log in) and the load loop,
-//!   which counts every non-2xx answer.
+//!   `example_actix::app`, `example_rocket::app`) on each session store,
+//!   each driven with its login cookie and with a bearer token.
+//! * [`client`]: one-shot requests (register, log in, sign in for tokens)
+//!   and the load loop, which counts every non-2xx answer.
 //! * [`report`]: medians, the Markdown table and the SVG plot.
 //!
 //! The comparison libraries (axum-login, actix-identity) are dev-only

@@ -188,12 +188,18 @@ pub fn plot(summaries: &[Summary], path: &Path) -> Result<(), Box<dyn std::error
         })
         .draw()?;
     chart.draw_series(bars.iter().enumerate().map(|(i, (label, ratio))| {
-        let color = if label.starts_with("axum") {
-            BLUE.mix(0.6)
-        } else if label.starts_with("rocket") {
-            GREEN.mix(0.6)
+        // Bearer-token variants lighter than the cookie ones beside them.
+        let alpha = if label.contains(": bearer") {
+            0.35
         } else {
-            RED.mix(0.6)
+            0.6
+        };
+        let color = if label.starts_with("axum") {
+            BLUE.mix(alpha)
+        } else if label.starts_with("rocket") {
+            GREEN.mix(alpha)
+        } else {
+            RED.mix(alpha)
         };
         let mut bar = Rectangle::new(
             [

@@ -1,5 +1,7 @@
 //! The servers under test, each on 127.0.0.1 and a free port: bare routes
-//! and the demo apps behind our auth on each store.
+//! and the demo apps behind our auth on each store. A demo app is measured
+//! twice: with its login cookie (`auth <store>`) and with a bearer token
+//! (`bearer <store>`, the same server: see [`bearer`]).
 //!
 //! axum servers share one tokio runtime with a single worker thread; each
 //! actix server runs in its own `System` thread with one worker. The load
@@ -17,7 +19,7 @@ use auth_core::rate_limit::TrustedProxies;
 use auth_core::web::Auth;
 use example_shared::{Settings, build_auth, build_auth_in_memory, throttle_config};
 
-use crate::client::BoxError;
+use crate::client::{BoxError, Call, Credential};
 
 /// Which web framework a variant runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,10 +108,23 @@ pub struct Server {
     pub label: String,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The login cookie (`name=value`) for authenticated variants.
-    pub cookie: Option<String>,
+    /// What shows the requests of authenticated variants to be logged in:
+    /// the login cookie, or a bearer token.
+    pub credential: Option<Credential>,
     /// Files to remove when the server is dropped.
     pub temp: Option<TempDir>,
+}
+
+impl Server {
+    /// `GET /api/me` with the variant's credential (if any).
+    pub fn me(&self) -> Call {
+        Call::get_as("/api/me", self.credential.as_ref())
+    }
+
+    /// Whether requests carry a bearer token.
+    pub fn is_bearer(&self) -> bool {
+        matches!(self.credential, Some(Credential::Bearer(_)))
+    }
 }
 
 /// The runtime every axum server of one process runs on.
@@ -207,7 +222,7 @@ pub fn axum_bare(host: &AxumHost) -> Result<Server, BoxError> {
         framework: Framework::Axum,
         label: "bare".to_owned(),
         addr: host.serve(router)?,
-        cookie: None,
+        credential: None,
         temp: None,
     })
 }
@@ -236,7 +251,7 @@ pub fn actix_bare() -> Result<Server, BoxError> {
         framework: Framework::Actix,
         label: "bare".to_owned(),
         addr,
-        cookie: None,
+        credential: None,
         temp: None,
     })
 }
@@ -311,7 +326,7 @@ pub fn axum_auth(
         framework: Framework::Axum,
         label: auth_label(store),
         addr: host.serve(example_axum::app(auth))?,
-        cookie: None,
+        credential: None,
         temp,
     })
 }
@@ -337,7 +352,7 @@ pub fn actix_auth(store: &Store, proxies: TrustedProxies) -> Result<Server, BoxE
         framework: Framework::Actix,
         label: auth_label(store),
         addr,
-        cookie: None,
+        credential: None,
         temp: rx.recv().ok().flatten(),
     })
 }
@@ -410,7 +425,7 @@ pub fn rocket_bare() -> Result<Server, BoxError> {
         framework: Framework::Rocket,
         label: "bare".to_owned(),
         addr,
-        cookie: None,
+        credential: None,
         temp: None,
     })
 }
@@ -428,7 +443,7 @@ pub fn rocket_auth(store: &Store, proxies: TrustedProxies) -> Result<Server, Box
         framework: Framework::Rocket,
         label: auth_label(store),
         addr,
-        cookie: None,
+        credential: None,
         temp: rx.recv().ok().flatten(),
     })
 }
@@ -438,6 +453,34 @@ pub fn rocket_auth(store: &Store, proxies: TrustedProxies) -> Result<Server, Box
 pub async fn login(server: &mut Server) -> Result<(), BoxError> {
     let cookie =
         crate::client::register_and_login(server.addr, Some("/api/register"), "/api/login").await?;
-    server.cookie = Some(cookie);
+    server.credential = Some(Credential::Cookie(cookie));
+    Ok(())
+}
+
+/// The bearer variant of a demo app on `store` whose user is registered
+/// (see [`login`]): the same server (`addr`), its requests with
+/// `Authorization: Bearer` and the access token of one `POST /api/token`.
+pub async fn bearer(
+    framework: Framework,
+    addr: SocketAddr,
+    store: &Store,
+) -> Result<Server, BoxError> {
+    let token = crate::client::token_login(addr, "/api/token").await?;
+    Ok(Server {
+        framework,
+        label: format!("bearer {}", store.name()),
+        addr,
+        credential: Some(Credential::Bearer(token)),
+        temp: None,
+    })
+}
+
+/// A new access token for a bearer variant (`POST /api/token` again), so
+/// that long runs never send an expired one; no-op for other variants.
+pub async fn renew_bearer(server: &mut Server) -> Result<(), BoxError> {
+    if server.is_bearer() {
+        let token = crate::client::token_login(server.addr, "/api/token").await?;
+        server.credential = Some(Credential::Bearer(token));
+    }
     Ok(())
 }

@@ -13,7 +13,8 @@ use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
+    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
+    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
 };
 use serde::Deserialize;
 
@@ -53,6 +54,8 @@ pub fn app(
         .service(resource("/api/email/verify").post(verify_email))
         .service(resource("/api/login/magic").post(request_magic_link))
         .service(resource("/api/login/magic/finish").post(finish_magic_link))
+        .service(resource("/api/login/passkey/start").post(passkey_sign_in_start))
+        .service(resource("/api/login/passkey/finish").post(passkey_sign_in_finish))
         .service(protected("/api/me").get(me))
         .service(protected("/api/password").post(change_password))
         .service(protected("/api/email").post(change_email))
@@ -70,8 +73,18 @@ pub fn app(
         )
         .service(protected("/api/mfa/totp/confirm").post(totp_confirm))
         .service(protected("/api/mfa/totp").delete(totp_disable))
+        // Passkeys: adding and removing one take the same proof.
+        .service(protected("/api/passkeys").get(list_passkeys))
+        .service(protected("/api/passkeys/register/start").post(passkey_register_start))
+        .service(protected("/api/passkeys/register/finish").post(passkey_register_finish))
+        .service(
+            protected("/api/passkeys/{id}")
+                .route(web::patch().to(rename_passkey))
+                .delete(remove_passkey),
+        )
         .service(resource("/").get(home))
         .service(resource("/static/app.css").get(stylesheet))
+        .service(resource("/static/passkeys.js").get(passkeys_script))
         .service(resource("/api/openapi.json").get(|| async { reply(h::openapi()) }))
         .service(resource("/login").get(login_page).post(login_form))
         .service(
@@ -96,6 +109,8 @@ pub fn app(
         .service(protected("/account/mfa/disable").post(account_mfa_disable))
         .service(protected("/account/mfa/recovery-codes").post(account_recovery_codes))
         .service(protected("/account/email").post(account_email))
+        .service(protected("/account/passkeys/rename").post(account_passkey_rename))
+        .service(protected("/account/passkeys/remove").post(account_passkey_remove))
         .default_service(web::to(not_found))
         // Last `wrap`: the outermost middleware.
         .wrap(AuthMiddleware::new(auth))
@@ -456,4 +471,70 @@ async fn account_email(
     form: Result<web::Form<h::EmailForm>, Error>,
 ) -> HttpResponse {
     reply(h::account_email(&auth, form_body(form)).await)
+}
+
+async fn passkeys_script() -> HttpResponse {
+    reply(h::passkeys_script())
+}
+
+async fn passkey_register_start(
+    auth: AuthSession,
+    body: Result<web::Json<EnrollBody>, Error>,
+) -> HttpResponse {
+    reply(h::passkey_register_start(&auth, json_body(body)).await)
+}
+
+async fn passkey_register_finish(
+    auth: AuthSession,
+    body: Result<web::Json<PasskeyFinishBody>, Error>,
+) -> HttpResponse {
+    reply(h::passkey_register_finish(&auth, json_body(body)).await)
+}
+
+async fn list_passkeys(auth: AuthSession) -> HttpResponse {
+    reply(h::list_passkeys(&auth).await)
+}
+
+async fn rename_passkey(
+    auth: AuthSession,
+    id: web::Path<String>,
+    body: Result<web::Json<PasskeyRenameBody>, Error>,
+) -> HttpResponse {
+    reply(h::rename_passkey(&auth, &id, json_body(body)).await)
+}
+
+async fn remove_passkey(
+    auth: AuthSession,
+    id: web::Path<String>,
+    body: Result<web::Json<EnrollBody>, Error>,
+) -> HttpResponse {
+    reply(h::remove_passkey(&auth, &id, json_body(body)).await)
+}
+
+async fn passkey_sign_in_start(
+    auth: AuthSession,
+    body: Result<web::Json<PasskeySignInStartBody>, Error>,
+) -> HttpResponse {
+    reply(h::passkey_sign_in_start(&auth, json_body(body)).await)
+}
+
+async fn passkey_sign_in_finish(
+    auth: AuthSession,
+    body: Result<web::Json<PasskeyAssertion>, Error>,
+) -> HttpResponse {
+    reply(h::passkey_sign_in_finish(&auth, json_body(body)).await)
+}
+
+async fn account_passkey_rename(
+    auth: AuthSession,
+    form: Result<web::Form<h::PasskeyRenameForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_passkey_rename(&auth, form_body(form)).await)
+}
+
+async fn account_passkey_remove(
+    auth: AuthSession,
+    form: Result<web::Form<h::PasskeyRemoveForm>, Error>,
+) -> HttpResponse {
+    reply(h::account_passkey_remove(&auth, form_body(form)).await)
 }

@@ -10,11 +10,12 @@ use axum::Router;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
+    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
+    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -33,6 +34,17 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/mfa/totp/confirm", post(totp_confirm))
         .route("/api/mfa/totp", delete(totp_disable))
         .route("/api/email", post(change_email))
+        // Passkeys: adding and removing one take the same proof.
+        .route("/api/passkeys", get(list_passkeys))
+        .route("/api/passkeys/register/start", post(passkey_register_start))
+        .route(
+            "/api/passkeys/register/finish",
+            post(passkey_register_finish),
+        )
+        .route(
+            "/api/passkeys/{id}",
+            patch(rename_passkey).delete(remove_passkey),
+        )
         .route_layer(RequireLayer::login());
     // New recovery codes also need a session that proved the second factor.
     let api_mfa = Router::new()
@@ -49,6 +61,8 @@ pub fn app(auth: Auth) -> Router {
         .route("/account/mfa/disable", post(account_mfa_disable))
         .route("/account/mfa/recovery-codes", post(account_recovery_codes))
         .route("/account/email", post(account_email))
+        .route("/account/passkeys/rename", post(account_passkey_rename))
+        .route("/account/passkeys/remove", post(account_passkey_remove))
         .route_layer(RequireLayer::login());
     Router::new()
         .route("/api/register", post(register))
@@ -66,10 +80,16 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/email/verify", post(verify_email))
         .route("/api/login/magic", post(request_magic_link))
         .route("/api/login/magic/finish", post(finish_magic_link))
+        .route("/api/login/passkey/start", post(passkey_sign_in_start))
+        .route("/api/login/passkey/finish", post(passkey_sign_in_finish))
         .merge(api_protected)
         .merge(api_mfa)
         .route("/", get(home))
         .route("/static/app.css", get(|| async { reply(h::stylesheet()) }))
+        .route(
+            "/static/passkeys.js",
+            get(|| async { reply(h::passkeys_script()) }),
+        )
         .route("/api/openapi.json", get(|| async { reply(h::openapi()) }))
         .route("/login", get(login_page).post(login_form))
         .route("/login/mfa", get(login_mfa_page).post(login_mfa_form))
@@ -422,4 +442,66 @@ async fn account_email(
     form: Result<Form<h::EmailForm>, FormRejection>,
 ) -> Response {
     reply(h::account_email(&auth, form_body(form)).await)
+}
+
+async fn passkey_register_start(
+    auth: AuthSession,
+    body: Result<Json<EnrollBody>, JsonRejection>,
+) -> Response {
+    reply(h::passkey_register_start(&auth, json_body(body)).await)
+}
+
+async fn passkey_register_finish(
+    auth: AuthSession,
+    body: Result<Json<PasskeyFinishBody>, JsonRejection>,
+) -> Response {
+    reply(h::passkey_register_finish(&auth, json_body(body)).await)
+}
+
+async fn list_passkeys(auth: AuthSession) -> Response {
+    reply(h::list_passkeys(&auth).await)
+}
+
+async fn rename_passkey(
+    auth: AuthSession,
+    Path(id): Path<String>,
+    body: Result<Json<PasskeyRenameBody>, JsonRejection>,
+) -> Response {
+    reply(h::rename_passkey(&auth, &id, json_body(body)).await)
+}
+
+async fn remove_passkey(
+    auth: AuthSession,
+    Path(id): Path<String>,
+    body: Result<Json<EnrollBody>, JsonRejection>,
+) -> Response {
+    reply(h::remove_passkey(&auth, &id, json_body(body)).await)
+}
+
+async fn passkey_sign_in_start(
+    auth: AuthSession,
+    body: Result<Json<PasskeySignInStartBody>, JsonRejection>,
+) -> Response {
+    reply(h::passkey_sign_in_start(&auth, json_body(body)).await)
+}
+
+async fn passkey_sign_in_finish(
+    auth: AuthSession,
+    body: Result<Json<PasskeyAssertion>, JsonRejection>,
+) -> Response {
+    reply(h::passkey_sign_in_finish(&auth, json_body(body)).await)
+}
+
+async fn account_passkey_rename(
+    auth: AuthSession,
+    form: Result<Form<h::PasskeyRenameForm>, FormRejection>,
+) -> Response {
+    reply(h::account_passkey_rename(&auth, form_body(form)).await)
+}
+
+async fn account_passkey_remove(
+    auth: AuthSession,
+    form: Result<Form<h::PasskeyRemoveForm>, FormRejection>,
+) -> Response {
+    reply(h::account_passkey_remove(&auth, form_body(form)).await)
 }

@@ -13,8 +13,8 @@ use auth_rocket::{
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
-    error_json,
+    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
+    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody, error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -23,7 +23,7 @@ use rocket::outcome::Outcome;
 use rocket::request::Request;
 use rocket::route::{self, Handler, Route};
 use rocket::serde::json::Json;
-use rocket::{Build, Config, Data, Rocket, catch, catchers, delete, get, post, routes};
+use rocket::{Build, Config, Data, Rocket, catch, catchers, delete, get, patch, post, routes};
 use serde::de::DeserializeOwned;
 
 /// The demo's Rocket settings: body limits of [`MAX_BODY_BYTES`], no
@@ -111,6 +111,16 @@ pub fn app(auth: Auth) -> Rocket<Build> {
         magic_page,
         magic_form,
         magic_request_form,
+        passkeys_script,
+        passkey_register_start,
+        passkey_register_finish,
+        list_passkeys,
+        rename_passkey,
+        remove_passkey,
+        passkey_sign_in_start,
+        passkey_sign_in_finish,
+        account_passkey_rename,
+        account_passkey_remove,
     ];
     let wrong_methods = method_not_allowed_routes(&routes);
     rocket::custom(config())
@@ -575,4 +585,88 @@ async fn account_email(
     form: FormBody<h::EmailForm>,
 ) -> ReplyResponder {
     reply(h::account_email(&auth, form.0).await)
+}
+
+#[get("/static/passkeys.js")]
+fn passkeys_script() -> ReplyResponder {
+    reply(h::passkeys_script())
+}
+
+// Passkeys: adding and removing one take the same proof as the other
+// factor changes.
+#[post("/api/passkeys/register/start", data = "<body>")]
+async fn passkey_register_start(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<EnrollBody>,
+) -> ReplyResponder {
+    reply(h::passkey_register_start(&auth, body.0).await)
+}
+
+#[post("/api/passkeys/register/finish", data = "<body>")]
+async fn passkey_register_finish(
+    _login: RequireLogin,
+    auth: AuthSession,
+    body: JsonBody<PasskeyFinishBody>,
+) -> ReplyResponder {
+    reply(h::passkey_register_finish(&auth, body.0).await)
+}
+
+#[get("/api/passkeys")]
+async fn list_passkeys(_login: RequireLogin, auth: AuthSession) -> ReplyResponder {
+    reply(h::list_passkeys(&auth).await)
+}
+
+#[patch("/api/passkeys/<id>", data = "<body>")]
+async fn rename_passkey(
+    _login: RequireLogin,
+    auth: AuthSession,
+    id: String,
+    body: JsonBody<PasskeyRenameBody>,
+) -> ReplyResponder {
+    reply(h::rename_passkey(&auth, &id, body.0).await)
+}
+
+#[delete("/api/passkeys/<id>", data = "<body>")]
+async fn remove_passkey(
+    _login: RequireLogin,
+    auth: AuthSession,
+    id: String,
+    body: JsonBody<EnrollBody>,
+) -> ReplyResponder {
+    reply(h::remove_passkey(&auth, &id, body.0).await)
+}
+
+#[post("/api/login/passkey/start", data = "<body>")]
+async fn passkey_sign_in_start(
+    auth: AuthSession,
+    body: JsonBody<PasskeySignInStartBody>,
+) -> ReplyResponder {
+    reply(h::passkey_sign_in_start(&auth, body.0).await)
+}
+
+#[post("/api/login/passkey/finish", data = "<body>")]
+async fn passkey_sign_in_finish(
+    auth: AuthSession,
+    body: JsonBody<PasskeyAssertion>,
+) -> ReplyResponder {
+    reply(h::passkey_sign_in_finish(&auth, body.0).await)
+}
+
+#[post("/account/passkeys/rename", data = "<form>")]
+async fn account_passkey_rename(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::PasskeyRenameForm>,
+) -> ReplyResponder {
+    reply(h::account_passkey_rename(&auth, form.0).await)
+}
+
+#[post("/account/passkeys/remove", data = "<form>")]
+async fn account_passkey_remove(
+    _login: RequireLogin,
+    auth: AuthSession,
+    form: FormBody<h::PasskeyRemoveForm>,
+) -> ReplyResponder {
+    reply(h::account_passkey_remove(&auth, form.0).await)
 }

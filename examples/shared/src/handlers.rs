@@ -8,14 +8,16 @@
 use auth_core::flow::{AuthError, FactorProof, LoginOutcome};
 use auth_core::mfa::normalize_recovery_code;
 use auth_core::password::Password;
-use auth_core::session::{AuthState, SessionHandle};
+use auth_core::session::{AuthState, Factor, SessionHandle};
 use auth_core::user::User;
 use auth_core::web::{Reply, RequestAuth, safe_next, with_next};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, LoginAnswer,
-    MagicBody, Me, ProofBody, Registered, ResetBody, SessionEntry, VerifyBody, error_json, pages,
+    MagicBody, Me, PasskeyAssertion, PasskeyEntry, PasskeyFinishBody, PasskeyRegistered,
+    PasskeyRenameBody, PasskeySignInStartBody, ProofBody, Registered, ResetBody, SessionEntry,
+    VerifyBody, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -92,6 +94,18 @@ pub fn stylesheet() -> Reply {
             ("cache-control", "public, max-age=3600".to_owned()),
         ],
         body: crate::STYLESHEET.to_owned(),
+    }
+}
+
+/// `GET /static/passkeys.js`: the pages' one script (passkey ceremonies).
+pub fn passkeys_script() -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "text/javascript; charset=utf-8".to_owned()),
+            ("cache-control", "public, max-age=3600".to_owned()),
+        ],
+        body: crate::PASSKEYS_SCRIPT.to_owned(),
     }
 }
 
@@ -239,7 +253,7 @@ pub async fn logout(auth: &RequestAuth) -> Reply {
 
 /// `GET /api/me`, for the user the framework's `CurrentUser` extracted.
 pub async fn me(auth: &RequestAuth, user: &User) -> Reply {
-    unwrap_reply(auth.totp_enabled().await.map(|mfa_enabled| {
+    unwrap_reply(second_factor_on(auth).await.map(|mfa_enabled| {
         json(
             200,
             &Me {
@@ -248,6 +262,18 @@ pub async fn me(auth: &RequestAuth, user: &User) -> Reply {
             },
         )
     }))
+}
+
+/// Whether the user has a second factor: TOTP or a passkey.
+async fn second_factor_on(auth: &RequestAuth) -> Result<bool, AuthError> {
+    if auth.totp_enabled().await? {
+        return Ok(true);
+    }
+    match auth.list_passkeys().await {
+        Ok(passkeys) => Ok(!passkeys.is_empty()),
+        Err(AuthError::PasskeysUnavailable) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// `POST /api/password`.
@@ -387,6 +413,127 @@ pub async fn regenerate_recovery_codes(auth: &RequestAuth, body: Body<ProofBody>
             .await
             .map(|codes| json(200, &codes)),
     )
+}
+
+// ---------------------------------------------------------------------------
+// Passkeys (JSON API)
+// ---------------------------------------------------------------------------
+
+fn no_such_passkey() -> Reply {
+    Reply::json(404, error_json("no such passkey"))
+}
+
+/// `POST /api/passkeys/register/start` (behind `require_login`): the
+/// proof with the request, as `/api/mfa/totp/enroll`; answers the
+/// `{"publicKey": ...}` options for `navigator.credentials.create`. The
+/// session gets a new ID.
+pub async fn passkey_register_start(auth: &RequestAuth, body: Body<EnrollBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let proof = FactorProof::new(Password::from(body.password), body.code);
+    unwrap_reply(
+        auth.begin_passkey_registration(&proof)
+            .await
+            .map(|options| json(200, &options)),
+    )
+}
+
+/// `POST /api/passkeys/register/finish` (behind `require_login`): 201 with
+/// the new passkey (and the recovery codes when it is the account's first
+/// second factor). The user's other sessions end; this one gets a new ID.
+pub async fn passkey_register_finish(auth: &RequestAuth, body: Body<PasskeyFinishBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let result = auth
+        .finish_passkey_registration(&body.name, &body.credential)
+        .await;
+    unwrap_reply(result.map(|added| {
+        json(
+            201,
+            &PasskeyRegistered {
+                id: added.passkey.id(),
+                name: added.passkey.name.clone(),
+                recovery_codes: added
+                    .recovery_codes
+                    .as_ref()
+                    .map(|codes| codes.codes().into_iter().map(str::to_owned).collect()),
+            },
+        )
+    }))
+}
+
+/// `GET /api/passkeys` (behind `require_login`): the user's passkeys,
+/// oldest first.
+pub async fn list_passkeys(auth: &RequestAuth) -> Reply {
+    unwrap_reply(auth.list_passkeys().await.map(|passkeys| {
+        let entries: Vec<PasskeyEntry> = passkeys.iter().map(PasskeyEntry::from).collect();
+        json(200, &entries)
+    }))
+}
+
+/// `PATCH /api/passkeys/{id}` (behind `require_login`): 204; 404 unknown.
+pub async fn rename_passkey(auth: &RequestAuth, id: &str, body: Body<PasskeyRenameBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(auth.rename_passkey(id, &body.name).await.map(|found| {
+        if found {
+            no_content()
+        } else {
+            no_such_passkey()
+        }
+    }))
+}
+
+/// `DELETE /api/passkeys/{id}` (behind `require_login`): the proof with
+/// the request; 204, the user's other sessions end and this one gets a
+/// new ID; 404 unknown (after the proof).
+pub async fn remove_passkey(auth: &RequestAuth, id: &str, body: Body<EnrollBody>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    let proof = FactorProof::new(Password::from(body.password), body.code);
+    unwrap_reply(auth.remove_passkey(id, &proof).await.map(|found| {
+        if found {
+            no_content()
+        } else {
+            no_such_passkey()
+        }
+    }))
+}
+
+/// `POST /api/login/passkey/start`: the `{"publicKey": ..., "mediation":
+/// ...}` options for `navigator.credentials.get`: the second step of an
+/// MFA-pending session, otherwise a passwordless sign-in (a visitor gets
+/// a session cookie that holds the challenge).
+pub async fn passkey_sign_in_start(
+    auth: &RequestAuth,
+    body: Body<PasskeySignInStartBody>,
+) -> Reply {
+    if let Err(rejected) = body {
+        return bad_body(rejected);
+    }
+    unwrap_reply(
+        auth.begin_passkey_sign_in()
+            .await
+            .map(|options| json(200, &options)),
+    )
+}
+
+/// `POST /api/login/passkey/finish`: the browser's assertion; the answer
+/// of `POST /api/login` and a new session cookie.
+pub async fn passkey_sign_in_finish(auth: &RequestAuth, body: Body<PasskeyAssertion>) -> Reply {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejected) => return bad_body(rejected),
+    };
+    unwrap_reply(auth.finish_passkey_sign_in(&body.0).await.map(login_answer))
 }
 
 // ---------------------------------------------------------------------------
@@ -564,14 +711,26 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
         })
         .collect();
     // Every change of factors takes the proof with the form: the password,
-    // and a code once a second factor is on.
+    // and a code once a second factor (TOTP or a passkey) is on.
     let password = r#"<label>Password <input name="password" type="password" autocomplete="current-password" required></label>"#;
     let code = r#"<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>"#;
-    let mfa = if !auth.totp_enabled().await? {
+    let totp = auth.totp_enabled().await?;
+    // `None`: the server has no passkeys.
+    let passkeys = match auth.list_passkeys().await {
+        Ok(passkeys) => Some(passkeys),
+        Err(AuthError::PasskeysUnavailable) => None,
+        Err(error) => return Err(error),
+    };
+    let has_passkey = passkeys.as_ref().is_some_and(|p| !p.is_empty());
+    let mfa = if !totp {
+        // With a passkey, the account has a second factor already: the
+        // proof takes a (recovery) code.
+        let proof_code = if has_passkey { code } else { "" };
         format!(
-            r#"<p>Two-factor authentication is off.</p>
+            r#"<p>Two-factor authentication with an authenticator app is off.</p>
 <form method="post" action="/account/mfa/enroll">{token}
 {password}
+{proof_code}
 <button>Set up an authenticator app</button></form>"#
         )
     } else {
@@ -588,6 +747,10 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
 <button>Turn off two-factor authentication</button></form>"#
         )
     };
+    let passkeys = match passkeys {
+        Some(list) => passkeys_section(auth, &list, &token, totp).await?,
+        None => String::new(),
+    };
     let email = match auth.email().await? {
         Some(e) if e.verified => format!("<p>Email: {}</p>", pages::escape(&e.address)),
         Some(e) => format!(
@@ -596,16 +759,22 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
         ),
         None => "<p>No email address: you cannot reset your password.</p>".to_owned(),
     };
-    let email_code = if auth.totp_enabled().await? {
+    let email_code = if totp || has_passkey {
         code.replace(" required>", ">")
     } else {
         String::new()
+    };
+    let script = if passkeys.is_empty() {
+        ""
+    } else {
+        pages::PASSKEYS_SCRIPT_TAG
     };
     let body = format!(
         r#"<p>Logged in as <b>{name}</b>.</p>
 <h2>Active sessions</h2><table><tr><th>IP</th><th>Browser</th><th></th></tr>{rows}</table>
 <form method="post" action="/account/revoke-others">{token}<button>Sign out everywhere else</button></form>
 <h2>Two-factor authentication</h2>{mfa}
+{passkeys}
 <h2>Email address</h2>{email}
 <form method="post" action="/account/email">{token}
 <label>New address <input name="email" type="email" autocomplete="email" required></label>
@@ -617,10 +786,185 @@ async fn account(auth: &RequestAuth) -> Result<Reply, AuthError> {
 <label>Current password <input name="current_password" type="password" autocomplete="current-password" required></label>
 <label>New password <input name="new_password" type="password" autocomplete="new-password" required></label>
 <button>Change password</button></form>
-<form method="post" action="/logout">{token}<button>Log out</button></form>"#,
+<form method="post" action="/logout">{token}<button>Log out</button></form>{script}"#,
         name = pages::escape(&user.display_name),
     );
     Ok(html(200, pages::layout("Account", &body)))
+}
+
+/// The "Passkeys" section of `/account`: the list (name, created, last
+/// used, synced), "Add a passkey" (by the script: a name and the proof),
+/// and the rename and remove forms (no script needed).
+async fn passkeys_section(
+    auth: &RequestAuth,
+    passkeys: &[auth_core::passkey::StoredPasskey],
+    token: &str,
+    totp: bool,
+) -> Result<String, AuthError> {
+    let password = |id: &str| {
+        format!(
+            r#"<label>Password <input id="{id}" name="password" type="password" autocomplete="current-password" required></label>"#
+        )
+    };
+    let code_label = if totp {
+        "Code from your app, or a recovery code"
+    } else {
+        "A recovery code"
+    };
+    let code = |id: &str| {
+        format!(
+            r#"<label>{code_label} <input id="{id}" name="code" autocomplete="one-time-code" required></label>"#
+        )
+    };
+    // Adding one needs a code once the account has a second factor.
+    let add_code = if totp || !passkeys.is_empty() {
+        code("passkey-code")
+    } else {
+        String::new()
+    };
+    let add = format!(
+        r#"<form id="passkey-add" method="post" hidden>
+<label>Name for the passkey <input id="passkey-name" name="name" maxlength="64" autocomplete="off" placeholder="e.g. Phone, Laptop, Security key"></label>
+{password}
+{add_code}
+<button id="passkey-add-button">Add a passkey</button></form>
+<noscript><p>Adding a passkey needs JavaScript.</p></noscript>
+{error}
+<div id="passkey-recovery" hidden><p>Save these recovery codes somewhere safe. Each works once, in place of your passkey or a code from your app. They will not be shown again.</p>
+<ul id="passkey-recovery-codes"></ul><p><a href="/account">Done</a></p></div>"#,
+        password = password("passkey-password"),
+        error = pages::PASSKEY_ERROR,
+    );
+    if passkeys.is_empty() {
+        return Ok(format!(
+            r#"<h2>Passkeys</h2>
+<p id="passkeys-none">No passkeys yet. A passkey signs you in with your device's fingerprint, face or PIN, without a password, and can be your second factor.</p>
+{add}"#
+        ));
+    }
+    let rows: String = passkeys
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<tr data-passkey-id="{id}"><td>{name}</td><td>{created}</td><td>{used}</td><td>{synced}</td></tr>"#,
+                id = pages::escape(&p.id()),
+                name = pages::escape(&p.name),
+                created = pages::utc_time(p.created_at),
+                used = p.last_used_at.map_or("never".to_owned(), pages::utc_time),
+                synced = if p.backed_up { "yes" } else { "no" },
+            )
+        })
+        .collect();
+    let options: String = passkeys
+        .iter()
+        .map(|p| {
+            format!(
+                r#"<option value="{}">{}</option>"#,
+                pages::escape(&p.id()),
+                pages::escape(&p.name)
+            )
+        })
+        .collect();
+    let left = if totp {
+        String::new()
+    } else {
+        format!(
+            "<p>{} recovery codes left.</p>",
+            auth.recovery_codes_left().await?
+        )
+    };
+    Ok(format!(
+        r#"<h2>Passkeys</h2>{left}
+<table id="passkeys"><tr><th>Name</th><th>Created</th><th>Last used</th><th>Synced</th></tr>{rows}</table>
+{add}
+<h3>Rename a passkey</h3>
+<form id="passkey-rename" method="post" action="/account/passkeys/rename">{token}
+<label>Passkey <select id="passkey-rename-id" name="id">{options}</select></label>
+<label>New name <input id="passkey-rename-name" name="name" maxlength="64" autocomplete="off" required></label>
+<button>Rename</button></form>
+<h3>Remove a passkey</h3>
+<form id="passkey-remove" method="post" action="/account/passkeys/remove">{token}
+<label>Passkey <select id="passkey-remove-id" name="id">{options}</select></label>
+{password}
+{code}
+<button>Remove</button></form>"#,
+        password = password("passkey-remove-password"),
+        code = code("passkey-remove-code"),
+    ))
+}
+
+/// `POST /account/passkeys/rename` form.
+#[derive(Debug, Deserialize)]
+pub struct PasskeyRenameForm {
+    /// The passkey's handle.
+    pub id: String,
+    /// The new name.
+    pub name: String,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+/// `POST /account/passkeys/remove` form: the passkey and the proof.
+#[derive(Deserialize)]
+pub struct PasskeyRemoveForm {
+    /// The passkey's handle.
+    pub id: String,
+    /// The current password.
+    pub password: String,
+    /// A TOTP or recovery code.
+    pub code: Option<String>,
+    /// The form's CSRF token.
+    pub csrf_token: Option<String>,
+}
+
+fn no_such_passkey_page() -> Reply {
+    html(
+        404,
+        pages::layout(
+            "Account",
+            "<p class=\"error\">no such passkey</p><p><a href=\"/account\">Back</a></p>",
+        ),
+    )
+}
+
+/// `POST /account/passkeys/rename` (form, behind `require_login`).
+pub async fn account_passkey_rename(auth: &RequestAuth, form: Body<PasskeyRenameForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
+    };
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.rename_passkey(&form.id, &form.name),
+    )
+    .await;
+    match result {
+        Ok(true) => Reply::redirect("/account".to_owned()),
+        Ok(false) => no_such_passkey_page(),
+        Err(error) => account_error(&error),
+    }
+}
+
+/// `POST /account/passkeys/remove` (form with the password and a code,
+/// behind `require_login`): the user's other sessions end.
+pub async fn account_passkey_remove(auth: &RequestAuth, form: Body<PasskeyRemoveForm>) -> Reply {
+    let form = match form {
+        Ok(form) => form,
+        Err(rejected) => return invalid_form("Account", rejected),
+    };
+    let proof = FactorProof::new(Password::from(form.password), form.code);
+    let result = with_form_token(
+        auth,
+        form.csrf_token.as_deref(),
+        auth.remove_passkey(&form.id, &proof),
+    )
+    .await;
+    match result {
+        Ok(true) => Reply::redirect("/account".to_owned()),
+        Ok(false) => no_such_passkey_page(),
+        Err(error) => mfa_action_error(auth, &error).await,
+    }
 }
 
 /// `POST /account/password` (form, behind `require_login`).
@@ -736,35 +1080,63 @@ fn code_form(action: &str, label: &str, next: Option<&str>, token: &str) -> Stri
     )
 }
 
-fn mfa_page(status: u16, error: Option<&str>, next: Option<&str>, token: Option<&str>) -> Reply {
+/// The second-step page; `methods` are the pending login's (a passkey
+/// among them adds the "Use a passkey" button, which needs the script).
+fn mfa_page(
+    status: u16,
+    error: Option<&str>,
+    next: Option<&str>,
+    token: Option<&str>,
+    methods: &[Factor],
+) -> Reply {
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", pages::escape(e))
     });
-    let form = code_form(
-        "/login/mfa",
-        "Code from your authenticator app, or a recovery code",
-        next,
-        &pages::token_field(token),
-    );
+    let label = if methods.contains(&Factor::Totp) || !methods.contains(&Factor::Passkey) {
+        "Code from your authenticator app, or a recovery code"
+    } else {
+        "A recovery code"
+    };
+    let form = code_form("/login/mfa", label, next, &pages::token_field(token));
+    let passkey = if methods.contains(&Factor::Passkey) {
+        format!(
+            r#"
+<p><button type="button" id="passkey-mfa" data-passkey-signin data-next="{next}" hidden>Use a passkey</button></p>
+{error}
+{script}"#,
+            next = pages::escape(next.unwrap_or("/account")),
+            error = pages::PASSKEY_ERROR,
+            script = pages::PASSKEYS_SCRIPT_TAG,
+        )
+    } else {
+        String::new()
+    };
     html(
         status,
-        pages::layout("Second factor", &format!("{error}{form}")),
+        pages::layout("Second factor", &format!("{error}{form}{passkey}")),
     )
 }
 
-fn is_mfa_pending(session: Option<&auth_core::session::Session>) -> bool {
-    session.is_some_and(|s| matches!(s.auth_state(), AuthState::MfaPending { .. }))
+/// The second factors a pending login may finish with; `None` when the
+/// session is not MFA-pending.
+fn pending_methods(session: Option<&auth_core::session::Session>) -> Option<Vec<Factor>> {
+    match session?.auth_state() {
+        AuthState::MfaPending { methods, .. } => Some(methods.clone()),
+        _ => None,
+    }
 }
 
 /// `GET /login/mfa?next=...`: the second step of a login that needs one.
 pub async fn login_mfa_page(auth: &RequestAuth, next: Option<&str>) -> Reply {
     let next = next.and_then(safe_next);
     match auth.session().await {
-        Ok(session) if is_mfa_pending(session.as_ref()) => {
-            let token = auth.form_token().await.ok().flatten();
-            mfa_page(200, None, next, token.as_deref())
-        }
-        Ok(_) => Reply::redirect(with_next("/login", next.unwrap_or_default())),
+        Ok(session) => match pending_methods(session.as_ref()) {
+            Some(methods) => {
+                let token = auth.form_token().await.ok().flatten();
+                mfa_page(200, None, next, token.as_deref(), &methods)
+            }
+            None => Reply::redirect(with_next("/login", next.unwrap_or_default())),
+        },
         Err(error) => Reply::error(&error),
     }
 }
@@ -795,8 +1167,18 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
         Err(AuthError::NotAuthenticated) => Reply::redirect(with_next("/login", &next)),
         Err(error) => {
             let token = auth.form_token().await.ok().flatten();
-            mfa_page(200, Some(&error.to_string()), Some(&next), token.as_deref())
-                .failing_with(&error)
+            let methods = match auth.session().await {
+                Ok(session) => pending_methods(session.as_ref()).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            mfa_page(
+                200,
+                Some(&error.to_string()),
+                Some(&next),
+                token.as_deref(),
+                &methods,
+            )
+            .failing_with(&error)
         }
     }
 }
@@ -1038,6 +1420,12 @@ redacted_debug!(
         csrf_token
     },
     TokenForm { csrf_token },
+    PasskeyRemoveForm {
+        id,
+        password,
+        code,
+        csrf_token
+    },
 );
 
 #[cfg(test)]
@@ -1073,6 +1461,32 @@ mod tests {
             serde_json::from_str(r#"{"password":"old secret"}"#).unwrap_or_else(|e| panic!("{e}"));
         assert!(body.code.is_none(), "the code is optional at enrolment");
         assert!(!format!("{body:?}").contains("secret"));
+        let form: PasskeyRemoveForm = serde_json::from_str(
+            r#"{"id":"AAAA","password":"old secret","code":"ABCD-EFGH","csrf_token":"tok3n"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let printed = format!("{form:?}");
+        assert!(
+            !printed.contains("secret") && !printed.contains("ABCD") && !printed.contains("tok3n"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn passkey_times_print_as_utc() {
+        use auth_core::clock::Timestamp;
+        assert_eq!(
+            pages::utc_time(Timestamp::from_unix_millis(0)),
+            "1970-01-01 00:00 UTC"
+        );
+        assert_eq!(
+            pages::utc_time(Timestamp::from_unix_millis(1_709_210_096_000)),
+            "2024-02-29 12:34 UTC"
+        );
+        assert_eq!(
+            pages::utc_time(Timestamp::from_unix_millis(-86_400_000)),
+            "1969-12-31 00:00 UTC"
+        );
     }
 }
 
@@ -1425,7 +1839,7 @@ pub fn jwks(auth: &RequestAuth) -> Reply {
         let mut reply = Reply::json(200, service.jwks(now).to_string());
         reply
             .headers
-            .push(("cache-control", "public, max-age=300".to_owned()));
+            .push(("cache-control", "public, max-age=60".to_owned()));
         reply
     });
     unwrap_reply(result)

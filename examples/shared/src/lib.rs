@@ -11,6 +11,10 @@ use auth_core::csrf::CsrfTokens;
 use auth_core::flow::MailLinks;
 use auth_core::mail::{InsecureLogMailer, MailError, Mailer, SmtpMailer};
 use auth_core::mfa::MfaKeys;
+use auth_core::passkey::{
+    MemoryPasskeyStore, Passkeys, PasskeysBuilder, PostgresPasskeyStore, SqlitePasskeyStore,
+    StoredPasskey,
+};
 use auth_core::password::{PasswordHasher, PasswordService};
 use auth_core::rate_limit::{RedisThrottle, ThrottleConfig, TrustedProxies};
 use auth_core::session::{PostgresStore, RedisStore, SessionInfo, SqliteStore};
@@ -55,12 +59,21 @@ pub mod openapi;
 pub const STYLESHEET: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
 form{margin:1rem 0}label{display:block;margin:.5rem 0}input{padding:.3rem;width:100%}
 button{padding:.4rem 1rem}.error{color:#b00}nav a{margin-right:1rem}table{width:100%}.qr{max-width:16rem}
+[hidden]{display:none!important}
 ";
 
-/// The demo's `Content-Security-Policy`: nothing but its own stylesheet,
-/// images from itself or inline data, forms to itself, no framing, no
-/// script at all.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The pages' one script, served at `/static/passkeys.js`: the passkey
+/// ceremonies (WebAuthn) of `/account`, `/login` and `/login/mfa`, no
+/// dependency, nothing inline (the [`CONTENT_SECURITY_POLICY`] allows
+/// scripts from the demo itself only). Everything else on the pages works
+/// without it.
+pub const PASSKEYS_SCRIPT: &str = include_str!("passkeys.js");
+
+/// The demo's `Content-Security-Policy`: nothing but its own script
+/// ([`PASSKEYS_SCRIPT`], no inline script or handler) talking to itself
+/// only, its own stylesheet, images from itself or inline data, forms to
+/// itself, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The demo's security headers: the core's defaults with the strict
 /// [`CONTENT_SECURITY_POLICY`].
@@ -235,7 +248,12 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
                 ))
                 .link_tokens(Arc::new(PostgresTokenStore::from_pool(pool.clone()).await?))
                 .sessions(Arc::new(store));
-            let refresh = Arc::new(PostgresRefreshStore::from_pool(pool).await?);
+            let refresh = Arc::new(PostgresRefreshStore::from_pool(pool.clone()).await?);
+            // Not inside the awaiting expression: its error would live
+            // across the await, and the future would not be `Send`.
+            let relying_party = passkeys(&settings.public_url)?;
+            let store = Arc::new(PostgresPasskeyStore::from_pool(pool).await?);
+            let builder = builder.passkeys(relying_party.build(store)?);
             (builder, refresh)
         } else {
             let store = SqliteStore::connect(&settings.database_url).await?;
@@ -244,7 +262,10 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
                 .accounts(Arc::new(SqliteAccountStore::from_pool(pool.clone()).await?))
                 .link_tokens(Arc::new(SqliteTokenStore::from_pool(pool.clone()).await?))
                 .sessions(Arc::new(store));
-            let refresh = Arc::new(SqliteRefreshStore::from_pool(pool).await?);
+            let refresh = Arc::new(SqliteRefreshStore::from_pool(pool.clone()).await?);
+            let relying_party = passkeys(&settings.public_url)?;
+            let store = Arc::new(SqlitePasskeyStore::from_pool(pool).await?);
+            let builder = builder.passkeys(relying_party.build(store)?);
             (builder, refresh)
         };
     let (builder, refresh): (_, Arc<dyn RefreshStore>) = match &settings.redis_url {
@@ -278,6 +299,24 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
             MailLinks::new(&settings.public_url).map_err(|e| format!("DEMO_PUBLIC_URL: {e}"))?,
         )
         .build()?)
+}
+
+/// The demo's passkey relying party for `public_url`: its host, or
+/// `localhost` when that is an IP address (a relying-party id is a domain;
+/// browsers treat `http://localhost` as a secure context), on its port.
+pub fn passkeys(public_url: &str) -> Result<PasskeysBuilder, Box<dyn Error>> {
+    let url = url::Url::parse(public_url).map_err(|e| format!("DEMO_PUBLIC_URL: {e}"))?;
+    let host = url.host_str().unwrap_or("localhost");
+    let (rp_id, origin) = if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        (
+            "localhost".to_owned(),
+            format!("{}://localhost{port}", url.scheme()),
+        )
+    } else {
+        (host.to_owned(), url.origin().ascii_serialization())
+    };
+    Ok(Passkeys::builder(&rp_id, &origin)?.rp_name(APP_NAME))
 }
 
 /// The audience (`aud`) of the demo's access tokens.
@@ -414,6 +453,11 @@ pub fn build_auth_in_memory(
         .trusted_proxies(trusted_proxies)
         .form_tokens(tokens)
         .tokens(api_tokens)
+        .passkeys(
+            passkeys("https://demo.test")
+                .and_then(|p| Ok(p.build(Arc::new(MemoryPasskeyStore::new()))?))
+                .unwrap_or_else(|_| unreachable!("a valid relying party")),
+        )
         .allowed_hosts(
             AllowedHosts::parse(TEST_HOSTS).unwrap_or_else(|_| unreachable!("valid host names")),
         )
@@ -500,7 +544,8 @@ pub struct CodeBody {
     pub code: String,
 }
 
-/// `POST /api/mfa/totp/enroll` body: the proof a factor change needs, for
+/// `POST /api/mfa/totp/enroll`, `POST /api/passkeys/register/start` and
+/// `DELETE /api/passkeys/{id}` body: the proof a factor change needs, for
 /// an account that may have no second factor yet.
 #[derive(Deserialize, ToSchema)]
 pub struct EnrollBody {
@@ -544,7 +589,7 @@ pub struct LoginAnswer {
 pub struct Me {
     /// The name as registered.
     pub username: String,
-    /// Whether a second factor is enrolled.
+    /// Whether a second factor is enrolled (TOTP or a passkey).
     pub mfa_enabled: bool,
 }
 
@@ -574,6 +619,119 @@ impl From<SessionInfo> for SessionEntry {
             last_seen_at: info.last_seen_at.as_unix_millis(),
             ip: info.ip,
             user_agent: info.user_agent,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Passkeys: the JSON shapes of `/api/passkeys...` and `/api/login/passkey/...`
+// (handlers and OpenAPI document share them).
+// ---------------------------------------------------------------------------
+
+/// `POST /api/passkeys/register/finish` body: the browser's answer to the
+/// creation options, and a name for the passkey.
+#[derive(Deserialize, ToSchema)]
+pub struct PasskeyFinishBody {
+    /// The user's name for it ("Phone", "YubiKey"): at most 64 characters,
+    /// no control characters; blank or absent gives "Passkey".
+    #[serde(default)]
+    pub name: String,
+    /// The `PublicKeyCredential` of `navigator.credentials.create`, as
+    /// JSON: `id`, `rawId`, `type`, `response.clientDataJSON`,
+    /// `response.attestationObject` (base64url), `response.transports`,
+    /// `extensions` (the client extension results).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// `PATCH /api/passkeys/{id}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasskeyRenameBody {
+    /// The new name: at most 64 characters, no control characters; blank
+    /// gives "Passkey".
+    pub name: String,
+}
+
+/// `POST /api/login/passkey/start` body: `{}`; a `username` is accepted
+/// and not used (the answer is the same for every name, so it tells
+/// nobody whether an account exists).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PasskeySignInStartBody {
+    /// Ignored.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub username: Option<String>,
+}
+
+/// `POST /api/login/passkey/finish` body: the `PublicKeyCredential` of
+/// `navigator.credentials.get`, as JSON: `id`, `rawId`, `type`,
+/// `response.clientDataJSON`, `response.authenticatorData`,
+/// `response.signature`, `response.userHandle` (base64url), `extensions`
+/// (the client extension results).
+#[derive(Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct PasskeyAssertion(pub serde_json::Value);
+
+impl std::fmt::Debug for PasskeyAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasskeyAssertion([REDACTED])")
+    }
+}
+
+/// `POST /api/passkeys/register/finish` answer.
+#[derive(Serialize, ToSchema)]
+pub struct PasskeyRegistered {
+    /// The passkey's handle (base64url of its credential ID) in
+    /// `/api/passkeys/{id}`.
+    pub id: String,
+    /// Its name as stored.
+    pub name: String,
+    /// The account's new recovery codes, shown once: only when this
+    /// passkey is its first second factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for PasskeyRegistered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasskeyRegistered")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field(
+                "recovery_codes",
+                &self.recovery_codes.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// One entry of `GET /api/passkeys`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyEntry {
+    /// The passkey's handle (base64url of its credential ID) in
+    /// `/api/passkeys/{id}`.
+    pub id: String,
+    /// The user's name for it.
+    pub name: String,
+    /// When it was added, Unix milliseconds.
+    pub created_at: i64,
+    /// Its latest sign-in, Unix milliseconds; `null` when never used.
+    pub last_used_at: Option<i64>,
+    /// Whether it is backed up (synced to the user's other devices by the
+    /// platform or password manager), as of its latest use.
+    pub synced: bool,
+}
+
+impl From<&StoredPasskey> for PasskeyEntry {
+    fn from(passkey: &StoredPasskey) -> Self {
+        Self {
+            id: passkey.id(),
+            name: passkey.name.clone(),
+            created_at: passkey.created_at.as_unix_millis(),
+            last_used_at: passkey.last_used_at.map(|t| t.as_unix_millis()),
+            synced: passkey.backed_up,
         }
     }
 }
@@ -723,13 +881,22 @@ pub async fn start() -> Result<(Settings, Auth), Box<dyn Error>> {
         .init();
     let settings = Settings::from_env()?;
     let auth = build_auth(&settings).await?;
-    let sessions = auth.authenticator().sessions().clone();
+    let authenticator = auth.authenticator().clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             every.tick().await;
+            let sessions = authenticator.sessions();
             if let Err(error) = sessions.delete_expired().await {
                 tracing::warn!(%error, "sweeping expired sessions failed");
+            }
+            // Dead refresh-token families (expired, idle, revoked) and the
+            // hashes of their spent tokens.
+            if let Ok(tokens) = authenticator.token_service() {
+                let now = sessions.clock().now();
+                if let Err(error) = tokens.store().purge(now).await {
+                    tracing::warn!(%error, "sweeping expired refresh tokens failed");
+                }
             }
         }
     });
@@ -836,7 +1003,39 @@ pub mod pages {
         layout(title, &format!("<p>{}</p>", escape(text)))
     }
 
+    /// The tag that loads the pages' one script ([`super::PASSKEYS_SCRIPT`]),
+    /// on the pages with passkey actions.
+    pub const PASSKEYS_SCRIPT_TAG: &str = r#"<script src="/static/passkeys.js" defer></script>"#;
+
+    /// The error line the passkey script writes to (hidden until then).
+    pub const PASSKEY_ERROR: &str =
+        r#"<p id="passkey-error" class="error" role="alert" hidden></p>"#;
+
+    /// A time as `YYYY-MM-DD HH:MM UTC`.
+    pub fn utc_time(time: auth_core::clock::Timestamp) -> String {
+        let secs = time.as_unix_secs();
+        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+            rest / 3600,
+            rest % 3600 / 60
+        )
+    }
+
     /// The login or registration form; `action` is `/login` or `/register`.
+    /// The login form also offers a passkey: the "Sign in with a passkey"
+    /// button and the browser's passkey autofill on the user-name field
+    /// (both by the script; hidden without it).
     pub fn credentials_form(
         title: &str,
         action: &str,
@@ -847,19 +1046,36 @@ pub mod pages {
         let error = error.map_or(String::new(), |e| {
             format!("<p class=\"error\">{}</p>", escape(e))
         });
-        let next = next.map_or(String::new(), |n| {
+        let next_field = next.map_or(String::new(), |n| {
             format!(
                 "<input type=\"hidden\" name=\"next\" value=\"{}\">",
                 escape(n)
             )
         });
+        let login = action == "/login";
+        let passkey = if login {
+            format!(
+                r#"
+<p><button type="button" id="passkey-signin" data-passkey-signin data-next="{next}" hidden>Sign in with a passkey</button></p>
+{PASSKEY_ERROR}
+{PASSKEYS_SCRIPT_TAG}"#,
+                next = escape(next.unwrap_or("/account")),
+            )
+        } else {
+            String::new()
+        };
         layout(
             title,
             &format!(
-                r#"{error}<form method="post" action="{action}">{next}{token}
-<label>User name <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="{ac}" required></label>{email}
-<button>{title}</button></form>{forgot}"#,
+                r#"{error}<form method="post" action="{action}">{next_field}{token}
+<label>User name <input id="username" name="username" autocomplete="{user_ac}" required></label>
+<label>Password <input id="password" name="password" type="password" autocomplete="{ac}" required></label>{email}
+<button>{title}</button></form>{forgot}{passkey}"#,
+                user_ac = if login {
+                    "username webauthn"
+                } else {
+                    "username"
+                },
                 email = if action == "/register" {
                     "\n<label>Email (optional, for password reset) <input name=\"email\" type=\"email\" autocomplete=\"email\"></label>"
                 } else {
@@ -907,4 +1123,5 @@ redacted_debug!(
     CodeBody { code },
     EnrollBody { password, code },
     ProofBody { password, code },
+    PasskeyFinishBody { name, credential },
 );

@@ -51,6 +51,13 @@ pub const BEARER_JWT: &str = "bearer_jwt";
         doc::totp_confirm,
         doc::totp_disable,
         doc::regenerate_recovery_codes,
+        doc::passkey_register_start,
+        doc::passkey_register_finish,
+        doc::list_passkeys,
+        doc::rename_passkey,
+        doc::remove_passkey,
+        doc::passkey_sign_in_start,
+        doc::passkey_sign_in_finish,
         doc::token,
         doc::token_mfa,
         doc::token_refresh,
@@ -76,6 +83,7 @@ pub const BEARER_JWT: &str = "bearer_jwt";
         (name = "recovery", description = "Password reset by mail"),
         (name = "sessions", description = "The user's sessions"),
         (name = "mfa", description = "The second factor: TOTP and recovery codes"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): adding, listing, renaming and removing them; signing in with one is under `login`"),
         (name = "tokens", description = "Access and refresh tokens for API clients"),
         (name = "meta", description = "This document"),
     )
@@ -130,8 +138,10 @@ mod doc {
 
     use crate::{
         ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, Jwks,
-        LoginAnswer, MagicBody, Me, ProofBody, RefreshRequest, Registered, ResetBody, SessionEntry,
-        TokenAnswer, TokenMfaRequest, TokenOutcome, TokenRequest, VerifyBody,
+        LoginAnswer, MagicBody, Me, PasskeyAssertion, PasskeyEntry, PasskeyFinishBody,
+        PasskeyRegistered, PasskeyRenameBody, PasskeySignInStartBody, ProofBody, RefreshRequest,
+        Registered, ResetBody, SessionEntry, TokenAnswer, TokenMfaRequest, TokenOutcome,
+        TokenRequest, VerifyBody,
     };
 
     /// An error (`auth_core::web::error_body`).
@@ -167,6 +177,35 @@ mod doc {
     struct RecoveryCodes {
         /// Each works once in place of a TOTP code.
         recovery_codes: Vec<String>,
+    }
+
+    /// `POST /api/passkeys/register/start` answer: the options for
+    /// `navigator.credentials.create` (binary members base64url).
+    #[derive(ToSchema)]
+    #[allow(non_snake_case, reason = "the member's name in JSON")]
+    struct PasskeyCreationOptions {
+        /// `PublicKeyCredentialCreationOptions` (`rp`, `user`, `challenge`,
+        /// `pubKeyCredParams`, `excludeCredentials`, `authenticatorSelection`
+        /// with `residentKey: "required"` and `userVerification:
+        /// "required"`, ...).
+        #[schema(value_type = Object)]
+        publicKey: serde_json::Value,
+    }
+
+    /// `POST /api/login/passkey/start` answer: the options for
+    /// `navigator.credentials.get` (binary members base64url).
+    #[derive(ToSchema)]
+    #[allow(non_snake_case, reason = "the member's name in JSON")]
+    struct PasskeyRequestOptions {
+        /// `PublicKeyCredentialRequestOptions` (`challenge`, `rpId`,
+        /// `allowCredentials`: empty for a passwordless sign-in, the
+        /// user's passkeys for the second step; `userVerification`, ...).
+        #[schema(value_type = Object)]
+        publicKey: serde_json::Value,
+        /// `conditional` for a passwordless sign-in (the browser's
+        /// passkey autofill); a sign-in button leaves it out.
+        #[schema(nullable = false)]
+        mediation: Option<String>,
     }
 
     /// No session, or an expired one.
@@ -415,9 +454,9 @@ mod doc {
     /// Log out: the session is destroyed server-side.
     #[utoipa::path(
         post, path = "/api/logout", tag = "login",
-        security((), ("session_cookie" = [])),
+        security((), ("session_cookie" = []), ("bearer_jwt" = [])),
         responses(
-            (status = 204, description = "Logged out (also without a session)",
+            (status = 204, description = "Logged out (also without a session); with a bearer token, its sign-in (refresh token and access tokens) ends",
                 headers(("Set-Cookie" = String, description = "Removes `__Host-session`"))),
             (status = 403, response = CrossOrigin),
         )
@@ -490,7 +529,7 @@ mod doc {
         post, path = "/api/sessions/revoke-others", tag = "sessions",
         security(("session_cookie" = []), ("bearer_jwt" = [])),
         responses(
-            (status = 204, description = "Only this session remains"),
+            (status = 204, description = "Only this session remains (with a bearer token: every sign-in of the user ends, this one included)"),
             (status = 401, response = NotLoggedIn),
             (status = 403, response = CrossOrigin),
         )
@@ -591,6 +630,178 @@ mod doc {
         )
     )]
     pub(super) fn regenerate_recovery_codes() {}
+
+    /// Start adding a passkey: the options for `navigator.credentials.create`.
+    ///
+    /// The proof comes with the request, as for `POST /api/mfa/totp/enroll`:
+    /// the password, and a code once the account has a second factor (TOTP
+    /// or a passkey). It is a re-authentication: the session gets a new ID.
+    /// The options ask for a discoverable credential with user
+    /// verification; the user's passkeys are excluded. Answer them within
+    /// 5 minutes, from this session, with
+    /// `POST /api/passkeys/register/finish`. Needs a browser session (a
+    /// bearer token gets 400).
+    #[utoipa::path(
+        post, path = "/api/passkeys/register/start", tag = "passkeys",
+        request_body = EnrollBody,
+        security(("session_cookie" = [])),
+        responses(
+            (status = 200, description = "The creation options", body = PasskeyCreationOptions,
+                headers(("Set-Cookie" = String, description = "The session's new ID"))),
+            (status = 400, description = "Malformed body or a missing field, or a bearer token", body = ErrorBody),
+            (status = 401, description = "Not logged in, or a wrong password or code", body = ErrorBody),
+            (status = 403, description = "A code is required, or a cross-site request", body = ErrorBody),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 429, response = Throttled),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+            (status = 503, response = Busy),
+        )
+    )]
+    pub(super) fn passkey_register_start() {}
+
+    /// Finish adding a passkey with the browser's answer.
+    ///
+    /// A factor change: every other session of the user ends; this one
+    /// gets a new ID. When the passkey is the account's first second
+    /// factor, the answer carries its recovery codes (shown once).
+    #[utoipa::path(
+        post, path = "/api/passkeys/register/finish", tag = "passkeys",
+        request_body = PasskeyFinishBody,
+        security(("session_cookie" = [])),
+        responses(
+            (status = 201, description = "Added", body = PasskeyRegistered,
+                headers(("Set-Cookie" = String, description = "The session's new ID"))),
+            (status = 400, description = "No registration in progress on this session, or it expired (start again); an invalid name; a malformed body; or a bearer token", body = ErrorBody,
+                example = json!({"error": "no passkey request in progress, start again"})),
+            (status = 401, description = "Not logged in, or the browser's answer was refused", body = ErrorBody),
+            (status = 403, response = CrossOrigin),
+            (status = 409, description = "This passkey is already registered", body = ErrorBody),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+        )
+    )]
+    pub(super) fn passkey_register_finish() {}
+
+    /// The user's passkeys, oldest first.
+    ///
+    /// Times are Unix milliseconds; `last_used_at` is `null` for a passkey
+    /// never used; `synced` says whether it is backed up.
+    #[utoipa::path(
+        get, path = "/api/passkeys", tag = "passkeys",
+        security(("session_cookie" = []), ("bearer_jwt" = [])),
+        responses(
+            (status = 200, description = "The passkeys", body = Vec<PasskeyEntry>),
+            (status = 401, response = NotLoggedIn),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+        )
+    )]
+    pub(super) fn list_passkeys() {}
+
+    /// Rename one of the user's passkeys.
+    #[utoipa::path(
+        patch, path = "/api/passkeys/{id}", tag = "passkeys",
+        params(("id" = String, Path, description = "A passkey's `id` from `GET /api/passkeys`")),
+        request_body = PasskeyRenameBody,
+        security(("session_cookie" = []), ("bearer_jwt" = [])),
+        responses(
+            (status = 204, description = "Renamed"),
+            (status = 400, description = "An invalid name (over 64 characters, or control characters), or a malformed body", body = ErrorBody),
+            (status = 401, response = NotLoggedIn),
+            (status = 403, response = CrossOrigin),
+            (status = 404, description = "No such passkey of this user", body = ErrorBody),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+        )
+    )]
+    pub(super) fn rename_passkey() {}
+
+    /// Remove one of the user's passkeys, with the password and a code.
+    ///
+    /// A factor change: it no longer signs in, every other session of the
+    /// user ends and this one gets a new ID; with no second factor left,
+    /// the recovery codes go too.
+    #[utoipa::path(
+        delete, path = "/api/passkeys/{id}", tag = "passkeys",
+        params(("id" = String, Path, description = "A passkey's `id` from `GET /api/passkeys`")),
+        request_body = EnrollBody,
+        security(("session_cookie" = []), ("bearer_jwt" = [])),
+        responses(
+            (status = 204, description = "Removed",
+                headers(("Set-Cookie" = String, description = "The session's new ID"))),
+            (status = 400, description = "Malformed body or a missing field", body = ErrorBody),
+            (status = 401, description = "Not logged in, or a wrong password or code", body = ErrorBody),
+            (status = 403, description = "A code is required, or a cross-site request", body = ErrorBody),
+            (status = 404, description = "No such passkey of this user (the proof was checked; the session has a new ID)", body = ErrorBody),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 429, response = Throttled),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+            (status = 503, response = Busy),
+        )
+    )]
+    pub(super) fn remove_passkey() {}
+
+    /// Start a passkey sign-in: the options for `navigator.credentials.get`.
+    ///
+    /// On a session waiting for its second factor (after the password), the
+    /// second step with one of that user's passkeys. Otherwise a
+    /// passwordless sign-in with any passkey of this site (the browser's
+    /// list, or its autofill with `mediation: "conditional"`); a visitor
+    /// gets a session cookie that holds the challenge. A `username` is
+    /// accepted and not used. Answer within 5 minutes with
+    /// `POST /api/login/passkey/finish`.
+    #[utoipa::path(
+        post, path = "/api/login/passkey/start", tag = "login",
+        request_body = PasskeySignInStartBody,
+        security((), ("session_cookie" = [])),
+        responses(
+            (status = 200, description = "The request options", body = PasskeyRequestOptions,
+                headers(("Set-Cookie" = String, description = "`__Host-session`, for a visitor: the session that holds the challenge"))),
+            (status = 400, description = "Malformed body, or a bearer token", body = ErrorBody),
+            (status = 401, description = "The pending login expired", body = ErrorBody),
+            (status = 403, response = CrossOrigin),
+            (status = 409, description = "The second step of a user without a passkey", body = ErrorBody),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 429, response = Throttled),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+        )
+    )]
+    pub(super) fn passkey_sign_in_start() {}
+
+    /// Finish a passkey sign-in with the browser's assertion.
+    ///
+    /// The answer of `POST /api/login`, and the cookie rotation of a
+    /// completed login: a passwordless sign-in starts a fresh session
+    /// (user verification makes it multi-factor: `require_mfa` passes); the
+    /// second step completes the pending login.
+    #[utoipa::path(
+        post, path = "/api/login/passkey/finish", tag = "login",
+        request_body = PasskeyAssertion,
+        security((), ("session_cookie" = [])),
+        responses(
+            (status = 200, description = "Logged in", body = LoginAnswer,
+                headers(("Set-Cookie" = String, description = "`__Host-session`, a new ID (and `__Host-session-device`)"))),
+            (status = 400, description = "No sign-in in progress on this session, or it expired or was answered (start again); a malformed body; or a bearer token", body = ErrorBody,
+                example = json!({"error": "no passkey request in progress, start again"})),
+            (status = 401, description = "The passkey was refused: unknown or removed, another user's, a wrong challenge or origin, a bad signature, or a signature counter gone backwards", body = ErrorBody),
+            (status = 403, response = CrossOrigin),
+            (status = 413, response = TooLarge),
+            (status = 415, response = BodyRejected),
+            (status = 422, response = BodyRejected),
+            (status = 429, response = Throttled),
+            (status = 501, description = "Passkeys are not available on this server", body = ErrorBody),
+        )
+    )]
+    pub(super) fn passkey_sign_in_finish() {}
 
     /// Tokens for an API client, with a password.
     ///

@@ -1069,7 +1069,8 @@ pub async fn oversized_bodies_are_refused_with_413<F: HarnessFactory>() {
 
 /// Every response carries the browser security headers the core decides
 /// (no sniffing, no referrer, no framing); the pages a strict
-/// Content-Security-Policy (no script, no inline style) whose stylesheet is
+/// Content-Security-Policy (scripts and fetches from the demo itself only,
+/// nothing inline, no inline style) whose stylesheet and one script are
 /// served; no HSTS over plain HTTP unless configured. Refusals made before
 /// any handler runs carry them too.
 pub async fn responses_carry_the_security_headers<F: HarnessFactory>() {
@@ -1086,12 +1087,31 @@ pub async fn responses_carry_the_security_headers<F: HarnessFactory>() {
     ] {
         assert!(csp.contains(directive), "{csp}");
     }
+    for directive in ["script-src 'self'", "connect-src 'self'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
     assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
     let body = page.text();
     assert!(!body.contains("<style") && !body.contains("style=") && !body.contains("<script"));
+    // The pages with passkey actions load the one script, never inline
+    // script or handlers.
+    let login = app.get("/login", None).await.text();
+    assert!(
+        login.contains(r#"<script src="/static/passkeys.js" defer></script>"#),
+        "{login}"
+    );
+    assert_eq!(login.matches("<script").count(), 1, "{login}");
+    assert!(!login.contains(" onclick=") && !login.contains(" onload="));
+    let script = app.get("/static/passkeys.js", None).await;
+    assert_eq!(script.status, 200);
+    assert!(
+        script
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/javascript"))
+    );
     assert!(page.header("strict-transport-security").is_none());
     let css = app.get("/static/app.css", None).await;
     assert_eq!(css.status, 200);

@@ -413,6 +413,8 @@ pub mod cases;
 pub mod http;
 pub mod mfa_cases;
 pub mod openapi_cases;
+pub mod passkey_cases;
+pub mod soft_authenticator;
 pub mod token_cases;
 
 /// Expands every case into a `#[tokio::test]` for the harness factory `$f`.
@@ -523,6 +525,20 @@ macro_rules! conformance_suite {
             the_jwks_publishes_public_keys_through_a_rotation,
             an_idle_family_expires,
         );
+        $crate::conformance_suite!(@passkeys $f;
+            a_registered_passkey_is_listed,
+            a_passkey_signs_in_without_a_password,
+            a_passkey_completes_a_password_login,
+            a_passkey_only_account_renews_its_recovery_codes,
+            a_replayed_passkey_assertion_is_refused,
+            a_passkey_answer_from_another_origin_is_refused,
+            a_passkey_ceremony_is_answered_once,
+            an_expired_passkey_ceremony_is_refused,
+            a_passkey_counter_that_goes_backwards_is_refused,
+            a_removed_passkey_no_longer_signs_in,
+            another_users_passkey_does_not_complete_a_login,
+            no_passkey_second_step_without_the_password,
+        );
     };
     (@cases $f:ty; $($case:ident),* $(,)?) => {
         $(
@@ -545,6 +561,14 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn $case() {
                 $crate::token_cases::$case::<$f>().await;
+            }
+        )*
+    };
+    (@passkeys $f:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                $crate::passkey_cases::$case::<$f>().await;
             }
         )*
     };

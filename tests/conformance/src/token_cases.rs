@@ -189,6 +189,20 @@ pub async fn a_token_sign_in_with_a_second_factor_needs_the_code<F: HarnessFacto
         )
         .await;
     assert_eq!(forged.status, 401);
+    // Nor is it a cookie login's pending session.
+    let as_cookie = app
+        .post_json(
+            "/api/login/totp",
+            json!({"code": app.totp(&enrolled.secret)}),
+            Some(&format!("__Host-session={mfa_token}")),
+        )
+        .await;
+    assert_eq!(as_cookie.status, 401, "{}", as_cookie.text());
+    assert!(
+        as_cookie
+            .session_cookie()
+            .is_none_or(|c| c.1.contains("Max-Age=0"))
+    );
     let wrong = app
         .post_json(
             "/api/token/mfa",
@@ -388,6 +402,17 @@ pub async fn a_bearer_request_is_decided_by_its_token_alone<F: HarnessFactory>()
         )
         .await;
     refused(&r);
+    // A bearer request cannot make a cookie session: nowhere to send it.
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .header("authorization", &format!("Bearer {}", bob.access))
+                .json(json!({"username": "bob", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let sessions = bearer_get(&app, "/api/sessions", &bob.access).await;
+    assert_eq!(sessions.json(), json!([]), "no stored session was made");
     // An unsafe method with cross-site fetch headers: no CSRF refusal.
     let r = app
         .send(

@@ -288,6 +288,7 @@ mod tests {
             id: id.into(),
             user_id: user.into(),
             amr: vec!["pwd".into()],
+            stamp: "stamp".into(),
             created_at: T0,
             expires_at: T0.saturating_add(Duration::from_secs(3_600)),
             idle_timeout: Duration::from_secs(600),

@@ -149,6 +149,11 @@ pub struct Family {
     pub user_id: String,
     /// How the sign-in authenticated; copied into every access token.
     pub amr: Vec<String>,
+    /// The user's session stamp when the family began (a fingerprint of
+    /// the password hash and, where used, the account epoch): a refresh
+    /// with another current stamp revokes the family, so a password change
+    /// through any path, the app's own included, ends the sign-in.
+    pub stamp: String,
     /// When the sign-in happened.
     pub created_at: Timestamp,
     /// The absolute end of the family, whatever its use.
@@ -334,6 +339,7 @@ mod tests {
             id: "f".into(),
             user_id: "u".into(),
             amr: vec!["pwd".into()],
+            stamp: "stamp".into(),
             created_at: t0,
             expires_at: t0.saturating_add(Duration::from_secs(100)),
             idle_timeout: Duration::from_secs(10),

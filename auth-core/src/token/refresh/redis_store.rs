@@ -2,13 +2,13 @@
 //!
 //! Layout, under a prefix (default `auth:refresh:`):
 //! * `{prefix}f:{<family id>}`: a hash: `u` (user id), `a` (amr, a JSON
-//!   array), `c`, `e`, `l` (created, expires, last used: Unix
-//!   milliseconds), `i` (idle timeout, milliseconds), `cur` (hex key of the
-//!   current token), `prev`, `pat`, `s` (the token spent by the latest
-//!   rotation, when, and the sealed successor). It expires (`PEXPIREAT`)
-//!   when the family dies: the earlier of its expiry and its idle
-//!   deadline, pushed on by each rotation. The braces are a hash tag: every
-//!   key of one family's state is in one slot.
+//!   array), `st` (the session stamp), `c`, `e`, `l` (created, expires,
+//!   last used: Unix milliseconds), `i` (idle timeout, milliseconds), `cur`
+//!   (hex key of the current token), `prev`, `pat`, `s` (the token spent by
+//!   the latest rotation, when, and the sealed successor). It expires
+//!   (`PEXPIREAT`) when the family dies: the earlier of its expiry and its
+//!   idle deadline, pushed on by each rotation. The braces are a hash tag:
+//!   every key of one family's state is in one slot.
 //! * `{prefix}t:{hex key}`: the family id of a token, for every token that
 //!   was ever current (so a spent one is told from an unknown one),
 //!   expiring with the family's absolute expiry.
@@ -39,14 +39,14 @@ use crate::clock::Timestamp;
 const MAX_IDLE_MS: i64 = 1 << 50;
 
 /// KEYS family, first token, user index; ARGV id, user, amr, created,
-/// expires, idle, last used, live until, hex. 0 if the family or the token
-/// exists, else 1.
+/// expires, idle, last used, live until, hex, stamp. 0 if the family or the
+/// token exists, else 1.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[2], 'a', ARGV[3], 'c', ARGV[4], 'e', ARGV[5],
-  'i', ARGV[6], 'l', ARGV[7], 'cur', ARGV[9])
+  'i', ARGV[6], 'l', ARGV[7], 'cur', ARGV[9], 'st', ARGV[10])
 redis.call('PEXPIREAT', KEYS[1], ARGV[8])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], ARGV[5])
@@ -61,17 +61,19 @@ return 1",
 /// KEYS presented token, next token; ARGV prefix, presented hex, next hex,
 /// sealed successor, now, grace (milliseconds, -1 for none). Answers
 /// `{'i'}` (invalid), `{'c'}` (the next key exists), `{'r', id, user,
-/// amr, created, expires, idle, last used}` (rotated), `{'g', id, user,
-/// amr, created, expires, idle, last used, sealed}` (grace) or `{'u', id,
-/// user}` (reused: the family is deleted).
+/// amr, stamp, created, expires, idle, last used}` (rotated), `{'g', id,
+/// user, amr, stamp, created, expires, idle, last used, sealed}` (grace) or
+/// `{'u', id, user}` (reused: the family is deleted).
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local id = redis.call('GET', KEYS[1])
 if not id then return {'i'} end
 local fk = ARGV[1] .. 'f:{' .. id .. '}'
-local f = redis.call('HMGET', fk, 'u', 'a', 'c', 'e', 'i', 'l', 'cur', 'prev', 'pat')
-if not (f[1] and f[2] and f[3] and f[4] and f[5] and f[6] and f[7]) then return {'i'} end
+local f = redis.call('HMGET', fk, 'u', 'a', 'c', 'e', 'i', 'l', 'cur', 'prev', 'pat', 'st')
+if not (f[1] and f[2] and f[3] and f[4] and f[5] and f[6] and f[7] and f[10]) then
+  return {'i'}
+end
 local now = tonumber(ARGV[5])
 local expires = tonumber(f[4])
 local idle = tonumber(f[5])
@@ -82,11 +84,11 @@ if f[7] == ARGV[2] then
   redis.call('PEXPIREAT', fk, string.format('%d', math.min(expires, now + idle)))
   redis.call('SET', KEYS[2], id)
   redis.call('PEXPIREAT', KEYS[2], f[4])
-  return {'r', id, f[1], f[2], f[3], f[4], f[5], ARGV[5]}
+  return {'r', id, f[1], f[2], f[10], f[3], f[4], f[5], ARGV[5]}
 end
 local grace = tonumber(ARGV[6])
 if grace >= 0 and f[8] == ARGV[2] and f[9] and math.max(0, now - tonumber(f[9])) < grace then
-  return {'g', id, f[1], f[2], f[3], f[4], f[5], f[6], redis.call('HGET', fk, 's') or ''}
+  return {'g', id, f[1], f[2], f[10], f[3], f[4], f[5], f[6], redis.call('HGET', fk, 's') or ''}
 end
 redis.call('DEL', fk)
 redis.call('SREM', ARGV[1] .. 'u:' .. f[1], id)
@@ -210,14 +212,23 @@ fn number(bytes: Vec<u8>) -> Result<i64, RefreshStoreError> {
     text(bytes)?.parse().map_err(|_| RefreshStoreError::Corrupt)
 }
 
-/// A family from the script's fields: user, amr, created, expires, idle,
-/// last used.
-fn family(id: &str, fields: [Vec<u8>; 6]) -> Result<Family, RefreshStoreError> {
-    let [user_id, amr, created_at, expires_at, idle, last_used_at] = fields;
+/// A family from the script's fields: user, amr, stamp, created, expires,
+/// idle, last used.
+fn family(id: &str, fields: [Vec<u8>; 7]) -> Result<Family, RefreshStoreError> {
+    let [
+        user_id,
+        amr,
+        stamp,
+        created_at,
+        expires_at,
+        idle,
+        last_used_at,
+    ] = fields;
     Ok(Family {
         id: id.to_owned(),
         user_id: text(user_id)?,
         amr: serde_json::from_slice(&amr).map_err(|_| RefreshStoreError::Corrupt)?,
+        stamp: text(stamp)?,
         created_at: Timestamp::from_unix_millis(number(created_at)?),
         expires_at: Timestamp::from_unix_millis(number(expires_at)?),
         idle_timeout: Duration::from_millis(
@@ -248,6 +259,7 @@ impl RefreshStore for RedisRefreshStore {
             .arg(family.last_used_at.as_unix_millis())
             .arg(live_until.as_unix_millis())
             .arg(first.to_hex())
+            .arg(&family.stamp)
             .invoke_async(&mut self.conn.clone())
             .await?;
         if created == 1 {
@@ -283,15 +295,24 @@ impl RefreshStore for RedisRefreshStore {
             b"i" => Ok(Rotation::Invalid),
             b"c" => Err(RefreshStoreError::Collision),
             b"r" => {
-                let [id, user, amr, created, expires, idle, last_used]: [Vec<u8>; 7] =
+                let [id, user, amr, stamp, created, expires, idle, last_used]: [Vec<u8>; 8] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
-                let fields = [user, amr, created, expires, idle, last_used];
+                let fields = [user, amr, stamp, created, expires, idle, last_used];
                 Ok(Rotation::Rotated(family(&text(id)?, fields)?))
             }
             b"g" => {
-                let [id, user, amr, created, expires, idle, last_used, sealed]: [Vec<u8>; 8] =
-                    rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
-                let fields = [user, amr, created, expires, idle, last_used];
+                let [
+                    id,
+                    user,
+                    amr,
+                    stamp,
+                    created,
+                    expires,
+                    idle,
+                    last_used,
+                    sealed,
+                ]: [Vec<u8>; 9] = rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
+                let fields = [user, amr, stamp, created, expires, idle, last_used];
                 Ok(Rotation::Grace {
                     family: family(&text(id)?, fields)?,
                     sealed_successor: sealed,

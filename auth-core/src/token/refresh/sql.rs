@@ -2,7 +2,8 @@
 //! open (component `refresh_tokens` in `auth_schema_migrations`):
 //!
 //! * `auth_refresh_families`, one row per family: its fields (`amr` as a
-//!   JSON array, times in Unix milliseconds, `idle_timeout_ms`), the hex
+//!   JSON array, the session `stamp`, times in Unix milliseconds,
+//!   `idle_timeout_ms`), the hex
 //!   key of its current token, the token spent by its latest rotation with
 //!   when and the sealed successor, and `live_until` (the earlier of the
 //!   absolute expiry and the idle deadline; indexed for the purge);
@@ -58,6 +59,7 @@ const SQLITE: Queries = Queries {
             id TEXT PRIMARY KEY NOT NULL,
             user_id TEXT NOT NULL,
             amr TEXT NOT NULL,
+            stamp TEXT NOT NULL,
             created_at INTEGER NOT NULL,
             expires_at INTEGER NOT NULL,
             idle_timeout_ms INTEGER NOT NULL,
@@ -86,19 +88,20 @@ const SQLITE: Queries = Queries {
         VALUES ('refresh_tokens', ?1)
         ON CONFLICT (component) DO UPDATE SET version = excluded.version",
     lock_migrations: None,
-    insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, created_at, expires_at,
-            idle_timeout_ms, last_used_at, live_until, current_key)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, stamp, created_at,
+            expires_at, idle_timeout_ms, last_used_at, live_until, current_key)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     insert_token: "INSERT INTO auth_refresh_tokens (key, family_id) VALUES (?1, ?2)",
     family_of_token: "SELECT family_id FROM auth_refresh_tokens WHERE key = ?1",
     rotate: "UPDATE auth_refresh_families
         SET current_key = ?3, previous_key = ?2, previous_spent_at = ?4, sealed_successor = ?5,
             last_used_at = ?4, live_until = MIN(expires_at, ?4 + idle_timeout_ms)
         WHERE id = ?1 AND current_key = ?2 AND live_until > ?4
-        RETURNING user_id, amr, created_at, expires_at, idle_timeout_ms, last_used_at",
+        RETURNING user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at",
     // The transaction holds the write lock already (its UPDATE).
-    read_family: "SELECT user_id, amr, created_at, expires_at, idle_timeout_ms, last_used_at,
-            live_until, current_key, previous_key, previous_spent_at, sealed_successor
+    read_family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms,
+            last_used_at, live_until, current_key, previous_key, previous_spent_at,
+            sealed_successor
         FROM auth_refresh_families WHERE id = ?1",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = ?1 RETURNING user_id",
     delete_family_by_token: "DELETE FROM auth_refresh_families
@@ -119,6 +122,7 @@ const POSTGRES: Queries = Queries {
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL,
             amr TEXT NOT NULL,
+            stamp TEXT NOT NULL,
             created_at BIGINT NOT NULL,
             expires_at BIGINT NOT NULL,
             idle_timeout_ms BIGINT NOT NULL,
@@ -149,9 +153,9 @@ const POSTGRES: Queries = Queries {
     // The same lock as the other stores' migrations: instances starting
     // together migrate one at a time.
     lock_migrations: Some("SELECT pg_advisory_xact_lock(7329917254391)"),
-    insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, created_at, expires_at,
-            idle_timeout_ms, last_used_at, live_until, current_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, stamp, created_at,
+            expires_at, idle_timeout_ms, last_used_at, live_until, current_key)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     insert_token: "INSERT INTO auth_refresh_tokens (key, family_id) VALUES ($1, $2)",
     family_of_token: "SELECT family_id FROM auth_refresh_tokens WHERE key = $1",
     // Waits for a concurrent rotation's row lock, then re-checks the
@@ -160,9 +164,10 @@ const POSTGRES: Queries = Queries {
         SET current_key = $3, previous_key = $2, previous_spent_at = $4, sealed_successor = $5,
             last_used_at = $4, live_until = LEAST(expires_at, $4 + idle_timeout_ms)
         WHERE id = $1 AND current_key = $2 AND live_until > $4
-        RETURNING user_id, amr, created_at, expires_at, idle_timeout_ms, last_used_at",
-    read_family: "SELECT user_id, amr, created_at, expires_at, idle_timeout_ms, last_used_at,
-            live_until, current_key, previous_key, previous_spent_at, sealed_successor
+        RETURNING user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at",
+    read_family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms,
+            last_used_at, live_until, current_key, previous_key, previous_spent_at,
+            sealed_successor
         FROM auth_refresh_families WHERE id = $1 FOR UPDATE",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = $1 RETURNING user_id",
     delete_family_by_token: "DELETE FROM auth_refresh_families
@@ -230,6 +235,7 @@ macro_rules! sql_refresh_store {
                     id: id.to_owned(),
                     user_id: row.try_get("user_id")?,
                     amr: serde_json::from_str(&amr).map_err(|_| RefreshStoreError::Corrupt)?,
+                    stamp: row.try_get("stamp")?,
                     created_at: Timestamp::from_unix_millis(row.try_get("created_at")?),
                     expires_at: Timestamp::from_unix_millis(row.try_get("expires_at")?),
                     idle_timeout: std::time::Duration::from_millis(
@@ -269,6 +275,7 @@ macro_rules! sql_refresh_store {
                     .bind(family.id.as_str())
                     .bind(family.user_id.as_str())
                     .bind(amr)
+                    .bind(family.stamp.as_str())
                     .bind(family.created_at.as_unix_millis())
                     .bind(family.expires_at.as_unix_millis())
                     .bind(millis(family.idle_timeout).min(MAX_IDLE_MS))

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use auth_core::password::{HashedPassword, Password, PasswordHasher, Verification};
-use auth_load_bench::client::BoxError;
+use auth_load_bench::client::{BoxError, Credential};
 use auth_load_bench::servers::{AxumHost, Framework, Server, spawn_actix};
 use auth_load_bench::{ME_BODY, PASSWORD, USERNAME};
 
@@ -247,7 +247,7 @@ pub(crate) async fn axum_login_server(host: &AxumHost) -> Result<Server, BoxErro
         framework: Framework::Axum,
         label: "axum-login".to_owned(),
         addr,
-        cookie: Some(cookie),
+        credential: Some(Credential::Cookie(cookie)),
         temp: None,
     })
 }
@@ -263,7 +263,7 @@ pub(crate) async fn actix_identity_server(redis_url: &str) -> Result<Server, Box
         framework: Framework::Actix,
         label: "actix-identity (redis)".to_owned(),
         addr,
-        cookie: Some(cookie),
+        credential: Some(Credential::Cookie(cookie)),
         temp: None,
     })
 }

@@ -1,0 +1,1289 @@
+//! The passkey flows of the framework-free `Authenticator`, each a real
+//! WebAuthn ceremony: the relying party's options go to a software
+//! authenticator (1Password's passkey-authenticator behind its WebAuthn
+//! client, `tests/passkey_client`), whose answer goes back to the flow as
+//! the JSON a browser would post. Memory stores, a `ManualClock`, cheap
+//! password hashing.
+#![cfg(feature = "passkeys")]
+
+mod passkey_client;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_core::account::MemoryAccountStore;
+use auth_core::clock::{Clock, ManualClock};
+use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
+use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome};
+use auth_core::passkey::{MemoryPasskeyStore, PasskeyStore, Passkeys, StoredPasskey};
+use auth_core::password::{Password, PasswordHasher, PasswordService};
+use auth_core::rate_limit::ThrottleConfig;
+use auth_core::session::{AuthState, Factor, Session};
+use auth_core::user::MemoryUserStore;
+use auth_core::web::Auth;
+use passkey_client::SoftAuthenticator;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+/// The relying party: its id, and the origin the site is served from.
+const RP_ID: &str = "demo.test";
+const ORIGIN: &str = "https://demo.test";
+/// Origins a browser could be on that are not the site: a sibling
+/// subdomain (a phishing page under the same registrable domain, the only
+/// kind of foreign origin the WebAuthn client lets ask for this relying
+/// party id) and another port of the site's host.
+const SUBDOMAIN: &str = "https://login.demo.test";
+const OTHER_PORT: &str = "https://demo.test:8443";
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<AuthEvent>>);
+
+impl AuthEventHook for Recorder {
+    fn on_event(&self, event: &AuthEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+impl Recorder {
+    fn all(&self) -> Vec<AuthEvent> {
+        self.0.lock().unwrap().clone()
+    }
+    fn has(&self, kind: AuthEventKind, reason: Option<FailureReason>) -> bool {
+        self.all()
+            .iter()
+            .any(|e| e.kind == kind && (reason.is_none() || e.reason == reason))
+    }
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+struct Harness {
+    auth: Authenticator,
+    users: Arc<MemoryUserStore>,
+    accounts: Arc<MemoryAccountStore>,
+    store: Arc<MemoryPasskeyStore>,
+    clock: ManualClock,
+    events: Arc<Recorder>,
+}
+
+fn harness_with(throttle: ThrottleConfig) -> Harness {
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts = Arc::new(MemoryAccountStore::new());
+    let store = Arc::new(MemoryPasskeyStore::new());
+    let clock = ManualClock::starting_now();
+    let events = Arc::new(Recorder::default());
+    let passkeys = Passkeys::builder(RP_ID, ORIGIN)
+        .unwrap()
+        .rp_name("Demo")
+        .build(store.clone())
+        .unwrap();
+    let passwords = PasswordService::builder()
+        .hasher(PasswordHasher::insecure_for_tests().unwrap())
+        .build()
+        .unwrap();
+    let auth = Auth::builder(users.clone())
+        .clock(Arc::new(clock.clone()))
+        .accounts(accounts.clone())
+        .passwords(passwords)
+        .throttle_config(throttle)
+        .event_hook(events.clone())
+        .passkeys(passkeys)
+        .build()
+        .unwrap()
+        .authenticator()
+        .clone();
+    Harness {
+        auth,
+        users,
+        accounts,
+        store,
+        clock,
+        events,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(ThrottleConfig::default())
+}
+
+fn client() -> Client {
+    client_at("192.0.2.1")
+}
+
+fn client_at(ip: &str) -> Client {
+    Client {
+        ip: ip.parse::<IpAddr>().unwrap(),
+        user_agent: Some("test".into()),
+        device: None,
+    }
+}
+
+fn password_proof() -> FactorProof {
+    FactorProof::password(Password::from(PASSWORD))
+}
+
+/// Registers `name` and logs in (no second factor yet): an authenticated
+/// session; answers the user id too.
+async fn signed_up(h: &Harness, name: &str) -> (String, Session) {
+    let user = h
+        .auth
+        .register(name, &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    match password_login(h, name).await {
+        LoginOutcome::LoggedIn(session) => (user.id().to_owned(), session),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn password_login(h: &Harness, name: &str) -> LoginOutcome {
+    h.auth
+        .login(name, &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+}
+
+/// The whole registration ceremony on `session` with `device`.
+async fn add_passkey(
+    h: &Harness,
+    session: &mut Session,
+    device: &mut SoftAuthenticator,
+    proof: &FactorProof,
+    name: &str,
+) -> Result<auth_core::flow::PasskeyAdded, AuthError> {
+    let options = h
+        .auth
+        .begin_passkey_registration(session, proof, &client())
+        .await?;
+    let credential = device.create(&options).await.expect("the authenticator");
+    h.auth
+        .finish_passkey_registration(session, name, &credential, &client())
+        .await
+}
+
+/// A user with one passkey on a device of their own: the user id, their
+/// session and a recovery code (the proof of later factor changes).
+async fn user_with_passkey(
+    h: &Harness,
+    name: &str,
+    device: &mut SoftAuthenticator,
+) -> (String, Session, String) {
+    let (id, mut session) = signed_up(h, name).await;
+    let added = add_passkey(h, &mut session, device, &password_proof(), "Phone")
+        .await
+        .unwrap();
+    let codes = added.recovery_codes.expect("the first factor's codes");
+    (id, session, codes.codes()[0].to_owned())
+}
+
+/// A fresh anonymous session and the discoverable ceremony's options.
+async fn begin_passwordless(h: &Harness) -> (Session, Value) {
+    let mut session = h.auth.anonymous_session(&client()).await.unwrap();
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    (session, options)
+}
+
+/// A passwordless sign-in with `device`, from its current origin.
+async fn passwordless(
+    h: &Harness,
+    device: &mut SoftAuthenticator,
+) -> Result<LoginOutcome, AuthError> {
+    let (mut session, options) = begin_passwordless(h).await;
+    let assertion = device.get(&options).await.expect("the authenticator");
+    h.auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await
+}
+
+/// The MFA-pending session of a password login of `name`.
+async fn pending(h: &Harness, name: &str) -> Session {
+    match password_login(h, name).await {
+        LoginOutcome::MfaRequired { session, methods } => {
+            assert!(methods.contains(&Factor::Passkey), "{methods:?}");
+            session
+        }
+        other => panic!("MFA expected, got {other:?}"),
+    }
+}
+
+fn logged_in(outcome: Result<LoginOutcome, AuthError>) -> Session {
+    match outcome {
+        Ok(LoginOutcome::LoggedIn(session)) => session,
+        other => panic!("a login expected, got {other:?}"),
+    }
+}
+
+fn factors(session: &Session) -> Vec<Factor> {
+    match session.auth_state() {
+        AuthState::Authenticated { factors, .. } => factors.clone(),
+        other => panic!("not authenticated: {other:?}"),
+    }
+}
+
+/// The stored passkey of `user_id` (the only one).
+async fn stored(h: &Harness, user_id: &str) -> StoredPasskey {
+    let mut list = h.store.list(user_id).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    list.remove(0)
+}
+
+/// The signature counter webauthn-rs keeps in a stored credential.
+fn stored_counter(passkey: &StoredPasskey) -> u64 {
+    let credential: Value = serde_json::from_str(&passkey.credential).unwrap();
+    credential["cred"]["counter"].as_u64().expect("a counter")
+}
+
+async fn session_exists(h: &Harness, session: &Session) -> bool {
+    h.auth
+        .sessions()
+        .load_id(session.id().clone())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+fn refused(result: Result<LoginOutcome, AuthError>) {
+    assert!(
+        matches!(result, Err(AuthError::PasskeyRefused)),
+        "refusal expected, got {result:?}"
+    );
+}
+
+// ---- registration -----------------------------------------------------------
+
+/// Adding a passkey (proof: the password) stores it as discoverable with
+/// user verification, lists it, and as the account's first second factor
+/// gives recovery codes; the next one needs a code with the password and
+/// gives none, and the device's first credential is excluded.
+#[tokio::test]
+async fn a_registered_passkey_is_listed_and_the_first_gives_recovery_codes() {
+    let h = harness();
+    let (id, mut session) = signed_up(&h, "alice").await;
+    let LoginOutcome::LoggedIn(other_session) = password_login(&h, "alice").await else {
+        panic!("no second factor yet");
+    };
+    let before = session.id().clone();
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    assert_ne!(session.id(), &before, "the proof renews the session");
+    let selection = &options["publicKey"]["authenticatorSelection"];
+    assert_eq!(selection["residentKey"], "required");
+    assert_eq!(selection["userVerification"], "required");
+    assert_eq!(options["publicKey"]["rp"]["id"], RP_ID);
+    assert_eq!(options["publicKey"]["user"]["name"], "alice");
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let credential = phone.create(&options).await.unwrap();
+    h.clock.advance(Duration::from_secs(7));
+    let added = h
+        .auth
+        .finish_passkey_registration(&mut session, "  My phone ", &credential, &client())
+        .await
+        .unwrap();
+    let codes = added.recovery_codes.expect("recovery codes");
+    assert_eq!(codes.len(), 10);
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 10);
+    assert!(h.events.has(AuthEventKind::PasskeyAdded, None));
+
+    let list = h.auth.list_passkeys(&session).await.unwrap();
+    assert_eq!(list.len(), 1);
+    let passkey = &list[0];
+    assert_eq!(passkey.name, "My phone");
+    assert_eq!(passkey.user_id, id);
+    assert_eq!(passkey.created_at, h.clock.now());
+    assert_eq!(passkey.last_used_at, None);
+    assert_eq!(passkey.id(), credential["id"].as_str().unwrap());
+    // The software authenticator reports a synced (backed-up) credential.
+    assert!(passkey.backup_eligible && passkey.backed_up, "{passkey:?}");
+    // The device keeps it as a discoverable credential for this site.
+    assert_eq!(phone.passkeys().len(), 1);
+    assert_eq!(phone.passkeys()[0].rp_id, RP_ID);
+    assert!(phone.passkeys()[0].user_handle.is_some());
+    // A factor change: the user's other session ended.
+    assert!(!session_exists(&h, &other_session).await);
+    assert!(session_exists(&h, &session).await);
+
+    // A second passkey: the password alone is no longer enough.
+    let err = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::CodeRequired), "{err:?}");
+    let proof = password_proof().with_code(codes.codes()[0]);
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &proof, &client())
+        .await
+        .unwrap();
+    let excluded = options["publicKey"]["excludeCredentials"]
+        .as_array()
+        .unwrap();
+    assert_eq!(excluded.len(), 1);
+    assert_eq!(excluded[0]["id"], credential["id"]);
+    // The same device refuses to make a second credential for this user.
+    assert!(phone.create(&options).await.is_err());
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let second = key.create(&options).await.unwrap();
+    // Listed oldest first (equal times would order by credential id).
+    h.clock.advance(Duration::from_secs(1));
+    let added = h
+        .auth
+        .finish_passkey_registration(&mut session, "", &second, &client())
+        .await
+        .unwrap();
+    assert!(added.recovery_codes.is_none());
+    assert_eq!(added.passkey.name, "Passkey");
+    let names: Vec<String> = h
+        .auth
+        .list_passkeys(&session)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["My phone", "Passkey"]);
+    // Renaming: the user's own passkey only, checked names.
+    assert!(
+        h.auth
+            .rename_passkey(&session, &added.passkey.id(), "Key")
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        h.auth
+            .rename_passkey(&session, &added.passkey.id(), "bad\nname")
+            .await,
+        Err(AuthError::InvalidPasskeyName)
+    ));
+    assert!(!h.auth.rename_passkey(&session, "AAAA", "x").await.unwrap());
+}
+
+// ---- passwordless -------------------------------------------------------------
+
+/// The discoverable credential signs in without a password: a fresh
+/// session, authenticated with `[Passkey]`, which passes `require_mfa`;
+/// the stored counter and last use follow every use.
+#[tokio::test]
+async fn passwordless_sign_in_with_the_discoverable_credential() {
+    let h = harness();
+    let mut key = SoftAuthenticator::with_counter(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
+    assert_eq!(stored_counter(&stored(&h, &id).await), 0);
+
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    let public_key = &options["publicKey"];
+    assert_eq!(public_key["userVerification"], "required");
+    assert!(
+        public_key
+            .get("allowCredentials")
+            .is_none_or(|a| a.as_array().is_some_and(Vec::is_empty)),
+        "discoverable: no allow list, {options}"
+    );
+    assert_eq!(public_key["rpId"], RP_ID);
+    h.clock.advance(Duration::from_secs(30));
+    let assertion = key.get(&options).await.unwrap();
+    let session = logged_in(
+        h.auth
+            .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+            .await,
+    );
+    assert_eq!(session.authenticated_user(), Some(id.as_str()));
+    assert_eq!(factors(&session), [Factor::Passkey]);
+    assert_ne!(session.id(), anonymous.id(), "a fresh session");
+    assert!(h.auth.require_mfa(Some(&session)).is_ok());
+    assert!(session_exists(&h, &session).await);
+    assert!(!session_exists(&h, &anonymous).await, "the request's ended");
+    let after = stored(&h, &id).await;
+    assert_eq!(after.last_used_at, Some(h.clock.now()));
+    assert_eq!(stored_counter(&after), 1);
+    assert!(h.events.has(AuthEventKind::LoginSucceeded, None));
+
+    h.clock.advance(Duration::from_secs(60));
+    let again = logged_in(passwordless(&h, &mut key).await);
+    assert_eq!(factors(&again), [Factor::Passkey]);
+    let after = stored(&h, &id).await;
+    assert_eq!(after.last_used_at, Some(h.clock.now()));
+    assert_eq!(stored_counter(&after), 2);
+}
+
+// ---- the second step ----------------------------------------------------------
+
+/// With a passkey, a password login is MFA-pending; the passkey completes
+/// it: `[Password, Passkey]`, a new session ID, the pending ID dead.
+#[tokio::test]
+async fn a_passkey_completes_a_password_login() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut phone).await;
+    let mut session = pending(&h, "alice").await;
+    let pending_id = session.id().clone();
+    assert!(h.auth.require_login(Some(&session)).is_err());
+
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    let public_key = &options["publicKey"];
+    let allowed = public_key["allowCredentials"].as_array().unwrap();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0]["id"], stored(&h, &id).await.id().as_str());
+    assert_eq!(public_key["userVerification"], "preferred");
+    assert!(public_key.get("hints").is_none(), "{options}");
+
+    let assertion = phone.get(&options).await.unwrap();
+    let done = logged_in(
+        h.auth
+            .finish_passkey_sign_in(&mut session, &assertion, &client())
+            .await,
+    );
+    assert_eq!(done.authenticated_user(), Some(id.as_str()));
+    assert_eq!(factors(&done), [Factor::Password, Factor::Passkey]);
+    assert_ne!(done.id(), &pending_id);
+    assert!(h.auth.require_mfa(Some(&done)).is_ok());
+    assert!(session_exists(&h, &done).await);
+    assert!(
+        h.auth
+            .sessions()
+            .load_id(pending_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(stored(&h, &id).await.last_used_at.is_some());
+}
+
+/// A user disabled while their login is MFA-pending does not complete it
+/// with a passkey (as with a TOTP code), nor signs in passwordless.
+#[tokio::test]
+async fn a_disabled_user_does_not_complete_the_second_step() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut phone).await;
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    let assertion = phone.get(&options).await.unwrap();
+    h.users.set_disabled(&id, true).unwrap();
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await;
+    assert!(
+        !matches!(result, Ok(LoginOutcome::LoggedIn(_))),
+        "a disabled user signed in: {result:?}"
+    );
+    assert!(
+        !h.events
+            .all()
+            .iter()
+            .any(|e| e.kind == AuthEventKind::LoginSucceeded && e.factor == Some(Factor::Passkey)),
+        "{:?}",
+        h.events.all()
+    );
+    // And passwordless neither.
+    refused(passwordless(&h, &mut phone).await);
+}
+
+// ---- replay, origin, ceremony state -------------------------------------------
+
+/// The same assertion sent again, answering a new ceremony, is refused
+/// (its challenge was the old one's), passwordless and as the second
+/// step; so is a registration answer sent again.
+#[tokio::test]
+async fn a_replayed_assertion_is_refused() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, mut account, code) = user_with_passkey(&h, "alice", &mut phone).await;
+
+    let (mut first, options) = begin_passwordless(&h).await;
+    let assertion = phone.get(&options).await.unwrap();
+    logged_in(
+        h.auth
+            .finish_passkey_sign_in(&mut first, &assertion, &client())
+            .await,
+    );
+    let (mut second, _) = begin_passwordless(&h).await;
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut second, &assertion, &client())
+            .await,
+    );
+    assert!(h.events.has(
+        AuthEventKind::LoginFailed,
+        Some(FailureReason::PasskeyInvalid)
+    ));
+
+    let mut pending_one = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut pending_one, &client())
+        .await
+        .unwrap();
+    let assertion = phone.get(&options).await.unwrap();
+    logged_in(
+        h.auth
+            .finish_passkey_sign_in(&mut pending_one, &assertion, &client())
+            .await,
+    );
+    let mut pending_two = pending(&h, "alice").await;
+    h.auth
+        .begin_passkey_sign_in(&mut pending_two, &client())
+        .await
+        .unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut pending_two, &assertion, &client())
+            .await,
+    );
+    assert!(matches!(
+        pending_two.auth_state(),
+        AuthState::MfaPending { .. }
+    ));
+
+    // A registration answer replayed into a new registration ceremony.
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut account, &password_proof().with_code(code), &client())
+        .await
+        .unwrap();
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let credential = key.create(&options).await.unwrap();
+    h.auth
+        .finish_passkey_registration(&mut account, "Key", &credential, &client())
+        .await
+        .unwrap();
+    let code = fresh_recovery_code(&h, &id).await;
+    h.auth
+        .begin_passkey_registration(&mut account, &password_proof().with_code(code), &client())
+        .await
+        .unwrap();
+    let err = h
+        .auth
+        .finish_passkey_registration(&mut account, "Key", &credential, &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::PasskeyRefused), "{err:?}");
+    assert_eq!(h.store.list(&id).await.unwrap().len(), 2);
+}
+
+/// An answer made on another origin (a sibling subdomain, another port) is
+/// refused, at registration and at sign-in, and answers its ceremony.
+#[tokio::test]
+async fn another_origin_is_refused() {
+    let h = harness();
+    let (id, mut session) = signed_up(&h, "alice").await;
+    for origin in [SUBDOMAIN, OTHER_PORT] {
+        let mut phishing = SoftAuthenticator::new(origin);
+        let options = h
+            .auth
+            .begin_passkey_registration(&mut session, &password_proof(), &client())
+            .await
+            .unwrap();
+        let credential = phishing.create(&options).await.unwrap();
+        let err = h
+            .auth
+            .finish_passkey_registration(&mut session, "x", &credential, &client())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::PasskeyRefused),
+            "{origin}: {err:?}"
+        );
+        assert!(h.store.list(&id).await.unwrap().is_empty());
+        assert!(h.events.has(
+            AuthEventKind::PasskeyAddFailed,
+            Some(FailureReason::PasskeyInvalid)
+        ));
+    }
+
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    add_passkey(&h, &mut session, &mut phone, &password_proof(), "Phone")
+        .await
+        .unwrap();
+    for origin in [SUBDOMAIN, OTHER_PORT] {
+        h.events.clear();
+        phone.at(origin);
+        refused(passwordless(&h, &mut phone).await);
+        assert!(h.events.has(
+            AuthEventKind::LoginFailed,
+            Some(FailureReason::PasskeyInvalid)
+        ));
+        let mut second_step = pending(&h, "alice").await;
+        let options = h
+            .auth
+            .begin_passkey_sign_in(&mut second_step, &client())
+            .await
+            .unwrap();
+        let assertion = phone.get(&options).await.unwrap();
+        refused(
+            h.auth
+                .finish_passkey_sign_in(&mut second_step, &assertion, &client())
+                .await,
+        );
+        // The ceremony was answered: the right origin cannot use it now.
+        phone.at(ORIGIN);
+        let assertion = phone.get(&options).await.unwrap();
+        let again = h
+            .auth
+            .finish_passkey_sign_in(&mut second_step, &assertion, &client())
+            .await;
+        assert!(
+            matches!(again, Err(AuthError::PasskeyCeremony)),
+            "{again:?}"
+        );
+    }
+    phone.at(ORIGIN);
+    logged_in(passwordless(&h, &mut phone).await);
+}
+
+/// A ceremony is answered once: a second finish gives PasskeyCeremony,
+/// also from a copy of the session taken before the first answer (two
+/// requests with the same cookie).
+#[tokio::test]
+async fn a_ceremony_is_answered_once() {
+    let h = harness();
+    let (id, mut session) = signed_up(&h, "alice").await;
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+
+    // Registration.
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    let credential = phone.create(&options).await.unwrap();
+    let mut copy = session.clone();
+    let err = h
+        .auth
+        .finish_passkey_registration(&mut session, "Phone", &json!({"id": "x"}), &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::PasskeyRefused), "{err:?}");
+    for session in [&mut session, &mut copy] {
+        let err = h
+            .auth
+            .finish_passkey_registration(session, "Phone", &credential, &client())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthError::PasskeyCeremony), "{err:?}");
+    }
+    assert!(h.store.list(&id).await.unwrap().is_empty());
+    // Success, then the same ceremony again.
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    let credential = phone.create(&options).await.unwrap();
+    h.auth
+        .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+        .await
+        .unwrap();
+    let err = h
+        .auth
+        .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::PasskeyCeremony), "{err:?}");
+    assert_eq!(h.store.list(&id).await.unwrap().len(), 1);
+
+    // Sign-in: a refused first answer leaves the session alive, so a copy
+    // taken before it is what a concurrent second request would hold.
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    let good = phone.get(&options).await.unwrap();
+    let mut bad = good.clone();
+    bad["response"]["signature"] = json!("AAAA");
+    let mut copy = anonymous.clone();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut anonymous, &bad, &client())
+            .await,
+    );
+    let second = h
+        .auth
+        .finish_passkey_sign_in(&mut anonymous, &good, &client())
+        .await;
+    assert!(
+        matches!(second, Err(AuthError::PasskeyCeremony)),
+        "{second:?}"
+    );
+    let stale = h
+        .auth
+        .finish_passkey_sign_in(&mut copy, &good, &client())
+        .await;
+    assert!(
+        matches!(stale, Err(AuthError::PasskeyCeremony)),
+        "a used ceremony answered again from a stale copy: {stale:?}"
+    );
+
+    // Success, then the same ceremony again (the session is gone then).
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    let good = phone.get(&options).await.unwrap();
+    logged_in(
+        h.auth
+            .finish_passkey_sign_in(&mut anonymous, &good, &client())
+            .await,
+    );
+    let again = h
+        .auth
+        .finish_passkey_sign_in(&mut anonymous, &good, &client())
+        .await;
+    assert!(
+        matches!(again, Err(AuthError::PasskeyCeremony)),
+        "{again:?}"
+    );
+
+    // The second step, twice on one pending session.
+    let mut second_step = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut second_step, &client())
+        .await
+        .unwrap();
+    let good = phone.get(&options).await.unwrap();
+    let mut bad = good.clone();
+    bad["response"]["signature"] = json!("AAAA");
+    let mut copy = second_step.clone();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut second_step, &bad, &client())
+            .await,
+    );
+    let stale = h
+        .auth
+        .finish_passkey_sign_in(&mut copy, &good, &client())
+        .await;
+    assert!(
+        matches!(stale, Err(AuthError::PasskeyCeremony)),
+        "a used second-step ceremony answered again: {stale:?}"
+    );
+    assert!(matches!(copy.auth_state(), AuthState::MfaPending { .. }));
+}
+
+/// A ceremony answered after its 5 minutes: PasskeyCeremony (and the
+/// ceremony is gone); at 4 minutes 59 it still works.
+#[tokio::test]
+async fn an_expired_ceremony_is_refused() {
+    let h = harness();
+    let (_, mut session) = signed_up(&h, "alice").await;
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    let credential = phone.create(&options).await.unwrap();
+    h.clock.advance(Duration::from_secs(5 * 60 + 1));
+    let err = h
+        .auth
+        .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::PasskeyCeremony), "{err:?}");
+    assert!(
+        !session
+            .record()
+            .data
+            .contains_key("auth.passkey.registration")
+    );
+
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let credential = phone.create(&options).await.unwrap();
+    h.clock.advance(Duration::from_secs(5 * 60 - 1));
+    h.auth
+        .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+        .await
+        .unwrap();
+
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    let assertion = phone.get(&options).await.unwrap();
+    h.clock.advance(Duration::from_secs(5 * 60 + 1));
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+        .await;
+    assert!(
+        matches!(result, Err(AuthError::PasskeyCeremony)),
+        "{result:?}"
+    );
+    assert!(!anonymous.record().data.contains_key("auth.passkey.sign_in"));
+}
+
+// ---- the signature counter ----------------------------------------------------
+
+/// A counter that does not go forward is refused and audited as
+/// PasskeyCounterRegressed: an authenticator rolled back to an earlier
+/// state (a clone), and a stored counter ahead of the authenticator's.
+#[tokio::test]
+async fn a_counter_that_goes_backwards_is_refused() {
+    let h = harness();
+    let mut key = SoftAuthenticator::with_counter(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
+    logged_in(passwordless(&h, &mut key).await);
+    let snapshot = key.passkeys().clone();
+    logged_in(passwordless(&h, &mut key).await);
+    assert_eq!(stored_counter(&stored(&h, &id).await), 2);
+
+    // A clone of the key as it was after the first use: its next
+    // signature counts 2 again.
+    *key.passkeys() = snapshot.clone();
+    h.events.clear();
+    let before = stored(&h, &id).await;
+    refused(passwordless(&h, &mut key).await);
+    assert!(
+        h.events.has(
+            AuthEventKind::PasskeyCounterRegressed,
+            Some(FailureReason::CounterRegressed)
+        ),
+        "{:?}",
+        h.events.all()
+    );
+    assert_eq!(stored(&h, &id).await, before, "nothing recorded");
+
+    // As the second step too (rolled back again: the refused attempt
+    // moved the device's counter on).
+    *key.passkeys() = snapshot;
+    h.events.clear();
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    let assertion = key.get(&options).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut session, &assertion, &client())
+            .await,
+    );
+    assert!(h.events.has(AuthEventKind::PasskeyCounterRegressed, None));
+
+    // The store ahead of a device that was not rolled back.
+    let mut fresh = SoftAuthenticator::with_counter(ORIGIN);
+    let (bob, _, _) = user_with_passkey(&h, "bob", &mut fresh).await;
+    logged_in(passwordless(&h, &mut fresh).await);
+    let current = stored(&h, &bob).await;
+    let mut credential: Value = serde_json::from_str(&current.credential).unwrap();
+    credential["cred"]["counter"] = json!(100);
+    assert!(
+        h.store
+            .record_use(
+                &current.credential_id,
+                &current.credential,
+                &credential.to_string(),
+                current.backed_up,
+                h.clock.now(),
+            )
+            .await
+            .unwrap()
+    );
+    h.events.clear();
+    refused(passwordless(&h, &mut fresh).await);
+    assert!(h.events.has(AuthEventKind::PasskeyCounterRegressed, None));
+    assert_eq!(stored_counter(&stored(&h, &bob).await), 100);
+}
+
+// ---- removal, other users ------------------------------------------------------
+
+/// A removed passkey signs in no more, passwordless or as a second step;
+/// without a second factor left, the recovery codes go and the password
+/// alone logs in.
+#[tokio::test]
+async fn a_removed_passkey_no_longer_signs_in() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, mut session, code) = user_with_passkey(&h, "alice", &mut phone).await;
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let added = add_passkey(
+        &h,
+        &mut session,
+        &mut key,
+        &password_proof().with_code(code),
+        "Key",
+    )
+    .await
+    .unwrap();
+    let phone_id = stored_ids(&h, &id)
+        .await
+        .into_iter()
+        .find(|i| *i != added.passkey.id())
+        .unwrap();
+    let codes = h.auth.recovery_codes_left(&session).await.unwrap();
+    assert_eq!(codes, 9);
+    // Proof with another recovery code: the first one is used up.
+    let code = fresh_recovery_code(&h, &id).await;
+    assert!(
+        h.auth
+            .remove_passkey(
+                &mut session,
+                &phone_id,
+                &password_proof().with_code(code),
+                &client()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(h.events.has(AuthEventKind::PasskeyRemoved, None));
+    refused(passwordless(&h, &mut phone).await);
+    assert!(h.events.has(
+        AuthEventKind::LoginFailed,
+        Some(FailureReason::UnknownCredential)
+    ));
+    // As the second step: the options list the key only; the phone answers
+    // anyway (a client that ignores the allow list).
+    let mut second_step = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut second_step, &client())
+        .await
+        .unwrap();
+    assert_eq!(
+        options["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let assertion = phone.get(&without_allow_list(&options)).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut second_step, &assertion, &client())
+            .await,
+    );
+    logged_in(passwordless(&h, &mut key).await);
+
+    // The last one: no second factor left.
+    let code = fresh_recovery_code(&h, &id).await;
+    assert!(
+        h.auth
+            .remove_passkey(
+                &mut session,
+                &added.passkey.id(),
+                &password_proof().with_code(code),
+                &client()
+            )
+            .await
+            .unwrap()
+    );
+    refused(passwordless(&h, &mut key).await);
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), 0);
+    assert!(matches!(
+        password_login(&h, "alice").await,
+        LoginOutcome::LoggedIn(_)
+    ));
+}
+
+async fn stored_ids(h: &Harness, user_id: &str) -> Vec<String> {
+    h.store
+        .list(user_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(StoredPasskey::id)
+        .collect()
+}
+
+/// Replaces the user's recovery codes with fresh ones and answers one (the
+/// account store, behind the flows' back: the proof needs an unused one).
+async fn fresh_recovery_code(h: &Harness, user_id: &str) -> String {
+    use auth_core::account::AccountStore;
+    let codes = auth_core::mfa::RecoveryCodes::generate(user_id).unwrap();
+    h.accounts
+        .replace_recovery_codes(user_id, codes.hashes())
+        .await
+        .unwrap();
+    codes.codes()[0].to_owned()
+}
+
+/// The options as a client that ignores the allow list would use them.
+fn without_allow_list(options: &Value) -> Value {
+    let mut options = options.clone();
+    options["publicKey"]["allowCredentials"] = json!([]);
+    options
+}
+
+/// Another user's credential: presented in this user's second step, or
+/// with a user handle that is not its stored owner's, it is refused.
+#[tokio::test]
+async fn another_users_credential_is_refused() {
+    let h = harness();
+    let mut alice_phone = SoftAuthenticator::new(ORIGIN);
+    let (alice, _, _) = user_with_passkey(&h, "alice", &mut alice_phone).await;
+    let mut bob_phone = SoftAuthenticator::new(ORIGIN);
+    let (bob, _, _) = user_with_passkey(&h, "bob", &mut bob_phone).await;
+
+    // Bob's passkey in Alice's second step.
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    assert!(
+        bob_phone.get(&options).await.is_err(),
+        "not in the allow list"
+    );
+    let assertion = bob_phone.get(&without_allow_list(&options)).await.unwrap();
+    h.events.clear();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut session, &assertion, &client())
+            .await,
+    );
+    assert!(matches!(session.auth_state(), AuthState::MfaPending { .. }));
+    let event = h
+        .events
+        .all()
+        .into_iter()
+        .find(|e| e.kind == AuthEventKind::LoginFailed)
+        .unwrap();
+    assert_eq!(event.user_id.as_deref(), Some(alice.as_str()));
+    assert_eq!(event.reason, Some(FailureReason::UnknownCredential));
+    assert_eq!(stored(&h, &bob).await.last_used_at, None, "bob's untouched");
+
+    // A discoverable assertion of Alice's credential that names Bob (the
+    // user handle is not signed), or no one.
+    let (_, options) = begin_passwordless(&h).await;
+    let bob_handle = bob_phone.get(&options).await.unwrap()["response"]["userHandle"].clone();
+    for handle in [bob_handle, Value::Null] {
+        let (mut anonymous, options) = begin_passwordless(&h).await;
+        let mut assertion = alice_phone.get(&options).await.unwrap();
+        assert_ne!(assertion["response"]["userHandle"], handle);
+        assertion["response"]["userHandle"] = handle.clone();
+        refused(
+            h.auth
+                .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+                .await,
+        );
+        assert!(anonymous.authenticated_user().is_none());
+    }
+    assert_eq!(stored(&h, &alice).await.last_used_at, None);
+    // Untampered, it works.
+    let session = logged_in(passwordless(&h, &mut alice_phone).await);
+    assert_eq!(session.authenticated_user(), Some(alice.as_str()));
+}
+
+// ---- the second factor without the first ----------------------------------------
+
+/// Without the password step a passkey is never the *second* factor: an
+/// anonymous session gets the discoverable ceremony (user verification
+/// required, so an assertion without it is refused), and a second-step
+/// answer needs a live pending session.
+#[tokio::test]
+async fn no_second_step_without_the_password() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut phone).await;
+
+    // The discoverable ceremony on an anonymous session, answered without
+    // user verification (a client that lowers the requirement).
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    assert_eq!(options["publicKey"]["userVerification"], "required");
+    let assertion = phone.get(&lowered(&options)).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+            .await,
+    );
+    assert!(matches!(anonymous.auth_state(), AuthState::Anonymous));
+
+    // A finish with no ceremony started.
+    let mut fresh = h.auth.anonymous_session(&client()).await.unwrap();
+    let (_, options) = begin_passwordless(&h).await;
+    let assertion = phone.get(&options).await.unwrap();
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut fresh, &assertion, &client())
+        .await;
+    assert!(
+        matches!(result, Err(AuthError::PasskeyCeremony)),
+        "{result:?}"
+    );
+
+    // A second-step ceremony whose pending state has expired.
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    let assertion = phone.get(&options).await.unwrap();
+    h.clock.advance(Duration::from_secs(5 * 60 + 1));
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await;
+    assert!(
+        !matches!(result, Ok(LoginOutcome::LoggedIn(_))),
+        "an expired pending session completed: {result:?}"
+    );
+
+    // The passwordless sign-in itself is one factor's session, never
+    // `[Password, Passkey]`.
+    let session = logged_in(passwordless(&h, &mut phone).await);
+    assert_eq!(factors(&session), [Factor::Passkey]);
+    assert_eq!(session.authenticated_user(), Some(id.as_str()));
+}
+
+// ---- throttling --------------------------------------------------------------------
+
+/// Failed assertions count against the user's second-factor throttle:
+/// after the free failures, even a good assertion is Throttled, by either
+/// path, from another address too.
+#[tokio::test]
+async fn failed_assertions_are_throttled() {
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    user_with_passkey(&h, "alice", &mut phone).await;
+    let mut anonymous = h.auth.anonymous_session(&client()).await.unwrap();
+    let mut throttled = None;
+    for attempt in 0..10 {
+        let options = h
+            .auth
+            .begin_passkey_sign_in(&mut anonymous, &client())
+            .await
+            .unwrap();
+        let mut assertion = phone.get(&options).await.unwrap();
+        assertion["response"]["signature"] = json!("AAAA");
+        match h
+            .auth
+            .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+            .await
+        {
+            Err(AuthError::PasskeyRefused) => {}
+            Err(AuthError::Throttled { .. }) => {
+                throttled = Some(attempt);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let attempt = throttled.expect("throttled within 10 bad assertions");
+    assert!(attempt >= 5, "after the free failures: {attempt}");
+    assert!(
+        h.events
+            .has(AuthEventKind::Throttled, Some(FailureReason::AccountLocked))
+    );
+    // A good one now: still throttled, passwordless and second step, from
+    // another address too.
+    let other = client_at("198.51.100.7");
+    let mut anonymous = h.auth.anonymous_session(&other).await.unwrap();
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut anonymous, &other)
+        .await
+        .unwrap();
+    let assertion = phone.get(&options).await.unwrap();
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut anonymous, &assertion, &other)
+        .await;
+    assert!(
+        matches!(result, Err(AuthError::Throttled { .. })),
+        "{result:?}"
+    );
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    let assertion = phone.get(&options).await.unwrap();
+    let result = h
+        .auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await;
+    assert!(
+        matches!(result, Err(AuthError::Throttled { .. })),
+        "{result:?}"
+    );
+    // The lock passes.
+    h.clock.advance(Duration::from_secs(60 * 60));
+    logged_in(passwordless(&h, &mut phone).await);
+}
+
+// ---- user verification ------------------------------------------------------------
+
+/// User verification: required at registration and passwordless; the
+/// second step's options only prefer it, yet a passkey registered with
+/// verification must verify again (webauthn-rs holds it to its
+/// registration), so an answer without it is refused on every path.
+#[tokio::test]
+async fn an_answer_without_user_verification_is_refused() {
+    let h = harness();
+    let (id, mut session) = signed_up(&h, "alice").await;
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof(), &client())
+        .await
+        .unwrap();
+    let credential = phone.create(&lowered(&options)).await.unwrap();
+    let err = h
+        .auth
+        .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::PasskeyRefused), "{err:?}");
+    assert!(h.store.list(&id).await.unwrap().is_empty());
+
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    add_passkey(&h, &mut session, &mut phone, &password_proof(), "Phone")
+        .await
+        .unwrap();
+    let (mut anonymous, options) = begin_passwordless(&h).await;
+    let assertion = phone.get(&lowered(&options)).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut anonymous, &assertion, &client())
+            .await,
+    );
+
+    let mut second_step = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut second_step, &client())
+        .await
+        .unwrap();
+    let assertion = phone.get(&lowered(&options)).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut second_step, &assertion, &client())
+            .await,
+    );
+    assert!(matches!(
+        second_step.auth_state(),
+        AuthState::MfaPending { .. }
+    ));
+    assert_eq!(stored(&h, &id).await.last_used_at, None);
+}
+
+/// The options as a client that skips user verification uses them.
+fn lowered(options: &Value) -> Value {
+    let mut options = options.clone();
+    let public_key = &mut options["publicKey"];
+    if public_key.get("authenticatorSelection").is_some() {
+        public_key["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    } else {
+        public_key["userVerification"] = json!("discouraged");
+    }
+    options
+}
