@@ -1,11 +1,14 @@
 //! The passkey flows of the framework-free `Authenticator`, each a real
 //! WebAuthn ceremony: the relying party's options go to a software
 //! authenticator (1Password's passkey-authenticator behind its WebAuthn
-//! client, `tests/passkey_client`), whose answer goes back to the flow as
+//! client, the conformance suite's `soft_authenticator`), whose answer goes back to the flow as
 //! the JSON a browser would post. Memory stores, a `ManualClock`, cheap
 //! password hashing.
 #![cfg(feature = "passkeys")]
 
+// The conformance suite's software authenticator, shared by path (one copy).
+#[path = "../../tests/conformance/src/soft_authenticator.rs"]
+#[allow(dead_code, unreachable_pub)]
 mod passkey_client;
 
 use std::net::IpAddr;

@@ -7,8 +7,8 @@
 //!
 //! The two conversions are plain functions, [`create`] and [`get`]: options
 //! JSON -> `passkey_types` request -> the client's ceremony -> answer JSON.
-//! (A copy of auth-core's `tests/passkey_client`, public here for the
-//! conformance cases.) [`SoftAuthenticator`] wraps them for one device.
+//! auth-core's own passkey tests include this file too (by path).
+//! [`SoftAuthenticator`] wraps them for one device.
 //!
 //! What the client insists on (passkey-client 0.6): the origin is `https`
 //! (only `localhost` may be `http`, and only with
