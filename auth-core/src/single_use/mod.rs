@@ -118,6 +118,11 @@ impl SingleUseToken {
         Base64UrlUnpadded::encode_string(&self.0)
     }
 
+    /// The raw 256 bits.
+    pub(crate) fn bytes(&self) -> &[u8; TOKEN_BYTES] {
+        &self.0
+    }
+
     /// The key the store keeps: SHA-256 of the token.
     pub fn key(&self) -> TokenKey {
         TokenKey(Sha256::digest(self.0).into())

@@ -7,7 +7,6 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64ct::{Base64UrlUnpadded, Encoding};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use sha2::{Digest, Sha256};
@@ -299,7 +298,7 @@ impl TokenService {
             iat,
             nbf: iat,
             exp: iat + lifetime,
-            jti: random_id().map_err(|_| TokenError::Sign)?,
+            jti: super::refresh::new_family_id().map_err(|_| TokenError::Sign)?,
             sid: family.id.clone(),
             amr: family.amr.clone(),
             auth_time: unix_secs(family.created_at),
@@ -353,7 +352,7 @@ impl TokenService {
         now: Timestamp,
     ) -> Result<(Family, RefreshToken), super::refresh::RefreshStoreError> {
         let token = RefreshToken::generate()?;
-        let id = random_id().map_err(|_| super::refresh::RefreshStoreError::Rng)?;
+        let id = super::refresh::new_family_id()?;
         let family = Family {
             id,
             user_id: user_id.to_owned(),
@@ -400,13 +399,6 @@ fn seal_key(token: &RefreshToken) -> [u8; 32] {
     digest.update(b"auth-core refresh successor v1\0");
     digest.update(token.encode().as_bytes());
     digest.finalize().into()
-}
-
-/// 128 random bits, base64url.
-fn random_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
-    Ok(Base64UrlUnpadded::encode_string(&bytes))
 }
 
 fn unix_secs(at: Timestamp) -> u64 {

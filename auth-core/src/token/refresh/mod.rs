@@ -49,52 +49,45 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64ct::{Base64UrlUnpadded, Encoding};
-use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-
-/// Bytes in a token.
-const TOKEN_BYTES: usize = 32;
+use crate::single_use::SingleUseToken;
 
 /// A refresh token as the client gets it: 256 random bits, 43 base64url
-/// characters. `Debug` is redacted; it is never stored, only its
+/// characters (the same primitive as the single-use tokens of mailed
+/// links). `Debug` is redacted; it is never stored, only its
 /// [`RefreshKey`].
 #[derive(Clone)]
-pub struct RefreshToken([u8; TOKEN_BYTES]);
+pub struct RefreshToken(SingleUseToken);
 
 impl RefreshToken {
     /// A fresh token from the OS CSPRNG.
     pub fn generate() -> Result<Self, RefreshStoreError> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|_| RefreshStoreError::Rng)?;
-        Ok(Self(bytes))
+        SingleUseToken::generate()
+            .map(Self)
+            .map_err(|_| RefreshStoreError::Rng)
     }
 
     /// Strict parse of the 43-character base64url form; `None` for
     /// anything else.
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 43 {
-            return None;
-        }
-        let mut bytes = [0u8; TOKEN_BYTES];
-        let decoded = Base64UrlUnpadded::decode(text, &mut bytes).ok()?;
-        (decoded.len() == TOKEN_BYTES).then_some(Self(bytes))
+        SingleUseToken::parse(text).map(Self)
     }
 
     /// The 43-character base64url form, for the client.
     pub fn encode(&self) -> String {
-        Base64UrlUnpadded::encode_string(&self.0)
+        self.0.encode()
     }
 
     /// The key the store keeps: SHA-256 of the token.
     pub fn key(&self) -> RefreshKey {
-        RefreshKey(Sha256::digest(self.0).into())
+        RefreshKey(*self.0.key().as_bytes())
     }
 
     /// The raw 256 bits (e.g. to derive the key that seals the successor
     /// for the grace period).
-    pub fn as_bytes(&self) -> &[u8; TOKEN_BYTES] {
-        &self.0
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.bytes()
     }
 }
 
