@@ -118,7 +118,9 @@ impl SingleUseToken {
         Base64UrlUnpadded::encode_string(&self.0)
     }
 
-    /// The raw 256 bits.
+    /// The raw 256 bits (a refresh token's, see
+    /// `token::refresh::RefreshToken::as_bytes`).
+    #[cfg(feature = "jwt")]
     pub(crate) fn bytes(&self) -> &[u8; TOKEN_BYTES] {
         &self.0
     }
