@@ -203,10 +203,16 @@ pub async fn a_token_sign_in_with_a_second_factor_needs_the_code<F: HarnessFacto
             .session_cookie()
             .is_none_or(|c| c.1.contains("Max-Age=0"))
     );
+    // A code of the right shape that no step in the accepted window has.
+    let window = [-1, 0, 1].map(|steps| app.totp_at(&enrolled.secret, steps));
+    let wrong_code = ["000000", "111111", "222222", "333333"]
+        .into_iter()
+        .find(|code| !window.iter().any(|right| right == code))
+        .expect("four codes cannot all be in a window of three");
     let wrong = app
         .post_json(
             "/api/token/mfa",
-            json!({"mfa_token": mfa_token, "code": "000000"}),
+            json!({"mfa_token": mfa_token, "code": wrong_code}),
             None,
         )
         .await;
