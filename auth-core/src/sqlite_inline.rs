@@ -18,7 +18,28 @@
 //! key: a few pages). In-memory databases, pools with a `vfs` or
 //! `immutable` option, files not in WAL mode and files these connections
 //! cannot read (e.g. encrypted) never use it.
+//!
+//! ## The read cache
+//!
+//! The hottest reads ([`Inline::cached`]: the session record, its user, the
+//! user's second factors, an API token's refresh family) are also kept,
+//! decoded, in a cache of the reader, which is valid only while the file is
+//! unchanged. Before every cached read the reader asks SQLite's
+//! `PRAGMA data_version` on a connection of its own, which never writes:
+//! its answer changes whenever any other connection, of this process
+//! (sqlx's, so every write of ours) or of another process, has committed
+//! a change to the file. A changed answer empties the cache. So a
+//! revocation committed anywhere is seen by the next request that starts
+//! after the commit, and no record is served that the file no longer
+//! holds; between writes a request decodes nothing. The version is read
+//! before the row it guards, so a row read concurrently with a commit is
+//! at worst newer than its tag (and dropped at the next probe), never
+//! older.
 
+#[cfg(feature = "sqlite")]
+use std::any::Any;
+#[cfg(feature = "sqlite")]
+use std::collections::HashMap;
 #[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
 #[cfg(feature = "sqlite")]
@@ -47,14 +68,20 @@ impl Inline {
         pool.inline().await
     }
 
-    /// Runs `read` inline; `None` when there is no inline reader or it
-    /// declined: ask sqlx.
+    /// A read through the reader's cache (see the module docs): the value
+    /// cached under (`kind`, `key`) while the file is unchanged, else
+    /// `read`'s answer, which is cached if `keep` says so. `None` when
+    /// there is no inline reader or it declined: ask sqlx. `kind` names the
+    /// query, so two queries of one store never share an entry.
     #[cfg(feature = "sqlite")]
-    pub(crate) fn read<T>(
+    pub(crate) fn cached<T: Send + Sync + 'static>(
         &self,
+        kind: &'static str,
+        key: &[u8],
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Option<T> {
-        self.reader.as_ref()?.read(read)
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Option<Arc<T>> {
+        self.reader.as_ref()?.cached(kind, key, read, keep)
     }
 }
 
@@ -101,7 +128,40 @@ pub(crate) struct InlineReader {
     /// Reads answered inline, and reads declined (then asked of sqlx).
     pub(crate) hits: AtomicU64,
     pub(crate) declined: AtomicU64,
+    /// The connection that asks `PRAGMA data_version` (never used for
+    /// anything else: its answer only compares with its own earlier ones),
+    /// and how many probe connections were opened before it. `None` until
+    /// first used, and again after it failed.
+    probe: Mutex<(Option<Connection>, u64)>,
+    cache: Mutex<Cache>,
+    /// Cached reads answered from the cache.
+    pub(crate) cache_hits: AtomicU64,
 }
+
+/// Decoded rows, valid while the probe's data version is `version`.
+#[cfg(feature = "sqlite")]
+#[derive(Default)]
+struct Cache {
+    version: u64,
+    entries: HashMap<&'static str, HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>>,
+    len: usize,
+}
+
+#[cfg(feature = "sqlite")]
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the rows (they hold password hashes and session data).
+        f.debug_struct("Cache")
+            .field("version", &self.version)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Entries a reader's cache holds at most; when full it starts again empty
+/// (every write empties it anyway).
+#[cfg(feature = "sqlite")]
+const MAX_CACHED: usize = 16_384;
 
 #[cfg(feature = "sqlite")]
 impl InlineReader {
@@ -142,6 +202,9 @@ impl InlineReader {
             retry_at: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             declined: AtomicU64::new(0),
+            probe: Mutex::new((None, 0)),
+            cache: Mutex::new(Cache::default()),
+            cache_hits: AtomicU64::new(0),
         };
         let connection = reader.open().ok()?;
         let usable = connection
@@ -184,6 +247,86 @@ impl InlineReader {
 
     fn decline(&self) {
         self.declined.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A generation of the file: changed whenever another connection
+    /// committed since the last answer, and never smaller than an earlier
+    /// answer (the probe's `PRAGMA data_version`, above the count of probe
+    /// connections opened: a new probe starts its own count). `None` when
+    /// it cannot tell (the probe is then opened again next time).
+    fn data_version(&self) -> Option<u64> {
+        let mut guard = self.probe.lock().ok()?;
+        let (probe, opened) = &mut *guard;
+        if probe.is_none() {
+            *probe = Some(self.open().ok()?);
+            *opened += 1;
+        }
+        let answer = probe.as_ref().and_then(|connection| {
+            connection
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
+                .ok()
+        });
+        match answer.and_then(|version| u64::try_from(version).ok()) {
+            Some(version) if version < 1 << 40 => Some((*opened << 40) | version),
+            _ => {
+                *probe = None;
+                None
+            }
+        }
+    }
+
+    /// See [`Inline::cached`].
+    pub(crate) fn cached<T: Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        key: &[u8],
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Option<Arc<T>> {
+        let Some(version) = self.data_version() else {
+            return self.read(read).map(Arc::new);
+        };
+        let mut cacheable = false;
+        if let Ok(mut cache) = self.cache.lock() {
+            if version > cache.version {
+                cache.entries.clear();
+                cache.len = 0;
+                cache.version = version;
+            }
+            // An older answer than the cache's (a probe that raced a
+            // newer one): read, but do not cache.
+            cacheable = version == cache.version;
+            if cacheable
+                && let Some(hit) = cache.entries.get(kind).and_then(|rows| rows.get(key))
+                && let Ok(hit) = Arc::clone(hit).downcast::<T>()
+            {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Some(hit);
+            }
+        }
+        // Read after the version was taken: the row is at least as new as
+        // the version it is filed under.
+        let value = Arc::new(self.read(read)?);
+        if cacheable
+            && keep(&value)
+            && let Ok(mut cache) = self.cache.lock()
+            && cache.version == version
+        {
+            if cache.len >= MAX_CACHED {
+                cache.entries.clear();
+                cache.len = 0;
+            }
+            let previous = cache
+                .entries
+                .entry(kind)
+                .or_default()
+                .insert(key.into(), Arc::clone(&value) as Arc<dyn Any + Send + Sync>);
+            if previous.is_none() {
+                cache.len += 1;
+            }
+        }
+        Some(value)
     }
 
     /// Runs `read` on an idle connection (opening one when none is idle).
@@ -329,6 +472,52 @@ mod tests {
             assert_eq!(reader.declined.load(Ordering::Relaxed), 0);
         }
 
+        // Between writes, a read is answered from the cache, decoded once;
+        // a write through sqlx (ours) ends that at once.
+        let cache_hits = |store: &Inline| {
+            store
+                .reader
+                .as_ref()
+                .unwrap()
+                .cache_hits
+                .load(Ordering::Relaxed)
+        };
+        sessions.create(&key, &record).await.unwrap();
+        let first = sessions.load(&key).await.unwrap().unwrap();
+        let before = cache_hits(&sessions.inline);
+        let second = sessions.load(&key).await.unwrap().unwrap();
+        assert_eq!(cache_hits(&sessions.inline), before + 1, "a cache hit");
+        assert!(Arc::ptr_eq(&first, &second), "the same decoded record");
+        let before = cache_hits(&users.inline);
+        assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        assert_eq!(cache_hits(&users.inline), before + 1);
+        users.set_disabled(&user.id, false).await.unwrap();
+        assert!(!users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        sessions.delete(&key).await.unwrap();
+        assert!(
+            sessions.load(&key).await.unwrap().is_none(),
+            "revoked at once"
+        );
+        // A key that was never there is not cached (anyone can send one).
+        let unknown = crate::session::SessionKey::from_bytes([8; 32]);
+        let before = cache_hits(&sessions.inline);
+        assert!(sessions.load(&unknown).await.unwrap().is_none());
+        assert!(sessions.load(&unknown).await.unwrap().is_none());
+        assert_eq!(cache_hits(&sessions.inline), before);
+        // A cached record that expires is not served: the store compares
+        // the time at every read.
+        let soon = crate::session::SessionRecord {
+            idle_expires_at: now.saturating_add(Duration::from_millis(300)),
+            absolute_expires_at: now.saturating_add(Duration::from_millis(300)),
+            ..record.clone()
+        };
+        sessions.create(&key, &soon).await.unwrap();
+        assert!(sessions.load(&key).await.unwrap().is_some());
+        assert!(sessions.load(&key).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(sessions.load(&key).await.unwrap().is_none(), "expired");
+
         let memory = SqliteStore::connect("sqlite::memory:").await.unwrap();
         assert!(memory.inline.reader.is_none());
         // A relative path works from anywhere: the reader holds SQLite's
@@ -338,6 +527,112 @@ mod tests {
         let named = format!("sqlite://{}?mode=memory", dir.join("stores.db").display());
         let named = SqliteStore::connect(&named).await.unwrap();
         assert!(named.inline.reader.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The file another process writes to, for
+    /// [`a_write_by_another_process_is_seen_at_the_next_read`].
+    const CHILD_DB: &str = "AUTH_INLINE_CHILD_DB";
+
+    /// Run as a child process by the test below (with `--ignored`): writes
+    /// to the file that test names, as another app instance would.
+    #[test]
+    #[ignore = "a child process of a_write_by_another_process_is_seen_at_the_next_read"]
+    fn child_process_writes() {
+        let Some(path) = std::env::var_os(CHILD_DB) else {
+            return;
+        };
+        let c = Connection::open(path).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(c.execute("DELETE FROM auth_sessions", []).unwrap(), 1);
+        assert_eq!(
+            c.execute("UPDATE auth_users SET disabled = 1", []).unwrap(),
+            1
+        );
+    }
+
+    /// A revocation committed by another process (another instance of the
+    /// app on the same file) is seen by this one's next read, though the
+    /// record was cached.
+    #[tokio::test]
+    async fn a_write_by_another_process_is_seen_at_the_next_read() {
+        let dir = std::env::temp_dir().join(format!(
+            "auth-inline-process-{}-{}",
+            std::process::id(),
+            crate::session::SessionId::generate()
+                .map(|id| id.encode()[..8].to_owned())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shared.db");
+        let sessions = SqliteStore::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        let users = SqliteUserStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap();
+        let user = users
+            .create(NewUser {
+                login: crate::user::LoginName::parse("Bob").unwrap(),
+                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
+            })
+            .await
+            .unwrap();
+        let key = crate::session::SessionKey::from_bytes([9; 32]);
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let later = now.saturating_add(Duration::from_secs(600));
+        let record = crate::session::SessionRecord {
+            user_id: Some(user.id.clone()),
+            auth: crate::session::AuthState::Anonymous,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: later,
+            absolute_expires_at: later,
+            persistent: false,
+            ip: None,
+            user_agent: None,
+            security_stamp: None,
+            data: std::collections::BTreeMap::new(),
+            version: 0,
+        };
+        sessions.create(&key, &record).await.unwrap();
+        for _ in 0..2 {
+            assert!(sessions.load(&key).await.unwrap().is_some());
+            assert!(!users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        }
+        let cached = |store: &Inline| {
+            store
+                .reader
+                .as_ref()
+                .unwrap()
+                .cache_hits
+                .load(Ordering::Relaxed)
+        };
+        assert!(
+            cached(&sessions.inline) > 0 && cached(&users.inline) > 0,
+            "cached"
+        );
+
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sqlite_inline::tests::child_process_writes",
+                "--ignored",
+            ])
+            .env(CHILD_DB, &file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && said.contains("1 passed"),
+            "the child process wrote: {said}"
+        );
+
+        assert!(
+            sessions.load(&key).await.unwrap().is_none(),
+            "revoked elsewhere"
+        );
+        assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -247,20 +247,26 @@ macro_rules! sql_account_store {
             async fn totp(&self, user: &str) -> Result<Option<StoredTotp>, UserStoreError> {
                 // Read by pages that show the user's second factors (and by
                 // every login): inline when the store is a SQLite file.
+                // Kept until the file changes (`sqlite_inline`'s cache).
                 #[cfg(feature = "sqlite")]
-                if let Some(found) = self.inline.read(|c| {
-                    use rusqlite::OptionalExtension;
-                    c.prepare_cached($queries.totp_get)?
-                        .query_row([user], |row| {
-                            Ok(StoredTotp {
-                                sealed_secret: row.get(0)?,
-                                confirmed: row.get(1)?,
-                                last_step: row.get(2)?,
+                if let Some(found) = self.inline.cached(
+                    "accounts.totp",
+                    user.as_bytes(),
+                    |c| {
+                        use rusqlite::OptionalExtension;
+                        c.prepare_cached($queries.totp_get)?
+                            .query_row([user], |row| {
+                                Ok(StoredTotp {
+                                    sealed_secret: row.get(0)?,
+                                    confirmed: row.get(1)?,
+                                    last_step: row.get(2)?,
+                                })
                             })
-                        })
-                        .optional()
-                }) {
-                    return Ok(found);
+                            .optional()
+                    },
+                    |_| true,
+                ) {
+                    return Ok(Option::clone(&found));
                 }
                 let row = sqlx::query($queries.totp_get)
                     .bind(user)

@@ -222,17 +222,36 @@ macro_rules! sql_store {
             async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
                 // The read of every authenticated request: inline when the
                 // store is a SQLite file (`sqlite_inline`).
+                // A record decoded once is kept until the file changes
+                // (`sqlite_inline`'s cache); an unknown key is not cached
+                // (anyone can send one).
                 #[cfg(feature = "sqlite")]
-                if let Some(row) = self.inline.read(|c| {
-                    use rusqlite::OptionalExtension;
-                    c.prepare_cached($queries.load)?
-                        .query_row(
-                            rusqlite::params![key.as_bytes().as_slice(), self.now()],
-                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-                        )
-                        .optional()
-                }) {
-                    return row.map(|(v, json)| decode(v, &json).map(Arc::new)).transpose();
+                {
+                    let now = self.now();
+                    let found = self.inline.cached(
+                        "sessions.load",
+                        key.as_bytes(),
+                        |c| {
+                            use rusqlite::OptionalExtension;
+                            c.prepare_cached($queries.load)?
+                                .query_row(
+                                    rusqlite::params![key.as_bytes().as_slice(), now],
+                                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                                )
+                                .optional()
+                                .map(|row| row.map(|(v, json)| decode(v, &json).map(Arc::new)))
+                        },
+                        |found| matches!(found, Some(Ok(_))),
+                    );
+                    match found.as_deref() {
+                        Some(Some(Ok(record))) if record.expires_at().as_unix_millis() > now => {
+                            return Ok(Some(Arc::clone(record)));
+                        }
+                        // Gone, or expired since it was cached.
+                        Some(None | Some(Ok(_))) => return Ok(None),
+                        // Corrupt (never cached): sqlx's read reports it.
+                        Some(Some(Err(_))) | None => {}
+                    }
                 }
                 let row = sqlx::query($queries.load)
                     .bind(key.as_bytes().as_slice())

@@ -249,14 +249,21 @@ macro_rules! sql_user_store {
             async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
                 // The read of every authenticated request: inline when the
                 // store is a SQLite file (`sqlite_inline`).
+                // Kept until the file changes (`sqlite_inline`'s cache).
                 #[cfg(feature = "sqlite")]
-                if let Some(columns) = self.inline.read(|c| {
-                    use rusqlite::OptionalExtension;
-                    c.prepare_cached($queries.by_id)?
-                        .query_row([id], Columns::from_sqlite)
-                        .optional()
-                }) {
-                    return Ok(columns.map(Columns::user));
+                if let Some(user) = self.inline.cached(
+                    "users.by_id",
+                    id.as_bytes(),
+                    |c| {
+                        use rusqlite::OptionalExtension;
+                        c.prepare_cached($queries.by_id)?
+                            .query_row([id], Columns::from_sqlite)
+                            .optional()
+                            .map(|columns| columns.map(Columns::user))
+                    },
+                    |_| true,
+                ) {
+                    return Ok(Option::clone(&user));
                 }
                 self.find($queries.by_id, id).await
             }

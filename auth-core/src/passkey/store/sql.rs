@@ -18,6 +18,7 @@ use sqlx::Row;
 use super::{PasskeyStore, PasskeyStoreError, StoredPasskey};
 use crate::clock::Timestamp;
 use crate::sql_migration::migrate;
+use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: [&'static str; 2],
@@ -126,6 +127,9 @@ macro_rules! sql_passkey_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            // Read only with the `sqlite` feature.
+            #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+            inline: Inline,
         }
 
         impl $name {
@@ -142,7 +146,10 @@ macro_rules! sql_passkey_store {
                         }
                     }
                 });
-                Ok(Self { pool })
+                Ok(Self {
+                    inline: Inline::of(&pool).await,
+                    pool,
+                })
             }
 
             /// The connection pool.
@@ -191,6 +198,34 @@ macro_rules! sql_passkey_store {
                 &self,
                 user_id: &str,
             ) -> Result<Vec<StoredPasskey>, PasskeyStoreError> {
+                // Read by pages that show the user's second factors: inline
+                // and kept until the file changes when the store is a SQLite
+                // file (`sqlite_inline`).
+                #[cfg(feature = "sqlite")]
+                if let Some(list) = self.inline.cached(
+                    "passkeys.list",
+                    user_id.as_bytes(),
+                    |c| {
+                        let mut statement = c.prepare_cached($queries.list)?;
+                        let rows = statement.query_map([user_id], |row| {
+                            let last_used_at: Option<i64> = row.get(5)?;
+                            Ok(StoredPasskey {
+                                credential_id: row.get(0)?,
+                                user_id: row.get(1)?,
+                                name: row.get(2)?,
+                                credential: row.get(3)?,
+                                created_at: Timestamp::from_unix_millis(row.get(4)?),
+                                last_used_at: last_used_at.map(Timestamp::from_unix_millis),
+                                backup_eligible: row.get(6)?,
+                                backed_up: row.get(7)?,
+                            })
+                        })?;
+                        rows.collect::<rusqlite::Result<Vec<_>>>()
+                    },
+                    |_| true,
+                ) {
+                    return Ok(Vec::clone(&list));
+                }
                 sqlx::query($queries.list)
                     .bind(user_id)
                     .fetch_all(&self.pool)

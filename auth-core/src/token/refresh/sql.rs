@@ -24,6 +24,7 @@ use sqlx::Row;
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
 use crate::sql_migration::migrate;
+use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: [&'static str; 5],
@@ -44,6 +45,10 @@ struct Queries {
     /// Takes the ids as a JSON array of strings.
     delete_tokens_of_families: &'static str,
     is_live: &'static str,
+    /// `is_live`'s row without the time condition (for the SQLite
+    /// file's read cache, where the time is compared after the read).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    live_until: &'static str,
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -113,6 +118,7 @@ const SQLITE: Queries = Queries {
     delete_tokens_of_families: "DELETE FROM auth_refresh_tokens
         WHERE family_id IN (SELECT value FROM json_each(?1))",
     is_live: "SELECT 1 FROM auth_refresh_families WHERE id = ?1 AND live_until > ?2",
+    live_until: "SELECT live_until FROM auth_refresh_families WHERE id = ?1",
 };
 
 #[cfg(feature = "postgres")]
@@ -179,6 +185,7 @@ const POSTGRES: Queries = Queries {
     delete_tokens_of_families: "DELETE FROM auth_refresh_tokens
         WHERE family_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
     is_live: "SELECT 1 FROM auth_refresh_families WHERE id = $1 AND live_until > $2",
+    live_until: "SELECT live_until FROM auth_refresh_families WHERE id = $1",
 };
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -203,6 +210,9 @@ macro_rules! sql_refresh_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            // Read only with the `sqlite` feature.
+            #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+            inline: Inline,
         }
 
         impl $name {
@@ -219,7 +229,10 @@ macro_rules! sql_refresh_store {
                         }
                     }
                 });
-                Ok(Self { pool })
+                Ok(Self {
+                    inline: Inline::of(&pool).await,
+                    pool,
+                })
             }
 
             /// The connection pool.
@@ -452,6 +465,23 @@ macro_rules! sql_refresh_store {
                 family_id: &str,
                 now: Timestamp,
             ) -> Result<bool, RefreshStoreError> {
+                // The read of every bearer request: inline and kept until
+                // the file changes when the store is a SQLite file
+                // (`sqlite_inline`).
+                #[cfg(feature = "sqlite")]
+                if let Some(live_until) = self.inline.cached(
+                    "refresh.live_until",
+                    family_id.as_bytes(),
+                    |c| {
+                        use rusqlite::OptionalExtension;
+                        c.prepare_cached($queries.live_until)?
+                            .query_row([family_id], |row| row.get::<_, i64>(0))
+                            .optional()
+                    },
+                    |_| true,
+                ) {
+                    return Ok(live_until.is_some_and(|until| until > now.as_unix_millis()));
+                }
                 Ok(sqlx::query($queries.is_live)
                     .bind(family_id)
                     .bind(now.as_unix_millis())
