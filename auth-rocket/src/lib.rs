@@ -266,9 +266,15 @@ impl Fairing for AuthFairing {
                 for cookie in finish.take_cookies() {
                     response.adjoin_raw_header("Set-Cookie", cookie);
                 }
-                // The handler's own value of a header wins.
+                // The handler's own value of a header wins. (A scan of the
+                // few headers a response has: Rocket's header map hashes a
+                // name byte by byte, which cost more than the scan.)
                 for (name, value) in finish.security.iter() {
-                    if !response.headers().contains(name) {
+                    let set = response
+                        .headers()
+                        .iter()
+                        .any(|header| header.name().as_str().eq_ignore_ascii_case(name));
+                    if !set {
                         response.set_raw_header(name, value.to_owned());
                     }
                 }
@@ -298,10 +304,15 @@ fn status(code: u16) -> Status {
 
 /// Makes `response` exactly `reply`: status, headers, body.
 fn overwrite(response: &mut Response<'_>, reply: Reply) {
-    response.set_status(status(reply.status));
     for name in ["Content-Type", "Location", "Retry-After"] {
         response.remove_header(name);
     }
+    fill(response, reply);
+}
+
+/// Writes `reply`'s status, headers and body into `response`.
+fn fill(response: &mut Response<'_>, reply: Reply) {
+    response.set_status(status(reply.status));
     for (name, value) in reply.headers {
         response.set_raw_header(name, value);
     }
@@ -321,8 +332,9 @@ pub fn reply(reply: Reply) -> ReplyResponder {
 
 impl<'r> Responder<'r, 'static> for ReplyResponder {
     fn respond_to(self, _request: &'r Request<'_>) -> response::Result<'static> {
+        // A new response has no header to remove.
         let mut response = Response::new();
-        overwrite(&mut response, self.0);
+        fill(&mut response, self.0);
         Ok(response)
     }
 }

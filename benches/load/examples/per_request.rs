@@ -7,6 +7,8 @@
 //! * `bare`: the bare route;
 //! * `auth` / `sqlite`: the demo on memory stores / the demo's SQLite file,
 //!   `GET /api/me` with the login's cookies;
+//! * `rocket-bare` / `rocket-auth` / `rocket-bearer`: the same on Rocket
+//!   (its in-process client; memory stores);
 //! * `bearer` / `bearer-sqlite`: the same demos, `GET /api/me` with
 //!   `Authorization: Bearer` and the access token of one `POST /api/token`
 //!   (so every request after the first is served from the verified-token
@@ -42,6 +44,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(rocket_variant) = variant.strip_prefix("rocket-") {
+        runtime.block_on(rocket(rocket_variant, count));
+        return;
+    }
     runtime.block_on(async move {
         let peer = MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000)));
         let (router, header) = match variant.as_str() {
@@ -92,6 +98,87 @@ fn main() {
         println!("{variant}: {count} requests, {bytes} body bytes");
         let _ = std::fs::remove_dir_all(scratch());
     });
+}
+
+/// The Rocket variants (`rocket-bare`, `rocket-auth`, `rocket-bearer`):
+/// the same requests through Rocket's in-process client, which runs the
+/// fairings, guards and handler as a server does (without the network).
+async fn rocket(variant: &str, count: usize) {
+    use rocket::http::Header;
+    use rocket::local::asynchronous::Client;
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let app = match variant {
+        "bare" => {
+            #[rocket::get("/api/me")]
+            fn me() -> (rocket::http::ContentType, String) {
+                (
+                    rocket::http::ContentType::JSON,
+                    serde_json::to_string(&example_shared::Me {
+                        username: "alice".to_owned(),
+                        mfa_enabled: false,
+                    })
+                    .unwrap_or_default(),
+                )
+            }
+            rocket::custom(example_rocket::config()).mount("/", rocket::routes![me])
+        }
+        _ => example_rocket::app(memory()),
+    };
+    let client = Client::untracked(app).await.expect("rocket");
+    let mut header = None;
+    if variant != "bare" {
+        let login = if variant == "bearer" {
+            "/api/token"
+        } else {
+            "/api/login"
+        };
+        for path in ["/api/register", login] {
+            let response = client
+                .post(path)
+                .remote(peer)
+                .header(Header::new("host", "localhost"))
+                .header(rocket::http::ContentType::JSON)
+                .body(CREDENTIALS)
+                .dispatch()
+                .await;
+            assert!(
+                response.status().code < 300,
+                "{path}: {}",
+                response.status()
+            );
+            if path == "/api/register" {
+                continue;
+            }
+            header = Some(if variant == "bearer" {
+                let answer: serde_json::Value =
+                    serde_json::from_str(&response.into_string().await.expect("body"))
+                        .expect("token answer");
+                let token = answer["access_token"].as_str().expect("an access token");
+                ("authorization", format!("Bearer {token}"))
+            } else {
+                let pairs: Vec<String> = response
+                    .headers()
+                    .get("set-cookie")
+                    .filter_map(|v| Some(v.split(';').next()?.to_owned()))
+                    .collect();
+                ("cookie", pairs.join("; "))
+            });
+        }
+    }
+    let mut bytes = 0;
+    for _ in 0..count {
+        let mut request = client
+            .get("/api/me")
+            .remote(peer)
+            .header(Header::new("host", "localhost"));
+        if let Some((name, value)) = &header {
+            request = request.header(Header::new(*name, value.clone()));
+        }
+        let response = request.dispatch().await;
+        assert_eq!(response.status().code, 200);
+        bytes += response.into_bytes().await.map_or(0, |b| b.len());
+    }
+    println!("rocket-{variant}: {count} requests, {bytes} body bytes");
 }
 
 /// The bare route of the load benchmark.
