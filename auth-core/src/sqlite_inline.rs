@@ -385,14 +385,7 @@ mod tests {
     /// reads inline (another connection would see another database).
     #[tokio::test]
     async fn file_stores_read_inline_and_see_every_write() {
-        let dir = std::env::temp_dir().join(format!(
-            "auth-inline-store-{}-{}",
-            std::process::id(),
-            crate::session::SessionId::generate()
-                .map(|id| id.encode()[..8].to_owned())
-                .unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("store");
         let url = format!("sqlite://{}", dir.join("stores.db").display());
         let sessions = SqliteStore::connect(&url).await.unwrap();
         assert!(sessions.inline.reader.is_some(), "a file in WAL mode");
@@ -421,22 +414,7 @@ mod tests {
         );
 
         let key = crate::session::SessionKey::from_bytes([7; 32]);
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-        let later = now.saturating_add(Duration::from_secs(600));
-        let record = crate::session::SessionRecord {
-            user_id: Some(user.id.clone()),
-            auth: crate::session::AuthState::Anonymous,
-            created_at: now,
-            last_seen_at: now,
-            idle_expires_at: later,
-            absolute_expires_at: later,
-            persistent: false,
-            ip: None,
-            user_agent: None,
-            security_stamp: None,
-            data: std::collections::BTreeMap::new(),
-            version: 0,
-        };
+        let (record, now) = live_record(&user.id);
         sessions.create(&key, &record).await.unwrap();
         assert!(sessions.load(&key).await.unwrap().is_some());
         assert!(sessions.delete(&key).await.unwrap());
@@ -530,6 +508,40 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A new folder for one test's files.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "auth-inline-{name}-{}-{}",
+            std::process::id(),
+            crate::session::SessionId::generate()
+                .map(|id| id.encode()[..8].to_owned())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A session record of `user` live for ten minutes, and the time now.
+    fn live_record(user: &str) -> (crate::session::SessionRecord, crate::clock::Timestamp) {
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let later = now.saturating_add(Duration::from_secs(600));
+        let record = crate::session::SessionRecord {
+            user_id: Some(user.to_owned()),
+            auth: crate::session::AuthState::Anonymous,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: later,
+            absolute_expires_at: later,
+            persistent: false,
+            ip: None,
+            user_agent: None,
+            security_stamp: None,
+            data: std::collections::BTreeMap::new(),
+            version: 0,
+        };
+        (record, now)
+    }
+
     /// The file another process writes to, for
     /// [`a_write_by_another_process_is_seen_at_the_next_read`].
     const CHILD_DB: &str = "AUTH_INLINE_CHILD_DB";
@@ -556,14 +568,7 @@ mod tests {
     /// record was cached.
     #[tokio::test]
     async fn a_write_by_another_process_is_seen_at_the_next_read() {
-        let dir = std::env::temp_dir().join(format!(
-            "auth-inline-process-{}-{}",
-            std::process::id(),
-            crate::session::SessionId::generate()
-                .map(|id| id.encode()[..8].to_owned())
-                .unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("process");
         let file = dir.join("shared.db");
         let sessions = SqliteStore::connect(&format!("sqlite://{}", file.display()))
             .await
@@ -579,22 +584,7 @@ mod tests {
             .await
             .unwrap();
         let key = crate::session::SessionKey::from_bytes([9; 32]);
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-        let later = now.saturating_add(Duration::from_secs(600));
-        let record = crate::session::SessionRecord {
-            user_id: Some(user.id.clone()),
-            auth: crate::session::AuthState::Anonymous,
-            created_at: now,
-            last_seen_at: now,
-            idle_expires_at: later,
-            absolute_expires_at: later,
-            persistent: false,
-            ip: None,
-            user_agent: None,
-            security_stamp: None,
-            data: std::collections::BTreeMap::new(),
-            version: 0,
-        };
+        let (record, _) = live_record(&user.id);
         sessions.create(&key, &record).await.unwrap();
         for _ in 0..2 {
             assert!(sessions.load(&key).await.unwrap().is_some());
@@ -638,14 +628,7 @@ mod tests {
 
     #[test]
     fn only_files_in_wal_mode_are_read_inline() {
-        let dir = std::env::temp_dir().join(format!(
-            "auth-inline-{}-{}",
-            std::process::id(),
-            crate::session::SessionId::generate()
-                .map(|id| id.encode()[..8].to_owned())
-                .unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("wal");
         let missing = dir.join("missing.db");
         assert!(InlineReader::for_path(&missing).is_none());
         assert!(!missing.exists(), "never created");
