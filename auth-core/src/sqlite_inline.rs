@@ -138,12 +138,17 @@ pub(crate) struct InlineReader {
     pub(crate) cache_hits: AtomicU64,
 }
 
+/// One query's decoded rows, by key.
+#[cfg(feature = "sqlite")]
+type Rows = HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>;
+
 /// Decoded rows, valid while the probe's data version is `version`.
 #[cfg(feature = "sqlite")]
 #[derive(Default)]
 struct Cache {
     version: u64,
-    entries: HashMap<&'static str, HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>>,
+    /// By query (`kind`), then key.
+    entries: HashMap<&'static str, Rows>,
     len: usize,
 }
 
