@@ -54,9 +54,32 @@ impl Timestamp {
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// The current time from a cheaper, coarser source: never ahead of the
+    /// time, and behind it by at most [`coarse_lag`](Self::coarse_lag).
+    /// Only for a user of the time that pads every deadline it measures by
+    /// that lag (the in-memory login throttle). By default [`now`](Self::now).
+    fn now_coarse(&self) -> Timestamp {
+        self.now()
+    }
+
+    /// How far [`now_coarse`](Self::now_coarse) may be behind the time
+    /// (zero by default: a clock that defines the time, such as
+    /// [`ManualClock`], is exact).
+    fn coarse_lag(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// The system's wall clock.
+///
+/// On Linux, [`now_coarse`](Clock::now_coarse) reads
+/// `CLOCK_REALTIME_COARSE`: the wall clock as of the kernel's last timer
+/// tick, a few nanoseconds to read against tens for the full clock (which
+/// asks the CPU's counter). It is never ahead of the wall clock; its
+/// [`coarse_lag`](Clock::coarse_lag) is the tick (its `clock_getres`,
+/// 1-4 ms with the usual `HZ`) plus the millisecond a [`Timestamp`]
+/// truncates.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -66,6 +89,28 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Timestamp(millis)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn now_coarse(&self) -> Timestamp {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        Timestamp(
+            t.tv_sec
+                .saturating_mul(1000)
+                .saturating_add(t.tv_nsec / 1_000_000),
+        )
+    }
+
+    #[cfg(target_os = "linux")]
+    fn coarse_lag(&self) -> Duration {
+        let res = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
+        let tick = Duration::new(
+            u64::try_from(res.tv_sec).unwrap_or(0),
+            u32::try_from(res.tv_nsec).unwrap_or(0),
+        );
+        // A tick the timekeeper has not taken yet, and the truncation to
+        // whole milliseconds.
+        tick.saturating_add(Duration::from_millis(1))
     }
 }
 
@@ -123,5 +168,26 @@ mod tests {
             Timestamp::from_unix_millis(0).duration_since(clock.now()),
             Duration::ZERO
         );
+        assert_eq!(clock.now_coarse(), clock.now());
+        assert_eq!(clock.coarse_lag(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_coarse_system_clock_is_never_ahead() {
+        let clock = SystemClock;
+        let lag = clock.coarse_lag();
+        assert!(lag < Duration::from_secs(1), "lag {lag:?}");
+        for _ in 0..1000 {
+            let before = clock.now();
+            let coarse = clock.now_coarse();
+            let after = clock.now();
+            assert!(coarse <= after, "{coarse:?} ahead of {after:?}");
+            // Behind by at most the lag, give or take a preemption between
+            // the reads (a hang detector, not a threshold).
+            assert!(
+                coarse.saturating_add(lag + Duration::from_secs(1)) >= before,
+                "{coarse:?} too far behind {before:?}"
+            );
+        }
     }
 }

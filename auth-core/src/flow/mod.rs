@@ -342,6 +342,13 @@ impl Authenticator {
         self.inner.sessions.clock().now()
     }
 
+    /// The time for the throttle, as its backend wants it read.
+    fn throttle_now(&self) -> Timestamp {
+        self.inner
+            .throttle
+            .now(self.inner.sessions.clock().as_ref())
+    }
+
     fn policy_context(&self, login: &str) -> PolicyContext {
         let context = PolicyContext::new().with_word(login);
         match &self.inner.app_name {
@@ -352,8 +359,11 @@ impl Authenticator {
 
     /// The per-IP budget alone (registration, anonymous sessions).
     async fn throttle_ip(&self, client: &Client) -> Result<(), AuthError> {
-        if let Decision::Limited { retry_after, .. } =
-            self.inner.throttle.check_ip(client.ip, self.now()).await?
+        if let Decision::Limited { retry_after, .. } = self
+            .inner
+            .throttle
+            .check_ip(client.ip, self.throttle_now())
+            .await?
         {
             self.failure(
                 AuthEventKind::Throttled,
@@ -385,7 +395,7 @@ impl Authenticator {
                     account,
                     device: device.as_ref(),
                 },
-                self.now(),
+                self.throttle_now(),
             )
             .await?;
         match decision {
@@ -417,7 +427,7 @@ impl Authenticator {
             .record_success(
                 account,
                 client.device.as_ref().map(SessionId::key).as_ref(),
-                self.now(),
+                self.throttle_now(),
             )
             .await?;
         Ok(())

@@ -48,7 +48,7 @@ impl governor::clock::Clock for GovernorClock {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        Self::nanos(CHECK_TIME.get().unwrap_or_else(|| self.0.now()))
+        Self::nanos(CHECK_TIME.get().unwrap_or_else(|| self.0.now_coarse()))
     }
 }
 
@@ -152,16 +152,30 @@ impl Entry {
             .map(|until| until.duration_since(now))
     }
 
-    /// Counts one admitted attempt; `cap` bounds the lock it earns.
-    fn count(&mut self, config: &ThrottleConfig, now: Timestamp, cap: Option<Duration>) {
-        if self.last_failure <= now.saturating_sub(config.failure_memory) {
+    /// Counts one admitted attempt; `cap` bounds the lock it earns. The
+    /// failure memory and the lock are padded by `lag` (see
+    /// [`MemoryThrottle`] on the clock).
+    fn count(
+        &mut self,
+        config: &ThrottleConfig,
+        now: Timestamp,
+        cap: Option<Duration>,
+        lag: Duration,
+    ) {
+        if self.forgotten(now, config.failure_memory.saturating_add(lag)) {
             self.failures = 0;
         }
         self.failures = self.failures.saturating_add(1);
         self.last_failure = now;
-        self.locked_until = config
-            .lock_for(self.failures)
-            .map(|lock| now.saturating_add(cap.map_or(lock, |cap| lock.min(cap))));
+        self.locked_until = config.lock_for(self.failures).map(|lock| {
+            now.saturating_add(cap.map_or(lock, |cap| lock.min(cap)))
+                .saturating_add(lag)
+        });
+    }
+
+    /// Whether the failures are older than `memory`.
+    fn forgotten(&self, now: Timestamp, memory: Duration) -> bool {
+        self.last_failure <= now.saturating_sub(memory)
     }
 }
 
@@ -182,10 +196,27 @@ impl Entry {
 ///   checks as tracked keys have passed, so amortised O(1) per check) and
 ///   whenever the cap is found passed (counted every 256 checks); if live
 ///   IP keys still exceed it, the IP limiters start afresh (logged).
+///
+/// It stamps attempts with the clock's cheap
+/// [`now_coarse`](Clock::now_coarse) (see [`ThrottleBackend::now`]),
+/// which may be behind the time by up to the clock's
+/// [`coarse_lag`](Clock::coarse_lag) `L` (a few ms for [`SystemClock`];
+/// zero for a [`ManualClock`]), so an interval between two stamps may read
+/// up to `L` longer than it was. Every deadline is padded by `L`, so none
+/// is shorter in real time than configured: a lock lasts `L` longer, the
+/// failure memory is `L` longer, a device's standing `L` shorter, and the
+/// IP budgets refill one attempt per `period + L` (in any window of real
+/// length `D`, at most `burst + floor((D + L) / (period + L))`, never more
+/// than `burst + floor(D / period)`, attempts get through).
+///
+/// [`SystemClock`]: crate::clock::SystemClock
+/// [`ManualClock`]: crate::clock::ManualClock
 #[derive(Debug)]
 pub struct MemoryThrottle {
     config: ThrottleConfig,
     clock: Arc<dyn Clock>,
+    /// The clock's coarse lag: every deadline's padding.
+    lag: Duration,
     /// One limiter per quota (see [`ThrottleConfig::ip_buckets`]).
     ips: RwLock<Vec<IpLimiter>>,
     accounts: Mutex<AccountMap>,
@@ -202,10 +233,12 @@ pub struct MemoryThrottle {
 impl MemoryThrottle {
     /// A throttle with `config`, judging time by `clock`.
     pub fn new(config: ThrottleConfig, clock: Arc<dyn Clock>) -> Self {
-        let ips = RwLock::new(Self::limiters(&config, &clock));
+        let lag = clock.coarse_lag();
+        let ips = RwLock::new(Self::limiters(&config, &clock, lag));
         Self {
             config,
             clock,
+            lag,
             ips,
             accounts: Mutex::default(),
             names: Mutex::default(),
@@ -215,10 +248,11 @@ impl MemoryThrottle {
         }
     }
 
-    fn limiters(config: &ThrottleConfig, clock: &Arc<dyn Clock>) -> Vec<IpLimiter> {
+    fn limiters(config: &ThrottleConfig, clock: &Arc<dyn Clock>, lag: Duration) -> Vec<IpLimiter> {
         (0..=config.ipv6_tiers().len())
             .map(|index| {
                 let (burst, period) = config.ip_quota(index);
+                let period = period.saturating_add(lag);
                 let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
                 let quota = Quota::with_period(period)
                     .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -262,9 +296,9 @@ impl MemoryThrottle {
                 cap = self.config.max_tracked_ips,
                 "login throttle: more live client IPs than the cap; IP budgets start afresh"
             );
-            *limiters = Self::limiters(&self.config, &self.clock);
+            *limiters = Self::limiters(&self.config, &self.clock, self.lag);
         }
-        let memory = self.config.failure_memory;
+        let memory = self.memory();
         let mut accounts = self.lock_accounts();
         accounts.retain(|_, entry| entry.expires(memory) > now);
         accounts.shrink_to_fit();
@@ -281,7 +315,7 @@ impl MemoryThrottle {
         if accounts.len() < cap {
             return;
         }
-        let memory = self.config.failure_memory;
+        let memory = self.memory();
         accounts.retain(|_, entry| entry.expires(memory) > now);
         let target = cap - cap / 10;
         let excess = accounts.len().saturating_sub(target);
@@ -300,6 +334,11 @@ impl MemoryThrottle {
         for (_, key) in by_expiry.into_iter().take(excess) {
             accounts.remove(&key);
         }
+    }
+
+    /// The failure memory, padded by the clock's lag.
+    fn memory(&self) -> Duration {
+        self.config.failure_memory.saturating_add(self.lag)
     }
 
     fn hash(&self, value: impl std::hash::Hash) -> u64 {
@@ -397,6 +436,12 @@ impl ThrottleBackend for MemoryThrottle {
         &self.config
     }
 
+    /// The clock's cheap coarse time: every deadline here is padded by its
+    /// lag (see [`MemoryThrottle`]).
+    fn now(&self, clock: &dyn Clock) -> Timestamp {
+        clock.now_coarse()
+    }
+
     async fn check(
         &self,
         attempt: &Attempt<'_>,
@@ -416,7 +461,7 @@ impl ThrottleBackend for MemoryThrottle {
             if let Some(wait) = entry.locked(now) {
                 return Ok(self.locked(wait));
             }
-            entry.count(config, now, None);
+            entry.count(config, now, None, self.lag);
             return Ok(Decision::Allowed);
         }
         let mut accounts = self.lock_accounts();
@@ -429,12 +474,12 @@ impl ThrottleBackend for MemoryThrottle {
                 if let Some(wait) = entry.locked(now) {
                     return Ok(self.locked(wait));
                 }
-                let forgotten = entry.last_failure <= now.saturating_sub(config.failure_memory);
+                let forgotten = entry.forgotten(now, self.memory());
                 let spent = config
                     .device_failure_limit()
                     .is_some_and(|limit| entry.failures >= limit);
                 if forgotten || !spent {
-                    entry.count(config, now, Some(config.max_backoff));
+                    entry.count(config, now, Some(config.max_backoff), self.lag);
                     return Ok(Decision::Allowed);
                 }
                 // Too many failures in a row: the device is unknown again.
@@ -449,7 +494,7 @@ impl ThrottleBackend for MemoryThrottle {
         if let Some(wait) = entry.locked(now) {
             return Ok(self.locked(wait));
         }
-        entry.count(config, now, None);
+        entry.count(config, now, None, self.lag);
         Ok(Decision::Allowed)
     }
 
@@ -474,7 +519,8 @@ impl ThrottleBackend for MemoryThrottle {
             self.lock_names().remove(&bucket);
             return Ok(());
         }
-        let trusted_until = now.saturating_add(self.config.device_trust());
+        // Padded the other way: a standing never outlasts the trust.
+        let trusted_until = now.saturating_add(self.config.device_trust().saturating_sub(self.lag));
         let mut accounts = self.lock_accounts();
         if let Some(device) = device {
             let key = self.device_key(account, device);
@@ -513,5 +559,125 @@ impl ThrottleBackend for MemoryThrottle {
             self.lock_names().remove(&bucket);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A clock whose coarse time lags by `lag` (a coarse reading's worst
+    /// case).
+    #[derive(Debug)]
+    struct Coarse(ManualClock, Duration);
+
+    impl Clock for Coarse {
+        fn now(&self) -> Timestamp {
+            self.0.now()
+        }
+        fn now_coarse(&self) -> Timestamp {
+            self.0.now().saturating_sub(self.1)
+        }
+        fn coarse_lag(&self) -> Duration {
+            self.1
+        }
+    }
+
+    const LAG: Duration = Duration::from_millis(4);
+    const ALICE: &str = "\u{1}id:alice";
+
+    fn throttle(config: ThrottleConfig) -> (MemoryThrottle, Timestamp) {
+        let manual = ManualClock::new(Timestamp::from_unix_millis(1_000_000));
+        let t0 = manual.now();
+        (
+            MemoryThrottle::new(config, Arc::new(Coarse(manual, LAG))),
+            t0,
+        )
+    }
+
+    fn attempt(account: &str) -> Attempt<'_> {
+        Attempt {
+            ip: IpAddr::from([192, 0, 2, 1]),
+            account,
+            device: None,
+        }
+    }
+
+    /// A lock stamped with a lagging time still lasts its full length in
+    /// real time (it would end `LAG` early without the padding).
+    #[tokio::test]
+    async fn a_lagging_stamp_never_ends_a_lock_early() {
+        let lock = Duration::from_secs(30);
+        let config = ThrottleConfig::builder()
+            .per_account(1, lock, lock)
+            .build()
+            .unwrap();
+        let (throttle, t0) = throttle(config);
+        // Admitted at real time t0, stamped up to LAG behind: the lock.
+        let first = throttle
+            .check(&attempt(ALICE), t0.saturating_sub(LAG))
+            .await
+            .unwrap();
+        assert_eq!(first, Decision::Allowed);
+        // Stamped exactly, 1 ms before the real end of the lock: refused.
+        let almost = t0.saturating_add(lock - Duration::from_millis(1));
+        assert!(matches!(
+            throttle.check(&attempt(ALICE), almost).await.unwrap(),
+            Decision::Limited {
+                scope: LimitScope::Account,
+                ..
+            }
+        ));
+        // At the real end: admitted.
+        let end = t0.saturating_add(lock);
+        assert_eq!(
+            throttle.check(&attempt(ALICE), end).await.unwrap(),
+            Decision::Allowed
+        );
+    }
+
+    /// The IP budget refills no faster in real time than configured,
+    /// whatever the stamps' lag.
+    #[tokio::test]
+    async fn a_lagging_stamp_never_refills_an_ip_budget_early() {
+        let period = Duration::from_secs(1);
+        let config = ThrottleConfig::builder().per_ip(1, period).build().unwrap();
+        let (throttle, t0) = throttle(config);
+        let ip = attempt(ALICE).ip;
+        assert_eq!(
+            throttle.check_ip(ip, t0.saturating_sub(LAG)).await.unwrap(),
+            Decision::Allowed
+        );
+        let almost = t0.saturating_add(period - Duration::from_millis(1));
+        assert!(matches!(
+            throttle.check_ip(ip, almost).await.unwrap(),
+            Decision::Limited {
+                scope: LimitScope::Ip,
+                ..
+            }
+        ));
+        assert_eq!(
+            throttle
+                .check_ip(ip, t0.saturating_add(period))
+                .await
+                .unwrap(),
+            Decision::Allowed
+        );
+    }
+
+    /// The throttle takes the clock's coarse time; a manual clock's is
+    /// exact (and pads nothing).
+    #[test]
+    fn the_throttle_reads_the_coarse_time() {
+        let (throttle, t0) = throttle(ThrottleConfig::default());
+        assert_eq!(
+            throttle.now(throttle.clock.as_ref()),
+            t0.saturating_sub(LAG)
+        );
+        let manual = ManualClock::new(t0);
+        let exact = MemoryThrottle::new(ThrottleConfig::default(), Arc::new(manual.clone()));
+        assert_eq!(exact.now(&manual), t0);
+        assert_eq!(exact.lag, Duration::ZERO);
     }
 }

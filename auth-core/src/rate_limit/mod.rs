@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 
 /// Throttle settings, validated by [`ThrottleConfigBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,6 +401,14 @@ pub struct Attempt<'a> {
 pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
     /// The settings it applies.
     fn config(&self) -> &ThrottleConfig;
+
+    /// The time to stamp an attempt with, read from `clock` (the
+    /// authenticator's): [`Clock::now`] by default. A backend that pads
+    /// every deadline it measures by [`Clock::coarse_lag`] may take the
+    /// cheaper [`Clock::now_coarse`] ([`MemoryThrottle`] does).
+    fn now(&self, clock: &dyn Clock) -> Timestamp {
+        clock.now()
+    }
 
     /// Takes one attempt from each of the client's IP budgets (narrowest
     /// first, stopping at the first refusal). Then, if the attempt's device
