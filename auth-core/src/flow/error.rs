@@ -24,9 +24,16 @@ pub enum AuthError {
         /// When to try again.
         retry_after: Duration,
     },
-    /// Hashing capacity or the shared throttle is unavailable; try again.
+    /// Hashing capacity is saturated; try again (503, `Retry-After: 1`).
     #[error("service busy, try again later")]
     Busy,
+    /// A store (the database, Redis, the shared throttle) could not be
+    /// reached or did not answer in time: nothing was decided, try again
+    /// (503, `Retry-After: 1`). The cause is in the source (logged once at
+    /// warn level, by kind only, when the error is made; never shown). See
+    /// [`AuthError::store_unavailable`] for what counts.
+    #[error("service temporarily unavailable, try again later")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The new password breaks the policy.
     #[error("{0}")]
     Policy(PolicyViolation),
@@ -150,7 +157,7 @@ impl AuthError {
             | Self::CodeRequired
             | Self::EmailNotVerified => 403,
             Self::Throttled { .. } => 429,
-            Self::Busy => 503,
+            Self::Busy | Self::Unavailable(_) => 503,
             Self::Policy(_)
             | Self::InvalidLogin
             | Self::InvalidToken
@@ -169,7 +176,7 @@ impl AuthError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some(secs.max(1))
             }
-            Self::Busy => Some(1),
+            Self::Busy | Self::Unavailable(_) => Some(1),
             _ => None,
         }
     }
@@ -184,9 +191,105 @@ impl AuthError {
     }
 
     /// An internal error with its cause (logged by
-    /// [`Reply::error`](crate::web::Reply::error), never shown).
+    /// [`Reply::error`](crate::web::Reply::error), never shown), or
+    /// [`AuthError::Unavailable`] when the cause says a store could not be
+    /// reached in time (see [`store_unavailable`](Self::store_unavailable)):
+    /// every store error of the flows comes through here.
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::Internal(error.into())
+        let error = error.into();
+        match Self::store_unavailable(error.as_ref()) {
+            Some(kind) => Self::unavailable_because(kind, error),
+            None => Self::Internal(error),
+        }
+    }
+
+    /// Whether `error`, or an error in its [`source`](std::error::Error::source)
+    /// chain, says that a store could not be reached or did not answer in
+    /// time, and which kind of failure it is: what becomes
+    /// [`AuthError::Unavailable`] (503) instead of [`AuthError::Internal`]
+    /// (500).
+    ///
+    /// * sqlx (`sqlite` / `postgres` features): `Io`, `Tls`, `PoolTimedOut`,
+    ///   `PoolClosed`, and a database's "connection exception" (SQLSTATE class
+    ///   `08`), "shutting down" or "cannot connect now" (`57P01`-`57P03`) and
+    ///   "too many connections" (`53300`).
+    /// * Redis (`redis` feature): I/O errors (refused, dropped, timed out) and
+    ///   the server's "loading", "try again", "cluster down", "master down".
+    /// * A bare [`std::io::Error`], or a [`tokio::time::error::Elapsed`]
+    ///   (a store's own timeout).
+    ///
+    /// Anything else (a corrupt record, a constraint, a bug) is `None`: a real
+    /// internal error.
+    pub fn store_unavailable(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+                return sqlx_unavailable(error);
+            }
+            #[cfg(feature = "redis")]
+            if let Some(error) = error.downcast_ref::<redis::RedisError>() {
+                return redis_unavailable(error);
+            }
+            if error.is::<std::io::Error>() {
+                return Some("I/O error");
+            }
+            if error.is::<tokio::time::error::Elapsed>() {
+                return Some("timed out");
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    /// [`AuthError::Unavailable`] for `error`, logged once by `kind`.
+    fn unavailable_because(
+        kind: &'static str,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        // The kind only: a driver's message may name a host or a query.
+        tracing::warn!(cause = kind, "auth: a store is unavailable; answering 503");
+        Self::Unavailable(error)
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sqlx_unavailable(error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::Io(_) => Some("database I/O error"),
+        sqlx::Error::Tls(_) => Some("database TLS error"),
+        sqlx::Error::PoolTimedOut => Some("database pool timed out"),
+        sqlx::Error::PoolClosed => Some("database pool closed"),
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            (code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300"))
+                .then_some("database unavailable")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_unavailable(error: &redis::RedisError) -> Option<&'static str> {
+    use redis::{ErrorKind, ServerErrorKind};
+    if error.is_timeout() {
+        Some("redis timed out")
+    } else if error.is_connection_refusal() {
+        Some("redis refused the connection")
+    } else if error.is_connection_dropped() || error.is_io_error() {
+        Some("redis connection lost")
+    } else if matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+        )
+    ) {
+        Some("redis not ready")
+    } else {
+        None
     }
 }
 
@@ -220,7 +323,10 @@ impl From<UserStoreError> for AuthError {
 impl From<ThrottleError> for AuthError {
     fn from(error: ThrottleError) -> Self {
         match error {
-            ThrottleError::Unavailable(_) => Self::Busy,
+            // The shared throttle fails closed.
+            ThrottleError::Unavailable(source) => {
+                Self::unavailable_because("login throttle unavailable", source)
+            }
             other => Self::internal(other),
         }
     }
@@ -244,5 +350,96 @@ impl From<PasswordError> for AuthError {
             PasswordError::TooLong => Self::InvalidCredentials,
             other => Self::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    /// 503 with `Retry-After`, and a message with no detail of the cause.
+    fn assert_unavailable(error: &AuthError) {
+        assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+        assert_eq!(error.status(), 503);
+        assert_eq!(error.retry_after_secs(), Some(1));
+        assert_eq!(
+            error.to_string(),
+            "service temporarily unavailable, try again later"
+        );
+    }
+
+    fn assert_internal(error: &AuthError) {
+        assert!(matches!(error, AuthError::Internal(_)), "{error:?}");
+        assert_eq!(error.status(), 500);
+        assert_eq!(error.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn unreachable_stores_answer_503_and_real_failures_500() {
+        assert_unavailable(&AuthError::internal(io(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_unavailable(&AuthError::from(ThrottleError::Unavailable(
+            "redis down".into(),
+        )));
+        // Wrapped in a store's error type, boxed: the chain is searched.
+        assert_unavailable(&AuthError::from(
+            crate::single_use::TokenStoreError::backend(io(std::io::ErrorKind::TimedOut)),
+        ));
+        assert_unavailable(&AuthError::from(UserStoreError::backend(io(
+            std::io::ErrorKind::ConnectionReset,
+        ))));
+        assert_internal(&AuthError::from(
+            crate::single_use::TokenStoreError::Corrupt,
+        ));
+        assert_internal(&AuthError::from(SessionError::Contended));
+        assert_internal(&AuthError::internal("a bug"));
+        assert!(matches!(
+            AuthError::from(SessionError::Gone),
+            AuthError::NotAuthenticated
+        ));
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[test]
+    fn sqlx_errors_are_classified_by_kind() {
+        use crate::session::StoreError;
+        let session = |e: sqlx::Error| AuthError::from(SessionError::Store(StoreError::Sql(e)));
+        assert_unavailable(&session(sqlx::Error::PoolTimedOut));
+        assert_unavailable(&session(sqlx::Error::PoolClosed));
+        assert_unavailable(&session(sqlx::Error::Io(io(
+            std::io::ErrorKind::ConnectionRefused,
+        ))));
+        assert_unavailable(&AuthError::from(UserStoreError::from(
+            sqlx::Error::PoolTimedOut,
+        )));
+        #[cfg(feature = "jwt")]
+        assert_unavailable(&AuthError::internal(
+            crate::token::refresh::RefreshStoreError::from(sqlx::Error::PoolTimedOut),
+        ));
+        assert_internal(&session(sqlx::Error::RowNotFound));
+        assert_internal(&session(sqlx::Error::Protocol("garbled".into())));
+        assert_internal(&AuthError::from(UserStoreError::from(
+            sqlx::Error::ColumnNotFound("x".into()),
+        )));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_errors_are_classified_by_kind() {
+        use crate::session::StoreError;
+        let session =
+            |e: redis::RedisError| AuthError::from(SessionError::Store(StoreError::Redis(e)));
+        assert_unavailable(&session(io(std::io::ErrorKind::TimedOut).into()));
+        assert_unavailable(&session(io(std::io::ErrorKind::ConnectionRefused).into()));
+        assert_unavailable(&session(io(std::io::ErrorKind::BrokenPipe).into()));
+        assert_internal(&session(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "not a session",
+        ))));
     }
 }

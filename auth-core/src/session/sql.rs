@@ -409,9 +409,15 @@ sql_store!(
 
 #[cfg(feature = "postgres")]
 impl PostgresStore {
-    /// Connects to `url` (`postgres://...`).
+    /// Connects to `url` (`postgres://...`). The pool waits at most 3 s
+    /// for a connection (sqlx's default is 30 s), the liveness ping of a
+    /// pooled connection included: with the server unreachable or
+    /// stalled, a request fails within that (503) instead of hanging.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = sqlx::postgres::PgPoolOptions::new().connect(url).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect(url)
+            .await?;
         Self::from_pool(pool).await
     }
 }
