@@ -53,6 +53,8 @@ pub mod mfa;
 pub mod passkey;
 pub mod password;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+mod redis_conn;
 pub mod session;
 pub mod single_use;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -14,6 +15,7 @@ use super::{
     is_known_account,
 };
 use crate::clock::Timestamp;
+use crate::redis_conn::RedisConn;
 
 /// KEYS[1] ip key; ARGV now, emission interval, burst tolerance (ms).
 /// GCRA: returns 0 (allowed) or the wait in ms.
@@ -124,9 +126,9 @@ return 0",
     )
 });
 
-/// Throttle state in Redis, shared by every instance. Each operation is one
-/// Lua script (atomic); time comes from the caller's clock, so all instances
-/// should keep their clocks in sync (NTP). When Redis cannot be reached,
+/// Throttle state in Redis (one node or a Redis Cluster), shared by every
+/// instance. Each operation is one Lua script (atomic); time comes from the
+/// caller's clock, so all instances should keep their clocks in sync (NTP). When Redis cannot be reached,
 /// [`ThrottleBackend::check`] fails with [`ThrottleError::Unavailable`]: the
 /// attempt is refused, never waved through.
 ///
@@ -138,9 +140,25 @@ return 0",
 /// `maxmemory-policy` that never evicts these keys early (`noeviction`, or
 /// a `volatile-*` policy with room to spare); [`connect`](Self::connect)
 /// logs a warning when the policy is `allkeys-*`, which could drop a lock.
+///
+/// # Keys and Redis Cluster
+///
+/// Under the prefix (default `auth:throttle:`): `ip:<bucket>` per IP budget
+/// (a string, GCRA), `a:{<account>}` per account (or `n:{<bucket>}` for the
+/// bucket of names without an account), `a:{<account>}:d:<hex>` per known
+/// device on that account, and `bucket-key`. The braces are a hash tag: an
+/// account and its devices share a slot, so the account script (lock
+/// check, count, device budget) stays one atomic script on a cluster. On a
+/// single node an attempt is one script over its IP budgets and its
+/// account; on a cluster (where the IP keys live in other slots) the IP
+/// budgets are taken first, one script each, narrowest first, then the
+/// account script runs: each counter is still changed atomically, and an
+/// attempt the IP budget refuses is never counted on the account, as on
+/// one node. (Keys of the layout before hash tags are not read: an upgrade
+/// starts every account's failure count afresh.)
 #[derive(Clone)]
 pub struct RedisThrottle {
-    conn: ConnectionManager,
+    conn: RedisConn,
     config: ThrottleConfig,
     prefix: String,
     /// Lock (ms) per failure count 1..=n (the last repeats).
@@ -155,6 +173,7 @@ impl fmt::Debug for RedisThrottle {
         f.debug_struct("RedisThrottle")
             .field("config", &self.config)
             .field("prefix", &self.prefix)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +190,13 @@ impl RedisThrottle {
     /// The default key prefix.
     pub const DEFAULT_PREFIX: &str = "auth:throttle:";
 
-    /// Connects to `url`, with keys under [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX).
+    /// Connects to `url`, with keys under
+    /// [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX): one node
+    /// (`redis://host:port/db`, a reconnecting connection manager), or a
+    /// Redis Cluster given as comma-separated seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed with a
+    /// trailing comma). Connects within 1 s; each command answers within
+    /// 500 ms (a cluster request, with its retries, within 2 s).
     pub async fn connect(url: &str, config: ThrottleConfig) -> Result<Self, ThrottleError> {
         Self::connect_with_prefix(url, config, Self::DEFAULT_PREFIX).await
     }
@@ -182,14 +207,33 @@ impl RedisThrottle {
         config: ThrottleConfig,
         prefix: impl Into<String>,
     ) -> Result<Self, ThrottleError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
-        Self::from_connection(conn, config, prefix).await
+        let conn = RedisConn::connect(url).await.map_err(unavailable)?;
+        Self::with_conn(conn, config, prefix).await
     }
 
-    /// Uses an existing connection manager, with every key under `prefix`.
+    /// Uses an existing connection manager (one node), with every key
+    /// under `prefix`.
     pub async fn from_connection(
-        mut conn: ConnectionManager,
+        conn: ConnectionManager,
+        config: ThrottleConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, ThrottleError> {
+        Self::with_conn(conn.into(), config, prefix).await
+    }
+
+    /// Uses an existing Redis Cluster connection, with every key under
+    /// `prefix`. A prefix with braces in it takes over the hash tag: every
+    /// key then lives in one slot (`{}` must not appear).
+    pub async fn from_cluster(
+        conn: ClusterConnection,
+        config: ThrottleConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, ThrottleError> {
+        Self::with_conn(conn.into(), config, prefix).await
+    }
+
+    async fn with_conn(
+        mut conn: RedisConn,
         config: ThrottleConfig,
         prefix: impl Into<String>,
     ) -> Result<Self, ThrottleError> {
@@ -212,10 +256,7 @@ impl RedisThrottle {
     }
 
     /// The shared bucket key: the first instance stores a random one.
-    async fn bucket_mac(
-        conn: &mut ConnectionManager,
-        prefix: &str,
-    ) -> Result<Hmac<Sha256>, ThrottleError> {
+    async fn bucket_mac(conn: &mut RedisConn, prefix: &str) -> Result<Hmac<Sha256>, ThrottleError> {
         let name = format!("{prefix}bucket-key");
         let fresh = crate::session::SessionId::generate()
             .map_err(|e| ThrottleError::Unavailable(Box::new(e)))?;
@@ -239,10 +280,12 @@ impl RedisThrottle {
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")))
     }
 
-    /// The key of `account`: known accounts by name, others by bucket.
+    /// The key of `account`: known accounts by name, others by bucket. The
+    /// name (or bucket) is a hash tag, which its devices share; it is never
+    /// empty (a known account's name starts with a control character).
     fn account_key(&self, account: &str) -> String {
         if is_known_account(account) {
-            return format!("{}a:{account}", self.prefix);
+            return format!("{}a:{{{account}}}", self.prefix);
         }
         let mut mac = self.bucket_mac.clone();
         mac.update(account.as_bytes());
@@ -250,17 +293,18 @@ impl RedisThrottle {
         let mut head = [0u8; 8];
         head.copy_from_slice(&digest[..8]);
         let bucket = u64::from_be_bytes(head) % u64::from(self.config.unknown_name_buckets());
-        format!("{}n:{bucket}", self.prefix)
+        format!("{}n:{{{bucket}}}", self.prefix)
     }
 
-    /// The key of `device` on `account`.
+    /// The key of `device` on `account`: the account's key (its hash tag)
+    /// and the device's hash.
     fn device_key(&self, account: &str, device: &DeviceKey) -> String {
         let mut digest = Sha256::new();
         digest.update(account.as_bytes());
         digest.update([0]);
         digest.update(device.as_bytes());
         let hex = crate::session::SessionKey::from_bytes(digest.finalize().into()).to_hex();
-        format!("{}d:{hex}", self.prefix)
+        format!("{}:d:{hex}", self.account_key(account))
     }
 
     /// The keys and GCRA parameters (emission interval and burst
@@ -281,10 +325,97 @@ impl RedisThrottle {
     }
 }
 
+impl RedisThrottle {
+    /// GCRA on `ips` in one script (one slot, or one node). Returns 0
+    /// (allowed) or the wait in ms.
+    async fn take_ips(
+        &self,
+        ips: &[(String, i64, i64)],
+        now: Timestamp,
+    ) -> Result<i64, ThrottleError> {
+        let mut script = CHECK_IP.prepare_invoke();
+        script.arg(now.as_unix_millis());
+        for (key, interval, tolerance) in ips {
+            script.key(key).arg(interval).arg(tolerance);
+        }
+        script
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// GCRA on each of `ips`, one script per key (each its own slot),
+    /// narrowest first, stopping at the first refusal.
+    async fn take_ips_one_by_one(
+        &self,
+        ips: &[(String, i64, i64)],
+        now: Timestamp,
+    ) -> Result<Option<Decision>, ThrottleError> {
+        for ip in ips {
+            let wait = self.take_ips(std::slice::from_ref(ip), now).await?;
+            if wait > 0 {
+                return Ok(Some(ip_decision(wait)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The check script on `ips` (none on a cluster) and the attempt's
+    /// account and device. Returns 0 (admitted), a positive wait (IP) or a
+    /// negative wait (account).
+    async fn run_check(
+        &self,
+        ips: &[(String, i64, i64)],
+        attempt: &Attempt<'_>,
+        now: Timestamp,
+    ) -> Result<i64, ThrottleError> {
+        let mut script = CHECK.prepare_invoke();
+        for (key, _, _) in ips {
+            script.key(key);
+        }
+        script.key(self.account_key(attempt.account));
+        if let Some(device) = attempt.device {
+            script.key(self.device_key(attempt.account, device));
+        }
+        script.arg(now.as_unix_millis());
+        for (_, interval, tolerance) in ips {
+            script.arg(interval).arg(tolerance);
+        }
+        // Pads ARGV so that `2 * #KEYS` indexes `n`, whatever the key count.
+        let keys = ips.len() + 1 + usize::from(attempt.device.is_some());
+        for _ in 1 + 2 * ips.len()..2 * keys - 1 {
+            script.arg(0);
+        }
+        script
+            .arg(ips.len())
+            .arg(millis(self.config.failure_memory))
+            .arg(millis(self.config.max_backoff))
+            .arg(self.config.device_failure_limit().unwrap_or(0))
+            .arg(millis(self.config.device_trust()))
+            .arg(&self.lock_table);
+        script
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// The decision for an IP script's answer (0 or the wait in ms).
+fn ip_decision(wait: i64) -> Decision {
+    if wait > 0 {
+        Decision::Limited {
+            retry_after: Duration::from_millis(wait.unsigned_abs()),
+            scope: LimitScope::Ip,
+        }
+    } else {
+        Decision::Allowed
+    }
+}
+
 /// Logs a warning when Redis may evict keys that are not about to expire
 /// (a lock could vanish early). A server that does not answer `CONFIG GET`
 /// (managed services often refuse it) is taken as configured.
-async fn warn_about_eviction(conn: &mut ConnectionManager) {
+async fn warn_about_eviction(conn: &mut RedisConn) {
     let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -314,34 +445,17 @@ impl ThrottleBackend for RedisThrottle {
         now: Timestamp,
     ) -> Result<Decision, ThrottleError> {
         let ips = self.ip_keys(attempt.ip);
-        let mut script = CHECK.prepare_invoke();
-        for (key, _, _) in &ips {
-            script.key(key);
-        }
-        script.key(self.account_key(attempt.account));
-        if let Some(device) = attempt.device {
-            script.key(self.device_key(attempt.account, device));
-        }
-        script.arg(now.as_unix_millis());
-        for (_, interval, tolerance) in &ips {
-            script.arg(interval).arg(tolerance);
-        }
-        // Pads ARGV so that `2 * #KEYS` indexes `n`, whatever the key count.
-        let keys = ips.len() + 1 + usize::from(attempt.device.is_some());
-        for _ in 1 + 2 * ips.len()..2 * keys - 1 {
-            script.arg(0);
-        }
-        script
-            .arg(ips.len())
-            .arg(millis(self.config.failure_memory))
-            .arg(millis(self.config.max_backoff))
-            .arg(self.config.device_failure_limit().unwrap_or(0))
-            .arg(millis(self.config.device_trust()))
-            .arg(&self.lock_table);
-        let wait: i64 = script
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let on_account = if self.conn.is_cluster() {
+            // The IP keys are in other slots: their budgets first, one
+            // script each, then the account's script alone.
+            if let Some(limited) = self.take_ips_one_by_one(&ips, now).await? {
+                return Ok(limited);
+            }
+            &[][..]
+        } else {
+            &ips[..]
+        };
+        let wait = self.run_check(on_account, attempt, now).await?;
         let wait_for = |ms: i64| Duration::from_millis(ms.unsigned_abs());
         Ok(match wait {
             0 => Decision::Allowed,
@@ -358,23 +472,13 @@ impl ThrottleBackend for RedisThrottle {
 
     async fn check_ip(&self, ip: IpAddr, now: Timestamp) -> Result<Decision, ThrottleError> {
         let ips = self.ip_keys(ip);
-        let mut script = CHECK_IP.prepare_invoke();
-        script.arg(now.as_unix_millis());
-        for (key, interval, tolerance) in &ips {
-            script.key(key).arg(interval).arg(tolerance);
+        if self.conn.is_cluster() {
+            return Ok(self
+                .take_ips_one_by_one(&ips, now)
+                .await?
+                .unwrap_or(Decision::Allowed));
         }
-        let wait: i64 = script
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(if wait > 0 {
-            Decision::Limited {
-                retry_after: Duration::from_millis(wait.unsigned_abs()),
-                scope: LimitScope::Ip,
-            }
-        } else {
-            Decision::Allowed
-        })
+        Ok(ip_decision(self.take_ips(&ips, now).await?))
     }
 
     async fn record_success(

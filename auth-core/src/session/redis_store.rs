@@ -1,139 +1,206 @@
-//! Redis session store.
+//! Redis session store, for a single node or a Redis Cluster.
 //!
 //! Layout, under a configurable prefix (default `auth:`):
-//! * `{prefix}s:{hex key}`: a hash `v` (version), `u` (user id or empty),
-//!   `r` (record JSON), expiring by TTL at the record's deadline;
-//! * `{prefix}u:{user id}`: a set of the user's session keys, for listing and
-//!   revoking; stale members are pruned when read.
+//! * `{prefix}s:{<hex key>}`: a hash `v` (version), `u` (user id or empty),
+//!   `r` (record JSON), `x` (until when the user's index is known to list
+//!   it, Unix milliseconds), expiring by TTL at the record's deadline. While
+//!   a rotation is under way the new key holds only `u` and `p` (a
+//!   reservation, 30 s TTL), which loads as no session.
+//! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
+//!   each scored with the time until which it may be live, for listing and
+//!   revoking; expiring with its latest score. Members whose score lies
+//!   five minutes in the past are dropped whenever a member is added.
 //!
-//! Every multi-step operation is one Lua script, so it is atomic. The
-//! scripts derive the per-user index key from the prefix, so the store
-//! targets a single Redis node (or a proxy), not Redis Cluster.
+//! The braces are hash tags: each key is its own slot group, and every
+//! script touches exactly one key, so the store runs unchanged on a single
+//! node and on a Redis Cluster. (Keys of the earlier layout, `s:<hex>` and
+//! `u:<user>`, are not read: an upgrade ends the sessions stored before it.)
+//!
+//! # Why this is safe without cross-key atomicity
+//!
+//! A session key and its user's index cannot share a slot (a load knows
+//! only the session key), so no script keeps them in step. Instead:
+//!
+//! * **The index lists every live session of a user (a superset).** A
+//!   session is added to its user's index *before* it becomes live under
+//!   that user (create, a save that changes the user, a rotation), with a
+//!   score no earlier than its deadline; a save that would carry a session
+//!   past `x` or to another user first extends the index, then writes.
+//!   Members are removed only when their session is provably gone for good
+//!   (deleted by [`delete_by_user`](SessionStore::delete_by_user) or moved
+//!   to another user) or when their score is five minutes past. A member
+//!   whose session is merely absent stays: it may be a create under way.
+//! * **A rotation never leaves two live keys, nor a key revocation missed.**
+//!   `rotate` reserves the new key (collision check), lists it in the
+//!   user's index, then deletes the old key by compare-and-set, and only
+//!   then fills the reservation, which succeeds only while the reservation
+//!   is still there. `delete_by_user` deletes what the index lists
+//!   (reservations included), then reads the index again until a pass finds
+//!   nothing new: a rotation that took the old key before the delete got to
+//!   it had listed the new key before that, so the next pass deletes the
+//!   reservation (the fill then fails: the session ends) or the filled key.
+//! * A crash between the steps loses a session (its user logs in again) or
+//!   leaves a stale index member; it never keeps a session alive.
+//!
+//! "Sign out everywhere" therefore ends every session that existed when it
+//! began, as on one node; a login that finishes while it runs may survive,
+//! as it would after it (the login flow re-checks the account's epoch for
+//! that race). The security stamp checked on each load is independent of
+//! all this.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
-use crate::clock::Timestamp;
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::redis_conn::RedisConn;
 
-/// Adds a session to its user's index and makes the index live at least as
-/// long as the session. Needs Redis 7 (`PEXPIRETIME`).
-const INDEX_ADD: &str = r"
-local function index_add(prefix, user, hex, expire_at)
-  local idx = prefix .. 'u:' .. user
-  redis.call('SADD', idx, hex)
-  if redis.call('PEXPIRETIME', idx) < tonumber(expire_at) then
-    redis.call('PEXPIREAT', idx, expire_at)
-  end
-end
-";
+/// How long a rotation's reservation of the new key lives.
+const RESERVATION_MS: i64 = 30_000;
+/// How far past its score an index member is kept (clock skew between
+/// instances).
+const INDEX_SLACK: Duration = Duration::from_secs(300);
+/// `delete_by_user` passes over the index before it gives up (each pass
+/// after the first needs a rotation or login of that user racing it).
+const MAX_REVOKE_PASSES: usize = 32;
 
-/// KEYS[1] session; ARGV version, user, record, expire_at, hex, prefix.
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_ADD}
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'u', ARGV[2], 'r', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-if ARGV[2] ~= '' then index_add(ARGV[6], ARGV[2], ARGV[5], ARGV[4]) end
-return 1"
-    ))
-});
-
-/// KEYS[1] session; ARGV expected, new version, user, record, expire_at,
-/// hex, prefix. Returns 0 missing, 1 conflict, 2 saved.
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_ADD}
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
-if not cur[1] then return 0 end
-if cur[1] ~= ARGV[1] then return 1 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'r', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-if cur[2] ~= ARGV[3] and cur[2] ~= '' then
-  redis.call('SREM', ARGV[7] .. 'u:' .. cur[2], ARGV[6])
-end
-if ARGV[3] ~= '' then index_add(ARGV[7], ARGV[3], ARGV[6], ARGV[5]) end
-return 2"
-    ))
-});
-
-/// KEYS[1] old, KEYS[2] new; ARGV expected, new version, user, record,
-/// expire_at, old hex, new hex, prefix. Returns 0 missing, 1 conflict,
-/// 2 saved, 3 collision.
-static ROTATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"{INDEX_ADD}
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u')
-if not cur[1] then return 0 end
-if cur[1] ~= ARGV[1] then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
-redis.call('DEL', KEYS[1])
-if cur[2] ~= '' then redis.call('SREM', ARGV[8] .. 'u:' .. cur[2], ARGV[6]) end
-redis.call('HSET', KEYS[2], 'v', ARGV[2], 'u', ARGV[3], 'r', ARGV[4])
-redis.call('PEXPIREAT', KEYS[2], ARGV[5])
-if ARGV[3] ~= '' then index_add(ARGV[8], ARGV[3], ARGV[7], ARGV[5]) end
-return 2"
-    ))
-});
-
-/// KEYS[1] session; ARGV hex, prefix. Returns 1 if it existed.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] index; ARGV score, hex, drop before. Lists a session until
+/// `score` (never lowering a member's score), drops members scored before
+/// the cut-off, and keeps the index alive until its latest score. Needs
+/// Redis 7 (`PEXPIRETIME`, `ZADD GT`).
+static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local u = redis.call('HGET', KEYS[1], 'u')
-if not u then return 0 end
-redis.call('DEL', KEYS[1])
-if u ~= '' then redis.call('SREM', ARGV[2] .. 'u:' .. u, ARGV[1]) end
+redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
 return 1",
     )
 });
 
-/// ARGV prefix, user, hex to keep (or empty). Returns how many were deleted.
-static DELETE_BY_USER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] session; ARGV version, user, record, expire_at, indexed until.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local idx = ARGV[1] .. 'u:' .. ARGV[2]
-local n = 0
-for _, hex in ipairs(redis.call('SMEMBERS', idx)) do
-  if hex ~= ARGV[3] then
-    n = n + redis.call('DEL', ARGV[1] .. 's:' .. hex)
-    redis.call('SREM', idx, hex)
-  end
-end
-return n",
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'u', ARGV[2], 'r', ARGV[3], 'x', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1",
     )
 });
 
-/// ARGV prefix, user. Returns [hex, version, record, ...]; prunes stale
-/// index members.
-static LIST_BY_USER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] session; ARGV expected, new version, user, record, expire_at,
+/// indexed until (empty: unchanged). Returns 0 missing, 1 conflict,
+/// 2 saved, 4 the index must list the session first (a new user, or a
+/// deadline past `x`).
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local idx = ARGV[1] .. 'u:' .. ARGV[2]
-local out = {}
-for _, hex in ipairs(redis.call('SMEMBERS', idx)) do
-  local f = redis.call('HMGET', ARGV[1] .. 's:' .. hex, 'v', 'r')
-  if f[1] then
-    table.insert(out, hex)
-    table.insert(out, f[1])
-    table.insert(out, f[2])
-  else
-    redis.call('SREM', idx, hex)
-  end
+local cur = redis.call('HMGET', KEYS[1], 'v', 'u', 'x')
+if not cur[1] then return 0 end
+if cur[1] ~= ARGV[1] then return 1 end
+local x = cur[3] or '0'
+if ARGV[6] ~= '' then
+  x = ARGV[6]
+elseif ARGV[3] ~= '' and (cur[2] ~= ARGV[3] or tonumber(x) < tonumber(ARGV[5])) then
+  return 4
 end
-return out",
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'r', ARGV[4], 'x', x)
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+return 2",
     )
 });
 
-/// Sessions in Redis, expiring by TTL; what several app instances share.
+/// KEYS[1] new key; ARGV user, reservation ms. Returns 0 if taken, else 1.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'p', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1",
+    )
+});
+
+/// KEYS[1] old key; ARGV expected version. Deletes it when the version
+/// matches. Returns 0 missing, 1 conflict, 2 taken.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return 0 end
+if v ~= ARGV[1] then return 1 end
+redis.call('DEL', KEYS[1])
+return 2",
+    )
+});
+
+/// KEYS[1] new key; ARGV version, user, record, expire_at, indexed until.
+/// Fills the reservation if it is still there (else 0).
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'p', 'u')
+if f[1] ~= '1' or f[2] ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'u', ARGV[2], 'r', ARGV[3], 'x', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1",
+    )
+});
+
+/// KEYS[1] session. Deletes it (or a reservation); 1 if a session existed.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HGET', KEYS[1], 'v')
+redis.call('DEL', KEYS[1])
+if v then return 1 end
+return 0",
+    )
+});
+
+/// KEYS[1] session or reservation; ARGV user. Deletes it if it is the
+/// user's: 1 (a session), 2 (a reservation); 0 absent, -1 another user's.
+static DELETE_IF_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'u', 'v')
+if not f[1] then return 0 end
+if f[1] ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+if f[2] then return 1 end
+return 2",
+    )
+});
+
+/// Sessions in Redis (one node or a Redis Cluster), expiring by TTL; what
+/// several app instances share.
+///
+/// Keys (default prefix `auth:`): `s:{<hex key>}` per session and
+/// `i:{<user id>}` per user (a sorted set listing the user's sessions).
+/// Every Lua script touches one key, so the same code runs on one node and
+/// on a cluster. A user's index lists every live session of the user: an
+/// entry is written before its session becomes live, and a rotation
+/// reserves the new key, lists it, takes the old key by compare-and-set
+/// and only then fills the reservation, which a concurrent
+/// [`delete_by_user`](SessionStore::delete_by_user) deletes too. So "sign
+/// out everywhere" ends every session that existed when it began, without
+/// cross-slot transactions (the full argument is in `session/redis_store.rs`
+/// and `docs/security.md`). Sessions stored under the layout before
+/// cluster support are not read: upgrading ends them.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
@@ -141,21 +208,32 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`) with a reconnecting
-    /// connection manager.
+    /// Connects to `url`: one node (`redis://host:port/db`, a reconnecting
+    /// connection manager), or a Redis Cluster given as comma-separated
+    /// seed nodes (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed
+    /// with a trailing comma). Connects within 1 s; each command answers
+    /// within 500 ms (a cluster request, with its retries, within 2 s).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
-        Ok(Self::from_connection(conn))
+        Ok(Self::with_conn(RedisConn::connect(url).await?))
     }
 
-    /// Uses an existing connection manager.
+    /// Uses an existing connection manager (one node).
     pub fn from_connection(conn: ConnectionManager) -> Self {
+        Self::with_conn(conn.into())
+    }
+
+    /// Uses an existing Redis Cluster connection.
+    pub fn from_cluster(conn: ClusterConnection) -> Self {
+        Self::with_conn(conn.into())
+    }
+
+    fn with_conn(conn: RedisConn) -> Self {
         Self {
             conn,
             prefix: "auth:".to_owned(),
@@ -163,15 +241,68 @@ impl RedisStore {
     }
 
     /// Key prefix (default `auth:`), to share a database with other data.
+    /// A prefix with braces in it takes over the hash tag: every key of
+    /// the store then lives in one cluster slot (`{}` must not appear).
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}s:{}", self.prefix, key.to_hex())
+    fn session_key(&self, hex: &str) -> String {
+        format!("{}s:{{{hex}}}", self.prefix)
     }
+
+    fn index_key(&self, user: &str) -> String {
+        format!("{}i:{{{user}}}", self.prefix)
+    }
+
+    /// Lists `hex` in `user`'s index until `until`.
+    async fn index_add(&self, user: &str, hex: &str, until: i64) -> Result<(), StoreError> {
+        let cut = SystemClock.now().saturating_sub(INDEX_SLACK);
+        INDEX_ADD
+            .key(self.index_key(user))
+            .arg(until)
+            .arg(hex)
+            .arg(cut.as_unix_millis())
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The user's index members (hex keys).
+    async fn index_members(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index_key(user))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(members)
+    }
+
+    /// Drops members whose sessions are gone for good or not the user's.
+    async fn index_remove(&self, user: &str, members: &[String]) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("ZREM")
+            .arg(self.index_key(user))
+            .arg(members)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Until when the index must list a session of `record`: its absolute
+/// deadline (no save moves a session past it), so saves rarely touch the
+/// index.
+fn indexed_until(record: &SessionRecord) -> i64 {
+    record
+        .absolute_expires_at
+        .max(record.expires_at())
+        .as_unix_millis()
 }
 
 fn decode(version: &str, json: &str) -> Result<SessionRecord, StoreError> {
@@ -186,7 +317,6 @@ fn outcome(code: i64) -> Result<SaveOutcome, StoreError> {
         0 => Ok(SaveOutcome::Missing),
         1 => Ok(SaveOutcome::Conflict),
         2 => Ok(SaveOutcome::Saved),
-        3 => Err(StoreError::Collision),
         _ => Err(StoreError::Backend("unexpected script result".into())),
     }
 }
@@ -194,14 +324,19 @@ fn outcome(code: i64) -> Result<SaveOutcome, StoreError> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
+        let hex = key.to_hex();
+        let until = indexed_until(record);
+        let user = record.user_id.as_deref().unwrap_or("");
+        if !user.is_empty() {
+            self.index_add(user, &hex, until).await?;
+        }
         let created: i64 = CREATE
-            .key(self.session_key(key))
+            .key(self.session_key(&hex))
             .arg(record.version)
-            .arg(record.user_id.as_deref().unwrap_or(""))
+            .arg(user)
             .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
-            .arg(key.to_hex())
-            .arg(&self.prefix)
+            .arg(until)
             .invoke_async(&mut self.conn.clone())
             .await?;
         if created == 1 {
@@ -213,7 +348,7 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
         let (version, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.session_key(key))
+            .arg(self.session_key(&key.to_hex()))
             .arg("v")
             .arg("r")
             .query_async(&mut self.conn.clone())
@@ -230,15 +365,29 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let code: i64 = SAVE
-            .key(self.session_key(key))
-            .arg(expected_version)
-            .arg(expected_version + 1)
-            .arg(record.user_id.as_deref().unwrap_or(""))
-            .arg(record.to_json()?)
-            .arg(record.expires_at().as_unix_millis())
-            .arg(key.to_hex())
-            .arg(&self.prefix)
+        let hex = key.to_hex();
+        let user = record.user_id.as_deref().unwrap_or("");
+        let json = record.to_json()?;
+        let attempt = |indexed: Option<i64>| {
+            let mut script = SAVE.key(self.session_key(&hex));
+            script
+                .arg(expected_version)
+                .arg(expected_version + 1)
+                .arg(user)
+                .arg(&json)
+                .arg(record.expires_at().as_unix_millis())
+                .arg(indexed.map(|until| until.to_string()).unwrap_or_default());
+            script
+        };
+        let code: i64 = attempt(None).invoke_async(&mut self.conn.clone()).await?;
+        if code != 4 {
+            return outcome(code);
+        }
+        // A new user, or a deadline past what the index covers: list the
+        // session first, then write (the write re-checks the version).
+        let until = indexed_until(record);
+        self.index_add(user, &hex, until).await?;
+        let code: i64 = attempt(Some(until))
             .invoke_async(&mut self.conn.clone())
             .await?;
         outcome(code)
@@ -251,27 +400,57 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let code: i64 = ROTATE
-            .key(self.session_key(old))
-            .key(self.session_key(new))
-            .arg(expected_version)
-            .arg(expected_version + 1)
-            .arg(record.user_id.as_deref().unwrap_or(""))
-            .arg(record.to_json()?)
-            .arg(record.expires_at().as_unix_millis())
-            .arg(old.to_hex())
-            .arg(new.to_hex())
-            .arg(&self.prefix)
+        let (old_hex, new_hex) = (old.to_hex(), new.to_hex());
+        let new_key = self.session_key(&new_hex);
+        let user = record.user_id.as_deref().unwrap_or("");
+        let until = indexed_until(record);
+        // 1. Reserve the new key (a taken one changes nothing).
+        let reserved: i64 = RESERVE
+            .key(&new_key)
+            .arg(user)
+            .arg(RESERVATION_MS)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        outcome(code)
+        if reserved != 1 {
+            return Err(StoreError::Collision);
+        }
+        // 2. List it under its user before anything can find it live.
+        if !user.is_empty() {
+            self.index_add(user, &new_hex, until).await?;
+        }
+        // 3. Take the old key (compare-and-set on its version).
+        let taken: i64 = TAKE
+            .key(self.session_key(&old_hex))
+            .arg(expected_version)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if taken != 2 {
+            redis::cmd("DEL")
+                .arg(&new_key)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+            return outcome(taken);
+        }
+        // 4. Fill the reservation, unless a revocation deleted it meanwhile.
+        let filled: i64 = FILL
+            .key(&new_key)
+            .arg(expected_version + 1)
+            .arg(user)
+            .arg(record.to_json()?)
+            .arg(record.expires_at().as_unix_millis())
+            .arg(until)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if filled == 1 {
+            SaveOutcome::Saved
+        } else {
+            SaveOutcome::Missing
+        })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let deleted: i64 = DELETE
-            .key(self.session_key(key))
-            .arg(key.to_hex())
-            .arg(&self.prefix)
+            .key(self.session_key(&key.to_hex()))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(deleted == 1)
@@ -282,35 +461,75 @@ impl SessionStore for RedisStore {
         user_id: &str,
         keep: Option<&SessionKey>,
     ) -> Result<u64, StoreError> {
-        let deleted: u64 = DELETE_BY_USER
-            .arg(&self.prefix)
-            .arg(user_id)
-            .arg(keep.map(SessionKey::to_hex).unwrap_or_default())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(deleted)
+        let mut seen: HashSet<String> = keep.map(SessionKey::to_hex).into_iter().collect();
+        let mut deleted = 0;
+        for _ in 0..MAX_REVOKE_PASSES {
+            let fresh: Vec<String> = self
+                .index_members(user_id)
+                .await?
+                .into_iter()
+                .filter(|hex| !seen.contains(hex))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(deleted);
+            }
+            let mut gone = Vec::new();
+            for hex in fresh {
+                let code: i64 = DELETE_IF_USER
+                    .key(self.session_key(&hex))
+                    .arg(user_id)
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                if code == 1 {
+                    deleted += 1;
+                }
+                // Absent (0) may be a create under way: it stays listed.
+                if code != 0 {
+                    gone.push(hex.clone());
+                }
+                seen.insert(hex);
+            }
+            self.index_remove(user_id, &gone).await?;
+        }
+        Err(StoreError::Backend(
+            "the user's sessions kept changing while they were revoked".into(),
+        ))
     }
 
     async fn list_by_user(
         &self,
         user_id: &str,
     ) -> Result<Vec<(SessionKey, SessionRecord)>, StoreError> {
-        let flat: Vec<String> = LIST_BY_USER
-            .arg(&self.prefix)
-            .arg(user_id)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        flat.chunks_exact(3)
-            .map(|chunk| {
-                let key = SessionKey::from_hex(&chunk[0])
-                    .ok_or_else(|| StoreError::Backend("malformed session index entry".into()))?;
-                Ok((key, decode(&chunk[1], &chunk[2])?))
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut elsewhere = Vec::new();
+        for hex in self.index_members(user_id).await? {
+            let (version, user, json): (Option<String>, Option<String>, Option<String>) =
+                redis::cmd("HMGET")
+                    .arg(self.session_key(&hex))
+                    .arg("v")
+                    .arg("u")
+                    .arg("r")
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+            match (version, user, json) {
+                (Some(version), Some(user), Some(json)) if user == user_id => {
+                    let key = SessionKey::from_hex(&hex).ok_or_else(|| {
+                        StoreError::Backend("malformed session index entry".into())
+                    })?;
+                    out.push((key, decode(&version, &json)?));
+                }
+                // Moved to another user, who lists it now.
+                (Some(_), Some(_), Some(_)) => elsewhere.push(hex),
+                _ => {}
+            }
+        }
+        self.index_remove(user_id, &elsewhere).await?;
+        Ok(out)
     }
 
     async fn delete_expired(&self, _now: Timestamp) -> Result<u64, StoreError> {
-        // Redis expires records by TTL; index entries are pruned when read.
+        // Redis expires records by TTL; index members when their score
+        // passes.
         Ok(0)
     }
 }

@@ -1,4 +1,4 @@
-//! Single-use tokens in Redis.
+//! Single-use tokens in Redis, for a single node or a Redis Cluster.
 //!
 //! Layout, under a prefix (default `auth:token:`):
 //! * `{prefix}t:{hex key}`: a hash `p` (purpose), `u` (user id), `b`
@@ -8,10 +8,20 @@
 //!   tokens for that purpose, for [`TokenStore::delete_for_user`], expiring
 //!   no sooner than its longest-lived member (stale members go with it).
 //!
-//! Every key expires. Each operation is one Lua script, so it is atomic;
-//! the scripts derive the set's key from the prefix, so the store targets a
-//! single Redis node (or a proxy), not Redis Cluster. Needs Redis 7
-//! (`PEXPIRETIME`).
+//! Every key expires. Needs Redis 7 (`PEXPIRETIME`). Every script touches
+//! one key, so the store runs unchanged on one node and on a Redis Cluster
+//! (no hash tags needed; the key names are those of the single-node store
+//! before cluster support, so tokens issued before an upgrade still work).
+//!
+//! A token and its user's set cannot share a slot, so no script keeps
+//! them in step; instead the set lists every live token of the user (a
+//! superset): `insert` adds the token to the set *before* it writes the
+//! token, and a member leaves the set only once its token is gone for good
+//! (consumed, or deleted by `delete_for_user`: keys are never reused).
+//! `delete_for_user` therefore deletes every token inserted before it
+//! began. Consuming is one script on the token's key, atomic as before;
+//! dropping it from the set afterwards is best effort (a stale member
+//! only waits for the set to expire).
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -19,54 +29,61 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 use super::{Purpose, TokenKey, TokenRecord, TokenStore, TokenStoreError};
 use crate::clock::Timestamp;
+use crate::redis_conn::RedisConn;
 
-/// KEYS[1] token; ARGV purpose, user, binding, expires_at, hex, prefix.
-/// Returns 0 if the key exists, else 1.
+/// KEYS[1] set; ARGV hex, expires_at. Lists a token; the set lives at
+/// least as long.
+static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return 1",
+    )
+});
+
+/// KEYS[1] token; ARGV purpose, user, binding, expires_at. Returns 0 if
+/// the key exists, else 1.
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'p', ARGV[1], 'u', ARGV[2], 'b', ARGV[3], 'e', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-local idx = ARGV[6] .. 'u:' .. ARGV[1] .. ':' .. ARGV[2]
-redis.call('SADD', idx, ARGV[5])
-if redis.call('PEXPIRETIME', idx) < tonumber(ARGV[4]) then
-  redis.call('PEXPIREAT', idx, ARGV[4])
-end
 return 1",
     )
 });
 
-/// KEYS[1] token; ARGV hex, prefix. Reads and deletes the token in one
-/// step: returns its purpose, user, binding and expiry, nil if it does not
-/// exist, or an empty list for a malformed record (deleted too). Purpose
-/// and expiry are judged by the caller, on its own clock.
+/// KEYS[1] token. Reads and deletes the token in one step: returns its
+/// purpose, user, binding and expiry, nil if it does not exist, or an
+/// empty list for a malformed record (deleted too). Purpose and expiry are
+/// judged by the caller, on its own clock.
 static CONSUME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local f = redis.call('HMGET', KEYS[1], 'p', 'u', 'b', 'e')
 if redis.call('DEL', KEYS[1]) == 0 then return false end
 if not (f[1] and f[2] and f[3] and f[4]) then return {} end
-redis.call('SREM', ARGV[2] .. 'u:' .. f[1] .. ':' .. f[2], ARGV[1])
 return f",
     )
 });
 
-/// ARGV prefix, purpose, user. Deletes the user's tokens for the purpose
-/// and their set; returns how many tokens were deleted.
-static DELETE_FOR_USER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] token; ARGV purpose, user. Deletes the token if it is that
+/// user's for that purpose: 1; 0 absent; -1 another's.
+static DELETE_IF_OWNED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local idx = ARGV[1] .. 'u:' .. ARGV[2] .. ':' .. ARGV[3]
-local n = 0
-for _, hex in ipairs(redis.call('SMEMBERS', idx)) do
-  n = n + redis.call('DEL', ARGV[1] .. 't:' .. hex)
-end
-redis.call('DEL', idx)
-return n",
+local f = redis.call('HMGET', KEYS[1], 'p', 'u')
+if not f[1] then return 0 end
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then return -1 end
+redis.call('DEL', KEYS[1])
+return 1",
     )
 });
 
@@ -77,7 +94,7 @@ return n",
 /// [`TokenStore::delete_expired`] has nothing to do and answers 0.
 #[derive(Clone)]
 pub struct RedisTokenStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
@@ -85,6 +102,7 @@ impl fmt::Debug for RedisTokenStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTokenStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -93,9 +111,13 @@ impl RedisTokenStore {
     /// The default key prefix.
     pub const DEFAULT_PREFIX: &str = "auth:token:";
 
-    /// Connects to `url` (`redis://host:port/db`) with a reconnecting
-    /// connection manager, with keys under
-    /// [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX).
+    /// Connects to `url`, with keys under
+    /// [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX): one node
+    /// (`redis://host:port/db`, a reconnecting connection manager), or a
+    /// Redis Cluster given as comma-separated seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed with a
+    /// trailing comma). Connects within 1 s; each command answers within
+    /// 500 ms (a cluster request, with its retries, within 2 s).
     pub async fn connect(url: &str) -> Result<Self, TokenStoreError> {
         Self::connect_with_prefix(url, Self::DEFAULT_PREFIX).await
     }
@@ -105,13 +127,22 @@ impl RedisTokenStore {
         url: &str,
         prefix: impl Into<String>,
     ) -> Result<Self, TokenStoreError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
-        Ok(Self::from_connection(conn, prefix))
+        Ok(Self::with_conn(RedisConn::connect(url).await?, prefix))
     }
 
-    /// Uses an existing connection manager, with every key under `prefix`.
+    /// Uses an existing connection manager (one node), with every key
+    /// under `prefix`.
     pub fn from_connection(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self::with_conn(conn.into(), prefix)
+    }
+
+    /// Uses an existing Redis Cluster connection, with every key under
+    /// `prefix`.
+    pub fn from_cluster(conn: ClusterConnection, prefix: impl Into<String>) -> Self {
+        Self::with_conn(conn.into(), prefix)
+    }
+
+    fn with_conn(conn: RedisConn, prefix: impl Into<String>) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
@@ -123,22 +154,32 @@ impl RedisTokenStore {
         &self.prefix
     }
 
-    fn token_key(&self, key: &TokenKey) -> String {
-        format!("{}t:{}", self.prefix, key.to_hex())
+    fn token_key(&self, hex: &str) -> String {
+        format!("{}t:{hex}", self.prefix)
+    }
+
+    fn index_key(&self, purpose: Purpose, user_id: &str) -> String {
+        format!("{}u:{}:{user_id}", self.prefix, purpose.as_str())
     }
 }
 
 #[async_trait]
 impl TokenStore for RedisTokenStore {
     async fn insert(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), TokenStoreError> {
+        let hex = key.to_hex();
+        // Listed first: the set never misses a live token.
+        INDEX_ADD
+            .key(self.index_key(record.purpose, &record.user_id))
+            .arg(&hex)
+            .arg(record.expires_at.as_unix_millis())
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await?;
         let inserted: i64 = INSERT
-            .key(self.token_key(key))
+            .key(self.token_key(&hex))
             .arg(record.purpose.as_str())
             .arg(&record.user_id)
             .arg(&record.binding)
             .arg(record.expires_at.as_unix_millis())
-            .arg(key.to_hex())
-            .arg(&self.prefix)
             .invoke_async(&mut self.conn.clone())
             .await?;
         if inserted == 1 {
@@ -155,9 +196,7 @@ impl TokenStore for RedisTokenStore {
         now: Timestamp,
     ) -> Result<Option<TokenRecord>, TokenStoreError> {
         let fields: Option<Vec<String>> = CONSUME
-            .key(self.token_key(key))
-            .arg(key.to_hex())
-            .arg(&self.prefix)
+            .key(self.token_key(&key.to_hex()))
             .invoke_async(&mut self.conn.clone())
             .await?;
         let Some(fields) = fields else {
@@ -165,6 +204,17 @@ impl TokenStore for RedisTokenStore {
         };
         let [stored, user_id, binding, expires_at]: [String; 4] =
             fields.try_into().map_err(|_| TokenStoreError::Corrupt)?;
+        // The token is gone for good: drop it from its set. Best effort:
+        // the token is consumed either way, and a stale member only waits
+        // for the set to expire.
+        if let Err(error) = redis::cmd("SREM")
+            .arg(format!("{}u:{stored}:{user_id}", self.prefix))
+            .arg(key.to_hex())
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+        {
+            tracing::debug!(%error, "single-use token: could not drop a consumed token from its set");
+        }
         let record = TokenRecord {
             purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
             user_id,
@@ -181,12 +231,35 @@ impl TokenStore for RedisTokenStore {
         user_id: &str,
         purpose: Purpose,
     ) -> Result<u64, TokenStoreError> {
-        let deleted: u64 = DELETE_FOR_USER
-            .arg(&self.prefix)
-            .arg(purpose.as_str())
-            .arg(user_id)
-            .invoke_async(&mut self.conn.clone())
+        let index = self.index_key(purpose, user_id);
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut self.conn.clone())
             .await?;
+        let mut deleted = 0;
+        let mut gone = Vec::new();
+        for hex in members {
+            let code: i64 = DELETE_IF_OWNED
+                .key(self.token_key(&hex))
+                .arg(purpose.as_str())
+                .arg(user_id)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            if code == 1 {
+                deleted += 1;
+            }
+            // Absent (0) may be an insert under way: it stays listed.
+            if code != 0 {
+                gone.push(hex);
+            }
+        }
+        if !gone.is_empty() {
+            redis::cmd("SREM")
+                .arg(&index)
+                .arg(&gone)
+                .query_async::<()>(&mut self.conn.clone())
+                .await?;
+        }
         Ok(deleted)
     }
 

@@ -103,7 +103,12 @@ pub struct Settings {
     /// `DATABASE_URL`, default a SQLite file `demo.db` in the working
     /// directory.
     pub database_url: String,
-    /// `REDIS_URL`: when set, sessions and throttles live in Redis.
+    /// `REDIS_URL`: when set, sessions, throttles, refresh tokens and
+    /// single-use tokens live in Redis. One node: `redis://host:port/db`.
+    /// A Redis Cluster: its seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000,redis://10.0.0.3:7000`;
+    /// one seed with a trailing comma). A secret (it may hold a password):
+    /// `Debug` shows only whether it is set.
     pub redis_url: Option<String>,
     /// `DEMO_TRUSTED_PROXIES`: comma-separated IPs/CIDRs.
     pub trusted_proxies: TrustedProxies,
@@ -235,7 +240,8 @@ pub fn mailer(settings: &Settings) -> Result<Arc<dyn Mailer>, Box<dyn Error>> {
 
 /// Builds the auth pipeline from the settings: SQLite (a file, created and
 /// migrated) or PostgreSQL for users, second factors and sessions, Redis
-/// for sessions and throttles when `REDIS_URL` is set.
+/// (one node or a cluster, see [`Settings::redis_url`]) for sessions,
+/// throttles, refresh tokens and single-use tokens when `REDIS_URL` is set.
 pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (builder, refresh): (_, Arc<dyn RefreshStore>) =

@@ -1,4 +1,4 @@
-//! Refresh-token families in Redis.
+//! Refresh-token families in Redis, for a single node or a Redis Cluster.
 //!
 //! Layout, under a prefix (default `auth:refresh:`):
 //! * `{prefix}f:{<family id>}`: a hash: `u` (user id), `a` (amr, a JSON
@@ -7,21 +7,39 @@
 //!   (hex key of the current token), `prev`, `pat`, `s` (the token spent by
 //!   the latest rotation, when, and the sealed successor). It expires
 //!   (`PEXPIREAT`) when the family dies: the earlier of its expiry and its
-//!   idle deadline, pushed on by each rotation. The braces are a hash tag:
-//!   every key of one family's state is in one slot.
+//!   idle deadline, pushed on by each rotation.
 //! * `{prefix}t:{hex key}`: the family id of a token, for every token that
 //!   was ever current (so a spent one is told from an unknown one),
 //!   expiring with the family's absolute expiry.
 //! * `{prefix}u:{user id}`: a set of the user's family ids, for
 //!   [`RefreshStore::revoke_user`], expiring no sooner than its
-//!   longest-lived family (stale members go with it).
+//!   longest-lived family.
 //!
-//! Every key expires. Rotation and each revocation are one Lua script, so
-//! atomic. A script reaches from a token's key to its family's key and to
-//! the user's index (`revoke_user` walks the per-user index), keys that
-//! cannot share a slot: the store targets a single Redis node (or a proxy),
-//! not Redis Cluster. Revocation deletes the family's hash; its token keys
-//! then lead nowhere until they expire. Needs Redis 7 (`PEXPIRETIME`).
+//! (The key names are those of the single-node layout before cluster
+//! support: families stored before an upgrade keep working.) Every key
+//! expires. Needs Redis 7 (`PEXPIRETIME`).
+//!
+//! # One slot per script
+//!
+//! Every script touches one key, so the store runs unchanged on one node
+//! and on a Redis Cluster (the family key's braces are a hash tag; the
+//! other keys are their own slot). All of a family's state (its current
+//! and previous token, its deadlines) is in its one hash, so rotation,
+//! reuse detection and revocation stay atomic: each is one script on that
+//! hash. What spans keys is done in steps, in an order that never keeps a
+//! family alive:
+//!
+//! * `rotate` first claims the successor's token key (`SET NX`, 60 s: a
+//!   taken key is a collision that changes nothing), then runs the
+//!   family's script, then gives the claimed key the family's expiry, or
+//!   deletes it when the family did not rotate. A crash in between leaves
+//!   a token key that expires, or a successor that stops working in 60 s.
+//! * `create` lists the family in the user's set first, then claims the
+//!   first token's key, then writes the family (a taken family id releases
+//!   the claim).
+//! * The user's set lists every live family (a superset): a family leaves
+//!   it only once deleted (ids are never reused); `revoke_user` deletes
+//!   every family listed, so every family created before it began.
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -30,122 +48,110 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
+use crate::redis_conn::RedisConn;
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years): exact in Lua's numbers, and no overflow.
 const MAX_IDLE_MS: i64 = 1 << 50;
 
-/// KEYS family, first token, user index; ARGV id, user, amr, created,
-/// expires, idle, last used, live until, hex, stamp. 0 if the family or the
-/// token exists, else 1.
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
+/// How long a claimed successor key lives before its family's expiry is
+/// set on it.
+const CLAIM_MS: i64 = 60_000;
+
+/// KEYS user index; ARGV id, expires. Lists the family; the index lives
+/// at least as long.
+static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'u', ARGV[2], 'a', ARGV[3], 'c', ARGV[4], 'e', ARGV[5],
-  'i', ARGV[6], 'l', ARGV[7], 'cur', ARGV[9], 'st', ARGV[10])
-redis.call('PEXPIREAT', KEYS[1], ARGV[8])
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('PEXPIREAT', KEYS[2], ARGV[5])
-redis.call('SADD', KEYS[3], ARGV[1])
-if redis.call('PEXPIRETIME', KEYS[3]) < tonumber(ARGV[5]) then
-  redis.call('PEXPIREAT', KEYS[3], ARGV[5])
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 end
 return 1",
     )
 });
 
-/// KEYS presented token, next token; ARGV prefix, presented hex, next hex,
-/// sealed successor, now, grace (milliseconds, -1 for none). Answers
-/// `{'i'}` (invalid), `{'c'}` (the next key exists), `{'r', id, user,
-/// amr, stamp, created, expires, idle, last used}` (rotated), `{'g', id,
-/// user, amr, stamp, created, expires, idle, last used, sealed}` (grace) or
-/// `{'u', id, user}` (reused: the family is deleted).
+/// KEYS family; ARGV id, user, amr, created, expires, idle, last used,
+/// live until, hex, stamp. 0 if the family exists, else 1.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[2], 'a', ARGV[3], 'c', ARGV[4], 'e', ARGV[5],
+  'i', ARGV[6], 'l', ARGV[7], 'cur', ARGV[9], 'st', ARGV[10])
+redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+return 1",
+    )
+});
+
+/// KEYS family; ARGV presented hex, next hex, sealed successor, now,
+/// grace (milliseconds, -1 for none). The caller has claimed the next
+/// token's key. Answers `{'i'}` (invalid), `{'r', user, amr, stamp,
+/// created, expires, idle, last used}` (rotated), `{'g', user, amr, stamp,
+/// created, expires, idle, last used, sealed}` (grace) or `{'u', user}`
+/// (reused: the family is deleted).
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local id = redis.call('GET', KEYS[1])
-if not id then return {'i'} end
-local fk = ARGV[1] .. 'f:{' .. id .. '}'
+local fk = KEYS[1]
 local f = redis.call('HMGET', fk, 'u', 'a', 'c', 'e', 'i', 'l', 'cur', 'prev', 'pat', 'st')
 if not (f[1] and f[2] and f[3] and f[4] and f[5] and f[6] and f[7] and f[10]) then
   return {'i'}
 end
-local now = tonumber(ARGV[5])
+local now = tonumber(ARGV[4])
 local expires = tonumber(f[4])
 local idle = tonumber(f[5])
 if math.min(expires, tonumber(f[6]) + idle) <= now then return {'i'} end
-if f[7] == ARGV[2] then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'c'} end
-  redis.call('HSET', fk, 'cur', ARGV[3], 'prev', ARGV[2], 'pat', ARGV[5], 's', ARGV[4], 'l', ARGV[5])
+if f[7] == ARGV[1] then
+  redis.call('HSET', fk, 'cur', ARGV[2], 'prev', ARGV[1], 'pat', ARGV[4], 's', ARGV[3], 'l', ARGV[4])
   redis.call('PEXPIREAT', fk, string.format('%d', math.min(expires, now + idle)))
-  redis.call('SET', KEYS[2], id)
-  redis.call('PEXPIREAT', KEYS[2], f[4])
-  return {'r', id, f[1], f[2], f[10], f[3], f[4], f[5], ARGV[5]}
+  return {'r', f[1], f[2], f[10], f[3], f[4], f[5], ARGV[4]}
 end
-local grace = tonumber(ARGV[6])
-if grace >= 0 and f[8] == ARGV[2] and f[9] and math.max(0, now - tonumber(f[9])) < grace then
-  return {'g', id, f[1], f[2], f[10], f[3], f[4], f[5], f[6], redis.call('HGET', fk, 's') or ''}
+local grace = tonumber(ARGV[5])
+if grace >= 0 and f[8] == ARGV[1] and f[9] and math.max(0, now - tonumber(f[9])) < grace then
+  return {'g', f[1], f[2], f[10], f[3], f[4], f[5], f[6], redis.call('HGET', fk, 's') or ''}
 end
 redis.call('DEL', fk)
-redis.call('SREM', ARGV[1] .. 'u:' .. f[1], id)
-return {'u', id, f[1]}",
+return {'u', f[1]}",
     )
 });
 
-/// KEYS token; ARGV prefix. Deletes the token's family; returns its id and
-/// user, or nil.
-static REVOKE_BY_TOKEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-local fk = ARGV[1] .. 'f:{' .. id .. '}'
-local user = redis.call('HGET', fk, 'u')
-if not user then return false end
-redis.call('DEL', fk)
-redis.call('SREM', ARGV[1] .. 'u:' .. user, id)
-return {id, user}",
-    )
-});
-
-/// KEYS family; ARGV prefix, id. Deletes the family; 1 if it existed.
-static REVOKE_FAMILY: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS family; ARGV user. Deletes the family if it is the user's: 1;
+/// 0 absent; -1 another user's.
+static REVOKE_IF_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local user = redis.call('HGET', KEYS[1], 'u')
 if not user then return 0 end
+if user ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[1] .. 'u:' .. user, ARGV[2])
 return 1",
     )
 });
 
-/// KEYS user index; ARGV prefix. Deletes every family in the per-user
-/// index, and the index; returns how many families existed.
-static REVOKE_USER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS family. Deletes the family; returns its user, or nil.
+static REVOKE_FAMILY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  n = n + redis.call('DEL', ARGV[1] .. 'f:{' .. id .. '}')
-end
+local user = redis.call('HGET', KEYS[1], 'u')
+if not user then return false end
 redis.call('DEL', KEYS[1])
-return n",
+return user",
     )
 });
 
-/// Refresh-token families in Redis, expiring natively; what several app
-/// instances share. Deadlines are judged on the caller's clock (the `now`
-/// passed in); Redis's own expiry frees the memory (keep the clocks in
-/// sync, NTP, or a family may vanish early), so
-/// [`RefreshStore::purge`] has nothing to do and answers 0.
+/// Refresh-token families in Redis (one node or a Redis Cluster),
+/// expiring natively; what several app instances share. Deadlines are
+/// judged on the caller's clock (the `now` passed in); Redis's own expiry
+/// frees the memory (keep the clocks in sync, NTP, or a family may vanish
+/// early), so [`RefreshStore::purge`] has nothing to do and answers 0.
 #[derive(Clone)]
 pub struct RedisRefreshStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
@@ -153,6 +159,7 @@ impl fmt::Debug for RedisRefreshStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRefreshStore")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -161,9 +168,13 @@ impl RedisRefreshStore {
     /// The default key prefix.
     pub const DEFAULT_PREFIX: &str = "auth:refresh:";
 
-    /// Connects to `url` (`redis://host:port/db`) with a reconnecting
-    /// connection manager, with keys under
-    /// [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX).
+    /// Connects to `url`, with keys under
+    /// [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX): one node
+    /// (`redis://host:port/db`, a reconnecting connection manager), or a
+    /// Redis Cluster given as comma-separated seed nodes
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed with a
+    /// trailing comma). Connects within 1 s; each command answers within
+    /// 500 ms (a cluster request, with its retries, within 2 s).
     pub async fn connect(url: &str) -> Result<Self, RefreshStoreError> {
         Self::connect_with_prefix(url, Self::DEFAULT_PREFIX).await
     }
@@ -173,20 +184,31 @@ impl RedisRefreshStore {
         url: &str,
         prefix: impl Into<String>,
     ) -> Result<Self, RefreshStoreError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
-        Ok(Self::from_connection(conn, prefix))
+        Ok(Self::with_conn(RedisConn::connect(url).await?, prefix))
     }
 
-    /// Uses an existing connection manager, with every key under `prefix`.
+    /// Uses an existing connection manager (one node), with every key
+    /// under `prefix`.
     pub fn from_connection(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self::with_conn(conn.into(), prefix)
+    }
+
+    /// Uses an existing Redis Cluster connection, with every key under
+    /// `prefix`.
+    pub fn from_cluster(conn: ClusterConnection, prefix: impl Into<String>) -> Self {
+        Self::with_conn(conn.into(), prefix)
+    }
+
+    fn with_conn(conn: RedisConn, prefix: impl Into<String>) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
         }
     }
 
-    /// The key prefix.
+    /// The key prefix. A prefix with braces in it takes over the hash tag:
+    /// every key of the store then lives in one cluster slot (`{}` must not
+    /// appear).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -202,6 +224,65 @@ impl RedisRefreshStore {
     fn user_key(&self, user_id: &str) -> String {
         format!("{}u:{user_id}", self.prefix)
     }
+
+    /// Deletes family `id`; answers its user if it existed, and drops it
+    /// from the user's set (it is gone for good).
+    async fn delete_family(&self, id: &str) -> Result<Option<String>, RefreshStoreError> {
+        let user: Option<String> = REVOKE_FAMILY
+            .key(self.family_key(id))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if let Some(user) = &user {
+            self.unlist(user, id).await?;
+        }
+        Ok(user)
+    }
+
+    /// Drops a deleted family from its user's set.
+    async fn unlist(&self, user: &str, id: &str) -> Result<(), RefreshStoreError> {
+        redis::cmd("SREM")
+            .arg(self.user_key(user))
+            .arg(id)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Releases a claimed token key that did not become current.
+    async fn release(&self, key: &RefreshKey) -> Result<(), RefreshStoreError> {
+        redis::cmd("DEL")
+            .arg(self.token_key(key))
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Claims a token key for family `id` (`SET NX`, expiring at `expire`);
+    /// `false` if it is taken.
+    async fn claim(
+        &self,
+        key: &RefreshKey,
+        id: &str,
+        expire: Expire,
+    ) -> Result<bool, RefreshStoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.token_key(key)).arg(id).arg("NX");
+        match expire {
+            Expire::In(ms) => cmd.arg("PX").arg(ms),
+            Expire::At(ms) => cmd.arg("PXAT").arg(ms),
+        };
+        let set: Option<String> = cmd.query_async(&mut self.conn.clone()).await?;
+        Ok(set.is_some())
+    }
+}
+
+/// When a claimed token key expires.
+#[derive(Debug, Clone, Copy)]
+enum Expire {
+    /// In this many milliseconds.
+    In(i64),
+    /// At this Unix time, in milliseconds.
+    At(i64),
 }
 
 fn text(bytes: Vec<u8>) -> Result<String, RefreshStoreError> {
@@ -246,15 +327,26 @@ impl RefreshStore for RedisRefreshStore {
         let live_until = family
             .expires_at
             .min(family.last_used_at.saturating_add(family.idle_timeout));
+        let expires = family.expires_at.as_unix_millis();
+        // 1. Listed under the user before it exists.
+        INDEX_ADD
+            .key(self.user_key(&family.user_id))
+            .arg(&family.id)
+            .arg(expires)
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await?;
+        // 2. The first token's key (a taken one changes nothing).
+        if !self.claim(&first, &family.id, Expire::At(expires)).await? {
+            return Err(RefreshStoreError::Collision);
+        }
+        // 3. The family (a taken id releases the claim).
         let created: i64 = CREATE
             .key(self.family_key(&family.id))
-            .key(self.token_key(&first))
-            .key(self.user_key(&family.user_id))
             .arg(&family.id)
             .arg(&family.user_id)
             .arg(amr)
             .arg(family.created_at.as_unix_millis())
-            .arg(family.expires_at.as_unix_millis())
+            .arg(expires)
             .arg(idle)
             .arg(family.last_used_at.as_unix_millis())
             .arg(live_until.as_unix_millis())
@@ -265,6 +357,7 @@ impl RefreshStore for RedisRefreshStore {
         if created == 1 {
             Ok(())
         } else {
+            self.release(&first).await?;
             Err(RefreshStoreError::Collision)
         }
     }
@@ -277,10 +370,19 @@ impl RefreshStore for RedisRefreshStore {
         now: Timestamp,
         grace: Option<Duration>,
     ) -> Result<Rotation, RefreshStoreError> {
+        let id: Option<String> = redis::cmd("GET")
+            .arg(self.token_key(&presented))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(id) = id else {
+            return Ok(Rotation::Invalid);
+        };
+        // The successor's key first: taken, nothing changes.
+        if !self.claim(&next, &id, Expire::In(CLAIM_MS)).await? {
+            return Err(RefreshStoreError::Collision);
+        }
         let answer: Vec<Vec<u8>> = ROTATE
-            .key(self.token_key(&presented))
-            .key(self.token_key(&next))
-            .arg(&self.prefix)
+            .key(self.family_key(&id))
             .arg(presented.to_hex())
             .arg(next.to_hex())
             .arg(sealed_successor)
@@ -291,39 +393,40 @@ impl RefreshStore for RedisRefreshStore {
         let mut answer = answer.into_iter();
         let kind = answer.next().ok_or(RefreshStoreError::Corrupt)?;
         let rest: Vec<Vec<u8>> = answer.collect();
+        if kind.as_slice() != b"r" {
+            self.release(&next).await?;
+        }
         match kind.as_slice() {
             b"i" => Ok(Rotation::Invalid),
-            b"c" => Err(RefreshStoreError::Collision),
             b"r" => {
-                let [id, user, amr, stamp, created, expires, idle, last_used]: [Vec<u8>; 8] =
+                let [user, amr, stamp, created, expires, idle, last_used]: [Vec<u8>; 7] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
-                let fields = [user, amr, stamp, created, expires, idle, last_used];
-                Ok(Rotation::Rotated(family(&text(id)?, fields)?))
+                let family = family(&id, [user, amr, stamp, created, expires, idle, last_used])?;
+                // The successor lives as long as its family may.
+                redis::cmd("PEXPIREAT")
+                    .arg(self.token_key(&next))
+                    .arg(family.expires_at.as_unix_millis())
+                    .query_async::<()>(&mut self.conn.clone())
+                    .await?;
+                Ok(Rotation::Rotated(family))
             }
             b"g" => {
-                let [
-                    id,
-                    user,
-                    amr,
-                    stamp,
-                    created,
-                    expires,
-                    idle,
-                    last_used,
-                    sealed,
-                ]: [Vec<u8>; 9] = rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
+                let [user, amr, stamp, created, expires, idle, last_used, sealed]: [Vec<u8>; 8] =
+                    rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
                 let fields = [user, amr, stamp, created, expires, idle, last_used];
                 Ok(Rotation::Grace {
-                    family: family(&text(id)?, fields)?,
+                    family: family(&id, fields)?,
                     sealed_successor: sealed,
                 })
             }
             b"u" => {
-                let [family_id, user_id]: [Vec<u8>; 2] =
+                let [user_id]: [Vec<u8>; 1] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
+                let user_id = text(user_id)?;
+                self.unlist(&user_id, &id).await?;
                 Ok(Rotation::Reused {
-                    family_id: text(family_id)?,
-                    user_id: text(user_id)?,
+                    family_id: id,
+                    user_id,
                 })
             }
             _ => Err(RefreshStoreError::Corrupt),
@@ -334,30 +437,42 @@ impl RefreshStore for RedisRefreshStore {
         &self,
         token: RefreshKey,
     ) -> Result<Option<(String, String)>, RefreshStoreError> {
-        let revoked: Option<(String, String)> = REVOKE_BY_TOKEN
-            .key(self.token_key(&token))
-            .arg(&self.prefix)
-            .invoke_async(&mut self.conn.clone())
+        let id: Option<String> = redis::cmd("GET")
+            .arg(self.token_key(&token))
+            .query_async(&mut self.conn.clone())
             .await?;
-        Ok(revoked)
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        Ok(self.delete_family(&id).await?.map(|user| (id, user)))
     }
 
     async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError> {
-        let revoked: i64 = REVOKE_FAMILY
-            .key(self.family_key(family_id))
-            .arg(&self.prefix)
-            .arg(family_id)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(revoked == 1)
+        Ok(self.delete_family(family_id).await?.is_some())
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
-        let revoked: u64 = REVOKE_USER
-            .key(self.user_key(user_id))
-            .arg(&self.prefix)
-            .invoke_async(&mut self.conn.clone())
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.user_key(user_id))
+            .query_async(&mut self.conn.clone())
             .await?;
+        let mut revoked = 0;
+        for id in ids {
+            let code: i64 = REVOKE_IF_USER
+                .key(self.family_key(&id))
+                .arg(user_id)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            if code == 1 {
+                revoked += 1;
+            }
+            // Deleted (gone for good) or another user's: unlisted. An
+            // absent family may be a create under way: it stays listed
+            // until the set expires.
+            if code != 0 {
+                self.unlist(user_id, &id).await?;
+            }
+        }
         Ok(revoked)
     }
 
