@@ -1679,3 +1679,49 @@ async fn begin_raw_sees_malformed_values_and_the_http2_authority() {
         .unwrap();
     assert_eq!(state.client().user_agent.as_deref(), Some("probe/1"));
 }
+
+/// The app's store, stopped in the middle of a query (a stalled network,
+/// where its driver has no timeout of its own).
+struct StalledStore(Arc<MemoryUserStore>);
+
+impl UserStore for StalledStore {
+    type User = User;
+
+    async fn find_by_login(&self, _login: &LoginName) -> Result<Option<User>, UserStoreError> {
+        std::future::pending().await
+    }
+    async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
+        self.0.find_by_id(id).await
+    }
+    async fn set_password_hash(
+        &self,
+        id: &String,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.0.set_password_hash(id, current, new).await
+    }
+}
+
+/// A login whose store stops answering ends after 10 s with 503 and
+/// `Retry-After`, never a hang. (Tokio's paused clock: no real wait.)
+#[tokio::test(start_paused = true)]
+async fn a_login_on_a_store_that_stops_answering_answers_503_in_bounded_time() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let h = harness_with(
+        StalledStore(memory.clone()),
+        memory,
+        ThrottleConfig::default(),
+    );
+    let started = tokio::time::Instant::now();
+    // An outer limit on the same paused clock turns a hang into a failure.
+    let (password, from) = (pw(PASSWORD), client("192.0.2.1"));
+    let login = h.auth.login("alice", &password, &from, None);
+    let error = tokio::time::timeout(Duration::from_secs(3600), login)
+        .await
+        .expect("the login hung")
+        .unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+    assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
+}

@@ -495,3 +495,33 @@ fn debug_output_reveals_no_secret() {
         assert!(!printed.contains("token-secret-value"));
     });
 }
+
+/// A store that stops answering in the middle of a read (a stalled
+/// network, where the driver has no timeout of its own) fails the load
+/// after the 5 s deadline, as a store error the flows answer 503 with
+/// `Retry-After`: the request never hangs and is never admitted. (Time is
+/// tokio's paused clock: the deadline passes without waiting.)
+#[tokio::test(start_paused = true)]
+async fn a_store_that_stops_answering_fails_the_load_in_bounded_time() {
+    #[derive(Debug)]
+    struct Stalled;
+    #[async_trait]
+    impl StampSource for Stalled {
+        async fn current_stamp(&self, _user: &str) -> Result<Option<String>, StoreError> {
+            std::future::pending().await
+        }
+    }
+    let (manager, _clock) = setup();
+    let session = login(&manager, "alice", "s1").await;
+    let manager = manager.with_stamp_source(Arc::new(Stalled));
+    let started = tokio::time::Instant::now();
+    // Without the deadline this would wait forever: an outer limit (on
+    // the same paused clock) turns that into a failure.
+    let error = tokio::time::timeout(60 * MIN, manager.load(&session.id().encode()))
+        .await
+        .expect("the load hung")
+        .unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    let error = auth_core::flow::AuthError::from(error);
+    assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
+}

@@ -462,6 +462,33 @@ impl Authenticator {
     }
 }
 
+/// How long a login may take, store operations included, before it answers
+/// [`AuthError::Unavailable`] (503, `Retry-After`): a store that stops
+/// answering in the middle of a query (a stalled network, where the
+/// driver itself has no timeout) never hangs the request. Generous: the
+/// password hash takes tens of milliseconds, and the hashing queue answers
+/// busy (503) on its own within a second.
+pub(crate) const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the store reads of an authenticated request (the session and
+/// its user, or a bearer token's family and user) may take before the
+/// request answers 503; see [`LOGIN_DEADLINE`]. (The session's are
+/// bounded by the session manager itself.)
+#[cfg(feature = "jwt")]
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs `flow`, or answers [`AuthError::Unavailable`] (503) when it has not
+/// finished within `deadline` (the flow is dropped: every store write is
+/// atomic on its own, and nothing half-done is left live).
+pub(crate) async fn bounded<T>(
+    deadline: Duration,
+    flow: impl Future<Output = Result<T, AuthError>>,
+) -> Result<T, AuthError> {
+    tokio::time::timeout(deadline, flow)
+        .await
+        .map_err(AuthError::internal)?
+}
+
 /// The throttle account of a user's password: the user's id (no login
 /// name contains a control character, so it never collides with the name
 /// of an unknown account), whatever name the attempt used.

@@ -151,7 +151,24 @@ impl Authenticator {
     /// with, if any: on success it is ended and a fresh session takes its
     /// place, so a planted or pre-login ID never becomes an authenticated
     /// one; on failure it is left alone.
+    ///
+    /// Bounded: a login that has not finished in 10 s (a store that stopped
+    /// answering mid-query) answers [`AuthError::Unavailable`] (503).
     pub async fn login(
+        &self,
+        login: &str,
+        password: &Password,
+        client: &Client,
+        current: Option<&Session>,
+    ) -> Result<LoginOutcome, AuthError> {
+        super::bounded(
+            super::LOGIN_DEADLINE,
+            self.login_unbounded(login, password, client, current),
+        )
+        .await
+    }
+
+    async fn login_unbounded(
         &self,
         login: &str,
         password: &Password,

@@ -392,19 +392,22 @@ impl Authenticator {
             .verify(token, now)
             .map_err(|_| AuthError::NotAuthenticated)?;
         let claims = &verified.claims;
-        if service.config().checks_revocation()
-            && !service
-                .store()
-                .is_live(&claims.sid, now)
-                .await
-                .map_err(AuthError::internal)?
-        {
-            return Err(AuthError::NotAuthenticated);
-        }
-        let user = self
-            .live_user(&claims.sub)
-            .await?
-            .ok_or(AuthError::NotAuthenticated)?;
+        // The store reads, bounded (503 when a store stops answering).
+        let user = super::bounded(super::READ_DEADLINE, async {
+            if service.config().checks_revocation()
+                && !service
+                    .store()
+                    .is_live(&claims.sid, now)
+                    .await
+                    .map_err(AuthError::internal)?
+            {
+                return Err(AuthError::NotAuthenticated);
+            }
+            self.live_user(&claims.sub)
+                .await?
+                .ok_or(AuthError::NotAuthenticated)
+        })
+        .await?;
         let session = verified
             .session
             .get_or_init(|| Session::detached(self.bearer_record(claims, None, now)))

@@ -318,6 +318,19 @@ pub enum SessionError {
     Config(&'static str),
 }
 
+/// How long a session load (with its user read and touch) may take.
+const LOAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `load`, or a store error whose source is the timeout after
+/// [`LOAD_DEADLINE`].
+async fn bounded<T>(
+    load: impl Future<Output = Result<T, SessionError>>,
+) -> Result<T, SessionError> {
+    tokio::time::timeout(LOAD_DEADLINE, load)
+        .await
+        .map_err(|elapsed| SessionError::Store(StoreError::Backend(Box::new(elapsed))))?
+}
+
 /// Creates, loads, changes and ends sessions on a [`SessionStore`], judging
 /// every deadline by its [`Clock`].
 ///
@@ -457,7 +470,15 @@ impl SessionManager {
     }
 
     /// [`load`](Self::load) for an already parsed ID.
+    ///
+    /// Bounded, as [`load_id_with`](Self::load_id_with): a store that has
+    /// not answered in 5 s fails the load with a [`StoreError::Backend`]
+    /// whose source is the timeout (the flows answer it 503).
     pub async fn load_id(&self, id: SessionId) -> Result<Option<Session>, SessionError> {
+        bounded(self.load_id_unbounded(id)).await
+    }
+
+    async fn load_id_unbounded(&self, id: SessionId) -> Result<Option<Session>, SessionError> {
         let key = id.key();
         let Some(record) = self.store.load(&key).await? else {
             return Ok(None);
@@ -476,7 +497,27 @@ impl SessionManager {
     /// (`None` when the user is gone or disabled). The stamp is checked as
     /// in `load_id` (when a stamp source is configured); the fetched value
     /// comes back with the session, so a request reads its user once.
+    ///
+    /// Bounded: when the reads (and the touch) have not finished in 5 s (a
+    /// store that stopped answering mid-query, whose driver has no timeout
+    /// of its own), the load fails with a [`StoreError::Backend`] whose
+    /// source is the timeout: the flows answer it 503 with `Retry-After`,
+    /// never hang and never admit the request.
     pub async fn load_id_with<T, K, F, Fut>(
+        &self,
+        id: SessionId,
+        fetch: F,
+    ) -> Result<Option<(Session, Option<T>)>, SessionError>
+    where
+        F: FnOnce(String) -> Fut + Send,
+        Fut: Future<Output = Result<Option<(K, T)>, StoreError>> + Send,
+        K: AsRef<str> + Send,
+        T: Send,
+    {
+        bounded(self.load_id_with_unbounded(id, fetch)).await
+    }
+
+    async fn load_id_with_unbounded<T, K, F, Fut>(
         &self,
         id: SessionId,
         fetch: F,
