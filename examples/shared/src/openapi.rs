@@ -28,7 +28,9 @@ pub const BEARER_JWT: &str = "bearer_jwt";
         description = "The JSON API every demo (axum, actix-web, Rocket) serves alike. \
             Bodies are JSON; errors are `{\"error\": \"...\"}` (plus `reason` for a \
             password-policy refusal). Unsafe methods from a browser on another site \
-            get 403; bodies over 16 KiB get 413."
+            get 403; bodies over 16 KiB get 413. Any route may answer 503 with \
+            `Retry-After` while a store the server needs (its database, Redis) is \
+            unavailable."
     ),
     paths(
         doc::register,
@@ -240,10 +242,11 @@ mod doc {
     )]
     pub(super) struct Throttled(ErrorBody);
 
-    /// Password hashing saturated.
+    /// Password hashing saturated, or a store unavailable.
     #[derive(ToResponse)]
     #[response(
-        description = "The password service is busy: retry after `Retry-After` seconds",
+        description = "The password service is busy, or a store the server needs (its \
+            database, Redis) is unavailable: retry after `Retry-After` seconds",
         headers(("Retry-After" = u64, description = "Seconds to wait"))
     )]
     pub(super) struct Busy(ErrorBody);
@@ -470,6 +473,7 @@ mod doc {
         responses(
             (status = 200, description = "The logged-in user", body = Me),
             (status = 401, response = NotLoggedIn),
+            (status = 503, response = Busy),
         )
     )]
     pub(super) fn me() {}
