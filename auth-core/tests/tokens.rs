@@ -349,3 +349,124 @@ async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
         Err(AuthError::InvalidGrant)
     ));
 }
+
+/// A refresh store that stops answering `is_live` (a stalled network)
+/// once told to.
+#[derive(Debug, Default)]
+struct Stalling {
+    inner: MemoryRefreshStore,
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl auth_core::token::refresh::RefreshStore for Stalling {
+    async fn create(
+        &self,
+        family: &auth_core::token::refresh::Family,
+        first: auth_core::token::refresh::RefreshKey,
+    ) -> Result<(), auth_core::token::refresh::RefreshStoreError> {
+        self.inner.create(family, first).await
+    }
+    async fn rotate(
+        &self,
+        presented: auth_core::token::refresh::RefreshKey,
+        next: auth_core::token::refresh::RefreshKey,
+        sealed_successor: &[u8],
+        now: auth_core::clock::Timestamp,
+        grace: Option<Duration>,
+    ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
+    {
+        self.inner
+            .rotate(presented, next, sealed_successor, now, grace)
+            .await
+    }
+    async fn revoke_by_token(
+        &self,
+        token: auth_core::token::refresh::RefreshKey,
+    ) -> Result<Option<(String, String)>, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_by_token(token).await
+    }
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_family(family_id).await
+    }
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_user(user_id).await
+    }
+    async fn is_live(
+        &self,
+        family_id: &str,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
+        if self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.is_live(family_id, now).await
+    }
+    async fn purge(
+        &self,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.purge(now).await
+    }
+}
+
+/// A bearer request whose refresh store stops answering ends after 5 s
+/// with 503 and `Retry-After`, never a hang and never admitted. (Tokio's
+/// clock is paused after the sign-in, whose hashing runs on threads of its
+/// own: no real wait.)
+#[tokio::test]
+async fn a_bearer_check_on_a_store_that_stops_answering_answers_503_in_bounded_time() {
+    let store = Arc::new(Stalling::default());
+    let tokens = TokenService::new(
+        config().build().unwrap(),
+        SigningKey::generate(Algorithm::Es256).unwrap(),
+        store.clone(),
+    );
+    let auth = Auth::builder(Arc::new(MemoryUserStore::new()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(tokens)
+        .build()
+        .unwrap()
+        .authenticator()
+        .clone();
+    let h = Harness {
+        auth,
+        users: Arc::new(MemoryUserStore::new()),
+        clock: ManualClock::starting_now(),
+    };
+    let (_, pair) = signed_in(&h, "alice").await;
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    store
+        .stalled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    // An outer limit on the same paused clock turns a hang into a failure.
+    let error = tokio::time::timeout(
+        Duration::from_secs(3600),
+        h.auth.verify_bearer(&pair.access_token),
+    )
+    .await
+    .expect("the bearer check hung")
+    .unwrap_err();
+    // The deadline, to the timer's millisecond (the clock was paused
+    // mid-millisecond).
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
+    assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
+}
