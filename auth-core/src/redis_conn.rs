@@ -20,14 +20,50 @@
 //! defaults for the connection manager, set explicitly for the cluster),
 //! and for the cluster at most 2 s per request including redirections and
 //! retries (2 retries, at most 200 ms apart).
+//!
+//! # Server-assisted client-side caching
+//!
+//! [`RedisConn::connect_tracked`] opens a single-node connection that
+//! speaks RESP3 and has `CLIENT TRACKING ON OPTIN` switched on at every
+//! (re)connection (the redis crate's `cache-aio` handshake, whose own
+//! cache is left unused: it stores a reply after the invalidation that
+//! should have removed it can already have been applied, and serves it
+//! until its TTL). A read sent as `CLIENT CACHING YES` + the read, in one
+//! pipeline, is tracked by the server, which then pushes an invalidation
+//! for the key at its next write by anyone. [`ClientCache`] holds what
+//! such reads returned and guarantees:
+//!
+//! * **No lost invalidation.** Every invalidation (a push, a local write,
+//!   a dropped connection) bumps a generation; a read's result is stored
+//!   only if the generation did not move since the read was sent. A push
+//!   for a write after the read follows the read's reply on the wire, so
+//!   it is either applied before the store (which it then refuses) or
+//!   after it (and removes it).
+//! * **No cache without a connection.** A dropped connection (the
+//!   crate's disconnection notice, or any error of a command) empties the
+//!   cache; entries are served only while a read sent in the last
+//!   [`LIVENESS`] got its answer, so a connection that died silently (no
+//!   FIN) stops serving cached entries within that time.
+//!
+//! A cluster connection is never tracked (the crate's cluster cache has
+//! the same insert race, and tracking would have to follow every node).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig, SendError,
+};
+use redis::caching::{CacheConfig, CacheMode};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture,
+    RedisResult, Value,
+};
 
 /// Time to open a connection to one node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,6 +71,158 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Time for one cluster request, redirections and retries included.
 const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after a read was sent its answer vouches for the connection:
+/// cached entries are served only within this time of the last answered
+/// read (a silently dead connection delivers no invalidations).
+pub(crate) const LIVENESS: Duration = Duration::from_secs(5);
+
+/// The most entries a [`ClientCache`] holds (one arbitrary entry is
+/// dropped to make room).
+const CACHE_CAPACITY: usize = 16_384;
+
+/// A client-side cache of reads tracked by the server (see the module
+/// docs): values by Redis key, emptied by invalidation pushes, local
+/// writes and dropped connections.
+pub(crate) struct ClientCache<V> {
+    state: Mutex<CacheState<V>>,
+}
+
+struct CacheState<V> {
+    /// Bumped by every invalidation: a read's result is stored only if it
+    /// did not move while the read was under way.
+    generation: u64,
+    /// Bumped when the connection drops (or may have).
+    connection: u64,
+    /// When the last answered read (on the current connection) was sent.
+    confirmed: Option<Instant>,
+    entries: HashMap<Box<[u8]>, V>,
+}
+
+/// What a read saw of the cache when it was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    generation: u64,
+    connection: u64,
+    sent: Instant,
+}
+
+impl<V: Clone> ClientCache<V> {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(CacheState {
+                generation: 0,
+                connection: 0,
+                confirmed: None,
+                entries: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CacheState<V>> {
+        // The state stays consistent at every step: a panic elsewhere
+        // leaves nothing half-done.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached value of `key`, if any and the connection answered a
+    /// read within [`LIVENESS`].
+    pub(crate) fn get(&self, key: &[u8]) -> Option<V> {
+        let state = self.lock();
+        let confirmed = state.confirmed?;
+        if confirmed.elapsed() >= LIVENESS {
+            return None;
+        }
+        state.entries.get(key).cloned()
+    }
+
+    /// Taken just before a tracked read is sent.
+    pub(crate) fn ticket(&self) -> Ticket {
+        let state = self.lock();
+        Ticket {
+            generation: state.generation,
+            connection: state.connection,
+            sent: Instant::now(),
+        }
+    }
+
+    /// The read of `ticket` was answered: the connection was alive when it
+    /// was sent. Stores `value` under `key` if nothing was invalidated
+    /// since.
+    pub(crate) fn answered(&self, ticket: Ticket, key: &[u8], value: Option<V>) {
+        let mut state = self.lock();
+        if ticket.connection != state.connection {
+            return;
+        }
+        if state.confirmed.is_none_or(|at| at < ticket.sent) {
+            state.confirmed = Some(ticket.sent);
+        }
+        let Some(value) = value else { return };
+        if ticket.generation != state.generation {
+            return;
+        }
+        if state.entries.len() >= CACHE_CAPACITY
+            && !state.entries.contains_key(key)
+            && let Some(victim) = state.entries.keys().next().cloned()
+        {
+            state.entries.remove(&victim);
+        }
+        state.entries.insert(key.into(), value);
+    }
+
+    /// Forgets `key` (it was or may have been written).
+    pub(crate) fn invalidate(&self, key: &[u8]) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.entries.remove(key);
+    }
+
+    /// Forgets everything, and that the connection was alive.
+    pub(crate) fn clear(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.connection += 1;
+        state.confirmed = None;
+        state.entries.clear();
+    }
+
+    /// How many entries are cached.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+/// Applies the server's invalidation pushes and the crate's
+/// disconnection notices to a [`ClientCache`].
+struct Invalidator<V>(Arc<ClientCache<V>>);
+
+impl<V: Clone + Send + 'static> AsyncPushSender for Invalidator<V> {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        match info.kind {
+            PushKind::Invalidate => match info.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        match key {
+                            Value::BulkString(key) => self.0.invalidate(key),
+                            Value::SimpleString(key) => self.0.invalidate(key.as_bytes()),
+                            // Not a key we can read: forget everything.
+                            _ => self.0.clear(),
+                        }
+                    }
+                }
+                // Nil after FLUSHALL / FLUSHDB, or a shape we do not know.
+                _ => self.0.clear(),
+            },
+            PushKind::Disconnection => self.0.clear(),
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 /// A connection to a single Redis node or to a Redis Cluster. Cheap to
 /// clone (both kinds multiplex one connection per node).
@@ -82,6 +270,42 @@ impl RedisConn {
                 ))
             }
         }
+    }
+
+    /// Like [`connect`](Self::connect), with server-assisted caching into
+    /// `cache` for a single node (see the module docs). Returns whether
+    /// the connection is tracked: not for a cluster, nor when the URL asks
+    /// for RESP2 (`protocol=resp2`), which is how to switch caching off.
+    pub(crate) async fn connect_tracked<V: Clone + Send + 'static>(
+        url: &str,
+        cache: &Arc<ClientCache<V>>,
+    ) -> RedisResult<(Self, bool)> {
+        if cluster_seeds(url).is_some() {
+            return Ok((Self::connect(url).await?, false));
+        }
+        let info = url.into_connection_info()?;
+        if url.contains("protocol=") && !info.redis_settings().protocol().supports_resp3() {
+            return Ok((Self::connect(url).await?, false));
+        }
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Only for `CLIENT TRACKING ON OPTIN` at each connection: no
+            // command opts in to the crate's own cache.
+            .set_cache_config(
+                CacheConfig::new()
+                    .set_mode(CacheMode::OptIn)
+                    .set_size(NonZeroUsize::MIN),
+            )
+            .set_push_sender(Invalidator(Arc::clone(cache)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        cache.clear();
+        Ok((Self::Single(conn), true))
     }
 
     async fn connect_cluster(seeds: Vec<&str>) -> RedisResult<Self> {
@@ -165,6 +389,91 @@ mod tests {
             Some(vec!["redis://a:7000"])
         );
         assert_eq!(cluster_seeds(","), Some(vec![]));
+    }
+
+    fn ticket_and_answer(cache: &ClientCache<u32>, key: &[u8], value: u32) {
+        let ticket = cache.ticket();
+        cache.answered(ticket, key, Some(value));
+    }
+
+    #[test]
+    fn a_read_stores_and_an_invalidation_forgets() {
+        let cache = ClientCache::new();
+        assert_eq!(cache.get(b"k"), None);
+        ticket_and_answer(&cache, b"k", 1);
+        assert_eq!(cache.get(b"k"), Some(1));
+        cache.invalidate(b"k");
+        assert_eq!(cache.get(b"k"), None);
+    }
+
+    #[test]
+    fn an_invalidation_during_a_read_keeps_its_result_out() {
+        let cache = ClientCache::new();
+        let ticket = cache.ticket();
+        // The push for a write after the read, applied before its reply
+        // is stored (another key's push counts too).
+        cache.invalidate(b"other");
+        cache.answered(ticket, b"k", Some(1));
+        assert_eq!(cache.get(b"k"), None);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_dropped_connection_empties_the_cache_and_voids_reads_under_way() {
+        let cache = ClientCache::new();
+        ticket_and_answer(&cache, b"a", 1);
+        let under_way = cache.ticket();
+        cache.clear();
+        assert_eq!(cache.get(b"a"), None);
+        // A reply read from the old connection neither stores nor vouches
+        // for the new one.
+        cache.answered(under_way, b"b", Some(2));
+        assert_eq!(cache.len(), 0);
+        let ticket = cache.ticket();
+        cache.answered(ticket, b"c", None);
+        assert_eq!(cache.get(b"c"), None);
+    }
+
+    #[test]
+    fn pushes_invalidate_keys_and_disconnections_clear() {
+        let cache = Arc::new(ClientCache::new());
+        let pushes = Invalidator(Arc::clone(&cache));
+        ticket_and_answer(&cache, b"a", 1);
+        ticket_and_answer(&cache, b"b", 2);
+        pushes
+            .send(PushInfo {
+                kind: PushKind::Invalidate,
+                data: vec![Value::Array(vec![Value::BulkString(b"a".to_vec())])],
+            })
+            .unwrap();
+        assert_eq!(cache.get(b"a"), None);
+        assert_eq!(cache.get(b"b"), Some(2));
+        ticket_and_answer(&cache, b"a", 1);
+        pushes
+            .send(PushInfo {
+                kind: PushKind::Invalidate,
+                data: vec![Value::Nil],
+            })
+            .unwrap();
+        assert_eq!(cache.len(), 0);
+        ticket_and_answer(&cache, b"a", 1);
+        pushes
+            .send(PushInfo {
+                kind: PushKind::Disconnection,
+                data: vec![],
+            })
+            .unwrap();
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.get(b"a"), None);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = ClientCache::new();
+        for i in 0..CACHE_CAPACITY + 10 {
+            ticket_and_answer(&cache, format!("k{i}").as_bytes(), 0);
+        }
+        assert_eq!(cache.len(), CACHE_CAPACITY);
     }
 
     #[tokio::test]

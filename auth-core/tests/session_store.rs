@@ -250,3 +250,300 @@ async fn the_suite_catches_a_save_that_is_no_compare_and_set() {
     )
     .await;
 }
+
+/// The Redis store's client-side cache (server-assisted invalidation):
+/// two stores on one Redis play two app instances. Each test uses its own
+/// database, so that its clients can be told apart in `CLIENT LIST`
+/// (the other Redis tests run on the URL's database at the same time).
+#[cfg(feature = "redis")]
+mod redis_client_cache {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use auth_core::session::{
+        RedisStore, SaveOutcome, SessionId, SessionKey, SessionRecord, SessionStore,
+    };
+    use auth_core::testing::session_store::record;
+
+    use super::{service_url, unique};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    /// A hang detector for waits on Redis, not a performance bound.
+    const PATIENCE: Duration = Duration::from_secs(2);
+
+    /// `url` with database `db` (and `protocol=resp2` if `resp2`).
+    fn at_db(url: &str, db: u8, resp2: bool) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_path(&format!("/{db}"));
+        if resp2 {
+            url.query_pairs_mut().append_pair("protocol", "resp2");
+        }
+        url.to_string()
+    }
+
+    async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The clients connected to database `db`, as `CLIENT LIST` fields.
+    async fn clients(
+        admin: &mut redis::aio::MultiplexedConnection,
+        db: u8,
+    ) -> Vec<HashMap<String, String>> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(admin)
+            .await
+            .unwrap();
+        list.lines()
+            .map(|line| {
+                line.split(' ')
+                    .filter_map(|field| field.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<HashMap<_, _>>()
+            })
+            .filter(|client| client.get("db").map(String::as_str) == Some(&db.to_string()))
+            .collect()
+    }
+
+    /// The one client on database `db` (the store just connected there).
+    async fn only_client(admin: &mut redis::aio::MultiplexedConnection, db: u8) -> String {
+        let found = clients(admin, db).await;
+        assert_eq!(found.len(), 1, "one client on database {db}: {found:?}");
+        found[0]["id"].clone()
+    }
+
+    /// The last command client `id` sent (`CLIENT LIST`'s `cmd`).
+    async fn last_command(
+        admin: &mut redis::aio::MultiplexedConnection,
+        db: u8,
+        id: &str,
+    ) -> String {
+        clients(admin, db)
+            .await
+            .into_iter()
+            .find(|client| client["id"] == id)
+            .expect("the client is connected")["cmd"]
+            .clone()
+    }
+
+    fn new_key() -> SessionKey {
+        SessionId::generate().unwrap().key()
+    }
+
+    /// Loads `key` on `a` twice and proves that the second load made no
+    /// round trip: between the loads `a` sends a `ZRANGE` (an empty
+    /// listing), and Redis still reports it as `a`'s last command after
+    /// the second load. Returns the (shared) record.
+    async fn load_twice_cached(
+        a: &RedisStore,
+        admin: &mut redis::aio::MultiplexedConnection,
+        db: u8,
+        a_id: &str,
+        key: &SessionKey,
+    ) -> Arc<SessionRecord> {
+        let first = a.load(key).await.unwrap().expect("the session is there");
+        assert_eq!(last_command(admin, db, a_id).await, "hmget");
+        assert!(a.list_by_user(&unique("nobody")).await.unwrap().is_empty());
+        assert_eq!(last_command(admin, db, a_id).await, "zrange");
+        let second = a.load(key).await.unwrap().expect("still there");
+        assert_eq!(
+            last_command(admin, db, a_id).await,
+            "zrange",
+            "the second load was served from the cache, without a command"
+        );
+        assert!(Arc::ptr_eq(&first, &second), "the cached record is shared");
+        second
+    }
+
+    /// Loads `key` on `a` until it is gone (the invalidation arrived).
+    async fn until_gone(a: &RedisStore, key: &SessionKey) {
+        tokio::time::timeout(PATIENCE, async {
+            while a.load(key).await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the other instance's write reaches this one's cache");
+    }
+
+    #[tokio::test]
+    async fn a_revocation_through_another_instance_ends_the_cached_session() {
+        const DB: u8 = 14;
+        let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let mut admin = admin(&url).await;
+        let prefix = format!("{}:", unique("cache"));
+        let url = at_db(&url, DB, false);
+        let a = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        assert!(a.caches_loads());
+        let a_id = only_client(&mut admin, DB).await;
+        let b = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        let user = unique("user");
+
+        // Deleted (signed out) through B.
+        let key = new_key();
+        b.create(&key, &record(Some(&user), HOUR)).await.unwrap();
+        load_twice_cached(&a, &mut admin, DB, &a_id, &key).await;
+        assert!(b.delete(&key).await.unwrap());
+        until_gone(&a, &key).await;
+
+        // Rotated through B: the old key ends.
+        let key = new_key();
+        b.create(&key, &record(Some(&user), HOUR)).await.unwrap();
+        let cached = load_twice_cached(&a, &mut admin, DB, &a_id, &key).await;
+        let new = new_key();
+        assert_eq!(
+            b.rotate(&key, &new, &cached, cached.version).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        until_gone(&a, &key).await;
+        assert!(a.load(&new).await.unwrap().is_some());
+
+        // Every session of the user revoked through B ("sign out
+        // everywhere").
+        let key = new_key();
+        b.create(&key, &record(Some(&user), HOUR)).await.unwrap();
+        load_twice_cached(&a, &mut admin, DB, &a_id, &key).await;
+        assert!(b.delete_by_user(&user, None).await.unwrap() >= 1);
+        until_gone(&a, &key).await;
+        until_gone(&a, &new).await;
+
+        // A's own write is seen by its next load, without waiting.
+        let key = new_key();
+        a.create(&key, &record(Some(&user), HOUR)).await.unwrap();
+        let cached = load_twice_cached(&a, &mut admin, DB, &a_id, &key).await;
+        assert_eq!(
+            a.save(&key, &cached, cached.version).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        let after = a.load(&key).await.unwrap().expect("still there");
+        assert_eq!(after.version, cached.version + 1);
+        assert!(a.delete(&key).await.unwrap());
+        assert_eq!(a.load(&key).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_cached_record_is_not_served_past_its_deadline() {
+        const DB: u8 = 13;
+        let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let mut admin = admin(&at_db(&url, DB, false)).await;
+        let prefix = format!("{}:", unique("cache"));
+        let a = RedisStore::connect(&at_db(&url, DB, false))
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        let a_id = clients(&mut admin, DB)
+            .await
+            .into_iter()
+            .find(|client| client["flags"].contains('t'))
+            .expect("A is connected")["id"]
+            .clone();
+        let key = new_key();
+        let short = record(None, Duration::from_secs(2));
+        a.create(&key, &short).await.unwrap();
+        // Keep the key past the record's deadline (no TTL, so no expiry
+        // and no invalidation): only the clock can end it now.
+        let redis_key = format!("{prefix}s:{{{}}}", key.to_hex());
+        let persisted: i64 = redis::cmd("PERSIST")
+            .arg(&redis_key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(persisted, 1);
+        assert!(a.load(&key).await.unwrap().is_some(), "cached");
+        assert!(a.list_by_user(&unique("nobody")).await.unwrap().is_empty());
+        let left = short.expires_at().as_unix_millis()
+            - auth_core::clock::Clock::now(&auth_core::clock::SystemClock).as_unix_millis();
+        tokio::time::sleep(Duration::from_millis(left.max(0) as u64 + 20)).await;
+        assert_eq!(a.load(&key).await.unwrap(), None);
+        assert_eq!(
+            last_command(&mut admin, DB, &a_id).await,
+            "zrange",
+            "the refused load was a cache hit"
+        );
+        let _: () = redis::cmd("DEL")
+            .arg(&redis_key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_drops_the_cache() {
+        const DB: u8 = 15;
+        let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let mut admin = admin(&url).await;
+        let prefix = format!("{}:", unique("cache"));
+        let a = RedisStore::connect(&at_db(&url, DB, false))
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        let a_id = only_client(&mut admin, DB).await;
+        // B does not cache, so Redis tracks no key for it.
+        let b = RedisStore::connect(&at_db(&url, DB, true))
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        assert!(!b.caches_loads());
+
+        let key = new_key();
+        b.create(&key, &record(Some(&unique("user")), HOUR))
+            .await
+            .unwrap();
+        let cached = load_twice_cached(&a, &mut admin, DB, &a_id, &key).await;
+
+        // Drop A's connection; wait until A has connected again (tracked:
+        // flag `t`), which it does on the crate's disconnection notice.
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&a_id)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let back = clients(&mut admin, DB)
+                    .await
+                    .into_iter()
+                    .any(|client| client["id"] != a_id && client["flags"].contains('t'));
+                if back {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("A reconnects");
+
+        // A change while A was away: no invalidation can reach A (its new
+        // connection tracks nothing yet), so only an emptied cache sees it.
+        assert_eq!(
+            b.save(&key, &cached, cached.version).await.unwrap(),
+            SaveOutcome::Saved
+        );
+        let now = a.load(&key).await.unwrap().expect("still there");
+        assert_eq!(
+            now.version,
+            cached.version + 1,
+            "the first load after the drop went to Redis"
+        );
+    }
+}

@@ -47,6 +47,37 @@
 //! as it would after it (the login flow re-checks the account's epoch for
 //! that race). The security stamp checked on each load is independent of
 //! all this.
+//!
+//! # Client-side cache (single node)
+//!
+//! [`RedisStore::connect`] to a single node caches loaded records in the
+//! process, under server-assisted invalidation (RESP3 `CLIENT TRACKING ON
+//! OPTIN`; Redis 6 or later, and the store needs Redis 7 anyway):
+//!
+//! * A load that misses costs one round trip: `CLIENT CACHING YES` and
+//!   `HMGET` in one pipeline, which asks the server to report the next
+//!   write of that key. A load that hits costs none. Only records are
+//!   cached, never an absent key; every write stays a script.
+//! * Any write of the key, by any instance (this one included), makes the
+//!   server push an invalidation, which removes the record; this instance
+//!   also forgets a key it writes as soon as the write returns, so it reads
+//!   its own writes at once. Another instance's revocation is refused here
+//!   from the first load after the push arrives (sub-millisecond on a
+//!   LAN). A read's result is stored only if no invalidation arrived
+//!   while it was under way (`redis_conn.rs` explains why that closes the
+//!   race the redis crate's own cache has).
+//! * Every load compares the record's deadline with the clock, cached or
+//!   not: a cached record is never served past it.
+//! * When the connection drops (the crate reports it, or any command of
+//!   the store fails), the cache is emptied: invalidations sent while the
+//!   connection was down are lost, so nothing read before is trusted. A
+//!   connection that dies silently is caught by a bound instead: cached
+//!   records are served only within 5 s of the send of the last load that
+//!   Redis answered, after which a load goes to Redis again.
+//!
+//! A cluster connection, a store built from an existing connection
+//! ([`RedisStore::from_connection`], [`RedisStore::from_cluster`]), and a
+//! URL with `protocol=resp2` do not cache: each load is one round trip.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -54,13 +85,13 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script, Value};
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{ClientCache, RedisConn};
 
 /// How long a rotation's reservation of the new key lives.
 const RESERVATION_MS: i64 = 30_000;
@@ -202,6 +233,9 @@ return 2",
 pub struct RedisStore {
     conn: RedisConn,
     prefix: String,
+    /// Loaded records, kept fresh by the server's invalidations (a single
+    /// node connected by [`RedisStore::connect`]).
+    cache: Option<Arc<ClientCache<Arc<SessionRecord>>>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -209,6 +243,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("cluster", &self.conn.is_cluster())
+            .field("client_cache", &self.cache.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -219,11 +254,23 @@ impl RedisStore {
     /// seed nodes (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed
     /// with a trailing comma). Connects within 1 s; each command answers
     /// within 500 ms (a cluster request, with its retries, within 2 s).
+    ///
+    /// On a single node the store caches loaded sessions in this process
+    /// under server-assisted invalidation (RESP3 client tracking, Redis 6
+    /// or later; the module docs of `session/redis_store.rs` say how): a
+    /// repeated load of a session nobody wrote costs no round trip. Add
+    /// `protocol=resp2` to the URL to switch the cache off (for a proxy
+    /// that does not speak RESP3). A cluster is not cached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::with_conn(RedisConn::connect(url).await?))
+        let cache = Arc::new(ClientCache::new());
+        let (conn, tracked) = RedisConn::connect_tracked(url, &cache).await?;
+        let mut store = Self::with_conn(conn);
+        store.cache = tracked.then_some(cache);
+        Ok(store)
     }
 
-    /// Uses an existing connection manager (one node).
+    /// Uses an existing connection manager (one node), without a
+    /// client-side cache.
     pub fn from_connection(conn: ConnectionManager) -> Self {
         Self::with_conn(conn.into())
     }
@@ -237,7 +284,63 @@ impl RedisStore {
         Self {
             conn,
             prefix: "auth:".to_owned(),
+            cache: None,
         }
+    }
+
+    /// Whether loads are cached in this process (see
+    /// [`connect`](Self::connect)).
+    pub fn caches_loads(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The outcome of a write to `redis_key`: the key is forgotten by the
+    /// cache whatever happened (a failed write may have been applied), and
+    /// the whole cache after an error (the connection may be gone).
+    fn written<T>(&self, redis_key: &str, result: RedisResult<T>) -> Result<T, StoreError> {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(redis_key.as_bytes());
+            if result.is_err() {
+                cache.clear();
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Reads a session through the cache: one round trip on a miss
+    /// (`CLIENT CACHING YES` and `HMGET` in one pipeline), none on a hit.
+    async fn load_cached(
+        &self,
+        cache: &ClientCache<Arc<SessionRecord>>,
+        redis_key: &str,
+    ) -> Result<Option<Arc<SessionRecord>>, StoreError> {
+        if let Some(record) = cache.get(redis_key.as_bytes()) {
+            return Ok(Some(record));
+        }
+        let ticket = cache.ticket();
+        let reply: RedisResult<(Value, Fields)> = redis::pipe()
+            .cmd("CLIENT")
+            .arg("CACHING")
+            .arg("YES")
+            .cmd("HMGET")
+            .arg(redis_key)
+            .arg("v")
+            .arg("r")
+            .query_async(&mut self.conn.clone())
+            .await;
+        let (_, fields) = reply.inspect_err(|_| cache.clear())?;
+        let record = match fields {
+            (Some(version), Some(json)) => Some(Arc::new(decode(&version, &json)?)),
+            _ => None,
+        };
+        // An expired record is not kept: it stays gone, but a create of
+        // the same key must not find it.
+        let keep = record
+            .as_ref()
+            .filter(|record| record.expires_at() > SystemClock.now())
+            .map(Arc::clone);
+        cache.answered(ticket, redis_key.as_bytes(), keep);
+        Ok(record)
     }
 
     /// Key prefix (default `auth:`), to share a database with other data.
@@ -305,6 +408,9 @@ fn indexed_until(record: &SessionRecord) -> i64 {
         .as_unix_millis()
 }
 
+/// A session's `v` and `r` fields, as `HMGET` returns them.
+type Fields = (Option<String>, Option<String>);
+
 fn decode(version: &str, json: &str) -> Result<SessionRecord, StoreError> {
     let version = version
         .parse()
@@ -330,15 +436,17 @@ impl SessionStore for RedisStore {
         if !user.is_empty() {
             self.index_add(user, &hex, until).await?;
         }
-        let created: i64 = CREATE
-            .key(self.session_key(&hex))
+        let session_key = self.session_key(&hex);
+        let created = CREATE
+            .key(&session_key)
             .arg(record.version)
             .arg(user)
             .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
             .arg(until)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        let created = self.written(&session_key, created)?;
         if created == 1 {
             Ok(())
         } else {
@@ -347,16 +455,26 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<SessionRecord>>, StoreError> {
-        let (version, json): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.session_key(&key.to_hex()))
-            .arg("v")
-            .arg("r")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        match (version, json) {
-            (Some(version), Some(json)) => decode(&version, &json).map(|r| Some(Arc::new(r))),
-            _ => Ok(None),
-        }
+        let redis_key = self.session_key(&key.to_hex());
+        let record = match &self.cache {
+            Some(cache) => self.load_cached(cache, &redis_key).await?,
+            None => {
+                let (version, json): Fields = redis::cmd("HMGET")
+                    .arg(&redis_key)
+                    .arg("v")
+                    .arg("r")
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                match (version, json) {
+                    (Some(version), Some(json)) => Some(Arc::new(decode(&version, &json)?)),
+                    _ => None,
+                }
+            }
+        };
+        // Redis expires the key by TTL, but a cached record (or a key the
+        // server has not expired yet) may be past its deadline.
+        let now = SystemClock.now();
+        Ok(record.filter(|record| record.expires_at() > now))
     }
 
     async fn save(
@@ -366,10 +484,11 @@ impl SessionStore for RedisStore {
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
         let hex = key.to_hex();
+        let session_key = self.session_key(&hex);
         let user = record.user_id.as_deref().unwrap_or("");
         let json = record.to_json()?;
         let attempt = |indexed: Option<i64>| {
-            let mut script = SAVE.key(self.session_key(&hex));
+            let mut script = SAVE.key(&session_key);
             script
                 .arg(expected_version)
                 .arg(expected_version + 1)
@@ -379,7 +498,10 @@ impl SessionStore for RedisStore {
                 .arg(indexed.map(|until| until.to_string()).unwrap_or_default());
             script
         };
-        let code: i64 = attempt(None).invoke_async(&mut self.conn.clone()).await?;
+        let code = attempt(None)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        let code = self.written(&session_key, code)?;
         if code != 4 {
             return outcome(code);
         }
@@ -387,10 +509,10 @@ impl SessionStore for RedisStore {
         // session first, then write (the write re-checks the version).
         let until = indexed_until(record);
         self.index_add(user, &hex, until).await?;
-        let code: i64 = attempt(Some(until))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        outcome(code)
+        let code = attempt(Some(until))
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        outcome(self.written(&session_key, code)?)
     }
 
     async fn rotate(
@@ -405,12 +527,13 @@ impl SessionStore for RedisStore {
         let user = record.user_id.as_deref().unwrap_or("");
         let until = indexed_until(record);
         // 1. Reserve the new key (a taken one changes nothing).
-        let reserved: i64 = RESERVE
+        let reserved = RESERVE
             .key(&new_key)
             .arg(user)
             .arg(RESERVATION_MS)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        let reserved = self.written(&new_key, reserved)?;
         if reserved != 1 {
             return Err(StoreError::Collision);
         }
@@ -419,28 +542,32 @@ impl SessionStore for RedisStore {
             self.index_add(user, &new_hex, until).await?;
         }
         // 3. Take the old key (compare-and-set on its version).
-        let taken: i64 = TAKE
-            .key(self.session_key(&old_hex))
+        let old_key = self.session_key(&old_hex);
+        let taken = TAKE
+            .key(&old_key)
             .arg(expected_version)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        let taken = self.written(&old_key, taken)?;
         if taken != 2 {
-            redis::cmd("DEL")
+            let dropped = redis::cmd("DEL")
                 .arg(&new_key)
                 .query_async::<()>(&mut self.conn.clone())
-                .await?;
+                .await;
+            self.written(&new_key, dropped)?;
             return outcome(taken);
         }
         // 4. Fill the reservation, unless a revocation deleted it meanwhile.
-        let filled: i64 = FILL
+        let filled = FILL
             .key(&new_key)
             .arg(expected_version + 1)
             .arg(user)
             .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())
             .arg(until)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        let filled = self.written(&new_key, filled)?;
         Ok(if filled == 1 {
             SaveOutcome::Saved
         } else {
@@ -449,11 +576,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let deleted: i64 = DELETE
-            .key(self.session_key(&key.to_hex()))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(deleted == 1)
+        let session_key = self.session_key(&key.to_hex());
+        let deleted = DELETE
+            .key(&session_key)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await;
+        Ok(self.written(&session_key, deleted)? == 1)
     }
 
     async fn delete_by_user(
@@ -475,11 +603,13 @@ impl SessionStore for RedisStore {
             }
             let mut gone = Vec::new();
             for hex in fresh {
-                let code: i64 = DELETE_IF_USER
-                    .key(self.session_key(&hex))
+                let session_key = self.session_key(&hex);
+                let code = DELETE_IF_USER
+                    .key(&session_key)
                     .arg(user_id)
-                    .invoke_async(&mut self.conn.clone())
-                    .await?;
+                    .invoke_async::<i64>(&mut self.conn.clone())
+                    .await;
+                let code = self.written(&session_key, code)?;
                 if code == 1 {
                     deleted += 1;
                 }
