@@ -24,6 +24,14 @@ struct Harness {
 }
 
 fn harness(config: TokenConfig) -> Harness {
+    harness_on(config, Arc::new(MemoryRefreshStore::new()))
+}
+
+/// [`harness`] with its refresh families in `store`.
+fn harness_on(
+    config: TokenConfig,
+    store: Arc<dyn auth_core::token::refresh::RefreshStore>,
+) -> Harness {
     let users = Arc::new(MemoryUserStore::new());
     let clock = ManualClock::starting_now();
     let passwords = PasswordService::builder()
@@ -33,7 +41,7 @@ fn harness(config: TokenConfig) -> Harness {
     let tokens = TokenService::new(
         config,
         SigningKey::generate(Algorithm::Es256).unwrap(),
-        Arc::new(MemoryRefreshStore::new()),
+        store,
     );
     let auth = Auth::builder(Arc::clone(&users))
         .clock(Arc::new(clock.clone()))
@@ -423,28 +431,7 @@ impl auth_core::token::refresh::RefreshStore for Stalling {
 #[tokio::test]
 async fn a_bearer_check_on_a_store_that_stops_answering_answers_503_in_bounded_time() {
     let store = Arc::new(Stalling::default());
-    let tokens = TokenService::new(
-        config().build().unwrap(),
-        SigningKey::generate(Algorithm::Es256).unwrap(),
-        store.clone(),
-    );
-    let auth = Auth::builder(Arc::new(MemoryUserStore::new()))
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(tokens)
-        .build()
-        .unwrap()
-        .authenticator()
-        .clone();
-    let h = Harness {
-        auth,
-        users: Arc::new(MemoryUserStore::new()),
-        clock: ManualClock::starting_now(),
-    };
+    let h = harness_on(config().build().unwrap(), store.clone());
     let (_, pair) = signed_in(&h, "alice").await;
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
     store

@@ -242,33 +242,41 @@ impl Demo {
     /// it holds for at most 5 s after Redis last answered (no write can
     /// reach a stopped Redis, so no revocation is missed meanwhile).
     async fn me_until_unavailable(&self, who: As<'_>, what: &str) {
-        let start = Instant::now();
-        loop {
-            let answer = self.me(who).await;
-            if answer.status == 503 {
-                answer.assert_unavailable(what);
-                return;
-            }
-            assert_eq!(answer.status, 200, "{what}: {answer:?}");
-            assert!(
-                start.elapsed() < HANG,
-                "{what}: still served from the cache after {HANG:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.poll(who, 503, 200, HANG, what)
+            .await
+            .assert_unavailable(what);
     }
 
+    /// `GET /api/me` until it answers `want`; meanwhile 503 (checked as
+    /// [`Answer::assert_unavailable`]).
     async fn me_until(&self, who: As<'_>, want: u16, what: &str) {
+        self.poll(who, want, 503, RECOVERY, what).await;
+    }
+
+    /// `GET /api/me` every 200 ms until it answers `want` (that answer),
+    /// for at most `limit`; every answer before it is `meanwhile`.
+    async fn poll(
+        &self,
+        who: As<'_>,
+        want: u16,
+        meanwhile: u16,
+        limit: Duration,
+        what: &str,
+    ) -> Answer {
         let start = Instant::now();
         loop {
             let answer = self.me(who).await;
             if answer.status == want {
-                return;
+                return answer;
             }
-            answer.assert_unavailable(what);
+            if meanwhile == 503 {
+                answer.assert_unavailable(what);
+            } else {
+                assert_eq!(answer.status, meanwhile, "{what}: {answer:?}");
+            }
             assert!(
-                start.elapsed() < RECOVERY,
-                "{what}: still {answer:?} after {RECOVERY:?}"
+                start.elapsed() < limit,
+                "{what}: still {answer:?} after {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
