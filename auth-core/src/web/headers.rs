@@ -1,6 +1,7 @@
 //! Browser security headers: decided here, applied by every adapter to
 //! every response (a header the app's handler already set is kept).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,18 +17,18 @@ use std::time::Duration;
 /// ([`hsts`](Self::hsts)): the app must be served over HTTPS.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
-    headers: Arc<Vec<(&'static str, String)>>,
+    headers: Arc<Vec<(&'static str, Cow<'static, str>)>>,
 }
 
 impl Default for SecurityHeaders {
     fn default() -> Self {
         Self {
             headers: Arc::new(vec![
-                ("x-content-type-options", "nosniff".to_owned()),
-                ("referrer-policy", "no-referrer".to_owned()),
+                ("x-content-type-options", Cow::Borrowed("nosniff")),
+                ("referrer-policy", Cow::Borrowed("no-referrer")),
                 (
                     "content-security-policy",
-                    "frame-ancestors 'none'".to_owned(),
+                    Cow::Borrowed("frame-ancestors 'none'"),
                 ),
             ]),
         }
@@ -43,7 +44,7 @@ impl SecurityHeaders {
     fn set(mut self, name: &'static str, value: String) -> Self {
         let headers = Arc::make_mut(&mut self.headers);
         headers.retain(|(n, _)| *n != name);
-        headers.push((name, value));
+        headers.push((name, Cow::Owned(value)));
         self
     }
 
@@ -72,7 +73,16 @@ impl SecurityHeaders {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.headers
             .iter()
-            .map(|(name, value)| (*name, value.as_str()))
+            .map(|(name, value)| (*name, value.as_ref()))
+    }
+
+    /// The headers with their values as `Cow<'static, str>`, for a
+    /// framework whose responses take owned or static values: a default
+    /// value is a static string, so handing it out allocates nothing.
+    pub fn iter_static(&self) -> impl Iterator<Item = (&'static str, Cow<'static, str>)> + '_ {
+        self.headers
+            .iter()
+            .map(|(name, value)| (*name, value.clone()))
     }
 }
 

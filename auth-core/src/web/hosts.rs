@@ -126,7 +126,7 @@ impl fmt::Debug for AllowedHosts {
 
 /// `host[:port]` as (the name without a trailing dot, port).
 fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
-    let value = value.trim_matches([' ', '\t']);
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
     let (name, port) = if value.starts_with('[') {
         let end = value.find(']')?;
         let (name, rest) = value.split_at(end + 1);
@@ -145,7 +145,8 @@ fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
         None => None,
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.contains([':', '/', '@']) && !name.starts_with('[') {
+    let forbidden = || name.bytes().any(|b| matches!(b, b':' | b'/' | b'@'));
+    if name.is_empty() || !name.starts_with('[') && forbidden() {
         return None;
     }
     Some((name, port))

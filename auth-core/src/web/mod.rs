@@ -207,7 +207,7 @@ impl Auth {
         let user_agent = headers
             .into_iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
-            .map(|(_, value)| value.chars().take(512).collect());
+            .map(|(_, value)| truncated(value, 512).to_owned());
         Client {
             ip,
             user_agent,
@@ -371,5 +371,30 @@ mod tests {
         assert_eq!(json["reason"], "common_password");
         let body = error_body(&AuthError::InvalidCredentials);
         assert_eq!(body, r#"{"error":"invalid credentials"}"#);
+    }
+}
+
+/// `value`, cut to at most `max` bytes on a character boundary (one copy
+/// later, rather than a character at a time).
+fn truncated(value: &str, max: usize) -> &str {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::truncated;
+
+    #[test]
+    fn user_agents_are_cut_on_a_character_boundary() {
+        assert_eq!(truncated("curl/8.5", 512), "curl/8.5");
+        assert_eq!(truncated("abc", 3), "abc");
+        // 'é' is two bytes: a cut inside it keeps the whole character out.
+        assert_eq!(truncated("aé", 2), "a");
+        assert_eq!(truncated("aé", 3), "aé");
+        assert_eq!(truncated(&"x".repeat(600), 512).len(), 512);
     }
 }

@@ -289,9 +289,10 @@ impl Auth {
     }
 
     /// [`begin`](Self::begin) for adapters whose header values are bytes.
-    /// `headers` yields the request's header lines; it is called more than
-    /// once and must yield the same lines each time. When every value is
-    /// UTF-8 they are borrowed as they are;
+    /// `headers` yields the request's header lines; it may be called more
+    /// than once and must yield the same lines each time. When every value
+    /// is UTF-8 they are borrowed as they are (checked once, kept on the
+    /// stack for the pipeline's passes);
     /// otherwise every value is decoded lossily (bad bytes become U+FFFD),
     /// so the core sees, and refuses, a malformed entry rather than a
     /// missing header. `authority` is the request URI's authority: HTTP/2
@@ -307,74 +308,52 @@ impl Auth {
         F: Fn() -> I,
         I: Iterator<Item = (&'a str, &'a [u8])>,
     {
-        let host = if headers().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        let mut text: HeaderLines<'a> = HeaderLines::new();
+        let mut has_host = false;
+        for (name, value) in headers() {
+            let Ok(value) = std::str::from_utf8(value) else {
+                return self.begin_lossy(method, headers(), authority, peer);
+            };
+            has_host |= name.eq_ignore_ascii_case("host");
+            text.push((name, value));
+        }
+        if !has_host && let Some(authority) = authority {
+            text.push(("host", authority));
+        }
+        self.begin(method, text.iter().copied(), peer)
+    }
+
+    /// [`begin_raw`](Self::begin_raw) when a value is not UTF-8.
+    fn begin_lossy<'a>(
+        &self,
+        method: &'a str,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+        authority: Option<&'a str>,
+        peer: Option<IpAddr>,
+    ) -> Result<RequestAuth, Reply> {
+        let lossy: Vec<(&str, Cow<'_, str>)> = headers
+            .map(|(name, value)| (name, String::from_utf8_lossy(value)))
+            .collect();
+        let host = if lossy
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
             None
         } else {
             authority.map(|authority| ("host", authority))
         };
-        if headers().all(|(_, value)| std::str::from_utf8(value).is_ok()) {
-            self.begin(
-                method,
-                TextHeaders {
-                    headers: &headers,
-                    host,
-                },
-                peer,
-            )
-        } else {
-            let lossy: Vec<(&str, Cow<'_, str>)> = headers()
-                .map(|(name, value)| (name, String::from_utf8_lossy(value)))
-                .collect();
-            let pairs = lossy
-                .iter()
-                .map(|(name, value)| (*name, value.as_ref()))
-                .chain(host);
-            self.begin(method, pairs, peer)
-        }
+        let pairs = lossy
+            .iter()
+            .map(|(name, value)| (*name, value.as_ref()))
+            .chain(host);
+        self.begin(method, pairs, peer)
     }
 }
 
-/// Header lines whose values are all UTF-8, as text, borrowed: iterable
-/// more than once, as [`Auth::begin`] needs.
-struct TextHeaders<'f, 'a, F> {
-    headers: &'f F,
-    host: Option<(&'a str, &'a str)>,
-}
-
-impl<F> Clone for TextHeaders<'_, '_, F> {
-    fn clone(&self) -> Self {
-        Self {
-            headers: self.headers,
-            host: self.host,
-        }
-    }
-}
-
-type Line<'a> = (&'a str, &'a [u8]);
-
-/// A value that is not UTF-8 (only possible if `headers` changed between
-/// calls) is seen as malformed, never as missing.
-const MALFORMED: &str = "\u{FFFD}";
-
-impl<'a, F, I> IntoIterator for TextHeaders<'_, 'a, F>
-where
-    F: Fn() -> I,
-    I: Iterator<Item = Line<'a>>,
-{
-    type Item = (&'a str, &'a str);
-    type IntoIter = std::iter::Chain<
-        std::iter::Map<I, fn(Line<'a>) -> (&'a str, &'a str)>,
-        std::option::IntoIter<(&'a str, &'a str)>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        fn text<'a>((name, value): Line<'a>) -> (&'a str, &'a str) {
-            (name, std::str::from_utf8(value).unwrap_or(MALFORMED))
-        }
-        let text: fn(Line<'a>) -> (&'a str, &'a str) = text;
-        (self.headers)().map(text).chain(self.host)
-    }
-}
+/// A request's header lines as text: on the stack up to a typical
+/// request's count, so the pipeline's passes over them neither allocate
+/// nor decode again.
+pub(crate) type HeaderLines<'a> = smallvec::SmallVec<[(&'a str, &'a str); 20]>;
 
 impl RequestAuth {
     /// The pipeline this request runs through.
@@ -403,11 +382,22 @@ impl RequestAuth {
 
     async fn slot(&self) -> Result<MutexGuard<'_, Slot>, AuthError> {
         let mut slot = self.slot.lock().await;
-        if !slot.loaded && self.bearer.is_some() {
-            self.load_bearer(&mut slot).await?;
-            slot.loaded = true;
-        }
         if !slot.loaded {
+            // Boxed, once per request: the load is by far the largest
+            // future here (~1.9 KB), and inline it would make every method
+            // that reads the state (each guard, each handler call) that
+            // large, to be moved and boxed again by the frameworks.
+            Box::pin(self.load(&mut slot)).await?;
+        }
+        Ok(slot)
+    }
+
+    /// Loads the request's session and user into `slot`: from the bearer
+    /// token of a bearer request, else from the session cookie.
+    async fn load(&self, slot: &mut Slot) -> Result<(), AuthError> {
+        if self.bearer.is_some() {
+            self.load_bearer(slot).await?;
+        } else {
             let loaded = self
                 .auth
                 .load_session(self.cookies.iter().map(String::as_str))
@@ -416,9 +406,9 @@ impl RequestAuth {
                 Some((session, user)) => (Some(session), user),
                 None => (None, None),
             };
-            slot.loaded = true;
         }
-        Ok(slot)
+        slot.loaded = true;
+        Ok(())
     }
 
     /// A bearer request's token: a session that stands for it (never
@@ -676,9 +666,16 @@ impl RequestAuth {
 
     /// Whether the user has TOTP on (one read of the account store).
     pub async fn totp_enabled(&self) -> Result<bool, AuthError> {
-        let id = self.user_id().await?;
+        // The request's state stays locked for the read, so the user id is
+        // borrowed, not copied (a hot read: `/api/me`-style handlers).
+        let slot = self.slot().await?;
+        let id = slot
+            .session
+            .as_ref()
+            .and_then(Session::authenticated_user)
+            .ok_or(AuthError::NotAuthenticated)?;
         let accounts = self.authenticator().accounts();
-        Ok(accounts.second_factors(&id).await?.contains(&Factor::Totp))
+        Ok(accounts.second_factors(id).await?.contains(&Factor::Totp))
     }
 
     /// The user's address as the toolkit keeps it (one read of the account
@@ -1025,8 +1022,10 @@ impl RequestAuth {
     /// The user's passkeys, oldest first.
     #[cfg(feature = "passkeys")]
     pub async fn list_passkeys(&self) -> Result<Vec<crate::passkey::StoredPasskey>, AuthError> {
-        let session = self.session().await?.ok_or(AuthError::NotAuthenticated)?;
-        self.authenticator().list_passkeys(&session).await
+        // Read under the request's lock: the session is borrowed, not copied.
+        let slot = self.slot().await?;
+        let session = slot.session.as_ref().ok_or(AuthError::NotAuthenticated)?;
+        self.authenticator().list_passkeys(session).await
     }
 
     /// Renames one of the user's passkeys; `false` when there is none.
