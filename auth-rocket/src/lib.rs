@@ -143,22 +143,21 @@ enum Begun {
     /// The fairing did not run (not attached).
     Missing,
     /// Admitted: the per-request auth state.
-    Ready(Arc<RequestAuth>),
+    Ready(Admitted),
     /// Refused by the core: the complete answer.
     Refused(Reply),
 }
 
-fn begun<'a>(request: &'a Request<'_>) -> &'a Begun {
-    request.local_cache(|| Begun::Missing)
+/// An admitted request: its auth state, and a guard's refusal waiting for
+/// the fairing's response hook (the status the guard failed with and the
+/// core's reply). One request-local entry for both.
+struct Admitted {
+    state: Arc<RequestAuth>,
+    failure: Mutex<Option<(u16, Reply)>>,
 }
 
-/// A guard's refusal, waiting for the fairing's response hook: the status
-/// the guard failed with and the core's reply.
-#[derive(Default)]
-struct Failure(Mutex<Option<(u16, Reply)>>);
-
-fn failure<'a>(request: &'a Request<'_>) -> &'a Failure {
-    request.local_cache(Failure::default)
+fn begun<'a>(request: &'a Request<'_>) -> &'a Begun {
+    request.local_cache(|| Begun::Missing)
 }
 
 /// The method the client sent. Rocket rewrites a form `POST` whose first
@@ -206,12 +205,15 @@ impl Fairing for AuthFairing {
         let method = wire_method(request, data).await;
         let begun = {
             // Rocket has already decoded the header values (and dropped the
-            // ones that are not UTF-8).
-            let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = request
-                .headers()
-                .iter()
-                .map(|h| (h.name.into_cow(), h.value))
-                .collect();
+            // ones that are not UTF-8). Borrowed, on the stack.
+            let mut pairs: smallvec::SmallVec<[(Cow<'_, str>, Cow<'_, str>); 20]> =
+                smallvec::SmallVec::new();
+            pairs.extend(
+                request
+                    .headers()
+                    .iter()
+                    .map(|h| (h.name.into_cow(), h.value)),
+            );
             // HTTP/2 carries the host in `:authority`, not in a Host header.
             if !pairs.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"))
                 && let Some(host) = request.host()
@@ -226,7 +228,12 @@ impl Fairing for AuthFairing {
         };
         match begun {
             Ok(state) => {
-                request.local_cache(|| Begun::Ready(Arc::new(state)));
+                request.local_cache(|| {
+                    Begun::Ready(Admitted {
+                        state: Arc::new(state),
+                        failure: Mutex::new(None),
+                    })
+                });
             }
             Err(refusal) => {
                 // A fairing cannot answer; reroute to the internal route that
@@ -246,9 +253,8 @@ impl Fairing for AuthFairing {
             // Answered by the internal route already; enforced here too, in
             // case an app route was ranked ahead of it.
             Begun::Refused(refusal) => overwrite(response, refusal.clone()),
-            Begun::Ready(state) => {
-                let pending = failure(request)
-                    .0
+            Begun::Ready(Admitted { state, failure }) => {
+                let pending = failure
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take();
@@ -259,7 +265,12 @@ impl Fairing for AuthFairing {
                 {
                     overwrite(response, refusal);
                 }
-                let mut finish = state.finish().await;
+                // The handler is done: the state is free (no wait, no
+                // future), unless something still holds it.
+                let mut finish = match state.try_finish() {
+                    Some(finish) => finish,
+                    None => state.finish().await,
+                };
                 if finish.no_store {
                     response.set_raw_header("Cache-Control", "no-store");
                 }
@@ -269,13 +280,13 @@ impl Fairing for AuthFairing {
                 // The handler's own value of a header wins. (A scan of the
                 // few headers a response has: Rocket's header map hashes a
                 // name byte by byte, which cost more than the scan.)
-                for (name, value) in finish.security.iter() {
+                for (name, value) in finish.security.iter_static() {
                     let set = response
                         .headers()
                         .iter()
                         .any(|header| header.name().as_str().eq_ignore_ascii_case(name));
                     if !set {
-                        response.set_raw_header(name, value.to_owned());
+                        response.set_raw_header(name, value);
                     }
                 }
             }
@@ -370,10 +381,12 @@ impl<'r> Responder<'r, 'static> for AuthRejection {
 /// Fails a guard with `error`, leaving `refusal` for the fairing to answer.
 fn fail<S>(request: &Request<'_>, error: AuthError, refusal: Reply) -> Outcome<S, AuthRejection> {
     let code = error.status();
-    *failure(request)
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some((code, refusal));
+    // Without an admitted request the fairing's response hook has nothing
+    // to finish: the catcher answers (the guard's state lookup has already
+    // logged why).
+    if let Begun::Ready(Admitted { failure, .. }) = begun(request) {
+        *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some((code, refusal));
+    }
     Outcome::Error((status(code), AuthRejection(error)))
 }
 
@@ -385,7 +398,7 @@ fn fail_with<S>(request: &Request<'_>, error: AuthError) -> Outcome<S, AuthRejec
 /// The request's auth state, or a clear 500 when the fairing is missing.
 fn state(request: &Request<'_>) -> Result<Arc<RequestAuth>, AuthError> {
     match begun(request) {
-        Begun::Ready(state) => Ok(Arc::clone(state)),
+        Begun::Ready(Admitted { state, .. }) => Ok(Arc::clone(state)),
         Begun::Missing | Begun::Refused(_) => {
             tracing::error!("auth-rocket: attach AuthFairing to the rocket to use its guards");
             Err(AuthError::Internal("AuthFairing is not attached".into()))
