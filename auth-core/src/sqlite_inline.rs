@@ -35,6 +35,14 @@
 //! before the row it guards, so a row read concurrently with a commit is
 //! at worst newer than its tag (and dropped at the next probe), never
 //! older.
+//!
+//! Every store on one file shares one reader (its connections, its probe
+//! and its cache), and the reads of one step of a request (the session
+//! and its user; a user's second factors) run in [`one_probe`]: the first
+//! cached read of the step asks for the version, the others of the same
+//! step reuse its answer. A step therefore sees the file as it was at its
+//! first read, or newer, and a commit made anywhere is seen by the next
+//! step that starts after it. A step never reads a row it wrote itself.
 
 #[cfg(feature = "sqlite")]
 use std::any::Any;
@@ -45,9 +53,9 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "sqlite")]
 use std::sync::Arc;
 #[cfg(feature = "sqlite")]
-use std::sync::Mutex;
-#[cfg(feature = "sqlite")]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "sqlite")]
+use std::sync::{Mutex, Weak};
 #[cfg(feature = "sqlite")]
 use std::time::{Duration, Instant};
 
@@ -95,9 +103,85 @@ pub(crate) trait InlinePool {
 impl InlinePool for sqlx::SqlitePool {
     async fn inline(&self) -> Inline {
         Inline {
-            reader: InlineReader::for_pool(self).await.map(Arc::new),
+            reader: InlineReader::for_pool(self).await,
         }
     }
+}
+
+/// Where the current thread's poll is: outside any [`one_probe`] step, or
+/// inside one, with the version its first probe answered (for one reader:
+/// a second file's reads just probe again).
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Outside,
+    Inside(Option<(usize, u64)>),
+}
+
+#[cfg(feature = "sqlite")]
+thread_local! {
+    static STEP: std::cell::Cell<Step> = const { std::cell::Cell::new(Step::Outside) };
+}
+
+/// Runs `reads` (one step of a request: reads only, none of a row it
+/// writes) with at most one `PRAGMA data_version` probe per file: see the
+/// module docs.
+#[cfg(feature = "sqlite")]
+pub(crate) fn one_probe<F: std::future::Future>(reads: F) -> OneProbe<F> {
+    OneProbe {
+        reads,
+        step: Step::Inside(None),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+pin_project_lite::pin_project! {
+    /// The future of [`one_probe`]. The step's state is carried here and
+    /// lent to the thread for each poll (the inline reads run inside a
+    /// poll, on its thread), so it follows the task across threads.
+    pub(crate) struct OneProbe<F> {
+        #[pin]
+        reads: F,
+        step: Step,
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl<F: std::future::Future> std::future::Future for OneProbe<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        /// Gives the thread its outer step back, also if `reads` panics.
+        struct Restore(Step);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                STEP.set(self.0);
+            }
+        }
+        let this = self.project();
+        let _restore = Restore(STEP.replace(*this.step));
+        let poll = this.reads.poll(cx);
+        *this.step = STEP.get();
+        poll
+    }
+}
+
+/// The readers in use, by file (device and inode: a file deleted and made
+/// again at the same path is another file, and gets its own reader).
+#[cfg(all(feature = "sqlite", unix))]
+type FileId = (u64, u64);
+
+#[cfg(all(feature = "sqlite", unix))]
+static READERS: Mutex<Vec<(FileId, Weak<InlineReader>)>> = Mutex::new(Vec::new());
+
+#[cfg(all(feature = "sqlite", unix))]
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
 }
 
 #[cfg(feature = "postgres")]
@@ -133,6 +217,8 @@ pub(crate) struct InlineReader {
     /// and how many probe connections were opened before it. `None` until
     /// first used, and again after it failed.
     probe: Mutex<(Option<Connection>, u64)>,
+    /// Probes asked.
+    pub(crate) probes: AtomicU64,
     cache: Mutex<Cache>,
     /// Cached reads answered from the cache.
     pub(crate) cache_hits: AtomicU64,
@@ -174,7 +260,7 @@ impl InlineReader {
     /// (no memory mode, `vfs` or `immutable` option) in WAL mode that a
     /// plain connection can read. The path is the one SQLite itself reports
     /// for the pool's main database, so it is absolute.
-    pub(crate) async fn for_pool(pool: &sqlx::SqlitePool) -> Option<Self> {
+    pub(crate) async fn for_pool(pool: &sqlx::SqlitePool) -> Option<Arc<Self>> {
         // sqlx offers no getters for these options (and its URL form
         // panics for in-memory pools): read its `Debug` form, never printed
         // (it may hold a `key` pragma). Should the form change, the answer
@@ -192,7 +278,38 @@ impl InlineReader {
                 .await
                 .ok()
                 .flatten();
-        Self::for_path(Path::new(&file.filter(|f| !f.is_empty())?))
+        Self::shared(Path::new(&file.filter(|f| !f.is_empty())?))
+    }
+
+    /// The reader of the file at `path`: the one already open for it, if
+    /// any (so every store on the file shares one probe and one cache),
+    /// else a new one.
+    fn shared(path: &Path) -> Option<Arc<Self>> {
+        #[cfg(unix)]
+        {
+            let id = file_id(path)?;
+            let mut readers = READERS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            readers.retain(|(_, reader)| reader.strong_count() > 0);
+            if let Some(reader) = readers
+                .iter()
+                .filter(|(file, _)| *file == id)
+                .find_map(|(_, reader)| reader.upgrade())
+            {
+                return Some(reader);
+            }
+            let reader = Arc::new(Self::for_path(path)?);
+            // The file it opened is the one it is filed under.
+            if file_id(path) == Some(id) {
+                readers.push((id, Arc::downgrade(&reader)));
+            }
+            Some(reader)
+        }
+        #[cfg(not(unix))]
+        {
+            Self::for_path(path).map(Arc::new)
+        }
     }
 
     fn for_path(path: &Path) -> Option<Self> {
@@ -208,6 +325,7 @@ impl InlineReader {
             hits: AtomicU64::new(0),
             declined: AtomicU64::new(0),
             probe: Mutex::new((None, 0)),
+            probes: AtomicU64::new(0),
             cache: Mutex::new(Cache::default()),
             cache_hits: AtomicU64::new(0),
         };
@@ -260,6 +378,7 @@ impl InlineReader {
     /// connections opened: a new probe starts its own count). `None` when
     /// it cannot tell (the probe is then opened again next time).
     fn data_version(&self) -> Option<u64> {
+        self.probes.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.probe.lock().ok()?;
         let (probe, opened) = &mut *guard;
         if probe.is_none() {
@@ -281,6 +400,24 @@ impl InlineReader {
         }
     }
 
+    /// The file's generation for a cached read: the current step's answer
+    /// if it has one for this reader (see [`one_probe`]), else a probe's
+    /// (kept for the rest of the step).
+    fn step_version(&self) -> Option<u64> {
+        let me = std::ptr::from_ref(self) as usize;
+        let step = STEP.get();
+        if let Step::Inside(Some((reader, version))) = step
+            && reader == me
+        {
+            return Some(version);
+        }
+        let version = self.data_version()?;
+        if let Step::Inside(_) = step {
+            STEP.set(Step::Inside(Some((me, version))));
+        }
+        Some(version)
+    }
+
     /// See [`Inline::cached`].
     pub(crate) fn cached<T: Send + Sync + 'static>(
         &self,
@@ -289,7 +426,7 @@ impl InlineReader {
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
         keep: impl FnOnce(&T) -> bool,
     ) -> Option<Arc<T>> {
-        let Some(version) = self.data_version() else {
+        let Some(version) = self.step_version() else {
             return self.read(read).map(Arc::new);
         };
         let mut cacheable = false;
@@ -510,6 +647,75 @@ mod tests {
         let named = format!("sqlite://{}?mode=memory", dir.join("stores.db").display());
         let named = SqliteStore::connect(&named).await.unwrap();
         assert!(named.inline.reader.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every store on a file shares its reader; in one step their cached
+    /// reads ask for the file's version once (outside a step, once per
+    /// read), and a write between two steps is seen by the second. A file
+    /// made again at the same path gets a reader of its own.
+    #[tokio::test]
+    async fn one_step_probes_once_for_all_its_reads() {
+        let dir = scratch("step");
+        let url = format!("sqlite://{}", dir.join("step.db").display());
+        let sessions = SqliteStore::connect(&url).await.unwrap();
+        let users = SqliteUserStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap();
+        let reader = Arc::clone(sessions.inline.reader.as_ref().unwrap());
+        assert!(Arc::ptr_eq(&reader, users.inline.reader.as_ref().unwrap()));
+        let user = users
+            .create(NewUser {
+                login: crate::user::LoginName::parse("bob").unwrap(),
+                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
+            })
+            .await
+            .unwrap();
+        let key = crate::session::SessionKey::from_bytes([9; 32]);
+        sessions
+            .create(&key, &live_record(&user.id).0)
+            .await
+            .unwrap();
+        let probes = || reader.probes.load(Ordering::Relaxed);
+        let both = || async {
+            assert!(sessions.load(&key).await.unwrap().is_some());
+            users.find_by_id(&user.id).await.unwrap().unwrap().disabled
+        };
+
+        let before = probes();
+        assert!(!both().await);
+        assert_eq!(probes(), before + 2, "outside a step: one probe per read");
+        let before = probes();
+        assert!(!one_probe(both()).await);
+        assert_eq!(probes(), before + 1, "one step: one probe");
+        let hits = reader.cache_hits.load(Ordering::Relaxed);
+        assert!(!one_probe(both()).await);
+        assert_eq!(reader.cache_hits.load(Ordering::Relaxed), hits + 2);
+
+        users.set_disabled(&user.id, true).await.unwrap();
+        assert!(one_probe(both()).await, "the next step sees the write");
+        let before = probes();
+        assert!(both().await);
+        assert_eq!(probes(), before + 2, "after a step, outside again");
+
+        // A step that panics gives the thread back outside any step.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let mut step = std::pin::pin!(one_probe(async {
+                assert!(matches!(STEP.get(), Step::Inside(None)));
+                panic!("a step that fails");
+            }));
+            let _ = std::future::Future::poll(step.as_mut(), &mut cx);
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(STEP.get(), Step::Outside));
+
+        // The same path, another file: never the old file's reader.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let again = SqliteStore::connect(&url).await.unwrap();
+        let new_reader = again.inline.reader.as_ref().unwrap();
+        assert!(!Arc::ptr_eq(&reader, new_reader));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -355,6 +355,18 @@ impl Auth {
 /// nor decode again.
 pub(crate) type HeaderLines<'a> = smallvec::SmallVec<[(&'a str, &'a str); 20]>;
 
+/// The reads of one step of a request (the session and its user; a user's
+/// second factors): on a SQLite file, one probe of its version for all of
+/// them (see `sqlite_inline`).
+#[cfg(feature = "sqlite")]
+use crate::sqlite_inline::one_probe;
+
+/// Without SQLite, the reads as they are.
+#[cfg(not(feature = "sqlite"))]
+async fn one_probe<F: std::future::Future>(reads: F) -> F::Output {
+    reads.await
+}
+
 impl RequestAuth {
     /// The pipeline this request runs through.
     pub fn auth(&self) -> &Auth {
@@ -387,7 +399,7 @@ impl RequestAuth {
             // future here (~1.9 KB), and inline it would make every method
             // that reads the state (each guard, each handler call) that
             // large, to be moved and boxed again by the frameworks.
-            Box::pin(self.load(&mut slot)).await?;
+            Box::pin(one_probe(self.load(&mut slot))).await?;
         }
         Ok(slot)
     }
@@ -662,6 +674,25 @@ impl RequestAuth {
             .and_then(Session::authenticated_user)
             .map(str::to_owned)
             .ok_or(AuthError::NotAuthenticated)
+    }
+
+    /// Whether the user has a second factor: TOTP on, or (with passkeys
+    /// configured) a passkey. On SQLite stores the reads check the file's
+    /// version once between them, not once each.
+    pub async fn has_second_factor(&self) -> Result<bool, AuthError> {
+        one_probe(async {
+            if self.totp_enabled().await? {
+                return Ok(true);
+            }
+            #[cfg(feature = "passkeys")]
+            match self.list_passkeys().await {
+                Ok(passkeys) => return Ok(!passkeys.is_empty()),
+                Err(AuthError::PasskeysUnavailable) => {}
+                Err(error) => return Err(error),
+            }
+            Ok(false)
+        })
+        .await
     }
 
     /// Whether the user has TOTP on (one read of the account store).

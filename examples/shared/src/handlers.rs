@@ -253,7 +253,7 @@ pub async fn logout(auth: &RequestAuth) -> Reply {
 
 /// `GET /api/me`, for the user the framework's `CurrentUser` extracted.
 pub async fn me(auth: &RequestAuth, user: &User) -> Reply {
-    unwrap_reply(second_factor_on(auth).await.map(|mfa_enabled| {
+    unwrap_reply(auth.has_second_factor().await.map(|mfa_enabled| {
         json(
             200,
             &Me {
@@ -262,18 +262,6 @@ pub async fn me(auth: &RequestAuth, user: &User) -> Reply {
             },
         )
     }))
-}
-
-/// Whether the user has a second factor: TOTP or a passkey.
-async fn second_factor_on(auth: &RequestAuth) -> Result<bool, AuthError> {
-    if auth.totp_enabled().await? {
-        return Ok(true);
-    }
-    match auth.list_passkeys().await {
-        Ok(passkeys) => Ok(!passkeys.is_empty()),
-        Err(AuthError::PasskeysUnavailable) => Ok(false),
-        Err(error) => Err(error),
-    }
 }
 
 /// `POST /api/password`.
