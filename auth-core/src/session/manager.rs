@@ -569,7 +569,10 @@ impl SessionManager {
             id_changed: false,
         };
         if now.duration_since(session.record.last_seen_at) >= self.config.touch_interval {
-            match self.update(&mut session, |_| {}).await {
+            // Boxed: a touch is due at most once per touch interval, and
+            // inline its future (a whole record held across the write)
+            // would be carried by every load.
+            match Box::pin(self.update(&mut session, |_| {})).await {
                 Ok(()) | Err(SessionError::Contended) => {}
                 Err(SessionError::Gone) => return Ok(None),
                 Err(error) => return Err(error),
