@@ -134,6 +134,18 @@ pub(crate) fn one_probe<F: std::future::Future>(reads: F) -> OneProbe<F> {
     }
 }
 
+/// Runs `work` outside any step, also when called from inside one: its
+/// cached reads each ask for the file's version afresh. For a write made
+/// during a step that reads again (the session touch, which reloads the
+/// record when another request changed it first).
+#[cfg(feature = "sqlite")]
+pub(crate) fn without_step<F: std::future::Future>(work: F) -> OneProbe<F> {
+    OneProbe {
+        reads: work,
+        step: Step::Outside,
+    }
+}
+
 #[cfg(feature = "sqlite")]
 pin_project_lite::pin_project! {
     /// The future of [`one_probe`]. The step's state is carried here and
@@ -709,6 +721,23 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(matches!(STEP.get(), Step::Outside));
+
+        // Inside a step a cached read keeps the step's version, even after
+        // a write; work run `without_step` (a write that reads again) asks
+        // afresh and sees it.
+        assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        let (inside, outside) = one_probe(async {
+            assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+            users.set_disabled(&user.id, false).await.unwrap();
+            let inside = users.find_by_id(&user.id).await.unwrap().unwrap().disabled;
+            let outside =
+                without_step(async { users.find_by_id(&user.id).await.unwrap().unwrap().disabled })
+                    .await;
+            (inside, outside)
+        })
+        .await;
+        assert!(inside, "the step's version");
+        assert!(!outside, "a fresh probe sees the write");
 
         // The same path, another file: never the old file's reader.
         std::fs::remove_dir_all(&dir).unwrap();

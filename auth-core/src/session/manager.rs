@@ -318,6 +318,16 @@ pub enum SessionError {
     Config(&'static str),
 }
 
+/// Work outside the SQLite stores' per-step version check (see
+/// `sqlite_inline::without_step`); without SQLite, the work as it is.
+#[cfg(feature = "sqlite")]
+use crate::sqlite_inline::without_step;
+
+#[cfg(not(feature = "sqlite"))]
+fn without_step<F>(work: F) -> F {
+    work
+}
+
 /// How long a session load (with its user read and touch) may take.
 const LOAD_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -571,8 +581,10 @@ impl SessionManager {
         if now.duration_since(session.record.last_seen_at) >= self.config.touch_interval {
             // Boxed: a touch is due at most once per touch interval, and
             // inline its future (a whole record held across the write)
-            // would be carried by every load.
-            match Box::pin(self.update(&mut session, |_| {})).await {
+            // would be carried by every load. Outside the load's step of
+            // reads: on a conflict it reloads the record, which must be
+            // the file's current one.
+            match Box::pin(without_step(self.update(&mut session, |_| {}))).await {
                 Ok(()) | Err(SessionError::Contended) => {}
                 Err(SessionError::Gone) => return Ok(None),
                 Err(error) => return Err(error),
