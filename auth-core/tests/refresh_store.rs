@@ -306,3 +306,129 @@ async fn every_redis_key_expires() {
         }
     }
 }
+
+/// A family checked on one instance is then checked from its cache (no
+/// command); revoked through another instance, it is refused here once
+/// the server's invalidation arrives; revoked here, at once.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_revocation_through_another_instance_ends_the_cached_family() {
+    use std::time::Duration;
+
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+
+    // Its own database, so this store's connection is the only client there.
+    const DB: u8 = 12;
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let mut at_db = url::Url::parse(&url).unwrap();
+    at_db.set_path(&format!("/{DB}"));
+    let at_db = at_db.to_string();
+    let mut admin = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // `CLIENT LIST`'s `id` and last command of the clients on `DB`.
+    async fn clients(admin: &mut ::redis::aio::MultiplexedConnection) -> Vec<(String, String)> {
+        let list: String = ::redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(admin)
+            .await
+            .unwrap();
+        list.lines()
+            .filter(|line| line.split(' ').any(|field| field == format!("db={DB}")))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (field("id"), field("cmd"))
+            })
+            .collect()
+    }
+    let prefix = format!("{}:", unique("cached"));
+    let a = RedisRefreshStore::connect_with_prefix(&at_db, prefix.as_str())
+        .await
+        .unwrap();
+    assert!(a.caches_checks());
+    let found = clients(&mut admin).await;
+    assert_eq!(found.len(), 1, "one client on database {DB}: {found:?}");
+    let a_id = found[0].0.clone();
+    let last_command = |admin: &mut ::redis::aio::MultiplexedConnection| {
+        let a_id = a_id.clone();
+        let mut admin = admin.clone();
+        async move {
+            clients(&mut admin)
+                .await
+                .into_iter()
+                .find(|(id, _)| *id == a_id)
+                .expect("A is connected")
+                .1
+        }
+    };
+    let b = RedisRefreshStore::connect_with_prefix(&at_db, prefix.as_str())
+        .await
+        .unwrap();
+    let now = SystemClock.now();
+    let family = |user: &str| Family {
+        id: new_family_id().unwrap(),
+        user_id: user.to_owned(),
+        amr: vec!["pwd".into()],
+        stamp: unique("stamp"),
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3_600)),
+        idle_timeout: Duration::from_secs(3_600),
+        last_used_at: now,
+    };
+
+    // Checked twice on A: the second answer comes from the cache.
+    let revoked_elsewhere = family("alice");
+    b.create(&revoked_elsewhere, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    assert!(a.is_live(&revoked_elsewhere.id, now).await.unwrap());
+    assert_eq!(last_command(&mut admin).await, "hmget");
+    assert!(!a.revoke_family("no-such-family").await.unwrap());
+    let other = last_command(&mut admin).await;
+    assert_ne!(other, "hmget");
+    assert!(a.is_live(&revoked_elsewhere.id, now).await.unwrap());
+    assert_eq!(
+        last_command(&mut admin).await,
+        other,
+        "served from the cache"
+    );
+
+    // Revoked through B: refused on A once the invalidation arrives.
+    assert!(b.revoke_family(&revoked_elsewhere.id).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while a.is_live(&revoked_elsewhere.id, now).await.unwrap() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("B's revocation reaches A's cache");
+
+    // Revoked through A: refused at once.
+    let revoked_here = family("bob");
+    a.create(&revoked_here, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    assert!(a.is_live(&revoked_here.id, now).await.unwrap());
+    assert!(a.is_live(&revoked_here.id, now).await.unwrap());
+    assert_eq!(a.revoke_user("bob").await.unwrap(), 1);
+    assert!(!a.is_live(&revoked_here.id, now).await.unwrap());
+
+    // A cached deadline is compared with the clock at every check.
+    let late = now.saturating_add(Duration::from_secs(3_601));
+    let live = family("carol");
+    b.create(&live, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    assert!(a.is_live(&live.id, now).await.unwrap());
+    assert!(!a.is_live(&live.id, late).await.unwrap());
+}

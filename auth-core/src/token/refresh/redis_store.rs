@@ -15,6 +15,22 @@
 //!   [`RefreshStore::revoke_user`], expiring no sooner than its
 //!   longest-lived family.
 //!
+//! # Client-side cache (single node)
+//!
+//! [`RedisRefreshStore::connect`] to a single node keeps, in this
+//! process, when each family it was asked about stops being live (the
+//! earlier of its expiry and its idle deadline), under the same
+//! server-assisted invalidation as the session store (RESP3 client
+//! tracking, opt-in per read; see `session/redis_store.rs`): a bearer
+//! request whose family was checked before costs no round trip. Any write
+//! of the family by any instance (a rotation, a revocation) evicts it; this
+//! store's own writes evict it before they answer; an absent family is
+//! never cached; the clock is compared at every check; a dropped
+//! connection empties the cache. A rotation elsewhere that pushes the
+//! idle deadline on reaches this process with its invalidation: until
+//! then the family's older, earlier deadline is the one checked (never a
+//! later one). A cluster, or a URL with `protocol=resp2`, is not cached.
+//!
 //! (The key names are those of the single-node layout before cluster
 //! support: families stored before an upgrade keep working.) Every key
 //! expires. Needs Redis 7 (`PEXPIRETIME`).
@@ -42,17 +58,17 @@
 //!   every family listed, so every family created before it began.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script, Value};
 
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{ClientCache, RedisConn};
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years): exact in Lua's numbers, and no overflow.
@@ -153,6 +169,9 @@ return user",
 pub struct RedisRefreshStore {
     conn: RedisConn,
     prefix: String,
+    /// When each family checked by `is_live` stops being live (Unix
+    /// milliseconds), on a tracked connection.
+    cache: Option<Arc<ClientCache<i64>>>,
 }
 
 impl fmt::Debug for RedisRefreshStore {
@@ -160,6 +179,7 @@ impl fmt::Debug for RedisRefreshStore {
         f.debug_struct("RedisRefreshStore")
             .field("prefix", &self.prefix)
             .field("cluster", &self.conn.is_cluster())
+            .field("client_cache", &self.cache.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +195,11 @@ impl RedisRefreshStore {
     /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`; one seed with a
     /// trailing comma). Connects within 1 s; each command answers within
     /// 500 ms (a cluster request, with its retries, within 2 s).
+    ///
+    /// On a single node the store caches, in this process, whether the
+    /// families it checks are live, under server-assisted invalidation
+    /// (RESP3 client tracking, Redis 6 or later; see the module docs).
+    /// Add `protocol=resp2` to the URL to switch the cache off.
     pub async fn connect(url: &str) -> Result<Self, RefreshStoreError> {
         Self::connect_with_prefix(url, Self::DEFAULT_PREFIX).await
     }
@@ -184,7 +209,17 @@ impl RedisRefreshStore {
         url: &str,
         prefix: impl Into<String>,
     ) -> Result<Self, RefreshStoreError> {
-        Ok(Self::with_conn(RedisConn::connect(url).await?, prefix))
+        let cache = Arc::new(ClientCache::new());
+        let (conn, tracked) = RedisConn::connect_tracked(url, &cache).await?;
+        let mut store = Self::with_conn(conn, prefix);
+        store.cache = tracked.then_some(cache);
+        Ok(store)
+    }
+
+    /// Whether `is_live` answers are cached in this process (see
+    /// [`connect`](Self::connect)).
+    pub fn caches_checks(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// Uses an existing connection manager (one node), with every key
@@ -203,6 +238,7 @@ impl RedisRefreshStore {
         Self {
             conn,
             prefix: prefix.into(),
+            cache: None,
         }
     }
 
@@ -211,6 +247,55 @@ impl RedisRefreshStore {
     /// appear).
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The outcome of a write to the family at `family_key`: the cache
+    /// forgets it whatever happened (a failed write may have been
+    /// applied), and forgets everything after an error (the connection may
+    /// be gone).
+    fn written<T>(&self, family_key: &str, result: RedisResult<T>) -> RedisResult<T> {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(family_key.as_bytes());
+            if result.is_err() {
+                cache.clear();
+            }
+        }
+        result
+    }
+
+    /// When the family at `family_key` stops being live, if it exists: one
+    /// command (`HMGET`), or, with the cache, none on a hit and one round
+    /// trip (`CLIENT CACHING YES` + `HMGET`) on a miss.
+    async fn live_until(&self, family_key: &str) -> Result<Option<i64>, RefreshStoreError> {
+        let Some(cache) = &self.cache else {
+            let fields: Deadlines = redis::cmd("HMGET")
+                .arg(family_key)
+                .arg("e")
+                .arg("i")
+                .arg("l")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            return Ok(live_until(fields));
+        };
+        if let Some(until) = cache.get(family_key.as_bytes()) {
+            return Ok(Some(until));
+        }
+        let ticket = cache.ticket();
+        let reply: RedisResult<(Value, Deadlines)> = redis::pipe()
+            .cmd("CLIENT")
+            .arg("CACHING")
+            .arg("YES")
+            .cmd("HMGET")
+            .arg(family_key)
+            .arg("e")
+            .arg("i")
+            .arg("l")
+            .query_async(&mut self.conn.clone())
+            .await;
+        let (_, fields) = reply.inspect_err(|_| cache.clear())?;
+        let until = live_until(fields);
+        cache.answered(ticket, family_key.as_bytes(), until);
+        Ok(until)
     }
 
     fn family_key(&self, id: &str) -> String {
@@ -228,10 +313,12 @@ impl RedisRefreshStore {
     /// Deletes family `id`; answers its user if it existed, and drops it
     /// from the user's set (it is gone for good).
     async fn delete_family(&self, id: &str) -> Result<Option<String>, RefreshStoreError> {
-        let user: Option<String> = REVOKE_FAMILY
-            .key(self.family_key(id))
+        let key = self.family_key(id);
+        let deleted = REVOKE_FAMILY
+            .key(&key)
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await;
+        let user: Option<String> = self.written(&key, deleted)?;
         if let Some(user) = &user {
             self.unlist(user, id).await?;
         }
@@ -340,8 +427,9 @@ impl RefreshStore for RedisRefreshStore {
             return Err(RefreshStoreError::Collision);
         }
         // 3. The family (a taken id releases the claim).
-        let created: i64 = CREATE
-            .key(self.family_key(&family.id))
+        let key = self.family_key(&family.id);
+        let created = CREATE
+            .key(&key)
             .arg(&family.id)
             .arg(&family.user_id)
             .arg(amr)
@@ -353,7 +441,8 @@ impl RefreshStore for RedisRefreshStore {
             .arg(first.to_hex())
             .arg(&family.stamp)
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await;
+        let created: i64 = self.written(&key, created)?;
         if created == 1 {
             Ok(())
         } else {
@@ -381,15 +470,17 @@ impl RefreshStore for RedisRefreshStore {
         if !self.claim(&next, &id, Expire::In(CLAIM_MS)).await? {
             return Err(RefreshStoreError::Collision);
         }
-        let answer: Vec<Vec<u8>> = ROTATE
-            .key(self.family_key(&id))
+        let key = self.family_key(&id);
+        let answer = ROTATE
+            .key(&key)
             .arg(presented.to_hex())
             .arg(next.to_hex())
             .arg(sealed_successor)
             .arg(now.as_unix_millis())
             .arg(grace.map_or(-1, millis))
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await;
+        let answer: Vec<Vec<u8>> = self.written(&key, answer)?;
         let mut answer = answer.into_iter();
         let kind = answer.next().ok_or(RefreshStoreError::Corrupt)?;
         let rest: Vec<Vec<u8>> = answer.collect();
@@ -458,11 +549,13 @@ impl RefreshStore for RedisRefreshStore {
             .await?;
         let mut revoked = 0;
         for id in ids {
-            let code: i64 = REVOKE_IF_USER
-                .key(self.family_key(&id))
+            let key = self.family_key(&id);
+            let code = REVOKE_IF_USER
+                .key(&key)
                 .arg(user_id)
                 .invoke_async(&mut self.conn.clone())
-                .await?;
+                .await;
+            let code: i64 = self.written(&key, code)?;
             if code == 1 {
                 revoked += 1;
             }
@@ -477,24 +570,25 @@ impl RefreshStore for RedisRefreshStore {
     }
 
     async fn is_live(&self, family_id: &str, now: Timestamp) -> Result<bool, RefreshStoreError> {
-        // One command.
-        let (expires, idle, last_used): (Option<i64>, Option<i64>, Option<i64>) =
-            redis::cmd("HMGET")
-                .arg(self.family_key(family_id))
-                .arg("e")
-                .arg("i")
-                .arg("l")
-                .query_async(&mut self.conn.clone())
-                .await?;
-        let (Some(expires), Some(idle), Some(last_used)) = (expires, idle, last_used) else {
-            return Ok(false);
-        };
-        let live_until = expires.min(last_used.saturating_add(idle));
-        Ok(now.as_unix_millis() < live_until)
+        let until = self.live_until(&self.family_key(family_id)).await?;
+        Ok(until.is_some_and(|until| now.as_unix_millis() < until))
     }
 
     async fn purge(&self, _now: Timestamp) -> Result<u64, RefreshStoreError> {
         // Redis expires families (and their tokens and indexes) by TTL.
         Ok(0)
     }
+}
+
+/// A family's `e`, `i` and `l` fields (expiry, idle timeout, last use), as
+/// `HMGET` answers them.
+type Deadlines = (Option<i64>, Option<i64>, Option<i64>);
+
+/// When a family stops being live, from its `e`, `i` and `l` fields (the
+/// earlier of its expiry and its idle deadline); `None` when it is gone.
+fn live_until(fields: Deadlines) -> Option<i64> {
+    let (Some(expires), Some(idle), Some(last_used)) = fields else {
+        return None;
+    };
+    Some(expires.min(last_used.saturating_add(idle)))
 }
