@@ -61,8 +61,8 @@ use redis::caching::{CacheConfig, CacheMode};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture,
-    RedisResult, Value,
+    Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind,
+    RedisFuture, RedisResult, Value,
 };
 
 /// Time to open a connection to one node.
@@ -194,6 +194,31 @@ impl<V: Clone> ClientCache<V> {
     fn len(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// A tracked read for `cache`: `fields` of the hash at `key`, read with
+/// `CLIENT CACHING YES` and `HMGET` in one pipeline (one round trip), so
+/// the server reports the next change of `key`. Answers the ticket taken
+/// before it was sent, for [`ClientCache::answered`]; empties the whole
+/// cache when it fails (the connection may be gone).
+pub(crate) async fn tracked_hmget<V: Clone, T: FromRedisValue>(
+    conn: &RedisConn,
+    cache: &ClientCache<V>,
+    key: &str,
+    fields: &[&str],
+) -> RedisResult<(Ticket, T)> {
+    let ticket = cache.ticket();
+    let reply: RedisResult<(Value, T)> = redis::pipe()
+        .cmd("CLIENT")
+        .arg("CACHING")
+        .arg("YES")
+        .cmd("HMGET")
+        .arg(key)
+        .arg(fields)
+        .query_async(&mut conn.clone())
+        .await;
+    let (_, answer) = reply.inspect_err(|_| cache.clear())?;
+    Ok((ticket, answer))
 }
 
 /// Applies the server's invalidation pushes and the crate's

@@ -87,11 +87,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisResult, Script, Value};
+use redis::{RedisResult, Script};
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::redis_conn::{ClientCache, RedisConn};
+use crate::redis_conn::{ClientCache, RedisConn, tracked_hmget};
 
 /// How long a rotation's reservation of the new key lives.
 const RESERVATION_MS: i64 = 30_000;
@@ -317,18 +317,8 @@ impl RedisStore {
         if let Some(record) = cache.get(redis_key.as_bytes()) {
             return Ok(Some(record));
         }
-        let ticket = cache.ticket();
-        let reply: RedisResult<(Value, Fields)> = redis::pipe()
-            .cmd("CLIENT")
-            .arg("CACHING")
-            .arg("YES")
-            .cmd("HMGET")
-            .arg(redis_key)
-            .arg("v")
-            .arg("r")
-            .query_async(&mut self.conn.clone())
-            .await;
-        let (_, fields) = reply.inspect_err(|_| cache.clear())?;
+        let (ticket, fields): (_, Fields) =
+            tracked_hmget(&self.conn, cache, redis_key, &["v", "r"]).await?;
         let record = match fields {
             (Some(version), Some(json)) => Some(Arc::new(decode(&version, &json)?)),
             _ => None,

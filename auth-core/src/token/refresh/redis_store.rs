@@ -64,11 +64,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisResult, Script, Value};
+use redis::{RedisResult, Script};
 
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
-use crate::redis_conn::{ClientCache, RedisConn};
+use crate::redis_conn::{ClientCache, RedisConn, tracked_hmget};
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years): exact in Lua's numbers, and no overflow.
@@ -280,19 +280,8 @@ impl RedisRefreshStore {
         if let Some(until) = cache.get(family_key.as_bytes()) {
             return Ok(Some(until));
         }
-        let ticket = cache.ticket();
-        let reply: RedisResult<(Value, Deadlines)> = redis::pipe()
-            .cmd("CLIENT")
-            .arg("CACHING")
-            .arg("YES")
-            .cmd("HMGET")
-            .arg(family_key)
-            .arg("e")
-            .arg("i")
-            .arg("l")
-            .query_async(&mut self.conn.clone())
-            .await;
-        let (_, fields) = reply.inspect_err(|_| cache.clear())?;
+        let (ticket, fields): (_, Deadlines) =
+            tracked_hmget(&self.conn, cache, family_key, &["e", "i", "l"]).await?;
         let until = live_until(fields);
         cache.answered(ticket, family_key.as_bytes(), until);
         Ok(until)
