@@ -196,6 +196,22 @@ impl<V: Clone> ClientCache<V> {
     }
 }
 
+/// KEYS[1] a set (a per-user index); ARGV member, expires_at (Unix
+/// milliseconds). Adds the member, and keeps the set alive at least until
+/// `expires_at` (never shortens it). One key: one cluster slot. Needs
+/// Redis 7 (`PEXPIRETIME`).
+pub(crate) static SET_INDEX_ADD: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return 1",
+        )
+    });
+
 /// A tracked read for `cache`: `fields` of the hash at `key`, read with
 /// `CLIENT CACHING YES` and `HMGET` in one pipeline (one round trip), so
 /// the server reports the next change of `key`. Answers the ticket taken

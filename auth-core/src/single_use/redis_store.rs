@@ -33,20 +33,7 @@ use redis::cluster_async::ClusterConnection;
 
 use super::{Purpose, TokenKey, TokenRecord, TokenStore, TokenStoreError};
 use crate::clock::Timestamp;
-use crate::redis_conn::RedisConn;
-
-/// KEYS[1] set; ARGV hex, expires_at. Lists a token; the set lives at
-/// least as long.
-static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-end
-return 1",
-    )
-});
+use crate::redis_conn::{RedisConn, SET_INDEX_ADD};
 
 /// KEYS[1] token; ARGV purpose, user, binding, expires_at. Returns 0 if
 /// the key exists, else 1.
@@ -168,7 +155,7 @@ impl TokenStore for RedisTokenStore {
     async fn insert(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let hex = key.to_hex();
         // Listed first: the set never misses a live token.
-        INDEX_ADD
+        SET_INDEX_ADD
             .key(self.index_key(record.purpose, &record.user_id))
             .arg(&hex)
             .arg(record.expires_at.as_unix_millis())

@@ -189,38 +189,24 @@ impl Demo {
         serde_json::json!({"username": name, "password": PASSWORD}).to_string()
     }
 
+    /// Posts `name`'s credentials to `path`, as a client without a session.
+    async fn post_credentials(&self, path: &str, name: &str) -> Answer {
+        self.send("POST", path, As::Nobody, Some(Self::credentials(name)))
+            .await
+    }
+
     async fn register(&self, name: &str) {
-        let answer = self
-            .send(
-                "POST",
-                "/api/register",
-                As::Nobody,
-                Some(Self::credentials(name)),
-            )
-            .await;
+        let answer = self.post_credentials("/api/register", name).await;
         assert_eq!(answer.status, 201, "register: {answer:?}");
     }
 
     async fn login(&self, name: &str) -> Answer {
-        self.send(
-            "POST",
-            "/api/login",
-            As::Nobody,
-            Some(Self::credentials(name)),
-        )
-        .await
+        self.post_credentials("/api/login", name).await
     }
 
     /// Signs in for API tokens: the access token.
     async fn access_token(&self, name: &str) -> String {
-        let answer = self
-            .send(
-                "POST",
-                "/api/token",
-                As::Nobody,
-                Some(Self::credentials(name)),
-            )
-            .await;
+        let answer = self.post_credentials("/api/token", name).await;
         assert_eq!(answer.status, 200, "tokens: {answer:?}");
         let tokens: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
         tokens["access_token"]

@@ -68,7 +68,7 @@ use redis::{RedisResult, Script};
 
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
-use crate::redis_conn::{ClientCache, RedisConn, tracked_hmget};
+use crate::redis_conn::{ClientCache, RedisConn, SET_INDEX_ADD, tracked_hmget};
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years): exact in Lua's numbers, and no overflow.
@@ -77,19 +77,6 @@ const MAX_IDLE_MS: i64 = 1 << 50;
 /// How long a claimed successor key lives before its family's expiry is
 /// set on it.
 const CLAIM_MS: i64 = 60_000;
-
-/// KEYS user index; ARGV id, expires. Lists the family; the index lives
-/// at least as long.
-static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-end
-return 1",
-    )
-});
 
 /// KEYS family; ARGV id, user, amr, created, expires, idle, last used,
 /// live until, hex, stamp. 0 if the family exists, else 1.
@@ -405,7 +392,7 @@ impl RefreshStore for RedisRefreshStore {
             .min(family.last_used_at.saturating_add(family.idle_timeout));
         let expires = family.expires_at.as_unix_millis();
         // 1. Listed under the user before it exists.
-        INDEX_ADD
+        SET_INDEX_ADD
             .key(self.user_key(&family.user_id))
             .arg(&family.id)
             .arg(expires)
