@@ -484,8 +484,12 @@ fn login_flood(
         let mut actix = servers::actix_auth(&store, proxies.clone())?;
         rt.block_on(servers::login(&mut actix))?;
         verify(rt, &actix)?;
+        let mut rocket = servers::rocket_auth(&store, proxies.clone())?;
+        rt.block_on(servers::login(&mut rocket))?;
+        verify(rt, &rocket)?;
         variants.push((label.clone(), axum));
-        variants.push((label, actix));
+        variants.push((label.clone(), actix));
+        variants.push((label, rocket));
     }
     println!(
         "| framework | hash slots | me req/s unloaded | me req/s in flood | ratio (median) | target | p50 ms unloaded / flood | p99 ms unloaded / flood | me non-2xx | logins/s | login statuses | 429/503 without Retry-After | login p50 / p99 / max ms |"
