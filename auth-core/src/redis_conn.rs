@@ -212,6 +212,19 @@ return 1",
         )
     });
 
+/// `{prefix}{kind}{{{tag}}}`: a key whose hash tag is `tag`. Every
+/// authenticated request builds one, so the pieces are pushed, not
+/// formatted.
+pub(crate) fn tagged_key(prefix: &str, kind: &str, tag: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + kind.len() + tag.len() + 2);
+    key.push_str(prefix);
+    key.push_str(kind);
+    key.push('{');
+    key.push_str(tag);
+    key.push('}');
+    key
+}
+
 /// A tracked read for `cache`: `fields` of the hash at `key`, read with
 /// `CLIENT CACHING YES` and `HMGET` in one pipeline (one round trip), so
 /// the server reports the next change of `key`. Answers the ticket taken
@@ -430,6 +443,12 @@ mod tests {
             Some(vec!["redis://a:7000"])
         );
         assert_eq!(cluster_seeds(","), Some(vec![]));
+    }
+
+    #[test]
+    fn tagged_keys_put_the_tag_in_braces() {
+        assert_eq!(tagged_key("auth:", "s:", "ab12"), "auth:s:{ab12}");
+        assert_eq!(tagged_key("", "f:", "x"), "f:{x}");
     }
 
     fn ticket_and_answer(cache: &ClientCache<u32>, key: &[u8], value: u32) {

@@ -105,6 +105,16 @@ impl fmt::Debug for SessionId {
     }
 }
 
+/// Lower-case hex of a 32-byte digest, in constant time (a digest of a
+/// secret: its encoding should not leak it through timing either).
+pub(crate) fn hex_digest(digest: &[u8; 32]) -> String {
+    let mut buf = [0u8; 64];
+    // 64 bytes always hold 32 bytes' hex: the error cannot happen.
+    base16ct::lower::encode_str(digest, &mut buf)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The key a store files a session under: SHA-256 of the [`SessionId`].
 /// Knowing it does not let anyone present the session.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,11 +133,7 @@ impl SessionKey {
 
     /// Lower-case hex, for text keys (Redis).
     pub fn to_hex(&self) -> String {
-        use fmt::Write;
-        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        hex_digest(&self.0)
     }
 
     /// Parses [`to_hex`](Self::to_hex) output.
@@ -405,5 +411,29 @@ mod tests {
         assert!(!key.to_hex().contains(handle.as_str()));
         assert_eq!(format!("{id:?}"), "SessionId([REDACTED])");
         assert!(!format!("{key:?}").contains(&key.to_hex()));
+    }
+
+    /// The hex form is the stored one (Redis keys, SQL columns): fixed.
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::try_from(i).unwrap().wrapping_mul(0x1f) ^ 0xa0;
+        }
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let key = SessionKey::from_bytes(bytes);
+        assert_eq!(key.to_hex(), expected);
+        assert_eq!(SessionKey::from_bytes([0xff; 32]).to_hex(), "f".repeat(64));
+        assert_eq!(
+            crate::single_use::TokenKey::from_bytes(bytes).to_hex(),
+            expected,
+            "single-use token keys too"
+        );
+        #[cfg(feature = "jwt")]
+        assert_eq!(
+            crate::token::refresh::RefreshKey::from_bytes(bytes).to_hex(),
+            expected,
+            "refresh keys are encoded the same way"
+        );
     }
 }

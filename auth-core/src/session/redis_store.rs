@@ -343,7 +343,7 @@ impl RedisStore {
     }
 
     fn session_key(&self, hex: &str) -> String {
-        format!("{}s:{{{hex}}}", self.prefix)
+        crate::redis_conn::tagged_key(&self.prefix, "s:", hex)
     }
 
     fn index_key(&self, user: &str) -> String {

@@ -154,7 +154,7 @@ impl TokenKey {
 
     /// Lowercase hex (64 characters), as SQL and Redis keys hold it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::session::hex_digest(&self.0)
     }
 }
 

@@ -7,6 +7,8 @@
 //! * `bare`: the bare route;
 //! * `auth` / `sqlite`: the demo on memory stores / the demo's SQLite file,
 //!   `GET /api/me` with the login's cookies;
+//! * `redis`: the same with the sessions on Redis (`AUTH_TEST_REDIS_URL`)
+//!   and the rest in the SQLite file;
 //! * `rocket-bare` / `rocket-auth` / `rocket-bearer`: the same on Rocket
 //!   (its in-process client; memory stores);
 //! * `bearer` / `bearer-sqlite`: the same demos, `GET /api/me` with
@@ -54,6 +56,10 @@ fn main() {
             "bare" => (bare().layer(peer).with_state(()), None),
             "sqlite" => {
                 let (router, cookie) = logged_in(example_axum::app(sqlite().await)).await;
+                (router.layer(peer).with_state(()), Some(("cookie", cookie)))
+            }
+            "redis" => {
+                let (router, cookie) = logged_in(example_axum::app(redis().await)).await;
                 (router.layer(peer).with_state(()), Some(("cookie", cookie)))
             }
             "bearer" => {
@@ -220,6 +226,21 @@ async fn sqlite() -> auth_core::web::Auth {
     let mut settings = example_shared::Settings::from_env().expect("settings");
     settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
     settings.redis_url = None;
+    settings.csrf_key = None;
+    settings.jwt_key = None;
+    example_shared::build_auth(&settings).await.expect("auth")
+}
+
+/// The demo's pipeline with its sessions on Redis (`AUTH_TEST_REDIS_URL`)
+/// and the rest in its SQLite file, as the load benchmark's Redis variant.
+async fn redis() -> auth_core::web::Auth {
+    let dir = scratch();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut settings = example_shared::Settings::from_env().expect("settings");
+    settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
+    settings.redis_url = Some(
+        std::env::var("AUTH_TEST_REDIS_URL").expect("the redis variant needs AUTH_TEST_REDIS_URL"),
+    );
     settings.csrf_key = None;
     settings.jwt_key = None;
     example_shared::build_auth(&settings).await.expect("auth")

@@ -114,7 +114,7 @@ impl RefreshKey {
 
     /// Lowercase hex (64 characters), as SQL and Redis keys hold it.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::session::hex_digest(&self.0)
     }
 }
 

@@ -275,7 +275,7 @@ impl RedisRefreshStore {
     }
 
     fn family_key(&self, id: &str) -> String {
-        format!("{}f:{{{id}}}", self.prefix)
+        crate::redis_conn::tagged_key(&self.prefix, "f:", id)
     }
 
     fn token_key(&self, key: &RefreshKey) -> String {
