@@ -7,6 +7,8 @@
 //! what any app's user table holds) and drops the columns the toolkit no
 //! longer keeps there (`security_stamp`, `second_factors`, `totp_*`).
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::{LoginName, NewUser, User, UserStore, UserStoreError, new_random_id};
@@ -219,6 +221,25 @@ macro_rules! sql_user_store {
                 .user())
             }
 
+            /// The user by id, read inline when the store is a SQLite file
+            /// (`sqlite_inline`) and kept until the file changes (its
+            /// cache); `None`: ask sqlx.
+            #[cfg(feature = "sqlite")]
+            fn find_by_id_inline(&self, id: &str) -> Option<Arc<Option<Arc<User>>>> {
+                self.inline.cached(
+                    "users.by_id",
+                    id.as_bytes(),
+                    |c| {
+                        use rusqlite::OptionalExtension;
+                        c.prepare_cached($queries.by_id)?
+                            .query_row([id], Columns::from_sqlite)
+                            .optional()
+                            .map(|columns| columns.map(|c| Arc::new(c.user())))
+                    },
+                    |_| true,
+                )
+            }
+
             async fn find(&self, sql: &'static str, key: &str) -> Result<Option<User>, UserStoreError> {
                 let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::user).transpose()
@@ -247,25 +268,24 @@ macro_rules! sql_user_store {
             }
 
             async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
-                // The read of every authenticated request: inline when the
-                // store is a SQLite file (`sqlite_inline`).
-                // Kept until the file changes (`sqlite_inline`'s cache).
                 #[cfg(feature = "sqlite")]
-                if let Some(user) = self.inline.cached(
-                    "users.by_id",
-                    id.as_bytes(),
-                    |c| {
-                        use rusqlite::OptionalExtension;
-                        c.prepare_cached($queries.by_id)?
-                            .query_row([id], Columns::from_sqlite)
-                            .optional()
-                            .map(|columns| columns.map(Columns::user))
-                    },
-                    |_| true,
-                ) {
-                    return Ok(Option::clone(&user));
+                if let Some(user) = self.find_by_id_inline(id) {
+                    return Ok(user.as_deref().cloned());
                 }
                 self.find($queries.by_id, id).await
+            }
+
+            /// The read of every authenticated request: the cached user
+            /// itself, shared, where the file is unchanged.
+            async fn find_by_id_shared(
+                &self,
+                id: &String,
+            ) -> Result<Option<Arc<User>>, UserStoreError> {
+                #[cfg(feature = "sqlite")]
+                if let Some(user) = self.find_by_id_inline(id) {
+                    return Ok(Option::clone(&user));
+                }
+                Ok(self.find($queries.by_id, id).await?.map(Arc::new))
             }
 
             async fn set_password_hash(
