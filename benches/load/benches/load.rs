@@ -447,6 +447,10 @@ fn flood_round(
     let logins = attackers
         .join()
         .map_err(|_| "the flood thread panicked")??;
+    // Let the server drain what the attackers left (logins waiting for a
+    // hash slot give up after the 1 s queue timeout), so the next
+    // "unloaded" measurement, of this server or the next, starts quiet.
+    std::thread::sleep(Duration::from_millis(2500));
     Ok(FloodRound {
         unloaded,
         loaded,
