@@ -219,31 +219,30 @@ fn memory() -> auth_core::web::Auth {
     )
 }
 
-/// The demo's pipeline on its SQLite file (in [`scratch`]).
-async fn sqlite() -> auth_core::web::Auth {
+/// The demo's pipeline on its SQLite file (in [`scratch`]), with its
+/// sessions on Redis at `redis_url` when given (as the load benchmark's
+/// Redis variant: the rest stays in the file).
+async fn on_file(redis_url: Option<String>) -> auth_core::web::Auth {
     let dir = scratch();
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut settings = example_shared::Settings::from_env().expect("settings");
     settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
-    settings.redis_url = None;
+    settings.redis_url = redis_url;
     settings.csrf_key = None;
     settings.jwt_key = None;
     example_shared::build_auth(&settings).await.expect("auth")
 }
 
-/// The demo's pipeline with its sessions on Redis (`AUTH_TEST_REDIS_URL`)
-/// and the rest in its SQLite file, as the load benchmark's Redis variant.
+/// [`on_file`] without Redis.
+async fn sqlite() -> auth_core::web::Auth {
+    on_file(None).await
+}
+
+/// [`on_file`] with the sessions on Redis (`AUTH_TEST_REDIS_URL`).
 async fn redis() -> auth_core::web::Auth {
-    let dir = scratch();
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut settings = example_shared::Settings::from_env().expect("settings");
-    settings.database_url = format!("sqlite://{}", dir.join("bench.db").display());
-    settings.redis_url = Some(
-        std::env::var("AUTH_TEST_REDIS_URL").expect("the redis variant needs AUTH_TEST_REDIS_URL"),
-    );
-    settings.csrf_key = None;
-    settings.jwt_key = None;
-    example_shared::build_auth(&settings).await.expect("auth")
+    let url =
+        std::env::var("AUTH_TEST_REDIS_URL").expect("the redis variant needs AUTH_TEST_REDIS_URL");
+    on_file(Some(url)).await
 }
 
 const CREDENTIALS: &str = r#"{"username":"alice","password":"correct horse battery staple"}"#;
