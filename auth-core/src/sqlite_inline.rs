@@ -540,21 +540,10 @@ mod tests {
     #[tokio::test]
     async fn file_stores_read_inline_and_see_every_write() {
         let dir = scratch("store");
-        let url = format!("sqlite://{}", dir.join("stores.db").display());
-        let sessions = SqliteStore::connect(&url).await.unwrap();
+        let (sessions, users, user) = stores_with_user(&dir.join("stores.db"), "Alice").await;
         assert!(sessions.inline.reader.is_some(), "a file in WAL mode");
-        let users = SqliteUserStore::from_pool(sessions.pool().clone())
-            .await
-            .unwrap();
         assert!(users.inline.reader.is_some());
 
-        let user = users
-            .create(NewUser {
-                login: crate::user::LoginName::parse("Alice").unwrap(),
-                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
-            })
-            .await
-            .unwrap();
         let read = users.find_by_id(&user.id).await.unwrap().unwrap();
         assert_eq!((read.login.as_str(), read.disabled), ("alice", false));
         users.set_disabled(&user.id, true).await.unwrap();
@@ -669,20 +658,9 @@ mod tests {
     #[tokio::test]
     async fn one_step_probes_once_for_all_its_reads() {
         let dir = scratch("step");
-        let url = format!("sqlite://{}", dir.join("step.db").display());
-        let sessions = SqliteStore::connect(&url).await.unwrap();
-        let users = SqliteUserStore::from_pool(sessions.pool().clone())
-            .await
-            .unwrap();
+        let (sessions, users, user) = stores_with_user(&dir.join("step.db"), "bob").await;
         let reader = Arc::clone(sessions.inline.reader.as_ref().unwrap());
         assert!(Arc::ptr_eq(&reader, users.inline.reader.as_ref().unwrap()));
-        let user = users
-            .create(NewUser {
-                login: crate::user::LoginName::parse("bob").unwrap(),
-                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
-            })
-            .await
-            .unwrap();
         let key = crate::session::SessionKey::from_bytes([9; 32]);
         sessions
             .create(&key, &live_record(&user.id).0)
@@ -742,6 +720,7 @@ mod tests {
         // The same path, another file: never the old file's reader.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("step.db").display());
         let again = SqliteStore::connect(&url).await.unwrap();
         let new_reader = again.inline.reader.as_ref().unwrap();
         assert!(!Arc::ptr_eq(&reader, new_reader));
@@ -759,6 +738,27 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// The session and user stores on the SQLite file `file` (one pool),
+    /// and a user `login` created in it.
+    async fn stores_with_user(
+        file: &Path,
+        login: &str,
+    ) -> (SqliteStore, SqliteUserStore, crate::user::User) {
+        let url = format!("sqlite://{}", file.display());
+        let sessions = SqliteStore::connect(&url).await.unwrap();
+        let users = SqliteUserStore::from_pool(sessions.pool().clone())
+            .await
+            .unwrap();
+        let user = users
+            .create(NewUser {
+                login: crate::user::LoginName::parse(login).unwrap(),
+                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
+            })
+            .await
+            .unwrap();
+        (sessions, users, user)
     }
 
     /// A session record of `user` live for ten minutes, and the time now.
@@ -810,19 +810,7 @@ mod tests {
     async fn a_write_by_another_process_is_seen_at_the_next_read() {
         let dir = scratch("process");
         let file = dir.join("shared.db");
-        let sessions = SqliteStore::connect(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
-        let users = SqliteUserStore::from_pool(sessions.pool().clone())
-            .await
-            .unwrap();
-        let user = users
-            .create(NewUser {
-                login: crate::user::LoginName::parse("Bob").unwrap(),
-                password_hash: crate::password::HashedPassword::new("$argon2id$x".to_owned()),
-            })
-            .await
-            .unwrap();
+        let (sessions, users, user) = stores_with_user(&file, "Bob").await;
         let key = crate::session::SessionKey::from_bytes([9; 32]);
         let (record, _) = live_record(&user.id);
         sessions.create(&key, &record).await.unwrap();
