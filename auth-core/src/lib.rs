@@ -58,6 +58,8 @@ mod redis_conn;
 pub mod session;
 pub mod single_use;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_deadline;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_migration;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sqlite_inline;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{AccountStore, StoredEmail, StoredTotp};
+use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 use crate::user::UserStoreError;
@@ -222,7 +223,7 @@ macro_rules! sql_account_store {
             }
 
             async fn affected(&self, query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>) -> Result<u64, UserStoreError> {
-                Ok(query.execute(&self.pool).await?.rows_affected())
+                Ok(query.execute(&self.pool).bounded::<$db>().await?.rows_affected())
             }
 
             async fn insert_codes(
@@ -230,12 +231,13 @@ macro_rules! sql_account_store {
                 user: &str,
                 hashes: &[String],
             ) -> Result<(), UserStoreError> {
-                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).await?;
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).bounded::<$db>().await?;
                 for hash in hashes {
                     sqlx::query($queries.codes_insert)
                         .bind(user)
                         .bind(hash)
                         .execute(&mut **tx)
+                        .bounded::<$db>()
                         .await?;
                 }
                 Ok(())
@@ -271,6 +273,7 @@ macro_rules! sql_account_store {
                 let row = sqlx::query($queries.totp_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 row.map(|row| {
                     Ok(StoredTotp {
@@ -294,20 +297,21 @@ macro_rules! sql_account_store {
                 step: i64,
                 recovery_hashes: &[String],
             ) -> Result<bool, UserStoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin().bounded::<$db>().await?;
                 let confirmed = sqlx::query($queries.totp_confirm)
                     .bind(user)
                     .bind(sealed_secret)
                     .bind(step)
                     .execute(&mut *tx)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 if confirmed != 1 {
-                    tx.rollback().await?;
+                    tx.rollback().bounded::<$db>().await?;
                     return Ok(false);
                 }
                 Self::insert_codes(&mut tx, user, recovery_hashes).await?;
-                tx.commit().await?;
+                tx.commit().bounded::<$db>().await?;
                 Ok(true)
             }
 
@@ -317,10 +321,10 @@ macro_rules! sql_account_store {
             }
 
             async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).await?;
-                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).await?;
-                tx.commit().await?;
+                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).bounded::<$db>().await?;
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).bounded::<$db>().await?;
+                tx.commit().bounded::<$db>().await?;
                 Ok(())
             }
 
@@ -329,9 +333,9 @@ macro_rules! sql_account_store {
                 user: &str,
                 hashes: &[String],
             ) -> Result<(), UserStoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin().bounded::<$db>().await?;
                 Self::insert_codes(&mut tx, user, hashes).await?;
-                tx.commit().await?;
+                tx.commit().bounded::<$db>().await?;
                 Ok(())
             }
 
@@ -344,6 +348,7 @@ macro_rules! sql_account_store {
                 let count: i64 = sqlx::query_scalar($queries.codes_count)
                     .bind(user)
                     .fetch_one(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
@@ -352,6 +357,7 @@ macro_rules! sql_account_store {
                 let epoch: Option<i64> = sqlx::query_scalar($queries.epoch_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0))
             }
@@ -360,6 +366,7 @@ macro_rules! sql_account_store {
                 let epoch: i64 = sqlx::query_scalar($queries.epoch_raise)
                     .bind(user)
                     .fetch_one(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(u64::try_from(epoch).unwrap_or(0))
             }
@@ -368,6 +375,7 @@ macro_rules! sql_account_store {
                 let row = sqlx::query($queries.email_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 row.map(|row| {
                     Ok(StoredEmail {
@@ -384,6 +392,7 @@ macro_rules! sql_account_store {
                     .bind(user)
                     .bind(address)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(())
             }
@@ -401,7 +410,7 @@ macro_rules! sql_account_store {
                 // unverified address itself.
                 for statement in [$queries.email_promote, $queries.email_verify] {
                     let query = sqlx::query(statement).bind(user).bind(address);
-                    match query.execute(&self.pool).await {
+                    match query.execute(&self.pool).bounded::<$db>().await {
                         Ok(done) if done.rows_affected() == 1 => return Ok(true),
                         Ok(_) => {}
                         // Another user verified this address first.
@@ -418,6 +427,7 @@ macro_rules! sql_account_store {
                 Ok(sqlx::query_scalar($queries.email_find)
                     .bind(address)
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?)
             }
         }

@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 
@@ -186,6 +187,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(if found.is_some() {
                     SaveOutcome::Conflict
@@ -203,6 +205,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 let result = sqlx::query(q.insert)
                     .bind(key.as_bytes().as_slice())
@@ -211,6 +214,7 @@ macro_rules! sql_store {
                     .bind(version(record.version))
                     .bind(record.to_json()?)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await;
                 match result {
                     Ok(_) => Ok(()),
@@ -257,6 +261,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 row.map(|row| decode(row.try_get("version")?, row.try_get("record")?).map(Arc::new))
                     .transpose()
@@ -277,6 +282,7 @@ macro_rules! sql_store {
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 if updated == 1 {
@@ -303,6 +309,7 @@ macro_rules! sql_store {
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await;
                 match result {
                     Ok(done) if done.rows_affected() == 1 => Ok(SaveOutcome::Saved),
@@ -316,6 +323,7 @@ macro_rules! sql_store {
                 let deleted = sqlx::query($queries.delete)
                     .bind(key.as_bytes().as_slice())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 Ok(deleted > 0)
@@ -332,6 +340,7 @@ macro_rules! sql_store {
                     .bind(user_id)
                     .bind(keep)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected())
             }
@@ -344,6 +353,7 @@ macro_rules! sql_store {
                     .bind(user_id)
                     .bind(self.now())
                     .fetch_all(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 rows.iter()
                     .map(|row| {
@@ -361,6 +371,7 @@ macro_rules! sql_store {
                 Ok(sqlx::query($queries.delete_expired)
                     .bind(now.as_unix_millis())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected())
             }
@@ -413,6 +424,9 @@ impl PostgresStore {
     /// for a connection (sqlx's default is 30 s), the liveness ping of a
     /// pooled connection included: with the server unreachable or
     /// stalled, a request fails within that (503) instead of hanging.
+    /// Every statement of this crate's SQL stores on PostgreSQL then has
+    /// 5 s to finish (a network that stops in the middle of a query):
+    /// past that it fails the same way.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(std::time::Duration::from_secs(3))

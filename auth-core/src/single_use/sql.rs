@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::{Purpose, TokenKey, TokenRecord, TokenStore, TokenStoreError};
 use crate::clock::Timestamp;
+use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
 
 struct Queries {
@@ -136,6 +137,7 @@ macro_rules! sql_token_store {
                     .bind(record.binding.as_str())
                     .bind(record.expires_at.as_unix_millis())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await;
                 match result {
                     Ok(_) => Ok(()),
@@ -157,6 +159,7 @@ macro_rules! sql_token_store {
                 let Some(row) = sqlx::query($queries.consume)
                     .bind(key.to_hex())
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?
                 else {
                     return Ok(None);
@@ -180,6 +183,7 @@ macro_rules! sql_token_store {
                     .bind(user_id)
                     .bind(purpose.as_str())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected())
             }
@@ -188,6 +192,7 @@ macro_rules! sql_token_store {
                 Ok(sqlx::query($queries.delete_expired)
                     .bind(now.as_unix_millis())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected())
             }

@@ -14,6 +14,7 @@ use sqlx::Row;
 use super::{LoginName, NewUser, User, UserStore, UserStoreError, new_random_id};
 use crate::account::sql::TOTP_TABLE;
 use crate::password::HashedPassword;
+use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 
@@ -241,7 +242,7 @@ macro_rules! sql_user_store {
             }
 
             async fn find(&self, sql: &'static str, key: &str) -> Result<Option<User>, UserStoreError> {
-                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).bounded::<$db>().await?;
                 row.as_ref().map(Self::user).transpose()
             }
 
@@ -252,6 +253,7 @@ macro_rules! sql_user_store {
                     .bind(id)
                     .bind(disabled)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 match done.rows_affected() {
                     0 => Err(UserStoreError::NotFound),
@@ -299,6 +301,7 @@ macro_rules! sql_user_store {
                     .bind(current)
                     .bind(new)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -317,6 +320,7 @@ macro_rules! sql_user_store {
                     .bind(&user.display_name)
                     .bind(user.password_hash.as_str())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await;
                 match result {
                     Ok(_) => Ok(user),

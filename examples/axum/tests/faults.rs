@@ -9,7 +9,9 @@
 //! * PostgreSQL: the CI's server (`AUTH_TEST_POSTGRES_URL`, shared with
 //!   other tests, so never stopped) behind a TCP proxy of this test that
 //!   stalls (accepts, and forwards nothing), then drops every connection
-//!   and refuses new ones; then heals.
+//!   and refuses new ones; then heals. Last it stops one connection in the
+//!   middle of one statement (after the pool's ping passed), which only
+//!   the stores' per-statement deadline answers.
 //!
 //! While a store is down, an authenticated request (cookie or bearer)
 //! answers 503 with `Retry-After`, never a hang, and a login answers 503
@@ -206,13 +208,27 @@ impl Demo {
 
     /// Signs in for API tokens: the access token.
     async fn access_token(&self, name: &str) -> String {
+        self.tokens(name).await.0
+    }
+
+    /// Signs in for API tokens: the access and the refresh token.
+    async fn tokens(&self, name: &str) -> (String, String) {
         let answer = self.post_credentials("/api/token", name).await;
         assert_eq!(answer.status, 200, "tokens: {answer:?}");
         let tokens: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
-        tokens["access_token"]
-            .as_str()
-            .expect("an access token")
-            .to_owned()
+        let token = |field: &str| {
+            tokens[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {field}: {answer:?}"))
+                .to_owned()
+        };
+        (token("access_token"), token("refresh_token"))
+    }
+
+    /// Posts a JSON body as a client without a session.
+    async fn post_json(&self, path: &str, body: serde_json::Value) -> Answer {
+        self.send("POST", path, As::Nobody, Some(body.to_string()))
+            .await
     }
 
     async fn me(&self, who: As<'_>) -> Answer {
@@ -452,6 +468,11 @@ enum Mode {
     Stall,
     /// Drops every connection and refuses new ones (its port is closed).
     Refuse,
+    /// Forwards, except that a connection stops (forwards nothing more)
+    /// at the first chunk to the server that contains this text: a
+    /// network that fails in the middle of one statement, after the pool
+    /// handed out a connection that answered its ping.
+    StallOn(&'static str),
 }
 
 /// A TCP proxy of this test in front of `upstream`.
@@ -521,14 +542,21 @@ impl Proxy {
         }
     }
 
-    /// Whether to go on forwarding: waits out a stall; `false` once
-    /// connections are to be dropped.
-    async fn forwarding(mode: &mut watch::Receiver<Mode>) -> bool {
+    /// Whether to go on forwarding `chunk`: waits out a stall; `false`
+    /// once connections are to be dropped.
+    async fn forwarding(mode: &mut watch::Receiver<Mode>, chunk: &[u8]) -> bool {
         loop {
             match *mode.borrow_and_update() {
                 Mode::Forward => return true,
                 Mode::Refuse => return false,
-                Mode::Stall => {}
+                Mode::StallOn(text)
+                    if !chunk
+                        .windows(text.len())
+                        .any(|window| window == text.as_bytes()) =>
+                {
+                    return true;
+                }
+                Mode::Stall | Mode::StallOn(_) => {}
             }
             if mode.changed().await.is_err() {
                 return false;
@@ -537,7 +565,7 @@ impl Proxy {
     }
 
     async fn pipe(client: TcpStream, upstream: String, mut mode: watch::Receiver<Mode>) {
-        if !Self::forwarding(&mut mode).await {
+        if !Self::forwarding(&mut mode, &[]).await {
             return;
         }
         let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -566,7 +594,7 @@ impl Proxy {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if !Self::forwarding(&mut mode).await || to.write_all(&buf[..n]).await.is_err() {
+                    if !Self::forwarding(&mut mode, &buf[..n]).await || to.write_all(&buf[..n]).await.is_err() {
                         return;
                     }
                 }
@@ -622,7 +650,7 @@ async fn postgres_stalled_or_cut_off_answers_503_and_recovers() {
     let login = demo.login(&name).await;
     assert_eq!(login.status, 200, "{login:?}");
     let cookie = login.session_cookie();
-    let token = demo.access_token(&name).await;
+    let (token, refresh) = demo.tokens(&name).await;
     assert_eq!(demo.me(As::Cookie(&cookie)).await.status, 200);
     assert_eq!(demo.me(As::Bearer(&token)).await.status, 200);
 
@@ -637,6 +665,17 @@ async fn postgres_stalled_or_cut_off_answers_503_and_recovers() {
         demo.login(&name)
             .await
             .assert_unavailable(&format!("login, PostgreSQL {what}"));
+        // Flows that start with no session to load.
+        let refresh_body = serde_json::json!({ "refresh_token": refresh });
+        demo.post_json("/api/token/refresh", refresh_body.clone())
+            .await
+            .assert_unavailable(&format!("token refresh, PostgreSQL {what}"));
+        demo.post_json("/api/token/revoke", refresh_body)
+            .await
+            .assert_unavailable(&format!("token revocation, PostgreSQL {what}"));
+        demo.post_credentials("/api/register", &unique_name("pg-new"))
+            .await
+            .assert_unavailable(&format!("registration, PostgreSQL {what}"));
         proxy.set(Mode::Forward);
         // PostgreSQL kept the session and the token family.
         demo.me_until(As::Cookie(&cookie), 200, &format!("cookie, after {what}"))
@@ -644,6 +683,48 @@ async fn postgres_stalled_or_cut_off_answers_503_and_recovers() {
         demo.me_until(As::Bearer(&token), 200, &format!("bearer, after {what}"))
             .await;
     }
+
+    // The network stops in the middle of one statement, on a connection
+    // the pool had just checked: the statement's own deadline answers
+    // (the pool's acquire timeout does not apply any more). An
+    // authenticated change (the new address is in the stalled statement)
+    // and a registration (the new name is).
+    let address: &'static str = format!("{}@example.test", unique_name("pg-mail")).leak();
+    proxy.set(Mode::StallOn(address));
+    let change = serde_json::json!({ "email": address, "password": PASSWORD });
+    demo.send(
+        "POST",
+        "/api/email",
+        As::Bearer(&token),
+        Some(change.to_string()),
+    )
+    .await
+    .assert_unavailable("email change, PostgreSQL stalled in a statement");
+    let new_name: &'static str = unique_name("pg-mid").leak();
+    proxy.set(Mode::StallOn(new_name));
+    demo.post_credentials("/api/register", new_name)
+        .await
+        .assert_unavailable("registration, PostgreSQL stalled in a statement");
+    // Drop the stalled connections, so the held statements never reach
+    // the server (had the proxy missed this, they would just run late),
+    // then heal.
+    proxy.set(Mode::Refuse);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.set(Mode::Forward);
+    demo.me_until(As::Bearer(&token), 200, "bearer, after a stalled statement")
+        .await;
+
     let login = demo.login(&name).await;
     assert_eq!(login.status, 200, "login after the faults: {login:?}");
+    // The refresh token was never used: it still works.
+    let refreshed = demo
+        .post_json(
+            "/api/token/refresh",
+            serde_json::json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(
+        refreshed.status, 200,
+        "refresh after the faults: {refreshed:?}"
+    );
 }

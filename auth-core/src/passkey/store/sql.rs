@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use super::{PasskeyStore, PasskeyStoreError, StoredPasskey};
 use crate::clock::Timestamp;
+use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
 use crate::sqlite_inline::Inline;
 
@@ -186,6 +187,7 @@ macro_rules! sql_passkey_store {
                     .bind(passkey.backup_eligible)
                     .bind(passkey.backed_up)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 if inserted == 0 {
@@ -229,6 +231,7 @@ macro_rules! sql_passkey_store {
                 sqlx::query($queries.list)
                     .bind(user_id)
                     .fetch_all(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .iter()
                     .map(Self::passkey)
@@ -242,6 +245,7 @@ macro_rules! sql_passkey_store {
                 sqlx::query($queries.find)
                     .bind(credential_id)
                     .fetch_optional(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .as_ref()
                     .map(Self::passkey)
@@ -263,6 +267,7 @@ macro_rules! sql_passkey_store {
                     .bind(backed_up)
                     .bind(used_at.as_unix_millis())
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 Ok(updated > 0)
@@ -279,6 +284,7 @@ macro_rules! sql_passkey_store {
                     .bind(credential_id)
                     .bind(name)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 Ok(updated > 0)
@@ -293,6 +299,7 @@ macro_rules! sql_passkey_store {
                     .bind(user_id)
                     .bind(credential_id)
                     .execute(&self.pool)
+                    .bounded::<$db>()
                     .await?
                     .rows_affected();
                 Ok(deleted > 0)
@@ -302,6 +309,7 @@ macro_rules! sql_passkey_store {
                 let count: i64 = sqlx::query_scalar($queries.count)
                     .bind(user_id)
                     .fetch_one(&self.pool)
+                    .bounded::<$db>()
                     .await?;
                 u64::try_from(count).map_err(|_| PasskeyStoreError::Corrupt)
             }
