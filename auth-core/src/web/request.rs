@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex, MutexGuard};
+use futures_util::lock::{Mutex, MutexGuard};
 
 use super::{Auth, Reply, SecurityHeaders};
 use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
@@ -1280,7 +1280,7 @@ impl RequestAuth {
     /// the handler has returned this is the normal case, and lets an
     /// adapter complete the response without another allocation.
     pub fn try_finish(&self) -> Option<Finish> {
-        Some(self.finish_with(&*self.slot.try_lock().ok()?))
+        Some(self.finish_with(&*self.slot.try_lock()?))
     }
 
     fn finish_with(&self, slot: &Slot) -> Finish {
