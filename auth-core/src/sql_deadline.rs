@@ -19,6 +19,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::sqlite_inline::Inline;
+
 /// How long one statement (or `BEGIN` / `COMMIT`) may take on PostgreSQL.
 pub(crate) const STATEMENT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -41,15 +43,24 @@ impl StatementDeadline for sqlx::Postgres {
 
 pin_project_lite::pin_project! {
     /// The future of [`Deadline::bounded`].
-    pub(crate) struct Bounded<F> {
+    pub(crate) struct Bounded<'a, F> {
         #[pin]
         statement: F,
         // Boxed: PostgreSQL only, where a round trip dwarfs the allocation.
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        // The store's inline reads, told when the statement is over (an
+        // awaited statement is dropped as soon as it is ready).
+        inline: &'a Inline,
+    }
+
+    impl<F> PinnedDrop for Bounded<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            this.inline.statement_finished();
+        }
     }
 }
 
-impl<T, F> Future for Bounded<F>
+impl<T, F> Future for Bounded<'_, F>
 where
     F: Future<Output = Result<T, sqlx::Error>>,
 {
@@ -79,14 +90,17 @@ fn timed_out() -> sqlx::Error {
     ))
 }
 
-/// `.bounded::<DB>()` on a sqlx future: the statement, or a `TimedOut`
-/// error once `DB`'s [`StatementDeadline`] has passed.
+/// `.bounded::<DB>(&store.inline)` on a sqlx future: the statement, or a
+/// `TimedOut` error once `DB`'s [`StatementDeadline`] has passed. When it
+/// is over, the store's inline reads are told (a SQLite file's request
+/// steps then probe it afresh: `sqlite_inline::RequestProbe`).
 pub(crate) trait Deadline: Future + Sized {
     /// See the trait.
-    fn bounded<DB: StatementDeadline>(self) -> Bounded<Self> {
+    fn bounded<DB: StatementDeadline>(self, inline: &Inline) -> Bounded<'_, Self> {
         Bounded {
             statement: self,
             timer: DB::DEADLINE.map(|deadline| Box::pin(tokio::time::sleep(deadline))),
+            inline,
         }
     }
 }
@@ -105,7 +119,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let stalled = std::future::pending::<Result<(), sqlx::Error>>();
         let error = stalled
-            .bounded::<sqlx::Postgres>()
+            .bounded::<sqlx::Postgres>(&Inline::NONE)
             .await
             .expect_err("a stalled statement must fail");
         assert_eq!(started.elapsed(), STATEMENT_DEADLINE);
@@ -122,14 +136,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_in_time_is_kept() {
         let answered = async { Ok::<_, sqlx::Error>(7) };
-        assert_eq!(answered.bounded::<sqlx::Postgres>().await.ok(), Some(7));
+        assert_eq!(
+            answered.bounded::<sqlx::Postgres>(&Inline::NONE).await.ok(),
+            Some(7)
+        );
     }
 
     /// SQLite has no deadline here (its busy timeout bounds a lock wait).
     #[cfg(feature = "sqlite")]
     #[test]
     fn sqlite_statements_get_no_timer() {
-        let bounded = std::future::pending::<Result<(), sqlx::Error>>().bounded::<sqlx::Sqlite>();
+        let bounded = std::future::pending::<Result<(), sqlx::Error>>()
+            .bounded::<sqlx::Sqlite>(&Inline::NONE);
         assert!(bounded.timer.is_none());
     }
 }

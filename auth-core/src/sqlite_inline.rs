@@ -38,11 +38,20 @@
 //!
 //! Every store on one file shares one reader (its connections, its probe
 //! and its cache), and the reads of one step of a request (the session
-//! and its user; a user's second factors) run in [`one_probe`]: the first
+//! and its user; a user's second factors) run in one step
+//! ([`RequestProbe::step`]; [`one_probe`] outside a request): the first
 //! cached read of the step asks for the version, the others of the same
 //! step reuse its answer. A step therefore sees the file as it was at its
-//! first read, or newer, and a commit made anywhere is seen by the next
-//! step that starts after it. A step never reads a row it wrote itself.
+//! first read, or newer. A step never reads a row it wrote itself.
+//!
+//! The later steps of one request (the handler's reads after the load)
+//! reuse the request's latest probe ([`RequestProbe`]) while no SQLite
+//! statement of this process's stores has finished since it was taken and
+//! it is younger than 100 ms: a write of this process (the request's own
+//! included) is seen by the next step that starts after it, and a commit
+//! made elsewhere (another process, or the app's own connections to the
+//! file) by the next request that starts after it (or the next step
+//! 100 ms on).
 
 #[cfg(feature = "sqlite")]
 use std::any::Any;
@@ -71,6 +80,21 @@ pub(crate) struct Inline {
 }
 
 impl Inline {
+    /// No inline reads (a store that caches nothing).
+    pub(crate) const NONE: Self = Self {
+        #[cfg(feature = "sqlite")]
+        reader: None,
+    };
+
+    /// Counts a finished statement of a store on this file (see
+    /// [`RequestProbe`]).
+    pub(crate) fn statement_finished(&self) {
+        #[cfg(feature = "sqlite")]
+        if let Some(reader) = &self.reader {
+            reader.statements.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     /// The inline reads `pool` allows.
     pub(crate) async fn of<P: InlinePool>(pool: &P) -> Self {
         pool.inline().await
@@ -108,14 +132,74 @@ impl InlinePool for sqlx::SqlitePool {
     }
 }
 
-/// Where the current thread's poll is: outside any [`one_probe`] step, or
-/// inside one, with the version its first probe answered (for one reader:
-/// a second file's reads just probe again).
+/// Where the current thread's poll is: outside any step, or
+/// inside one, with the answer of its first probe (for one reader: a
+/// second file's reads just probe again).
 #[cfg(feature = "sqlite")]
 #[derive(Debug, Clone, Copy)]
 enum Step {
     Outside,
-    Inside(Option<(usize, u64)>),
+    Inside(Option<Probed>),
+}
+
+/// A probe's answer, kept for the rest of its step, and through a
+/// [`RequestProbe`] for the request's later steps.
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Clone, Copy)]
+struct Probed {
+    /// The reader asked (its address).
+    reader: usize,
+    version: u64,
+    /// The reader's `statements` just before the probe.
+    statements: u64,
+    /// Just before the probe.
+    at: Instant,
+    /// Taken over from an earlier step of the request: checked (no
+    /// statement since, young enough) at the step's first cached read.
+    inherited: bool,
+}
+
+/// How long a request's later steps may reuse the probe of an earlier one
+/// (see [`RequestProbe`]).
+#[cfg(feature = "sqlite")]
+const REUSE_FOR: Duration = Duration::from_millis(100);
+
+/// The latest probe of one request's steps, for its later steps: they
+/// reuse it while no SQLite statement of this process has finished since
+/// it was taken (no write of ours can have been missed) and it is younger
+/// than [`REUSE_FOR`]. Else they probe again.
+///
+/// So a request pays one probe for its load and its handler's reads, sees
+/// every write of this process (its own included) at its next step, and a
+/// commit by another process at its next request, or at a step that starts
+/// 100 ms after the commit (a long-lived request, say a stream, keeps
+/// seeing revocations made elsewhere).
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Default)]
+pub(crate) struct RequestProbe(Mutex<Option<Probed>>);
+
+#[cfg(feature = "sqlite")]
+impl RequestProbe {
+    /// Runs `reads` as one step (one probe per file for all of its cached
+    /// reads), starting from this request's latest probe when it is still
+    /// good, and keeping the step's own.
+    pub(crate) fn step<F: std::future::Future>(&self, reads: F) -> OneProbe<'_, F> {
+        let earlier = self.0.lock().ok().and_then(|latest| *latest);
+        OneProbe {
+            reads,
+            step: Step::Inside(earlier),
+            request: Some(self),
+        }
+    }
+
+    fn keep(&self, probed: Probed) {
+        if let Ok(mut latest) = self.0.lock() {
+            *latest = Some(Probed {
+                inherited: true,
+                ..probed
+            });
+        }
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -123,14 +207,15 @@ thread_local! {
     static STEP: std::cell::Cell<Step> = const { std::cell::Cell::new(Step::Outside) };
 }
 
-/// Runs `reads` (one step of a request: reads only, none of a row it
-/// writes) with at most one `PRAGMA data_version` probe per file: see the
-/// module docs.
-#[cfg(feature = "sqlite")]
-pub(crate) fn one_probe<F: std::future::Future>(reads: F) -> OneProbe<F> {
+/// Runs `reads` (one step: reads only, none of a row it writes) with at
+/// most one `PRAGMA data_version` probe per file, on its own (a request's
+/// steps run in [`RequestProbe::step`]): see the module docs.
+#[cfg(all(feature = "sqlite", test))]
+pub(crate) fn one_probe<F: std::future::Future>(reads: F) -> OneProbe<'static, F> {
     OneProbe {
         reads,
         step: Step::Inside(None),
+        request: None,
     }
 }
 
@@ -139,27 +224,30 @@ pub(crate) fn one_probe<F: std::future::Future>(reads: F) -> OneProbe<F> {
 /// during a step that reads again (the session touch, which reloads the
 /// record when another request changed it first).
 #[cfg(feature = "sqlite")]
-pub(crate) fn without_step<F: std::future::Future>(work: F) -> OneProbe<F> {
+pub(crate) fn without_step<F: std::future::Future>(work: F) -> OneProbe<'static, F> {
     OneProbe {
         reads: work,
         step: Step::Outside,
+        request: None,
     }
 }
 
 #[cfg(feature = "sqlite")]
 pin_project_lite::pin_project! {
-    /// The future of [`one_probe`]. The step's state is carried here and
+    /// The future of a step. The step's state is carried here and
     /// lent to the thread for each poll (the inline reads run inside a
     /// poll, on its thread), so it follows the task across threads.
-    pub(crate) struct OneProbe<F> {
+    pub(crate) struct OneProbe<'a, F> {
         #[pin]
         reads: F,
         step: Step,
+        // Given the step's probe when it is done.
+        request: Option<&'a RequestProbe>,
     }
 }
 
 #[cfg(feature = "sqlite")]
-impl<F: std::future::Future> std::future::Future for OneProbe<F> {
+impl<F: std::future::Future> std::future::Future for OneProbe<'_, F> {
     type Output = F::Output;
 
     fn poll(
@@ -177,6 +265,11 @@ impl<F: std::future::Future> std::future::Future for OneProbe<F> {
         let _restore = Restore(STEP.replace(*this.step));
         let poll = this.reads.poll(cx);
         *this.step = STEP.get();
+        if poll.is_ready()
+            && let (Some(request), Step::Inside(Some(probed))) = (this.request, *this.step)
+        {
+            request.keep(probed);
+        }
         poll
     }
 }
@@ -231,6 +324,10 @@ pub(crate) struct InlineReader {
     probe: Mutex<(Option<Connection>, u64)>,
     /// Probes asked.
     pub(crate) probes: AtomicU64,
+    /// Statements of the stores on this file that have finished (or were
+    /// given up; sqlx's, through `sql_deadline`): every write of ours
+    /// moves it on after its commit.
+    statements: AtomicU64,
     cache: Mutex<Cache>,
     /// Cached reads answered from the cache.
     pub(crate) cache_hits: AtomicU64,
@@ -338,6 +435,7 @@ impl InlineReader {
             declined: AtomicU64::new(0),
             probe: Mutex::new((None, 0)),
             probes: AtomicU64::new(0),
+            statements: AtomicU64::new(0),
             cache: Mutex::new(Cache::default()),
             cache_hits: AtomicU64::new(0),
         };
@@ -413,20 +511,44 @@ impl InlineReader {
     }
 
     /// The file's generation for a cached read: the current step's answer
-    /// if it has one for this reader (see [`one_probe`]), else a probe's
+    /// if it has one for this reader (see [`RequestProbe::step`]), else a probe's
     /// (kept for the rest of the step).
     fn step_version(&self) -> Option<u64> {
         let me = std::ptr::from_ref(self) as usize;
         let step = STEP.get();
-        if let Step::Inside(Some((reader, version))) = step
-            && reader == me
+        if let Step::Inside(Some(probed)) = step
+            && probed.reader == me
         {
-            return Some(version);
+            if !probed.inherited {
+                return Some(probed.version);
+            }
+            // An earlier step's answer: good while no statement of ours on
+            // this file has finished since, and young.
+            if probed.statements == self.statements.load(Ordering::SeqCst)
+                && probed.at.elapsed() < REUSE_FOR
+            {
+                STEP.set(Step::Inside(Some(Probed {
+                    inherited: false,
+                    ..probed
+                })));
+                return Some(probed.version);
+            }
         }
+        let Step::Inside(_) = step else {
+            return self.data_version();
+        };
+        // Taken before the probe: a write that finishes after this is
+        // counted after it, so a later step probes again.
+        let statements = self.statements.load(Ordering::SeqCst);
+        let at = Instant::now();
         let version = self.data_version()?;
-        if let Step::Inside(_) = step {
-            STEP.set(Step::Inside(Some((me, version))));
-        }
+        STEP.set(Step::Inside(Some(Probed {
+            reader: me,
+            version,
+            statements,
+            at,
+            inherited: false,
+        })));
         Some(version)
     }
 
@@ -724,6 +846,68 @@ mod tests {
         let again = SqliteStore::connect(&url).await.unwrap();
         let new_reader = again.inline.reader.as_ref().unwrap();
         assert!(!Arc::ptr_eq(&reader, new_reader));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A request's later steps reuse its latest probe while no statement
+    /// of the stores on the file has finished since and it is young: a
+    /// write of this process (the request's own included) is seen by the
+    /// next step, an old probe is asked again, a new request probes
+    /// afresh.
+    #[tokio::test]
+    async fn a_request_probes_again_only_after_a_write_or_a_while() {
+        let dir = scratch("request");
+        let (sessions, users, user) = stores_with_user(&dir.join("request.db"), "carol").await;
+        let reader = Arc::clone(sessions.inline.reader.as_ref().unwrap());
+        let key = crate::session::SessionKey::from_bytes([7; 32]);
+        sessions
+            .create(&key, &live_record(&user.id).0)
+            .await
+            .unwrap();
+        let probes = || reader.probes.load(Ordering::Relaxed);
+        let disabled = || async { users.find_by_id(&user.id).await.unwrap().unwrap().disabled };
+
+        let request = RequestProbe::default();
+        let before = probes();
+        assert!(
+            request
+                .step(async { sessions.load(&key).await.unwrap().is_some() })
+                .await
+        );
+        assert!(!request.step(disabled()).await);
+        assert!(!request.step(disabled()).await);
+        assert_eq!(probes(), before + 1, "one probe for three steps");
+
+        // The request's own write (sqlx, through the user store) is seen
+        // by its next step, which probes again.
+        users.set_disabled(&user.id, true).await.unwrap();
+        let before = probes();
+        assert!(request.step(disabled()).await, "its own write");
+        assert!(request.step(disabled()).await);
+        assert_eq!(probes(), before + 1);
+
+        // So is a write through another store on the same file (the
+        // session store's pool is the user store's).
+        sessions.delete(&key).await.unwrap();
+        let before = probes();
+        assert!(
+            request
+                .step(async { sessions.load(&key).await.unwrap().is_none() })
+                .await,
+            "deleted"
+        );
+        assert_eq!(probes(), before + 1);
+
+        // A probe older than the reuse window is asked again.
+        let before = probes();
+        tokio::time::sleep(REUSE_FOR + Duration::from_millis(20)).await;
+        assert!(request.step(disabled()).await);
+        assert_eq!(probes(), before + 1, "too old");
+
+        // Another request starts with a probe of its own.
+        let before = probes();
+        assert!(RequestProbe::default().step(disabled()).await);
+        assert_eq!(probes(), before + 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

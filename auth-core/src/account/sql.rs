@@ -223,7 +223,7 @@ macro_rules! sql_account_store {
             }
 
             async fn affected(&self, query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>) -> Result<u64, UserStoreError> {
-                Ok(query.execute(&self.pool).bounded::<$db>().await?.rows_affected())
+                Ok(query.execute(&self.pool).bounded::<$db>(&self.inline).await?.rows_affected())
             }
 
             async fn insert_codes(
@@ -231,13 +231,13 @@ macro_rules! sql_account_store {
                 user: &str,
                 hashes: &[String],
             ) -> Result<(), UserStoreError> {
-                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).bounded::<$db>().await?;
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).bounded::<$db>(&Inline::NONE).await?;
                 for hash in hashes {
                     sqlx::query($queries.codes_insert)
                         .bind(user)
                         .bind(hash)
                         .execute(&mut **tx)
-                        .bounded::<$db>()
+                        .bounded::<$db>(&Inline::NONE)
                         .await?;
                 }
                 Ok(())
@@ -273,7 +273,7 @@ macro_rules! sql_account_store {
                 let row = sqlx::query($queries.totp_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 row.map(|row| {
                     Ok(StoredTotp {
@@ -297,21 +297,21 @@ macro_rules! sql_account_store {
                 step: i64,
                 recovery_hashes: &[String],
             ) -> Result<bool, UserStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let confirmed = sqlx::query($queries.totp_confirm)
                     .bind(user)
                     .bind(sealed_secret)
                     .bind(step)
                     .execute(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 if confirmed != 1 {
-                    tx.rollback().bounded::<$db>().await?;
+                    tx.rollback().bounded::<$db>(&self.inline).await?;
                     return Ok(false);
                 }
                 Self::insert_codes(&mut tx, user, recovery_hashes).await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(true)
             }
 
@@ -321,10 +321,10 @@ macro_rules! sql_account_store {
             }
 
             async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
-                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).bounded::<$db>().await?;
-                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).bounded::<$db>().await?;
-                tx.commit().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
+                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).bounded::<$db>(&self.inline).await?;
+                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).bounded::<$db>(&self.inline).await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(())
             }
 
@@ -333,9 +333,9 @@ macro_rules! sql_account_store {
                 user: &str,
                 hashes: &[String],
             ) -> Result<(), UserStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 Self::insert_codes(&mut tx, user, hashes).await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(())
             }
 
@@ -348,7 +348,7 @@ macro_rules! sql_account_store {
                 let count: i64 = sqlx::query_scalar($queries.codes_count)
                     .bind(user)
                     .fetch_one(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
@@ -357,7 +357,7 @@ macro_rules! sql_account_store {
                 let epoch: Option<i64> = sqlx::query_scalar($queries.epoch_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(epoch.and_then(|e| u64::try_from(e).ok()).unwrap_or(0))
             }
@@ -366,7 +366,7 @@ macro_rules! sql_account_store {
                 let epoch: i64 = sqlx::query_scalar($queries.epoch_raise)
                     .bind(user)
                     .fetch_one(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(u64::try_from(epoch).unwrap_or(0))
             }
@@ -375,7 +375,7 @@ macro_rules! sql_account_store {
                 let row = sqlx::query($queries.email_get)
                     .bind(user)
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 row.map(|row| {
                     Ok(StoredEmail {
@@ -392,7 +392,7 @@ macro_rules! sql_account_store {
                     .bind(user)
                     .bind(address)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(())
             }
@@ -410,7 +410,7 @@ macro_rules! sql_account_store {
                 // unverified address itself.
                 for statement in [$queries.email_promote, $queries.email_verify] {
                     let query = sqlx::query(statement).bind(user).bind(address);
-                    match query.execute(&self.pool).bounded::<$db>().await {
+                    match query.execute(&self.pool).bounded::<$db>(&self.inline).await {
                         Ok(done) if done.rows_affected() == 1 => return Ok(true),
                         Ok(_) => {}
                         // Another user verified this address first.
@@ -427,7 +427,7 @@ macro_rules! sql_account_store {
                 Ok(sqlx::query_scalar($queries.email_find)
                     .bind(address)
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?)
             }
         }

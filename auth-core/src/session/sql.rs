@@ -187,7 +187,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(if found.is_some() {
                     SaveOutcome::Conflict
@@ -205,7 +205,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 let result = sqlx::query(q.insert)
                     .bind(key.as_bytes().as_slice())
@@ -214,7 +214,7 @@ macro_rules! sql_store {
                     .bind(version(record.version))
                     .bind(record.to_json()?)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await;
                 match result {
                     Ok(_) => Ok(()),
@@ -261,7 +261,7 @@ macro_rules! sql_store {
                     .bind(key.as_bytes().as_slice())
                     .bind(self.now())
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 row.map(|row| decode(row.try_get("version")?, row.try_get("record")?).map(Arc::new))
                     .transpose()
@@ -282,7 +282,7 @@ macro_rules! sql_store {
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 if updated == 1 {
@@ -309,7 +309,7 @@ macro_rules! sql_store {
                     .bind(version(expected_version))
                     .bind(self.now())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await;
                 match result {
                     Ok(done) if done.rows_affected() == 1 => Ok(SaveOutcome::Saved),
@@ -323,7 +323,7 @@ macro_rules! sql_store {
                 let deleted = sqlx::query($queries.delete)
                     .bind(key.as_bytes().as_slice())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 Ok(deleted > 0)
@@ -340,7 +340,7 @@ macro_rules! sql_store {
                     .bind(user_id)
                     .bind(keep)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected())
             }
@@ -353,7 +353,7 @@ macro_rules! sql_store {
                     .bind(user_id)
                     .bind(self.now())
                     .fetch_all(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 rows.iter()
                     .map(|row| {
@@ -371,7 +371,7 @@ macro_rules! sql_store {
                 Ok(sqlx::query($queries.delete_expired)
                     .bind(now.as_unix_millis())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected())
             }

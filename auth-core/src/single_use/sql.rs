@@ -11,6 +11,7 @@ use super::{Purpose, TokenKey, TokenRecord, TokenStore, TokenStoreError};
 use crate::clock::Timestamp;
 use crate::sql_deadline::Deadline;
 use crate::sql_migration::migrate;
+use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: [&'static str; 3],
@@ -137,7 +138,7 @@ macro_rules! sql_token_store {
                     .bind(record.binding.as_str())
                     .bind(record.expires_at.as_unix_millis())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&Inline::NONE)
                     .await;
                 match result {
                     Ok(_) => Ok(()),
@@ -159,7 +160,7 @@ macro_rules! sql_token_store {
                 let Some(row) = sqlx::query($queries.consume)
                     .bind(key.to_hex())
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&Inline::NONE)
                     .await?
                 else {
                     return Ok(None);
@@ -183,7 +184,7 @@ macro_rules! sql_token_store {
                     .bind(user_id)
                     .bind(purpose.as_str())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&Inline::NONE)
                     .await?
                     .rows_affected())
             }
@@ -192,7 +193,7 @@ macro_rules! sql_token_store {
                 Ok(sqlx::query($queries.delete_expired)
                     .bind(now.as_unix_millis())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&Inline::NONE)
                     .await?
                     .rows_affected())
             }

@@ -242,7 +242,7 @@ macro_rules! sql_user_store {
             }
 
             async fn find(&self, sql: &'static str, key: &str) -> Result<Option<User>, UserStoreError> {
-                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).bounded::<$db>().await?;
+                let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).bounded::<$db>(&self.inline).await?;
                 row.as_ref().map(Self::user).transpose()
             }
 
@@ -253,7 +253,7 @@ macro_rules! sql_user_store {
                     .bind(id)
                     .bind(disabled)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 match done.rows_affected() {
                     0 => Err(UserStoreError::NotFound),
@@ -301,7 +301,7 @@ macro_rules! sql_user_store {
                     .bind(current)
                     .bind(new)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -320,7 +320,7 @@ macro_rules! sql_user_store {
                     .bind(&user.display_name)
                     .bind(user.password_hash.as_str())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await;
                 match result {
                     Ok(_) => Ok(user),

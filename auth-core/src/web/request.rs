@@ -8,9 +8,9 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use futures_util::lock::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use futures_util::lock::{Mutex, MutexGuard};
 
 use super::{Auth, Reply, SecurityHeaders};
 use crate::flow::{AuthError, Authenticator, Client, LoginOutcome};
@@ -140,6 +140,8 @@ pub struct RequestAuth {
     /// [`Auth::begin`]); never printed.
     bearer: Option<Box<str>>,
     slot: Mutex<Slot>,
+    /// The SQLite version probe of this request's latest step.
+    probe: RequestProbe,
 }
 
 impl std::fmt::Debug for RequestAuth {
@@ -224,6 +226,7 @@ impl Auth {
                 #[cfg(feature = "jwt")]
                 claims: None,
             }),
+            probe: RequestProbe::default(),
         })
     }
 }
@@ -356,15 +359,23 @@ impl Auth {
 pub(crate) type HeaderLines<'a> = smallvec::SmallVec<[(&'a str, &'a str); 20]>;
 
 /// The reads of one step of a request (the session and its user; a user's
-/// second factors): on a SQLite file, one probe of its version for all of
-/// them (see `sqlite_inline`).
+/// second factors) run in [`RequestProbe::step`]: on a SQLite file, one
+/// probe of its version for all of them, and none for a later step while
+/// no write of this process has finished since (see `sqlite_inline`).
 #[cfg(feature = "sqlite")]
-use crate::sqlite_inline::one_probe;
+use crate::sqlite_inline::RequestProbe;
 
-/// Without SQLite, the reads as they are.
+/// Without SQLite there is nothing to probe.
 #[cfg(not(feature = "sqlite"))]
-async fn one_probe<F: std::future::Future>(reads: F) -> F::Output {
-    reads.await
+#[derive(Debug, Default)]
+struct RequestProbe;
+
+#[cfg(not(feature = "sqlite"))]
+impl RequestProbe {
+    /// The reads as they are.
+    fn step<F: std::future::Future>(&self, reads: F) -> F {
+        reads
+    }
 }
 
 impl RequestAuth {
@@ -401,9 +412,9 @@ impl RequestAuth {
             // be moved and boxed again by the frameworks. One box per kind,
             // each the size of its own load (a bearer request's is small).
             if self.bearer.is_some() {
-                Box::pin(one_probe(self.load_bearer(&mut slot))).await?;
+                Box::pin(self.probe.step(self.load_bearer(&mut slot))).await?;
             } else {
-                Box::pin(one_probe(self.load_cookie(&mut slot))).await?;
+                Box::pin(self.probe.step(self.load_cookie(&mut slot))).await?;
             }
             slot.loaded = true;
         }
@@ -678,21 +689,23 @@ impl RequestAuth {
 
     /// Whether the user has a second factor: TOTP on, or (with passkeys
     /// configured) a passkey. On SQLite stores the reads check the file's
-    /// version once between them, not once each.
+    /// version once between them, not once each (and not at all when the
+    /// request's load just did, and nothing was written since).
     pub async fn has_second_factor(&self) -> Result<bool, AuthError> {
-        one_probe(async {
-            if self.totp_enabled().await? {
-                return Ok(true);
-            }
-            #[cfg(feature = "passkeys")]
-            match self.list_passkeys().await {
-                Ok(passkeys) => return Ok(!passkeys.is_empty()),
-                Err(AuthError::PasskeysUnavailable) => {}
-                Err(error) => return Err(error),
-            }
-            Ok(false)
-        })
-        .await
+        self.probe
+            .step(async {
+                if self.totp_enabled().await? {
+                    return Ok(true);
+                }
+                #[cfg(feature = "passkeys")]
+                match self.list_passkeys().await {
+                    Ok(passkeys) => return Ok(!passkeys.is_empty()),
+                    Err(AuthError::PasskeysUnavailable) => {}
+                    Err(error) => return Err(error),
+                }
+                Ok(false)
+            })
+            .await
     }
 
     /// Whether the user has TOTP on (one read of the account store).

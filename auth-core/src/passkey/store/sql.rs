@@ -187,7 +187,7 @@ macro_rules! sql_passkey_store {
                     .bind(passkey.backup_eligible)
                     .bind(passkey.backed_up)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 if inserted == 0 {
@@ -231,7 +231,7 @@ macro_rules! sql_passkey_store {
                 sqlx::query($queries.list)
                     .bind(user_id)
                     .fetch_all(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .iter()
                     .map(Self::passkey)
@@ -245,7 +245,7 @@ macro_rules! sql_passkey_store {
                 sqlx::query($queries.find)
                     .bind(credential_id)
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .as_ref()
                     .map(Self::passkey)
@@ -267,7 +267,7 @@ macro_rules! sql_passkey_store {
                     .bind(backed_up)
                     .bind(used_at.as_unix_millis())
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 Ok(updated > 0)
@@ -284,7 +284,7 @@ macro_rules! sql_passkey_store {
                     .bind(credential_id)
                     .bind(name)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 Ok(updated > 0)
@@ -299,7 +299,7 @@ macro_rules! sql_passkey_store {
                     .bind(user_id)
                     .bind(credential_id)
                     .execute(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .rows_affected();
                 Ok(deleted > 0)
@@ -309,7 +309,7 @@ macro_rules! sql_passkey_store {
                 let count: i64 = sqlx::query_scalar($queries.count)
                     .bind(user_id)
                     .fetch_one(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 u64::try_from(count).map_err(|_| PasskeyStoreError::Corrupt)
             }

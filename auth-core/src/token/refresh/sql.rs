@@ -269,7 +269,7 @@ macro_rules! sql_refresh_store {
                     sqlx::query($queries.delete_tokens_of_families)
                         .bind(encode_ids(ids))
                         .execute(&mut **tx)
-                        .bounded::<$db>()
+                        .bounded::<$db>(&Inline::NONE)
                         .await?;
                 }
                 Ok(())
@@ -285,7 +285,7 @@ macro_rules! sql_refresh_store {
             ) -> Result<(), RefreshStoreError> {
                 let amr = serde_json::to_string(&family.amr)
                     .map_err(|_| RefreshStoreError::Corrupt)?;
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let inserted = sqlx::query($queries.insert_family)
                     .bind(family.id.as_str())
                     .bind(family.user_id.as_str())
@@ -298,7 +298,7 @@ macro_rules! sql_refresh_store {
                     .bind(live_until(family))
                     .bind(first.to_hex())
                     .execute(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await;
                 let inserted = match inserted {
                     Ok(_) => {
@@ -306,14 +306,14 @@ macro_rules! sql_refresh_store {
                             .bind(first.to_hex())
                             .bind(family.id.as_str())
                             .execute(&mut *tx)
-                            .bounded::<$db>()
+                            .bounded::<$db>(&self.inline)
                             .await
                     }
                     Err(error) => Err(error),
                 };
                 match inserted {
                     Ok(_) => {
-                        tx.commit().bounded::<$db>().await?;
+                        tx.commit().bounded::<$db>(&self.inline).await?;
                         Ok(())
                     }
                     // The transaction rolls back when dropped.
@@ -336,7 +336,7 @@ macro_rules! sql_refresh_store {
                 let family_id: Option<String> = sqlx::query_scalar($queries.family_of_token)
                     .bind(presented.as_str())
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 let Some(family_id) = family_id else {
                     return Ok(Rotation::Invalid);
@@ -345,7 +345,7 @@ macro_rules! sql_refresh_store {
                 // Starts with the write: of concurrent rotations, one
                 // updates the row; the others wait for it, then see the
                 // token spent.
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let rotated = sqlx::query($queries.rotate)
                     .bind(family_id.as_str())
                     .bind(presented.as_str())
@@ -353,7 +353,7 @@ macro_rules! sql_refresh_store {
                     .bind(now_ms)
                     .bind(sealed_successor)
                     .fetch_optional(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 if let Some(row) = rotated {
                     let family = Self::family(&family_id, &row)?;
@@ -361,11 +361,11 @@ macro_rules! sql_refresh_store {
                         .bind(next.to_hex())
                         .bind(family_id.as_str())
                         .execute(&mut *tx)
-                        .bounded::<$db>()
+                        .bounded::<$db>(&self.inline)
                         .await;
                     return match inserted {
                         Ok(_) => {
-                            tx.commit().bounded::<$db>().await?;
+                            tx.commit().bounded::<$db>(&self.inline).await?;
                             Ok(Rotation::Rotated(family))
                         }
                         Err(error) if is_unique_violation(&error) => {
@@ -379,7 +379,7 @@ macro_rules! sql_refresh_store {
                 let row = sqlx::query($queries.read_family)
                     .bind(family_id.as_str())
                     .fetch_optional(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 let Some(row) = row else {
                     // Revoked (deleted) meanwhile.
@@ -409,14 +409,14 @@ macro_rules! sql_refresh_store {
                 sqlx::query($queries.delete_tokens_of_family)
                     .bind(family_id.as_str())
                     .execute(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 sqlx::query($queries.delete_family)
                     .bind(family_id.as_str())
                     .execute(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(Rotation::Reused { family_id, user_id })
             }
 
@@ -424,11 +424,11 @@ macro_rules! sql_refresh_store {
                 &self,
                 token: RefreshKey,
             ) -> Result<Option<(String, String)>, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let row = sqlx::query($queries.delete_family_by_token)
                     .bind(token.to_hex())
                     .fetch_optional(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 let Some(row) = row else {
                     return Ok(None);
@@ -438,40 +438,40 @@ macro_rules! sql_refresh_store {
                 sqlx::query($queries.delete_tokens_of_family)
                     .bind(id.as_str())
                     .execute(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(Some((id, user_id)))
             }
 
             async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let deleted = sqlx::query($queries.delete_family)
                     .bind(family_id)
                     .fetch_optional(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .is_some();
                 if deleted {
                     sqlx::query($queries.delete_tokens_of_family)
                         .bind(family_id)
                         .execute(&mut *tx)
-                        .bounded::<$db>()
+                        .bounded::<$db>(&self.inline)
                         .await?;
-                    tx.commit().bounded::<$db>().await?;
+                    tx.commit().bounded::<$db>(&self.inline).await?;
                 }
                 Ok(deleted)
             }
 
             async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let ids: Vec<String> = sqlx::query_scalar($queries.delete_user_families)
                     .bind(user_id)
                     .fetch_all(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Self::delete_tokens(&mut tx, &ids).await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(ids.len() as u64)
             }
 
@@ -501,20 +501,20 @@ macro_rules! sql_refresh_store {
                     .bind(family_id)
                     .bind(now.as_unix_millis())
                     .fetch_optional(&self.pool)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?
                     .is_some())
             }
 
             async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>().await?;
+                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let ids: Vec<String> = sqlx::query_scalar($queries.delete_dead_families)
                     .bind(now.as_unix_millis())
                     .fetch_all(&mut *tx)
-                    .bounded::<$db>()
+                    .bounded::<$db>(&self.inline)
                     .await?;
                 Self::delete_tokens(&mut tx, &ids).await?;
-                tx.commit().bounded::<$db>().await?;
+                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(ids.len() as u64)
             }
         }
