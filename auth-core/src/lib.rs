@@ -45,6 +45,7 @@ pub mod account;
 pub mod clock;
 pub mod cookie;
 pub mod csrf;
+mod deadline;
 pub mod event;
 pub mod flow;
 pub mod mail;

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::deadline::{Within, within};
 use crate::sqlite_inline::Inline;
 
 /// How long one statement (or `BEGIN` / `COMMIT`) may take on PostgreSQL.
@@ -44,10 +45,9 @@ impl StatementDeadline for sqlx::Postgres {
 pin_project_lite::pin_project! {
     /// The future of [`Deadline::bounded`].
     pub(crate) struct Bounded<'a, F> {
+        // The timer is made at the first poll that waits (PostgreSQL only).
         #[pin]
-        statement: F,
-        // Boxed: PostgreSQL only, where a round trip dwarfs the allocation.
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        statement: Within<F>,
         // The store's inline reads, told when the statement is over (an
         // awaited statement is dropped as soon as it is ready).
         inline: &'a Inline,
@@ -67,14 +67,10 @@ where
     type Output = Result<T, sqlx::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(done) = this.statement.poll(cx) {
-            return Poll::Ready(done);
-        }
-        match this.timer {
-            Some(timer) => timer.as_mut().poll(cx).map(|()| Err(timed_out())),
-            None => Poll::Pending,
-        }
+        self.project()
+            .statement
+            .poll(cx)
+            .map(|done| done.unwrap_or_else(|_| Err(timed_out())))
     }
 }
 
@@ -98,8 +94,7 @@ pub(crate) trait Deadline: Future + Sized {
     /// See the trait.
     fn bounded<DB: StatementDeadline>(self, inline: &Inline) -> Bounded<'_, Self> {
         Bounded {
-            statement: self,
-            timer: DB::DEADLINE.map(|deadline| Box::pin(tokio::time::sleep(deadline))),
+            statement: within(DB::DEADLINE, self),
             inline,
         }
     }
@@ -144,10 +139,11 @@ mod tests {
 
     /// SQLite has no deadline here (its busy timeout bounds a lock wait).
     #[cfg(feature = "sqlite")]
-    #[test]
-    fn sqlite_statements_get_no_timer() {
-        let bounded = std::future::pending::<Result<(), sqlx::Error>>()
+    #[tokio::test(start_paused = true)]
+    async fn sqlite_statements_get_no_deadline() {
+        let stalled = std::future::pending::<Result<(), sqlx::Error>>()
             .bounded::<sqlx::Sqlite>(&Inline::NONE);
-        assert!(bounded.timer.is_none());
+        let waited = tokio::time::timeout(STATEMENT_DEADLINE * 10, stalled).await;
+        assert!(waited.is_err(), "still waiting: {waited:?}");
     }
 }

@@ -234,7 +234,9 @@ impl AuthError {
             if error.is::<std::io::Error>() {
                 return Some("I/O error");
             }
-            if error.is::<tokio::time::error::Elapsed>() {
+            if error.is::<tokio::time::error::Elapsed>()
+                || error.is::<crate::deadline::DeadlinePassed>()
+            {
                 return Some("timed out");
             }
             next = error.source();

@@ -477,14 +477,15 @@ pub(crate) const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 #[cfg(feature = "jwt")]
 pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Runs `flow`, or answers [`AuthError::Unavailable`] (503) when it has not
-/// finished within `deadline` (the flow is dropped: every store write is
-/// atomic on its own, and nothing half-done is left live).
+/// Runs `flow`, or answers [`AuthError::Unavailable`] (503) when it has
+/// waited `deadline` (the flow is dropped: every store write is atomic on
+/// its own, and nothing half-done is left live). A flow that answers at
+/// its first poll makes no timer (see `crate::deadline`).
 pub(crate) async fn bounded<T>(
     deadline: Duration,
     flow: impl Future<Output = Result<T, AuthError>>,
 ) -> Result<T, AuthError> {
-    tokio::time::timeout(deadline, flow)
+    crate::deadline::within(Some(deadline), flow)
         .await
         .map_err(AuthError::internal)?
 }

@@ -332,13 +332,14 @@ fn without_step<F>(work: F) -> F {
 const LOAD_DEADLINE: Duration = Duration::from_secs(5);
 
 /// `load`, or a store error whose source is the timeout after
-/// [`LOAD_DEADLINE`].
+/// [`LOAD_DEADLINE`] of waiting (no timer for a load that answers at once:
+/// see `crate::deadline`).
 async fn bounded<T>(
     load: impl Future<Output = Result<T, SessionError>>,
 ) -> Result<T, SessionError> {
-    tokio::time::timeout(LOAD_DEADLINE, load)
+    crate::deadline::within(Some(LOAD_DEADLINE), load)
         .await
-        .map_err(|elapsed| SessionError::Store(StoreError::Backend(Box::new(elapsed))))?
+        .map_err(|passed| SessionError::Store(StoreError::Backend(Box::new(passed))))?
 }
 
 /// Creates, loads, changes and ends sessions on a [`SessionStore`], judging
