@@ -96,7 +96,9 @@ struct CacheState<V> {
     connection: u64,
     /// When the last answered read (on the current connection) was sent.
     confirmed: Option<Instant>,
-    entries: HashMap<Box<[u8]>, V>,
+    // foldhash (seeded), not SipHash: the keys are built from digests and
+    // our own ids, never from text a client chooses.
+    entries: HashMap<Box<[u8]>, V, foldhash::fast::RandomState>,
 }
 
 /// What a read saw of the cache when it was sent.
@@ -115,7 +117,7 @@ impl<V: Clone> ClientCache<V> {
                 generation: 0,
                 connection: 0,
                 confirmed: None,
-                entries: HashMap::new(),
+                entries: HashMap::default(),
             }),
         }
     }

@@ -334,8 +334,12 @@ pub(crate) struct InlineReader {
 }
 
 /// One query's decoded rows, by key.
+// foldhash (seeded at random per map), not SipHash: the keys are the app's
+// user ids, our family ids and digests of session keys (an unknown key is
+// never cached), not text a client sends, and a cache holds at most
+// `MAX_CACHED` entries.
 #[cfg(feature = "sqlite")]
-type Rows = HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>;
+type Rows = HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>, foldhash::fast::RandomState>;
 
 /// Decoded rows, valid while the probe's data version is `version`.
 #[cfg(feature = "sqlite")]
@@ -343,7 +347,7 @@ type Rows = HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>;
 struct Cache {
     version: u64,
     /// By query (`kind`), then key.
-    entries: HashMap<&'static str, Rows>,
+    entries: HashMap<&'static str, Rows, foldhash::fast::RandomState>,
     len: usize,
 }
 

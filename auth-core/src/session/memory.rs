@@ -27,7 +27,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    records: HashMap<SessionKey, Arc<SessionRecord>>,
+    // foldhash (seeded), not SipHash: a key is a digest of a session key,
+    // which no client can choose.
+    records: HashMap<SessionKey, Arc<SessionRecord>, foldhash::fast::RandomState>,
     by_user: HashMap<String, HashSet<SessionKey>>,
     anonymous: HashSet<SessionKey>,
 }
