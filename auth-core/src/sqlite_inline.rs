@@ -39,7 +39,7 @@
 //! Every store on one file shares one reader (its connections, its probe
 //! and its cache), and the reads of one step of a request (the session
 //! and its user; a user's second factors) run in one step
-//! ([`RequestProbe::step`]; [`one_probe`] outside a request): the first
+//! ([`RequestProbe::step`]): the first
 //! cached read of the step asks for the version, the others of the same
 //! step reuse its answer. A step therefore sees the file as it was at its
 //! first read, or newer. A step never reads a row it wrote itself.
