@@ -365,10 +365,11 @@ pub(crate) type HeaderLines<'a> = smallvec::SmallVec<[(&'a str, &'a str); 20]>;
 #[cfg(feature = "sqlite")]
 use crate::sqlite_inline::RequestProbe;
 
-/// Without SQLite there is nothing to probe.
+/// Without SQLite there is nothing to probe (a field, so that it is made
+/// with `default()` like the real one).
 #[cfg(not(feature = "sqlite"))]
 #[derive(Debug, Default)]
-struct RequestProbe;
+struct RequestProbe(());
 
 #[cfg(not(feature = "sqlite"))]
 impl RequestProbe {
