@@ -657,7 +657,7 @@ impl InlineReader {
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
-    use crate::session::{SessionStore, SqliteStore};
+    use crate::session::{SessionKey, SessionStore, SqliteStore};
     use crate::user::{NewUser, SqliteUserStore, UserStore};
 
     /// The stores read a SQLite file inline, and see what sqlx wrote at
@@ -682,7 +682,7 @@ mod tests {
                 .is_none()
         );
 
-        let key = crate::session::SessionKey::from_bytes([7; 32]);
+        let key = SessionKey::from_bytes([7; 32]);
         let (record, now) = live_record(&user.id);
         sessions.create(&key, &record).await.unwrap();
         assert!(sessions.load(&key).await.unwrap().is_some());
@@ -747,7 +747,7 @@ mod tests {
             "revoked at once"
         );
         // A key that was never there is not cached (anyone can send one).
-        let unknown = crate::session::SessionKey::from_bytes([8; 32]);
+        let unknown = SessionKey::from_bytes([8; 32]);
         let before = cache_hits(&sessions.inline);
         assert!(sessions.load(&unknown).await.unwrap().is_none());
         assert!(sessions.load(&unknown).await.unwrap().is_none());
@@ -787,11 +787,7 @@ mod tests {
         let (sessions, users, user) = stores_with_user(&dir.join("step.db"), "bob").await;
         let reader = Arc::clone(sessions.inline.reader.as_ref().unwrap());
         assert!(Arc::ptr_eq(&reader, users.inline.reader.as_ref().unwrap()));
-        let key = crate::session::SessionKey::from_bytes([9; 32]);
-        sessions
-            .create(&key, &live_record(&user.id).0)
-            .await
-            .unwrap();
+        let key = live_session(&sessions, &user.id, 9).await;
         let probes = || reader.probes.load(Ordering::Relaxed);
         let both = || async {
             assert!(sessions.load(&key).await.unwrap().is_some());
@@ -863,11 +859,7 @@ mod tests {
         let dir = scratch("request");
         let (sessions, users, user) = stores_with_user(&dir.join("request.db"), "carol").await;
         let reader = Arc::clone(sessions.inline.reader.as_ref().unwrap());
-        let key = crate::session::SessionKey::from_bytes([7; 32]);
-        sessions
-            .create(&key, &live_record(&user.id).0)
-            .await
-            .unwrap();
+        let key = live_session(&sessions, &user.id, 7).await;
         let probes = || reader.probes.load(Ordering::Relaxed);
         let disabled = || async { users.find_by_id(&user.id).await.unwrap().unwrap().disabled };
 
@@ -949,6 +941,14 @@ mod tests {
         (sessions, users, user)
     }
 
+    /// A session of `user` live for ten minutes, under the key of 32
+    /// `byte`s.
+    async fn live_session(sessions: &SqliteStore, user: &str, byte: u8) -> SessionKey {
+        let key = SessionKey::from_bytes([byte; 32]);
+        sessions.create(&key, &live_record(user).0).await.unwrap();
+        key
+    }
+
     /// A session record of `user` live for ten minutes, and the time now.
     fn live_record(user: &str) -> (crate::session::SessionRecord, crate::clock::Timestamp) {
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
@@ -999,7 +999,7 @@ mod tests {
         let dir = scratch("process");
         let file = dir.join("shared.db");
         let (sessions, users, user) = stores_with_user(&file, "Bob").await;
-        let key = crate::session::SessionKey::from_bytes([9; 32]);
+        let key = SessionKey::from_bytes([9; 32]);
         let (record, _) = live_record(&user.id);
         sessions.create(&key, &record).await.unwrap();
         for _ in 0..2 {
