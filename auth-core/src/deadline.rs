@@ -82,9 +82,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn work_that_never_answers_fails_at_the_deadline() {
         let started = tokio::time::Instant::now();
-        let error = within(Some(AFTER), std::future::pending::<()>())
-            .await
-            .expect_err("pending work must fail");
+        // Watched by a later timer, so a missing deadline fails the test
+        // instead of hanging it.
+        let error =
+            tokio::time::timeout(AFTER * 2, within(Some(AFTER), std::future::pending::<()>()))
+                .await
+                .expect("the deadline must end the wait")
+                .expect_err("pending work must fail");
         assert_eq!(started.elapsed(), AFTER);
         assert_eq!(error, DeadlinePassed(AFTER));
         let auth_error = crate::flow::AuthError::internal(error);

@@ -113,9 +113,12 @@ mod tests {
     async fn a_postgres_statement_that_never_answers_times_out() {
         let started = tokio::time::Instant::now();
         let stalled = std::future::pending::<Result<(), sqlx::Error>>();
-        let error = stalled
-            .bounded::<sqlx::Postgres>(&Inline::NONE)
+        // Watched by a later timer, so a missing deadline fails the test
+        // instead of hanging it.
+        let bounded = stalled.bounded::<sqlx::Postgres>(&Inline::NONE);
+        let error = tokio::time::timeout(STATEMENT_DEADLINE * 2, bounded)
             .await
+            .expect("the deadline must end the wait")
             .expect_err("a stalled statement must fail");
         assert_eq!(started.elapsed(), STATEMENT_DEADLINE);
         assert!(
