@@ -2,13 +2,14 @@
 //! verified-token cache that the token flows of the
 //! [`Authenticator`](crate::Authenticator) run on.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use constant_time_eq::constant_time_eq;
+use hashbrown::{Equivalent, HashMap};
 use sha2::{Digest, Sha256};
 
 use super::jwt::{AccessClaims, Expect, KeySet, SigningKey, TokenError};
@@ -424,13 +425,49 @@ pub(crate) struct Verified {
 
 /// Access tokens this process verified, until their `exp`: a repeated
 /// token costs a map lookup instead of a signature check. Keyed by the
-/// whole token: a lookup compares the whole string, so a different token
-/// never matches; bounded: when full, expired entries go, and if that
-/// frees nothing, all of them.
+/// whole token: a lookup compares the whole string, in constant time, so a
+/// different token never matches and the time a lookup takes says nothing
+/// about how much of a presented token matched a cached one; bounded: when
+/// full, expired entries go, and if that frees nothing, all of them.
 #[derive(Default)]
 struct VerifiedCache(RwLock<VerifiedMap>);
 
-type VerifiedMap = HashMap<Box<str>, Arc<Verified>, TailHash>;
+type VerifiedMap = HashMap<CachedToken, Arc<Verified>, TailHash>;
+
+/// A verified token as the cache's key: equal only to the same string,
+/// compared in constant time (a bearer token is a secret; the standard
+/// string comparison stops at the first differing byte).
+struct CachedToken(Box<str>);
+
+impl PartialEq for CachedToken {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for CachedToken {}
+
+/// Hashed as the string is, so a [`Presented`] token finds it.
+impl Hash for CachedToken {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// A token a request presents, looked up without a copy.
+struct Presented<'a>(&'a str);
+
+impl Hash for Presented<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Equivalent<CachedToken> for Presented<'_> {
+    fn equivalent(&self, key: &CachedToken) -> bool {
+        constant_time_eq(self.0.as_bytes(), key.0.as_bytes())
+    }
+}
 
 impl VerifiedCache {
     const MAX: usize = 16_384;
@@ -449,7 +486,7 @@ impl VerifiedCache {
 
     fn get(&self, token: &str, now_secs: u64) -> Option<Arc<Verified>> {
         let map = self.read();
-        let verified = map.get(token)?;
+        let verified = map.get(&Presented(token))?;
         (now_secs < verified.claims.exp).then(|| Arc::clone(verified))
     }
 
@@ -461,7 +498,7 @@ impl VerifiedCache {
                 map.clear();
             }
         }
-        map.insert(Box::from(token), verified);
+        map.insert(CachedToken(Box::from(token)), verified);
     }
 
     fn forget(&self, mut drop_if: impl FnMut(&AccessClaims) -> bool) {
