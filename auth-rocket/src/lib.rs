@@ -119,6 +119,15 @@ const REFUSED_PATH: &str = "/__auth-rocket/refused";
 /// Its rank: ahead of every default rank (-12..=-1) and of any sane
 /// explicit one, so no app route answers a refused request first.
 const REFUSED_RANK: isize = -1_000_000;
+/// The method a refused request is given (a `HEAD` stays a `HEAD`): one
+/// that apps practically never route, so the internal route costs the
+/// requests they serve nothing.
+const REFUSED_METHOD: Method = Method::Trace;
+
+/// How many security headers the response hook checks in its one scan of
+/// the response's headers (the core sets at most four; any beyond are
+/// looked up one by one).
+const SECURITY_HEADERS_MAX: usize = 8;
 
 /// Installs the auth pipeline: `rocket.attach(AuthFairing::new(auth))`.
 ///
@@ -190,15 +199,12 @@ impl Fairing for AuthFairing {
     }
 
     async fn on_ignite(&self, rocket: Rocket<Build>) -> fairing::Result {
-        Ok(rocket.mount(
-            "/",
-            vec![Route::ranked(
-                REFUSED_RANK,
-                Method::Get,
-                REFUSED_PATH,
-                RefusedHandler,
-            )],
-        ))
+        // Under `TRACE` (and `HEAD`, whose answer Rocket sends without a
+        // body): Rocket matches a request against every route of its method
+        // in rank order, so a `GET` route here would be one more match for
+        // every `GET` the app serves.
+        let refused = |method| Route::ranked(REFUSED_RANK, method, REFUSED_PATH, RefusedHandler);
+        Ok(rocket.mount("/", vec![refused(REFUSED_METHOD), refused(Method::Head)]))
     }
 
     async fn on_request(&self, request: &mut Request<'_>, data: &mut Data<'_>) {
@@ -240,7 +246,7 @@ impl Fairing for AuthFairing {
                 // answers the refusal, so no app handler runs.
                 request.local_cache(|| Begun::Refused(refusal));
                 if request.method() != Method::Head {
-                    request.set_method(Method::Get);
+                    request.set_method(REFUSED_METHOD);
                 }
                 request.set_uri(rocket::uri!("/__auth-rocket/refused"));
             }
@@ -277,15 +283,22 @@ impl Fairing for AuthFairing {
                 for cookie in finish.take_cookies() {
                     response.adjoin_raw_header("Set-Cookie", cookie);
                 }
-                // The handler's own value of a header wins. (A scan of the
+                // The handler's own value of a header wins. (One scan of the
                 // few headers a response has: Rocket's header map hashes a
-                // name byte by byte, which cost more than the scan.)
-                for (name, value) in finish.security.iter_static() {
-                    let set = response
-                        .headers()
-                        .iter()
-                        .any(|header| header.name().as_str().eq_ignore_ascii_case(name));
-                    if !set {
+                // name byte by byte, which costs more than the scan.)
+                let mut present = [false; SECURITY_HEADERS_MAX];
+                for header in response.headers().iter() {
+                    let name = header.name().as_str();
+                    for ((wanted, _), seen) in finish.security.iter().zip(&mut present) {
+                        *seen |= name.eq_ignore_ascii_case(wanted);
+                    }
+                }
+                for (i, (name, value)) in finish.security.iter_static().enumerate() {
+                    if !present
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| response.headers().contains(name))
+                    {
                         response.set_raw_header(name, value);
                     }
                 }

@@ -14,7 +14,7 @@ use auth_rocket::{
     AuthFairing, AuthRejection, AuthSession, CurrentUser, OptionalUser, RequireLogin, RequireMfa,
     RequireRecentLogin,
 };
-use rocket::http::{ContentType, Cookie, CookieJar, Header, Status};
+use rocket::http::{ContentType, Cookie, CookieJar, Header, Method, Status};
 use rocket::local::asynchronous::{Client, LocalRequest, LocalResponse};
 use rocket::{Build, Rocket, State, get, post, routes};
 
@@ -106,6 +106,39 @@ fn read_only(calls: &State<Calls>) -> String {
     calls.0.load(Ordering::SeqCst).to_string()
 }
 
+/// Catch-all routes of the app, counted as handler calls: a refused
+/// request must not reach them either (the `TRACE` one, mounted in
+/// [`rocket`], is ranked just behind the fairing's internal route; the
+/// `GET` and `POST` ones answer what no other route does).
+#[derive(Clone)]
+struct AnyTrace;
+
+#[rocket::async_trait]
+impl rocket::route::Handler for AnyTrace {
+    async fn handle<'r>(
+        &self,
+        request: &'r rocket::Request<'_>,
+        _data: rocket::Data<'r>,
+    ) -> rocket::route::Outcome<'r> {
+        if let Some(calls) = request.rocket().state::<Calls>() {
+            calls.0.fetch_add(1, Ordering::SeqCst);
+        }
+        rocket::route::Outcome::from(request, "app")
+    }
+}
+
+#[get("/<_..>", rank = 100)]
+fn any_get(calls: &State<Calls>) -> &'static str {
+    calls.0.fetch_add(1, Ordering::SeqCst);
+    "app"
+}
+
+#[post("/<_..>", rank = 100)]
+fn any_post(calls: &State<Calls>) -> &'static str {
+    calls.0.fetch_add(1, Ordering::SeqCst);
+    "app"
+}
+
 fn rocket() -> Rocket<Build> {
     let config = rocket::Config {
         log_level: rocket::config::LogLevel::Off,
@@ -125,8 +158,20 @@ fn rocket() -> Rocket<Build> {
                 recent,
                 maybe,
                 optional_guard,
-                read_only
+                read_only,
+                any_get,
+                any_post
             ],
+        )
+        // (Rocket's route attribute takes no `TRACE`.)
+        .mount(
+            "/",
+            vec![rocket::Route::ranked(
+                -999_999,
+                Method::Trace,
+                "/<_..>",
+                AnyTrace,
+            )],
         )
         .attach(AuthFairing::new(auth()))
 }
@@ -230,15 +275,39 @@ async fn without_a_peer_address_nothing_runs() {
         r#"{"error":"internal error"}"#
     );
     assert_eq!(calls(&client), 0);
+    // A HEAD is refused the same way, without a body.
+    let r = client.head("/me").dispatch().await;
+    assert_eq!(r.status(), Status::InternalServerError);
+    assert_eq!(r.into_string().await.unwrap_or_default(), "");
+    assert_eq!(calls(&client), 0);
 }
 
 #[rocket::async_test]
 async fn the_internal_route_is_not_a_page() {
     let client = client().await;
-    let r = from_peer(client.get("/__auth-rocket/refused"))
-        .dispatch()
-        .await;
-    assert_eq!(r.status(), Status::NotFound);
+    // Asked for directly, it passes the request on to the app's routes
+    // (here its catch-alls).
+    for method in [Method::Trace, Method::Get, Method::Head] {
+        let r = from_peer(client.req(method, "/__auth-rocket/refused"))
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::Ok, "{method}");
+        let body = if method == Method::Head { "" } else { "app" };
+        assert_eq!(r.into_string().await.unwrap_or_default(), body, "{method}");
+    }
+    // Without the app's catch-alls, nothing answers it.
+    let bare = rocket::custom(rocket::Config {
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    })
+    .attach(AuthFairing::new(auth()));
+    let client = Client::untracked(bare).await.unwrap();
+    for method in [Method::Trace, Method::Get, Method::Head] {
+        let r = from_peer(client.req(method, "/__auth-rocket/refused"))
+            .dispatch()
+            .await;
+        assert_eq!(r.status(), Status::NotFound, "{method}");
+    }
 }
 
 #[rocket::async_test]
