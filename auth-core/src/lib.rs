@@ -56,6 +56,7 @@ pub mod password;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis_conn;
+mod secret_key;
 pub mod session;
 pub mod single_use;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -72,13 +72,13 @@ pub use recovery::{InvalidUrl, MailLinks};
 #[cfg(feature = "jwt")]
 pub use tokens::{TokenOutcome, TokenPair, amr};
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64ct::{Base64UrlUnpadded, Encoding};
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::account::AccountStore;
@@ -88,6 +88,7 @@ use crate::event::{AuthEventHook, AuthEventKind, FailureReason};
 use crate::mfa::{MfaKeys, TotpParams};
 use crate::password::{PasswordService, PolicyContext};
 use crate::rate_limit::{Attempt, Decision, LimitScope, ThrottleBackend};
+use crate::secret_key::{Lookup, SecretKey};
 use crate::session::{
     ClientInfo, Factor, Session, SessionId, SessionManager, StampSource, StoreError,
 };
@@ -195,10 +196,15 @@ pub(crate) struct Stamps {
 /// hash string (with the epoch they were made for): the per-request check
 /// then hashes nothing. A changed hash is another key and a changed epoch
 /// is recomputed, so an entry is never stale;
-/// the map holds hashes the app's store returned (never request input) and
-/// is emptied when it reaches [`Fingerprints::MAX`].
+/// the map holds hashes the app's store returned (never request input),
+/// compares them in constant time ([`SecretKey`]) and is emptied when it
+/// reaches [`Fingerprints::MAX`].
 #[derive(Default)]
-struct Fingerprints(Mutex<HashMap<Box<str>, Fingerprint>>);
+struct Fingerprints(Mutex<FingerprintMap>);
+
+/// Under a seeded fast hash: the keys are the store's hashes, which no
+/// client chooses.
+type FingerprintMap = HashMap<SecretKey, Fingerprint, foldhash::fast::RandomState>;
 
 /// The keys are password hashes: `Debug` shows how many, nothing else.
 impl std::fmt::Debug for Fingerprints {
@@ -219,7 +225,7 @@ impl Fingerprints {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, fingerprint)) = map.get(password_hash)
+        if let Some((seen, fingerprint)) = map.get(&Lookup(password_hash))
             && *seen == epoch
         {
             return Arc::clone(fingerprint);
@@ -228,7 +234,10 @@ impl Fingerprints {
         if map.len() >= Self::MAX {
             map.clear();
         }
-        map.insert(Box::from(password_hash), (epoch, Arc::clone(&fingerprint)));
+        map.insert(
+            SecretKey::new(password_hash),
+            (epoch, Arc::clone(&fingerprint)),
+        );
         fingerprint
     }
 

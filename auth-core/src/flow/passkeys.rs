@@ -38,8 +38,9 @@ const SIGN_IN: &str = "auth.passkey.sign_in";
 /// The longest passkey name, in characters.
 pub const MAX_PASSKEY_NAME: usize = 64;
 
-/// What a sign-in ceremony was started for.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// What a sign-in ceremony was started for. No `Debug`: the state holds
+/// the challenge.
+#[derive(serde::Serialize, serde::Deserialize)]
 enum SignIn {
     /// Passwordless, with a discoverable credential.
     Discoverable(webauthn_rs::prelude::DiscoverableAuthentication),

@@ -15,6 +15,8 @@
 
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq;
+
 use super::{AuthError, Authenticator, Client, LoginOutcome};
 use crate::event::{AuthEventKind, FailureReason};
 use crate::password::Password;
@@ -301,7 +303,11 @@ impl Authenticator {
             ),
             None => None,
         };
-        if current.as_deref() != Some(family.stamp.as_str()) {
+        // In constant time, as the session stamp's check.
+        let stamp_holds = current
+            .as_deref()
+            .is_some_and(|current| bool::from(current.as_bytes().ct_eq(family.stamp.as_bytes())));
+        if !stamp_holds {
             service
                 .store()
                 .revoke_family(&family.id)

@@ -130,8 +130,8 @@ pub(crate) fn user_handle(user_id: &str) -> Uuid {
 
 /// A ceremony in progress, kept in the session's data: its state and its
 /// deadline. Taken out (deleted) by the step that answers it, so a
-/// challenge is answered once.
-#[derive(Debug, Serialize, Deserialize)]
+/// challenge is answered once. No `Debug`: the state holds the challenge.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Ceremony<T> {
     pub(crate) state: T,
     pub(crate) expires_at: Timestamp,

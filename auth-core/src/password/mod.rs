@@ -35,6 +35,7 @@ pub use service::{HashSlot, PasswordService, PasswordServiceBuilder};
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
@@ -115,8 +116,17 @@ impl<'de> serde::Deserialize<'de> for Password {
 ///
 /// Its `Debug` output is redacted: a hash is offline-crackable material and
 /// never belongs in a log.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct HashedPassword(String);
+
+/// In constant time (the length aside): a hash is a secret.
+impl PartialEq for HashedPassword {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for HashedPassword {}
 
 impl HashedPassword {
     /// Wraps a hash loaded from storage. Its format is checked when it is
@@ -194,6 +204,19 @@ pub enum UpgradeReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_are_equal_only_when_identical() {
+        let hash = HashedPassword::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
+        assert_eq!(hash, hash.clone());
+        for other in [
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaB",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFza",
+            "",
+        ] {
+            assert_ne!(hash, HashedPassword::new(other), "{other}");
+        }
+    }
 
     #[test]
     fn a_password_deserializes_from_a_string_and_stays_redacted() {

@@ -37,11 +37,21 @@ const FIELD: &str = "auth_core_session";
 const STRIPES: usize = 64;
 
 /// Adapts a tower-sessions store; see the module docs for its limits.
-#[derive(Debug)]
+/// `Debug` names the wrapped store's type only: a store's own `Debug` may
+/// print its records (tower-sessions' `MemoryStore` does), and ours hold
+/// stamps and app data.
 pub struct TowerSessionsStore<S> {
     inner: S,
     clock: Arc<dyn Clock>,
     stripes: Vec<Mutex<()>>,
+}
+
+impl<S> std::fmt::Debug for TowerSessionsStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TowerSessionsStore")
+            .field("inner", &std::any::type_name::<S>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: tower_sessions_core::SessionStore> TowerSessionsStore<S> {
@@ -210,5 +220,28 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
 
     fn revokes_by_user(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose `Debug` prints everything it holds, as tower-sessions'
+    /// `MemoryStore` does.
+    #[derive(Debug, Clone)]
+    struct Chatty(String);
+
+    #[test]
+    fn debug_does_not_print_the_wrapped_store() {
+        let store = TowerSessionsStore {
+            inner: Chatty("stamp-secret".into()),
+            clock: Arc::new(SystemClock),
+            stripes: Vec::new(),
+        };
+        assert!(format!("{:?}", store.inner).contains(&store.inner.0));
+        let printed = format!("{store:?}");
+        assert!(printed.contains("Chatty"), "{printed}");
+        assert!(!printed.contains("stamp-secret"), "{printed}");
     }
 }

@@ -2,19 +2,19 @@
 //! verified-token cache that the token flows of the
 //! [`Authenticator`](crate::Authenticator) run on.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-use constant_time_eq::constant_time_eq;
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
 
 use super::jwt::{AccessClaims, Expect, KeySet, SigningKey, TokenError};
 use super::refresh::{Family, RefreshStore, RefreshToken};
 use crate::clock::Timestamp;
+use crate::secret_key::{Lookup, SecretKey};
 use crate::session::Session;
 
 /// The shortest access-token lifetime [`TokenConfigBuilder::access_lifetime`]
@@ -432,42 +432,7 @@ pub(crate) struct Verified {
 #[derive(Default)]
 struct VerifiedCache(RwLock<VerifiedMap>);
 
-type VerifiedMap = HashMap<CachedToken, Arc<Verified>, TailHash>;
-
-/// A verified token as the cache's key: equal only to the same string,
-/// compared in constant time (a bearer token is a secret; the standard
-/// string comparison stops at the first differing byte).
-struct CachedToken(Box<str>);
-
-impl PartialEq for CachedToken {
-    fn eq(&self, other: &Self) -> bool {
-        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
-    }
-}
-
-impl Eq for CachedToken {}
-
-/// Hashed as the string is, so a [`Presented`] token finds it.
-impl Hash for CachedToken {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-/// A token a request presents, looked up without a copy.
-struct Presented<'a>(&'a str);
-
-impl Hash for Presented<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl Equivalent<CachedToken> for Presented<'_> {
-    fn equivalent(&self, key: &CachedToken) -> bool {
-        constant_time_eq(self.0.as_bytes(), key.0.as_bytes())
-    }
-}
+type VerifiedMap = HashMap<SecretKey, Arc<Verified>, TailHash>;
 
 impl VerifiedCache {
     const MAX: usize = 16_384;
@@ -486,7 +451,7 @@ impl VerifiedCache {
 
     fn get(&self, token: &str, now_secs: u64) -> Option<Arc<Verified>> {
         let map = self.read();
-        let verified = map.get(&Presented(token))?;
+        let verified = map.get(&Lookup(token))?;
         (now_secs < verified.claims.exp).then(|| Arc::clone(verified))
     }
 
@@ -498,7 +463,7 @@ impl VerifiedCache {
                 map.clear();
             }
         }
-        map.insert(CachedToken(Box::from(token)), verified);
+        map.insert(SecretKey::new(token), verified);
     }
 
     fn forget(&self, mut drop_if: impl FnMut(&AccessClaims) -> bool) {

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use subtle::ConstantTimeEq;
+
 use super::{LoginName, NewUser, User, UserStore, UserStoreError};
 use crate::password::HashedPassword;
 
@@ -80,7 +82,14 @@ impl UserStore for MemoryUserStore {
     ) -> Result<bool, UserStoreError> {
         let mut inner = self.lock();
         match inner.by_id.get_mut(id) {
-            Some(user) if user.password_hash.as_str() == current => {
+            Some(user)
+                if bool::from(
+                    user.password_hash
+                        .as_str()
+                        .as_bytes()
+                        .ct_eq(current.as_bytes()),
+                ) =>
+            {
                 Arc::make_mut(user).password_hash = HashedPassword::new(new);
                 Ok(true)
             }

@@ -1114,12 +1114,13 @@ impl RequestAuth {
         let Some(session) = slot.session.as_mut() else {
             return Err(AuthError::NotAuthenticated);
         };
-        let id_before = session.id().encode();
+        // Compared as IDs: in constant time, and no copy of one as text.
+        let id_before = session.id().clone();
         let options = self
             .authenticator()
             .begin_passkey_sign_in(session, self.client())
             .await?;
-        if session.id_changed() || session.id().encode() != id_before {
+        if session.id_changed() || *session.id() != id_before {
             slot.action = CookieAction::Set;
         }
         Ok(options)

@@ -132,8 +132,9 @@ pub fn new_family_id() -> Result<String, RefreshStoreError> {
     Ok(Base64UrlUnpadded::encode_string(&bytes))
 }
 
-/// A family: the chain of refresh tokens of one sign-in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A family: the chain of refresh tokens of one sign-in. `Debug` leaves
+/// out the stamp (a fingerprint of the password hash).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Family {
     /// Random, made by the caller ([`new_family_id`]); access tokens carry
     /// it so [`RefreshStore::is_live`] can check them.
@@ -158,6 +159,21 @@ pub struct Family {
     pub last_used_at: Timestamp,
 }
 
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("amr", &self.amr)
+            .field("stamp", &"[REDACTED]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("last_used_at", &self.last_used_at)
+            .finish()
+    }
+}
+
 impl Family {
     /// Whether the family is alive at `now` as far as time goes: before
     /// its `expires_at` and less than `idle_timeout` after its
@@ -167,8 +183,9 @@ impl Family {
     }
 }
 
-/// What [`RefreshStore::rotate`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`RefreshStore::rotate`] did. `Debug` shows the sealed successor's
+/// length only.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// The presented token was current: it is now spent, the new one is
     /// current, and the family's `last_used_at` is `now`.
@@ -195,6 +212,31 @@ pub enum Rotation {
     /// An unknown token, or one of a family that is revoked, past its
     /// `expires_at`, or idle for `idle_timeout` or longer.
     Invalid,
+}
+
+impl std::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rotated(family) => f.debug_tuple("Rotated").field(family).finish(),
+            Self::Grace {
+                family,
+                sealed_successor,
+            } => f
+                .debug_struct("Grace")
+                .field("family", family)
+                .field(
+                    "sealed_successor",
+                    &format_args!("[{} bytes]", sealed_successor.len()),
+                )
+                .finish(),
+            Self::Reused { family_id, user_id } => f
+                .debug_struct("Reused")
+                .field("family_id", family_id)
+                .field("user_id", user_id)
+                .finish(),
+            Self::Invalid => f.write_str("Invalid"),
+        }
+    }
 }
 
 /// Refresh store failures. Messages hold no token or key.
@@ -347,5 +389,39 @@ mod tests {
         };
         assert!(fresh.is_live_at(at(99_999)));
         assert!(!fresh.is_live_at(at(100_000)), "expired");
+    }
+
+    /// A family's stamp and a sealed successor stay out of `Debug`.
+    #[test]
+    fn debug_shows_no_stamp_and_no_sealed_successor() {
+        let t0 = Timestamp::from_unix_millis(1_700_000_000_000);
+        let family = Family {
+            id: "family-id".into(),
+            user_id: "u".into(),
+            amr: vec!["pwd".into()],
+            stamp: "stamp-secret".into(),
+            created_at: t0,
+            expires_at: t0,
+            idle_timeout: Duration::from_secs(10),
+            last_used_at: t0,
+        };
+        let sealed = b"sealed-secret".to_vec();
+        let printed = [
+            format!("{family:?}"),
+            format!("{:?}", Rotation::Rotated(family.clone())),
+            format!(
+                "{:?}",
+                Rotation::Grace {
+                    family,
+                    sealed_successor: sealed.clone(),
+                }
+            ),
+        ];
+        for text in &printed {
+            assert!(text.contains("family-id"), "{text}");
+            assert!(!text.contains("stamp-secret"), "{text}");
+            assert!(!text.contains("115, 101, 97"), "{text}");
+        }
+        assert!(printed[2].contains("[13 bytes]"), "{}", printed[2]);
     }
 }
