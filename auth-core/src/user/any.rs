@@ -56,7 +56,7 @@ impl AnyUser {
     /// Wraps the app's user, already shared.
     pub fn shared<U: AuthUser>(user: Arc<U>) -> Self {
         Self {
-            id: user.id().to_string(),
+            id: id_text(user.id()),
             user,
             type_name: std::any::type_name::<U>(),
         }
@@ -111,6 +111,16 @@ impl fmt::Debug for AnyUser {
             .field("login", &self.login())
             .finish_non_exhaustive()
     }
+}
+
+/// An id as text: a `String` id (the toolkit's own [`User`](super::User)'s)
+/// is moved, not formatted into a copy.
+fn id_text<I: super::UserId>(id: I) -> String {
+    let mut id = Some(id);
+    if let Some(text) = (&mut id as &mut dyn Any).downcast_mut::<Option<String>>() {
+        return text.take().unwrap_or_default();
+    }
+    id.map(|id| id.to_string()).unwrap_or_default()
 }
 
 /// A [`UserStore`] behind dynamic dispatch, with ids as text.
@@ -212,5 +222,17 @@ impl<S: UserStore> UserStore for Arc<S> {
 
     async fn create(&self, user: NewUser) -> Result<S::User, UserStoreError> {
         (**self).create(user).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_their_display_text() {
+        assert_eq!(id_text(String::from("user-1")), "user-1");
+        assert_eq!(id_text(42_i64), "42");
+        assert_eq!(id_text(7_u64), "7");
     }
 }
