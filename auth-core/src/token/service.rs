@@ -2,7 +2,7 @@
 //! verified-token cache that the token flows of the
 //! [`Authenticator`](crate::Authenticator) run on.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -472,14 +472,16 @@ impl VerifiedCache {
     }
 }
 
-/// The cache's hash: keyed SipHash (the standard library's, under a random
-/// key per map) of the last [`TAIL`](TailHasher::TAIL) bytes of the token
-/// and its length, instead of all of it (~500 bytes). The tail is the
-/// signature's, different for every token, and the key keeps it
-/// unpredictable which tokens share a bucket. The hash only picks the
-/// bucket: a lookup still compares the whole token.
+/// The cache's hash: a seeded fast hash (`foldhash`, under a random seed
+/// per map) of the last [`TAIL`](TailHasher::TAIL) bytes of the token and
+/// its length, instead of all of it (~500 bytes). The tail is the
+/// signature's, different for every token, and the seed keeps it
+/// unpredictable which tokens share a bucket. No flooding: only tokens this
+/// process verified are ever inserted, and their signatures are not the
+/// client's to choose. The hash only picks the bucket: a lookup still
+/// compares the whole token (in constant time).
 #[derive(Default, Clone)]
-struct TailHash(RandomState);
+struct TailHash(foldhash::fast::RandomState);
 
 impl BuildHasher for TailHash {
     type Hasher = TailHasher;
@@ -489,7 +491,7 @@ impl BuildHasher for TailHash {
     }
 }
 
-struct TailHasher(std::hash::DefaultHasher);
+struct TailHasher(foldhash::fast::FoldHasher<'static>);
 
 impl TailHasher {
     const TAIL: usize = 32;
