@@ -83,6 +83,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::future::{Ready, ready};
 use std::ops::Deref;
 use std::rc::Rc;
@@ -93,6 +94,7 @@ use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transfor
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 pub use auth_core;
 pub use auth_core::{
@@ -164,7 +166,14 @@ pub fn reply(reply: Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in reply.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        // A fixed value without a copy.
+        let value = match value {
+            Cow::Borrowed(text) => {
+                HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+            }
+            Cow::Owned(text) => HeaderValue::from_str(&text),
+        };
+        if let Ok(value) = value {
             response.insert_header((HeaderName::from_static(name), value));
         }
     }

@@ -70,6 +70,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,10 +86,12 @@ pub use auth_core::{
     Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
     Reply, RequestAuth, User, UserStore, UserStoreError,
 };
+use axum::body::Bytes;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http::header::InvalidHeaderValue;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use pin_project_lite::pin_project;
@@ -148,11 +151,19 @@ pub fn reply(reply: Reply) -> Response {
     let mut response = (status, reply.body).into_response();
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = header_value(value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
     response
+}
+
+/// A header value from the core: a fixed one without a copy.
+fn header_value(value: Cow<'static, str>) -> Result<HeaderValue, InvalidHeaderValue> {
+    match value {
+        Cow::Borrowed(text) => HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes())),
+        Cow::Owned(text) => HeaderValue::from_str(&text),
+    }
 }
 
 /// The client's socket address, from `ConnectInfo` or `MockConnectInfo`.

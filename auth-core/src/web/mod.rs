@@ -16,6 +16,7 @@
 //! flow, and answers [`RequestAuth::finish`] (4); [`Reply`] carries every
 //! response the core decides on (5).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -42,8 +43,9 @@ pub use request::{Finish, Guard, RequestAuth};
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
-    /// Headers to set (`Content-Type`, `Retry-After`, `Location`).
-    pub headers: Vec<(&'static str, String)>,
+    /// Headers to set (`Content-Type`, `Retry-After`, `Location`): a fixed
+    /// value is borrowed, so adapters set it without a copy.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The body (JSON for errors, empty for redirects).
     pub body: String,
 }
@@ -67,7 +69,7 @@ impl Reply {
     pub fn json(status: u16, body: String) -> Self {
         Self {
             status,
-            headers: vec![("content-type", "application/json".to_owned())],
+            headers: vec![("content-type", Cow::Borrowed("application/json"))],
             body,
         }
     }
@@ -89,7 +91,8 @@ impl Reply {
     pub fn failing_with(mut self, error: &AuthError) -> Self {
         self.status = error.status();
         if let Some(secs) = error.retry_after_secs() {
-            self.headers.push(("retry-after", secs.to_string()));
+            self.headers
+                .push(("retry-after", Cow::Owned(secs.to_string())));
         }
         self
     }
@@ -98,7 +101,7 @@ impl Reply {
     pub fn redirect(location: String) -> Self {
         Self {
             status: 303,
-            headers: vec![("location", location)],
+            headers: vec![("location", Cow::Owned(location))],
             body: String::new(),
         }
     }

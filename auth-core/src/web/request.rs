@@ -283,9 +283,9 @@ impl Auth {
 
     /// `reply` with the security headers it does not set itself.
     fn with_security_headers(&self, mut reply: Reply) -> Reply {
-        for (name, value) in self.security_headers().iter() {
+        for (name, value) in self.security_headers().iter_static() {
             if !reply.headers.iter().any(|(n, _)| *n == name) {
-                reply.headers.push((name, value.to_owned()));
+                reply.headers.push((name, value));
             }
         }
         reply
@@ -1349,7 +1349,7 @@ impl RequestAuth {
         if reply.status == 401 {
             reply.headers.push((
                 "www-authenticate",
-                r#"Bearer error="invalid_token""#.to_owned(),
+                std::borrow::Cow::Borrowed(r#"Bearer error="invalid_token""#),
             ));
         }
         reply

@@ -57,7 +57,7 @@ fn no_content() -> Reply {
 fn html(status: u16, body: String) -> Reply {
     Reply {
         status,
-        headers: vec![("content-type", "text/html; charset=utf-8".to_owned())],
+        headers: vec![("content-type", "text/html; charset=utf-8".into())],
         body,
     }
 }
@@ -90,8 +90,8 @@ pub fn stylesheet() -> Reply {
     Reply {
         status: 200,
         headers: vec![
-            ("content-type", "text/css; charset=utf-8".to_owned()),
-            ("cache-control", "public, max-age=3600".to_owned()),
+            ("content-type", "text/css; charset=utf-8".into()),
+            ("cache-control", "public, max-age=3600".into()),
         ],
         body: crate::STYLESHEET.to_owned(),
     }
@@ -102,8 +102,8 @@ pub fn passkeys_script() -> Reply {
     Reply {
         status: 200,
         headers: vec![
-            ("content-type", "text/javascript; charset=utf-8".to_owned()),
-            ("cache-control", "public, max-age=3600".to_owned()),
+            ("content-type", "text/javascript; charset=utf-8".into()),
+            ("cache-control", "public, max-age=3600".into()),
         ],
         body: crate::PASSKEYS_SCRIPT.to_owned(),
     }
@@ -1738,8 +1738,8 @@ pub fn openapi() -> Reply {
 
 /// A token answer: never stored by a cache (RFC 6749 5.1).
 fn no_store(mut reply: Reply) -> Reply {
-    reply.headers.push(("cache-control", "no-store".to_owned()));
-    reply.headers.push(("pragma", "no-cache".to_owned()));
+    reply.headers.push(("cache-control", "no-store".into()));
+    reply.headers.push(("pragma", "no-cache".into()));
     reply
 }
 
@@ -1827,7 +1827,7 @@ pub fn jwks(auth: &RequestAuth) -> Reply {
         let mut reply = Reply::json(200, service.jwks(now).to_string());
         reply
             .headers
-            .push(("cache-control", "public, max-age=60".to_owned()));
+            .push(("cache-control", "public, max-age=60".into()));
         reply
     });
     unwrap_reply(result)
