@@ -26,12 +26,14 @@ impl std::fmt::Debug for MemoryAccountStore {
     }
 }
 
+/// Keyed by the app's user ids (a seeded fast hash: no client chooses
+/// them), but verified addresses (text a client sends) by SipHash.
 #[derive(Default)]
 struct Inner {
-    totp: HashMap<String, StoredTotp>,
-    recovery: HashMap<String, Vec<String>>,
-    epochs: HashMap<String, u64>,
-    emails: HashMap<String, StoredEmail>,
+    totp: HashMap<String, StoredTotp, foldhash::fast::RandomState>,
+    recovery: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
+    epochs: HashMap<String, u64, foldhash::fast::RandomState>,
+    emails: HashMap<String, StoredEmail, foldhash::fast::RandomState>,
     /// Verified address -> user.
     verified: HashMap<String, String>,
 }

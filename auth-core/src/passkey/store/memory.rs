@@ -21,8 +21,9 @@ pub struct MemoryPasskeyStore {
 #[derive(Default)]
 struct Inner {
     passkeys: HashMap<Vec<u8>, StoredPasskey>,
-    /// Each user's credential ids.
-    by_user: HashMap<String, HashSet<Vec<u8>>>,
+    /// Each user's credential ids, by the app's user id (a seeded fast
+    /// hash: no client chooses those).
+    by_user: HashMap<String, HashSet<Vec<u8>>, foldhash::fast::RandomState>,
 }
 
 impl Default for MemoryPasskeyStore {

@@ -21,13 +21,15 @@ pub struct MemoryRefreshStore {
     inner: Mutex<Inner>,
 }
 
+/// Keyed by our random family ids, token digests and the app's user ids,
+/// none a client's text: a seeded fast hash.
 #[derive(Default)]
 struct Inner {
-    families: HashMap<Arc<str>, Entry>,
+    families: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     /// Every token, current or spent, to its family.
-    tokens: HashMap<RefreshKey, Arc<str>>,
+    tokens: HashMap<RefreshKey, Arc<str>, foldhash::fast::RandomState>,
     /// Each user's families.
-    by_user: HashMap<String, HashSet<Arc<str>>>,
+    by_user: HashMap<String, HashSet<Arc<str>>, foldhash::fast::RandomState>,
 }
 
 struct Entry {
