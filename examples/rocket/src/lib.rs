@@ -336,7 +336,13 @@ async fn home(auth: AuthSession) -> ReplyResponder {
 }
 
 /// A malformed `next` is simply absent.
-#[get("/login?<next>")]
+///
+/// Rank 1, as every page that takes a query string: Rocket tries the
+/// routes of a method in rank order, and by default a route with a query
+/// ranks ahead of every static one (-10 against -9), so each `GET` of the
+/// API would be matched against these pages first. Their paths collide
+/// with no other route's, so the rank changes no answer.
+#[get("/login?<next>", rank = 1)]
 async fn login_page(auth: AuthSession, next: Option<String>) -> ReplyResponder {
     reply(h::login_page(&auth, next.as_deref()).await)
 }
@@ -434,7 +440,7 @@ async fn totp_disable(
 }
 
 /// A malformed `next` is simply absent.
-#[get("/login/mfa?<next>")]
+#[get("/login/mfa?<next>", rank = 1)]
 async fn login_mfa_page(auth: AuthSession, next: Option<String>) -> ReplyResponder {
     reply(h::login_mfa_page(&auth, next.as_deref()).await)
 }
@@ -524,7 +530,7 @@ async fn forgot_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyRes
 }
 
 /// A malformed `token` is simply absent (the form then fails to verify).
-#[get("/reset?<token>")]
+#[get("/reset?<token>", rank = 1)]
 async fn reset_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
     reply(h::reset_page(&auth, token.as_deref()).await)
 }
@@ -534,7 +540,7 @@ async fn reset_form(auth: AuthSession, form: FormBody<h::LinkForm>) -> ReplyResp
     reply(h::reset_form(&auth, form.0).await)
 }
 
-#[get("/verify-email?<token>")]
+#[get("/verify-email?<token>", rank = 1)]
 async fn verify_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
     reply(h::verify_page(&auth, token.as_deref()).await)
 }
@@ -554,7 +560,7 @@ async fn finish_magic_link(auth: AuthSession, body: JsonBody<VerifyBody>) -> Rep
     reply(h::finish_magic_link(&auth, body.0).await)
 }
 
-#[get("/login/magic?<token>")]
+#[get("/login/magic?<token>", rank = 1)]
 async fn magic_page(auth: AuthSession, token: Option<String>) -> ReplyResponder {
     reply(h::magic_page(&auth, token.as_deref()).await)
 }
