@@ -16,7 +16,8 @@ pub struct MemoryUserStore {
 #[derive(Debug, Default)]
 struct Inner {
     next_id: u64,
-    /// Ids are ours (random), never a client's text: a seeded fast hash.
+    /// Ids are ours (assigned here), never a client's text: a seeded fast
+    /// hash.
     by_id: HashMap<String, Arc<User>, foldhash::fast::RandomState>,
     by_login: HashMap<String, String>,
 }
