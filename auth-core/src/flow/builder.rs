@@ -47,7 +47,8 @@ pub enum BuildError {
 /// Builds an [`Auth`]: `Auth::builder(users)`, then whatever differs from
 /// the defaults, then [`build`](Self::build).
 ///
-/// Defaults: sessions in memory (24 h absolute, 30 min idle), the memory
+/// Defaults: sessions in memory (12 h absolute, 30 days with "remember
+/// me"; 30 min idle), the memory
 /// throttle (per account 5 failures then a growing back-off; per IP a
 /// burst of 30, one back every 2 s), Argon2id at OWASP's parameters on
 /// threads of its own, the `__Host-` session cookie, the system clock (one
@@ -303,9 +304,10 @@ impl AuthBuilder {
         self
     }
 
-    /// The `Host` names the app answers to (default: any). Requests for
-    /// another host get 400 before anything else runs: a defence against
-    /// DNS rebinding, which matters most for servers on 127.0.0.1.
+    /// The `Host` names the app answers to (default: any, and
+    /// [`build`](Self::build) logs a warning). Requests for another host get
+    /// 400 before anything else runs: a defence against DNS rebinding, which
+    /// matters most for servers on 127.0.0.1.
     pub fn allowed_hosts(mut self, hosts: AllowedHosts) -> Self {
         self.hosts = hosts;
         self
@@ -320,6 +322,12 @@ impl AuthBuilder {
 
     /// Builds the pipeline; cheap to clone afterwards.
     pub fn build(self) -> Result<Auth, BuildError> {
+        if self.hosts.is_any() {
+            tracing::warn!(
+                "auth: no Host allow-list (allowed_hosts): requests for any Host name are \
+                 served, which leaves a server on a private address open to DNS rebinding"
+            );
+        }
         let clock = self.clock;
         let store = self
             .sessions
