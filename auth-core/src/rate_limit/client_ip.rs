@@ -65,10 +65,12 @@ impl TrustedProxies {
     }
 
     /// Whether the list trusts every client: `0.0.0.0/0`, `::/0`, or all
-    /// of global IPv6 (`2000::/3` or wider). Any client could then name any
-    /// address in a forwarding header, so [`parse`](Self::parse) warns.
+    /// of global IPv6 (`2000::/3` or wider), also when pieced together
+    /// from narrower entries (`0.0.0.0/1, 128.0.0.0/1`). Any client could
+    /// then name any address in a forwarding header, so
+    /// [`parse`](Self::parse) warns.
     pub fn trusts_everyone(&self) -> bool {
-        self.nets.iter().any(|net| match net {
+        IpNet::aggregate(&self.nets).iter().any(|net| match net {
             IpNet::V4(v4) => v4.prefix_len() == 0,
             IpNet::V6(v6) => v6.prefix_len() <= 3,
         })
@@ -336,7 +338,15 @@ mod tests {
 
     #[test]
     fn lists_that_trust_the_whole_internet_are_recognised() {
-        for wide in ["0.0.0.0/0", "::/0", "127.0.0.1, 0.0.0.0/0", "2000::/3"] {
+        for wide in [
+            "0.0.0.0/0",
+            "::/0",
+            "127.0.0.1, 0.0.0.0/0",
+            "2000::/3",
+            "0.0.0.0/1, 128.0.0.0/1",
+            "2000::/4, 3000::/4",
+            "0.0.0.0/2, 64.0.0.0/2, 128.0.0.0/1",
+        ] {
             assert!(
                 TrustedProxies::parse(wide).unwrap().trusts_everyone(),
                 "{wide}"
@@ -348,6 +358,9 @@ mod tests {
             "127.0.0.1, ::1",
             "fd00::/17",
             "192.168.0.0/16",
+            "0.0.0.0/1",
+            "0.0.0.0/1, 192.0.0.0/2",
+            "2000::/4",
         ] {
             assert!(
                 !TrustedProxies::parse(narrow).unwrap().trusts_everyone(),
