@@ -179,7 +179,7 @@ impl TokenConfigBuilder {
     /// Whether each request checks that its token's family is still live
     /// (default `true`). Off, a revoked sign-in's access tokens stay valid
     /// until they expire (at most the access lifetime), and a request costs
-    /// no store read.
+    /// no store read; [`build`](Self::build) then logs a warning.
     pub fn check_revocation(mut self, check: bool) -> Self {
         self.config.check_revocation = check;
         self
@@ -207,6 +207,14 @@ impl TokenConfigBuilder {
             && (grace < Duration::from_secs(1) || grace > MAX_GRACE)
         {
             return Err(TokenConfigError::Grace);
+        }
+        if !c.check_revocation {
+            tracing::warn!(
+                "auth: access tokens are not checked for revocation: after a logout, a \
+                 password change or sign-out everywhere, tokens already issued stay valid \
+                 until they expire (up to {} s)",
+                c.access_lifetime.as_secs()
+            );
         }
         Ok(c)
     }
