@@ -368,6 +368,15 @@ async fn recovery_needs_a_mailer_and_a_persistent_account_store() {
         Err(auth_core::BuildError::AccountStoreRequired)
     ));
     assert!(MailLinks::new("ftp://app.test").is_err());
+    // Plain HTTP only to a loopback host, unless asked for by name.
+    assert!(MailLinks::new("http://app.test").is_err());
+    assert!(MailLinks::new("http://127.0.0.1:8080").is_ok());
+    assert!(MailLinks::new("http://localhost:3000/app").is_ok());
+    assert!(MailLinks::new("http://[::1]:3000").is_ok());
+    assert!(MailLinks::new("http://127.0.0.1.app.test").is_err());
+    assert!(MailLinks::new("http://localhost.app.test").is_err());
+    assert!(MailLinks::insecure_http("http://app.test").is_ok());
+    assert!(MailLinks::insecure_http("ftp://app.test").is_err());
     assert!(MailLinks::new("https://app.test/?x=1").is_err());
 }
 

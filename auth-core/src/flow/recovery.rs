@@ -43,24 +43,55 @@ pub struct MailLinks {
     magic: String,
 }
 
-/// A base URL that is not `http(s)://host[:port]` with an optional path.
+/// A base URL that is not `https://host[:port]` (or `http://` to a
+/// loopback host) with an optional path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid public URL {0:?}: expected http(s)://host[:port][/path], no query")]
+#[error(
+    "invalid public URL {0:?}: expected https://host[:port][/path] (http:// only to \
+     localhost, 127.0.0.0/8 or [::1]), no query"
+)]
 pub struct InvalidUrl(pub String);
 
 impl MailLinks {
     /// Links under `base` (e.g. `https://app.example`), to the default
-    /// pages `/reset`, `/verify-email` and `/login/magic`.
+    /// pages `/reset`, `/verify-email` and `/login/magic`. The links carry
+    /// single-use tokens that sign in or set a password, so `http://` is
+    /// taken only for a loopback host (development);
+    /// [`insecure_http`](Self::insecure_http) takes any.
     pub fn new(base: &str) -> Result<Self, InvalidUrl> {
+        Self::parse(base, false)
+    }
+
+    /// [`new`](Self::new), also taking `http://` to any host, for
+    /// development setups that serve plain HTTP on another name: the
+    /// tokens then cross the network in clear text. Logs a warning.
+    pub fn insecure_http(base: &str) -> Result<Self, InvalidUrl> {
+        let links = Self::parse(base, true)?;
+        if links.base.starts_with("http://") {
+            tracing::warn!(
+                "auth: mail links over plain HTTP (MailLinks::insecure_http): their tokens \
+                 cross the network in clear text; development only"
+            );
+        }
+        Ok(links)
+    }
+
+    fn parse(base: &str, any_http: bool) -> Result<Self, InvalidUrl> {
         let trimmed = base.trim_end_matches('/');
-        let rest = trimmed
-            .strip_prefix("https://")
-            .or_else(|| trimmed.strip_prefix("http://"))
-            .ok_or_else(|| InvalidUrl(base.into()))?;
+        let (rest, plain) = match trimmed.strip_prefix("https://") {
+            Some(rest) => (rest, false),
+            None => (
+                trimmed
+                    .strip_prefix("http://")
+                    .ok_or_else(|| InvalidUrl(base.into()))?,
+                true,
+            ),
+        };
         let host = rest.split('/').next().unwrap_or_default();
         if host.is_empty()
             || rest.contains(['?', '#', '@', ' ', '\\'])
             || rest.chars().any(char::is_control)
+            || (plain && !any_http && !is_loopback(host))
         {
             return Err(InvalidUrl(base.into()));
         }
@@ -96,6 +127,18 @@ impl MailLinks {
     fn link(&self, path: &str, token: &SingleUseToken) -> String {
         format!("{}{path}?token={}", self.base, token.encode())
     }
+}
+
+/// Whether `host` (`name[:port]`) is a loopback name or address.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What recovery mail needs: a mailer, the links, the app's name.

@@ -129,7 +129,8 @@ pub struct Settings {
     pub mfa_key: Option<String>,
     /// `DEMO_PUBLIC_URL`: where the links in the demo's mail point (the
     /// demo's address as its users reach it); default `http://` and
-    /// `DEMO_ADDR`.
+    /// `DEMO_ADDR`. `https://`, or `http://` to a loopback host: the links
+    /// carry sign-in and password-reset tokens.
     pub public_url: String,
     /// `DEMO_SMTP_URL`: the SMTP server the demo's mail (password reset,
     /// address verification) goes through, see
@@ -470,7 +471,9 @@ pub fn build_auth_in_memory(
         .security_headers(security_headers())
         .mail(
             mailer,
-            MailLinks::new("http://demo.test").unwrap_or_else(|_| unreachable!("a valid URL")),
+            // In-process only: the suite reads the links from captured mail.
+            MailLinks::insecure_http("http://demo.test")
+                .unwrap_or_else(|_| unreachable!("a valid URL")),
         )
         .build()
         .unwrap_or_else(|_| unreachable!("an account store is given"))
