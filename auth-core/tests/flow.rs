@@ -1725,3 +1725,36 @@ async fn a_login_on_a_store_that_stops_answering_answers_503_in_bounded_time() {
     assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
     assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
 }
+
+/// A security header whose value cannot be a header value is refused when
+/// the pipeline is built: the adapters could only drop it, and responses
+/// would go out without that protection.
+#[test]
+fn an_unsendable_security_header_is_refused_at_build() {
+    for bad in [
+        "default-src 'none'\r\nX-Injected: yes",
+        "frame-ancestors 'none'\n",
+        "frame-ancestors 'n\u{f6}ne'",
+    ] {
+        let built = Auth::builder(MemoryUserStore::new())
+            .security_headers(auth_core::web::SecurityHeaders::new().content_security_policy(bad))
+            .build();
+        assert!(
+            matches!(
+                built,
+                Err(auth_core::BuildError::InvalidSecurityHeader(
+                    "content-security-policy"
+                ))
+            ),
+            "{bad:?}"
+        );
+    }
+    let built = Auth::builder(MemoryUserStore::new())
+        .security_headers(
+            auth_core::web::SecurityHeaders::new()
+                .content_security_policy("default-src 'self';\tframe-ancestors 'none'")
+                .referrer_policy("strict-origin"),
+        )
+        .build();
+    assert!(built.is_ok());
+}

@@ -42,6 +42,12 @@ pub enum BuildError {
          (MemoryAccountStore::new() only for tests)"
     )]
     AccountStoreRequired,
+    /// A security header's value cannot be sent as a header (a control
+    /// character such as a line break, or text beyond visible ASCII): the
+    /// adapters could only drop it, and the response would go out without
+    /// that protection.
+    #[error("security header {0}: its value is not a valid header value")]
+    InvalidSecurityHeader(&'static str),
 }
 
 /// Builds an [`Auth`]: `Auth::builder(users)`, then whatever differs from
@@ -322,6 +328,15 @@ impl AuthBuilder {
 
     /// Builds the pipeline; cheap to clone afterwards.
     pub fn build(self) -> Result<Auth, BuildError> {
+        if let Some(name) = self.security.first_invalid() {
+            return Err(BuildError::InvalidSecurityHeader(name));
+        }
+        if !self.security.forbids_framing() {
+            tracing::warn!(
+                "auth: the Content-Security-Policy has no frame-ancestors directive: other \
+                 sites may frame the app's pages (clickjacking)"
+            );
+        }
         if self.hosts.is_any() {
             tracing::warn!(
                 "auth: no Host allow-list (allowed_hosts): requests for any Host name are \

@@ -69,6 +69,27 @@ impl SecurityHeaders {
         self.set("strict-transport-security", value)
     }
 
+    /// The first header whose value is no valid header value (visible
+    /// ASCII, spaces and tabs only), if any.
+    pub(crate) fn first_invalid(&self) -> Option<&'static str> {
+        self.iter()
+            .find(|(_, value)| {
+                !value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            })
+            .map(|(name, _)| name)
+    }
+
+    /// Whether the `Content-Security-Policy` forbids framing
+    /// (`frame-ancestors`), as the default does.
+    pub(crate) fn forbids_framing(&self) -> bool {
+        self.iter().any(|(name, value)| {
+            name == "content-security-policy"
+                && value.to_ascii_lowercase().contains("frame-ancestors")
+        })
+    }
+
     /// The headers, names in lower case.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.headers
@@ -123,5 +144,19 @@ mod tests {
                 "strict-transport-security",
                 "max-age=31536000; includeSubDomains"
             )));
+    }
+
+    #[test]
+    fn unsendable_values_and_a_policy_that_allows_framing_are_found() {
+        let defaults = SecurityHeaders::new();
+        assert_eq!(defaults.first_invalid(), None);
+        assert!(defaults.forbids_framing());
+        let framed = SecurityHeaders::new().content_security_policy("default-src 'self'");
+        assert!(!framed.forbids_framing());
+        assert_eq!(framed.first_invalid(), None);
+        let broken = SecurityHeaders::new().referrer_policy("no-referrer\r\nX: y");
+        assert_eq!(broken.first_invalid(), Some("referrer-policy"));
+        let upper = SecurityHeaders::new().content_security_policy("FRAME-ANCESTORS 'none'");
+        assert!(upper.forbids_framing());
     }
 }
