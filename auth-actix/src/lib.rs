@@ -97,6 +97,7 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 pub use auth_core;
+use auth_core::web::ResponseHeaders;
 pub use auth_core::{
     Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
     Reply, RequestAuth, User, UserStore, UserStoreError,
@@ -122,7 +123,10 @@ impl AuthMiddleware {
         let security = auth
             .security_headers()
             .iter()
-            .filter_map(|(name, value)| {
+            // In the core's order (the response hook looks them up by
+            // index); the core refuses a value that is no header value, so
+            // none stops this early.
+            .map_while(|(name, value)| {
                 Some((
                     HeaderName::from_static(name),
                     HeaderValue::from_str(value).ok()?,
@@ -166,14 +170,7 @@ pub fn reply(reply: Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in reply.headers {
-        // A fixed value without a copy.
-        let value = match value {
-            Cow::Borrowed(text) => {
-                HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
-            }
-            Cow::Owned(text) => HeaderValue::from_str(&text),
-        };
-        if let Ok(value) = value {
+        if let Ok(value) = header_value(value) {
             response.insert_header((HeaderName::from_static(name), value));
         }
     }
@@ -211,26 +208,80 @@ where
         request.extensions_mut().insert(Arc::clone(&state));
         Box::pin(async move {
             let mut response = service.call(request).await?;
-            let mut finish = state.finish().await;
-            let headers = response.headers_mut();
-            if finish.no_store {
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            }
-            for cookie in finish
-                .take_cookies()
-                .filter_map(|c| HeaderValue::from_str(&c).ok())
-            {
-                headers.append(header::SET_COOKIE, cookie);
-            }
-            // The handler's own value of a header wins (the core's
-            // `finish.security`, converted once by the middleware).
-            for (name, value) in security.iter() {
-                if !headers.contains_key(name) {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
+            // The headers the core asks for (the security headers'
+            // values converted once by the middleware).
+            state.finish().await.apply(&mut Headers {
+                map: response.headers_mut(),
+                security: &security,
+            });
             Ok(response.map_into_left_body())
         })
+    }
+}
+
+/// A response's headers as the core writes them
+/// ([`Finish::apply`](auth_core::web::Finish::apply)), with the security
+/// headers' values converted once by the middleware.
+struct Headers<'a> {
+    map: &'a mut header::HeaderMap,
+    security: &'a [(HeaderName, HeaderValue)],
+}
+
+impl ResponseHeaders for Headers<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
+        names
+            .take(64)
+            .enumerate()
+            .filter(|&(i, name)| match self.security.get(i) {
+                Some((converted, _)) => self.map.contains_key(converted),
+                None => self.map.contains_key(name),
+            })
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+
+    fn set(&mut self, name: &'static str, value: Cow<'static, str>) {
+        if let Ok(value) = header_value(value) {
+            self.map.insert(header_name(name), value);
+        }
+    }
+
+    fn append(&mut self, name: &'static str, value: String) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            self.map.append(header_name(name), value);
+        }
+    }
+
+    fn set_security(&mut self, index: usize, name: &'static str, value: &Cow<'static, str>) {
+        match self.security.get(index) {
+            Some((name, value)) => {
+                let (name, value) = (name.clone(), value.clone());
+                self.map.insert(name, value);
+            }
+            None => self.set(name, value.clone()),
+        }
+    }
+}
+
+/// One of the core's (fixed, lower-case) header names.
+fn header_name(name: &'static str) -> HeaderName {
+    match name {
+        "cache-control" => header::CACHE_CONTROL,
+        "set-cookie" => header::SET_COOKIE,
+        _ => HeaderName::from_static(name),
+    }
+}
+
+/// A header value from the core: a fixed one without a copy.
+fn header_value(
+    value: Cow<'static, str>,
+) -> Result<HeaderValue, actix_web::http::header::InvalidHeaderValue> {
+    match value {
+        Cow::Borrowed(text) => HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes())),
+        Cow::Owned(text) => HeaderValue::from_str(&text),
     }
 }
 

@@ -79,7 +79,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use auth_core::web::Finish;
+use auth_core::web::{Finish, ResponseHeaders};
 
 pub use auth_core;
 pub use auth_core::{
@@ -114,7 +114,10 @@ impl AuthLayer {
         let security = auth
             .security_headers()
             .iter()
-            .filter_map(|(name, value)| {
+            // In the core's order (the response hook looks them up by
+            // index); the core refuses a value that is no header value, so
+            // none stops this early.
+            .map_while(|(name, value)| {
                 Some((
                     HeaderName::from_static(name),
                     HeaderValue::from_str(value).ok()?,
@@ -185,25 +188,68 @@ fn peer(request: &Request) -> Option<SocketAddr> {
     peer
 }
 
-/// The end of the pipeline: the `Cache-Control`, `Set-Cookie` and
-/// security headers the core asked for (`security` is `finish.security`,
-/// converted once by the layer).
-fn finish(response: &mut Response, mut finish: Finish, security: &[(HeaderName, HeaderValue)]) {
-    let headers = response.headers_mut();
-    if finish.no_store {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+/// The end of the pipeline: the headers the core asked for
+/// ([`Finish::apply`]; `security` is `finish.security`, converted once by
+/// the layer).
+fn finish(response: &mut Response, finish: Finish, security: &[(HeaderName, HeaderValue)]) {
+    finish.apply(&mut Headers {
+        map: response.headers_mut(),
+        security,
+    });
+}
+
+/// A response's headers as the core writes them, with the security
+/// headers' values converted once by the layer.
+struct Headers<'a> {
+    map: &'a mut http::HeaderMap,
+    security: &'a [(HeaderName, HeaderValue)],
+}
+
+impl ResponseHeaders for Headers<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
     }
-    for cookie in finish
-        .take_cookies()
-        .filter_map(|c| HeaderValue::from_str(&c).ok())
-    {
-        headers.append(header::SET_COOKIE, cookie);
+
+    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
+        names
+            .take(64)
+            .enumerate()
+            .filter(|&(i, name)| match self.security.get(i) {
+                Some((converted, _)) => self.map.contains_key(converted),
+                None => self.map.contains_key(name),
+            })
+            .fold(0, |bits, (i, _)| bits | 1 << i)
     }
-    // The handler's own value of a header wins.
-    for (name, value) in security {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
+
+    fn set(&mut self, name: &'static str, value: Cow<'static, str>) {
+        if let Ok(value) = header_value(value) {
+            self.map.insert(header_name(name), value);
         }
+    }
+
+    fn append(&mut self, name: &'static str, value: String) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            self.map.append(header_name(name), value);
+        }
+    }
+
+    fn set_security(&mut self, index: usize, name: &'static str, value: &Cow<'static, str>) {
+        match self.security.get(index) {
+            Some((name, value)) => {
+                let (name, value) = (name.clone(), value.clone());
+                self.map.insert(name, value);
+            }
+            None => self.set(name, value.clone()),
+        }
+    }
+}
+
+/// One of the core's (fixed, lower-case) header names.
+fn header_name(name: &'static str) -> HeaderName {
+    match name {
+        "cache-control" => header::CACHE_CONTROL,
+        "set-cookie" => header::SET_COOKIE,
+        _ => HeaderName::from_static(name),
     }
 }
 

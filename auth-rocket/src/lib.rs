@@ -102,6 +102,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use auth_core;
+use auth_core::web::ResponseHeaders;
 pub use auth_core::{
     Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
     Reply, RequestAuth, User, UserStore, UserStoreError,
@@ -123,11 +124,6 @@ const REFUSED_RANK: isize = -1_000_000;
 /// that apps practically never route, so the internal route costs the
 /// requests they serve nothing.
 const REFUSED_METHOD: Method = Method::Trace;
-
-/// How many security headers the response hook checks in its one scan of
-/// the response's headers (the core sets at most four; any beyond are
-/// looked up one by one).
-const SECURITY_HEADERS_MAX: usize = 8;
 
 /// Installs the auth pipeline: `rocket.attach(AuthFairing::new(auth))`.
 ///
@@ -273,37 +269,47 @@ impl Fairing for AuthFairing {
                 }
                 // The handler is done: the state is free (no wait, no
                 // future), unless something still holds it.
-                let mut finish = match state.try_finish() {
+                let finish = match state.try_finish() {
                     Some(finish) => finish,
                     None => state.finish().await,
                 };
-                if finish.no_store {
-                    response.set_raw_header("Cache-Control", "no-store");
-                }
-                for cookie in finish.take_cookies() {
-                    response.adjoin_raw_header("Set-Cookie", cookie);
-                }
-                // The handler's own value of a header wins. (One scan of the
-                // few headers a response has: Rocket's header map hashes a
-                // name byte by byte, which costs more than the scan.)
-                let mut present = [false; SECURITY_HEADERS_MAX];
-                for header in response.headers().iter() {
-                    let name = header.name().as_str();
-                    for ((wanted, _), seen) in finish.security.iter().zip(&mut present) {
-                        *seen |= name.eq_ignore_ascii_case(wanted);
-                    }
-                }
-                for (i, (name, value)) in finish.security.iter_static().enumerate() {
-                    if !present
-                        .get(i)
-                        .copied()
-                        .unwrap_or_else(|| response.headers().contains(name))
-                    {
-                        response.set_raw_header(name, value);
-                    }
+                finish.apply(&mut Headers(response));
+            }
+        }
+    }
+}
+
+/// A response's headers as the core writes them
+/// ([`Finish::apply`](auth_core::web::Finish::apply)).
+struct Headers<'a, 'r>(&'a mut Response<'r>);
+
+impl ResponseHeaders for Headers<'_, '_> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.headers().contains(name)
+    }
+
+    /// One scan of the few headers a response has: Rocket's header map
+    /// hashes a name byte by byte, which costs more than the scan.
+    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
+        let names: smallvec::SmallVec<[&str; 8]> = names.take(64).collect();
+        let mut bits = 0;
+        for header in self.0.headers().iter() {
+            let name = header.name().as_str();
+            for (i, wanted) in names.iter().enumerate() {
+                if name.eq_ignore_ascii_case(wanted) {
+                    bits |= 1 << i;
                 }
             }
         }
+        bits
+    }
+
+    fn set(&mut self, name: &'static str, value: Cow<'static, str>) {
+        self.0.set_raw_header(name, value);
+    }
+
+    fn append(&mut self, name: &'static str, value: String) {
+        self.0.adjoin_raw_header(name, value);
     }
 }
 

@@ -90,6 +90,11 @@ impl SecurityHeaders {
         })
     }
 
+    /// The headers as stored, names in lower case.
+    pub(crate) fn entries(&self) -> &[(&'static str, Cow<'static, str>)] {
+        &self.headers
+    }
+
     /// The headers, names in lower case.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.headers

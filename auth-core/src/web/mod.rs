@@ -33,7 +33,7 @@ mod request;
 pub use headers::SecurityHeaders;
 pub use hosts::{AllowedHosts, InvalidHost};
 
-pub use request::{Finish, Guard, RequestAuth};
+pub use request::{Finish, Guard, RequestAuth, ResponseHeaders};
 
 /// A framework-neutral response the core decided on (a refusal, an error,
 /// a redirect); every adapter converts it the same way.
@@ -399,5 +399,81 @@ mod truncation_tests {
         assert_eq!(truncated("aé", 2), "a");
         assert_eq!(truncated("aé", 3), "aé");
         assert_eq!(truncated(&"x".repeat(600), 512).len(), 512);
+    }
+}
+
+#[cfg(test)]
+mod finish_tests {
+    use super::*;
+
+    /// Response headers as a list of lines, for [`Finish::apply`].
+    #[derive(Default)]
+    struct Lines(Vec<(String, String)>);
+
+    impl ResponseHeaders for Lines {
+        fn contains(&self, name: &str) -> bool {
+            self.0.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        }
+        fn set(&mut self, name: &'static str, value: Cow<'static, str>) {
+            self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            self.0.push((name.to_owned(), value.into_owned()));
+        }
+        fn append(&mut self, name: &'static str, value: String) {
+            self.0.push((name.to_owned(), value));
+        }
+    }
+
+    /// The policy every adapter applies after the handler: `no-store`
+    /// replaces the handler's caching, cookies come after the handler's,
+    /// and a security header the handler set is kept.
+    #[test]
+    fn finishing_replaces_caching_appends_cookies_and_keeps_the_handlers_headers() {
+        let mut handler = Lines::default();
+        handler.append("Cache-Control", "public, max-age=60".to_owned());
+        handler.append("Set-Cookie", "theirs=1".to_owned());
+        handler.append("Referrer-Policy", "strict-origin".to_owned());
+        let finish = Finish {
+            set_cookie: Some("__Host-session=x".to_owned()),
+            visitor_cookie: None,
+            device_cookie: Some("__Host-session-device=y".to_owned()),
+            no_store: true,
+            security: SecurityHeaders::new(),
+        };
+        finish.apply(&mut handler);
+        let get = |name: &str| -> Vec<&str> {
+            handler
+                .0
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get("cache-control"), ["no-store"]);
+        assert_eq!(
+            get("set-cookie"),
+            ["theirs=1", "__Host-session=x", "__Host-session-device=y"]
+        );
+        assert_eq!(
+            get("referrer-policy"),
+            ["strict-origin"],
+            "the handler's wins"
+        );
+        assert_eq!(get("x-content-type-options"), ["nosniff"]);
+        assert_eq!(get("content-security-policy"), ["frame-ancestors 'none'"]);
+        // Without a reason for `no-store`, the handler's caching stays.
+        let mut cached = Lines::default();
+        cached.append("cache-control", "public".to_owned());
+        Finish {
+            set_cookie: None,
+            visitor_cookie: None,
+            device_cookie: None,
+            no_store: false,
+            security: SecurityHeaders::new(),
+        }
+        .apply(&mut cached);
+        assert_eq!(
+            cached.0[0],
+            ("cache-control".to_owned(), "public".to_owned())
+        );
     }
 }

@@ -67,6 +67,46 @@ pub enum Guard {
     Mfa,
 }
 
+/// A framework's response headers, as [`Finish::apply`] writes them: the
+/// adapter implements the mechanics, `apply` decides what is replaced,
+/// appended or left to the handler. Names come in lower case.
+pub trait ResponseHeaders {
+    /// Whether the response has a header `name`.
+    fn contains(&self, name: &str) -> bool;
+
+    /// Which of `names` (the security headers, in their order) the response
+    /// has: bit `i` for the `i`-th (the first 64). By default one
+    /// [`contains`](Self::contains) each; an adapter whose lookups cost
+    /// more than one scan of the response's few headers makes it a scan,
+    /// and one that converted the names once looks them up by index.
+    fn present<'a>(&self, names: impl Iterator<Item = &'a str>) -> u64 {
+        names
+            .take(64)
+            .enumerate()
+            .filter(|(_, name)| self.contains(name))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+
+    /// Sets `name` to `value`, replacing any value the handler set.
+    fn set(&mut self, name: &'static str, value: Cow<'static, str>);
+
+    /// Adds a `name: value` line, after any the response has.
+    fn append(&mut self, name: &'static str, value: String);
+
+    /// Sets the `index`-th of the pipeline's
+    /// [`SecurityHeaders`](super::SecurityHeaders) (in their
+    /// [`iter`](super::SecurityHeaders::iter) order), `name`, to `value`.
+    /// By default [`set`](Self::set); an adapter that converted those
+    /// values once uses its own. (A `Cow` by reference: a fixed value is
+    /// cloned as a pointer, and an adapter with its own values clones
+    /// nothing.)
+    #[allow(clippy::ptr_arg)]
+    fn set_security(&mut self, index: usize, name: &'static str, value: &Cow<'static, str>) {
+        let _ = index;
+        self.set(name, value.clone());
+    }
+}
+
 /// The headers the response needs once the handler has run.
 /// `Debug` never shows the cookie (it holds the session ID).
 #[derive(Clone, PartialEq, Eq)]
@@ -87,6 +127,32 @@ pub struct Finish {
 }
 
 impl Finish {
+    /// Writes what the response needs into `headers`:
+    /// `Cache-Control: no-store` when due, replacing the handler's value (a
+    /// personal answer must not be cached); each `Set-Cookie`, after any the
+    /// handler set; and each security header the handler did not set
+    /// itself (the handler's own value wins). Every adapter ends a request
+    /// with this, so the policy is written once.
+    pub fn apply(mut self, headers: &mut impl ResponseHeaders) {
+        if self.no_store {
+            headers.set("cache-control", Cow::Borrowed("no-store"));
+        }
+        for cookie in self.take_cookies() {
+            headers.append("set-cookie", cookie);
+        }
+        let security = self.security.entries();
+        let present = headers.present(security.iter().map(|(name, _)| *name));
+        for (i, (name, value)) in security.iter().enumerate() {
+            let set = match u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i)) {
+                Some(bit) => present & bit != 0,
+                None => headers.contains(name),
+            };
+            if !set {
+                headers.set_security(i, name, value);
+            }
+        }
+    }
+
     /// Takes every `Set-Cookie` value the response needs, in order.
     pub fn take_cookies(&mut self) -> impl Iterator<Item = String> + use<> {
         [
