@@ -97,7 +97,7 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 pub use auth_core;
-use auth_core::web::ResponseHeaders;
+use auth_core::web::{ResponseHeaders, SecurityHeaders};
 pub use auth_core::{
     Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
     Reply, RequestAuth, User, UserStore, UserStoreError,
@@ -232,11 +232,12 @@ impl ResponseHeaders for Headers<'_> {
         self.map.contains_key(name)
     }
 
-    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
-        names
+    fn present(&self, security: &SecurityHeaders) -> u64 {
+        security
+            .iter()
             .take(64)
             .enumerate()
-            .filter(|&(i, name)| match self.security.get(i) {
+            .filter(|&(i, (name, _))| match self.security.get(i) {
                 Some((converted, _)) => self.map.contains_key(converted),
                 None => self.map.contains_key(name),
             })

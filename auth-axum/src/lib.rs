@@ -79,7 +79,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use auth_core::web::{Finish, ResponseHeaders};
+use auth_core::web::{Finish, ResponseHeaders, SecurityHeaders};
 
 pub use auth_core;
 pub use auth_core::{
@@ -210,11 +210,12 @@ impl ResponseHeaders for Headers<'_> {
         self.map.contains_key(name)
     }
 
-    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
-        names
+    fn present(&self, security: &SecurityHeaders) -> u64 {
+        security
+            .iter()
             .take(64)
             .enumerate()
-            .filter(|&(i, name)| match self.security.get(i) {
+            .filter(|&(i, (name, _))| match self.security.get(i) {
                 Some((converted, _)) => self.map.contains_key(converted),
                 None => self.map.contains_key(name),
             })

@@ -102,7 +102,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use auth_core;
-use auth_core::web::ResponseHeaders;
+use auth_core::web::{ResponseHeaders, SecurityHeaders};
 pub use auth_core::{
     Auth, AuthError, AuthUser, Guard, LoginName, LoginOutcome, MemoryUserStore, NewUser, Password,
     Reply, RequestAuth, User, UserStore, UserStoreError,
@@ -290,12 +290,11 @@ impl ResponseHeaders for Headers<'_, '_> {
 
     /// One scan of the few headers a response has: Rocket's header map
     /// hashes a name byte by byte, which costs more than the scan.
-    fn present<'n>(&self, names: impl Iterator<Item = &'n str>) -> u64 {
-        let names: smallvec::SmallVec<[&str; 8]> = names.take(64).collect();
+    fn present(&self, security: &SecurityHeaders) -> u64 {
         let mut bits = 0;
         for header in self.0.headers().iter() {
             let name = header.name().as_str();
-            for (i, wanted) in names.iter().enumerate() {
+            for (i, (wanted, _)) in security.iter().take(64).enumerate() {
                 if name.eq_ignore_ascii_case(wanted) {
                     bits |= 1 << i;
                 }

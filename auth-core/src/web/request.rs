@@ -74,16 +74,18 @@ pub trait ResponseHeaders {
     /// Whether the response has a header `name`.
     fn contains(&self, name: &str) -> bool;
 
-    /// Which of `names` (the security headers, in their order) the response
-    /// has: bit `i` for the `i`-th (the first 64). By default one
-    /// [`contains`](Self::contains) each; an adapter whose lookups cost
-    /// more than one scan of the response's few headers makes it a scan,
-    /// and one that converted the names once looks them up by index.
-    fn present<'a>(&self, names: impl Iterator<Item = &'a str>) -> u64 {
-        names
+    /// Which of the `security` headers the response has already: bit `i`
+    /// for the `i`-th in [`iter`](super::SecurityHeaders::iter) order (the
+    /// first 64). By default one [`contains`](Self::contains) each; an
+    /// adapter whose lookups cost more than one scan of the response's few
+    /// headers makes it a scan, and one that converted the names once
+    /// looks them up by index.
+    fn present(&self, security: &super::SecurityHeaders) -> u64 {
+        security
+            .iter()
             .take(64)
             .enumerate()
-            .filter(|(_, name)| self.contains(name))
+            .filter(|(_, (name, _))| self.contains(name))
             .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
@@ -140,12 +142,12 @@ impl Finish {
         for cookie in self.take_cookies() {
             headers.append("set-cookie", cookie);
         }
-        let security = self.security.entries();
-        let present = headers.present(security.iter().map(|(name, _)| *name));
-        for (i, (name, value)) in security.iter().enumerate() {
-            let set = match u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i)) {
-                Some(bit) => present & bit != 0,
-                None => headers.contains(name),
+        let present = headers.present(&self.security);
+        for (i, (name, value)) in self.security.entries().iter().enumerate() {
+            let set = if i < 64 {
+                present & 1 << i != 0
+            } else {
+                headers.contains(name)
             };
             if !set {
                 headers.set_security(i, name, value);
