@@ -367,18 +367,26 @@ mod tests {
         assert_ne!(new_family_id().unwrap(), id);
     }
 
+    /// A family begun at `t0`: 100 s to live, 10 s idle.
+    fn family(t0: Timestamp) -> Family {
+        Family {
+            id: "family-id".into(),
+            user_id: "u".into(),
+            amr: vec!["pwd".into()],
+            stamp: "stamp-secret".into(),
+            created_at: t0,
+            expires_at: t0.saturating_add(Duration::from_secs(100)),
+            idle_timeout: Duration::from_secs(10),
+            last_used_at: t0,
+        }
+    }
+
     #[test]
     fn a_family_lives_until_its_expiry_or_idle_deadline() {
         let t0 = Timestamp::from_unix_millis(1_700_000_000_000);
         let family = Family {
-            id: "f".into(),
-            user_id: "u".into(),
-            amr: vec!["pwd".into()],
-            stamp: "stamp".into(),
-            created_at: t0,
-            expires_at: t0.saturating_add(Duration::from_secs(100)),
-            idle_timeout: Duration::from_secs(10),
             last_used_at: t0.saturating_add(Duration::from_secs(85)),
+            ..family(t0)
         };
         let at = |ms: u64| t0.saturating_add(Duration::from_millis(ms));
         assert!(family.is_live_at(at(94_999)));
@@ -394,17 +402,7 @@ mod tests {
     /// A family's stamp and a sealed successor stay out of `Debug`.
     #[test]
     fn debug_shows_no_stamp_and_no_sealed_successor() {
-        let t0 = Timestamp::from_unix_millis(1_700_000_000_000);
-        let family = Family {
-            id: "family-id".into(),
-            user_id: "u".into(),
-            amr: vec!["pwd".into()],
-            stamp: "stamp-secret".into(),
-            created_at: t0,
-            expires_at: t0,
-            idle_timeout: Duration::from_secs(10),
-            last_used_at: t0,
-        };
+        let family = family(Timestamp::from_unix_millis(1_700_000_000_000));
         let sealed = b"sealed-secret".to_vec();
         let printed = [
             format!("{family:?}"),
