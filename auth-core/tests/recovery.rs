@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use auth_core::account::{AccountStore, MemoryAccountStore};
 use auth_core::clock::ManualClock;
-use auth_core::flow::{AuthError, Authenticator, Client, MailLinks};
+use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
+use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, MailLinks};
 use auth_core::mail::SmtpMailer;
 use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::user::{MemoryUserStore, UserStore};
@@ -66,6 +67,20 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(None)
+}
+
+/// Hands over the kinds of the audit events, as they happen.
+#[derive(Debug)]
+struct Events(tokio::sync::mpsc::UnboundedSender<AuthEventKind>);
+
+impl AuthEventHook for Events {
+    fn on_event(&self, event: &AuthEvent) {
+        let _ = self.0.send(event.kind);
+    }
+}
+
+fn harness_with(hook: Option<Arc<dyn AuthEventHook>>) -> Harness {
     logs();
     let sink = SmtpSink::start().unwrap();
     let mailer = SmtpMailer::from_url(&sink.url(), "App <app@app.test>").unwrap();
@@ -73,7 +88,11 @@ fn harness() -> Harness {
     let users = Arc::new(MemoryUserStore::new());
     let accounts = Arc::new(MemoryAccountStore::new());
     let cheap = PasswordHasher::insecure_for_tests().unwrap();
-    let web = Auth::builder(users.clone())
+    let mut builder = Auth::builder(users.clone());
+    if let Some(hook) = hook {
+        builder = builder.event_hook(hook);
+    }
+    let web = builder
         .clock(Arc::new(clock.clone()))
         .accounts(accounts.clone())
         .link_tokens(Arc::new(MemoryTokenStore::new()))
@@ -320,6 +339,176 @@ async fn verification_is_bound_to_the_address_and_new_links_void_old_ones() {
         .reset_password(&newer, &Password::from(NEW_PASSWORD), &client())
         .await
         .unwrap();
+}
+
+/// Someone who knew the password asks to move the account to their own
+/// address; the owner, told at the old address, changes the password: the
+/// link to the new address is dead, the old address stays the account's.
+#[tokio::test]
+async fn a_pending_change_of_address_dies_with_a_password_change() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let mut intruder = h
+        .auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    h.auth
+        .change_email(
+            &mut intruder,
+            &FactorProof::password(Password::from(PASSWORD)),
+            "intruder@mail.test",
+            &client(),
+        )
+        .await
+        .unwrap();
+    let link = token_of(&h.mail("intruder@mail.test").await.body);
+    let notice = h.mail(&address).await;
+    assert!(
+        notice.body.contains("intruder@mail.test"),
+        "{}",
+        notice.body
+    );
+    let mut owner = h
+        .auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    h.auth
+        .change_password(
+            &mut owner,
+            &Password::from(PASSWORD),
+            &Password::from(NEW_PASSWORD),
+            &client(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.auth.verify_email(&link, &client()).await,
+        Err(AuthError::InvalidToken)
+    ));
+    let user = h
+        .users
+        .find_by_login(&auth_core::LoginName::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let email = h.accounts.email(&user.id).await.unwrap().unwrap();
+    assert_eq!(
+        (email.address.as_str(), email.verified),
+        (address.as_str(), true)
+    );
+    // Recovery mail still goes to the old address only.
+    h.reset_token("alice", &address).await;
+    h.auth
+        .request_password_reset("intruder@mail.test", &client())
+        .await
+        .unwrap();
+    assert!(
+        h.sink
+            .wait_for_mail("intruder@mail.test", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+/// Confirming a new address voids the reset and sign-in links mailed to
+/// the old one (the owner may be leaving a mailbox someone else reads).
+#[tokio::test]
+async fn a_confirmed_new_address_voids_links_sent_to_the_old_one() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let reset = h.reset_token("alice", &address).await;
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let magic = token_of(&h.mail(&address).await.body);
+    let mut session = h
+        .auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    h.auth
+        .change_email(
+            &mut session,
+            &FactorProof::password(Password::from(PASSWORD)),
+            "alice-new@mail.test",
+            &client(),
+        )
+        .await
+        .unwrap();
+    let link = token_of(&h.mail("alice-new@mail.test").await.body);
+    h.auth.verify_email(&link, &client()).await.unwrap();
+    assert!(matches!(
+        h.auth
+            .reset_password(&reset, &Password::from(NEW_PASSWORD), &client())
+            .await,
+        Err(AuthError::InvalidToken)
+    ));
+    assert!(matches!(
+        h.auth.finish_magic_link(&magic, &client(), None).await,
+        Err(AuthError::InvalidToken)
+    ));
+}
+
+/// Login names may contain `@`: one registered as somebody else's
+/// verified address does not take that person's recovery mail.
+#[tokio::test]
+async fn a_login_name_never_takes_somebodys_address() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let squatter = h
+        .auth
+        .register(&address, &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    h.auth
+        .set_email(&squatter, "squatter@mail.test", &client())
+        .await
+        .unwrap();
+    let link = token_of(&h.mail("squatter@mail.test").await.body);
+    h.auth.verify_email(&link, &client()).await.unwrap();
+    h.reset_token(&address, &address).await;
+    assert!(
+        h.sink
+            .wait_for_mail("squatter@mail.test", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the address found its owner, not the name"
+    );
+    // The squatter's own address finds the squatter.
+    h.reset_token("squatter@mail.test", "squatter@mail.test")
+        .await;
+}
+
+/// A link request takes as much from the client's IP budget for an
+/// unknown name as for a real account: how soon an address is throttled
+/// tells nothing about which names exist.
+#[tokio::test]
+async fn link_requests_cost_the_ip_the_same_for_every_name() {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let h = harness_with(Some(Arc::new(Events(sender))));
+    h.user_with_address("alice").await;
+    let mut admitted = Vec::new();
+    for (n, login) in ["alice", "nobody"].into_iter().enumerate() {
+        let from = Client::new(IpAddr::from([198, 51, 100, 10 + n as u8]));
+        let mut count = 0;
+        loop {
+            match h.auth.request_password_reset(login, &from).await {
+                Ok(()) => count += 1,
+                Err(AuthError::Throttled { .. }) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+            // The out-of-band part ends with its audit event.
+            while events.recv().await != Some(AuthEventKind::PasswordResetRequested) {}
+        }
+        admitted.push(count);
+    }
+    assert_eq!(admitted[0], admitted[1], "{admitted:?}");
 }
 
 /// Reset requests for one account are throttled (5, then a growing

@@ -12,8 +12,14 @@
 //!   account and lifts its login locks (the owner's way back in after a
 //!   lockout); it does not sign in, so a second factor still applies at the
 //!   next sign-in.
-//! * A verification token is bound to the address it was sent to: a new
-//!   address voids it.
+//! * A verification token is bound to the address it was sent to and to
+//!   the password hash: a new address voids it, and so does a password
+//!   change (a pending change of address asked for by someone who knew the
+//!   password dies when the owner changes it). Confirming a new address
+//!   voids the reset and sign-in links mailed to the old one.
+//! * A recovery request names an account by verified address first, then
+//!   by login name: a login name that looks like somebody's address never
+//!   takes that person's mail.
 //! * Opening a link never consumes its token; the page it opens posts it.
 
 use std::sync::Arc;
@@ -156,6 +162,12 @@ fn reset_binding(password_hash: &str) -> String {
     Base64UrlUnpadded::encode_string(&digest.finalize())
 }
 
+/// What a verification token is bound to: the password (as for a reset)
+/// and the address it was sent to.
+fn address_binding(password_hash: &str, address: &str) -> String {
+    format!("{}:{address}", reset_binding(password_hash))
+}
+
 /// The per-account budget of link requests of `purpose`.
 fn link_account(user_id: &str, purpose: Purpose) -> String {
     format!("\u{1}{}:{user_id}", purpose.as_str())
@@ -191,8 +203,9 @@ impl Authenticator {
         tokens
             .delete_for_user(user.id(), Purpose::EmailVerification)
             .await?;
+        let binding = address_binding(user.password_hash(), &address);
         let token = self
-            .issue_token(user.id(), Purpose::EmailVerification, &address)
+            .issue_token(user.id(), Purpose::EmailVerification, &binding)
             .await?;
         let link = setup.links.link(&setup.links.verify, &token);
         let lifetime = Purpose::EmailVerification.lifetime().as_secs() / 3600;
@@ -220,8 +233,9 @@ impl Authenticator {
     /// owner's [`FactorProof`] (the password, and a current code once the
     /// account has a second factor; checked like a login): a link to verify
     /// the new address is mailed to it, and the old verified address (which
-    /// stays in effect until the new one is verified) is told. The proof is
-    /// a re-authentication: the session gets a new ID.
+    /// stays in effect until the new one is verified) is told. A password
+    /// change before the new address is confirmed voids the link. The
+    /// proof is a re-authentication: the session gets a new ID.
     ///
     /// Errors: [`AuthError::InvalidEmail`], [`AuthError::MailUnavailable`],
     /// what a [`FactorProof`] can answer ([`AuthError::InvalidCredentials`],
@@ -249,7 +263,11 @@ impl Authenticator {
             .delete_for_user(user.id(), Purpose::EmailVerification)
             .await?;
         let token = self
-            .issue_token(user.id(), Purpose::EmailVerification, &address)
+            .issue_token(
+                user.id(),
+                Purpose::EmailVerification,
+                &address_binding(&hash, &address),
+            )
             .await?;
         let app = self.app_label().to_owned();
         let hours = Purpose::EmailVerification.lifetime().as_secs() / 3600;
@@ -280,7 +298,8 @@ impl Authenticator {
                     "Someone signed in to the account \"{}\" at {app} with its password \
                      asked to use another email address ({address}). It takes effect \
                      once that address is confirmed.\n\n\
-                     If it was not you, change your password now: every session then ends.\n",
+                     If it was not you, change your password now: every session then ends, and \
+                     so does this change of address.\n",
                     user.login()
                 ),
             );
@@ -384,32 +403,54 @@ impl Authenticator {
     /// link. Needs no session (the link may be opened anywhere).
     ///
     /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
-    /// unknown, expired, used or stale token), [`AuthError::Throttled`].
+    /// unknown, expired or used token, and for one whose address or
+    /// password changed since it was sent), [`AuthError::Throttled`].
     pub async fn verify_email(&self, token: &str, client: &Client) -> Result<(), AuthError> {
         self.throttle_ip(client).await?;
         let refuse = self.refuse_link(AuthEventKind::EmailVerificationFailed, None, client);
         let record = self
             .consume_link(token, Purpose::EmailVerification, &refuse)
             .await?;
+        let Some((password, address)) = record.binding.split_once(':') else {
+            return Err(refuse(Some(&record.user_id)));
+        };
+        // The password it was sent under is still the account's.
+        let user = self.inner.users.find_by_id(&record.user_id).await?;
+        let same_password = user.as_ref().is_some_and(|user| {
+            bool::from(
+                reset_binding(user.password_hash())
+                    .as_bytes()
+                    .ct_eq(password.as_bytes()),
+            )
+        });
         let accounts = &self.inner.accounts;
         let current = accounts.email(&record.user_id).await?;
-        let binding = record.binding.as_bytes();
+        let binding = address.as_bytes();
         // The address it was sent to is still the pending one, or still
         // the unverified one.
-        let still_bound = current.as_ref().is_some_and(|email| {
+        let (pending, unverified) = current.as_ref().map_or((false, false), |email| {
             let pending = email
                 .pending
                 .as_deref()
                 .is_some_and(|p| bool::from(p.as_bytes().ct_eq(binding)));
             let unverified = !email.verified && bool::from(email.address.as_bytes().ct_eq(binding));
-            pending || unverified
+            (pending, unverified)
         });
-        if !still_bound
-            || !accounts
-                .verify_email(&record.user_id, &record.binding)
-                .await?
+        if !same_password
+            || !(pending || unverified)
+            || !accounts.verify_email(&record.user_id, address).await?
         {
             return Err(refuse(Some(&record.user_id)));
+        }
+        if pending {
+            // Links mailed to the old address die with it.
+            let tokens = &self.inner.tokens;
+            tokens
+                .delete_for_user(&record.user_id, Purpose::PasswordReset)
+                .await?;
+            tokens
+                .delete_for_user(&record.user_id, Purpose::MagicLink)
+                .await?;
         }
         self.success(
             AuthEventKind::EmailVerified,
@@ -486,6 +527,10 @@ impl Authenticator {
         };
         let user = self.find_for_recovery(login).await?;
         let Some(user) = user.filter(|u| !u.is_disabled()) else {
+            // An account's budget check below takes one more attempt from
+            // the client's IP budgets: take the same here, or how soon the
+            // IP is throttled would tell which names have an account.
+            let _same_cost = self.inner.throttle.check_ip(client.ip, self.now()).await?;
             refused(None, FailureReason::UnknownUser);
             return Ok(());
         };
@@ -611,20 +656,19 @@ impl Authenticator {
         Err(AuthError::EmailNotVerified)
     }
 
-    /// The user a recovery request names: by login name, else by verified
-    /// address.
+    /// The user a recovery request names: by verified address, else by
+    /// login name. The address goes first: login names may contain `@`,
+    /// and a name registered as somebody else's address must not take
+    /// their recovery mail.
     async fn find_for_recovery(&self, login: &str) -> Result<Option<AnyUser>, AuthError> {
-        if let Ok(name) = LoginName::parse(login)
-            && let Some(user) = self.inner.users.find_by_login(&name).await?
+        if let Ok(address) = normalize_email(login)
+            && let Some(id) = self.inner.accounts.find_by_email(&address).await?
         {
-            return Ok(Some(user));
+            return Ok(self.inner.users.find_by_id(&id).await?);
         }
-        let Ok(address) = normalize_email(login) else {
-            return Ok(None);
-        };
-        match self.inner.accounts.find_by_email(&address).await? {
-            Some(id) => Ok(self.inner.users.find_by_id(&id).await?),
-            None => Ok(None),
+        match LoginName::parse(login) {
+            Ok(name) => Ok(self.inner.users.find_by_login(&name).await?),
+            Err(_) => Ok(None),
         }
     }
 

@@ -451,6 +451,7 @@ macro_rules! conformance_suite {
             the_reset_pages_work_without_script,
             a_magic_link_signs_in_once,
             a_change_of_address_takes_effect_once_verified,
+            a_pending_change_of_address_dies_with_a_password_change,
             one_ip_is_throttled_across_accounts,
             spoofed_forwarded_headers_are_ignored,
             forwarded_headers_from_a_trusted_proxy_are_honoured,
