@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_core::account::MemoryAccountStore;
 use auth_core::clock::ManualClock;
 use auth_core::flow::{AuthError, Client, TokenOutcome, TokenPair};
 use auth_core::password::{Password, PasswordHasher, PasswordService};
@@ -20,6 +21,7 @@ const PASSWORD: &str = "correct horse battery staple";
 struct Harness {
     auth: Authenticator,
     users: Arc<MemoryUserStore>,
+    accounts: Arc<MemoryAccountStore>,
     clock: ManualClock,
 }
 
@@ -43,7 +45,9 @@ fn harness_on(
         SigningKey::generate(Algorithm::Es256).unwrap(),
         store,
     );
+    let accounts = Arc::new(MemoryAccountStore::new());
     let auth = Auth::builder(Arc::clone(&users))
+        .accounts(accounts.clone())
         .clock(Arc::new(clock.clone()))
         .passwords(passwords)
         .tokens(tokens)
@@ -51,7 +55,12 @@ fn harness_on(
         .unwrap()
         .authenticator()
         .clone();
-    Harness { auth, users, clock }
+    Harness {
+        auth,
+        users,
+        accounts,
+        clock,
+    }
 }
 
 fn config() -> auth_core::token::TokenConfigBuilder {
@@ -81,11 +90,21 @@ async fn signed_in(h: &Harness, name: &str) -> (String, TokenPair) {
     }
 }
 
-/// A disabled user's refresh token and access token stop working at once.
+/// A disabled user's refresh token and access token stop working at once;
+/// the first refresh refused ends every family of the user.
 #[tokio::test]
 async fn a_disabled_user_gets_no_tokens() {
     let h = harness(config().build().unwrap());
     let (id, pair) = signed_in(&h, "alice").await;
+    let second = match h
+        .auth
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    {
+        TokenOutcome::Issued(pair) => pair,
+        other => panic!("tokens expected, got {other:?}"),
+    };
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
     h.users.set_disabled(&id, true).unwrap();
     assert!(matches!(
@@ -96,10 +115,17 @@ async fn a_disabled_user_gets_no_tokens() {
         h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
         Err(AuthError::InvalidGrant)
     ));
-    // Re-enabled, the family stays revoked.
+    // Re-enabled, the families stay revoked: the one refused, and the
+    // other the user had.
     h.users.set_disabled(&id, false).unwrap();
     assert!(matches!(
         h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+    assert!(matches!(
+        h.auth
+            .refresh_tokens(&second.refresh_token, &client())
+            .await,
         Err(AuthError::InvalidGrant)
     ));
 }
@@ -320,6 +346,7 @@ async fn revocation_is_seen_on_sqlite() {
     let h = Harness {
         auth: auth.authenticator().clone(),
         users,
+        accounts: Arc::default(),
         clock: ManualClock::starting_now(),
     };
     let (_, pair) = signed_in(&h, "alice").await;
@@ -356,6 +383,34 @@ async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
         h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
         Err(AuthError::InvalidGrant)
     ));
+}
+
+/// A family that its revocation missed (a store error halfway through a
+/// sign out everywhere, or a family created while one ran) still ends at
+/// its next refresh: the account's epoch, which every such event raises,
+/// is part of the family's stamp.
+#[tokio::test]
+async fn a_raised_epoch_ends_the_family_at_refresh() {
+    use auth_core::account::AccountStore;
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    let (bob, other) = signed_in(&h, "bob").await;
+    let pair = h
+        .auth
+        .refresh_tokens(&pair.refresh_token, &client())
+        .await
+        .unwrap();
+    // As a sign out everywhere does, without the families' revocation.
+    h.accounts.raise_epoch(&id).await.unwrap();
+    assert!(matches!(
+        h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+    assert_ne!(id, bob);
+    h.auth
+        .refresh_tokens(&other.refresh_token, &client())
+        .await
+        .unwrap();
 }
 
 /// A refresh store that stops answering `is_live` (a stalled network)

@@ -193,13 +193,15 @@ impl Authenticator {
             }
             _ => return Err(AuthError::NotAuthenticated),
         };
-        // The stamp the sign-in's session recorded (its password hash and
-        // epoch when it began).
-        let stamp = session
+        // The stamp the sign-in's session recorded (its password hash when
+        // it began), with the account's epoch now: see `family_stamp`.
+        let session_stamp = session
             .record()
             .security_stamp
-            .clone()
+            .as_deref()
             .ok_or(AuthError::NotAuthenticated)?;
+        let epoch = self.inner.accounts.epoch(&user_id).await?;
+        let stamp = family_stamp(session_stamp, epoch);
         self.inner.sessions.destroy(session).await?;
         let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
         let now = self.now();
@@ -292,15 +294,20 @@ impl Authenticator {
         };
         // The user must still be there, enabled, with the stamp the sign-in
         // recorded: a password change through any path (the app's own
-        // included) ends the family at its next refresh.
+        // included) ends the family at its next refresh, and so does a
+        // raised epoch (sign out everywhere, a factor change,
+        // `sign_out_user`) whose revocation missed the family.
         let current = match self.live_user(&family.user_id).await? {
-            Some(user) => Some(
-                self.inner
+            Some(user) => {
+                let stamp = self
+                    .inner
                     .stamps
                     .of(&user, user.password_hash())
                     .await
-                    .map_err(AuthError::internal)?,
-            ),
+                    .map_err(AuthError::internal)?;
+                let epoch = self.inner.accounts.epoch(user.id()).await?;
+                Some(family_stamp(&stamp, epoch))
+            }
             None => None,
         };
         // In constant time, as the session stamp's check.
@@ -308,11 +315,17 @@ impl Authenticator {
             .as_deref()
             .is_some_and(|current| bool::from(current.as_bytes().ct_eq(family.stamp.as_bytes())));
         if !stamp_holds {
-            service
-                .store()
-                .revoke_family(&family.id)
-                .await
-                .map_err(AuthError::internal)?;
+            if current.is_none() {
+                // Gone or disabled: every family of the user ends, not
+                // only this one.
+                self.revoke_families(&family.user_id).await?;
+            } else {
+                service
+                    .store()
+                    .revoke_family(&family.id)
+                    .await
+                    .map_err(AuthError::internal)?;
+            }
             service.forget_family(&family.id);
             return Err(AuthError::InvalidGrant);
         }
@@ -517,4 +530,13 @@ impl Authenticator {
         }
         Ok(())
     }
+}
+
+/// A family's stamp: the session stamp of the password hash, and the
+/// account's epoch. Every event that ends a user's families also raises
+/// the epoch or changes the hash, so a family that its revocation missed
+/// (a store error halfway through, or a family created while the
+/// revocation ran) still ends at its next refresh.
+fn family_stamp(session_stamp: &str, epoch: u64) -> String {
+    format!("{session_stamp}.{epoch}")
 }

@@ -50,7 +50,11 @@ impl MemoryUserStore {
     }
 
     /// Disables or re-enables a user: a disabled user cannot log in, and
-    /// its sessions end at their next request.
+    /// its sessions end at their next request (its refresh tokens at their
+    /// next use). To end them all at once, and for good should the user be
+    /// enabled again, call
+    /// [`Authenticator::sign_out_user`](crate::Authenticator::sign_out_user)
+    /// after disabling.
     pub fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
         self.with_user(id, |user| user.disabled = disabled)
     }

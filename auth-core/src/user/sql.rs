@@ -247,7 +247,11 @@ macro_rules! sql_user_store {
             }
 
             /// Disables or re-enables a user: a disabled user cannot log
-            /// in, and its sessions end at their next request.
+            /// in, and its sessions end at their next request (its refresh
+            /// tokens at their next use). To end them all at once, and for
+            /// good should the user be enabled again, call
+            /// [`Authenticator::sign_out_user`](crate::Authenticator::sign_out_user)
+            /// after disabling.
             pub async fn set_disabled(&self, id: &str, disabled: bool) -> Result<(), UserStoreError> {
                 let done = sqlx::query($queries.set_disabled)
                     .bind(id)

@@ -460,8 +460,13 @@ impl RefreshStore for RedisRefreshStore {
         let mut answer = answer.into_iter();
         let kind = answer.next().ok_or(RefreshStoreError::Corrupt)?;
         let rest: Vec<Vec<u8>> = answer.collect();
-        if kind.as_slice() != b"r" {
-            self.release(&next).await?;
+        // Cleanups after the decision are best effort: the claim expires
+        // on its own, and a failure must not hide a reuse from the caller
+        // (which audits it).
+        if kind.as_slice() != b"r"
+            && let Err(error) = self.release(&next).await
+        {
+            tracing::warn!(%error, "auth: releasing an unused refresh-token key failed");
         }
         match kind.as_slice() {
             b"i" => Ok(Rotation::Invalid),
@@ -490,7 +495,9 @@ impl RefreshStore for RedisRefreshStore {
                 let [user_id]: [Vec<u8>; 1] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
                 let user_id = text(user_id)?;
-                self.unlist(&user_id, &id).await?;
+                if let Err(error) = self.unlist(&user_id, &id).await {
+                    tracing::warn!(%error, "auth: unlisting a revoked refresh-token family failed");
+                }
                 Ok(Rotation::Reused {
                     family_id: id,
                     user_id,
@@ -524,6 +531,9 @@ impl RefreshStore for RedisRefreshStore {
             .query_async(&mut self.conn.clone())
             .await?;
         let mut revoked = 0;
+        // Every family is tried, even after a failure (one node of a
+        // cluster may be down): the first error is answered at the end.
+        let mut failed = None;
         for id in ids {
             let key = self.family_key(&id);
             let code = REVOKE_IF_USER
@@ -531,18 +541,29 @@ impl RefreshStore for RedisRefreshStore {
                 .arg(user_id)
                 .invoke_async(&mut self.conn.clone())
                 .await;
-            let code: i64 = self.written(&key, code)?;
+            let code: i64 = match self.written(&key, code) {
+                Ok(code) => code,
+                Err(error) => {
+                    failed.get_or_insert(error.into());
+                    continue;
+                }
+            };
             if code == 1 {
                 revoked += 1;
             }
             // Deleted (gone for good) or another user's: unlisted. An
             // absent family may be a create under way: it stays listed
             // until the set expires.
-            if code != 0 {
-                self.unlist(user_id, &id).await?;
+            if code != 0
+                && let Err(error) = self.unlist(user_id, &id).await
+            {
+                failed.get_or_insert(error);
             }
         }
-        Ok(revoked)
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(revoked),
+        }
     }
 
     async fn is_live(&self, family_id: &str, now: Timestamp) -> Result<bool, RefreshStoreError> {
