@@ -752,13 +752,25 @@ async fn a_pending_session_is_not_a_login_anywhere() {
         h.auth.require_login(Some(&session)),
         Err(AuthError::NotAuthenticated)
     ));
-    assert!(h.auth.require_mfa(Some(&session)).is_err());
-    assert!(h.auth.require_recent(&session).is_err());
+    let refused = h.auth.require_mfa(Some(&session));
+    assert!(
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
+    );
+    let refused = h.auth.require_recent(&session);
+    assert!(
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
+    );
     assert!(matches!(
         h.auth.current_user(&session).await,
         Err(AuthError::NotAuthenticated)
     ));
-    assert!(h.auth.list_sessions(&session).await.is_err());
+    let refused = h.auth.list_sessions(&session).await;
+    assert!(
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
+    );
     let new_password = Password::from("another fine password 42");
     assert!(matches!(
         h.auth
@@ -766,30 +778,37 @@ async fn a_pending_session_is_not_a_login_anywhere() {
             .await,
         Err(AuthError::NotAuthenticated)
     ));
+    let refused = h.auth.reauthenticate(&mut session, &pw(), &c).await;
     assert!(
-        h.auth
-            .reauthenticate(&mut session, &pw(), &c)
-            .await
-            .is_err()
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
     );
+    let refused = h
+        .auth
+        .reauthenticate_with_code(&mut session, &pw(), &code(&h, &e.secret), &c)
+        .await;
     assert!(
-        h.auth
-            .reauthenticate_with_code(&mut session, &pw(), &code(&h, &e.secret), &c)
-            .await
-            .is_err()
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
     );
-    assert!(h.auth.sign_out_everywhere(&mut session, &c).await.is_err());
+    let refused = h.auth.sign_out_everywhere(&mut session, &c).await;
+    assert!(
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
+    );
     assert!(matches!(
         h.auth
             .begin_totp_enrollment(&mut session, &proof(), &c)
             .await,
         Err(AuthError::NotAuthenticated)
     ));
+    let refused = h
+        .auth
+        .confirm_totp(&mut session, &code(&h, &e.secret), &c)
+        .await;
     assert!(
-        h.auth
-            .confirm_totp(&mut session, &code(&h, &e.secret), &c)
-            .await
-            .is_err()
+        matches!(refused, Err(AuthError::NotAuthenticated)),
+        "{refused:?}"
     );
     assert!(matches!(
         h.auth

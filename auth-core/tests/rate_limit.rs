@@ -673,6 +673,69 @@ mod redis {
         }
     }
 
+    /// Forwards connections on a local port to `target` until the task is
+    /// aborted, which drops every forwarded connection with it.
+    async fn forwarder(target: std::net::SocketAddr) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                links.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        (port, task)
+    }
+
+    /// Fails closed once connected too: when Redis goes away under a
+    /// running throttle, a check is an error (a flow answers 503), never
+    /// "allowed".
+    #[tokio::test]
+    async fn a_redis_lost_after_connecting_fails_closed() {
+        let Some(url) = crate::common::service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let mut url = url::Url::parse(&url).unwrap();
+        let target = url.socket_addrs(|| Some(6379)).unwrap()[0];
+        let (port, link) = forwarder(target).await;
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        let prefix = format!("test:{}:", random_hex());
+        let t: Arc<dyn ThrottleBackend> = Arc::new(
+            auth_core::rate_limit::RedisThrottle::connect_with_prefix(
+                url.as_str(),
+                config(),
+                &prefix,
+            )
+            .await
+            .unwrap(),
+        );
+        let clock = ManualClock::starting_now();
+        assert_eq!(
+            check(&t, fresh_ip(), &account(), &clock).await,
+            Decision::Allowed
+        );
+        link.abort();
+        let _ = link.await;
+        let attempt = Attempt {
+            ip: fresh_ip(),
+            account: &account(),
+            device: None,
+        };
+        let after = t.check(&attempt, clock.now()).await;
+        assert!(
+            matches!(
+                after,
+                Err(auth_core::rate_limit::ThrottleError::Unavailable(_))
+            ),
+            "{after:?}"
+        );
+    }
+
     /// Fails closed: an unreachable Redis is an error, never "allowed".
     #[tokio::test]
     async fn unreachable_redis_fails_closed() {
@@ -695,4 +758,25 @@ fn retry_after_rounds_up_to_whole_seconds() {
     assert_eq!(d(1000).retry_after_secs(), Some(1));
     assert_eq!(d(1001).retry_after_secs(), Some(2));
     assert_eq!(Decision::Allowed.retry_after_secs(), None);
+}
+
+/// NIST's ceiling on consecutive failures: by default the 100th locks the
+/// account for the failure memory (24 hours), before it the back-off tops
+/// out at 15 minutes, and the builder refuses a ceiling above 100.
+#[test]
+fn the_hard_lock_is_at_most_100_failures_and_lasts_the_failure_memory() {
+    let defaults = ThrottleConfig::default();
+    assert_eq!(defaults.lock_for(99), Some(Duration::from_secs(15 * 60)));
+    assert_eq!(defaults.lock_for(100), Some(Duration::from_secs(24 * 3600)));
+    assert_eq!(defaults.failure_memory(), Duration::from_secs(24 * 3600));
+    assert!(
+        ThrottleConfig::builder()
+            .hard_lock_after(100)
+            .build()
+            .is_ok()
+    );
+    assert!(matches!(
+        ThrottleConfig::builder().hard_lock_after(101).build(),
+        Err(auth_core::rate_limit::ThrottleError::Config(_))
+    ));
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use auth_core::account::MemoryAccountStore;
 use auth_core::clock::ManualClock;
+use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
 use auth_core::flow::{AuthError, Client, TokenOutcome, TokenPair};
 use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::token::jwt::{Algorithm, SigningKey};
@@ -23,6 +24,28 @@ struct Harness {
     users: Arc<MemoryUserStore>,
     accounts: Arc<MemoryAccountStore>,
     clock: ManualClock,
+    events: Arc<Events>,
+}
+
+/// The kinds of the audit events so far.
+#[derive(Debug, Default)]
+struct Events(std::sync::Mutex<Vec<AuthEventKind>>);
+
+impl AuthEventHook for Events {
+    fn on_event(&self, event: &AuthEvent) {
+        self.0.lock().unwrap().push(event.kind);
+    }
+}
+
+impl Events {
+    fn count(&self, kind: AuthEventKind) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == kind)
+            .count()
+    }
 }
 
 fn harness(config: TokenConfig) -> Harness {
@@ -46,8 +69,10 @@ fn harness_on(
         store,
     );
     let accounts = Arc::new(MemoryAccountStore::new());
+    let events = Arc::new(Events::default());
     let auth = Auth::builder(Arc::clone(&users))
         .accounts(accounts.clone())
+        .event_hook(events.clone())
         .clock(Arc::new(clock.clone()))
         .passwords(passwords)
         .tokens(tokens)
@@ -60,6 +85,7 @@ fn harness_on(
         users,
         accounts,
         clock,
+        events,
     }
 }
 
@@ -88,6 +114,22 @@ async fn signed_in(h: &Harness, name: &str) -> (String, TokenPair) {
         TokenOutcome::Issued(pair) => (user.id().to_owned(), pair),
         other => panic!("tokens expected, got {other:?}"),
     }
+}
+
+/// `Debug` of the answers shows no token.
+#[tokio::test]
+async fn token_answers_print_no_token() {
+    let h = harness(config().build().unwrap());
+    let (_, pair) = signed_in(&h, "alice").await;
+    let shown = format!("{pair:?} {:?}", TokenOutcome::Issued(pair.clone()));
+    assert!(!shown.contains(&pair.access_token), "{shown}");
+    assert!(!shown.contains(&pair.refresh_token), "{shown}");
+    assert!(shown.contains("expires_in"), "{shown}");
+    let pending = TokenOutcome::MfaRequired {
+        mfa_token: "the-single-use-mfa-token".to_owned(),
+        methods: Vec::new(),
+    };
+    assert!(!format!("{pending:?}").contains("the-single-use-mfa-token"));
 }
 
 /// A disabled user's refresh token and access token stop working at once;
@@ -195,7 +237,33 @@ async fn the_reuse_grace_answers_the_same_successor() {
     );
 }
 
-/// Without a grace (the default), the replaced token is reuse at once.
+/// The store keeps a (sealed) successor only when a reuse grace is
+/// configured: without one, nothing stored opens to a live token.
+#[tokio::test]
+async fn the_successor_is_stored_only_for_a_grace() {
+    for grace in [None, Some(Duration::from_secs(10))] {
+        let store = Arc::new(Stalling::default());
+        let mut builder = config();
+        if let Some(grace) = grace {
+            builder = builder.reuse_grace(grace);
+        }
+        let h = harness_on(builder.build().unwrap(), store.clone());
+        let (_, first) = signed_in(&h, "alice").await;
+        let second = h
+            .auth
+            .refresh_tokens(&first.refresh_token, &client())
+            .await
+            .unwrap();
+        let sealed = store.sealed.lock().unwrap().clone();
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].is_empty(), grace.is_none(), "{grace:?}");
+        let text = second.refresh_token.as_bytes();
+        assert!(!sealed[0].windows(text.len()).any(|w| w == text));
+    }
+}
+
+/// Without a grace (the default), the replaced token is reuse at once:
+/// the family is revoked and the reuse audited.
 #[tokio::test]
 async fn without_grace_a_replay_revokes_at_once() {
     let h = harness(config().build().unwrap());
@@ -205,12 +273,14 @@ async fn without_grace_a_replay_revokes_at_once() {
         .refresh_tokens(&first.refresh_token, &client())
         .await
         .unwrap();
+    assert_eq!(h.events.count(AuthEventKind::RefreshTokenReused), 0);
     assert!(
         h.auth
             .refresh_tokens(&first.refresh_token, &client())
             .await
             .is_err()
     );
+    assert_eq!(h.events.count(AuthEventKind::RefreshTokenReused), 1);
     assert!(
         h.auth
             .refresh_tokens(&second.refresh_token, &client())
@@ -348,6 +418,7 @@ async fn revocation_is_seen_on_sqlite() {
         users,
         accounts: Arc::default(),
         clock: ManualClock::starting_now(),
+        events: Arc::default(),
     };
     let (_, pair) = signed_in(&h, "alice").await;
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
@@ -414,11 +485,13 @@ async fn a_raised_epoch_ends_the_family_at_refresh() {
 }
 
 /// A refresh store that stops answering `is_live` (a stalled network)
-/// once told to.
+/// once told to, and records the sealed successors it is given.
 #[derive(Debug, Default)]
 struct Stalling {
     inner: MemoryRefreshStore,
     stalled: std::sync::atomic::AtomicBool,
+    /// Every sealed successor it was given to keep.
+    sealed: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 #[async_trait::async_trait]
@@ -439,6 +512,7 @@ impl auth_core::token::refresh::RefreshStore for Stalling {
         grace: Option<Duration>,
     ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
     {
+        self.sealed.lock().unwrap().push(sealed_successor.to_vec());
         self.inner
             .rotate(presented, next, sealed_successor, now, grace)
             .await

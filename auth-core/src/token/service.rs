@@ -521,6 +521,34 @@ impl Hasher for TailHasher {
 mod tests {
     use super::*;
 
+    /// The sealed successor opens only under the token it replaced, never
+    /// when tampered with, and holds neither token in the clear.
+    #[test]
+    fn a_sealed_successor_opens_only_under_the_token_it_replaced() {
+        let presented = RefreshToken::generate().unwrap();
+        let successor = RefreshToken::generate().unwrap();
+        let other = RefreshToken::generate().unwrap();
+        let sealed = seal_successor(&presented, &successor);
+        let opened = open_successor(&presented, &sealed).expect("opens under its token");
+        assert_eq!(opened.encode(), successor.encode());
+        assert!(open_successor(&other, &sealed).is_none());
+        assert!(open_successor(&successor, &sealed).is_none());
+        for at in [0, 12, sealed.len() - 1] {
+            let mut tampered = sealed.clone();
+            tampered[at] ^= 1;
+            assert!(open_successor(&presented, &tampered).is_none(), "byte {at}");
+        }
+        assert!(open_successor(&presented, &[]).is_none());
+        for token in [&presented, &successor] {
+            let text = token.encode();
+            assert!(
+                !sealed
+                    .windows(text.len())
+                    .any(|window| window == text.as_bytes())
+            );
+        }
+    }
+
     fn verified(sub: &str, exp: u64) -> Arc<Verified> {
         Arc::new(Verified {
             claims: Arc::new(AccessClaims {

@@ -918,6 +918,12 @@ pub fn announce(framework: &str, addr: SocketAddr, settings: &Settings) {
     let database = redact_url(&settings.database_url);
     tracing::info!(%addr, %database, "demo listening");
     eprintln!("auth toolkit demo ({framework}) listening on http://{addr}/");
+    if addr.ip().is_loopback() {
+        eprintln!(
+            "open http://localhost:{}/ in a browser (passkeys need the name localhost)",
+            addr.port()
+        );
+    }
 }
 
 /// A database URL without its password.
@@ -1134,3 +1140,30 @@ redacted_debug!(
     ProofBody { password, code },
     PasskeyFinishBody { name, credential },
 );
+
+#[cfg(test)]
+mod tests {
+    use super::create_key_file;
+
+    /// A generated key file is its owner's alone (mode 0600) and is never
+    /// overwritten.
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_the_owners_alone_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "demo-key-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("demo.db-jwt.key");
+        let path = path.to_str().unwrap();
+        create_key_file(path, "first").unwrap();
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(create_key_file(path, "second").is_err());
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "first");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
