@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use auth_core::token::jwt::{AccessClaims, Algorithm, KeySet, SigningKey};
 use base64ct::{Base64UrlUnpadded, Encoding};
+use hmac::{Hmac, KeyInit, Mac};
+use p256::ecdsa::signature::Signer;
 use serde_json::{Value, json};
+use sha2::Sha256;
 
 use crate::mfa_cases::enrolled;
 use crate::{HarnessFactory, PASSWORD, TestApp, TestOptions, TestResponse};
@@ -442,9 +445,9 @@ pub async fn a_bearer_request_is_decided_by_its_token_alone<F: HarnessFactory>()
 }
 
 /// Forged tokens are refused: `alg: none`, HS256 keyed with the public
-/// key, another key under our `kid`, a changed claim, a wrong audience
-/// or issuer, embedded keys; an expired token too, while its refresh
-/// token still works (ASVS 9.1.1-9.2.4).
+/// key (a real MAC), another key under our `kid`, a changed claim, an
+/// attacker's key embedded as `jwk` that signed the token; an expired
+/// token too, while its refresh token still works (ASVS 9.1.1-9.2.4).
 pub async fn forged_tampered_and_expired_tokens_are_refused<F: HarnessFactory>() {
     let app = app::<F>();
     let t = signed_in(&app, "alice").await;
@@ -458,12 +461,47 @@ pub async fn forged_tampered_and_expired_tokens_are_refused<F: HarnessFactory>()
     let mut none = header.clone();
     none["alg"] = json!("none");
     refused(&bearer_get(&app, "/api/me", &format!("{}.{p}.", encode(&none))).await);
+    // HS256 with a real MAC keyed with our public key, in the forms an
+    // attacker would try: the JWK as published, and the SEC1 point.
     let mut hs = header.clone();
     hs["alg"] = json!("HS256");
-    refused(&bearer_get(&app, "/api/me", &format!("{}.{p}.{s}", encode(&hs))).await);
-    let mut with_jwk = header.clone();
-    with_jwk["jwk"] = json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"});
-    refused(&bearer_get(&app, "/api/me", &format!("{}.{p}.{s}", encode(&with_jwk))).await);
+    let hs_input = format!("{}.{p}", encode(&hs));
+    let jwk = app.get("/.well-known/jwks.json", None).await.json()["keys"][0].clone();
+    let coordinate = |name: &str| {
+        Base64UrlUnpadded::decode_vec(jwk[name].as_str().expect("a coordinate")).expect("base64url")
+    };
+    let point: Vec<u8> = [vec![4], coordinate("x"), coordinate("y")].concat();
+    for secret in [jwk.to_string().into_bytes(), point] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret).expect("any length");
+        mac.update(hs_input.as_bytes());
+        let tag = Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes());
+        refused(&bearer_get(&app, "/api/me", &format!("{hs_input}.{tag}")).await);
+    }
+    // An attacker's own key, embedded as `jwk` and signing the token
+    // (with and without our `kid`): a verifier that trusted the header
+    // would take it.
+    let attacker = p256::ecdsa::SigningKey::from_slice(&[7; 32]).expect("a scalar");
+    let sec1 = attacker.verifying_key().to_sec1_point(false);
+    let (x, y) = sec1.as_bytes()[1..].split_at(32);
+    for keep_kid in [true, false] {
+        let mut with_jwk = header.clone();
+        with_jwk["jwk"] = json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": Base64UrlUnpadded::encode_string(x),
+            "y": Base64UrlUnpadded::encode_string(y),
+        });
+        if !keep_kid {
+            with_jwk.as_object_mut().expect("an object").remove("kid");
+        }
+        let input = format!("{}.{p}", encode(&with_jwk));
+        let signature: p256::ecdsa::Signature = attacker.sign(input.as_bytes());
+        let forged = format!(
+            "{input}.{}",
+            Base64UrlUnpadded::encode_string(&signature.to_bytes())
+        );
+        refused(&bearer_get(&app, "/api/me", &forged).await);
+    }
     let mut other = claims.clone();
     other["sub"] = json!("someone-else");
     refused(&bearer_get(&app, "/api/me", &format!("{h}.{}.{s}", encode(&other))).await);
