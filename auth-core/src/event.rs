@@ -72,6 +72,10 @@ pub enum AuthEventKind {
     EmailChangeFailed,
     /// The old address was told of a change of address.
     EmailChangeNotified,
+    /// The account's verified address was told of a change to how it
+    /// signs in (a new password, a second factor or passkey added or
+    /// removed, new recovery codes); `success` when mailed.
+    SecurityNoticeSent,
     /// A sign-in link was asked for; `success` when one was mailed (the
     /// requester always gets the same answer).
     MagicLinkRequested,

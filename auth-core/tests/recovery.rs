@@ -156,11 +156,23 @@ impl Harness {
         address
     }
 
+    /// The next mail to `address`, security notices aside.
     async fn mail(&self, address: &str) -> auth_smtp_sink::ReceivedMail {
         self.sink
-            .wait_for_mail(address, Duration::from_secs(10))
+            .wait_for_mail_where(address, Duration::from_secs(10), |m| {
+                !m.subject.starts_with("Security notice")
+            })
             .await
             .expect("a mail")
+    }
+
+    /// The next security notice to `address`.
+    async fn notice(&self, address: &str) -> Option<auth_smtp_sink::ReceivedMail> {
+        self.sink
+            .wait_for_mail_where(address, Duration::from_secs(10), |m| {
+                m.subject.starts_with("Security notice")
+            })
+            .await
     }
 
     async fn reset_token(&self, login: &str, address: &str) -> String {
@@ -415,6 +427,86 @@ async fn a_pending_change_of_address_dies_with_a_password_change() {
             .wait_for_mail("intruder@mail.test", Duration::from_millis(300))
             .await
             .is_none()
+    );
+}
+
+/// A change to how an account signs in is told to its verified address
+/// (a new password, a reset), with nothing in the notice to act on; an
+/// unverified address is told nothing.
+#[tokio::test]
+async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let h = harness_with(Some(Arc::new(Events(sender))));
+    let address = h.user_with_address("alice").await;
+    let mut session = h
+        .auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    h.auth
+        .change_password(
+            &mut session,
+            &Password::from(PASSWORD),
+            &Password::from(NEW_PASSWORD),
+            &client(),
+        )
+        .await
+        .unwrap();
+    let notice = h.notice(&address).await.expect("a notice of the change");
+    assert!(
+        notice.subject.contains("your password was changed"),
+        "{}",
+        notice.subject
+    );
+    assert!(notice.body.contains("\"alice\""), "{}", notice.body);
+    assert!(!notice.body.contains(NEW_PASSWORD));
+    assert!(!notice.body.contains("token="), "nothing to act on in it");
+    while events.recv().await != Some(AuthEventKind::SecurityNoticeSent) {}
+
+    let token = h.reset_token("alice", &address).await;
+    h.auth
+        .reset_password(&token, &Password::from("a third passphrase 31"), &client())
+        .await
+        .unwrap();
+    let notice = h.notice(&address).await.expect("a notice of the reset");
+    assert!(notice.subject.contains("reset"), "{}", notice.subject);
+
+    let bob = h
+        .auth
+        .register("bob", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    h.auth
+        .set_email(&bob, "bob@mail.test", &client())
+        .await
+        .unwrap();
+    h.mail("bob@mail.test").await;
+    let mut session = h
+        .auth
+        .login("bob", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+        .session()
+        .clone();
+    h.auth
+        .change_password(
+            &mut session,
+            &Password::from(PASSWORD),
+            &Password::from(NEW_PASSWORD),
+            &client(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.sink
+            .wait_for_mail_where("bob@mail.test", Duration::from_millis(500), |m| {
+                m.subject.starts_with("Security notice")
+            })
+            .await
+            .is_none(),
+        "no notice to an unverified address"
     );
 }
 

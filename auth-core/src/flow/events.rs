@@ -23,6 +23,11 @@ impl Authenticator {
         ip: Option<IpAddr>,
         factor: Option<Factor>,
     ) {
+        if let Some(user_id) = user_id
+            && let Some(change) = super::recovery::notice(kind)
+        {
+            self.notify(user_id, ip, change);
+        }
         self.emit(AuthEvent {
             kind,
             success: true,

@@ -168,6 +168,23 @@ fn address_binding(password_hash: &str, address: &str) -> String {
     format!("{}:{address}", reset_binding(password_hash))
 }
 
+/// What a security notice says happened, for the events that change how
+/// an account signs in; `None` for every other event.
+pub(super) fn notice(kind: AuthEventKind) -> Option<&'static str> {
+    Some(match kind {
+        AuthEventKind::PasswordChanged => "your password was changed",
+        AuthEventKind::PasswordReset => "your password was reset through a mailed link",
+        AuthEventKind::TotpEnabled => "an authenticator app was set up as a second factor",
+        AuthEventKind::TotpDisabled => "the authenticator app was removed as a second factor",
+        AuthEventKind::RecoveryCodesRegenerated => {
+            "new recovery codes were made (the old ones no longer work)"
+        }
+        AuthEventKind::PasskeyAdded => "a passkey was added",
+        AuthEventKind::PasskeyRemoved => "a passkey was removed",
+        _ => return None,
+    })
+}
+
 /// The per-account budget of link requests of `purpose`.
 fn link_account(user_id: &str, purpose: Purpose) -> String {
     format!("\u{1}{}:{user_id}", purpose.as_str())
@@ -312,6 +329,62 @@ impl Authenticator {
             );
         }
         Ok(())
+    }
+
+    /// Tells the verified address of `user_id` that `change` happened to
+    /// its account (ASVS 5.0 6.3.7): out of band, audited as
+    /// [`AuthEventKind::SecurityNoticeSent`]; nothing without a mailer or a
+    /// verified address. Someone who learnt the password and added a
+    /// passkey, say, is then known to the owner, whose password reset ends
+    /// their sessions.
+    pub(super) fn notify(&self, user_id: &str, ip: Option<std::net::IpAddr>, change: &'static str) {
+        let Some(setup) = self.inner.mail.clone() else {
+            return;
+        };
+        let this = self.clone();
+        let user_id = user_id.to_owned();
+        tokio::spawn(async move {
+            let kind = AuthEventKind::SecurityNoticeSent;
+            let sent = async {
+                let Some(user) = this.inner.users.find_by_id(&user_id).await? else {
+                    return Ok(false);
+                };
+                let Some(address) = this.verified_address(&user).await? else {
+                    return Ok(false);
+                };
+                let app = this.app_label();
+                let mail = Mail::new(
+                    address,
+                    format!("Security notice from {app}: {change}"),
+                    format!(
+                        "On the account \"{}\" at {app}: {change}.\n\n\
+                         If it was you, there is nothing to do. If it was not, reset your \
+                         password now (\"Forgot your password?\" on the sign-in page): that \
+                         ends every session. Then check the account's second factors and \
+                         passkeys.\n",
+                        user.login()
+                    ),
+                );
+                setup.mailer.send(mail).await.map_err(AuthError::internal)?;
+                Ok::<_, AuthError>(true)
+            };
+            match sent.await {
+                Ok(true) => this.success(kind, Some(&user_id), ip, None),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, user_id = %user_id, "auth: security notice not sent");
+                    if let Some(ip) = ip {
+                        this.failure(
+                            kind,
+                            Some(&user_id),
+                            &Client::new(ip),
+                            None,
+                            FailureReason::MailFailed,
+                        );
+                    }
+                }
+            }
+        });
     }
 
     /// The audited refusal of a link: one answer,
@@ -775,5 +848,37 @@ impl Authenticator {
             Some(Factor::Password),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notice;
+    use crate::event::AuthEventKind;
+
+    /// The events that change how an account signs in are told; the rest
+    /// (logins, failures, the notice itself) are not.
+    #[test]
+    fn every_change_to_how_an_account_signs_in_has_a_notice() {
+        for kind in [
+            AuthEventKind::PasswordChanged,
+            AuthEventKind::PasswordReset,
+            AuthEventKind::TotpEnabled,
+            AuthEventKind::TotpDisabled,
+            AuthEventKind::RecoveryCodesRegenerated,
+            AuthEventKind::PasskeyAdded,
+            AuthEventKind::PasskeyRemoved,
+        ] {
+            assert!(notice(kind).is_some(), "{kind:?}");
+        }
+        for kind in [
+            AuthEventKind::LoginSucceeded,
+            AuthEventKind::LoginFailed,
+            AuthEventKind::PasskeyAddFailed,
+            AuthEventKind::TokensRefreshed,
+            AuthEventKind::SecurityNoticeSent,
+        ] {
+            assert!(notice(kind).is_none(), "{kind:?}");
+        }
     }
 }

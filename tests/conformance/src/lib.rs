@@ -176,12 +176,31 @@ pub fn fresh_address(name: &str) -> String {
 
 /// The next mail to `address` (waiting up to 10 s), or `None`.
 pub async fn mail_to(address: &str) -> Option<auth_smtp_sink::ReceivedMail> {
-    sink().wait_for_mail(address, Duration::from_secs(10)).await
+    sink()
+        .wait_for_mail_where(address, Duration::from_secs(10), |m| !is_notice(m))
+        .await
 }
 
-/// Whether a mail to `address` arrives within `wait`.
+/// Whether a mail to `address` (security notices aside) arrives within
+/// `wait`.
 pub async fn no_mail_to(address: &str, wait: Duration) -> bool {
-    sink().wait_for_mail(address, wait).await.is_none()
+    sink()
+        .wait_for_mail_where(address, wait, |m| !is_notice(m))
+        .await
+        .is_none()
+}
+
+/// The next security notice to `address` (the core tells a verified
+/// address of every change to how its account signs in), waiting up to
+/// 10 s. [`mail_to`] leaves them aside.
+pub async fn notice_to(address: &str) -> Option<auth_smtp_sink::ReceivedMail> {
+    sink()
+        .wait_for_mail_where(address, Duration::from_secs(10), is_notice)
+        .await
+}
+
+fn is_notice(mail: &auth_smtp_sink::ReceivedMail) -> bool {
+    mail.subject.starts_with("Security notice")
 }
 
 /// The token of the first link in `body` (`...?token=XYZ`).
@@ -485,6 +504,7 @@ macro_rules! conformance_suite {
             unknown_routes_answer_404,
         );
         $crate::conformance_suite!(@mfa $f;
+            changes_to_how_an_account_signs_in_are_told_to_its_address,
             totp_enrolment_is_active_only_after_confirmation,
             totp_enrolment_needs_the_password_not_a_recent_login,
             the_password_alone_opens_nothing_with_mfa,

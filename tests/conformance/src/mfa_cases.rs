@@ -1073,3 +1073,63 @@ pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>(
     let html = account_html(&app, &cookie).await;
     assert!(html.contains(&old), "in effect until confirmed");
 }
+
+/// Every change to how an account signs in is told to its verified
+/// address: a new password, TOTP on, new recovery codes, TOTP off.
+pub async fn changes_to_how_an_account_signs_in_are_told_to_its_address<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = crate::cases::registered_with_verified_email(&app, "alice").await;
+    let cookie = app.login("alice").await;
+    let r = app
+        .post_json(
+            "/api/password",
+            json!({"current_password": PASSWORD, "new_password": "a changed passphrase 12"}),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let cookie = renewed(&r, &cookie);
+    let told = |what: &'static str| {
+        let address = address.clone();
+        async move {
+            let notice = crate::notice_to(&address)
+                .await
+                .unwrap_or_else(|| panic!("a notice: {what}"));
+            assert!(notice.subject.contains(what), "{}", notice.subject);
+            assert!(
+                crate::link_token(&notice.body).is_none(),
+                "nothing to act on"
+            );
+        }
+    };
+    told("password was changed").await;
+    let r = app
+        .post_json(
+            "/api/mfa/totp/enroll",
+            json!({"password": "a changed passphrase 12"}),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = renewed(&r, &cookie);
+    let secret = r.json()["secret"].as_str().expect("a secret").to_owned();
+    let r = app
+        .post_json(
+            "/api/mfa/totp/confirm",
+            json!({ "code": app.totp(&secret) }),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = renewed(&r, &cookie);
+    told("authenticator app was set up").await;
+    app.advance(STEP);
+    let r = disable(
+        &app,
+        json!({"password": "a changed passphrase 12", "code": app.totp(&secret)}),
+        &cookie,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    told("authenticator app was removed").await;
+}

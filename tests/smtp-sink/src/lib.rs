@@ -211,24 +211,38 @@ impl SmtpSink {
     /// Alice gets them one after the other. Call it inside a tokio
     /// runtime with time enabled (`#[tokio::test]` is).
     pub async fn wait_for_mail(&self, to: &str, timeout: Duration) -> Option<ReceivedMail> {
-        let wanted = bare_address(to).to_ascii_lowercase();
+        self.wait_for_mail_where(to, timeout, |_| true).await
+    }
+
+    /// [`wait_for_mail`](Self::wait_for_mail) among the mails to `to` that
+    /// `wanted` accepts only (the others stay for other calls): a test
+    /// waits for a reset link whatever notices were sent meanwhile, and in
+    /// whichever order.
+    pub async fn wait_for_mail_where(
+        &self,
+        to: &str,
+        timeout: Duration,
+        wanted: impl Fn(&ReceivedMail) -> bool,
+    ) -> Option<ReceivedMail> {
+        let to = bare_address(to).to_ascii_lowercase();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut received = self.shared.received.subscribe();
         loop {
-            if let Some(mail) = self.take(&wanted) {
+            if let Some(mail) = self.take(&to, &wanted) {
                 return Some(mail);
             }
             match tokio::time::timeout_at(deadline, received.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return self.take(&wanted),
+                Ok(Err(_)) | Err(_) => return self.take(&to, &wanted),
             }
         }
     }
 
-    fn take(&self, wanted: &str) -> Option<ReceivedMail> {
+    fn take(&self, wanted: &str, accept: &impl Fn(&ReceivedMail) -> bool) -> Option<ReceivedMail> {
         let mut mails = self.shared.lock();
         let entry = mails.iter_mut().find(|entry| {
             !entry.taken_for.iter().any(|taken| taken == wanted)
+                && accept(&entry.mail)
                 && entry
                     .mail
                     .to
