@@ -832,6 +832,38 @@ async fn an_expired_ceremony_is_refused() {
 
 // ---- the signature counter ----------------------------------------------------
 
+/// The second step checks the counter stored when the answer comes, not
+/// the copy taken when its ceremony began: a clone that answers a pending
+/// challenge after the real authenticator moved the counter on is refused.
+#[tokio::test]
+async fn a_second_step_checks_the_counter_stored_when_it_is_answered() {
+    let h = harness();
+    let mut key = SoftAuthenticator::with_counter(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
+    logged_in(passwordless(&h, &mut key).await);
+    let snapshot = key.passkeys().clone();
+    let mut session = pending(&h, "alice").await;
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, &client())
+        .await
+        .unwrap();
+    // The real authenticator meanwhile: the stored counter moves to 2.
+    logged_in(passwordless(&h, &mut key).await);
+    assert_eq!(stored_counter(&stored(&h, &id).await), 2);
+    // A clone of it as it was after the first use counts 2 again.
+    *key.passkeys() = snapshot;
+    h.events.clear();
+    let assertion = key.get(&options).await.unwrap();
+    refused(
+        h.auth
+            .finish_passkey_sign_in(&mut session, &assertion, &client())
+            .await,
+    );
+    assert!(h.events.has(AuthEventKind::PasskeyCounterRegressed, None));
+    assert_eq!(stored_counter(&stored(&h, &id).await), 2);
+}
+
 /// A counter that does not go forward is refused and audited as
 /// PasskeyCounterRegressed: an authenticator rolled back to an earlier
 /// state (a clone), and a stored counter ahead of the authenticator's.

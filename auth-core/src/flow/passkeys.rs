@@ -465,6 +465,18 @@ impl Authenticator {
                     .webauthn()
                     .finish_securitykey_authentication(&answer, &state)
                     .map_err(|e| self.assertion_failure(&user_id, client, &e))?;
+                // webauthn-rs checked the counter against the copy taken
+                // when the ceremony began; the stored one may have moved on
+                // since (the real authenticator used meanwhile), and a
+                // clone must not pass in that window.
+                let current = stored_counter(&passkey)?;
+                if (result.counter() != 0 || current != 0) && result.counter() <= current {
+                    return Err(self.assertion_failure(
+                        &user_id,
+                        client,
+                        &WebauthnError::CredentialPossibleCompromise,
+                    ));
+                }
                 passkey.update_credential(&result);
                 self.record_passkey_use(passkeys, &stored, &passkey, result.backup_state())
                     .await?;
@@ -679,4 +691,15 @@ impl Authenticator {
         );
         Ok(LoginOutcome::LoggedIn(session))
     }
+}
+
+/// The signature counter of a stored passkey (webauthn-rs keeps it private
+/// and stores it as `cred.counter`); a record without one is an error, so
+/// the check that uses it fails closed.
+fn stored_counter(passkey: &Passkey) -> Result<u32, AuthError> {
+    let value = serde_json::to_value(passkey).map_err(AuthError::internal)?;
+    value["cred"]["counter"]
+        .as_u64()
+        .and_then(|counter| u32::try_from(counter).ok())
+        .ok_or_else(|| AuthError::internal("a stored passkey without a signature counter"))
 }

@@ -12,7 +12,8 @@ use crate::clock::Timestamp;
 /// Passkeys in process memory: for tests and demos only, since passkeys
 /// are durable account data (a restart forgets every registered passkey).
 ///
-/// Not capped (the flow limits how many passkeys a user registers).
+/// Not capped: each passkey a user adds takes a [`FactorProof`](crate::FactorProof)
+/// (the password, and a code once a second factor is on).
 /// `Debug` shows counts only.
 pub struct MemoryPasskeyStore {
     inner: Mutex<Inner>,
