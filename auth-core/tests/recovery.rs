@@ -15,6 +15,7 @@ use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
 use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, MailLinks};
 use auth_core::mail::SmtpMailer;
 use auth_core::password::{Password, PasswordHasher, PasswordService};
+use auth_core::session::Session;
 use auth_core::user::{MemoryUserStore, UserStore};
 use auth_core::{Auth, MemoryTokenStore};
 use auth_smtp_sink::SmtpSink;
@@ -154,6 +155,43 @@ impl Harness {
             .await
             .unwrap();
         address
+    }
+
+    /// A logged-in session of `name` (whose password is [`PASSWORD`]).
+    async fn session(&self, name: &str) -> Session {
+        self.auth
+            .login(name, &Password::from(PASSWORD), &client(), None)
+            .await
+            .unwrap()
+            .session()
+            .clone()
+    }
+
+    /// Changes the password of `session`'s user from [`PASSWORD`] to
+    /// [`NEW_PASSWORD`].
+    async fn change_password(&self, session: &mut Session) {
+        self.auth
+            .change_password(
+                session,
+                &Password::from(PASSWORD),
+                &Password::from(NEW_PASSWORD),
+                &client(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Asks, with the password, to move `session`'s account to `address`.
+    async fn change_email(&self, session: &mut Session, address: &str) {
+        self.auth
+            .change_email(
+                session,
+                &FactorProof::password(Password::from(PASSWORD)),
+                address,
+                &client(),
+            )
+            .await
+            .unwrap();
     }
 
     /// The next mail to `address`, security notices aside.
@@ -362,22 +400,8 @@ async fn verification_is_bound_to_the_address_and_new_links_void_old_ones() {
 async fn a_pending_change_of_address_dies_with_a_password_change() {
     let h = harness();
     let address = h.user_with_address("alice").await;
-    let mut intruder = h
-        .auth
-        .login("alice", &Password::from(PASSWORD), &client(), None)
-        .await
-        .unwrap()
-        .session()
-        .clone();
-    h.auth
-        .change_email(
-            &mut intruder,
-            &FactorProof::password(Password::from(PASSWORD)),
-            "intruder@mail.test",
-            &client(),
-        )
-        .await
-        .unwrap();
+    let mut intruder = h.session("alice").await;
+    h.change_email(&mut intruder, "intruder@mail.test").await;
     let link = token_of(&h.mail("intruder@mail.test").await.body);
     let notice = h.mail(&address).await;
     assert!(
@@ -385,22 +409,8 @@ async fn a_pending_change_of_address_dies_with_a_password_change() {
         "{}",
         notice.body
     );
-    let mut owner = h
-        .auth
-        .login("alice", &Password::from(PASSWORD), &client(), None)
-        .await
-        .unwrap()
-        .session()
-        .clone();
-    h.auth
-        .change_password(
-            &mut owner,
-            &Password::from(PASSWORD),
-            &Password::from(NEW_PASSWORD),
-            &client(),
-        )
-        .await
-        .unwrap();
+    let mut owner = h.session("alice").await;
+    h.change_password(&mut owner).await;
     assert!(matches!(
         h.auth.verify_email(&link, &client()).await,
         Err(AuthError::InvalidToken)
@@ -438,22 +448,8 @@ async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
     let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
     let h = harness_with(Some(Arc::new(Events(sender))));
     let address = h.user_with_address("alice").await;
-    let mut session = h
-        .auth
-        .login("alice", &Password::from(PASSWORD), &client(), None)
-        .await
-        .unwrap()
-        .session()
-        .clone();
-    h.auth
-        .change_password(
-            &mut session,
-            &Password::from(PASSWORD),
-            &Password::from(NEW_PASSWORD),
-            &client(),
-        )
-        .await
-        .unwrap();
+    let mut session = h.session("alice").await;
+    h.change_password(&mut session).await;
     let notice = h.notice(&address).await.expect("a notice of the change");
     assert!(
         notice.subject.contains("your password was changed"),
@@ -483,22 +479,8 @@ async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
         .await
         .unwrap();
     h.mail("bob@mail.test").await;
-    let mut session = h
-        .auth
-        .login("bob", &Password::from(PASSWORD), &client(), None)
-        .await
-        .unwrap()
-        .session()
-        .clone();
-    h.auth
-        .change_password(
-            &mut session,
-            &Password::from(PASSWORD),
-            &Password::from(NEW_PASSWORD),
-            &client(),
-        )
-        .await
-        .unwrap();
+    let mut session = h.session("bob").await;
+    h.change_password(&mut session).await;
     assert!(
         h.sink
             .wait_for_mail_where("bob@mail.test", Duration::from_millis(500), |m| {
@@ -519,22 +501,8 @@ async fn a_confirmed_new_address_voids_links_sent_to_the_old_one() {
     let reset = h.reset_token("alice", &address).await;
     h.auth.request_magic_link("alice", &client()).await.unwrap();
     let magic = token_of(&h.mail(&address).await.body);
-    let mut session = h
-        .auth
-        .login("alice", &Password::from(PASSWORD), &client(), None)
-        .await
-        .unwrap()
-        .session()
-        .clone();
-    h.auth
-        .change_email(
-            &mut session,
-            &FactorProof::password(Password::from(PASSWORD)),
-            "alice-new@mail.test",
-            &client(),
-        )
-        .await
-        .unwrap();
+    let mut session = h.session("alice").await;
+    h.change_email(&mut session, "alice-new@mail.test").await;
     let link = token_of(&h.mail("alice-new@mail.test").await.body);
     h.auth.verify_email(&link, &client()).await.unwrap();
     assert!(matches!(
@@ -695,15 +663,7 @@ async fn magic_links_are_one_factor_and_verification_can_be_required() {
     h.auth.request_magic_link("alice", &client()).await.unwrap();
     let stale = token_of(&h.mail(&address).await.body);
     let mut session = outcome.session().clone();
-    h.auth
-        .change_password(
-            &mut session,
-            &Password::from(PASSWORD),
-            &Password::from(NEW_PASSWORD),
-            &client(),
-        )
-        .await
-        .unwrap();
+    h.change_password(&mut session).await;
     assert!(matches!(
         h.auth.finish_magic_link(&stale, &client(), None).await,
         Err(AuthError::InvalidToken)

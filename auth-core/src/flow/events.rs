@@ -23,7 +23,7 @@ impl Authenticator {
         ip: Option<IpAddr>,
         factor: Option<Factor>,
     ) {
-        if let Some(user_id) = user_id
+        if let (Some(user_id), Some(ip)) = (user_id, ip)
             && let Some(change) = super::recovery::notice(kind)
         {
             self.notify(user_id, ip, change);

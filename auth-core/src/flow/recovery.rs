@@ -337,54 +337,53 @@ impl Authenticator {
     /// verified address. Someone who learnt the password and added a
     /// passkey, say, is then known to the owner, whose password reset ends
     /// their sessions.
-    pub(super) fn notify(&self, user_id: &str, ip: Option<std::net::IpAddr>, change: &'static str) {
+    pub(super) fn notify(&self, user_id: &str, ip: std::net::IpAddr, change: &'static str) {
         let Some(setup) = self.inner.mail.clone() else {
             return;
         };
         let this = self.clone();
         let user_id = user_id.to_owned();
         tokio::spawn(async move {
-            let kind = AuthEventKind::SecurityNoticeSent;
-            let sent = async {
-                let Some(user) = this.inner.users.find_by_id(&user_id).await? else {
-                    return Ok(false);
-                };
-                let Some(address) = this.verified_address(&user).await? else {
-                    return Ok(false);
-                };
-                let app = this.app_label();
-                let mail = Mail::new(
-                    address,
-                    format!("Security notice from {app}: {change}"),
-                    format!(
-                        "On the account \"{}\" at {app}: {change}.\n\n\
-                         If it was you, there is nothing to do. If it was not, reset your \
-                         password now (\"Forgot your password?\" on the sign-in page): that \
-                         ends every session. Then check the account's second factors and \
-                         passkeys.\n",
-                        user.login()
-                    ),
-                );
-                setup.mailer.send(mail).await.map_err(AuthError::internal)?;
-                Ok::<_, AuthError>(true)
-            };
-            match sent.await {
-                Ok(true) => this.success(kind, Some(&user_id), ip, None),
-                Ok(false) => {}
+            match this.security_notice(&user_id, change).await {
+                Ok(Some(mail)) => this.send_out_of_band(
+                    setup.mailer,
+                    mail,
+                    user_id,
+                    ip,
+                    AuthEventKind::SecurityNoticeSent,
+                ),
+                Ok(None) => {}
                 Err(error) => {
                     tracing::error!(%error, user_id = %user_id, "auth: security notice not sent");
-                    if let Some(ip) = ip {
-                        this.failure(
-                            kind,
-                            Some(&user_id),
-                            &Client::new(ip),
-                            None,
-                            FailureReason::MailFailed,
-                        );
-                    }
                 }
             }
         });
+    }
+
+    /// The notice of `change` for `user_id`'s verified address, if any.
+    async fn security_notice(
+        &self,
+        user_id: &str,
+        change: &str,
+    ) -> Result<Option<Mail>, AuthError> {
+        let Some(user) = self.inner.users.find_by_id(user_id).await? else {
+            return Ok(None);
+        };
+        let Some(address) = self.verified_address(&user).await? else {
+            return Ok(None);
+        };
+        let app = self.app_label();
+        Ok(Some(Mail::new(
+            address,
+            format!("Security notice from {app}: {change}"),
+            format!(
+                "On the account \"{}\" at {app}: {change}.\n\n\
+                 If it was you, there is nothing to do. If it was not, reset your password \
+                 now (\"Forgot your password?\" on the sign-in page): that ends every \
+                 session. Then check the account's second factors and passkeys.\n",
+                user.login()
+            ),
+        )))
     }
 
     /// The audited refusal of a link: one answer,

@@ -1208,6 +1208,16 @@ pub(crate) async fn registered_with_verified_email(app: &TestApp, name: &str) ->
     address
 }
 
+/// `POST /api/password` from [`PASSWORD`] to `new` with `cookie`.
+pub(crate) async fn change_password(app: &TestApp, cookie: &str, new: &str) -> crate::TestResponse {
+    app.post_json(
+        "/api/password",
+        json!({"current_password": PASSWORD, "new_password": new}),
+        Some(cookie),
+    )
+    .await
+}
+
 /// Asks for a reset of `login` and returns the token mailed to `address`.
 pub(crate) async fn reset_token(app: &TestApp, login: &str, address: &str) -> String {
     let r = app
@@ -1327,13 +1337,7 @@ pub async fn a_reset_link_is_bound_to_the_password_it_was_sent_for<F: HarnessFac
     assert_eq!(weak.json()["reason"], "common_password");
     // The password changes through the account, with the current one.
     let cookie = app.login("alice").await;
-    let r = app
-        .post_json(
-            "/api/password",
-            json!({"current_password": PASSWORD, "new_password": "changed in the meantime 7"}),
-            Some(&cookie),
-        )
-        .await;
+    let r = change_password(&app, &cookie, "changed in the meantime 7").await;
     assert_eq!(r.status, 204, "{}", r.text());
     let r = app
         .post_json(
@@ -1576,13 +1580,7 @@ pub async fn a_pending_change_of_address_dies_with_a_password_change<F: HarnessF
         notice.body
     );
     let owner = app.login("alice").await;
-    let r = app
-        .post_json(
-            "/api/password",
-            json!({"current_password": PASSWORD, "new_password": "the owner's new passphrase 3"}),
-            Some(&owner),
-        )
-        .await;
+    let r = change_password(&app, &owner, "the owner's new passphrase 3").await;
     assert_eq!(r.status, 204, "{}", r.text());
     let r = app
         .post_json(

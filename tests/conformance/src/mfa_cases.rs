@@ -262,13 +262,7 @@ pub async fn the_password_alone_opens_nothing_with_mfa<F: HarnessFactory>() {
     let pending = pending_login(&app, "alice").await;
     assert_eq!(app.get("/api/me", Some(&pending)).await.status, 401);
     assert_eq!(app.get("/api/sessions", Some(&pending)).await.status, 401);
-    let r = app
-        .post_json(
-            "/api/password",
-            json!({"current_password": PASSWORD, "new_password": "another long passphrase here"}),
-            Some(&pending),
-        )
-        .await;
+    let r = crate::cases::change_password(&app, &pending, "another long passphrase here").await;
     assert_eq!(
         r.status, 401,
         "a pending session cannot change the password"
@@ -1079,16 +1073,6 @@ pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>(
 pub async fn changes_to_how_an_account_signs_in_are_told_to_its_address<F: HarnessFactory>() {
     let app = app::<F>();
     let address = crate::cases::registered_with_verified_email(&app, "alice").await;
-    let cookie = app.login("alice").await;
-    let r = app
-        .post_json(
-            "/api/password",
-            json!({"current_password": PASSWORD, "new_password": "a changed passphrase 12"}),
-            Some(&cookie),
-        )
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text());
-    let cookie = renewed(&r, &cookie);
     let told = |what: &'static str| {
         let address = address.clone();
         async move {
@@ -1102,31 +1086,16 @@ pub async fn changes_to_how_an_account_signs_in_are_told_to_its_address<F: Harne
             );
         }
     };
-    told("password was changed").await;
-    let r = app
-        .post_json(
-            "/api/mfa/totp/enroll",
-            json!({"password": "a changed passphrase 12"}),
-            Some(&cookie),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let cookie = renewed(&r, &cookie);
-    let secret = r.json()["secret"].as_str().expect("a secret").to_owned();
-    let r = app
-        .post_json(
-            "/api/mfa/totp/confirm",
-            json!({ "code": app.totp(&secret) }),
-            Some(&cookie),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let cookie = renewed(&r, &cookie);
+    let cookie = app.login("alice").await;
+    let e = enrol(&app, &cookie).await;
     told("authenticator app was set up").await;
-    app.advance(STEP);
+    let r = crate::cases::change_password(&app, &e.cookie, "a changed passphrase 12").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let cookie = renewed(&r, &e.cookie);
+    told("password was changed").await;
     let r = disable(
         &app,
-        json!({"password": "a changed passphrase 12", "code": app.totp(&secret)}),
+        json!({"password": "a changed passphrase 12", "code": app.totp(&e.secret)}),
         &cookie,
     )
     .await;

@@ -361,13 +361,7 @@ pub async fn account_changes_revoke_token_families<F: HarnessFactory>() {
     let app = app::<F>();
     let t = signed_in(&app, "alice").await;
     let cookie = app.login("alice").await;
-    let r = app
-        .post_json(
-            "/api/password",
-            json!({"current_password": PASSWORD, "new_password": "another long passphrase 7"}),
-            Some(&cookie),
-        )
-        .await;
+    let r = crate::cases::change_password(&app, &cookie, "another long passphrase 7").await;
     assert_eq!(r.status, 204, "{}", r.text());
     refused(&bearer_get(&app, "/api/me", &t.access).await);
     assert_eq!(refresh(&app, &t.refresh).await.status, 401);
