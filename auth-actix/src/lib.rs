@@ -91,6 +91,7 @@ use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -170,8 +171,16 @@ pub fn reply(reply: Reply) -> HttpResponse {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
     for (name, value) in reply.headers {
-        if let Ok(value) = header_value(value) {
-            response.insert_header((HeaderName::from_static(name), value));
+        // An app may build a `Reply` too: a name in capitals is taken, an
+        // invalid one is logged and left out (never a panic).
+        match (HeaderName::from_bytes(name.as_bytes()), header_value(value)) {
+            (Ok(name), Ok(value)) => {
+                response.insert_header((name, value));
+            }
+            _ => tracing::error!(
+                name,
+                "auth-actix: a reply header that cannot be sent, left out"
+            ),
         }
     }
     response.body(reply.body)
@@ -207,7 +216,20 @@ where
         };
         request.extensions_mut().insert(Arc::clone(&state));
         Box::pin(async move {
-            let mut response = service.call(request).await?;
+            let mut response = match service.call(request).await {
+                Ok(response) => response,
+                // An error from inside (an app middleware's `Err`) stays
+                // an error for the middlewares further out, carrying its
+                // response finished like any other.
+                Err(error) => {
+                    let mut response = error.error_response();
+                    state.finish().await.apply(&mut Headers {
+                        map: response.headers_mut(),
+                        security: &security,
+                    });
+                    return Err(InternalError::from_response(error, response).into());
+                }
+            };
             // The headers the core asks for (the security headers'
             // values converted once by the middleware).
             state.finish().await.apply(&mut Headers {

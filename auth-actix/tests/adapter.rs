@@ -114,3 +114,64 @@ async fn no_peer_address_is_a_500_not_a_shared_bucket() {
     assert_eq!(response.status(), 200);
     assert_eq!(test::read_body(response).await, "nobody");
 }
+
+/// An app middleware inside `AuthMiddleware` that answers with an `Err`:
+/// the error's response is finished like any other (the security headers
+/// are on it).
+#[actix_web::test]
+async fn an_error_from_inside_is_finished_like_any_response() {
+    let app = test::init_service(
+        App::new()
+            .route("/who", web::get().to(who))
+            .wrap(from_fn(
+                |_request: actix_web::dev::ServiceRequest,
+                 _next: actix_web::middleware::Next<actix_web::body::BoxBody>| async {
+                    Err::<actix_web::dev::ServiceResponse, _>(actix_web::error::ErrorForbidden(
+                        "no",
+                    ))
+                },
+            ))
+            .wrap(AuthMiddleware::new(auth())),
+    )
+    .await;
+    let request = test::TestRequest::get()
+        .uri("/who")
+        .peer_addr(peer())
+        .to_request();
+    // The error goes on outward (as actix's own would); the response the
+    // server sends for it is the one it carries.
+    let error = test::try_call_service(&app, request)
+        .await
+        .err()
+        .expect("the error goes on");
+    let response = error.error_response();
+    assert_eq!(response.status(), 403);
+    let headers = response.headers();
+    assert_eq!(
+        headers
+            .get("x-content-type-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
+    assert!(headers.contains_key("content-security-policy"));
+    assert!(headers.contains_key("referrer-policy"));
+}
+
+/// A `Reply` an app builds itself, with a header name in capitals and an
+/// invalid one: the first is sent, the second left out, never a panic.
+#[actix_web::test]
+async fn an_app_built_reply_with_odd_header_names_never_panics() {
+    let response = auth_actix::reply(auth_core::web::Reply {
+        status: 200,
+        headers: vec![("X-App", "1".into()), ("bad name", "x".into())],
+        body: String::new(),
+    });
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-app")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+}

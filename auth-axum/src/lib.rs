@@ -154,8 +154,16 @@ pub fn reply(reply: Reply) -> Response {
     let mut response = (status, reply.body).into_response();
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
-        if let Ok(value) = header_value(value) {
-            headers.insert(HeaderName::from_static(name), value);
+        // An app may build a `Reply` too: a name in capitals is taken, an
+        // invalid one is logged and left out (never a panic).
+        match (HeaderName::from_bytes(name.as_bytes()), header_value(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.insert(name, value);
+            }
+            _ => tracing::error!(
+                name,
+                "auth-axum: a reply header that cannot be sent, left out"
+            ),
         }
     }
     response

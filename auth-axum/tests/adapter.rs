@@ -301,3 +301,23 @@ async fn the_response_waits_for_an_operation_the_handler_left_running() {
         Some(b"no-store".as_slice())
     );
 }
+
+/// A `Reply` an app builds itself, with a header name in capitals and an
+/// invalid one: the first is sent, the second left out, never a panic.
+#[test]
+fn an_app_built_reply_with_odd_header_names_never_panics() {
+    let response = auth_axum::reply(auth_core::web::Reply {
+        status: 200,
+        headers: vec![("X-App", "1".into()), ("bad name", "x".into())],
+        body: String::new(),
+    });
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-app")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(response.headers().keys().all(|name| name != "bad name"));
+}
