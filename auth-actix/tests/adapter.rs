@@ -142,8 +142,7 @@ async fn an_error_from_inside_is_finished_like_any_response() {
     // server sends for it is the one it carries.
     let error = test::try_call_service(&app, request)
         .await
-        .err()
-        .expect("the error goes on");
+        .expect_err("the error goes on");
     let response = error.error_response();
     assert_eq!(response.status(), 403);
     let headers = response.headers();
