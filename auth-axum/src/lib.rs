@@ -88,7 +88,7 @@ pub use auth_core::{
 };
 use axum::body::Bytes;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::InvalidHeaderValue;
@@ -491,7 +491,13 @@ fn refuse(state: &RequestAuth, error: &AuthError, request: &Request) -> Response
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // The path the browser asked for: under `Router::nest` the request's
+    // own URI has lost the prefix.
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or(request.uri(), |original| &original.0);
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     reply(state.refusal(error, accept, path))
 }
 

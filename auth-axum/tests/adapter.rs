@@ -321,3 +321,18 @@ fn an_app_built_reply_with_odd_header_names_never_panics() {
     );
     assert!(response.headers().keys().all(|name| name != "bad name"));
 }
+
+/// Under `Router::nest`, a refused browser is sent to the login page with
+/// the whole path it asked for, prefix included.
+#[tokio::test]
+async fn a_nested_route_sends_the_whole_path_as_next() {
+    let (auth, _) = auth().await;
+    let admin = Router::new().route("/users", get(who).route_layer(RequireLayer::login()));
+    let app = Router::new()
+        .nest("/admin", admin)
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let (status, location, _) = send(&app, get_request("/admin/users", "text/html", None)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/login?next=/admin/users"));
+}
