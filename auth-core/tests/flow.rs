@@ -929,6 +929,25 @@ async fn a_store_that_cannot_revoke_by_user_without_saying_so_fails_closed() {
     ));
 }
 
+/// Checking a form token without form tokens configured fails closed
+/// (500), whatever is sent: never a silent pass.
+#[tokio::test]
+async fn a_form_token_check_without_form_tokens_fails_closed() {
+    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    let request = auth
+        .begin(
+            "POST",
+            [("host", "example.test")],
+            Some("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(request.form_token().await.unwrap(), None);
+    for token in [None, Some("anything")] {
+        let err = request.verify_form_token(token).await.unwrap_err();
+        assert_eq!(err.status(), 500, "{token:?}");
+    }
+}
+
 /// A visitor's form token (shown before a login) does not act for a
 /// logged-in session: on a shared browser, a form from before a login is
 /// not the logged-in user's. Without a login it works.

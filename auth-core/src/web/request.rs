@@ -1294,10 +1294,15 @@ impl RequestAuth {
 
     /// Checks a submitted form token ([`AuthError::CsrfToken`] when it is
     /// missing, or bound to neither this request's session nor its visitor
-    /// cookie). Passes when form tokens are not configured.
+    /// cookie). Without form tokens configured
+    /// ([`AuthBuilder::form_tokens`](crate::AuthBuilder::form_tokens)) it
+    /// fails closed: an internal error (500, logged), never a pass.
     pub async fn verify_form_token(&self, token: Option<&str>) -> Result<(), AuthError> {
         let Some(tokens) = &self.auth.parts.tokens else {
-            return Ok(());
+            tracing::error!(
+                "auth: verify_form_token without form tokens: configure AuthBuilder::form_tokens"
+            );
+            return Err(AuthError::internal("form tokens are not configured"));
         };
         let token = token.ok_or(AuthError::CsrfToken)?;
         let slot = self.slot().await?;
