@@ -68,8 +68,8 @@
 //!   race the redis crate's own cache has).
 //! * Every load compares the record's deadline with the clock, cached or
 //!   not: a cached record is never served past it.
-//! * When the connection drops (the crate reports it, or any command of
-//!   the store fails), the cache is emptied: invalidations sent while the
+//! * When the connection drops (the crate reports it, or a load or a write
+//!   of a session record fails), the cache is emptied: invalidations sent while the
 //!   connection was down are lost, so nothing read before is trusted. A
 //!   connection that dies silently is caught by a bound instead: cached
 //!   records are served only within 5 s of the send of the last load that

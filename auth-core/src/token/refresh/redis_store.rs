@@ -474,12 +474,21 @@ impl RefreshStore for RedisRefreshStore {
                 let [user, amr, stamp, created, expires, idle, last_used]: [Vec<u8>; 7] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
                 let family = family(&id, [user, amr, stamp, created, expires, idle, last_used])?;
-                // The successor lives as long as its family may.
-                redis::cmd("PEXPIREAT")
+                // The successor lives as long as its family may. The
+                // rotation has committed: a failure here must not answer an
+                // error (the client would retry with the spent token, which
+                // is reuse); the successor then keeps its claim's expiry.
+                if let Err(error) = redis::cmd("PEXPIREAT")
                     .arg(self.token_key(&next))
                     .arg(family.expires_at.as_unix_millis())
                     .query_async::<()>(&mut self.conn.clone())
-                    .await?;
+                    .await
+                {
+                    tracing::warn!(
+                        %error,
+                        "auth: extending a new refresh token failed; it expires with its claim"
+                    );
+                }
                 Ok(Rotation::Rotated(family))
             }
             b"g" => {
