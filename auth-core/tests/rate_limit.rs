@@ -595,6 +595,50 @@ mod memory {
             Decision::Allowed
         );
     }
+
+    /// Device entries anyone with an account can make (a sign-in without
+    /// the cookie makes one) never push another account's lock out of a
+    /// full table: devices make room first.
+    #[tokio::test]
+    async fn device_entries_never_evict_a_lock() {
+        let clock = ManualClock::starting_now();
+        let config = ThrottleConfig::builder()
+            .max_tracked(1_000_000, 100)
+            .build()
+            .unwrap();
+        let memory = Arc::new(MemoryThrottle::new(config, Arc::new(clock.clone())));
+        let throttle: Arc<dyn ThrottleBackend> = memory.clone();
+        let victim = account();
+        for _ in 0..6 {
+            let _ = check(&throttle, fresh_ip(), &victim, &clock).await;
+        }
+        assert!(matches!(
+            check(&throttle, fresh_ip(), &victim, &clock).await,
+            Decision::Limited {
+                scope: LimitScope::Account,
+                ..
+            }
+        ));
+        let own = account();
+        for _ in 0..500 {
+            throttle
+                .record_success(&own, Some(&device()), clock.now())
+                .await
+                .unwrap();
+        }
+        let (_, tracked) = memory.tracked();
+        assert!(tracked <= 100, "{tracked}");
+        assert!(
+            matches!(
+                check(&throttle, fresh_ip(), &victim, &clock).await,
+                Decision::Limited {
+                    scope: LimitScope::Account,
+                    ..
+                }
+            ),
+            "the lock survived"
+        );
+    }
 }
 
 #[cfg(feature = "redis")]

@@ -334,7 +334,12 @@ impl MemoryThrottle {
     }
 
     /// Room for one more account or device entry: at the cap, the expired
-    /// entries go, then those expiring soonest, down to 90% of the cap.
+    /// entries go, then those expiring soonest, down to 90% of the cap;
+    /// known devices before any account's count or lock. Anyone with an
+    /// account can make device entries (each sign-in without the cookie
+    /// makes one, for 90 days): filling the table with them must cost
+    /// other accounts their device standing at worst (they count against
+    /// the account again), never their locks.
     fn make_room(&self, accounts: &mut AccountMap, now: Timestamp) {
         let cap = self.config.max_tracked_accounts;
         if accounts.len() < cap {
@@ -351,9 +356,14 @@ impl MemoryThrottle {
             cap,
             "login throttle: account table full; the entries expiring soonest make room"
         );
-        let mut by_expiry: Vec<(Timestamp, AccountKey)> = accounts
+        // Devices first (`false` sorts before `true`), each kind soonest
+        // expiring first.
+        let mut by_expiry: Vec<((bool, Timestamp), AccountKey)> = accounts
             .iter()
-            .map(|(key, entry)| (entry.expires(memory), *key))
+            .map(|(key, entry)| {
+                let device = entry.trusted_until.is_some();
+                ((!device, entry.expires(memory)), *key)
+            })
             .collect();
         by_expiry.select_nth_unstable(excess - 1);
         for (_, key) in by_expiry.into_iter().take(excess) {
