@@ -929,6 +929,32 @@ async fn a_store_that_cannot_revoke_by_user_without_saying_so_fails_closed() {
     ));
 }
 
+/// Two `Host` lines: refused with an allow-list (RFC 9112: 400), and the
+/// cross-origin check reads the same (first) one the allow-list would, so
+/// a second `Host` matching a foreign `Origin` smuggles nothing.
+#[tokio::test]
+async fn two_host_lines_are_read_as_the_first_or_refused() {
+    let peer = Some("192.0.2.1".parse().unwrap());
+    let open = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    let smuggled = open.begin(
+        "POST",
+        [
+            ("host", "app.test"),
+            ("host", "evil.test"),
+            ("origin", "https://evil.test"),
+        ],
+        peer,
+    );
+    assert_eq!(smuggled.map(|_| ()).unwrap_err().status, 403);
+    let listed = Auth::builder(MemoryUserStore::new())
+        .allowed_hosts(auth_core::web::AllowedHosts::parse("app.test").unwrap())
+        .build()
+        .unwrap();
+    let two = listed.begin("GET", [("host", "app.test"), ("host", "app.test")], peer);
+    assert_eq!(two.map(|_| ()).unwrap_err().status, 400);
+    assert!(listed.begin("GET", [("host", "app.test")], peer).is_ok());
+}
+
 /// Checking a form token without form tokens configured fails closed
 /// (500), whatever is sent: never a silent pass.
 #[tokio::test]

@@ -172,8 +172,9 @@ impl Auth {
             origin: None,
         };
         for (name, value) in headers {
+            // The first `Host`, as the allow-list reads it.
             if name.eq_ignore_ascii_case("host") {
-                meta.host = Some(value);
+                meta.host = meta.host.or(Some(value));
             } else if name.eq_ignore_ascii_case("sec-fetch-site") {
                 meta.sec_fetch_site = Some(value);
             } else if name.eq_ignore_ascii_case("origin") {

@@ -338,15 +338,18 @@ fn bearer_token<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Op
 
 impl Auth {
     /// Whether the request's `Host` is on the allow-list (if there is one).
+    /// A request with two `Host` lines is not (RFC 9112 3.2: 400).
     fn host_allowed<'a>(&self, headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
         let hosts = &self.parts.hosts;
-        hosts.is_any()
-            || hosts.allows(
-                headers
-                    .into_iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-                    .map(|(_, value)| value),
-            )
+        if hosts.is_any() {
+            return true;
+        }
+        let mut found = headers
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value);
+        let host = found.next();
+        found.next().is_none() && hosts.allows(host)
     }
 
     /// `reply` with the security headers it does not set itself.
