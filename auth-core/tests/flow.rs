@@ -955,6 +955,24 @@ async fn two_host_lines_are_read_as_the_first_or_refused() {
     assert!(listed.begin("GET", [("host", "app.test")], peer).is_ok());
 }
 
+/// Without passkeys, starting a passkey sign-in answers 501 before any
+/// session is made: no cookie, nothing stored.
+#[cfg(feature = "passkeys")]
+#[tokio::test]
+async fn a_passkey_sign_in_without_passkeys_makes_no_session() {
+    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    let request = auth
+        .begin(
+            "POST",
+            [("host", "example.test")],
+            Some("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap();
+    let err = request.begin_passkey_sign_in().await.unwrap_err();
+    assert_eq!(err.status(), 501);
+    assert!(request.finish().await.set_cookie.is_none());
+}
+
 /// Checking a form token without form tokens configured fails closed
 /// (500), whatever is sent: never a silent pass.
 #[tokio::test]

@@ -1178,6 +1178,9 @@ impl RequestAuth {
     /// The `{"publicKey": ...}` options for `navigator.credentials.get`.
     #[cfg(feature = "passkeys")]
     pub async fn begin_passkey_sign_in(&self) -> Result<serde_json::Value, AuthError> {
+        // Without passkeys: the 501 before any session (or IP budget) is
+        // spent on holding a challenge.
+        self.authenticator().passkeys()?;
         let mut slot = self.slot().await?;
         // A signed-in session may hold the challenge too: the sign-in
         // replaces it with a new session.
