@@ -1,6 +1,7 @@
 //! The migration frame every SQL store runs on open (sessions, users,
-//! accounts): one transaction, PostgreSQL's advisory lock (so instances
-//! starting together migrate one at a time), the shared
+//! accounts): one transaction, PostgreSQL's advisory lock or SQLite's
+//! write lock from the start (so instances starting together migrate one
+//! at a time), the shared
 //! `auth_schema_migrations` table, the component's current version, a
 //! refusal of a schema newer than this code knows, then the store's own
 //! steps, the new version and the commit.
@@ -12,7 +13,14 @@
 macro_rules! migrate {
     ($pool:expr, $queries:expr, $latest:expr, $newer:expr, |$tx:ident, $current:ident| $steps:block) => {{
         let queries = &$queries;
-        let mut $tx = $pool.begin().await?;
+        let mut $tx = match queries.lock_migrations {
+            Some(_) => $pool.begin().await?,
+            // SQLite (no advisory lock): the write lock from the start. A
+            // deferred transaction that reads and then writes fails at once
+            // (`SQLITE_BUSY`) when another connection wrote meanwhile; this
+            // one waits for it under the busy timeout.
+            None => $pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
         if let Some(lock) = queries.lock_migrations {
             sqlx::query(lock).execute(&mut *$tx).await?;
         }

@@ -87,6 +87,41 @@ async fn the_one_call_suite_passes_for_the_memory_store() {
     .await;
 }
 
+/// A store opened while another connection writes to the file waits for
+/// it (the migration takes SQLite's write lock from the start) instead of
+/// failing at once with "database is locked": a second instance starting
+/// during a rolling restart, an admin tool writing.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_opened_while_another_connection_writes_waits_for_it() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("busy-db"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("auth.db").display());
+    let first = auth_core::session::SqliteStore::connect(&url)
+        .await
+        .unwrap();
+    // Another connection holds a write transaction for a while.
+    let mut writer = first.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE app_table (x INTEGER)")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let opening = tokio::spawn({
+        let url = url.clone();
+        async move { auth_core::session::SqliteStore::connect(&url).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
+    opening
+        .await
+        .unwrap()
+        .expect("opened once the writer committed");
+}
+
 /// The SQLite file holds hashes of session IDs, never an ID: neither its
 /// cookie form nor its raw bytes appear anywhere in the file.
 #[cfg(feature = "sqlite")]
