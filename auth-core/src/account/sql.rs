@@ -113,7 +113,13 @@ const SQLITE: Queries = Queries {
         ON CONFLICT (user_id) DO UPDATE
         SET address = excluded.address, verified = FALSE, pending_address = NULL",
     schema_v3: "ALTER TABLE auth_emails ADD COLUMN pending_address TEXT",
-    email_set_pending: "UPDATE auth_emails SET pending_address = ?2 WHERE user_id = ?1 AND verified",
+    // One statement: a verified address stays and the new one waits; an
+    // unverified one (or none) is simply replaced. Two statements would let
+    // a verification landing between them be overwritten.
+    email_set_pending: "INSERT INTO auth_emails (user_id, address, verified) VALUES (?1, ?2, FALSE)
+        ON CONFLICT (user_id) DO UPDATE SET
+        pending_address = CASE WHEN auth_emails.verified THEN excluded.address ELSE NULL END,
+        address = CASE WHEN auth_emails.verified THEN auth_emails.address ELSE excluded.address END",
     email_promote:
         "UPDATE auth_emails SET address = pending_address, verified = TRUE, pending_address = NULL
         WHERE user_id = ?1 AND pending_address = ?2",
@@ -175,7 +181,13 @@ const POSTGRES: Queries = Queries {
         ON CONFLICT (user_id) DO UPDATE
         SET address = excluded.address, verified = FALSE, pending_address = NULL",
     schema_v3: "ALTER TABLE auth_emails ADD COLUMN pending_address TEXT",
-    email_set_pending: "UPDATE auth_emails SET pending_address = $2 WHERE user_id = $1 AND verified",
+    // One statement: a verified address stays and the new one waits; an
+    // unverified one (or none) is simply replaced. Two statements would let
+    // a verification landing between them be overwritten.
+    email_set_pending: "INSERT INTO auth_emails (user_id, address, verified) VALUES ($1, $2, FALSE)
+        ON CONFLICT (user_id) DO UPDATE SET
+        pending_address = CASE WHEN auth_emails.verified THEN excluded.address ELSE NULL END,
+        address = CASE WHEN auth_emails.verified THEN auth_emails.address ELSE excluded.address END",
     email_promote:
         "UPDATE auth_emails SET address = pending_address, verified = TRUE, pending_address = NULL
         WHERE user_id = $1 AND pending_address = $2",
@@ -398,10 +410,12 @@ macro_rules! sql_account_store {
             }
 
             async fn set_pending_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
-                let query = sqlx::query($queries.email_set_pending).bind(user).bind(address);
-                if self.affected(query).await? == 0 {
-                    self.set_email(user, address).await?;
-                }
+                sqlx::query($queries.email_set_pending)
+                    .bind(user)
+                    .bind(address)
+                    .execute(&self.pool)
+                    .bounded::<$db>(&self.inline)
+                    .await?;
                 Ok(())
             }
 
