@@ -12,10 +12,11 @@
 mod passkey_client;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auth_core::account::MemoryAccountStore;
+use auth_core::account::{AccountStore, MemoryAccountStore, StoredTotp};
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
 use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome};
@@ -24,6 +25,7 @@ use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::rate_limit::ThrottleConfig;
 use auth_core::session::{AuthState, Factor, Session};
 use auth_core::user::MemoryUserStore;
+use auth_core::user::UserStoreError;
 use auth_core::web::Auth;
 use passkey_client::SoftAuthenticator;
 use serde_json::{Value, json};
@@ -66,6 +68,8 @@ struct Harness {
     auth: Authenticator,
     users: Arc<MemoryUserStore>,
     accounts: Arc<MemoryAccountStore>,
+    /// What the flows see of `accounts`.
+    race: Arc<EpochRace>,
     store: Arc<MemoryPasskeyStore>,
     clock: ManualClock,
     events: Arc<Recorder>,
@@ -86,9 +90,13 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
         .hasher(PasswordHasher::insecure_for_tests().unwrap())
         .build()
         .unwrap();
+    let race = Arc::new(EpochRace {
+        inner: accounts.clone(),
+        armed: AtomicBool::new(false),
+    });
     let auth = Auth::builder(users.clone())
         .clock(Arc::new(clock.clone()))
-        .accounts(accounts.clone())
+        .accounts(race.clone())
         .passwords(passwords)
         .throttle_config(throttle)
         .event_hook(events.clone())
@@ -101,6 +109,7 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
         auth,
         users,
         accounts,
+        race,
         store,
         clock,
         events,
@@ -109,6 +118,58 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
 
 fn harness() -> Harness {
     harness_with(ThrottleConfig::default())
+}
+
+/// The account state in memory, where, once armed, a sign out everywhere
+/// (the epoch raised) lands right after the next read of the epoch.
+#[derive(Debug)]
+struct EpochRace {
+    inner: Arc<MemoryAccountStore>,
+    armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl AccountStore for EpochRace {
+    async fn totp(&self, user: &str) -> Result<Option<StoredTotp>, UserStoreError> {
+        self.inner.totp(user).await
+    }
+    async fn set_pending_totp(&self, user: &str, sealed: &str) -> Result<bool, UserStoreError> {
+        self.inner.set_pending_totp(user, sealed).await
+    }
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+        step: i64,
+        hashes: &[String],
+    ) -> Result<bool, UserStoreError> {
+        self.inner.confirm_totp(user, sealed, step, hashes).await
+    }
+    async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
+        self.inner.record_totp_step(user, step).await
+    }
+    async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
+        self.inner.remove_totp(user).await
+    }
+    async fn replace_recovery_codes(&self, user: &str, h: &[String]) -> Result<(), UserStoreError> {
+        self.inner.replace_recovery_codes(user, h).await
+    }
+    async fn consume_recovery_code(&self, user: &str, hash: &str) -> Result<bool, UserStoreError> {
+        self.inner.consume_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(&self, user: &str) -> Result<u64, UserStoreError> {
+        self.inner.recovery_codes_left(user).await
+    }
+    async fn epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        let seen = self.inner.epoch(user).await?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.inner.raise_epoch(user).await?;
+        }
+        Ok(seen)
+    }
+    async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        self.inner.raise_epoch(user).await
+    }
 }
 
 fn client() -> Client {
@@ -831,6 +892,28 @@ async fn an_expired_ceremony_is_refused() {
 }
 
 // ---- the signature counter ----------------------------------------------------
+
+/// A passwordless sign-in racing a sign out everywhere (or a factor
+/// change) that raised the epoch while its session was made keeps no
+/// session: it answers busy (503) and the client tries again.
+#[tokio::test]
+async fn a_passwordless_sign_in_racing_a_sign_out_everywhere_keeps_no_session() {
+    let h = harness();
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
+    let (mut session, options) = begin_passwordless(&h).await;
+    let assertion = key.get(&options).await.unwrap();
+    h.race.armed.store(true, Ordering::SeqCst);
+    let outcome = h
+        .auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await;
+    assert!(matches!(outcome, Err(AuthError::Busy)), "{outcome:?}");
+    assert!(!h.race.armed.load(Ordering::SeqCst), "the race ran");
+    // alice's sessions: only the one she registered the passkey in.
+    let sessions = h.auth.sessions().store().list_by_user(&id).await.unwrap();
+    assert_eq!(sessions.len(), 1, "no new session survived");
+}
 
 /// The second step checks the counter stored when the answer comes, not
 /// the copy taken when its ceremony began: a clone that answers a pending

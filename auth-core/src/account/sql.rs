@@ -116,7 +116,8 @@ const SQLITE: Queries = Queries {
     // One statement: a verified address stays and the new one waits; an
     // unverified one (or none) is simply replaced. Two statements would let
     // a verification landing between them be overwritten.
-    email_set_pending: "INSERT INTO auth_emails (user_id, address, verified) VALUES (?1, ?2, FALSE)
+    email_set_pending:
+        "INSERT INTO auth_emails (user_id, address, verified) VALUES (?1, ?2, FALSE)
         ON CONFLICT (user_id) DO UPDATE SET
         pending_address = CASE WHEN auth_emails.verified THEN excluded.address ELSE NULL END,
         address = CASE WHEN auth_emails.verified THEN auth_emails.address ELSE excluded.address END",
@@ -184,7 +185,8 @@ const POSTGRES: Queries = Queries {
     // One statement: a verified address stays and the new one waits; an
     // unverified one (or none) is simply replaced. Two statements would let
     // a verification landing between them be overwritten.
-    email_set_pending: "INSERT INTO auth_emails (user_id, address, verified) VALUES ($1, $2, FALSE)
+    email_set_pending:
+        "INSERT INTO auth_emails (user_id, address, verified) VALUES ($1, $2, FALSE)
         ON CONFLICT (user_id) DO UPDATE SET
         pending_address = CASE WHEN auth_emails.verified THEN excluded.address ELSE NULL END,
         address = CASE WHEN auth_emails.verified THEN auth_emails.address ELSE excluded.address END",

@@ -673,6 +673,11 @@ impl Authenticator {
             .map_err(AuthError::internal)?;
         let now = self.now();
         let user_id = user.id().to_owned();
+        // As `enter_as`: a sign out everywhere or a factor change (this
+        // passkey's removal, say) raises the epoch before it ends sessions;
+        // one that ran while this session was made may have missed it.
+        let accounts = &self.inner.accounts;
+        let epoch = accounts.epoch(user.id()).await?;
         let session = self
             .enter(Some(current), client, move |record| {
                 record.user_id = Some(user_id);
@@ -683,6 +688,10 @@ impl Authenticator {
                 };
             })
             .await?;
+        if accounts.epoch(user.id()).await? != epoch {
+            self.inner.sessions.destroy(session).await?;
+            return Err(AuthError::Busy);
+        }
         self.success(
             AuthEventKind::LoginSucceeded,
             Some(user.id()),
