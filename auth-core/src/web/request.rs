@@ -861,7 +861,10 @@ impl RequestAuth {
         Ok((Cow::Owned(client), Some(device)))
     }
 
-    /// Ends the session server-side and removes the cookie.
+    /// Ends the session server-side and removes the cookie. The cookie
+    /// goes even when the store fails (the error is answered, 503): on a
+    /// shared browser the session is then out of reach at once, and it
+    /// ends server-side at its idle timeout.
     pub async fn logout(&self) -> Result<(), AuthError> {
         let mut slot = self.slot().await?;
         #[cfg(feature = "jwt")]
