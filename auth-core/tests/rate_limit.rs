@@ -136,7 +136,7 @@ mod cases {
     }
 
     /// One attempt by `account` from a fresh IP with device cookie `device`.
-    async fn attempt_on(
+    pub(super) async fn attempt_on(
         t: &Arc<dyn ThrottleBackend>,
         account: &str,
         device: &DeviceKey,
@@ -152,7 +152,11 @@ mod cases {
 
     /// Attempts on `account` (waiting out every back-off) until it is at its
     /// hard lock.
-    async fn lock_hard(t: &Arc<dyn ThrottleBackend>, account: &str, clock: &ManualClock) {
+    pub(super) async fn lock_hard(
+        t: &Arc<dyn ThrottleBackend>,
+        account: &str,
+        clock: &ManualClock,
+    ) {
         let mut admitted = 0;
         while admitted < 9 {
             match attempt(t, account, clock).await {
@@ -715,6 +719,50 @@ mod redis {
                 .unwrap();
             assert!(ttl > 0, "{key} does not expire");
         }
+    }
+
+    /// An account keeps at most 32 known devices: a sign-in beyond them
+    /// makes no device entry (anyone who can sign in could otherwise fill
+    /// Redis, one 90-day key per sign-in without the cookie), and those
+    /// already known stay known.
+    #[tokio::test]
+    async fn an_account_keeps_at_most_32_known_devices() {
+        let Some(url) = crate::common::service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let prefix = format!("test:{}:", random_hex());
+        let t: Arc<dyn ThrottleBackend> = Arc::new(
+            auth_core::rate_limit::RedisThrottle::connect_with_prefix(&url, config(), &prefix)
+                .await
+                .unwrap(),
+        );
+        let clock = ManualClock::starting_now();
+        let owner = account();
+        let devices: Vec<DeviceKey> = (0..40).map(|_| device()).collect();
+        for device in &devices {
+            t.record_success(&owner, Some(device), clock.now())
+                .await
+                .unwrap();
+        }
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}*:d:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 32);
+        cases::lock_hard(&t, &owner, &clock).await;
+        assert_eq!(
+            cases::attempt_on(&t, &owner, &devices[0], &clock).await,
+            Decision::Allowed,
+            "a device known before the cap stays known"
+        );
+        let (_, scope) = limited(cases::attempt_on(&t, &owner, &devices[39], &clock).await);
+        assert_eq!(scope, LimitScope::Account, "one beyond it is not known");
     }
 
     /// Forwards connections on a local port to `target` until the task is

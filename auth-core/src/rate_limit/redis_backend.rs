@@ -104,27 +104,47 @@ return 0"
     ))
 });
 
-/// KEYS[1] account key, KEYS[2] device key (or none); ARGV now, device
-/// trust (ms). A known device's count is cleared (the account's stays);
-/// otherwise the account's, and the device becomes known. A device is
-/// known while its `u` (known until, ms) is ahead of the clock.
+/// KEYS[1] account key, KEYS[2] device key and KEYS[3] the account's
+/// index of known devices (both or neither); ARGV now, device trust (ms),
+/// the most known devices an account keeps. A known device's count is
+/// cleared (the account's stays); otherwise the account's, and the device
+/// becomes known if the account has room. A device is known while its `u`
+/// (known until, ms) is ahead of the clock.
+///
+/// The cap: anyone who can sign in makes a device entry with every
+/// sign-in that carries no device cookie, a key that lives as long as the
+/// trust (90 days). Without a cap one account could fill Redis (and a
+/// `noeviction` Redis then refuses every login). A device beyond the cap
+/// is simply not made known: it counts against the account, as before
+/// its first sign-in.
 static SUCCESS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[1])
 local trust = tonumber(ARGV[2])
 local device = KEYS[2]
-if not (device and tonumber(redis.call('HGET', device, 'u') or 0) > now) then
+local known = device and tonumber(redis.call('HGET', device, 'u') or 0) > now
+if not known then
   redis.call('DEL', KEYS[1])
 end
 if device then
-  redis.call('DEL', device)
-  redis.call('HSET', device, 'f', 0, 'u', now + trust)
-  redis.call('PEXPIRE', device, trust)
+  local index = KEYS[3]
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  if known or redis.call('ZSCORE', index, device)
+      or redis.call('ZCARD', index) < tonumber(ARGV[3]) then
+    redis.call('DEL', device)
+    redis.call('HSET', device, 'f', 0, 'u', now + trust)
+    redis.call('PEXPIRE', device, trust)
+    redis.call('ZADD', index, now + trust, device)
+    redis.call('PEXPIRE', index, trust)
+  end
 end
 return 0",
     )
 });
+
+/// The most devices one account keeps known in Redis (see [`SUCCESS`]).
+pub(crate) const MAX_KNOWN_DEVICES: u32 = 32;
 
 /// Throttle state in Redis (one node or a Redis Cluster), shared by every
 /// instance. Each operation is one Lua script (atomic); time comes from the
@@ -146,7 +166,8 @@ return 0",
 /// Under the prefix (default `auth:throttle:`): `ip:<bucket>` per IP budget
 /// (a string, GCRA), `a:{<account>}` per account (or `n:{<bucket>}` for the
 /// bucket of names without an account), `a:{<account>}:d:<hex>` per known
-/// device on that account, and `bucket-key`. The braces are a hash tag: an
+/// device on that account (at most 32), `a:{<account>}:dv` indexing them,
+/// and `bucket-key`. The braces are a hash tag: an
 /// account and its devices share a slot, so the account script (lock
 /// check, count, device budget) stays one atomic script on a cluster. On a
 /// single node an attempt is one script over its IP budgets and its
@@ -488,13 +509,19 @@ impl ThrottleBackend for RedisThrottle {
         now: Timestamp,
     ) -> Result<(), ThrottleError> {
         let mut script = SUCCESS.prepare_invoke();
-        script.key(self.account_key(account));
+        let account_key = self.account_key(account);
         if let Some(device) = device.filter(|_| is_known_account(account)) {
+            let index = format!("{account_key}:dv");
+            script.key(&account_key);
             script.key(self.device_key(account, device));
+            script.key(index);
+        } else {
+            script.key(&account_key);
         }
         script
             .arg(now.as_unix_millis())
             .arg(millis(self.config.device_trust()))
+            .arg(MAX_KNOWN_DEVICES)
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
