@@ -81,6 +81,24 @@ impl AuthEventHook for Events {
     }
 }
 
+/// Waits for an audit event of `kind` (a bounded wait: a regression fails
+/// the test instead of hanging the suite).
+async fn wait_for(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<AuthEventKind>,
+    kind: AuthEventKind,
+) {
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(next) = events.recv().await {
+            if next == kind {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "no {kind:?} event");
+}
+
 fn harness_with(hook: Option<Arc<dyn AuthEventHook>>) -> Harness {
     logs();
     let sink = SmtpSink::start().unwrap();
@@ -459,7 +477,7 @@ async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
     assert!(notice.body.contains("\"alice\""), "{}", notice.body);
     assert!(!notice.body.contains(NEW_PASSWORD));
     assert!(!notice.body.contains("token="), "nothing to act on in it");
-    while events.recv().await != Some(AuthEventKind::SecurityNoticeSent) {}
+    wait_for(&mut events, AuthEventKind::SecurityNoticeSent).await;
 
     let token = h.reset_token("alice", &address).await;
     h.auth
@@ -493,7 +511,8 @@ async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
 }
 
 /// Confirming a new address voids the reset and sign-in links mailed to
-/// the old one (the owner may be leaving a mailbox someone else reads).
+/// the old one (the owner may be leaving a mailbox someone else reads),
+/// and the old one is told the change took effect.
 #[tokio::test]
 async fn a_confirmed_new_address_voids_links_sent_to_the_old_one() {
     let h = harness();
@@ -515,6 +534,17 @@ async fn a_confirmed_new_address_voids_links_sent_to_the_old_one() {
         h.auth.finish_magic_link(&magic, &client(), None).await,
         Err(AuthError::InvalidToken)
     ));
+    let notice = h.notice(&address).await.expect("the old address is told");
+    assert!(
+        notice.subject.contains("email address was changed"),
+        "{}",
+        notice.subject
+    );
+    assert!(
+        notice.body.contains("alice-new@mail.test"),
+        "{}",
+        notice.body
+    );
 }
 
 /// Login names may contain `@`: one registered as somebody else's
@@ -566,7 +596,7 @@ async fn link_requests_cost_the_ip_the_same_for_every_name() {
                 Err(other) => panic!("{other:?}"),
             }
             // The out-of-band part ends with its audit event.
-            while events.recv().await != Some(AuthEventKind::PasswordResetRequested) {}
+            wait_for(&mut events, AuthEventKind::PasswordResetRequested).await;
         }
         admitted.push(count);
     }

@@ -237,6 +237,28 @@ async fn the_reuse_grace_answers_the_same_successor() {
     );
 }
 
+/// A family stored before stamps carried the epoch keeps refreshing (its
+/// password check holds) until it ends, instead of every client being
+/// signed out at the upgrade.
+#[tokio::test]
+async fn a_family_from_before_epoch_stamps_keeps_working() {
+    let store = Arc::new(Stalling::default());
+    store
+        .legacy
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let h = harness_on(config().build().unwrap(), store.clone());
+    let (_, pair) = signed_in(&h, "alice").await;
+    let pair = h
+        .auth
+        .refresh_tokens(&pair.refresh_token, &client())
+        .await
+        .unwrap();
+    h.auth
+        .refresh_tokens(&pair.refresh_token, &client())
+        .await
+        .unwrap();
+}
+
 /// The store keeps a (sealed) successor only when a reuse grace is
 /// configured: without one, nothing stored opens to a live token.
 #[tokio::test]
@@ -485,13 +507,17 @@ async fn a_raised_epoch_ends_the_family_at_refresh() {
 }
 
 /// A refresh store that stops answering `is_live` (a stalled network)
-/// once told to, and records the sealed successors it is given.
+/// once told to, records the sealed successors it is given, and can store
+/// families as an older version did.
 #[derive(Debug, Default)]
 struct Stalling {
     inner: MemoryRefreshStore,
     stalled: std::sync::atomic::AtomicBool,
     /// Every sealed successor it was given to keep.
     sealed: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Stores families as a version before epoch stamps did (the stamp
+    /// without its `.epoch`).
+    legacy: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -501,6 +527,11 @@ impl auth_core::token::refresh::RefreshStore for Stalling {
         family: &auth_core::token::refresh::Family,
         first: auth_core::token::refresh::RefreshKey,
     ) -> Result<(), auth_core::token::refresh::RefreshStoreError> {
+        if self.legacy.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut old = family.clone();
+            old.stamp = old.stamp.split('.').next().unwrap_or_default().to_owned();
+            return self.inner.create(&old, first).await;
+        }
         self.inner.create(family, first).await
     }
     async fn rotate(

@@ -44,7 +44,8 @@
 //! through any path, the app's own included, ends them) and, on session
 //! stores that cannot revoke by user, the account's revocation epoch.
 //! One consequence: a re-hash after a login with outdated parameters ends
-//! the user's other sessions once.
+//! the user's other sessions once, and (bound to the hash as well) the
+//! reset, sign-in and address-verification links mailed before it.
 //!
 //! The code is split by concern: `error` ([`AuthError`]), `builder`
 //! ([`AuthBuilder`]), `password` (register, log in, step-up, change),

@@ -316,7 +316,7 @@ impl Authenticator {
                      asked to use another email address ({address}). It takes effect \
                      once that address is confirmed.\n\n\
                      If it was not you, change your password now: every session then ends, and \
-                     so does this change of address.\n",
+                     so does this change of address if it is not confirmed yet.\n",
                     user.login()
                 ),
             );
@@ -483,17 +483,23 @@ impl Authenticator {
         let record = self
             .consume_link(token, Purpose::EmailVerification, &refuse)
             .await?;
-        let Some((password, address)) = record.binding.split_once(':') else {
-            return Err(refuse(Some(&record.user_id)));
+        // `fingerprint:address`; a link mailed before links were bound to
+        // the password (no `:` in a fingerprint, an address has no `:`
+        // either) is bound to its address alone until it expires (24 h).
+        let (password, address) = match record.binding.split_once(':') {
+            Some((password, address)) => (Some(password), address),
+            None => (None, record.binding.as_str()),
         };
         // The password it was sent under is still the account's.
         let user = self.inner.users.find_by_id(&record.user_id).await?;
         let same_password = user.as_ref().is_some_and(|user| {
-            bool::from(
-                reset_binding(user.password_hash())
-                    .as_bytes()
-                    .ct_eq(password.as_bytes()),
-            )
+            password.is_none_or(|password| {
+                bool::from(
+                    reset_binding(user.password_hash())
+                        .as_bytes()
+                        .ct_eq(password.as_bytes()),
+                )
+            })
         });
         let accounts = &self.inner.accounts;
         let current = accounts.email(&record.user_id).await?;
@@ -515,7 +521,8 @@ impl Authenticator {
             return Err(refuse(Some(&record.user_id)));
         }
         if pending {
-            // Links mailed to the old address die with it.
+            // Links mailed to the old address die with it, and it is told
+            // the change took effect.
             let tokens = &self.inner.tokens;
             tokens
                 .delete_for_user(&record.user_id, Purpose::PasswordReset)
@@ -523,6 +530,29 @@ impl Authenticator {
             tokens
                 .delete_for_user(&record.user_id, Purpose::MagicLink)
                 .await?;
+            if let (Some(old), Some(user), Some(setup)) =
+                (current.as_ref(), user.as_ref(), self.inner.mail.as_ref())
+            {
+                let app = self.app_label();
+                let notice = Mail::new(
+                    old.address.clone(),
+                    format!("Security notice from {app}: your email address was changed"),
+                    format!(
+                        "The account \"{}\" at {app} uses another email address from now \
+                         on ({address}); this one no longer receives its mail.\n\n\
+                         If it was not you, contact {app}: whoever changed it can reset \
+                         the password through the new address.\n",
+                        user.login()
+                    ),
+                );
+                self.send_out_of_band(
+                    Arc::clone(&setup.mailer),
+                    notice,
+                    record.user_id.clone(),
+                    client.ip,
+                    AuthEventKind::SecurityNoticeSent,
+                );
+            }
         }
         self.success(
             AuthEventKind::EmailVerified,

@@ -213,6 +213,17 @@ impl Authenticator {
             .create(&family, refresh.key())
             .await
             .map_err(AuthError::internal)?;
+        // A sign out everywhere (or a factor change) that raised the epoch
+        // after it was read may have listed the user's families before this
+        // one existed: the family ends now rather than at its first refresh.
+        if self.inner.accounts.epoch(&user_id).await? != epoch {
+            service
+                .store()
+                .revoke_family(&family.id)
+                .await
+                .map_err(AuthError::internal)?;
+            return Err(AuthError::Busy);
+        }
         let pair = self.pair(service, &family, &refresh)?;
         self.success(
             AuthEventKind::TokensIssued,
@@ -305,8 +316,16 @@ impl Authenticator {
                     .of(&user, user.password_hash())
                     .await
                     .map_err(AuthError::internal)?;
-                let epoch = self.inner.accounts.epoch(user.id()).await?;
-                Some(family_stamp(&stamp, epoch))
+                // A family from before stamps carried the epoch (no `.`:
+                // session stamps are base64url) keeps its password check
+                // until it ends, rather than every client being signed out
+                // at the upgrade.
+                if family.stamp.contains('.') {
+                    let epoch = self.inner.accounts.epoch(user.id()).await?;
+                    Some(family_stamp(&stamp, epoch))
+                } else {
+                    Some(stamp.to_string())
+                }
             }
             None => None,
         };
@@ -534,9 +553,10 @@ impl Authenticator {
 
 /// A family's stamp: the session stamp of the password hash, and the
 /// account's epoch. Every event that ends a user's families also raises
-/// the epoch or changes the hash, so a family that its revocation missed
-/// (a store error halfway through, or a family created while the
-/// revocation ran) still ends at its next refresh.
+/// the epoch (or changes the hash) before it revokes them, so a family its
+/// revocation missed (a store error halfway through) still ends at its
+/// next refresh; one created while the revocation ran is caught when it is
+/// made (`issue_family` reads the epoch again after the create).
 fn family_stamp(session_stamp: &str, epoch: u64) -> String {
     format!("{session_stamp}.{epoch}")
 }

@@ -1069,7 +1069,8 @@ pub async fn the_account_page_changes_the_address_with_proof<F: HarnessFactory>(
 }
 
 /// Every change to how an account signs in is told to its verified
-/// address: a new password, TOTP on, new recovery codes, TOTP off.
+/// address: TOTP on, a new password, TOTP off (the other kinds share the
+/// path; the core tests their list).
 pub async fn changes_to_how_an_account_signs_in_are_told_to_its_address<F: HarnessFactory>() {
     let app = app::<F>();
     let address = crate::cases::registered_with_verified_email(&app, "alice").await;

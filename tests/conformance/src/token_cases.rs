@@ -456,7 +456,7 @@ pub async fn forged_tampered_and_expired_tokens_are_refused<F: HarnessFactory>()
     none["alg"] = json!("none");
     refused(&bearer_get(&app, "/api/me", &format!("{}.{p}.", encode(&none))).await);
     // HS256 with a real MAC keyed with our public key, in the forms an
-    // attacker would try: the JWK as published, and the SEC1 point.
+    // attacker would try: the JWK's JSON text, and the SEC1 point.
     let mut hs = header.clone();
     hs["alg"] = json!("HS256");
     let hs_input = format!("{}.{p}", encode(&hs));
