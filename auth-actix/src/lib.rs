@@ -107,7 +107,11 @@ pub use auth_core::{
 type LocalBoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
 /// Installs the auth pipeline on an app:
-/// `App::new()...wrap(AuthMiddleware::new(auth))` (as the last `wrap`).
+/// `App::new()...wrap(AuthMiddleware::new(auth))` (as the last `wrap`, so
+/// the outermost middleware). An error an inner service answers with goes
+/// on outward as an [`InternalError`] that carries its response, finished
+/// (security headers, `no-store`, cookies) like any other: a middleware
+/// wrapped outside this one sees that error, not the original type.
 #[derive(Debug, Clone)]
 pub struct AuthMiddleware {
     auth: Auth,
