@@ -664,6 +664,33 @@ mod redis {
         Some(Arc::new(throttle))
     }
 
+    /// A throttle on `AUTH_TEST_REDIS_URL` under a fresh prefix: the URL,
+    /// the prefix and the throttle; `None` (skipped) without a Redis.
+    async fn prefixed() -> Option<(String, String, Arc<dyn ThrottleBackend>)> {
+        let url = crate::common::service_url("AUTH_TEST_REDIS_URL")?;
+        let prefix = format!("test:{}:", random_hex());
+        let throttle =
+            auth_core::rate_limit::RedisThrottle::connect_with_prefix(&url, config(), &prefix)
+                .await
+                .unwrap();
+        Some((url, prefix, Arc::new(throttle)))
+    }
+
+    /// The keys matching `pattern`, read through a client of their own.
+    async fn keys(url: &str, pattern: &str) -> (Vec<String>, ::redis::aio::MultiplexedConnection) {
+        let mut conn = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys = ::redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (keys, conn)
+    }
+
     throttle_cases!(
         ip_budget_and_refill,
         ipv6_is_one_budget_per_64,
@@ -685,30 +712,15 @@ mod redis {
     /// bucket, and every key the throttle writes expires.
     #[tokio::test]
     async fn sprayed_names_stay_within_their_buckets() {
-        let Some(url) = crate::common::service_url("AUTH_TEST_REDIS_URL") else {
+        let Some((url, prefix, t)) = prefixed().await else {
             return;
         };
-        let prefix = format!("test:{}:", random_hex());
-        let t: Arc<dyn ThrottleBackend> = Arc::new(
-            auth_core::rate_limit::RedisThrottle::connect_with_prefix(&url, config(), &prefix)
-                .await
-                .unwrap(),
-        );
         let clock = ManualClock::starting_now();
         for n in 0..200 {
             let _ = check(&t, fresh_ip(), &format!("sprayed-{n}"), &clock).await;
         }
         let _ = check(&t, fresh_ip(), &account(), &clock).await;
-        let mut conn = ::redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let (keys, mut conn) = keys(&url, &format!("{prefix}*")).await;
         let names = keys.iter().filter(|k| k.contains(":n:")).count();
         assert!(names <= 4, "{names} name keys");
         for key in keys.iter().filter(|k| !k.ends_with("bucket-key")) {
@@ -727,15 +739,9 @@ mod redis {
     /// already known stay known.
     #[tokio::test]
     async fn an_account_keeps_at_most_32_known_devices() {
-        let Some(url) = crate::common::service_url("AUTH_TEST_REDIS_URL") else {
+        let Some((url, prefix, t)) = prefixed().await else {
             return;
         };
-        let prefix = format!("test:{}:", random_hex());
-        let t: Arc<dyn ThrottleBackend> = Arc::new(
-            auth_core::rate_limit::RedisThrottle::connect_with_prefix(&url, config(), &prefix)
-                .await
-                .unwrap(),
-        );
         let clock = ManualClock::starting_now();
         let owner = account();
         let devices: Vec<DeviceKey> = (0..40).map(|_| device()).collect();
@@ -744,17 +750,8 @@ mod redis {
                 .await
                 .unwrap();
         }
-        let mut conn = ::redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{prefix}*:d:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(keys.len(), 32);
+        let (devices_kept, _) = keys(&url, &format!("{prefix}*:d:*")).await;
+        assert_eq!(devices_kept.len(), 32);
         cases::lock_hard(&t, &owner, &clock).await;
         assert_eq!(
             cases::attempt_on(&t, &owner, &devices[0], &clock).await,

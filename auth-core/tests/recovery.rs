@@ -152,16 +152,8 @@ impl Harness {
 
     /// Registers `name` with a verified address; returns the address.
     async fn user_with_address(&self, name: &str) -> String {
-        let user = self
-            .auth
-            .register(name, &Password::from(PASSWORD), &client())
-            .await
-            .unwrap();
         let address = format!("{name}@mail.test");
-        self.auth
-            .set_email(&user, &address, &client())
-            .await
-            .unwrap();
+        self.user_with_unverified_address(name, &address).await;
         let mail = self.mail(&address).await;
         assert!(
             mail.body.contains("https://app.test/verify-email?token="),
@@ -173,6 +165,20 @@ impl Harness {
             .await
             .unwrap();
         address
+    }
+
+    /// Registers `name` and gives it `address`, unverified (its
+    /// verification mail is left in the sink).
+    async fn user_with_unverified_address(&self, name: &str, address: &str) {
+        let user = self
+            .auth
+            .register(name, &Password::from(PASSWORD), &client())
+            .await
+            .unwrap();
+        self.auth
+            .set_email(&user, address, &client())
+            .await
+            .unwrap();
     }
 
     /// A logged-in session of `name` (whose password is [`PASSWORD`]).
@@ -341,15 +347,7 @@ async fn links_expire() {
         .unwrap_err();
     assert!(matches!(err, AuthError::InvalidToken), "{err:?}");
 
-    let bob = h
-        .auth
-        .register("bob", &Password::from(PASSWORD), &client())
-        .await
-        .unwrap();
-    h.auth
-        .set_email(&bob, "bob@mail.test", &client())
-        .await
-        .unwrap();
+    h.user_with_unverified_address("bob", "bob@mail.test").await;
     let token = token_of(&h.mail("bob@mail.test").await.body);
     h.clock.advance(Duration::from_secs(24 * 60 * 60));
     assert!(matches!(
@@ -487,15 +485,7 @@ async fn changes_to_how_an_account_signs_in_are_told_to_its_address() {
     let notice = h.notice(&address).await.expect("a notice of the reset");
     assert!(notice.subject.contains("reset"), "{}", notice.subject);
 
-    let bob = h
-        .auth
-        .register("bob", &Password::from(PASSWORD), &client())
-        .await
-        .unwrap();
-    h.auth
-        .set_email(&bob, "bob@mail.test", &client())
-        .await
-        .unwrap();
+    h.user_with_unverified_address("bob", "bob@mail.test").await;
     h.mail("bob@mail.test").await;
     let mut session = h.session("bob").await;
     h.change_password(&mut session).await;
