@@ -955,19 +955,25 @@ async fn two_host_lines_are_read_as_the_first_or_refused() {
     assert!(listed.begin("GET", [("host", "app.test")], peer).is_ok());
 }
 
-/// Without passkeys, starting a passkey sign-in answers 501 before any
-/// session is made: no cookie, nothing stored.
-#[cfg(feature = "passkeys")]
-#[tokio::test]
-async fn a_passkey_sign_in_without_passkeys_makes_no_session() {
-    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
-    let request = auth
+/// A POST through an `Auth` with nothing but a memory user store.
+fn plain_post() -> auth_core::web::RequestAuth {
+    Auth::builder(MemoryUserStore::new())
+        .build()
+        .unwrap()
         .begin(
             "POST",
             [("host", "example.test")],
             Some("192.0.2.1".parse().unwrap()),
         )
-        .unwrap();
+        .unwrap()
+}
+
+/// Without passkeys, starting a passkey sign-in answers 501 before any
+/// session is made: no cookie, nothing stored.
+#[cfg(feature = "passkeys")]
+#[tokio::test]
+async fn a_passkey_sign_in_without_passkeys_makes_no_session() {
+    let request = plain_post();
     let err = request.begin_passkey_sign_in().await.unwrap_err();
     assert_eq!(err.status(), 501);
     assert!(request.finish().await.set_cookie.is_none());
@@ -977,14 +983,7 @@ async fn a_passkey_sign_in_without_passkeys_makes_no_session() {
 /// (500), whatever is sent: never a silent pass.
 #[tokio::test]
 async fn a_form_token_check_without_form_tokens_fails_closed() {
-    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
-    let request = auth
-        .begin(
-            "POST",
-            [("host", "example.test")],
-            Some("192.0.2.1".parse().unwrap()),
-        )
-        .unwrap();
+    let request = plain_post();
     assert_eq!(request.form_token().await.unwrap(), None);
     for token in [None, Some("anything")] {
         let err = request.verify_form_token(token).await.unwrap_err();
