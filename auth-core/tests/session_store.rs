@@ -117,7 +117,10 @@ async fn a_store_opened_while_another_connection_writes_waits_for_it() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // Still waiting (it cannot migrate without the write lock): an open
     // that failed at once would be finished by now.
-    assert!(!opening.is_finished(), "the open did not wait for the writer");
+    assert!(
+        !opening.is_finished(),
+        "the open did not wait for the writer"
+    );
     sqlx::query("COMMIT").execute(&mut *writer).await.unwrap();
     opening
         .await
