@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::rate_limit::{
-    Attempt, Decision, DeviceKey, Ipv6Tier, LimitScope, MemoryThrottle, ThrottleBackend,
-    ThrottleConfig,
+    Attempt, Decision, DeviceKey, Ipv6Tier, LimitScope, MAX_KNOWN_DEVICES, MemoryThrottle,
+    ThrottleBackend, ThrottleConfig,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -136,7 +136,7 @@ mod cases {
     }
 
     /// One attempt by `account` from a fresh IP with device cookie `device`.
-    pub(super) async fn attempt_on(
+    async fn attempt_on(
         t: &Arc<dyn ThrottleBackend>,
         account: &str,
         device: &DeviceKey,
@@ -152,11 +152,7 @@ mod cases {
 
     /// Attempts on `account` (waiting out every back-off) until it is at its
     /// hard lock.
-    pub(super) async fn lock_hard(
-        t: &Arc<dyn ThrottleBackend>,
-        account: &str,
-        clock: &ManualClock,
-    ) {
+    async fn lock_hard(t: &Arc<dyn ThrottleBackend>, account: &str, clock: &ManualClock) {
         let mut admitted = 0;
         while admitted < 9 {
             match attempt(t, account, clock).await {
@@ -304,6 +300,31 @@ mod cases {
             attempt(&t, &victim, &clock).await,
             Decision::Limited { .. }
         ));
+    }
+
+    /// An account keeps at most `MAX_KNOWN_DEVICES` known devices: a
+    /// sign-in beyond them makes none known (anyone who can sign in makes a
+    /// device with each sign-in without the cookie), and those already
+    /// known stay known.
+    pub(super) async fn an_account_keeps_a_bounded_number_of_devices(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let owner = account();
+        let devices: Vec<DeviceKey> = (0..MAX_KNOWN_DEVICES + 8).map(|_| device()).collect();
+        for device in &devices {
+            t.record_success(&owner, Some(device), clock.now())
+                .await
+                .unwrap();
+        }
+        lock_hard(&t, &owner, &clock).await;
+        assert_eq!(
+            attempt_on(&t, &owner, &devices[0], &clock).await,
+            Decision::Allowed,
+            "a device known before the cap stays known"
+        );
+        let (_, scope) = limited(attempt_on(&t, &owner, &devices[MAX_KNOWN_DEVICES], &clock).await);
+        assert_eq!(scope, LimitScope::Account, "one beyond it is not known");
     }
 
     /// A known device has a budget of its own, with the same back-off; at
@@ -514,6 +535,7 @@ mod memory {
         success_clears_the_count,
         hard_lock_ends_or_is_lifted,
         a_known_device_passes_the_account_lock,
+        an_account_keeps_a_bounded_number_of_devices,
         a_known_device_has_its_own_budget,
         a_device_is_known_for_a_while,
         unknown_names_share_buckets,
@@ -700,6 +722,7 @@ mod redis {
         success_clears_the_count,
         hard_lock_ends_or_is_lifted,
         a_known_device_passes_the_account_lock,
+        an_account_keeps_a_bounded_number_of_devices,
         a_known_device_has_its_own_budget,
         a_device_is_known_for_a_while,
         unknown_names_share_buckets,
@@ -733,33 +756,22 @@ mod redis {
         }
     }
 
-    /// An account keeps at most 32 known devices: a sign-in beyond them
-    /// makes no device entry (anyone who can sign in could otherwise fill
-    /// Redis, one 90-day key per sign-in without the cookie), and those
-    /// already known stay known.
+    /// Beyond `MAX_KNOWN_DEVICES`, a sign-in writes no device key: one
+    /// account cannot fill Redis with 90-day keys.
     #[tokio::test]
-    async fn an_account_keeps_at_most_32_known_devices() {
+    async fn an_account_writes_a_bounded_number_of_device_keys() {
         let Some((url, prefix, t)) = prefixed().await else {
             return;
         };
         let clock = ManualClock::starting_now();
         let owner = account();
-        let devices: Vec<DeviceKey> = (0..40).map(|_| device()).collect();
-        for device in &devices {
-            t.record_success(&owner, Some(device), clock.now())
+        for _ in 0..MAX_KNOWN_DEVICES + 8 {
+            t.record_success(&owner, Some(&device()), clock.now())
                 .await
                 .unwrap();
         }
         let (devices_kept, _) = keys(&url, &format!("{prefix}*:d:*")).await;
-        assert_eq!(devices_kept.len(), 32);
-        cases::lock_hard(&t, &owner, &clock).await;
-        assert_eq!(
-            cases::attempt_on(&t, &owner, &devices[0], &clock).await,
-            Decision::Allowed,
-            "a device known before the cap stays known"
-        );
-        let (_, scope) = limited(cases::attempt_on(&t, &owner, &devices[39], &clock).await);
-        assert_eq!(scope, LimitScope::Account, "one beyond it is not known");
+        assert_eq!(devices_kept.len(), MAX_KNOWN_DEVICES);
     }
 
     /// Forwards connections on a local port to `target` until the task is

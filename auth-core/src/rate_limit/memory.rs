@@ -10,6 +10,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
+use super::MAX_KNOWN_DEVICES;
 use super::{
     Attempt, Decision, DeviceKey, IpBucket, LimitScope, ThrottleBackend, ThrottleConfig,
     ThrottleError, is_known_account,
@@ -136,6 +137,9 @@ impl std::hash::Hasher for KeyHasher {
 
 type AccountMap = HashMap<AccountKey, Entry, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// An account's key to its known devices' keys.
+type DeviceIndex = HashMap<AccountKey, Vec<AccountKey>, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// A budget of consecutive failures: an account's, a known device's on an
 /// account, or a bucket of names without an account.
 #[derive(Debug, Clone, Copy)]
@@ -245,6 +249,10 @@ pub struct MemoryThrottle {
     /// One limiter per quota (see [`ThrottleConfig::ip_buckets`]).
     ips: RwLock<Vec<IpLimiter>>,
     accounts: Mutex<AccountMap>,
+    /// The known devices of each account (keys into `accounts`), at most
+    /// [`MAX_KNOWN_DEVICES`] each; pruned of devices gone from `accounts`
+    /// when touched and at housekeeping. Locked inside `accounts`.
+    devices: Mutex<DeviceIndex>,
     names: Mutex<HashMap<u32, Entry>>,
     /// A random SipHash key: an account's map key is its name hashed
     /// twice under it, in two domains (128 bits, keyed, so nobody can aim
@@ -266,6 +274,7 @@ impl MemoryThrottle {
             lag,
             ips,
             accounts: Mutex::default(),
+            devices: Mutex::default(),
             names: Mutex::default(),
             account_key: std::hash::RandomState::new(),
             checks: AtomicU64::new(0),
@@ -327,6 +336,13 @@ impl MemoryThrottle {
         let mut accounts = self.lock_accounts();
         accounts.retain(|_, entry| entry.expires(memory) > now);
         accounts.shrink_to_fit();
+        let mut devices = self.lock_devices();
+        devices.retain(|_, known| {
+            known.retain(|key| still_known(&accounts, key, now));
+            !known.is_empty()
+        });
+        devices.shrink_to_fit();
+        drop(devices);
         drop(accounts);
         let mut names = self.lock_names();
         names.retain(|_, entry| entry.expires(memory) > now);
@@ -407,6 +423,36 @@ impl MemoryThrottle {
         self.accounts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_devices(&self) -> std::sync::MutexGuard<'_, DeviceIndex> {
+        self.devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `device` may be known for `account`: it is already, or the
+    /// account knows fewer than [`MAX_KNOWN_DEVICES`] (then it is listed).
+    /// Anyone who can sign in makes a device with every sign-in without
+    /// the cookie: without a cap one account could fill the table.
+    fn room_for_device(
+        &self,
+        accounts: &AccountMap,
+        account: AccountKey,
+        device: AccountKey,
+        now: Timestamp,
+    ) -> bool {
+        let mut index = self.lock_devices();
+        let known = index.entry(account).or_default();
+        known.retain(|key| still_known(accounts, key, now));
+        if known.contains(&device) {
+            return true;
+        }
+        if known.len() >= MAX_KNOWN_DEVICES {
+            return false;
+        }
+        known.push(device);
+        true
     }
 
     fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
@@ -573,11 +619,16 @@ impl ThrottleBackend for MemoryThrottle {
                 return Ok(());
             }
         }
-        accounts.remove(&self.account_key(account));
+        let account_key = self.account_key(account);
+        accounts.remove(&account_key);
         if let Some(device) = device {
+            let key = self.device_key(account, device);
+            if !self.room_for_device(&accounts, account_key, key, now) {
+                return Ok(());
+            }
             self.make_room(&mut accounts, now);
             accounts.insert(
-                self.device_key(account, device),
+                key,
                 Entry {
                     trusted_until: Some(trusted_until),
                     ..Entry::new(now)
@@ -597,6 +648,13 @@ impl ThrottleBackend for MemoryThrottle {
         }
         Ok(())
     }
+}
+
+/// Whether the entry at `key` is a device known at `now`.
+fn still_known(accounts: &AccountMap, key: &AccountKey, now: Timestamp) -> bool {
+    accounts
+        .get(key)
+        .is_some_and(|entry| entry.trusted_until.is_some_and(|until| until > now))
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ mod memory;
 mod redis_backend;
 
 pub use crate::session::SessionKey as DeviceKey;
+
+/// The most devices one account keeps known, in every backend: anyone
+/// who can sign in makes a device with each sign-in that carries no device
+/// cookie (a 90-day entry); one beyond the cap is not made known (it counts
+/// against the account, as before its first sign-in).
+pub const MAX_KNOWN_DEVICES: usize = 32;
 pub use client_ip::{ForwardedHeader, InvalidProxy, IpBucket, TrustedProxies};
 pub use memory::MemoryThrottle;
 #[cfg(feature = "redis")]

@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use sha2::{Digest, Sha256};
 
+use super::MAX_KNOWN_DEVICES;
 use super::{
     Attempt, Decision, DeviceKey, LimitScope, ThrottleBackend, ThrottleConfig, ThrottleError,
     is_known_account,
@@ -142,9 +143,6 @@ end
 return 0",
     )
 });
-
-/// The most devices one account keeps known in Redis (see [`SUCCESS`]).
-pub(crate) const MAX_KNOWN_DEVICES: u32 = 32;
 
 /// Throttle state in Redis (one node or a Redis Cluster), shared by every
 /// instance. Each operation is one Lua script (atomic); time comes from the
