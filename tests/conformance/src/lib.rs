@@ -190,12 +190,15 @@ pub async fn no_mail_to(address: &str, wait: Duration) -> bool {
         .is_none()
 }
 
-/// The next security notice to `address` (the core tells a verified
-/// address of every change to how its account signs in), waiting up to
-/// 10 s. [`mail_to`] leaves them aside.
-pub async fn notice_to(address: &str) -> Option<auth_smtp_sink::ReceivedMail> {
+/// The next security notice to `address` whose subject mentions `about`
+/// (the core tells a verified address of every change to how its account
+/// signs in; several may be under way at once), waiting up to 10 s.
+/// [`mail_to`] leaves notices aside.
+pub async fn notice_to(address: &str, about: &str) -> Option<auth_smtp_sink::ReceivedMail> {
     sink()
-        .wait_for_mail_where(address, Duration::from_secs(10), is_notice)
+        .wait_for_mail_where(address, Duration::from_secs(10), |m| {
+            is_notice(m) && m.subject.contains(about)
+        })
         .await
 }
 
@@ -547,6 +550,7 @@ macro_rules! conformance_suite {
             an_idle_family_expires,
         );
         $crate::conformance_suite!(@passkeys $f;
+            adding_and_removing_a_passkey_are_told_to_the_address,
             a_registered_passkey_is_listed,
             a_passkey_signs_in_without_a_password,
             a_passkey_completes_a_password_login,

@@ -659,3 +659,41 @@ pub async fn no_passkey_second_step_without_the_password<F: HarnessFactory>() {
     let r = sign_in_finish(&app, Some("__Host-session=garbage"), &assertion).await;
     refused(&app, &r, &[400, 401], "a garbage cookie").await;
 }
+
+/// Adding and removing a passkey are told to the account's verified
+/// address (someone who learnt the password and added one is then known
+/// to the owner).
+pub async fn adding_and_removing_a_passkey_are_told_to_the_address<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = crate::cases::registered_with_verified_email(&app, "alice").await;
+    let cookie = app.login("alice").await;
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let added = add_passkey(
+        &app,
+        &cookie,
+        &mut phone,
+        json!({ "password": PASSWORD }),
+        "Phone",
+    )
+    .await;
+    assert!(
+        crate::notice_to(&address, "a passkey was added")
+            .await
+            .is_some(),
+        "told of the new passkey"
+    );
+    let r = app
+        .send(
+            TestApp::req("DELETE", &format!("/api/passkeys/{}", added.id))
+                .json(json!({ "password": PASSWORD, "code": added.recovery_codes[0] }))
+                .header("cookie", &added.cookie),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(
+        crate::notice_to(&address, "a passkey was removed")
+            .await
+            .is_some(),
+        "told of the removal"
+    );
+}
