@@ -596,17 +596,23 @@ mod memory {
         assert_eq!(memory.tracked(), (0, 0));
     }
 
-    /// A full account table makes room (the entries expiring soonest go)
-    /// rather than refusing anyone.
-    #[tokio::test]
-    async fn a_full_account_table_refuses_no_one() {
-        let clock = ManualClock::starting_now();
+    /// A memory throttle whose account table holds 100 entries, and the
+    /// same as a backend.
+    fn small_table(clock: &ManualClock) -> (Arc<MemoryThrottle>, Arc<dyn ThrottleBackend>) {
         let config = ThrottleConfig::builder()
             .max_tracked(1_000_000, 100)
             .build()
             .unwrap();
         let memory = Arc::new(MemoryThrottle::new(config, Arc::new(clock.clone())));
-        let throttle: Arc<dyn ThrottleBackend> = memory.clone();
+        (memory.clone(), memory)
+    }
+
+    /// A full account table makes room (the entries expiring soonest go)
+    /// rather than refusing anyone.
+    #[tokio::test]
+    async fn a_full_account_table_refuses_no_one() {
+        let clock = ManualClock::starting_now();
+        let (memory, throttle) = small_table(&clock);
         for _ in 0..150 {
             let locked = account();
             for _ in 0..6 {
@@ -628,12 +634,7 @@ mod memory {
     #[tokio::test]
     async fn device_entries_never_evict_a_lock() {
         let clock = ManualClock::starting_now();
-        let config = ThrottleConfig::builder()
-            .max_tracked(1_000_000, 100)
-            .build()
-            .unwrap();
-        let memory = Arc::new(MemoryThrottle::new(config, Arc::new(clock.clone())));
-        let throttle: Arc<dyn ThrottleBackend> = memory.clone();
+        let (memory, throttle) = small_table(&clock);
         let victim = account();
         for _ in 0..6 {
             let _ = check(&throttle, fresh_ip(), &victim, &clock).await;
