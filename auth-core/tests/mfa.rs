@@ -716,30 +716,43 @@ async fn the_second_step_is_throttled_per_account_and_a_password_does_not_reset_
 #[tokio::test]
 async fn the_second_step_is_throttled_per_ip_across_accounts() {
     let h = memory();
-    let mut secrets = Vec::new();
-    for name in ["u0", "u1"] {
-        secrets.push(enrolled(&h, name).await.secret);
+    // More accounts than the IP's burst (30), each failing its second step
+    // once: no account comes near its own lock (5), so only the IP's
+    // budget can refuse.
+    let names: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+    for name in &names {
+        enrolled(&h, name).await;
     }
-    // One IP hammering: its burst (30) runs out whatever the account.
     let c = client("198.51.100.77");
-    let mut throttled = false;
-    for attempt in 0..40 {
-        let name = if attempt % 2 == 0 { "u0" } else { "u1" };
-        let outcome = h.auth.login(name, &pw(), &c, None).await;
-        let Ok(LoginOutcome::MfaRequired { mut session, .. }) = outcome else {
-            throttled = true;
-            break;
+    let mut refused_at = None;
+    for (attempt, name) in names.iter().enumerate() {
+        let mut session = match h.auth.login(name, &pw(), &c, None).await {
+            Ok(LoginOutcome::MfaRequired { session, .. }) => session,
+            Err(AuthError::Throttled { .. }) => {
+                refused_at = Some(attempt);
+                break;
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
         };
         match h.auth.login_totp(&mut session, "000000", &c).await {
             Err(AuthError::Throttled { .. }) => {
-                throttled = true;
+                refused_at = Some(attempt);
                 break;
             }
             Err(AuthError::InvalidCode) => {}
-            other => panic!("{other:?}"),
+            other => panic!("attempt {attempt}: {other:?}"),
         }
     }
-    assert!(throttled);
+    // Every attempt counts against the IP, each step of a login too: 15
+    // passwords and 15 wrong codes spend the burst of 30, and the next
+    // attempt is refused for the IP. (Were the second step not charged to
+    // the IP, the refusal would come at the 30th password.)
+    assert_eq!(refused_at, Some(15));
+    let last = h.events.last();
+    assert_eq!(
+        (last.kind, last.reason),
+        (AuthEventKind::Throttled, Some(FailureReason::IpThrottled))
+    );
 }
 
 #[tokio::test]

@@ -965,6 +965,9 @@ async fn a_counter_that_goes_backwards_is_refused() {
     *key.passkeys() = snapshot.clone();
     h.events.clear();
     let before = stored(&h, &id).await;
+    // Later, so a use recorded by the refused answer would show in
+    // `last_used_at`.
+    h.clock.advance(Duration::from_secs(60));
     refused(passwordless(&h, &mut key).await);
     assert!(
         h.events.has(

@@ -549,13 +549,17 @@ pub async fn a_passkey_counter_that_goes_backwards_is_refused<F: HarnessFactory>
     let app = app::<F>();
     let mut key = SoftAuthenticator::with_counter(ORIGIN);
     user_with_passkey(&app, "alice", &mut key).await;
+    // A copy from before two uses: its next signature counts one less
+    // than the stored counter, not only the same.
+    let snapshot = key.passkeys().clone();
     let r = passwordless(&app, &mut key).await;
     signed_in(&app, &r, None).await;
-    let snapshot = key.passkeys().clone();
     let r = passwordless(&app, &mut key).await;
     let cookie = signed_in(&app, &r, None).await;
     let used = list(&app, &cookie).await[0]["last_used_at"].clone();
 
+    // Later, so a use recorded by the refused answer would show.
+    app.advance(Duration::from_secs(120));
     *key.passkeys() = snapshot;
     let (visitor, assertion) = passwordless_assertion(&app, &mut key).await;
     let r = sign_in_finish(&app, visitor.as_deref(), &assertion).await;

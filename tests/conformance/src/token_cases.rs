@@ -496,8 +496,10 @@ pub async fn forged_tampered_and_expired_tokens_are_refused<F: HarnessFactory>()
         );
         refused(&bearer_get(&app, "/api/me", &forged).await);
     }
+    // A claim raised (a second factor that never happened), all else as
+    // signed: only the signature can refuse it.
     let mut other = claims.clone();
-    other["sub"] = json!("someone-else");
+    other["amr"] = json!(["pwd", "otp"]);
     refused(&bearer_get(&app, "/api/me", &format!("{h}.{}.{s}", encode(&other))).await);
     // Signed by another key, under our key's id.
     let parsed: AccessClaims = serde_json::from_value(claims.clone()).expect("claims");
