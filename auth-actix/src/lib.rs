@@ -13,7 +13,7 @@
 //!   and writes `Set-Cookie` when the session got a new ID or ended.
 //! * Extractors: [`AuthSession`] (login, logout, change password, sign out
 //!   everywhere, sessions, app data; it dereferences to the core's
-//!   [`RequestAuth`]), [`CurrentUser`] (401 unless authenticated) and
+//!   [`RequestAuth`]), [`CurrentUser`] (refuses as the login guard does without a login) and
 //!   [`OptionalUser`].
 //! * Route protection: [`require_login`], [`require_recent_login`] and
 //!   [`require_mfa`], for `actix_web::middleware::from_fn`. API requests get
@@ -35,7 +35,7 @@
 //! (`AuthBuilder::tokens`), the same extractors and guards also take
 //! `Authorization: Bearer <access token>`: such a request is decided by its
 //! token alone (its cookies are not read, no cross-site check applies, its
-//! answer sets no cookie; a guard refuses it with JSON, never a redirect,
+//! answer sets no cookie; a guard or `CurrentUser` refuses it with JSON, never a redirect,
 //! and a 401 adds `WWW-Authenticate: Bearer`).
 //!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
@@ -387,8 +387,11 @@ impl FromRequest for AuthSession {
 
 /// The authenticated user as the app's own type `U` (the user store's
 /// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
-/// per request with the session and shared without a copy; rejects with
-/// 401 otherwise. Dereferences to `U`.
+/// per request with the session and shared without a copy. Without one it
+/// rejects as [`require_login`] does (a browser asking for HTML is
+/// redirected to the login page, an API client gets JSON 401, a bearer
+/// request's 401 carries `WWW-Authenticate`), so it protects a route by
+/// itself. Dereferences to `U`.
 #[derive(Debug)]
 pub struct CurrentUser<U = User>(pub Arc<U>);
 
@@ -401,16 +404,34 @@ impl<U> Deref for CurrentUser<U> {
 }
 
 impl<U: AuthUser> FromRequest for CurrentUser<U> {
-    type Error = AuthRejection;
-    type Future = LocalBoxFuture<Result<Self, AuthRejection>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<Result<Self, actix_web::Error>>;
 
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let state = request_auth(request);
+        let request = request.clone();
         Box::pin(async move {
             let state = state.ok_or_else(missing_middleware)?;
-            Ok(Self(state.current_user::<U>().await?))
+            match state.current_user::<U>().await {
+                Ok(user) => Ok(Self(user)),
+                Err(error) => {
+                    let response = refuse(&state, &error, &request);
+                    Err(InternalError::from_response(AuthRejection(error), response).into())
+                }
+            }
         })
     }
+}
+
+/// The answer to a request a route protection (or [`CurrentUser`])
+/// refused.
+fn refuse(state: &RequestAuth, error: &AuthError, request: &HttpRequest) -> HttpResponse {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    reply(state.refusal(error, accept, path))
 }
 
 /// The authenticated user as `U`, if any; never rejects for lack of one.
@@ -442,12 +463,7 @@ async fn guard<B: MessageBody + 'static>(
     match state.check(guard).await {
         Ok(()) => Ok(next.call(request).await?.map_into_left_body()),
         Err(error) => {
-            let accept = request
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let response = reply(state.refusal(&error, accept, path));
+            let response = refuse(&state, &error, request.request());
             Ok(request.into_response(response).map_into_right_body())
         }
     }

@@ -12,8 +12,8 @@
 //!   `MockConnectInfo`); without one it answers 500 rather than throttle
 //!   every client as one.
 //! * Extractors: [`AuthSession`] (login, logout, change password, sign out
-//!   everywhere, sessions, app data), [`CurrentUser`] (401 unless
-//!   authenticated) and [`OptionalUser`].
+//!   everywhere, sessions, app data), [`CurrentUser`] (refuses as the login
+//!   guard does without a login) and [`OptionalUser`].
 //! * Route protection: [`RequireLayer`] (`login`, `recent_login`, `mfa`) for
 //!   `route_layer`, or [`require_login`], [`require_recent_login`] and
 //!   [`require_mfa`], for `axum::middleware::from_fn`. API requests get JSON
@@ -24,7 +24,7 @@
 //! (`AuthBuilder::tokens`), the same extractors and guards also take
 //! `Authorization: Bearer <access token>`: such a request is decided by its
 //! token alone (its cookies are not read, no cross-site check applies, its
-//! answer sets no cookie; a guard refuses it with JSON, never a redirect,
+//! answer sets no cookie; a guard or `CurrentUser` refuses it with JSON, never a redirect,
 //! and a 401 adds `WWW-Authenticate: Bearer`).
 //!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
@@ -93,7 +93,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::InvalidHeaderValue;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -442,8 +442,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthSession {
 
 /// The authenticated user as the app's own type `U` (the user store's
 /// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
-/// per request with the session and shared without a copy; rejects with
-/// 401 otherwise. Dereferences to `U`.
+/// per request with the session and shared without a copy. Without one it
+/// rejects as [`RequireLayer::login`] does (a browser asking for HTML is
+/// redirected to the login page, an API client gets JSON 401, a bearer
+/// request's 401 carries `WWW-Authenticate`), so it protects a route by
+/// itself. Dereferences to `U`.
 #[derive(Debug)]
 pub struct CurrentUser<U = User>(pub Arc<U>);
 
@@ -460,11 +463,22 @@ where
     S: Send + Sync,
     U: AuthUser,
 {
-    type Rejection = AuthRejection;
+    type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = AuthSession::from_request_parts(parts, state).await?;
-        Ok(Self(auth.current_user::<U>().await?))
+        let auth = AuthSession::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match auth.current_user::<U>().await {
+            Ok(user) => Ok(Self(user)),
+            Err(error) => Err(refuse(
+                &auth.state,
+                &error,
+                &parts.headers,
+                &parts.uri,
+                &parts.extensions,
+            )),
+        }
     }
 }
 
@@ -485,18 +499,21 @@ where
     }
 }
 
-/// The answer to a request a route protection refused.
-fn refuse(state: &RequestAuth, error: &AuthError, request: &Request) -> Response {
-    let accept = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+/// The answer to a request a route protection (or [`CurrentUser`])
+/// refused.
+fn refuse(
+    state: &RequestAuth,
+    error: &AuthError,
+    headers: &HeaderMap,
+    uri: &Uri,
+    extensions: &Extensions,
+) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     // The path the browser asked for: under `Router::nest` the request's
     // own URI has lost the prefix.
-    let uri = request
-        .extensions()
+    let uri = extensions
         .get::<OriginalUri>()
-        .map_or(request.uri(), |original| &original.0);
+        .map_or(uri, |original| &original.0);
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     reply(state.refusal(error, accept, path))
 }
@@ -507,7 +524,13 @@ async fn guard(request: Request, next: Next, guard: Guard) -> Response {
     };
     match state.check(guard).await {
         Ok(()) => next.run(request).await,
-        Err(error) => refuse(&state, &error, &request),
+        Err(error) => refuse(
+            &state,
+            &error,
+            request.headers(),
+            request.uri(),
+            request.extensions(),
+        ),
     }
 }
 
@@ -610,7 +633,13 @@ where
         Box::pin(async move {
             match state.check(guard).await {
                 Ok(()) => inner.call(request).await,
-                Err(error) => Ok(refuse(&state, &error, &request)),
+                Err(error) => Ok(refuse(
+                    &state,
+                    &error,
+                    request.headers(),
+                    request.uri(),
+                    request.extensions(),
+                )),
             }
         })
     }

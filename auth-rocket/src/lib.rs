@@ -15,8 +15,8 @@
 //!   session cookie is written as a raw `Set-Cookie` header; Rocket's
 //!   `CookieJar` never sees it.
 //! * Request guards: [`AuthSession`] (login, logout, change password, sign
-//!   out everywhere, sessions, app data), [`CurrentUser`] (401 unless
-//!   authenticated) and [`OptionalUser`].
+//!   out everywhere, sessions, app data), [`CurrentUser`] (refuses as the login
+//!   guard does without a login) and [`OptionalUser`].
 //! * Route protection: the guards [`RequireLogin`], [`RequireRecentLogin`]
 //!   and [`RequireMfa`]. API requests get JSON 401/403; browsers asking for
 //!   HTML are redirected (303) to the login page with a safe `next`.
@@ -46,7 +46,7 @@
 //! (`AuthBuilder::tokens`), the same extractors and guards also take
 //! `Authorization: Bearer <access token>`: such a request is decided by its
 //! token alone (its cookies are not read, no cross-site check applies, its
-//! answer sets no cookie; a guard refuses it with JSON, never a redirect,
+//! answer sets no cookie; a guard or `CurrentUser` refuses it with JSON, never a redirect,
 //! and a 401 adds `WWW-Authenticate: Bearer`).
 //!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
@@ -464,8 +464,11 @@ impl<'r> FromRequest<'r> for AuthSession {
 
 /// The authenticated user as the app's own type `U` (the user store's
 /// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
-/// per request with the session and shared without a copy; fails with 401
-/// otherwise. Dereferences to `U`.
+/// per request with the session and shared without a copy. Without one it
+/// fails as [`RequireLogin`] does (a browser asking for HTML is redirected
+/// to the login page, an API client gets JSON 401, a bearer request's 401
+/// carries `WWW-Authenticate`), so it protects a route by itself.
+/// Dereferences to `U`.
 #[derive(Debug)]
 pub struct CurrentUser<U = User>(pub Arc<U>);
 
@@ -488,7 +491,7 @@ impl<'r, U: AuthUser> FromRequest<'r> for CurrentUser<U> {
         };
         match state.current_user::<U>().await {
             Ok(user) => Outcome::Success(Self(user)),
-            Err(error) => fail_with(request, error),
+            Err(error) => refuse(request, &state, error),
         }
     }
 }
@@ -523,13 +526,21 @@ async fn protect<S>(request: &Request<'_>, guard: Guard, ok: S) -> Outcome<S, Au
     };
     match state.check(guard).await {
         Ok(()) => Outcome::Success(ok),
-        Err(error) => {
-            let accept = request.headers().get_one("Accept");
-            let path = request.uri().to_string();
-            let refusal = state.refusal(&error, accept, &path);
-            fail(request, error, refusal)
-        }
+        Err(error) => refuse(request, &state, error),
     }
+}
+
+/// Fails a request a route protection (or [`CurrentUser`]) refused, with
+/// the core's answer for it.
+fn refuse<S>(
+    request: &Request<'_>,
+    state: &RequestAuth,
+    error: AuthError,
+) -> Outcome<S, AuthRejection> {
+    let accept = request.headers().get_one("Accept");
+    let path = request.uri().to_string();
+    let refusal = state.refusal(&error, accept, &path);
+    fail(request, error, refusal)
 }
 
 /// Route protection: an authenticated session is required. Put it first

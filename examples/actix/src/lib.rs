@@ -56,7 +56,8 @@ pub fn app(
         .service(resource("/api/login/magic/finish").post(finish_magic_link))
         .service(resource("/api/login/passkey/start").post(passkey_sign_in_start))
         .service(resource("/api/login/passkey/finish").post(passkey_sign_in_finish))
-        .service(protected("/api/me").get(me))
+        // `CurrentUser` alone protects a route: it refuses as the guard does.
+        .service(resource("/api/me").get(me))
         .service(protected("/api/password").post(change_password))
         .service(protected("/api/email").post(change_email))
         .service(protected("/api/sessions").get(list_sessions))

@@ -23,7 +23,6 @@ use tower::ServiceBuilder;
 /// The whole demo around `auth`.
 pub fn app(auth: Auth) -> Router {
     let api_protected = Router::new()
-        .route("/api/me", get(me))
         .route("/api/password", post(change_password))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", delete(revoke_session))
@@ -82,6 +81,8 @@ pub fn app(auth: Auth) -> Router {
         .route("/api/login/magic/finish", post(finish_magic_link))
         .route("/api/login/passkey/start", post(passkey_sign_in_start))
         .route("/api/login/passkey/finish", post(passkey_sign_in_finish))
+        // `CurrentUser` alone protects a route: it refuses as the guard does.
+        .route("/api/me", get(me))
         .merge(api_protected)
         .merge(api_mfa)
         .route("/", get(home))

@@ -291,8 +291,9 @@ async fn logout(auth: AuthSession) -> ReplyResponder {
     reply(h::logout(&auth).await)
 }
 
+/// `CurrentUser` alone protects a route: it refuses as `RequireLogin` does.
 #[get("/api/me")]
-async fn me(_login: RequireLogin, auth: AuthSession, user: CurrentUser) -> ReplyResponder {
+async fn me(user: CurrentUser, auth: AuthSession) -> ReplyResponder {
     reply(h::me(&auth, &user).await)
 }
 

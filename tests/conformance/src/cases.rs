@@ -868,6 +868,27 @@ pub async fn html_routes_redirect_to_login_with_a_safe_next<F: HarnessFactory>()
     assert_eq!(r.header("location"), Some("/login?next=/account"));
 }
 
+/// `CurrentUser` protects a route by itself (the demo's `/api/me` has no
+/// guard), refusing as the login guard does: a browser asking for HTML
+/// goes to the login page, an API client gets JSON 401.
+pub async fn the_current_user_extractor_refuses_as_the_login_guard<F: HarnessFactory>() {
+    let app = app::<F>();
+    let r = app
+        .send(TestApp::req("GET", "/api/me").header("accept", "text/html"))
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/login?next=/api/me"));
+    let r = app
+        .send(TestApp::req("GET", "/api/me").header("accept", "application/json"))
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert!(
+        r.header("www-authenticate").is_none(),
+        "no bearer, no challenge"
+    );
+}
+
 /// A `next` that leaves the site is dropped, on the login page and after
 /// the login form.
 pub async fn the_next_parameter_is_never_an_open_redirect<F: HarnessFactory>() {

@@ -497,6 +497,7 @@ macro_rules! conformance_suite {
             an_oversized_body_gets_a_4xx,
             get_never_changes_state,
             html_routes_redirect_to_login_with_a_safe_next,
+            the_current_user_extractor_refuses_as_the_login_guard,
             the_next_parameter_is_never_an_open_redirect,
             api_routes_answer_json_401,
             html_forms_need_the_csrf_token,
