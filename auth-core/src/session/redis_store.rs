@@ -481,7 +481,7 @@ impl SessionStore for RedisStore {
             let mut script = SAVE.key(&session_key);
             script
                 .arg(expected_version)
-                .arg(expected_version + 1)
+                .arg(expected_version.wrapping_add(1))
                 .arg(user)
                 .arg(&json)
                 .arg(record.expires_at().as_unix_millis())
@@ -550,7 +550,7 @@ impl SessionStore for RedisStore {
         // 4. Fill the reservation, unless a revocation deleted it meanwhile.
         let filled = FILL
             .key(&new_key)
-            .arg(expected_version + 1)
+            .arg(expected_version.wrapping_add(1))
             .arg(user)
             .arg(record.to_json()?)
             .arg(record.expires_at().as_unix_millis())

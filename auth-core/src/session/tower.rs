@@ -160,7 +160,7 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
             Some(current) if current.version != expected_version => Ok(SaveOutcome::Conflict),
             Some(_) => {
                 let mut next = record.clone();
-                next.version = expected_version + 1;
+                next.version = expected_version.wrapping_add(1);
                 self.put(key, &next).await?;
                 Ok(SaveOutcome::Saved)
             }
@@ -186,7 +186,7 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
             return Err(StoreError::Collision);
         }
         let mut next = record.clone();
-        next.version = expected_version + 1;
+        next.version = expected_version.wrapping_add(1);
         self.put(new, &next).await?;
         self.inner.delete(&id(old)).await.map_err(backend)?;
         Ok(SaveOutcome::Saved)

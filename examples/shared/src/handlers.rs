@@ -882,7 +882,7 @@ async fn passkeys_section(
 }
 
 /// `POST /account/passkeys/rename` form.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct PasskeyRenameForm {
     /// The passkey's handle.
     pub id: String,
@@ -987,7 +987,7 @@ pub async fn account_revoke_others(auth: &RequestAuth, form: Body<TokenForm>) ->
 }
 
 /// The session-revocation form body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct RevokeForm {
     /// The session handle (never a session ID).
     pub id: String,
@@ -1414,6 +1414,12 @@ redacted_debug!(
         code,
         csrf_token
     },
+    PasskeyRenameForm {
+        id,
+        name,
+        csrf_token
+    },
+    RevokeForm { id, csrf_token },
 );
 
 #[cfg(test)]
@@ -1431,6 +1437,13 @@ mod tests {
             !printed.contains("hunter2") && !printed.contains("tok3n"),
             "{printed}"
         );
+        let form: PasskeyRenameForm =
+            serde_json::from_str(r#"{"id":"p1","name":"phone","csrf_token":"tok3n"}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{form:?}").contains("tok3n"));
+        let form: RevokeForm = serde_json::from_str(r#"{"id":"h1","csrf_token":"tok3n"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!format!("{form:?}").contains("tok3n"));
         let body: crate::ChangePassword = serde_json::from_str(
             r#"{"current_password":"old secret","new_password":"new secret"}"#,
         )

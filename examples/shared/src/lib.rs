@@ -926,13 +926,22 @@ pub fn announce(framework: &str, addr: SocketAddr, settings: &Settings) {
     }
 }
 
-/// A database URL without its password.
+/// A database URL without its credentials: the user info and the whole
+/// query go (drivers take a password as `?password=` too).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?[REDACTED]"),
+        None => (url, ""),
+    };
+    match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://[REDACTED]@{}", &url[..scheme], &url[at + 1..])
+            format!(
+                "{}://[REDACTED]@{}{query}",
+                &base[..scheme],
+                &base[at + 1..]
+            )
         }
-        _ => url.to_owned(),
+        _ => format!("{base}{query}"),
     }
 }
 
@@ -1143,7 +1152,30 @@ redacted_debug!(
 
 #[cfg(test)]
 mod tests {
-    use super::create_key_file;
+    use super::{create_key_file, redact_url};
+
+    /// No password of a database URL reaches the log, in the user info or
+    /// in the query.
+    #[test]
+    fn database_urls_are_logged_without_credentials() {
+        for (url, logged) in [
+            (
+                "postgres://app:s3cret@db:5432/app",
+                "postgres://[REDACTED]@db:5432/app",
+            ),
+            (
+                "postgres://app@db/app?password=s3cret&sslmode=require",
+                "postgres://[REDACTED]@db/app?[REDACTED]",
+            ),
+            (
+                "postgres:///app?host=/run/postgresql&password=s3cret",
+                "postgres:///app?[REDACTED]",
+            ),
+            ("sqlite://demo.db", "sqlite://demo.db"),
+        ] {
+            assert_eq!(redact_url(url), logged);
+        }
+    }
 
     /// A generated key file is its owner's alone (mode 0600) and is never
     /// overwritten.
