@@ -5,8 +5,8 @@
 //! runs). It offers the same names and operations as `auth-axum` and
 //! `auth-rocket`.
 //!
-//! * [`AuthMiddleware`]: an actix `Transform`. It refuses cross-origin
-//!   unsafe requests (403), works out the client IP from the socket peer
+//! * [`AuthMiddleware`]: an actix `Transform`. It refuses a Host outside
+//!   the allow-list (400) and cross-origin unsafe requests (403), works out the client IP from the socket peer
 //!   through the configured trusted proxies (never from actix's
 //!   `realip_remote_addr`, which believes any `Forwarded` header), loads the
 //!   session lazily (a route that never asks for auth pays no store read)
@@ -25,8 +25,9 @@
 //! ## Middleware order
 //!
 //! Register [`AuthMiddleware`] with the **last** `App::wrap` call, so that it
-//! is the outermost middleware, and put the guards on scopes or resources
-//! (or on the app before it). Actix runs the last-registered middleware
+//! is the outermost middleware, and put the guards on resources (on a
+//! scope they also answer the scope's unknown paths: 401 where a 404 was
+//! due). Actix runs the last-registered middleware
 //! first; a guard or extractor that runs where the middleware has not run
 //! answers a 500 naming the problem (it never panics and never lets the
 //! request through).
@@ -470,8 +471,7 @@ async fn guard<B: MessageBody + 'static>(
 }
 
 /// Route protection: an authenticated session is required. Use with
-/// `.wrap(actix_web::middleware::from_fn(require_login))` on a scope or
-/// resource.
+/// `.wrap(actix_web::middleware::from_fn(require_login))` on a resource.
 pub async fn require_login<B: MessageBody + 'static>(
     request: ServiceRequest,
     next: Next<B>,

@@ -3,8 +3,8 @@
 //! The axum adapter of the auth toolkit. It only translates: every decision
 //! is `auth-core`'s (see [`auth_core::web`] for the pipeline it runs).
 //!
-//! * [`AuthLayer`]: a tower layer. It refuses cross-origin unsafe requests
-//!   (403), works out the client IP through the configured trusted proxies,
+//! * [`AuthLayer`]: a tower layer. It refuses a Host outside the
+//!   allow-list (400) and cross-origin unsafe requests (403), works out the client IP through the configured trusted proxies,
 //!   loads the session lazily (a route that never asks for auth pays no
 //!   store read) and writes `Set-Cookie` when the session got a new ID or
 //!   ended. It needs the client's socket address: serve with

@@ -356,6 +356,26 @@ async fn links_expire() {
     ));
 }
 
+/// One call sweeps what has expired: sessions and link tokens alike.
+#[tokio::test]
+async fn expired_sessions_and_links_are_swept_in_one_call() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let _unused = h.reset_token("alice", &address).await;
+    h.auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap();
+    assert_eq!(h.auth.delete_expired().await.unwrap(), 0, "nothing expired");
+    // Past the session's absolute lifetime (12 h) and the link's (30 min).
+    h.clock.advance(Duration::from_secs(13 * 60 * 60));
+    let swept = h.auth.delete_expired().await.unwrap();
+    assert!(swept >= 2, "a session and a link at least: {swept}");
+    let now = auth_core::clock::Clock::now(&h.clock);
+    assert_eq!(h.auth.sessions().delete_expired().await.unwrap(), 0);
+    assert_eq!(h.auth.tokens().delete_expired(now).await.unwrap(), 0);
+}
+
 /// A verification link dies when the address changes; only a verified
 /// address receives a reset; a newer reset link voids the older one.
 #[tokio::test]

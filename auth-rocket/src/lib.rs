@@ -7,8 +7,9 @@
 //! * [`AuthFairing`]: attach it to the rocket. On every request it runs the
 //!   core's cross-origin check and works out the client IP (from the socket
 //!   peer, [`Request::remote`]; forwarding headers only from the core's
-//!   trusted proxies, never Rocket's `ip_header`). A refused request (403
-//!   cross-origin, 500 without a peer address) never reaches a handler: the
+//!   trusted proxies, never Rocket's `ip_header`). A refused request (400
+//!   for a Host outside the allow-list, 403 cross-origin, 500 without a
+//!   peer address) never reaches a handler: the
 //!   fairing reroutes it to an internal route that answers the refusal.
 //!   After the handler it appends `Set-Cookie` when the session got a new ID
 //!   or ended, and `Cache-Control: no-store` on personal responses. The

@@ -53,8 +53,8 @@ pub enum BuildError {
 /// Builds an [`Auth`]: `Auth::builder(users)`, then whatever differs from
 /// the defaults, then [`build`](Self::build).
 ///
-/// Defaults: sessions in memory (12 h absolute, 30 days with "remember
-/// me"; 30 min idle), the memory
+/// Defaults: sessions in memory (12 h absolute, 30 min idle; the logins of
+/// [`Authenticator`] make browser-session cookies), the memory
 /// throttle (per account 5 failures then a growing back-off; per IP a
 /// burst of 30, one back every 2 s), Argon2id at OWASP's parameters on
 /// threads of its own, the `__Host-` session cookie, the system clock (one
@@ -161,8 +161,10 @@ impl AuthBuilder {
         self
     }
 
-    /// Where the toolkit keeps second factors, recovery codes and epochs
-    /// (default: process memory; required with [`mfa_keys`](Self::mfa_keys)).
+    /// Where the toolkit keeps second factors, recovery codes, verified
+    /// addresses and epochs (default: process memory; required with
+    /// [`mfa_keys`](Self::mfa_keys), with [`mail`](Self::mail), and with a
+    /// session store that cannot revoke by user).
     pub fn accounts(mut self, store: Arc<dyn AccountStore>) -> Self {
         self.accounts = Some(store);
         self

@@ -46,8 +46,9 @@ impl Default for SessionConfig {
 
 impl SessionConfig {
     /// A builder starting from the defaults: idle 30 min (10 min for
-    /// anonymous sessions), absolute 12 h (30 days for "remember me"
-    /// sessions), last-seen written at most once a minute, MFA-pending state
+    /// anonymous sessions), absolute 12 h (30 days for a session created
+    /// with [`NewSession::persistent`]; the flows' logins make none),
+    /// last-seen written at most once a minute, MFA-pending state
     /// valid 5 min.
     pub fn builder() -> SessionConfigBuilder {
         SessionConfigBuilder(Self::default())
@@ -108,7 +109,8 @@ impl SessionConfigBuilder {
         self
     }
 
-    /// Absolute lifetime of "remember me" sessions (default 30 days).
+    /// Absolute lifetime of persistent sessions, created with
+    /// [`NewSession::persistent`] (default 30 days).
     pub fn persistent_absolute_timeout(mut self, timeout: Duration) -> Self {
         self.0.persistent_absolute_timeout = timeout;
         self
@@ -191,6 +193,9 @@ pub struct NewSession {
     /// The client.
     pub client: ClientInfo,
     /// "Remember me": a persistent cookie and the longer absolute lifetime.
+    /// Only a session made here directly is persistent: the logins of
+    /// [`Authenticator`](crate::flow::Authenticator) (and so of every
+    /// adapter) make browser-session cookies.
     pub persistent: bool,
 }
 

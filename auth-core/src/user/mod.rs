@@ -204,8 +204,9 @@ pub trait AuthUser: Send + Sync + 'static {
     fn id(&self) -> Self::Id;
 
     /// The name the user logs in with (e.g. the email address), as stored.
-    /// It keys the per-account throttle after a login and is refused inside
-    /// the user's passwords.
+    /// The user's new passwords may not contain it (the per-account
+    /// throttle is keyed by [`id`](Self::id), whatever name found the
+    /// account).
     fn login(&self) -> &str;
 
     /// The stored password hash (a PHC string such as Argon2id's, or a

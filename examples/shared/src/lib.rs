@@ -878,8 +878,10 @@ redacted_debug!(
 
 /// What every demo binary does before serving: logs through `tracing`
 /// (`RUST_LOG`, default `info`), reads the [`Settings`], builds the
-/// [`Auth`], and starts sweeping expired sessions every 10 minutes (for
-/// stores without native expiry: SQLite, PostgreSQL). Call it inside the
+/// [`Auth`], and starts sweeping expired records every 10 minutes
+/// ([`Authenticator::delete_expired`](auth_core::flow::Authenticator::delete_expired):
+/// sessions, link tokens and refresh families in the stores without
+/// native expiry, SQLite and PostgreSQL). Call it inside the
 /// framework's tokio runtime.
 pub async fn start() -> Result<(Settings, Auth), Box<dyn Error>> {
     use tracing_subscriber::EnvFilter;
@@ -895,17 +897,8 @@ pub async fn start() -> Result<(Settings, Auth), Box<dyn Error>> {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             every.tick().await;
-            let sessions = authenticator.sessions();
-            if let Err(error) = sessions.delete_expired().await {
-                tracing::warn!(%error, "sweeping expired sessions failed");
-            }
-            // Dead refresh-token families (expired, idle, revoked) and the
-            // hashes of their spent tokens.
-            if let Ok(tokens) = authenticator.token_service() {
-                let now = sessions.clock().now();
-                if let Err(error) = tokens.store().purge(now).await {
-                    tracing::warn!(%error, "sweeping expired refresh tokens failed");
-                }
+            if let Err(error) = authenticator.delete_expired().await {
+                tracing::warn!(%error, "sweeping expired records failed");
             }
         }
     });
