@@ -196,6 +196,39 @@ async fn sign_out_user_revokes_the_users_families() {
     );
 }
 
+/// `delete_expired` sweeps dead refresh families with the rest; a live
+/// one stays and keeps working.
+#[tokio::test]
+async fn dead_refresh_families_are_swept_with_the_rest() {
+    let h = harness(config().build().unwrap());
+    let (_, idle) = signed_in(&h, "alice").await;
+    assert_eq!(
+        h.auth.delete_expired().await.unwrap(),
+        0,
+        "nothing dead yet"
+    );
+    // Past the idle expiry (7 days) of the first family; the second is
+    // made then and lives on.
+    h.clock.advance(Duration::from_secs(8 * 24 * 60 * 60));
+    let (_, live) = signed_in(&h, "bob").await;
+    let store = h.auth.token_service().unwrap().store().clone();
+    let now = auth_core::clock::Clock::now(&h.clock);
+    assert!(h.auth.delete_expired().await.unwrap() >= 1);
+    assert_eq!(store.purge(now).await.unwrap(), 0, "swept already");
+    assert!(
+        h.auth
+            .refresh_tokens(&idle.refresh_token, &client())
+            .await
+            .is_err()
+    );
+    assert!(
+        h.auth
+            .refresh_tokens(&live.refresh_token, &client())
+            .await
+            .is_ok()
+    );
+}
+
 /// With a reuse grace, the token just replaced gets the same successor
 /// again (never a second live one) within the grace, and revokes the
 /// family after it.

@@ -469,7 +469,10 @@ impl<'r> FromRequest<'r> for AuthSession {
 /// fails as [`RequireLogin`] does (a browser asking for HTML is redirected
 /// to the login page, an API client gets JSON 401, a bearer request's 401
 /// carries `WWW-Authenticate`), so it protects a route by itself.
-/// Dereferences to `U`.
+/// Dereferences to `U`. For a route open to visitors take [`OptionalUser`],
+/// not `Option<CurrentUser>`: a refused guard's answer replaces any
+/// response of its status (the fairing cannot tell a catcher's 401 from
+/// the handler's own).
 #[derive(Debug)]
 pub struct CurrentUser<U = User>(pub Arc<U>);
 

@@ -321,26 +321,54 @@ impl Authenticator {
         &self.inner.tokens
     }
 
-    /// Deletes what has expired from the stores without native expiry
-    /// (SQLite, PostgreSQL; memory stores also sweep themselves, Redis
-    /// expires keys): sessions, reset / verification / magic-link tokens,
-    /// and with API tokens on, dead refresh-token families and their spent
-    /// tokens. Run it now and then (every few minutes, from a timer of the
-    /// app's); the stores stay correct without it (an expired record is
-    /// never accepted), only larger. Answers how many records went.
+    /// Deletes what has expired: sessions, reset / verification /
+    /// magic-link tokens, and with API tokens on, dead refresh-token
+    /// families and their spent tokens. The SQL stores (SQLite,
+    /// PostgreSQL) keep them until this runs; the memory stores drop them
+    /// here too (otherwise only when full); Redis expires keys itself, and
+    /// a tower-sessions store's own expiry applies (it answers 0). Run it
+    /// now and then (every few minutes, from a timer of the app's); the
+    /// stores stay correct without it (an expired record is never
+    /// accepted), only larger. Every store is swept even when one fails;
+    /// the first error is answered, else how many records went.
     pub async fn delete_expired(&self) -> Result<u64, AuthError> {
         let now = self.now();
-        let mut deleted = self.inner.sessions.delete_expired().await?;
-        deleted += self.inner.tokens.delete_expired(now).await?;
+        let mut deleted = 0;
+        let mut first_error = None;
+        let mut count = |result: Result<u64, AuthError>| match result {
+            Ok(n) => deleted += n,
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        };
+        count(
+            self.inner
+                .sessions
+                .delete_expired()
+                .await
+                .map_err(Into::into),
+        );
+        count(
+            self.inner
+                .tokens
+                .delete_expired(now)
+                .await
+                .map_err(Into::into),
+        );
         #[cfg(feature = "jwt")]
         if let Some(service) = &self.inner.token_service {
-            deleted += service
-                .store()
-                .purge(now)
-                .await
-                .map_err(AuthError::internal)?;
+            count(
+                service
+                    .store()
+                    .purge(now)
+                    .await
+                    .map_err(AuthError::internal),
+            );
         }
-        Ok(deleted)
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(deleted),
+        }
     }
 
     /// The password service.
