@@ -174,3 +174,40 @@ async fn an_app_built_reply_with_odd_header_names_never_panics() {
         Some("1")
     );
 }
+
+/// `CurrentUser` alone protects a route, as the guard does: a browser is
+/// sent to the login page with the whole path (scope included), an API
+/// client gets JSON 401; the middleware still finishes the answer.
+#[actix_web::test]
+async fn current_user_alone_refuses_as_the_login_guard() {
+    let app = test::init_service(
+        App::new()
+            .service(web::scope("/admin").route("/users", web::get().to(who)))
+            .wrap(AuthMiddleware::new(auth())),
+    )
+    .await;
+    let request = test::TestRequest::get()
+        .uri("/admin/users")
+        .insert_header(("accept", "text/html"))
+        .peer_addr(peer())
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/login?next=/admin/users")
+    );
+    assert!(response.headers().contains_key("x-content-type-options"));
+    let request = test::TestRequest::get()
+        .uri("/admin/users")
+        .insert_header(("accept", "application/json"))
+        .peer_addr(peer())
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 401);
+    let body = test::read_body(response).await;
+    assert!(body.starts_with(b"{\"error\":"), "{body:?}");
+}

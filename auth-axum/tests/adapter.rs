@@ -336,3 +336,25 @@ async fn a_nested_route_sends_the_whole_path_as_next() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/login?next=/admin/users"));
 }
+
+/// `CurrentUser` alone protects a route, as the guard does: a browser is
+/// sent to the login page with the whole path (under `nest` too), an API
+/// client gets JSON 401.
+#[tokio::test]
+async fn current_user_alone_refuses_as_the_login_guard() {
+    let (auth, _) = auth().await;
+    let admin = Router::new().route("/users", get(who));
+    let app = Router::new()
+        .nest("/admin", admin)
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let (status, location, _) = send(&app, get_request("/admin/users", "text/html", None)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location.as_deref(), Some("/login?next=/admin/users"));
+    let (status, location, body) =
+        send(&app, get_request("/admin/users", "application/json", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(location, None);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("{\"error\":"), "{body}");
+}
