@@ -125,6 +125,7 @@ impl Demo {
             mfa_key: None,
             public_url: "http://localhost".to_owned(),
             smtp_url: None,
+            insecure_log_mail: false,
             mail_from: "Demo <noreply@localhost>".to_owned(),
             jwt_key: None,
         };

@@ -138,9 +138,15 @@ pub struct Settings {
     /// (TLS), `smtp://user:pass@host:587` (STARTTLS), or
     /// `smtp://127.0.0.1:1025?insecure_plaintext=true` for a development
     /// server on this machine. Unset: mail is not sent and its links are
-    /// written to the log. A secret (it may hold a password): `Debug`
-    /// redacts it.
+    /// written to the log, which the demo accepts only on a loopback
+    /// [`addr`](Self::addr) or with
+    /// [`insecure_log_mail`](Self::insecure_log_mail). A secret (it may
+    /// hold a password): `Debug` redacts it.
     pub smtp_url: Option<SecretString>,
+    /// `DEMO_INSECURE_LOG_MAIL=true`: without `DEMO_SMTP_URL`, write mail
+    /// (sign-in and reset links included) to the log also when the demo
+    /// listens beyond loopback. Default false: such a demo refuses to start.
+    pub insecure_log_mail: bool,
     /// `DEMO_MAIL_FROM`: the sender of the demo's mail; default
     /// `Auth Toolkit Demo <noreply@localhost>` (set a real one for a real
     /// server).
@@ -166,6 +172,7 @@ impl std::fmt::Debug for Settings {
             .field("mfa_key", &set(self.mfa_key.is_some()))
             .field("public_url", &self.public_url)
             .field("smtp_url", &set(self.smtp_url.is_some()))
+            .field("insecure_log_mail", &self.insecure_log_mail)
             .field("mail_from", &self.mail_from)
             .field("jwt_key", &set(self.jwt_key.is_some()))
             .finish()
@@ -203,6 +210,11 @@ impl Settings {
             mfa_key: var("DEMO_MFA_KEY"),
             public_url: var("DEMO_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             smtp_url: var("DEMO_SMTP_URL").map(SecretString::from),
+            insecure_log_mail: match var("DEMO_INSECURE_LOG_MAIL").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err("DEMO_INSECURE_LOG_MAIL: true or false".into()),
+            },
             mail_from: var("DEMO_MAIL_FROM")
                 .unwrap_or_else(|| format!("{APP_NAME} <noreply@localhost>")),
             jwt_key: var("DEMO_JWT_KEY").map(SecretString::from),
@@ -220,9 +232,20 @@ pub fn throttle_config() -> ThrottleConfig {
 /// when set (the URL and [`Settings::mail_from`] are checked here; the
 /// server is first contacted by the first mail), else an
 /// [`InsecureLogMailer`], which writes each mail, its link included, to
-/// the log: a warning at start-up says so.
+/// the log: a warning at start-up says so. That fallback is refused when
+/// the demo listens beyond loopback, unless
+/// [`Settings::insecure_log_mail`] names it: the links sign in.
 pub fn mailer(settings: &Settings) -> Result<Arc<dyn Mailer>, Box<dyn Error>> {
     let Some(url) = &settings.smtp_url else {
+        if !settings.addr.ip().is_loopback() && !settings.insecure_log_mail {
+            return Err(format!(
+                "DEMO_SMTP_URL is not set and the demo listens on {} beyond loopback: \
+                 sign-in and reset links would be written to the log of a server others \
+                 reach; set DEMO_SMTP_URL, or DEMO_INSECURE_LOG_MAIL=true to accept that",
+                settings.addr
+            )
+            .into());
+        }
         tracing::warn!(
             "DEMO_SMTP_URL is not set: mail is not sent; password-reset and verification \
              links are written to the log (development only)"
@@ -1145,7 +1168,35 @@ redacted_debug!(
 
 #[cfg(test)]
 mod tests {
-    use super::{create_key_file, redact_url};
+    use super::{AllowedHosts, Settings, TrustedProxies, create_key_file, mailer, redact_url};
+
+    fn settings(addr: &str, insecure_log_mail: bool) -> Settings {
+        Settings {
+            addr: addr.parse().unwrap_or_else(|e| panic!("{e}")),
+            database_url: "sqlite://demo.db".to_owned(),
+            redis_url: None,
+            trusted_proxies: TrustedProxies::parse("").unwrap_or_else(|e| panic!("{e}")),
+            csrf_key: None,
+            allowed_hosts: AllowedHosts::any(),
+            mfa_key: None,
+            public_url: "http://localhost".to_owned(),
+            smtp_url: None,
+            insecure_log_mail,
+            mail_from: "Demo <noreply@localhost>".to_owned(),
+            jwt_key: None,
+        }
+    }
+
+    /// Without SMTP, links go to the log only on loopback, or when named.
+    #[test]
+    fn mail_to_the_log_beyond_loopback_must_be_named() {
+        let refused = mailer(&settings("0.0.0.0:3000", false)).err();
+        let message = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("DEMO_INSECURE_LOG_MAIL"), "{message}");
+        assert!(mailer(&settings("0.0.0.0:3000", true)).is_ok());
+        assert!(mailer(&settings("127.0.0.1:3000", false)).is_ok());
+        assert!(mailer(&settings("[::1]:3000", false)).is_ok());
+    }
 
     /// No password of a database URL reaches the log, in the user info or
     /// in the query.
