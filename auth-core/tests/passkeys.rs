@@ -17,10 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_core::account::{AccountStore, MemoryAccountStore, StoredTotp};
+use auth_core::clock::Timestamp;
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
 use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome};
-use auth_core::passkey::{MemoryPasskeyStore, PasskeyStore, Passkeys, StoredPasskey};
+use auth_core::passkey::{
+    MemoryPasskeyStore, PasskeyStore, PasskeyStoreError, Passkeys, StoredPasskey,
+};
 use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::rate_limit::ThrottleConfig;
 use auth_core::session::{AuthState, Factor, Session};
@@ -71,6 +74,8 @@ struct Harness {
     /// What the flows see of `accounts`.
     race: Arc<EpochRace>,
     store: Arc<MemoryPasskeyStore>,
+    /// What the flows see of `store`.
+    removal: Arc<RemovalRace>,
     clock: ManualClock,
     events: Arc<Recorder>,
 }
@@ -81,10 +86,15 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
     let store = Arc::new(MemoryPasskeyStore::new());
     let clock = ManualClock::starting_now();
     let events = Arc::new(Recorder::default());
+    let removal = Arc::new(RemovalRace {
+        inner: store.clone(),
+        accounts: accounts.clone(),
+        armed: AtomicBool::new(false),
+    });
     let passkeys = Passkeys::builder(RP_ID, ORIGIN)
         .unwrap()
         .rp_name("Demo")
-        .build(store.clone())
+        .build(removal.clone())
         .unwrap();
     let passwords = PasswordService::builder()
         .hasher(PasswordHasher::insecure_for_tests().unwrap())
@@ -111,6 +121,7 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
         accounts,
         race,
         store,
+        removal,
         clock,
         events,
     }
@@ -169,6 +180,62 @@ impl AccountStore for EpochRace {
     }
     async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
         self.inner.raise_epoch(user).await
+    }
+}
+
+/// The passkeys in memory, where, once armed, the passkey whose use was
+/// just recorded is removed as its owner's removal does it (deleted, then
+/// the account's epoch raised), right after the record.
+#[derive(Debug)]
+struct RemovalRace {
+    inner: Arc<MemoryPasskeyStore>,
+    accounts: Arc<MemoryAccountStore>,
+    armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PasskeyStore for RemovalRace {
+    async fn insert(&self, passkey: &StoredPasskey) -> Result<(), PasskeyStoreError> {
+        self.inner.insert(passkey).await
+    }
+    async fn list(&self, user_id: &str) -> Result<Vec<StoredPasskey>, PasskeyStoreError> {
+        self.inner.list(user_id).await
+    }
+    async fn find(&self, credential_id: &[u8]) -> Result<Option<StoredPasskey>, PasskeyStoreError> {
+        self.inner.find(credential_id).await
+    }
+    async fn record_use(
+        &self,
+        credential_id: &[u8],
+        expected: &str,
+        credential: &str,
+        backed_up: bool,
+        used_at: Timestamp,
+    ) -> Result<bool, PasskeyStoreError> {
+        let recorded = self
+            .inner
+            .record_use(credential_id, expected, credential, backed_up, used_at)
+            .await?;
+        if recorded && self.armed.swap(false, Ordering::SeqCst) {
+            let owner = self.inner.find(credential_id).await?.unwrap().user_id;
+            assert!(self.inner.delete(&owner, credential_id).await?);
+            self.accounts.raise_epoch(&owner).await.unwrap();
+        }
+        Ok(recorded)
+    }
+    async fn rename(
+        &self,
+        user_id: &str,
+        credential_id: &[u8],
+        name: &str,
+    ) -> Result<bool, PasskeyStoreError> {
+        self.inner.rename(user_id, credential_id, name).await
+    }
+    async fn delete(&self, user_id: &str, credential_id: &[u8]) -> Result<bool, PasskeyStoreError> {
+        self.inner.delete(user_id, credential_id).await
+    }
+    async fn count(&self, user_id: &str) -> Result<u64, PasskeyStoreError> {
+        self.inner.count(user_id).await
     }
 }
 
@@ -911,6 +978,28 @@ async fn a_passwordless_sign_in_racing_a_sign_out_everywhere_keeps_no_session() 
     assert!(matches!(outcome, Err(AuthError::Busy)), "{outcome:?}");
     assert!(!h.race.armed.load(Ordering::SeqCst), "the race ran");
     // alice's sessions: only the one she registered the passkey in.
+    let sessions = h.auth.sessions().store().list_by_user(&id).await.unwrap();
+    assert_eq!(sessions.len(), 1, "no new session survived");
+}
+
+/// A passwordless sign-in whose passkey is removed right after its use
+/// was recorded (the owner removing a stolen key while the thief signs in)
+/// keeps no session, however late in the sign-in the removal finished.
+#[tokio::test]
+async fn a_passkey_removed_while_it_signs_in_leaves_no_session() {
+    let h = harness();
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
+    let (mut session, options) = begin_passwordless(&h).await;
+    let assertion = key.get(&options).await.unwrap();
+    h.removal.armed.store(true, Ordering::SeqCst);
+    let outcome = h
+        .auth
+        .finish_passkey_sign_in(&mut session, &assertion, &client())
+        .await;
+    assert!(matches!(outcome, Err(AuthError::Busy)), "{outcome:?}");
+    assert!(!h.removal.armed.load(Ordering::SeqCst), "the removal ran");
+    assert!(h.store.list(&id).await.unwrap().is_empty());
     let sessions = h.auth.sessions().store().list_by_user(&id).await.unwrap();
     assert_eq!(sessions.len(), 1, "no new session survived");
 }

@@ -540,6 +540,13 @@ impl Authenticator {
                         FailureReason::PasskeyInvalid,
                     ));
                 }
+                // The account's epoch before this passkey's use is recorded:
+                // a removal of the passkey (or a sign out everywhere) that
+                // lands after the record raises it before it ends sessions,
+                // so the check after the session is made sees it, however
+                // late in this sign-in the removal finished. (A removal
+                // before the record fails the record.)
+                let epoch = self.inner.accounts.epoch(&user_id).await?;
                 let mut passkey = parse_passkey(&stored)?;
                 let result = passkeys
                     .webauthn()
@@ -557,7 +564,8 @@ impl Authenticator {
                         FailureReason::Disabled,
                     ));
                 };
-                self.sign_in_with_passkey(&user, session, client).await
+                self.sign_in_with_passkey(&user, session, client, epoch)
+                    .await
             }
         }
     }
@@ -663,6 +671,7 @@ impl Authenticator {
         user: &AnyUser,
         current: &Session,
         client: &Client,
+        epoch: u64,
     ) -> Result<LoginOutcome, AuthError> {
         self.check_verified(user, client).await?;
         let stamp = self
@@ -675,9 +684,9 @@ impl Authenticator {
         let user_id = user.id().to_owned();
         // As `enter_as`: a sign out everywhere or a factor change (this
         // passkey's removal, say) raises the epoch before it ends sessions;
-        // one that ran while this session was made may have missed it.
+        // one that ran since `epoch` was read (before the passkey's use was
+        // recorded) may have missed this session.
         let accounts = &self.inner.accounts;
-        let epoch = accounts.epoch(user.id()).await?;
         let session = self
             .enter(Some(current), client, move |record| {
                 record.user_id = Some(user_id);
