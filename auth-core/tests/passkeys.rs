@@ -20,7 +20,7 @@ use auth_core::account::{AccountStore, MemoryAccountStore, StoredTotp};
 use auth_core::clock::Timestamp;
 use auth_core::clock::{Clock, ManualClock};
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind, FailureReason};
-use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome};
+use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome, MAX_PASSKEYS};
 use auth_core::passkey::{
     MemoryPasskeyStore, PasskeyStore, PasskeyStoreError, Passkeys, StoredPasskey,
 };
@@ -1496,4 +1496,108 @@ fn lowered(options: &Value) -> Value {
         public_key["userVerification"] = json!("discouraged");
     }
     options
+}
+
+/// A stand-in passkey row of `user_id` (only counted, never used).
+fn filler(user_id: &str, n: u8, h: &Harness) -> StoredPasskey {
+    StoredPasskey {
+        credential_id: vec![0xf0, n],
+        user_id: user_id.to_owned(),
+        name: format!("filler {n}"),
+        credential: "{}".to_owned(),
+        created_at: h.clock.now(),
+        last_used_at: None,
+        backup_eligible: false,
+        backed_up: false,
+    }
+}
+
+/// An account keeps at most `MAX_PASSKEYS`: one more is refused before
+/// the proof (no recovery code spent), and at the finish too, for a
+/// ceremony begun below the cap.
+#[tokio::test]
+async fn an_account_keeps_a_bounded_number_of_passkeys() {
+    let h = harness();
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let (id, mut session, code) = user_with_passkey(&h, "alice", &mut key).await;
+    let max = u8::try_from(MAX_PASSKEYS).unwrap();
+    for n in 1..max {
+        h.store.insert(&filler(&id, n, &h)).await.unwrap();
+    }
+    let left = h.auth.recovery_codes_left(&session).await.unwrap();
+    let refused = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof().with_code(code), &client())
+        .await;
+    assert!(
+        matches!(refused, Err(AuthError::TooManyPasskeys)),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().status(), 409);
+    assert_eq!(
+        h.auth.recovery_codes_left(&session).await.unwrap(),
+        left,
+        "no code spent"
+    );
+
+    // One below the cap: a ceremony begins; another passkey lands meanwhile.
+    assert!(h.store.delete(&id, &[0xf0, 1]).await.unwrap());
+    let code = fresh_recovery_code(&h, &id).await;
+    let options = h
+        .auth
+        .begin_passkey_registration(&mut session, &password_proof().with_code(code), &client())
+        .await
+        .unwrap();
+    h.store.insert(&filler(&id, 1, &h)).await.unwrap();
+    let mut another = SoftAuthenticator::new(ORIGIN);
+    let credential = another.create(&options).await.unwrap();
+    let refused = h
+        .auth
+        .finish_passkey_registration(&mut session, "one too many", &credential, &client())
+        .await;
+    assert!(
+        matches!(refused, Err(AuthError::TooManyPasskeys)),
+        "{refused:?}"
+    );
+    assert_eq!(h.store.count(&id).await.unwrap(), MAX_PASSKEYS);
+}
+
+/// Removing a passkey the user does not have spends no proof: a
+/// passkey-only account's recovery codes are its proofs.
+#[tokio::test]
+async fn removing_no_passkey_spends_no_recovery_code() {
+    let h = harness();
+    let mut key = SoftAuthenticator::new(ORIGIN);
+    let (id, mut session, code) = user_with_passkey(&h, "alice", &mut key).await;
+    let mut other = SoftAuthenticator::new(ORIGIN);
+    let (bob, _, _) = user_with_passkey(&h, "bob", &mut other).await;
+    let bobs = stored_ids(&h, &bob).await;
+    let left = h.auth.recovery_codes_left(&session).await.unwrap();
+    for id in ["", "not base64!", "AAAA", bobs[0].as_str()] {
+        let removed = h
+            .auth
+            .remove_passkey(
+                &mut session,
+                id,
+                &password_proof().with_code(code.clone()),
+                &client(),
+            )
+            .await
+            .unwrap();
+        assert!(!removed, "{id:?}");
+    }
+    assert_eq!(h.auth.recovery_codes_left(&session).await.unwrap(), left);
+    assert_eq!(h.store.count(&bob).await.unwrap(), 1, "bob's stays");
+    assert_eq!(h.store.count(&id).await.unwrap(), 1);
+}
+
+/// Passkeys need a secure origin: `https`, or `http` on localhost only.
+#[test]
+fn an_http_origin_is_refused_beyond_localhost() {
+    assert!(Passkeys::builder("example.com", "http://example.com").is_err());
+    assert!(Passkeys::builder("example.com", "http://app.example.com:8080").is_err());
+    assert!(Passkeys::builder("example.com", "ftp://example.com").is_err());
+    assert!(Passkeys::builder("example.com", "https://example.com").is_ok());
+    assert!(Passkeys::builder("localhost", "http://localhost:3000").is_ok());
+    assert!(Passkeys::builder("app.localhost", "http://app.localhost").is_ok());
 }

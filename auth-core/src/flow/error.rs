@@ -110,6 +110,10 @@ pub enum AuthError {
     /// The passkey is already registered (409).
     #[error("this passkey is already registered")]
     PasskeyTaken,
+    /// The account has as many passkeys as one may have
+    /// ([`MAX_PASSKEYS`](crate::flow::MAX_PASSKEYS)); remove one first (409).
+    #[error("this account has the most passkeys it may have")]
+    TooManyPasskeys,
     /// No passkey ceremony is in progress on this session, or it expired
     /// (5 minutes) or was answered already (400): start again.
     #[error("no passkey request in progress, start again")]
@@ -145,6 +149,7 @@ impl AuthError {
             | Self::TotpNotEnabled
             | Self::LoginTaken
             | Self::PasskeyTaken
+            | Self::TooManyPasskeys
             | Self::NoPasskey => 409,
             Self::MfaUnavailable
             | Self::Unsupported

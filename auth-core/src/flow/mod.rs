@@ -68,7 +68,7 @@ pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
 pub use mfa::FactorProof;
 #[cfg(feature = "passkeys")]
-pub use passkeys::{MAX_PASSKEY_NAME, PasskeyAdded};
+pub use passkeys::{MAX_PASSKEY_NAME, MAX_PASSKEYS, PasskeyAdded};
 pub use recovery::{InvalidUrl, MailLinks};
 #[cfg(feature = "jwt")]
 pub use tokens::{TokenOutcome, TokenPair, amr};

@@ -38,6 +38,11 @@ const SIGN_IN: &str = "auth.passkey.sign_in";
 /// The longest passkey name, in characters.
 pub const MAX_PASSKEY_NAME: usize = 64;
 
+/// The most passkeys one account keeps: each adds a row, an entry to
+/// every registration's exclude list and a second step's allow list (kept
+/// in the session while it runs), so their number is bounded.
+pub const MAX_PASSKEYS: u64 = 25;
+
 /// What a sign-in ceremony was started for. No `Debug`: the state holds
 /// the challenge.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -171,6 +176,10 @@ impl Authenticator {
     ) -> Result<Value, AuthError> {
         let passkeys = self.passkeys()?;
         let user = self.current_user(session).await?;
+        // Before the proof, so a refused request spends no recovery code.
+        if passkeys.store().count(user.id()).await? >= MAX_PASSKEYS {
+            return Err(AuthError::TooManyPasskeys);
+        }
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::PasskeyAddFailed)
             .await?;
@@ -251,6 +260,11 @@ impl Authenticator {
             backed_up,
         };
         let had_factor = !self.second_factors(user.id()).await?.is_empty();
+        // Again at the end: ceremonies begun side by side each passed the
+        // first check.
+        if passkeys.store().count(user.id()).await? >= MAX_PASSKEYS {
+            return Err(AuthError::TooManyPasskeys);
+        }
         passkeys.store().insert(&stored).await?;
         let recovery_codes =
             if had_factor || self.inner.accounts.recovery_codes_left(user.id()).await? > 0 {
@@ -316,8 +330,9 @@ impl Authenticator {
     /// Removes one of the user's passkeys, given the owner's
     /// [`FactorProof`] (a factor change): it no longer signs in, every
     /// other session of the user ends and this one gets a new ID. When no
-    /// second factor is left, the recovery codes go too. `false` (after
-    /// the proof) when the user has no such passkey.
+    /// second factor is left, the recovery codes go too. `false` when the
+    /// user has no such passkey, before the proof is checked (so no
+    /// recovery code is spent on it).
     pub async fn remove_passkey(
         &self,
         session: &mut Session,
@@ -327,14 +342,21 @@ impl Authenticator {
     ) -> Result<bool, AuthError> {
         let passkeys = self.passkeys()?;
         let user = self.current_user(session).await?;
+        // The id first: a request for no passkey of this user spends no
+        // proof (a recovery code, for an account whose only factor is
+        // passkeys).
+        let Some(credential_id) = crate::passkey::parse_id(id) else {
+            return Ok(false);
+        };
+        match passkeys.store().find(&credential_id).await? {
+            Some(stored) if stored.user_id == user.id() => {}
+            _ => return Ok(false),
+        }
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::PasskeyRemoveFailed)
             .await?;
-        let removed = match crate::passkey::parse_id(id) {
-            Some(credential_id) => passkeys.store().delete(user.id(), &credential_id).await?,
-            None => false,
-        };
-        if !removed {
+        if !passkeys.store().delete(user.id(), &credential_id).await? {
+            // Removed meanwhile (another request of the owner's).
             self.renew_after_proof(session, &user, &hash).await?;
             return Ok(false);
         }

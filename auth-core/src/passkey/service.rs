@@ -56,9 +56,19 @@ impl Passkeys {
     /// Passkeys for the relying party `rp_id` (a domain: `example.com`, or
     /// `localhost` in development; never an IP address), used from
     /// `origin` (`https://app.example.com`; `http://localhost:3000` in
-    /// development: browsers treat localhost as a secure context).
+    /// development: browsers treat localhost as a secure context). An
+    /// `http` origin on any other host is refused: browsers offer no
+    /// WebAuthn there, and its ceremonies would run unencrypted.
     pub fn builder(rp_id: &str, origin: &str) -> Result<PasskeysBuilder, PasskeyConfigError> {
         let origin = Url::parse(origin).map_err(|_| PasskeyConfigError)?;
+        let localhost = origin
+            .host_str()
+            .is_some_and(|host| host == "localhost" || host.ends_with(".localhost"));
+        match origin.scheme() {
+            "https" => {}
+            "http" if localhost => {}
+            _ => return Err(PasskeyConfigError),
+        }
         Ok(PasskeysBuilder {
             rp_id: rp_id.to_owned(),
             origin,

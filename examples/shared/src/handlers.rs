@@ -480,7 +480,7 @@ pub async fn rename_passkey(auth: &RequestAuth, id: &str, body: Body<PasskeyRena
 
 /// `DELETE /api/passkeys/{id}` (behind `require_login`): the proof with
 /// the request; 204, the user's other sessions end and this one gets a
-/// new ID; 404 unknown (after the proof).
+/// new ID; 404 unknown (before the proof: no code spent).
 pub async fn remove_passkey(auth: &RequestAuth, id: &str, body: Body<EnrollBody>) -> Reply {
     let body = match body {
         Ok(body) => body,
@@ -853,11 +853,17 @@ async fn passkeys_section(
             )
         })
         .collect();
-    let left = if totp {
+    // Without TOTP the recovery codes are this section's: each change of
+    // passkeys spends one, so new ones can be had here.
+    let left = if totp || passkeys.is_empty() {
         String::new()
     } else {
         format!(
-            "<p>{} recovery codes left.</p>",
+            r#"<p>{} recovery codes left.</p>
+<form method="post" action="/account/mfa/recovery-codes">{token}
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<label>A recovery code <input name="code" autocomplete="one-time-code" required></label>
+<button>New recovery codes</button></form>"#,
             auth.recovery_codes_left().await?
         )
     };
