@@ -25,9 +25,10 @@
 //! ## Middleware order
 //!
 //! Register [`AuthMiddleware`] with the **last** `App::wrap` call, so that it
-//! is the outermost middleware, and put the guards on resources (on a
-//! scope they also answer the scope's unknown paths: 401 where a 404 was
-//! due). Actix runs the last-registered middleware
+//! is the outermost middleware, and put the guards on routes
+//! (`web::get().to(handler).wrap(from_fn(require_login))`): on a resource
+//! or scope they also wrap its default service, so a wrong method or an
+//! unknown path answers 401 where a 405 or 404 was due. Actix runs the last-registered middleware
 //! first; a guard or extractor that runs where the middleware has not run
 //! answers a 500 naming the problem (it never panics and never lets the
 //! request through).
@@ -66,7 +67,7 @@
 //! let auth = Auth::builder(MemoryUserStore::new()).build()?;
 //! let app = test::init_service(
 //!     App::new()
-//!         .service(web::resource("/me").wrap(from_fn(require_login)).get(me))
+//!         .route("/me", web::get().to(me).wrap(from_fn(require_login)))
 //!         .route("/login", web::post().to(login))
 //!         // Last `wrap`: the outermost middleware.
 //!         .wrap(AuthMiddleware::new(auth)),
@@ -471,7 +472,7 @@ async fn guard<B: MessageBody + 'static>(
 }
 
 /// Route protection: an authenticated session is required. Use with
-/// `.wrap(actix_web::middleware::from_fn(require_login))` on a resource.
+/// `.wrap(actix_web::middleware::from_fn(require_login))` on a route.
 pub async fn require_login<B: MessageBody + 'static>(
     request: ServiceRequest,
     next: Next<B>,

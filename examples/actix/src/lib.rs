@@ -7,7 +7,7 @@
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
-use actix_web::{App, Error, HttpResponse, web};
+use actix_web::{App, Error, HttpResponse, Route, web};
 use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login, require_mfa};
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
@@ -32,9 +32,14 @@ pub fn app(
 > {
     // A known path with the wrong method: JSON 405.
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
-    // Guards go on resources, not on a scope: a scope's middleware also
-    // wraps its default service, which would answer 401 for unknown paths.
-    let protected = |path: &str| resource(path).wrap(from_fn(require_login));
+    // Guards go on the routes, not on a scope or resource: their
+    // middleware also wraps the default service, which would answer 401
+    // for unknown paths, or for a known path's wrong method (405).
+    let protected = |path: &str, routes: Vec<Route>| {
+        routes.into_iter().fold(resource(path), |resource, route| {
+            resource.route(route.wrap(from_fn(require_login)))
+        })
+    };
     App::new()
         .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES))
         .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
@@ -58,31 +63,65 @@ pub fn app(
         .service(resource("/api/login/passkey/finish").post(passkey_sign_in_finish))
         // `CurrentUser` alone protects a route: it refuses as the guard does.
         .service(resource("/api/me").get(me))
-        .service(protected("/api/password").post(change_password))
-        .service(protected("/api/email").post(change_email))
-        .service(protected("/api/sessions").get(list_sessions))
-        .service(protected("/api/sessions/revoke-others").post(revoke_others))
-        .service(protected("/api/sessions/{id}").delete(revoke_session))
+        .service(protected(
+            "/api/password",
+            vec![web::post().to(change_password)],
+        ))
+        .service(protected("/api/email", vec![web::post().to(change_email)]))
+        .service(protected(
+            "/api/sessions",
+            vec![web::get().to(list_sessions)],
+        ))
+        .service(protected(
+            "/api/sessions/revoke-others",
+            vec![web::post().to(revoke_others)],
+        ))
+        .service(protected(
+            "/api/sessions/{id}",
+            vec![web::delete().to(revoke_session)],
+        ))
         // Changes of factors take their proof (the password, and a code once
         // a factor is on) with the request: a login is all the guard needs;
         // new recovery codes also a session that proved the second factor.
-        .service(protected("/api/mfa/totp/enroll").post(totp_enroll))
+        .service(protected(
+            "/api/mfa/totp/enroll",
+            vec![web::post().to(totp_enroll)],
+        ))
         .service(
-            resource("/api/mfa/recovery-codes")
-                .wrap(from_fn(require_mfa))
-                .post(regenerate_recovery_codes),
+            resource("/api/mfa/recovery-codes").route(
+                web::post()
+                    .to(regenerate_recovery_codes)
+                    .wrap(from_fn(require_mfa)),
+            ),
         )
-        .service(protected("/api/mfa/totp/confirm").post(totp_confirm))
-        .service(protected("/api/mfa/totp").delete(totp_disable))
+        .service(protected(
+            "/api/mfa/totp/confirm",
+            vec![web::post().to(totp_confirm)],
+        ))
+        .service(protected(
+            "/api/mfa/totp",
+            vec![web::delete().to(totp_disable)],
+        ))
         // Passkeys: adding and removing one take the same proof.
-        .service(protected("/api/passkeys").get(list_passkeys))
-        .service(protected("/api/passkeys/register/start").post(passkey_register_start))
-        .service(protected("/api/passkeys/register/finish").post(passkey_register_finish))
-        .service(
-            protected("/api/passkeys/{id}")
-                .route(web::patch().to(rename_passkey))
-                .delete(remove_passkey),
-        )
+        .service(protected(
+            "/api/passkeys",
+            vec![web::get().to(list_passkeys)],
+        ))
+        .service(protected(
+            "/api/passkeys/register/start",
+            vec![web::post().to(passkey_register_start)],
+        ))
+        .service(protected(
+            "/api/passkeys/register/finish",
+            vec![web::post().to(passkey_register_finish)],
+        ))
+        .service(protected(
+            "/api/passkeys/{id}",
+            vec![
+                web::patch().to(rename_passkey),
+                web::delete().to(remove_passkey),
+            ],
+        ))
         .service(resource("/").get(home))
         .service(resource("/static/app.css").get(stylesheet))
         .service(resource("/static/passkeys.js").get(passkeys_script))
@@ -100,18 +139,51 @@ pub fn app(
         .service(resource("/verify-email").get(verify_page).post(verify_form))
         .service(resource("/login/magic").get(magic_page).post(magic_form))
         .service(resource("/login/magic/request").post(magic_request_form))
-        .service(protected("/account").get(account_page))
-        .service(protected("/account/password").post(account_password))
-        .service(protected("/account/revoke-others").post(account_revoke_others))
-        .service(protected("/account/sessions/revoke").post(account_revoke))
-        .service(protected("/account/reauth").post(account_reauth))
-        .service(protected("/account/mfa/enroll").post(account_mfa_enroll))
-        .service(protected("/account/mfa/confirm").post(account_mfa_confirm))
-        .service(protected("/account/mfa/disable").post(account_mfa_disable))
-        .service(protected("/account/mfa/recovery-codes").post(account_recovery_codes))
-        .service(protected("/account/email").post(account_email))
-        .service(protected("/account/passkeys/rename").post(account_passkey_rename))
-        .service(protected("/account/passkeys/remove").post(account_passkey_remove))
+        .service(protected("/account", vec![web::get().to(account_page)]))
+        .service(protected(
+            "/account/password",
+            vec![web::post().to(account_password)],
+        ))
+        .service(protected(
+            "/account/revoke-others",
+            vec![web::post().to(account_revoke_others)],
+        ))
+        .service(protected(
+            "/account/sessions/revoke",
+            vec![web::post().to(account_revoke)],
+        ))
+        .service(protected(
+            "/account/reauth",
+            vec![web::post().to(account_reauth)],
+        ))
+        .service(protected(
+            "/account/mfa/enroll",
+            vec![web::post().to(account_mfa_enroll)],
+        ))
+        .service(protected(
+            "/account/mfa/confirm",
+            vec![web::post().to(account_mfa_confirm)],
+        ))
+        .service(protected(
+            "/account/mfa/disable",
+            vec![web::post().to(account_mfa_disable)],
+        ))
+        .service(protected(
+            "/account/mfa/recovery-codes",
+            vec![web::post().to(account_recovery_codes)],
+        ))
+        .service(protected(
+            "/account/email",
+            vec![web::post().to(account_email)],
+        ))
+        .service(protected(
+            "/account/passkeys/rename",
+            vec![web::post().to(account_passkey_rename)],
+        ))
+        .service(protected(
+            "/account/passkeys/remove",
+            vec![web::post().to(account_passkey_remove)],
+        ))
         .default_service(web::to(not_found))
         // Last `wrap`: the outermost middleware.
         .wrap(AuthMiddleware::new(auth))

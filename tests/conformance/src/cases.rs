@@ -856,6 +856,16 @@ pub async fn get_never_changes_state<F: HarnessFactory>() {
         200,
         "still logged in"
     );
+    // Without a session too: the wrong method is a 405, not a guard's 401
+    // or 403 (the guards sit on the routes, not on the path).
+    for path in [
+        "/api/password",
+        "/api/sessions/revoke-others",
+        "/api/mfa/recovery-codes",
+    ] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status, 405, "GET {path} without a session");
+    }
 }
 
 /// HTML routes send unauthenticated browsers to the login page.

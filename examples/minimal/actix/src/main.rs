@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One `App` per worker thread; `AuthMiddleware` is the last (outermost) `wrap`.
     let server = HttpServer::new(move || {
         App::new()
-            .service(web::resource("/me").wrap(from_fn(require_login)).get(me))
+            .route("/me", web::get().to(me).wrap(from_fn(require_login)))
             .route("/register", web::post().to(register))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
