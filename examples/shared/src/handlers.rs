@@ -496,8 +496,8 @@ pub async fn remove_passkey(auth: &RequestAuth, id: &str, body: Body<EnrollBody>
     }))
 }
 
-/// `POST /api/login/passkey/start`: the `{"publicKey": ..., "mediation":
-/// ...}` options for `navigator.credentials.get`: the second step of an
+/// `POST /api/login/passkey/start`: the `{"publicKey": ...}` options for
+/// `navigator.credentials.get`: the second step of an
 /// MFA-pending session, otherwise a passwordless sign-in (a visitor gets
 /// a session cookie that holds the challenge).
 pub async fn passkey_sign_in_start(

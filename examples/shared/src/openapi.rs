@@ -27,8 +27,9 @@ pub const BEARER_JWT: &str = "bearer_jwt";
         title = "Auth Toolkit Demo API",
         description = "The JSON API every demo (axum, actix-web, Rocket) serves alike. \
             Bodies are JSON; errors are `{\"error\": \"...\"}` (plus `reason` for a \
-            password-policy refusal). Unsafe methods from a browser on another site \
-            get 403; bodies over 16 KiB get 413. Any route may answer 503 with \
+            password-policy refusal). A `Host` outside the server's allow-list gets \
+            400; unsafe methods from a browser on another site get 403; bodies over \
+            16 KiB get 413. Any route may answer 503 with \
             `Retry-After` while a store the server needs (its database, Redis) is \
             unavailable."
     ),
@@ -204,10 +205,6 @@ mod doc {
         /// user's passkeys for the second step; `userVerification`, ...).
         #[schema(value_type = Object)]
         publicKey: serde_json::Value,
-        /// `conditional` for a passwordless sign-in (the browser's
-        /// passkey autofill); a sign-in button leaves it out.
-        #[schema(nullable = false)]
-        mediation: Option<String>,
     }
 
     /// No session, or an expired one.
@@ -260,7 +257,7 @@ mod doc {
         request_body = Credentials,
         responses(
             (status = 201, description = "Registered", body = Registered),
-            (status = 400, description = "The password policy refuses the password (`reason` names the rule), the email address is invalid (no account is made), or the body is malformed", body = ErrorBody,
+            (status = 400, description = "The password policy refuses the password (`reason` names the rule), the name is not a valid login name, the email address is invalid (no account is made), or the body is malformed", body = ErrorBody,
                 example = json!({"error": "password refused by policy", "reason": "too_short"})),
             (status = 403, response = CrossOrigin),
             (status = 409, description = "The name is taken (whatever its case)", body = ErrorBody),
@@ -365,7 +362,7 @@ mod doc {
         responses(
             (status = 200, description = "Logged in, or a second factor must follow (`mfa_required`)", body = LoginAnswer,
                 headers(("Set-Cookie" = String, description = "`__Host-session` (and `__Host-session-device`)"))),
-            (status = 400, description = "Malformed body", body = ErrorBody),
+            (status = 400, description = "Malformed body, or a bearer token (a login needs a browser session)", body = ErrorBody),
             (status = 401, description = "Invalid credentials: the same for an unknown user, a wrong password and a disabled user", body = ErrorBody),
             (status = 403, response = CrossOrigin),
             (status = 413, response = TooLarge),
@@ -444,7 +441,7 @@ mod doc {
         responses(
             (status = 200, description = "Logged in, or a second factor must follow", body = LoginAnswer,
                 headers(("Set-Cookie" = String, description = "`__Host-session`"))),
-            (status = 400, description = "Invalid or expired link (also after a password change), or a malformed body", body = ErrorBody),
+            (status = 400, description = "Invalid or expired link (also after a password change), a malformed body, or a bearer token (needs a browser session)", body = ErrorBody),
             (status = 403, response = CrossOrigin),
             (status = 413, response = TooLarge),
             (status = 415, response = BodyRejected),
@@ -462,6 +459,7 @@ mod doc {
             (status = 204, description = "Logged out (also without a session); with a bearer token, its sign-in (refresh token and access tokens) ends",
                 headers(("Set-Cookie" = String, description = "Removes `__Host-session`"))),
             (status = 403, response = CrossOrigin),
+            (status = 503, response = Busy),
         )
     )]
     pub(super) fn logout() {}
@@ -520,7 +518,8 @@ mod doc {
         params(("id" = String, Path, description = "A handle from `GET /api/sessions`")),
         security(("session_cookie" = []), ("bearer_jwt" = [])),
         responses(
-            (status = 204, description = "Ended"),
+            (status = 204, description = "Ended (the caller's own session: its cookie is removed too)",
+                headers(("Set-Cookie" = String, description = "Removes `__Host-session` when the caller ended its own session"))),
             (status = 401, response = NotLoggedIn),
             (status = 403, response = CrossOrigin),
             (status = 404, description = "No such session of this user", body = ErrorBody),
@@ -533,7 +532,8 @@ mod doc {
         post, path = "/api/sessions/revoke-others", tag = "sessions",
         security(("session_cookie" = []), ("bearer_jwt" = [])),
         responses(
-            (status = 204, description = "Only this session remains (with a bearer token: every sign-in of the user ends, this one included)"),
+            (status = 204, description = "Only this session remains, under a new ID (with a bearer token: every sign-in of the user ends, this one included)",
+                headers(("Set-Cookie" = String, description = "The session's new ID"))),
             (status = 401, response = NotLoggedIn),
             (status = 403, response = CrossOrigin),
         )
@@ -579,7 +579,7 @@ mod doc {
             (status = 400, description = "Malformed body", body = ErrorBody),
             (status = 401, description = "Not logged in, or a wrong code", body = ErrorBody),
             (status = 403, response = CrossOrigin),
-            (status = 409, description = "No enrolment is pending", body = ErrorBody),
+            (status = 409, description = "No enrolment is pending, or TOTP is on already", body = ErrorBody),
             (status = 413, response = TooLarge),
             (status = 415, response = BodyRejected),
             (status = 422, response = BodyRejected),
@@ -625,7 +625,8 @@ mod doc {
                 headers(("Set-Cookie" = String, description = "The session's new ID"))),
             (status = 400, description = "Malformed body or a missing field", body = ErrorBody),
             (status = 401, description = "Not logged in, or a wrong password or code", body = ErrorBody),
-            (status = 403, description = "This session did not prove a second factor, or a cross-site request", body = ErrorBody),
+            (status = 403, description = "This session did not prove a second factor, a code is required, or a cross-site request", body = ErrorBody),
+            (status = 409, description = "The account has no second factor left (TOTP turned off, or its last passkey removed, since this session proved one)", body = ErrorBody),
             (status = 413, response = TooLarge),
             (status = 415, response = BodyRejected),
             (status = 422, response = BodyRejected),
@@ -758,7 +759,8 @@ mod doc {
     /// On a session waiting for its second factor (after the password), the
     /// second step with one of that user's passkeys. Otherwise a
     /// passwordless sign-in with any passkey of this site (the browser's
-    /// list, or its autofill with `mediation: "conditional"`); a visitor
+    /// list; for its autofill the page adds `mediation: "conditional"` to
+    /// the options itself); a visitor
     /// gets a session cookie that holds the challenge. A `username` is
     /// accepted and not used. Answer within 5 minutes with
     /// `POST /api/login/passkey/finish`.
