@@ -960,26 +960,34 @@ async fn an_expired_ceremony_is_refused() {
 
 // ---- the signature counter ----------------------------------------------------
 
-/// A passwordless sign-in racing a sign out everywhere (or a factor
-/// change) that raised the epoch while its session was made keeps no
-/// session: it answers busy (503) and the client tries again.
-#[tokio::test]
-async fn a_passwordless_sign_in_racing_a_sign_out_everywhere_keeps_no_session() {
-    let h = harness();
+/// A passwordless sign-in by alice with `armed` set when her answer is
+/// ready: it answers busy (503, the client tries again) and leaves no new
+/// session (hers: only the one she registered the passkey in). Answers her
+/// user id.
+async fn a_raced_sign_in_keeps_no_session(h: &Harness, armed: &AtomicBool) -> String {
     let mut key = SoftAuthenticator::new(ORIGIN);
-    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
-    let (mut session, options) = begin_passwordless(&h).await;
+    let (id, _, _) = user_with_passkey(h, "alice", &mut key).await;
+    let (mut session, options) = begin_passwordless(h).await;
     let assertion = key.get(&options).await.unwrap();
-    h.race.armed.store(true, Ordering::SeqCst);
+    armed.store(true, Ordering::SeqCst);
     let outcome = h
         .auth
         .finish_passkey_sign_in(&mut session, &assertion, &client())
         .await;
     assert!(matches!(outcome, Err(AuthError::Busy)), "{outcome:?}");
-    assert!(!h.race.armed.load(Ordering::SeqCst), "the race ran");
-    // alice's sessions: only the one she registered the passkey in.
+    assert!(!armed.load(Ordering::SeqCst), "the race ran");
     let sessions = h.auth.sessions().store().list_by_user(&id).await.unwrap();
     assert_eq!(sessions.len(), 1, "no new session survived");
+    id
+}
+
+/// A passwordless sign-in racing a sign out everywhere (or a factor
+/// change) that raised the epoch while its session was made keeps no
+/// session.
+#[tokio::test]
+async fn a_passwordless_sign_in_racing_a_sign_out_everywhere_keeps_no_session() {
+    let h = harness();
+    a_raced_sign_in_keeps_no_session(&h, &h.race.armed).await;
 }
 
 /// A passwordless sign-in whose passkey is removed right after its use
@@ -988,20 +996,8 @@ async fn a_passwordless_sign_in_racing_a_sign_out_everywhere_keeps_no_session() 
 #[tokio::test]
 async fn a_passkey_removed_while_it_signs_in_leaves_no_session() {
     let h = harness();
-    let mut key = SoftAuthenticator::new(ORIGIN);
-    let (id, _, _) = user_with_passkey(&h, "alice", &mut key).await;
-    let (mut session, options) = begin_passwordless(&h).await;
-    let assertion = key.get(&options).await.unwrap();
-    h.removal.armed.store(true, Ordering::SeqCst);
-    let outcome = h
-        .auth
-        .finish_passkey_sign_in(&mut session, &assertion, &client())
-        .await;
-    assert!(matches!(outcome, Err(AuthError::Busy)), "{outcome:?}");
-    assert!(!h.removal.armed.load(Ordering::SeqCst), "the removal ran");
+    let id = a_raced_sign_in_keeps_no_session(&h, &h.removal.armed).await;
     assert!(h.store.list(&id).await.unwrap().is_empty());
-    let sessions = h.auth.sessions().store().list_by_user(&id).await.unwrap();
-    assert_eq!(sessions.len(), 1, "no new session survived");
 }
 
 /// The second step checks the counter stored when the answer comes, not
