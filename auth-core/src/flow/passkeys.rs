@@ -40,7 +40,10 @@ pub const MAX_PASSKEY_NAME: usize = 64;
 
 /// The most passkeys one account keeps: each adds a row, an entry to
 /// every registration's exclude list and a second step's allow list (kept
-/// in the session while it runs), so their number is bounded.
+/// in the session while it runs), so their number is bounded. Checked when
+/// a registration begins and again at its finish, not atomically with the
+/// insert: ceremonies begun below the cap and finished side by side may
+/// each pass, a few over it, each having cost its own proof.
 pub const MAX_PASSKEYS: u64 = 25;
 
 /// What a sign-in ceremony was started for. No `Debug`: the state holds

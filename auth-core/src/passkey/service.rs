@@ -31,7 +31,10 @@ impl std::fmt::Debug for Passkeys {
 
 /// A relying-party setting that webauthn-rs refuses.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid passkey relying party: the id must be the origin's domain or a parent of it")]
+#[error(
+    "invalid passkey relying party: the origin must be https (http only on localhost) and the \
+     id its domain or a parent of it"
+)]
 pub struct PasskeyConfigError;
 
 /// Builds [`Passkeys`].

@@ -858,14 +858,16 @@ async fn passkeys_section(
     let left = if totp || passkeys.is_empty() {
         String::new()
     } else {
-        format!(
-            r#"<p>{} recovery codes left.</p>
+        match auth.recovery_codes_left().await? {
+            0 => "<p>No recovery codes left.</p>".to_owned(),
+            left => format!(
+                r#"<p>{left} recovery codes left.</p>
 <form method="post" action="/account/mfa/recovery-codes">{token}
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
 <label>A recovery code <input name="code" autocomplete="one-time-code" required></label>
-<button>New recovery codes</button></form>"#,
-            auth.recovery_codes_left().await?
-        )
+<button>New recovery codes</button></form>"#
+            ),
+        }
     };
     Ok(format!(
         r#"<h2>Passkeys</h2>{left}

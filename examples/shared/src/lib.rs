@@ -346,7 +346,9 @@ pub fn passkeys(public_url: &str) -> Result<PasskeysBuilder, Box<dyn Error>> {
     } else {
         (host.to_owned(), url.origin().ascii_serialization())
     };
-    Ok(Passkeys::builder(&rp_id, &origin)?.rp_name(APP_NAME))
+    let builder =
+        Passkeys::builder(&rp_id, &origin).map_err(|e| format!("DEMO_PUBLIC_URL: {e}"))?;
+    Ok(builder.rp_name(APP_NAME))
 }
 
 /// The audience (`aud`) of the demo's access tokens.
@@ -1168,7 +1170,28 @@ redacted_debug!(
 
 #[cfg(test)]
 mod tests {
-    use super::{AllowedHosts, Settings, TrustedProxies, create_key_file, mailer, redact_url};
+    use super::{
+        AllowedHosts, Settings, TrustedProxies, create_key_file, mailer, passkeys, redact_url,
+    };
+
+    /// The demo's public URL gives the passkeys' relying party: an IP
+    /// address (v4 or v6) becomes `localhost`; plain `http` elsewhere is
+    /// refused, naming the setting.
+    #[test]
+    fn the_public_url_gives_the_passkeys_relying_party() {
+        for url in [
+            "http://127.0.0.1:3000",
+            "http://[::1]:3000",
+            "http://localhost:3000",
+            "https://demo.example.com",
+        ] {
+            assert!(passkeys(url).is_ok(), "{url}");
+        }
+        let refused = passkeys("http://demo.example.com").err();
+        let message = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.starts_with("DEMO_PUBLIC_URL: "), "{message}");
+        assert!(message.contains("https"), "{message}");
+    }
 
     fn settings(addr: &str, insecure_log_mail: bool) -> Settings {
         Settings {
