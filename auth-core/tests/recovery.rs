@@ -12,7 +12,7 @@ use std::time::Duration;
 use auth_core::account::{AccountStore, MemoryAccountStore};
 use auth_core::clock::ManualClock;
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
-use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, MailLinks};
+use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome, MailLinks};
 use auth_core::mail::SmtpMailer;
 use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::session::Session;
@@ -708,6 +708,50 @@ async fn magic_links_are_one_factor_and_verification_can_be_required() {
         h.auth.finish_magic_link(&stale, &client(), None).await,
         Err(AuthError::InvalidToken)
     ));
+}
+
+/// A sign-in link opened in a browser signed in to another account (a
+/// link somebody sent to switch that browser to their account) is refused
+/// and leaves that session alone; the link still works for its owner.
+#[tokio::test]
+async fn a_magic_link_never_replaces_another_accounts_session() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    h.user_with_address("bob").await;
+    let bob = match h
+        .auth
+        .login("bob", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    };
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let token = token_of(&h.mail(&address).await.body);
+    let refused = h
+        .auth
+        .finish_magic_link(&token, &client(), Some(&bob))
+        .await;
+    assert!(
+        matches!(refused, Err(AuthError::SignedInAsAnother)),
+        "{refused:?}"
+    );
+    let bob_again = h
+        .auth
+        .sessions()
+        .load_id(bob.id().clone())
+        .await
+        .unwrap()
+        .expect("bob's session lives on");
+    h.auth.require_login(Some(&bob_again)).unwrap();
+    // Signed out, the same link signs alice in.
+    let outcome = h
+        .auth
+        .finish_magic_link(&token, &client(), None)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, LoginOutcome::LoggedIn(_)));
 }
 
 #[tokio::test]

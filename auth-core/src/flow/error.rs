@@ -110,6 +110,11 @@ pub enum AuthError {
     /// The passkey is already registered (409).
     #[error("this passkey is already registered")]
     PasskeyTaken,
+    /// A sign-in link of one account opened in a browser signed in to
+    /// another (409): log out first. The link stays usable. (A link
+    /// someone else sent must not swap the owner's session for theirs.)
+    #[error("signed in to another account: log out first")]
+    SignedInAsAnother,
     /// The account has as many passkeys as one may have
     /// ([`MAX_PASSKEYS`](crate::flow::MAX_PASSKEYS)); remove one first (409).
     #[error("this account has the most passkeys it may have")]
@@ -150,6 +155,7 @@ impl AuthError {
             | Self::LoginTaken
             | Self::PasskeyTaken
             | Self::TooManyPasskeys
+            | Self::SignedInAsAnother
             | Self::NoPasskey => 409,
             Self::MfaUnavailable
             | Self::Unsupported

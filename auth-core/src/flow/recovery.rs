@@ -706,6 +706,9 @@ impl Authenticator {
     ///
     /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
     /// unknown, used, expired or stale token, and a disabled user),
+    /// [`AuthError::SignedInAsAnother`] when `current` is signed in to
+    /// another account (the link stays usable: someone else's link must
+    /// not replace the owner's session with theirs),
     /// [`AuthError::Throttled`], and what [`login`](Self::login) answers
     /// for an unverified address when verification is required.
     pub async fn finish_magic_link(
@@ -730,6 +733,15 @@ impl Authenticator {
                 .ct_eq(record.binding.as_bytes()),
         ) {
             return Err(refuse(Some(user.id())));
+        }
+        if let Some(other) = current.and_then(Session::authenticated_user)
+            && other != user.id()
+        {
+            // Put back: the owner of the link may still use it.
+            if let Some(token) = SingleUseToken::parse(token.trim()) {
+                self.inner.tokens.insert(&token.key(), &record).await?;
+            }
+            return Err(AuthError::SignedInAsAnother);
         }
         self.throttle_success(&link_account(user.id(), Purpose::MagicLink), client)
             .await?;

@@ -1557,6 +1557,39 @@ pub async fn a_magic_link_signs_in_once<F: HarnessFactory>() {
     assert_eq!(again.status, 400, "a link works once");
 }
 
+/// A sign-in link opened in a browser signed in to another account (a
+/// link somebody sent to switch that browser to their account) answers
+/// 409 and leaves that session alone; the link still works for its owner.
+pub async fn a_magic_link_never_replaces_another_accounts_session<F: HarnessFactory>() {
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    app.register("bob").await;
+    let bob = app.login("bob").await;
+    let r = app
+        .post_json("/api/login/magic", json!({"login": "alice"}), None)
+        .await;
+    assert_eq!(r.status, 202);
+    let mail = crate::mail_to(&address).await.expect("a sign-in mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    let r = app
+        .post_json(
+            "/api/login/magic/finish",
+            json!({"token": token}),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.session_cookie().is_none(), "bob's cookie untouched");
+    assert_eq!(
+        app.get("/api/me", Some(&bob)).await.json()["username"],
+        "bob"
+    );
+    let r = app
+        .post_json("/api/login/magic/finish", json!({"token": token}), None)
+        .await;
+    assert_eq!(r.status, 200, "the owner's link still works: {}", r.text());
+}
+
 /// A change of address needs the password with the request; the old
 /// verified address is told and stays in effect until the new one is
 /// verified; then the new one receives resets, the old finds nobody, and

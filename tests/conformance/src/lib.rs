@@ -472,6 +472,7 @@ macro_rules! conformance_suite {
             verification_links_work_once,
             the_reset_pages_work_without_script,
             a_magic_link_signs_in_once,
+            a_magic_link_never_replaces_another_accounts_session,
             a_change_of_address_takes_effect_once_verified,
             a_pending_change_of_address_dies_with_a_password_change,
             one_ip_is_throttled_across_accounts,
