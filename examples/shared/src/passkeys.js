@@ -167,11 +167,15 @@
   };
 
   // A same-origin path to go to, /account otherwise.
+  // The server's rule (auth_core::web::safe_next): a same-origin path, no
+  // `//host` or `/\host`, no backslash or control character anywhere
+  // (browsers drop a tab or newline, so `/<tab>/evil` would be `//evil`).
   const safeNext = (path) =>
     typeof path === "string" &&
     path.startsWith("/") &&
     !path.startsWith("//") &&
-    !path.startsWith("/\\")
+    path.length <= 2048 &&
+    !/[\\\u0000-\u001f\u007f-\u009f]/.test(path)
       ? path
       : "/account";
 
