@@ -170,10 +170,16 @@ const REUSE_FOR: Duration = Duration::from_millis(100);
 /// than [`REUSE_FOR`]. Else they probe again.
 ///
 /// So a request pays one probe for its load and its handler's reads, sees
-/// every write of this process (its own included) at its next step, and a
-/// commit by another process at its next request, or at a step that starts
-/// 100 ms after the commit (a long-lived request, say a stream, keeps
-/// seeing revocations made elsewhere).
+/// every write of this process's stores (its own included) at its next
+/// step, and a commit by another process, or by the app's own connections
+/// to the file, at its next request, or at a step that starts 100 ms after
+/// the commit. (A request loads its session and user once: a revocation is
+/// seen by the next request, not in the middle of a long-lived one.)
+///
+/// A database file replaced or deleted under a running process (a backup
+/// restored over it) is not seen: the reader keeps the file it opened, as
+/// SQLite's own connections do; SQLite warns against it ("How To Corrupt
+/// An SQLite Database File", 2.4). Restart the process after such a swap.
 #[cfg(feature = "sqlite")]
 #[derive(Debug, Default)]
 pub(crate) struct RequestProbe(Mutex<Option<Probed>>);
@@ -367,6 +373,11 @@ impl std::fmt::Debug for Cache {
 #[cfg(feature = "sqlite")]
 const MAX_CACHED: usize = 16_384;
 
+/// The longest key the cache keeps (a session key is 32 bytes, a user id a
+/// few dozen).
+#[cfg(feature = "sqlite")]
+const MAX_CACHED_KEY: usize = 256;
+
 #[cfg(feature = "sqlite")]
 impl InlineReader {
     /// A reader for the file behind `pool`, if the pool is a plain file
@@ -460,10 +471,15 @@ impl InlineReader {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        // Not created if missing, never written: `query_only`.
+        // Not created if missing, never written: `query_only`. A private
+        // page cache whatever the process-wide default: a cache shared
+        // with sqlx's connections would make their commits this
+        // connection's own, and `data_version` would not move for them.
         let connection = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
         )?;
         connection.pragma_update(None, "query_only", true)?;
         connection.busy_timeout(Duration::ZERO)?;
@@ -567,6 +583,12 @@ impl InlineReader {
         let Some(version) = self.step_version() else {
             return self.read(read).map(Arc::new);
         };
+        // A key longer than any the stores make (an id an app passed from
+        // a URL, say) is read, never kept: the cache's size stays bounded
+        // by its entry count.
+        if key.len() > MAX_CACHED_KEY {
+            return self.read(read).map(Arc::new);
+        }
         let mut cacheable = false;
         if let Ok(mut cache) = self.cache.lock() {
             if version > cache.version {
@@ -752,6 +774,13 @@ mod tests {
         assert!(sessions.load(&unknown).await.unwrap().is_none());
         assert!(sessions.load(&unknown).await.unwrap().is_none());
         assert_eq!(cache_hits(&sessions.inline), before);
+        // Nor is an id longer than any the stores make (an app passing one
+        // from a URL): the cache stays bounded by its entry count.
+        let long = "x".repeat(MAX_CACHED_KEY + 1);
+        let before = cache_hits(&users.inline);
+        assert!(users.find_by_id(&long).await.unwrap().is_none());
+        assert!(users.find_by_id(&long).await.unwrap().is_none());
+        assert_eq!(cache_hits(&users.inline), before);
         // A cached record that expires is not served: the store compares
         // the time at every read.
         let soon = crate::session::SessionRecord {

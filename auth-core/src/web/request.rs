@@ -431,8 +431,9 @@ pub(crate) type HeaderLines<'a> = smallvec::SmallVec<[(&'a str, &'a str); 20]>;
 
 /// The reads of one step of a request (the session and its user; a user's
 /// second factors) run in [`RequestProbe::step`]: on a SQLite file, one
-/// probe of its version for all of them, and none for a later step while
-/// no write of this process has finished since (see `sqlite_inline`).
+/// probe of its version for all of them, and none for a later step within
+/// 100 ms while no statement of this process's stores has finished since
+/// (see `sqlite_inline`).
 #[cfg(feature = "sqlite")]
 use crate::sqlite_inline::RequestProbe;
 
