@@ -388,14 +388,16 @@ impl FromRequest for AuthSession {
 }
 
 /// The authenticated user as the app's own type `U` (the user store's
-/// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
+/// [`AuthUser`] type, always named: `CurrentUser<MyUser>`, or
+/// `CurrentUser<User>` for the toolkit's ready [`User`]; no default, so
+/// forgetting it is a compile error, not a 500), read once
 /// per request with the session and shared without a copy. Without one it
 /// rejects as [`require_login`] does (a browser asking for HTML is
 /// redirected to the login page, an API client gets JSON 401, a bearer
 /// request's 401 carries `WWW-Authenticate`), so it protects a route by
 /// itself. Dereferences to `U`.
 #[derive(Debug)]
-pub struct CurrentUser<U = User>(pub Arc<U>);
+pub struct CurrentUser<U>(pub Arc<U>);
 
 impl<U> Deref for CurrentUser<U> {
     type Target = U;
@@ -438,7 +440,7 @@ fn refuse(state: &RequestAuth, error: &AuthError, request: &HttpRequest) -> Http
 
 /// The authenticated user as `U`, if any; never rejects for lack of one.
 #[derive(Debug)]
-pub struct OptionalUser<U = User>(pub Option<Arc<U>>);
+pub struct OptionalUser<U>(pub Option<Arc<U>>);
 
 impl<U: AuthUser> FromRequest for OptionalUser<U> {
     type Error = AuthRejection;

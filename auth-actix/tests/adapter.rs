@@ -3,7 +3,7 @@
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, test, web};
-use auth_actix::{Auth, MemoryUserStore};
+use auth_actix::{Auth, MemoryUserStore, User};
 use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, OptionalUser, require_login};
 use auth_core::password::{PasswordHasher, PasswordService};
 
@@ -23,11 +23,11 @@ fn peer() -> std::net::SocketAddr {
     "192.0.2.1:40000".parse().expect("address")
 }
 
-async fn who(CurrentUser(user): CurrentUser) -> String {
+async fn who(CurrentUser(user): CurrentUser<User>) -> String {
     user.display_name.clone()
 }
 
-async fn maybe(OptionalUser(user): OptionalUser) -> String {
+async fn maybe(OptionalUser(user): OptionalUser<User>) -> String {
     user.map_or("nobody".to_owned(), |u| u.display_name.clone())
 }
 

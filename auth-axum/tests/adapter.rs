@@ -87,7 +87,7 @@ fn peer() -> MockConnectInfo<SocketAddr> {
     MockConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000)))
 }
 
-async fn who(CurrentUser(user): CurrentUser) -> String {
+async fn who(CurrentUser(user): CurrentUser<User>) -> String {
     user.display_name.clone()
 }
 

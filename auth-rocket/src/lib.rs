@@ -464,7 +464,9 @@ impl<'r> FromRequest<'r> for AuthSession {
 }
 
 /// The authenticated user as the app's own type `U` (the user store's
-/// [`AuthUser`] type; the toolkit's ready [`User`] by default), read once
+/// [`AuthUser`] type, always named: `CurrentUser<MyUser>`, or
+/// `CurrentUser<User>` for the toolkit's ready [`User`]; no default, so
+/// forgetting it is a compile error, not a 500), read once
 /// per request with the session and shared without a copy. Without one it
 /// fails as [`RequireLogin`] does (a browser asking for HTML is redirected
 /// to the login page, an API client gets JSON 401, a bearer request's 401
@@ -474,7 +476,7 @@ impl<'r> FromRequest<'r> for AuthSession {
 /// response of its status (the fairing cannot tell a catcher's 401 from
 /// the handler's own).
 #[derive(Debug)]
-pub struct CurrentUser<U = User>(pub Arc<U>);
+pub struct CurrentUser<U>(pub Arc<U>);
 
 impl<U> Deref for CurrentUser<U> {
     type Target = U;
@@ -503,7 +505,7 @@ impl<'r, U: AuthUser> FromRequest<'r> for CurrentUser<U> {
 /// The authenticated user as `U`, if any; never fails for lack of one
 /// (store failures still answer 500).
 #[derive(Debug)]
-pub struct OptionalUser<U = User>(pub Option<Arc<U>>);
+pub struct OptionalUser<U>(pub Option<Arc<U>>);
 
 #[rocket::async_trait]
 impl<'r, U: AuthUser> FromRequest<'r> for OptionalUser<U> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auth_core::clock::ManualClock;
 use auth_core::password::{PasswordHasher, PasswordService};
-use auth_rocket::{Auth, MemoryUserStore, Password};
+use auth_rocket::{Auth, MemoryUserStore, Password, User};
 use auth_rocket::{
     AuthFairing, AuthRejection, AuthSession, CurrentUser, OptionalUser, RequireLogin, RequireMfa,
     RequireRecentLogin,
@@ -62,7 +62,7 @@ async fn login_with_jar(
 }
 
 #[get("/touch-jar")]
-fn touch_jar(_user: CurrentUser, jar: &CookieJar<'_>) -> String {
+fn touch_jar(_user: CurrentUser<User>, jar: &CookieJar<'_>) -> String {
     // Reading the jar (Rocket parsed our cookie into it) must not make
     // Rocket send anything back.
     jar.get("__Host-session")
@@ -72,7 +72,7 @@ fn touch_jar(_user: CurrentUser, jar: &CookieJar<'_>) -> String {
 }
 
 #[get("/me")]
-fn me(_login: RequireLogin, user: CurrentUser) -> String {
+fn me(_login: RequireLogin, user: CurrentUser<User>) -> String {
     user.display_name.clone()
 }
 
@@ -87,14 +87,14 @@ fn recent(_recent: RequireRecentLogin) -> &'static str {
 }
 
 #[get("/maybe")]
-fn maybe(user: OptionalUser) -> String {
+fn maybe(user: OptionalUser<User>) -> String {
     user.0
         .map_or("anonymous".to_owned(), |u| u.display_name.clone())
 }
 
 /// A guard wrapped in `Option` lets the handler answer.
 #[get("/optional-guard")]
-fn optional_guard(user: Option<CurrentUser>) -> (Status, &'static str) {
+fn optional_guard(user: Option<CurrentUser<User>>) -> (Status, &'static str) {
     match user {
         Some(_) => (Status::Ok, "user"),
         None => (Status::Ok, "handler answered"),

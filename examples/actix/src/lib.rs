@@ -8,7 +8,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, Error, HttpResponse, Route, web};
-use auth_actix::{AuthMiddleware, AuthSession, CurrentUser, reply, require_login, require_mfa};
+use auth_actix::{
+    AuthMiddleware, AuthSession, CurrentUser, User, reply, require_login, require_mfa,
+};
 use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
@@ -248,7 +250,7 @@ async fn logout(auth: AuthSession) -> HttpResponse {
     reply(h::logout(&auth).await)
 }
 
-async fn me(auth: AuthSession, CurrentUser(user): CurrentUser) -> HttpResponse {
+async fn me(auth: AuthSession, CurrentUser(user): CurrentUser<User>) -> HttpResponse {
     reply(h::me(&auth, &user).await)
 }
 

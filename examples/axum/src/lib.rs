@@ -4,7 +4,7 @@
 //! demos (`example_shared::handlers`); this file is the axum routing and
 //! body extraction around them.
 
-use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, reply};
+use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, User, reply};
 use auth_core::web::Auth;
 use axum::Router;
 use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
@@ -163,7 +163,7 @@ async fn logout(auth: AuthSession) -> Response {
     reply(h::logout(&auth).await)
 }
 
-async fn me(auth: AuthSession, CurrentUser(user): CurrentUser) -> Response {
+async fn me(auth: AuthSession, CurrentUser(user): CurrentUser<User>) -> Response {
     reply(h::me(&auth, &user).await)
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use auth_core::web::Auth;
 use auth_rocket::{
-    AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, RequireMfa, reply,
+    AuthFairing, AuthSession, CurrentUser, ReplyResponder, RequireLogin, RequireMfa, User, reply,
 };
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
@@ -293,7 +293,7 @@ async fn logout(auth: AuthSession) -> ReplyResponder {
 
 /// `CurrentUser` alone protects a route: it refuses as `RequireLogin` does.
 #[get("/api/me")]
-async fn me(user: CurrentUser, auth: AuthSession) -> ReplyResponder {
+async fn me(user: CurrentUser<User>, auth: AuthSession) -> ReplyResponder {
     reply(h::me(&auth, &user).await)
 }
 
