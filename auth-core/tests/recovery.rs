@@ -729,6 +729,17 @@ async fn a_magic_link_never_replaces_another_accounts_session() {
     };
     h.auth.request_magic_link("alice", &client()).await.unwrap();
     let token = token_of(&h.mail(&address).await.body);
+    // Its page can name the account before the link is used, as often as
+    // it is opened; a token that would not sign in names none.
+    for _ in 0..2 {
+        assert_eq!(
+            h.auth.magic_link_account(&token).await.unwrap().as_deref(),
+            Some("alice")
+        );
+    }
+    for garbage in ["", "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        assert_eq!(h.auth.magic_link_account(garbage).await.unwrap(), None);
+    }
     let refused = h
         .auth
         .finish_magic_link(&token, &client(), Some(&bob))
@@ -752,6 +763,11 @@ async fn a_magic_link_never_replaces_another_accounts_session() {
         .await
         .unwrap();
     assert!(matches!(outcome, LoginOutcome::LoggedIn(_)));
+    assert_eq!(
+        h.auth.magic_link_account(&token).await.unwrap(),
+        None,
+        "used"
+    );
 }
 
 #[tokio::test]

@@ -698,6 +698,34 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The login name of the account a magic link signs in to, looked up
+    /// without using the link, for the link's page to name ("sign in as
+    /// ..."): a link somebody else sent is then not followed blindly.
+    /// `None` for a link that would not sign in (malformed, unknown, used,
+    /// expired, stale, a disabled user), or when the token store cannot
+    /// look without taking ([`TokenStore::peek`](crate::single_use::TokenStore::peek)).
+    pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Ok(None);
+        };
+        let tokens = &self.inner.tokens;
+        let Some(record) = tokens
+            .peek(&token.key(), Purpose::MagicLink, self.now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = match self.inner.users.find_by_id(&record.user_id).await? {
+            Some(user) if !user.is_disabled() => user,
+            _ => return Ok(None),
+        };
+        let current = reset_binding(user.password_hash());
+        if !bool::from(current.as_bytes().ct_eq(record.binding.as_bytes())) {
+            return Ok(None);
+        }
+        Ok(Some(user.login().to_owned()))
+    }
+
     /// Signs in with the token from a magic link: one factor
     /// ([`Factor::EmailLink`]), so an account with a second factor gets
     /// [`LoginOutcome::MfaRequired`] as after a password. `current` is the

@@ -175,6 +175,20 @@ impl TokenStore for MemoryTokenStore {
         Ok(inner.remove(key).and_then(|r| r.usable(purpose, now)))
     }
 
+    async fn peek(
+        &self,
+        key: &TokenKey,
+        purpose: Purpose,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .tokens
+            .get(key)
+            .cloned()
+            .and_then(|r| r.usable(purpose, now)))
+    }
+
     async fn delete_for_user(
         &self,
         user_id: &str,

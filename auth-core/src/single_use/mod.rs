@@ -258,6 +258,21 @@ pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Option<TokenRecord>, TokenStoreError>;
 
+    /// The token's record without taking it: if `key` exists, is for
+    /// `purpose` and has not expired at `now`; else `None`, and nothing is
+    /// deleted. For a page that names the account a link is for before it
+    /// is used. A store that cannot look without taking keeps the default,
+    /// `None` (the page then names no account).
+    async fn peek(
+        &self,
+        key: &TokenKey,
+        purpose: Purpose,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let _ = (key, purpose, now);
+        Ok(None)
+    }
+
     /// Deletes every token of `user_id` for `purpose` (a new request voids
     /// the older links; a used one voids its siblings). Returns how many.
     async fn delete_for_user(

@@ -213,6 +213,33 @@ impl TokenStore for RedisTokenStore {
         Ok(record.usable(purpose, now))
     }
 
+    async fn peek(
+        &self,
+        key: &TokenKey,
+        purpose: Purpose,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, TokenStoreError> {
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.token_key(&key.to_hex()))
+            .arg(&["p", "u", "b", "e"])
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Ok([Some(stored), Some(user_id), Some(binding), Some(expires_at)]) =
+            <[Option<String>; 4]>::try_from(fields)
+        else {
+            return Ok(None);
+        };
+        let record = TokenRecord {
+            purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
+            user_id,
+            binding,
+            expires_at: Timestamp::from_unix_millis(
+                expires_at.parse().map_err(|_| TokenStoreError::Corrupt)?,
+            ),
+        };
+        Ok(record.usable(purpose, now))
+    }
+
     async fn delete_for_user(
         &self,
         user_id: &str,

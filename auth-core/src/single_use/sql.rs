@@ -21,6 +21,7 @@ struct Queries {
     lock_migrations: Option<&'static str>,
     insert: &'static str,
     consume: &'static str,
+    peek: &'static str,
     delete_for_user: &'static str,
     delete_expired: &'static str,
 }
@@ -53,6 +54,7 @@ const SQLITE: Queries = Queries {
         VALUES (?1, ?2, ?3, ?4, ?5)",
     consume: "DELETE FROM auth_single_use_tokens WHERE key = ?1
         RETURNING purpose, user_id, binding, expires_at",
+    peek: "SELECT purpose, user_id, binding, expires_at FROM auth_single_use_tokens WHERE key = ?1",
     delete_for_user: "DELETE FROM auth_single_use_tokens WHERE user_id = ?1 AND purpose = ?2",
     delete_expired: "DELETE FROM auth_single_use_tokens WHERE expires_at <= ?1",
 };
@@ -85,6 +87,7 @@ const POSTGRES: Queries = Queries {
         VALUES ($1, $2, $3, $4, $5)",
     consume: "DELETE FROM auth_single_use_tokens WHERE key = $1
         RETURNING purpose, user_id, binding, expires_at",
+    peek: "SELECT purpose, user_id, binding, expires_at FROM auth_single_use_tokens WHERE key = $1",
     delete_for_user: "DELETE FROM auth_single_use_tokens WHERE user_id = $1 AND purpose = $2",
     delete_expired: "DELETE FROM auth_single_use_tokens WHERE expires_at <= $1",
 };
@@ -122,6 +125,34 @@ macro_rules! sql_token_store {
             pub fn pool(&self) -> &sqlx::Pool<$db> {
                 &self.pool
             }
+
+            /// The record of `key` that `sql` answers (the consuming
+            /// delete, or the plain select), if it is for `purpose` and
+            /// alive at `now`.
+            async fn read_one(
+                &self,
+                sql: &'static str,
+                key: &TokenKey,
+                purpose: Purpose,
+                now: Timestamp,
+            ) -> Result<Option<TokenRecord>, TokenStoreError> {
+                let Some(row) = sqlx::query(sql)
+                    .bind(key.to_hex())
+                    .fetch_optional(&self.pool)
+                    .bounded::<$db>(&Inline::NONE)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let stored: String = row.try_get("purpose")?;
+                let record = TokenRecord {
+                    purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
+                    user_id: row.try_get("user_id")?,
+                    binding: row.try_get("binding")?,
+                    expires_at: Timestamp::from_unix_millis(row.try_get("expires_at")?),
+                };
+                Ok(record.usable(purpose, now))
+            }
         }
 
         #[async_trait]
@@ -157,22 +188,16 @@ macro_rules! sql_token_store {
                 // concurrent uses one gets it. Purpose and expiry are judged
                 // here, after the delete (a token shown for another purpose
                 // was exposed: it goes too).
-                let Some(row) = sqlx::query($queries.consume)
-                    .bind(key.to_hex())
-                    .fetch_optional(&self.pool)
-                    .bounded::<$db>(&Inline::NONE)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let stored: String = row.try_get("purpose")?;
-                let record = TokenRecord {
-                    purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
-                    user_id: row.try_get("user_id")?,
-                    binding: row.try_get("binding")?,
-                    expires_at: Timestamp::from_unix_millis(row.try_get("expires_at")?),
-                };
-                Ok(record.usable(purpose, now))
+                self.read_one($queries.consume, key, purpose, now).await
+            }
+
+            async fn peek(
+                &self,
+                key: &TokenKey,
+                purpose: Purpose,
+                now: Timestamp,
+            ) -> Result<Option<TokenRecord>, TokenStoreError> {
+                self.read_one($queries.peek, key, purpose, now).await
             }
 
             async fn delete_for_user(

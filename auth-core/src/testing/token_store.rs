@@ -93,6 +93,7 @@ pub async fn token_store_suite(store: Arc<dyn TokenStore>, caps: TokenStoreCaps)
         consume_returns_the_record_once,
         concurrent_consumes_one_wins,
         wrong_purpose_burns_the_token,
+        peek_leaves_the_token,
         expired_tokens_are_refused,
         insert_never_overwrites,
         delete_for_user_is_scoped,
@@ -127,6 +128,7 @@ macro_rules! token_store_tests {
             consume_returns_the_record_once,
             concurrent_consumes_one_wins,
             wrong_purpose_burns_the_token,
+            peek_leaves_the_token,
             expired_tokens_are_refused,
             insert_never_overwrites,
             delete_for_user_is_scoped,
@@ -223,6 +225,41 @@ pub async fn wrong_purpose_burns_the_token(store: Arc<dyn TokenStore>, _caps: To
             );
         }
     }
+}
+
+/// `peek` answers the record without taking it (and never for another
+/// purpose, nor once expired or consumed), so the token still works.
+pub async fn peek_leaves_the_token(store: Arc<dyn TokenStore>, _caps: TokenStoreCaps) {
+    let now = SystemClock.now();
+    let user = user();
+    let (key, record) = issue(&*store, &user, Purpose::MagicLink, now).await;
+    for _ in 0..2 {
+        assert_eq!(
+            store.peek(&key, Purpose::MagicLink, now).await.unwrap(),
+            Some(record.clone())
+        );
+    }
+    assert_eq!(
+        store.peek(&key, Purpose::PasswordReset, now).await.unwrap(),
+        None,
+        "another purpose"
+    );
+    let expired = record.expires_at;
+    assert_eq!(
+        store.peek(&key, Purpose::MagicLink, expired).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store.consume(&key, Purpose::MagicLink, now).await.unwrap(),
+        Some(record),
+        "a peek took nothing, not even for another purpose"
+    );
+    assert_eq!(
+        store.peek(&key, Purpose::MagicLink, now).await.unwrap(),
+        None,
+        "consumed"
+    );
 }
 
 /// A token is refused from its expiry on (at `now == expires_at` and

@@ -720,6 +720,12 @@ impl RequestAuth {
             .await
     }
 
+    /// The login name of the account a magic link signs in to, without
+    /// using it, as [`Authenticator::magic_link_account`].
+    pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
+        self.authenticator().magic_link_account(token).await
+    }
+
     /// Signs in with the token from a magic link, as
     /// [`login`](Self::login) does with a password (new session and cookie;
     /// a second factor, if the account has one, is still asked for).

@@ -1688,16 +1688,33 @@ const MAGIC: (&str, &str, &str) = (
 );
 
 /// `GET /login/magic?token=...`: with a token, a form that POSTs it (opening
-/// the link consumes nothing); without, the form that asks for a link.
+/// the link consumes nothing), naming the account it signs in to; without,
+/// the form that asks for a link.
 pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let ((title, intro, action), fields) = match token {
         Some(token) => (MAGIC, token_input(token)),
         None => (MAGIC_REQUEST, FORGOT_FIELDS.to_owned()),
     };
+    // The account the link is for: a link somebody else sent shows their
+    // name, not the reader's.
+    let account = match token {
+        Some(token) => match auth.magic_link_account(token).await {
+            Ok(account) => account,
+            Err(error) => return unwrap_reply(Err(error)),
+        },
+        None => None,
+    };
+    let intro = match &account {
+        Some(login) => format!(
+            "Sign in as <b>{}</b> with the link from your mail. Not you? Do not use it.",
+            pages::escape(login)
+        ),
+        None => intro.to_owned(),
+    };
     unwrap_reply(auth.form_token().await.map(|csrf| {
         html(
             200,
-            pages::simple_form(title, intro, action, &fields, None, csrf.as_deref()),
+            pages::simple_form(title, &intro, action, &fields, None, csrf.as_deref()),
         )
     }))
 }

@@ -1537,6 +1537,11 @@ pub async fn a_magic_link_signs_in_once<F: HarnessFactory>() {
     let page = app.get(&format!("/login/magic?token={token}"), None).await;
     assert_eq!(page.status, 200);
     assert!(page.text().contains(&token));
+    assert!(
+        page.text().contains("Sign in as <b>alice</b>"),
+        "the page names the account: {}",
+        page.text()
+    );
     let planted = app.login("alice").await;
     let r = app
         .post_json(
