@@ -15,8 +15,8 @@ use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
 use auth_core::flow::{AuthError, Authenticator, Client, FactorProof, LoginOutcome, MailLinks};
 use auth_core::mail::SmtpMailer;
 use auth_core::password::{Password, PasswordHasher, PasswordService};
-use auth_core::session::Session;
-use auth_core::user::{MemoryUserStore, UserStore};
+use auth_core::session::{AuthState, Factor, NewSession, Session};
+use auth_core::user::{AuthUser, LoginName, MemoryUserStore, UserStore};
 use auth_core::{Auth, MemoryTokenStore};
 use auth_smtp_sink::SmtpSink;
 use tracing_subscriber::fmt::MakeWriter;
@@ -768,6 +768,70 @@ async fn a_magic_link_never_replaces_another_accounts_session() {
         None,
         "used"
     );
+
+    // Half-way through signing in to another account (waiting for bob's
+    // second factor): refused too.
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let token = token_of(&h.mail(&address).await.body);
+    let bob_id = id_of(&h, "bob").await;
+    let until = auth_core::clock::Clock::now(&h.clock).saturating_add(Duration::from_secs(300));
+    let pending = h
+        .auth
+        .sessions()
+        .create_as(NewSession::default(), |record| {
+            record.user_id = Some(bob_id);
+            record.auth = AuthState::MfaPending {
+                methods: vec![Factor::Totp],
+                first: Factor::Password,
+                expires_at: until,
+            };
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.auth
+            .finish_magic_link(&token, &client(), Some(&pending))
+            .await,
+        Err(AuthError::SignedInAsAnother)
+    ));
+    // A link that would not sign in names nobody: a disabled user's, or
+    // one sent before a password change.
+    let alice = id_of(&h, "alice").await;
+    h.users.set_disabled(&alice, true).unwrap();
+    assert_eq!(
+        h.auth.magic_link_account(&token).await.unwrap(),
+        None,
+        "disabled"
+    );
+    h.users.set_disabled(&alice, false).unwrap();
+    assert!(h.auth.magic_link_account(&token).await.unwrap().is_some());
+    let mut session = match h
+        .auth
+        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    };
+    h.change_password(&mut session).await;
+    assert_eq!(
+        h.auth.magic_link_account(&token).await.unwrap(),
+        None,
+        "stale"
+    );
+}
+
+/// The id of the user `name`.
+async fn id_of(h: &Harness, name: &str) -> String {
+    let name = LoginName::parse(name).unwrap();
+    h.users
+        .find_by_login(&name)
+        .await
+        .unwrap()
+        .unwrap()
+        .id()
+        .to_owned()
 }
 
 #[tokio::test]

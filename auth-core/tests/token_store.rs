@@ -77,7 +77,8 @@ token_store_tests!(postgres, TokenStoreCaps::default(), {
 token_store_tests!(
     redis,
     TokenStoreCaps {
-        native_expiry: true
+        native_expiry: true,
+        ..TokenStoreCaps::default()
     },
     {
         let url = service_url("AUTH_TEST_REDIS_URL")?;
@@ -308,4 +309,27 @@ async fn the_suite_catches_a_token_used_twice() {
         TokenStoreCaps::default(),
     )
     .await;
+}
+
+/// A store that keeps `peek`'s default passes the peek case only when it
+/// says so (`without_peek`); one that claims to peek and does not fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_peek_says_so() {
+    auth_core::testing::token_store::peek_leaves_the_token(
+        Arc::new(RacyConsume::default()),
+        TokenStoreCaps {
+            without_peek: true,
+            ..TokenStoreCaps::default()
+        },
+    )
+    .await;
+    let claimed = tokio::spawn(auth_core::testing::token_store::peek_leaves_the_token(
+        Arc::new(RacyConsume::default()),
+        TokenStoreCaps::default(),
+    ))
+    .await;
+    assert!(
+        claimed.is_err(),
+        "a store that does not peek fails the case"
+    );
 }

@@ -111,7 +111,8 @@ pub enum AuthError {
     #[error("this passkey is already registered")]
     PasskeyTaken,
     /// A sign-in link of one account opened in a browser signed in to
-    /// another (409): log out first. The link stays usable. (A link
+    /// another, or half-way through signing in to another (409): log out
+    /// first. The link stays usable. (A link
     /// someone else sent must not swap the owner's session for theirs.)
     #[error("signed in to another account: log out first")]
     SignedInAsAnother,

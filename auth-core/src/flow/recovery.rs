@@ -734,9 +734,10 @@ impl Authenticator {
     ///
     /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
     /// unknown, used, expired or stale token, and a disabled user),
-    /// [`AuthError::SignedInAsAnother`] when `current` is signed in to
-    /// another account (the link stays usable: someone else's link must
-    /// not replace the owner's session with theirs),
+    /// [`AuthError::SignedInAsAnother`] when `current` belongs to another
+    /// account, signed in or half-way through a sign-in (the link stays
+    /// usable: someone else's link must not replace the owner's session
+    /// with theirs),
     /// [`AuthError::Throttled`], and what [`login`](Self::login) answers
     /// for an unverified address when verification is required.
     pub async fn finish_magic_link(
@@ -747,6 +748,21 @@ impl Authenticator {
     ) -> Result<LoginOutcome, AuthError> {
         self.throttle_ip(client).await?;
         let refuse = self.refuse_link(AuthEventKind::LoginFailed, Some(Factor::EmailLink), client);
+        // The session's user (signed in, or half-way through a sign-in).
+        let occupant = current.and_then(|s| s.record().user_id.as_deref());
+        // Another account's link: refused before it is taken, where the
+        // store can look without taking (no put-back that a cancellation
+        // of the link could race).
+        if let (Some(occupant), Some(token)) = (occupant, SingleUseToken::parse(token.trim()))
+            && let Some(record) = self
+                .inner
+                .tokens
+                .peek(&token.key(), Purpose::MagicLink, self.now())
+                .await?
+            && record.user_id != occupant
+        {
+            return Err(AuthError::SignedInAsAnother);
+        }
         let record = self
             .consume_link(token, Purpose::MagicLink, &refuse)
             .await?;
@@ -762,10 +778,11 @@ impl Authenticator {
         ) {
             return Err(refuse(Some(user.id())));
         }
-        if let Some(other) = current.and_then(Session::authenticated_user)
+        if let Some(other) = occupant
             && other != user.id()
         {
-            // Put back: the owner of the link may still use it.
+            // A store without `peek`: put back, the owner of the link may
+            // still use it.
             if let Some(token) = SingleUseToken::parse(token.trim()) {
                 self.inner.tokens.insert(&token.key(), &record).await?;
             }

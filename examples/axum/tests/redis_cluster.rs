@@ -286,6 +286,7 @@ async fn store_suites(url: &str) {
         Arc::new(tokens) as Arc<dyn TokenStore>,
         TokenStoreCaps {
             native_expiry: true,
+            ..TokenStoreCaps::default()
         },
     )
     .await;

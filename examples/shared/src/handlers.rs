@@ -1697,11 +1697,10 @@ pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     };
     // The account the link is for: a link somebody else sent shows their
     // name, not the reader's.
+    // A store that cannot answer now leaves the page without the name
+    // (the link is still checked when it is used).
     let account = match token {
-        Some(token) => match auth.magic_link_account(token).await {
-            Ok(account) => account,
-            Err(error) => return unwrap_reply(Err(error)),
-        },
+        Some(token) => auth.magic_link_account(token).await.ok().flatten(),
         None => None,
     };
     let intro = match &account {

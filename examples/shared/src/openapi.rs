@@ -443,7 +443,7 @@ mod doc {
                 headers(("Set-Cookie" = String, description = "`__Host-session`"))),
             (status = 400, description = "Invalid or expired link (also after a password change), a malformed body, or a bearer token (needs a browser session)", body = ErrorBody),
             (status = 403, response = CrossOrigin),
-            (status = 409, description = "This browser is signed in to another account: log out first (the link stays usable)", body = ErrorBody),
+            (status = 409, description = "This browser is signed in (or half-way through signing in) to another account: log out first (the link stays usable)", body = ErrorBody),
             (status = 413, response = TooLarge),
             (status = 415, response = BodyRejected),
             (status = 422, response = BodyRejected),
