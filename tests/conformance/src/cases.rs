@@ -1271,6 +1271,20 @@ pub(crate) async fn change_password(app: &TestApp, cookie: &str, new: &str) -> c
     .await
 }
 
+/// Sets a new password with a reset link's token.
+pub(crate) async fn reset_password(
+    app: &TestApp,
+    token: &str,
+    new_password: &str,
+) -> crate::TestResponse {
+    app.post_json(
+        "/api/password/reset",
+        json!({"token": token, "new_password": new_password}),
+        None,
+    )
+    .await
+}
+
 /// Asks for a reset of `login` and returns the token mailed to `address`.
 pub(crate) async fn reset_token(app: &TestApp, login: &str, address: &str) -> String {
     let r = app
@@ -1306,13 +1320,7 @@ pub async fn a_password_reset_by_mail_ends_sessions_and_lifts_the_lock<F: Harnes
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
     let new_password = "a brand new passphrase 2026";
-    let r = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": new_password}),
-            None,
-        )
-        .await;
+    let r = reset_password(&app, &token, new_password).await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(
         app.get("/api/me", Some(&session)).await.status,
@@ -1325,13 +1333,7 @@ pub async fn a_password_reset_by_mail_ends_sessions_and_lifts_the_lock<F: Harnes
         200,
         "the lock is lifted"
     );
-    let again = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": "yet another passphrase 99"}),
-            None,
-        )
-        .await;
+    let again = reset_password(&app, &token, "yet another passphrase 99").await;
     assert_eq!(again.status, 400, "a link works once");
     assert_eq!(again.json(), json!({"error": "invalid or expired link"}));
 }
@@ -1379,24 +1381,12 @@ pub async fn a_reset_link_is_bound_to_the_password_it_was_sent_for<F: HarnessFac
     let app = app::<F>();
     let address = registered_with_verified_email(&app, "alice").await;
     let token = reset_token(&app, "alice", &address).await;
-    let weak = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": "password1"}),
-            None,
-        )
-        .await;
+    let weak = reset_password(&app, &token, "password1").await;
     assert_eq!(weak.status, 400);
     assert_eq!(weak.json()["reason"], "common_password");
     // The refusal spent nothing: the same link sets a good password.
     let reset_to = "reset through the first link 5";
-    let r = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": reset_to}),
-            None,
-        )
-        .await;
+    let r = reset_password(&app, &token, reset_to).await;
     assert_eq!(
         r.status,
         204,
@@ -1418,22 +1408,10 @@ pub async fn a_reset_link_is_bound_to_the_password_it_was_sent_for<F: HarnessFac
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.text());
-    let r = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": "a brand new passphrase 2026"}),
-            None,
-        )
-        .await;
+    let r = reset_password(&app, &token, "a brand new passphrase 2026").await;
     assert_eq!(r.status, 400, "the link died with the old password");
     for garbage in ["", "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-        let r = app
-            .post_json(
-                "/api/password/reset",
-                json!({"token": garbage, "new_password": "a brand new passphrase 2026"}),
-                None,
-            )
-            .await;
+        let r = reset_password(&app, garbage, "a brand new passphrase 2026").await;
         assert_eq!(r.status, 400, "{garbage:?}");
     }
 }
@@ -1652,13 +1630,7 @@ pub async fn a_change_of_address_takes_effect_once_verified<F: HarnessFactory>()
         )
         .await;
     assert_eq!(r.status, 204, "{}", r.text());
-    let r = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": "a brand new passphrase 2026"}),
-            None,
-        )
-        .await;
+    let r = reset_password(&app, &token, "a brand new passphrase 2026").await;
     assert_eq!(r.status, 400, "the old address's link died with it");
     reset_token(&app, &new, &new).await;
     let r = app

@@ -986,13 +986,7 @@ pub async fn a_password_reset_keeps_the_second_factor<F: HarnessFactory>() {
     let enrolled = enrol(&app, &cookie).await;
     let token = crate::cases::reset_token(&app, "alice", &address).await;
     let new_password = "a brand new passphrase 2026";
-    let r = app
-        .post_json(
-            "/api/password/reset",
-            json!({"token": token, "new_password": new_password}),
-            None,
-        )
-        .await;
+    let r = crate::cases::reset_password(&app, &token, new_password).await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(app.get("/api/me", Some(&enrolled.cookie)).await.status, 401);
     let r = app.login_with("alice", new_password, None).await;
