@@ -202,15 +202,7 @@ impl TokenStore for RedisTokenStore {
         {
             tracing::debug!(%error, "single-use token: could not drop a consumed token from its set");
         }
-        let record = TokenRecord {
-            purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
-            user_id,
-            binding,
-            expires_at: Timestamp::from_unix_millis(
-                expires_at.parse().map_err(|_| TokenStoreError::Corrupt)?,
-            ),
-        };
-        Ok(record.usable(purpose, now))
+        decode([stored, user_id, binding, expires_at], purpose, now)
     }
 
     async fn peek(
@@ -229,15 +221,7 @@ impl TokenStore for RedisTokenStore {
         else {
             return Ok(None);
         };
-        let record = TokenRecord {
-            purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
-            user_id,
-            binding,
-            expires_at: Timestamp::from_unix_millis(
-                expires_at.parse().map_err(|_| TokenStoreError::Corrupt)?,
-            ),
-        };
-        Ok(record.usable(purpose, now))
+        decode([stored, user_id, binding, expires_at], purpose, now)
     }
 
     async fn delete_for_user(
@@ -281,4 +265,22 @@ impl TokenStore for RedisTokenStore {
         // Redis expires tokens (and their sets) by TTL.
         Ok(0)
     }
+}
+
+/// A token's stored fields (purpose, user, binding, expiry) as its record,
+/// if it is for `purpose` and alive at `now`.
+fn decode(
+    [stored, user_id, binding, expires_at]: [String; 4],
+    purpose: Purpose,
+    now: Timestamp,
+) -> Result<Option<TokenRecord>, TokenStoreError> {
+    let record = TokenRecord {
+        purpose: Purpose::parse(&stored).ok_or(TokenStoreError::Corrupt)?,
+        user_id,
+        binding,
+        expires_at: Timestamp::from_unix_millis(
+            expires_at.parse().map_err(|_| TokenStoreError::Corrupt)?,
+        ),
+    };
+    Ok(record.usable(purpose, now))
 }
