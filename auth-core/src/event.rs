@@ -146,6 +146,9 @@ pub enum FailureReason {
     NoAddress,
     /// The mail could not be sent.
     MailFailed,
+    /// A sign-in link of one account was opened in a browser signed in
+    /// (or signing in) to another; refused.
+    SignedInAsAnother,
 }
 
 /// One audit event.

@@ -748,6 +748,12 @@ async fn a_magic_link_never_replaces_another_accounts_session() {
         matches!(refused, Err(AuthError::SignedInAsAnother)),
         "{refused:?}"
     );
+    // Audited, against the link's account.
+    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("reason=Some(SignedInAsAnother)"),
+        "the refusal is audited"
+    );
     let bob_again = h
         .auth
         .sessions()

@@ -400,6 +400,20 @@ impl Authenticator {
         }
     }
 
+    /// The refusal of a sign-in link opened in another account's browser,
+    /// audited against the link's account (someone may be trying to move
+    /// a browser into it).
+    fn signed_in_as_another(&self, link_user: &str, client: &Client) -> AuthError {
+        self.failure(
+            AuthEventKind::LoginFailed,
+            Some(link_user),
+            client,
+            Some(Factor::EmailLink),
+            FailureReason::SignedInAsAnother,
+        );
+        AuthError::SignedInAsAnother
+    }
+
     /// Parses and consumes a link's token of `purpose`: its record, or the
     /// refusal.
     async fn consume_link(
@@ -761,7 +775,7 @@ impl Authenticator {
                 .await?
             && record.user_id != occupant
         {
-            return Err(AuthError::SignedInAsAnother);
+            return Err(self.signed_in_as_another(&record.user_id, client));
         }
         let record = self
             .consume_link(token, Purpose::MagicLink, &refuse)
@@ -786,7 +800,7 @@ impl Authenticator {
             if let Some(token) = SingleUseToken::parse(token.trim()) {
                 self.inner.tokens.insert(&token.key(), &record).await?;
             }
-            return Err(AuthError::SignedInAsAnother);
+            return Err(self.signed_in_as_another(user.id(), client));
         }
         self.throttle_success(&link_account(user.id(), Purpose::MagicLink), client)
             .await?;
