@@ -326,15 +326,19 @@ fn an_app_built_reply_with_odd_header_names_never_panics() {
 /// the whole path it asked for, prefix included.
 #[tokio::test]
 async fn a_nested_route_sends_the_whole_path_as_next() {
-    let (auth, _) = auth().await;
-    let admin = Router::new().route("/users", get(who).route_layer(RequireLayer::login()));
-    let app = Router::new()
-        .nest("/admin", admin)
-        .layer(AuthLayer::new(auth))
-        .layer(peer());
+    let app = nested(get(who).route_layer(RequireLayer::login())).await;
     let (status, location, _) = send(&app, get_request("/admin/users", "text/html", None)).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/login?next=/admin/users"));
+}
+
+/// An app whose `route` is `/users` under `Router::nest("/admin", ..)`.
+async fn nested(route: axum::routing::MethodRouter) -> Router {
+    let (auth, _) = auth().await;
+    Router::new()
+        .nest("/admin", Router::new().route("/users", route))
+        .layer(AuthLayer::new(auth))
+        .layer(peer())
 }
 
 /// `CurrentUser` alone protects a route, as the guard does: a browser is
@@ -342,12 +346,7 @@ async fn a_nested_route_sends_the_whole_path_as_next() {
 /// client gets JSON 401.
 #[tokio::test]
 async fn current_user_alone_refuses_as_the_login_guard() {
-    let (auth, _) = auth().await;
-    let admin = Router::new().route("/users", get(who));
-    let app = Router::new()
-        .nest("/admin", admin)
-        .layer(AuthLayer::new(auth))
-        .layer(peer());
+    let app = nested(get(who)).await;
     let (status, location, _) = send(&app, get_request("/admin/users", "text/html", None)).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location.as_deref(), Some("/login?next=/admin/users"));
