@@ -449,6 +449,77 @@ async fn persistent_sessions_get_the_longer_lifetime() {
     );
 }
 
+/// A signed-in "remember me" session idles out after the persistent idle
+/// timeout (7 days by default), not the browser session's 30 minutes; an
+/// anonymous one keeps the short timeout, and the absolute lifetime still
+/// ends it.
+#[tokio::test]
+async fn persistent_sessions_idle_out_after_the_persistent_idle_timeout() {
+    let (manager, clock) = setup();
+    let day = 24 * 60 * MIN;
+    assert_eq!(manager.config().persistent_idle_timeout(), 7 * day);
+    let persistent = || NewSession {
+        persistent: true,
+        ..client()
+    };
+    let anonymous = manager.create(persistent()).await.unwrap().id().encode();
+    let mut session = manager.create(persistent()).await.unwrap();
+    let now = clock.now();
+    manager
+        .rotate_with(&mut session, |record| {
+            record.user_id = Some("u1".into());
+            record.security_stamp = Some("s1".into());
+            record.auth = AuthState::Authenticated {
+                factors: vec![Factor::Password],
+                at: now,
+            };
+        })
+        .await
+        .unwrap();
+    let cookie = session.id().encode();
+    clock.advance(6 * day);
+    assert!(
+        manager.load(&cookie).await.unwrap().is_some(),
+        "six idle days are within the persistent idle timeout"
+    );
+    assert!(
+        manager.load(&anonymous).await.unwrap().is_none(),
+        "an anonymous session keeps the short idle timeout"
+    );
+    // Touched at day 6: alive until day 13, not one second more.
+    clock.advance(7 * day - Duration::from_secs(1));
+    assert!(manager.load(&cookie).await.unwrap().is_some());
+    clock.advance(7 * day + Duration::from_secs(1));
+    assert!(
+        manager.load(&cookie).await.unwrap().is_none(),
+        "seven idle days end it"
+    );
+    // Used every six days, it still ends at the absolute lifetime (30 days).
+    let mut session = manager.create(persistent()).await.unwrap();
+    let now = clock.now();
+    manager
+        .rotate_with(&mut session, |record| {
+            record.user_id = Some("u1".into());
+            record.security_stamp = Some("s1".into());
+            record.auth = AuthState::Authenticated {
+                factors: vec![Factor::Password],
+                at: now,
+            };
+        })
+        .await
+        .unwrap();
+    let cookie = session.id().encode();
+    for _ in 0..4 {
+        clock.advance(6 * day);
+        assert!(manager.load(&cookie).await.unwrap().is_some());
+    }
+    clock.advance(6 * day + Duration::from_secs(1));
+    assert!(
+        manager.load(&cookie).await.unwrap().is_none(),
+        "past the absolute lifetime"
+    );
+}
+
 #[test]
 fn configuration_is_validated() {
     assert!(
@@ -467,6 +538,20 @@ fn configuration_is_validated() {
     assert!(
         SessionConfig::builder()
             .touch_interval(Duration::from_secs(3600))
+            .build()
+            .is_err()
+    );
+    // The persistent idle timeout sits between the idle timeout and the
+    // persistent absolute lifetime.
+    assert!(
+        SessionConfig::builder()
+            .persistent_idle_timeout(Duration::from_secs(60))
+            .build()
+            .is_err()
+    );
+    assert!(
+        SessionConfig::builder()
+            .persistent_idle_timeout(31 * 24 * 3600 * Duration::from_secs(1))
             .build()
             .is_err()
     );

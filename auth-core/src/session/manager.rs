@@ -25,6 +25,7 @@ const MAX_ID_ATTEMPTS: usize = 3;
 pub struct SessionConfig {
     idle_timeout: Duration,
     absolute_timeout: Duration,
+    persistent_idle_timeout: Duration,
     persistent_absolute_timeout: Duration,
     touch_interval: Duration,
     mfa_pending_timeout: Duration,
@@ -36,6 +37,7 @@ impl Default for SessionConfig {
         Self {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(12 * 60 * 60),
+            persistent_idle_timeout: Duration::from_secs(7 * 24 * 60 * 60),
             persistent_absolute_timeout: Duration::from_secs(30 * 24 * 60 * 60),
             touch_interval: Duration::from_secs(60),
             mfa_pending_timeout: Duration::from_secs(5 * 60),
@@ -46,10 +48,10 @@ impl Default for SessionConfig {
 
 impl SessionConfig {
     /// A builder starting from the defaults: idle 30 min (10 min for
-    /// anonymous sessions), absolute 12 h (30 days for a session created
-    /// with [`NewSession::persistent`]; the flows' logins make none),
-    /// last-seen written at most once a minute, MFA-pending state
-    /// valid 5 min.
+    /// anonymous sessions), absolute 12 h; for a signed-in session created
+    /// with [`NewSession::persistent`] ("remember me"), idle 7 days and
+    /// absolute 30 days; last-seen written at most once a minute,
+    /// MFA-pending state valid 5 min.
     pub fn builder() -> SessionConfigBuilder {
         SessionConfigBuilder(Self::default())
     }
@@ -62,6 +64,11 @@ impl SessionConfig {
     /// Absolute lifetime of a browser-session session.
     pub fn absolute_timeout(&self) -> Duration {
         self.absolute_timeout
+    }
+
+    /// Idle timeout of a signed-in persistent ("remember me") session.
+    pub fn persistent_idle_timeout(&self) -> Duration {
+        self.persistent_idle_timeout
     }
 
     /// Absolute lifetime of a persistent ("remember me") session; also the
@@ -81,10 +88,13 @@ impl SessionConfig {
         self.anonymous_idle_timeout
     }
 
-    /// The idle timeout of `record`.
+    /// The idle timeout of `record`: the persistent one only once it is
+    /// signed in (an anonymous or MFA-pending record keeps its short one).
     fn idle_of(&self, record: &SessionRecord) -> Duration {
         if record.user_id.is_none() {
             self.anonymous_idle_timeout.min(self.idle_timeout)
+        } else if record.persistent && record.authenticated_user().is_some() {
+            self.persistent_idle_timeout
         } else {
             self.idle_timeout
         }
@@ -106,6 +116,13 @@ impl SessionConfigBuilder {
     /// Absolute lifetime (default 12 h).
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
         self.0.absolute_timeout = timeout;
+        self
+    }
+
+    /// Idle timeout of signed-in persistent sessions, created with
+    /// [`NewSession::persistent`] (default 7 days).
+    pub fn persistent_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.0.persistent_idle_timeout = timeout;
         self
     }
 
@@ -135,13 +152,15 @@ impl SessionConfigBuilder {
         self
     }
 
-    /// Validates: all timeouts positive, idle <= absolute, touch interval
-    /// shorter than the idle timeout.
+    /// Validates: all timeouts positive, idle <= absolute (for persistent
+    /// sessions too), idle <= persistent idle, absolute <= persistent
+    /// absolute, touch interval shorter than the idle timeouts.
     pub fn build(self) -> Result<SessionConfig, SessionError> {
         let c = self.0;
         let positive = [
             c.idle_timeout,
             c.absolute_timeout,
+            c.persistent_idle_timeout,
             c.persistent_absolute_timeout,
             c.mfa_pending_timeout,
         ]
@@ -154,6 +173,13 @@ impl SessionConfigBuilder {
         {
             return Err(SessionError::Config(
                 "idle timeout <= absolute timeout <= persistent absolute timeout",
+            ));
+        }
+        if c.idle_timeout > c.persistent_idle_timeout
+            || c.persistent_idle_timeout > c.persistent_absolute_timeout
+        {
+            return Err(SessionError::Config(
+                "idle timeout <= persistent idle timeout <= persistent absolute timeout",
             ));
         }
         if c.touch_interval >= c.anonymous_idle_timeout.min(c.idle_timeout) {
@@ -192,7 +218,8 @@ pub struct ClientInfo {
 pub struct NewSession {
     /// The client.
     pub client: ClientInfo,
-    /// "Remember me": a persistent cookie and the longer absolute lifetime.
+    /// "Remember me": a persistent cookie, and once signed in the longer
+    /// idle timeout and absolute lifetime.
     /// Only a session made here directly is persistent: the logins of
     /// [`Authenticator`](crate::flow::Authenticator) (and so of every
     /// adapter) make browser-session cookies.
