@@ -76,6 +76,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
                 ip: [192, 0, 2, 1].into(),
                 user_agent: None,
                 device: None,
+                remember: false,
             },
         )
         .await

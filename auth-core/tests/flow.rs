@@ -91,6 +91,7 @@ fn client(ip: &str) -> Client {
         ip: ip.parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
         device: None,
+        remember: false,
     }
 }
 
@@ -1599,6 +1600,46 @@ async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
         state.session().await.unwrap().is_none(),
         "the session ended"
     );
+}
+
+/// `RequestAuth::remember_me` makes the request's login persistent: its
+/// cookie carries the 30-day `Max-Age`; a login without it gets a
+/// browser-session cookie. The choice is the request's: a later request
+/// that does not ask makes no persistent session.
+#[tokio::test]
+async fn remember_me_makes_the_requests_login_persistent() {
+    let h = harness();
+    register(&h, "alice").await;
+    let begin = || {
+        h.web
+            .begin(
+                "POST",
+                [("host", "example.test")],
+                Some("192.0.2.1".parse().unwrap()),
+            )
+            .unwrap()
+    };
+    let request = begin();
+    request.remember_me(true);
+    let LoginOutcome::LoggedIn(session) = request.login("alice", &pw(PASSWORD)).await.unwrap()
+    else {
+        panic!("expected a login");
+    };
+    assert!(session.record().persistent);
+    let cookie = request.finish().await.set_cookie.unwrap();
+    assert!(
+        cookie.starts_with("__Host-session=") && cookie.contains("Max-Age=2592000"),
+        "{cookie}"
+    );
+
+    let request = begin();
+    let LoginOutcome::LoggedIn(session) = request.login("alice", &pw(PASSWORD)).await.unwrap()
+    else {
+        panic!("expected a login");
+    };
+    assert!(!session.record().persistent);
+    let cookie = request.finish().await.set_cookie.unwrap();
+    assert!(!cookie.contains("Max-Age"), "{cookie}");
 }
 
 /// `try_finish` gives the same answer as `finish` without waiting, and

@@ -219,6 +219,7 @@ fn client(ip: &str) -> Client {
         ip: ip.parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
         device: None,
+        remember: false,
     }
 }
 
@@ -563,6 +564,55 @@ async fn the_full_flow_password_then_totp() {
         (last.kind, last.success, last.factor),
         (AuthEventKind::LoginSucceeded, true, Some(Factor::Totp))
     );
+}
+
+/// "Remember me" carries through the second factor: the pending session
+/// gets a browser-session cookie, the completed one a persistent cookie
+/// and the persistent idle timeout (it outlives 30 idle minutes, not 7
+/// idle days).
+#[tokio::test]
+async fn a_remembered_login_is_persistent_once_the_second_factor_is_done() {
+    let h = memory();
+    let e = enrolled(&h, "alice").await;
+    let remembered = Client {
+        remember: true,
+        ..client("192.0.2.1")
+    };
+    let LoginOutcome::MfaRequired { mut session, .. } = h
+        .auth
+        .login("alice", &pw(), &remembered, None)
+        .await
+        .unwrap()
+    else {
+        panic!("expected MFA");
+    };
+    assert!(
+        !h.auth.session_cookie(&session).contains("Max-Age"),
+        "a pending session's cookie ends with the browser session"
+    );
+    h.auth
+        .login_totp(&mut session, &code(&h, &e.secret), &remembered)
+        .await
+        .unwrap();
+    assert!(session.record().persistent);
+    let cookie = h.auth.session_cookie(&session);
+    assert!(cookie.contains("Max-Age=2592000"), "{cookie}");
+    h.clock.advance(Duration::from_secs(2 * 60 * 60));
+    assert!(alive(&h, &session).await, "two idle hours");
+    h.clock.advance(Duration::from_secs(7 * 24 * 60 * 60 + 1));
+    assert!(!alive(&h, &session).await, "seven idle days");
+
+    // Not asked: a browser-session cookie, and 31 idle minutes end it.
+    next_step(&h);
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    h.auth
+        .login_totp(&mut session, &code(&h, &e.secret), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    assert!(!session.record().persistent);
+    assert!(!h.auth.session_cookie(&session).contains("Max-Age"));
+    h.clock.advance(Duration::from_secs(31 * 60));
+    assert!(!alive(&h, &session).await);
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ async fn no_secret_reaches_the_logs() {
         ip: "192.0.2.1".parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
         device: None,
+        remember: false,
     };
 
     let new_password = "another secret passphrase";

@@ -248,6 +248,7 @@ fn client_at(ip: &str) -> Client {
         ip: ip.parse::<IpAddr>().unwrap(),
         user_agent: Some("test".into()),
         device: None,
+        remember: false,
     }
 }
 

@@ -107,15 +107,24 @@ pub struct Client {
     /// that completed a login to the account count against a budget of
     /// their own (see [`rate_limit`](crate::rate_limit)).
     pub device: Option<SessionId>,
+    /// The client asked to stay signed in on this device ("remember me"):
+    /// a sign-in then makes a persistent session, whose cookie outlives the
+    /// browser session and which idles out after
+    /// [`SessionConfig::persistent_idle_timeout`](crate::session::SessionConfig::persistent_idle_timeout)
+    /// (7 days) instead of 30 minutes. The flag carries through the second
+    /// factor; a step-up keeps it.
+    pub remember: bool,
 }
 
 impl Client {
-    /// A client at `ip`, with no user agent and no device cookie.
+    /// A client at `ip`, with no user agent and no device cookie, not
+    /// asking to be remembered.
     pub fn new(ip: IpAddr) -> Self {
         Self {
             ip,
             user_agent: None,
             device: None,
+            remember: false,
         }
     }
 
@@ -381,10 +390,13 @@ impl Authenticator {
         &self.inner.cookies
     }
 
-    /// The `Set-Cookie` value for `session` (persistent sessions get a
-    /// `Max-Age` up to their absolute deadline).
+    /// The `Set-Cookie` value for `session`: a signed-in persistent session
+    /// gets a `Max-Age` up to its absolute deadline; any other (one still
+    /// waiting for its second factor included) a browser-session cookie.
     pub fn session_cookie(&self, session: &Session) -> String {
-        let max_age = session.record().persistent.then(|| {
+        let record = session.record();
+        let persistent = record.persistent && record.authenticated_user().is_some();
+        let max_age = persistent.then(|| {
             session
                 .record()
                 .absolute_expires_at

@@ -303,7 +303,8 @@ impl Authenticator {
 
     /// A fresh session in the new state. The request's session, if any, is
     /// ended: nothing of a possibly planted pre-login session (its data, its
-    /// "remember me" flag, its creation time) carries into the login.
+    /// "remember me" flag, its creation time) carries into the login; the
+    /// new one is persistent when the client asks ([`Client::remember`]).
     pub(super) async fn enter<F>(
         &self,
         current: Option<&Session>,
@@ -323,7 +324,7 @@ impl Authenticator {
             .create_as(
                 NewSession {
                     client: client.info(),
-                    persistent: false,
+                    persistent: client.remember,
                 },
                 change,
             )

@@ -216,6 +216,7 @@ impl Auth {
             ip,
             user_agent,
             device: None,
+            remember: false,
         }
     }
 

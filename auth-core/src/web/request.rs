@@ -210,6 +210,8 @@ pub struct RequestAuth {
     slot: Mutex<Slot>,
     /// The SQLite version probe of this request's latest step.
     probe: RequestProbe,
+    /// Set by [`RequestAuth::remember_me`].
+    remember: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RequestAuth {
@@ -295,6 +297,7 @@ impl Auth {
                 claims: None,
             }),
             probe: RequestProbe::default(),
+            remember: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -854,15 +857,44 @@ impl RequestAuth {
         Ok(outcome)
     }
 
+    /// "Remember me": a sign-in later in this request ([`login`](Self::login),
+    /// [`finish_passkey_sign_in`](Self::finish_passkey_sign_in),
+    /// [`finish_magic_link`](Self::finish_magic_link)) makes a persistent
+    /// session ([`Client::remember`]): its cookie carries a `Max-Age` once
+    /// the sign-in is complete (after the second factor, when one is
+    /// needed), and it idles out after 7 days instead of 30 minutes. Off
+    /// unless called; pass the user's choice, e.g. a checkbox:
+    ///
+    /// ```no_run
+    /// # async fn f(auth: &auth_core::web::RequestAuth, remember: bool) -> Result<(), auth_core::AuthError> {
+    /// auth.remember_me(remember);
+    /// let outcome = auth.login("alice", &auth_core::Password::from("correct horse battery staple")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn remember_me(&self, remember: bool) {
+        self.remember
+            .store(remember, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The client of a sign-in: a browser without a device cookie gets a
-    /// new one (set with the response if the sign-in succeeds).
+    /// new one (set with the response if the sign-in succeeds), and the
+    /// choice of [`remember_me`](Self::remember_me) is carried.
     fn sign_in_client(&self) -> Result<(Cow<'_, Client>, Option<SessionId>), AuthError> {
+        let remember = self.remember.load(std::sync::atomic::Ordering::Relaxed);
         if self.client().device.is_some() {
-            return Ok((Cow::Borrowed(self.client()), None));
+            if !remember {
+                return Ok((Cow::Borrowed(self.client()), None));
+            }
+            let client = Client {
+                remember,
+                ..self.client().clone()
+            };
+            return Ok((Cow::Owned(client), None));
         }
         let device = SessionId::generate().map_err(AuthError::internal)?;
         let client = Client {
             device: Some(device.clone()),
+            remember,
             ..self.client().clone()
         };
         Ok((Cow::Owned(client), Some(device)))
