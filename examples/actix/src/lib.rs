@@ -15,8 +15,9 @@ use auth_core::web::Auth;
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
-    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
+    MagicBody, MagicFinishBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody,
+    PasskeySignInStartBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest,
+    VerifyBody,
 };
 use serde::Deserialize;
 
@@ -507,7 +508,7 @@ async fn request_magic_link(
 
 async fn finish_magic_link(
     auth: AuthSession,
-    body: Result<web::Json<VerifyBody>, Error>,
+    body: Result<web::Json<MagicFinishBody>, Error>,
 ) -> HttpResponse {
     reply(h::finish_magic_link(&auth, json_body(body)).await)
 }

@@ -14,8 +14,9 @@ use axum::routing::{delete, get, patch, post};
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
-    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody,
+    MagicBody, MagicFinishBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody,
+    PasskeySignInStartBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest,
+    VerifyBody,
 };
 use serde::Deserialize;
 use tower::ServiceBuilder;
@@ -407,7 +408,7 @@ async fn request_magic_link(
 
 async fn finish_magic_link(
     auth: AuthSession,
-    body: Result<Json<VerifyBody>, JsonRejection>,
+    body: Result<Json<MagicFinishBody>, JsonRejection>,
 ) -> Response {
     reply(h::finish_magic_link(&auth, json_body(body)).await)
 }

@@ -13,8 +13,9 @@ use auth_rocket::{
 use example_shared::handlers::{self as h, Body, Rejected};
 use example_shared::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, MAX_BODY_BYTES,
-    MagicBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody, PasskeySignInStartBody,
-    ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest, VerifyBody, error_json,
+    MagicBody, MagicFinishBody, PasskeyAssertion, PasskeyFinishBody, PasskeyRenameBody,
+    PasskeySignInStartBody, ProofBody, RefreshRequest, ResetBody, TokenMfaRequest, TokenRequest,
+    VerifyBody, error_json,
 };
 use rocket::config::{Ident, LogLevel};
 use rocket::data::{self, FromData, Limits, ToByteUnit};
@@ -557,7 +558,7 @@ async fn request_magic_link(auth: AuthSession, body: JsonBody<MagicBody>) -> Rep
 }
 
 #[post("/api/login/magic/finish", data = "<body>")]
-async fn finish_magic_link(auth: AuthSession, body: JsonBody<VerifyBody>) -> ReplyResponder {
+async fn finish_magic_link(auth: AuthSession, body: JsonBody<MagicFinishBody>) -> ReplyResponder {
     reply(h::finish_magic_link(&auth, body.0).await)
 }
 

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, LoginAnswer,
-    MagicBody, Me, PasskeyAssertion, PasskeyEntry, PasskeyFinishBody, PasskeyRegistered,
-    PasskeyRenameBody, PasskeySignInStartBody, ProofBody, Registered, ResetBody, SessionEntry,
-    VerifyBody, error_json, pages,
+    MagicBody, MagicFinishBody, Me, PasskeyAssertion, PasskeyEntry, PasskeyFinishBody,
+    PasskeyRegistered, PasskeyRenameBody, PasskeySignInStartBody, ProofBody, Registered, ResetBody,
+    SessionEntry, VerifyBody, error_json, pages,
 };
 
 /// A body the framework could not parse, with the framework's 4xx status
@@ -206,6 +206,7 @@ pub async fn login(auth: &RequestAuth, body: Body<Credentials>) -> Reply {
         Ok(body) => body,
         Err(rejected) => return bad_body(rejected),
     };
+    auth.remember_me(body.remember);
     let result = auth
         .login(&body.username, &Password::from(body.password))
         .await;
@@ -238,11 +239,12 @@ pub async fn request_magic_link(auth: &RequestAuth, body: Body<MagicBody>) -> Re
 }
 
 /// `POST /api/login/magic/finish`: the login answer.
-pub async fn finish_magic_link(auth: &RequestAuth, body: Body<VerifyBody>) -> Reply {
+pub async fn finish_magic_link(auth: &RequestAuth, body: Body<MagicFinishBody>) -> Reply {
     let body = match body {
         Ok(body) => body,
         Err(rejected) => return bad_body(rejected),
     };
+    auth.remember_me(body.remember);
     unwrap_reply(auth.finish_magic_link(&body.token).await.map(login_answer))
 }
 
@@ -517,10 +519,16 @@ pub async fn passkey_sign_in_start(
 /// `POST /api/login/passkey/finish`: the browser's assertion; the answer
 /// of `POST /api/login` and a new session cookie.
 pub async fn passkey_sign_in_finish(auth: &RequestAuth, body: Body<PasskeyAssertion>) -> Reply {
-    let body = match body {
+    let mut body = match body {
         Ok(body) => body,
         Err(rejected) => return bad_body(rejected),
     };
+    // "remember" beside the credential's own members.
+    let remember = body
+        .0
+        .as_object_mut()
+        .and_then(|members| members.remove("remember"));
+    auth.remember_me(remember.and_then(|r| r.as_bool()).unwrap_or(false));
     unwrap_reply(auth.finish_passkey_sign_in(&body.0).await.map(login_answer))
 }
 
@@ -540,6 +548,9 @@ pub struct CredentialsForm {
     pub email: Option<String>,
     /// Where to go after logging in.
     pub next: Option<String>,
+    /// Login only: the "Keep me signed in" checkbox (present when ticked).
+    #[serde(default)]
+    pub remember: Option<String>,
     /// The form's CSRF token.
     pub csrf_token: Option<String>,
 }
@@ -628,6 +639,7 @@ pub async fn login_form(auth: &RequestAuth, form: Body<CredentialsForm>) -> Repl
         .and_then(safe_next)
         .unwrap_or("/account")
         .to_owned();
+    auth.remember_me(form.remember.is_some());
     let result = with_form_token(
         auth,
         form.csrf_token.as_deref(),
@@ -1508,6 +1520,10 @@ pub struct LinkForm {
     pub token: Option<String>,
     /// `/reset`: the new password.
     pub new_password: Option<String>,
+    /// `/login/magic`: the "Keep me signed in" checkbox (present when
+    /// ticked).
+    #[serde(default)]
+    pub remember: Option<String>,
     /// The form's CSRF token.
     pub csrf_token: Option<String>,
 }
@@ -1526,6 +1542,11 @@ fn token_input(token: &str) -> String {
         "<input type=\"hidden\" name=\"token\" value=\"{}\">",
         pages::escape(token)
     )
+}
+
+/// The sign-in link's form: its token and "remember me".
+fn magic_fields(token: &str) -> String {
+    format!("{}{}", token_input(token), pages::REMEMBER_FIELD)
 }
 
 fn reset_fields(token: &str) -> String {
@@ -1692,7 +1713,7 @@ const MAGIC: (&str, &str, &str) = (
 /// the form that asks for a link.
 pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let ((title, intro, action), fields) = match token {
-        Some(token) => (MAGIC, token_input(token)),
+        Some(token) => (MAGIC, magic_fields(token)),
         None => (MAGIC_REQUEST, FORGOT_FIELDS.to_owned()),
     };
     // The account the link is for: a link somebody else sent shows their
@@ -1752,6 +1773,7 @@ pub async fn magic_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
         Err(rejected) => return invalid_form(MAGIC.0, rejected),
     };
     let token = form.token.unwrap_or_default();
+    auth.remember_me(form.remember.is_some());
     let result = with_form_token(
         auth,
         form.csrf_token.as_deref(),
@@ -1763,7 +1785,7 @@ pub async fn magic_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
         Ok(LoginOutcome::MfaRequired { .. }) => {
             Reply::redirect(with_next("/login/mfa", "/account"))
         }
-        Err(error) => link_page_error(auth, MAGIC, &token_input(&token), &error).await,
+        Err(error) => link_page_error(auth, MAGIC, &magic_fields(&token), &error).await,
     }
 }
 

@@ -58,6 +58,7 @@ pub mod openapi;
 /// the pages' [`CONTENT_SECURITY_POLICY`] allows none).
 pub const STYLESHEET: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
 form{margin:1rem 0}label{display:block;margin:.5rem 0}input{padding:.3rem;width:100%}
+input[type=checkbox]{width:auto}
 button{padding:.4rem 1rem}.error{color:#b00}nav a{margin-right:1rem}table{width:100%}.qr{max-width:16rem}
 [hidden]{display:none!important}
 ";
@@ -515,6 +516,12 @@ pub struct Credentials {
     /// to verify it is mailed).
     #[serde(default)]
     pub email: Option<String>,
+    /// Login only: stay signed in on this device ("remember me"): the
+    /// session cookie then persists across browser restarts, and the
+    /// session lasts 7 idle days (30 days at most) instead of 30 idle
+    /// minutes (12 hours at most). Carried through the second factor.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 /// `POST /api/password/forgot` body.
@@ -552,6 +559,16 @@ pub struct ResetBody {
     pub token: String,
     /// The new password.
     pub new_password: String,
+}
+
+/// `POST /api/login/magic/finish` body.
+#[derive(Deserialize, ToSchema)]
+pub struct MagicFinishBody {
+    /// The token from the sign-in link.
+    pub token: String,
+    /// Stay signed in on this device, as in `POST /api/login`.
+    #[serde(default)]
+    pub remember: bool,
 }
 
 /// `POST /api/email/verify` body.
@@ -701,7 +718,8 @@ pub struct PasskeySignInStartBody {
 /// `navigator.credentials.get`, as JSON: `id`, `rawId`, `type`,
 /// `response.clientDataJSON`, `response.authenticatorData`,
 /// `response.signature`, `response.userHandle` (base64url), `extensions`
-/// (the client extension results).
+/// (the client extension results); and optionally `remember: true`, to
+/// stay signed in on this device as in `POST /api/login`.
 #[derive(Deserialize, ToSchema)]
 #[serde(transparent)]
 #[schema(value_type = Object)]
@@ -1074,10 +1092,14 @@ pub mod pages {
         )
     }
 
+    /// The "remember me" checkbox of the sign-in forms (the passkey
+    /// sign-in on the login page reads it too).
+    pub const REMEMBER_FIELD: &str = "\n<label><input type=\"checkbox\" id=\"remember\" name=\"remember\" value=\"on\"> Keep me signed in on this device</label>";
+
     /// The login or registration form; `action` is `/login` or `/register`.
     /// The login form also offers a passkey: the "Sign in with a passkey"
     /// button and the browser's passkey autofill on the user-name field
-    /// (both by the script; hidden without it).
+    /// (both by the script; hidden without it), and "remember me".
     pub fn credentials_form(
         title: &str,
         action: &str,
@@ -1111,8 +1133,9 @@ pub mod pages {
             &format!(
                 r#"{error}<form method="post" action="{action}">{next_field}{token}
 <label>User name <input id="username" name="username" autocomplete="{user_ac}" required></label>
-<label>Password <input id="password" name="password" type="password" autocomplete="{ac}" required></label>{email}
+<label>Password <input id="password" name="password" type="password" autocomplete="{ac}" required></label>{email}{remember}
 <button>{title}</button></form>{forgot}{passkey}"#,
+                remember = if login { REMEMBER_FIELD } else { "" },
                 user_ac = if login {
                     "username webauthn"
                 } else {
@@ -1144,7 +1167,8 @@ redacted_debug!(
     Credentials {
         username,
         password,
-        email
+        email,
+        remember
     },
     ForgotBody { login },
     ResetBody {
@@ -1152,6 +1176,7 @@ redacted_debug!(
         new_password
     },
     VerifyBody { token },
+    MagicFinishBody { token, remember },
     MagicBody { login },
     EmailChangeBody {
         email,

@@ -141,10 +141,10 @@ mod doc {
 
     use crate::{
         ChangePassword, CodeBody, Credentials, EmailChangeBody, EnrollBody, ForgotBody, Jwks,
-        LoginAnswer, MagicBody, Me, PasskeyAssertion, PasskeyEntry, PasskeyFinishBody,
-        PasskeyRegistered, PasskeyRenameBody, PasskeySignInStartBody, ProofBody, RefreshRequest,
-        Registered, ResetBody, SessionEntry, TokenAnswer, TokenMfaRequest, TokenOutcome,
-        TokenRequest, VerifyBody,
+        LoginAnswer, MagicBody, MagicFinishBody, Me, PasskeyAssertion, PasskeyEntry,
+        PasskeyFinishBody, PasskeyRegistered, PasskeyRenameBody, PasskeySignInStartBody, ProofBody,
+        RefreshRequest, Registered, ResetBody, SessionEntry, TokenAnswer, TokenMfaRequest,
+        TokenOutcome, TokenRequest, VerifyBody,
     };
 
     /// An error (`auth_core::web::error_body`).
@@ -361,7 +361,7 @@ mod doc {
         request_body = Credentials,
         responses(
             (status = 200, description = "Logged in, or a second factor must follow (`mfa_required`)", body = LoginAnswer,
-                headers(("Set-Cookie" = String, description = "`__Host-session` (and `__Host-session-device`)"))),
+                headers(("Set-Cookie" = String, description = "`__Host-session` (and `__Host-session-device`); with `remember`, a `Max-Age` once the sign-in is complete"))),
             (status = 400, description = "Malformed body, or a bearer token (a login needs a browser session)", body = ErrorBody),
             (status = 401, description = "Invalid credentials: the same for an unknown user, a wrong password and a disabled user", body = ErrorBody),
             (status = 403, response = CrossOrigin),
@@ -437,10 +437,10 @@ mod doc {
     /// factor, when set, still follows.
     #[utoipa::path(
         post, path = "/api/login/magic/finish", tag = "login",
-        request_body = VerifyBody,
+        request_body = MagicFinishBody,
         responses(
             (status = 200, description = "Logged in, or a second factor must follow", body = LoginAnswer,
-                headers(("Set-Cookie" = String, description = "`__Host-session`"))),
+                headers(("Set-Cookie" = String, description = "`__Host-session`; with `remember`, a `Max-Age` once the sign-in is complete"))),
             (status = 400, description = "Invalid or expired link (also after a password change), a malformed body, or a bearer token (needs a browser session)", body = ErrorBody),
             (status = 403, response = CrossOrigin),
             (status = 409, description = "This browser is signed in (or half-way through signing in) to another account: log out first (the link stays usable)", body = ErrorBody),

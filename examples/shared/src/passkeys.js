@@ -190,7 +190,13 @@
   let pendingStart = Promise.resolve(); // its start request, while in flight
 
   const finishSignIn = async (credential, next) => {
-    const answer = await post("/api/login/passkey/finish", credentialJson(credential));
+    // The login form's "Keep me signed in" box, sent beside the credential.
+    const remember = document.getElementById("remember");
+    const body = credentialJson(credential);
+    if (remember && remember.checked) {
+      body.remember = true;
+    }
+    const answer = await post("/api/login/passkey/finish", body);
     if (answer && answer.mfa_required) {
       window.location.assign(`/login/mfa?next=${encodeURIComponent(next)}`);
     } else {

@@ -108,6 +108,85 @@ pub async fn the_session_cookie_is_a_browser_session_cookie<F: HarnessFactory>()
     );
 }
 
+/// "Remember me" (`remember` in `POST /api/login` and
+/// `/api/login/magic/finish`, the checkbox of the login and sign-in-link
+/// forms): a persistent cookie with the 30-day `Max-Age`, and a session
+/// that outlives the 30-minute idle timeout (7 idle days end it).
+pub async fn remember_me_makes_a_persistent_session<F: HarnessFactory>() {
+    const THIRTY_DAYS: &str = "max-age=2592000";
+    let app = app::<F>();
+    let address = registered_with_verified_email(&app, "alice").await;
+    let r = app
+        .post_json(
+            "/api/login",
+            json!({"username": "alice", "password": PASSWORD, "remember": true}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (cookie, full) = r.session_cookie().expect("a session cookie");
+    assert!(attributes(&full).iter().any(|a| a == THIRTY_DAYS), "{full}");
+    app.advance(Duration::from_secs(2 * 60 * 60));
+    assert_eq!(
+        app.get("/api/me", Some(&cookie)).await.status,
+        200,
+        "two idle hours"
+    );
+    app.advance(Duration::from_secs(7 * 24 * 60 * 60 + 1));
+    assert_eq!(
+        app.get("/api/me", Some(&cookie)).await.status,
+        401,
+        "seven idle days"
+    );
+
+    // The login form's checkbox; the form without it.
+    let credentials = format!("username=alice&password={}", PASSWORD.replace(' ', "+"));
+    for (extra, persistent) in [("&remember=on", true), ("", false)] {
+        let (visitor, token) = app.form_token("/login").await;
+        assert!(
+            app.get("/login", None)
+                .await
+                .text()
+                .contains("name=\"remember\""),
+            "the login page offers it"
+        );
+        let r = app
+            .post_form(
+                "/login",
+                &format!("{credentials}{extra}&csrf_token={token}"),
+                Some(&visitor),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        let (_, full) = r.session_cookie().expect("a session cookie");
+        assert_eq!(
+            attributes(&full).iter().any(|a| a == THIRTY_DAYS),
+            persistent,
+            "{extra}: {full}"
+        );
+    }
+
+    // A sign-in link.
+    let r = app
+        .post_json("/api/login/magic", json!({"login": "alice"}), None)
+        .await;
+    assert_eq!(r.status, 202);
+    let mail = crate::mail_to(&address).await.expect("a sign-in mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    let page = app.get(&format!("/login/magic?token={token}"), None).await;
+    assert!(page.text().contains("name=\"remember\""), "{}", page.text());
+    let r = app
+        .post_json(
+            "/api/login/magic/finish",
+            json!({"token": token, "remember": true}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, full) = r.session_cookie().expect("a session cookie");
+    assert!(attributes(&full).iter().any(|a| a == THIRTY_DAYS), "{full}");
+}
+
 /// The session ID appears only in `Set-Cookie`.
 pub async fn the_session_id_never_appears_in_a_body<F: HarnessFactory>() {
     let app = app::<F>();

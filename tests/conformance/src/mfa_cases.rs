@@ -137,6 +137,39 @@ async fn full_login(app: &TestApp, name: &str, secret: &str) -> String {
     r.session_cookie().expect("a new session cookie").0
 }
 
+/// "Remember me" at a password login that needs a second factor: the
+/// pending session's cookie ends with the browser session; the one of the
+/// completed login persists (30 days) and outlives 30 idle minutes.
+pub async fn remember_me_carries_through_the_second_factor<F: HarnessFactory>() {
+    let app = app::<F>();
+    let e = enrolled(&app, "alice").await;
+    let r = app
+        .post_json(
+            "/api/login",
+            json!({"username": "alice", "password": PASSWORD, "remember": true}),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["mfa_required"], true, "{}", r.text());
+    let (pending, full) = r.session_cookie().expect("a pending-session cookie");
+    assert!(!full.to_ascii_lowercase().contains("max-age"), "{full}");
+    let r = app
+        .post_json(
+            "/api/login/totp",
+            json!({ "code": app.totp(&e.secret) }),
+            Some(&pending),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (cookie, full) = r.session_cookie().expect("a new session cookie");
+    assert!(
+        full.to_ascii_lowercase().contains("max-age=2592000"),
+        "{full}"
+    );
+    app.advance(Duration::from_secs(2 * 60 * 60));
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+}
+
 /// A password login that must stop at the second factor; returns the
 /// pending cookie.
 async fn pending_login(app: &TestApp, name: &str) -> String {

@@ -339,6 +339,20 @@ pub async fn a_passkey_signs_in_without_a_password<F: HarnessFactory>() {
     let passkeys = list(&app, &cookie).await;
     assert_eq!(passkeys.len(), 1, "{passkeys:?}");
     assert!(passkeys[0]["last_used_at"].is_u64(), "{passkeys:?}");
+
+    // "remember": true beside the credential: a persistent cookie.
+    let (_, full) = r.session_cookie().expect("a session cookie");
+    assert!(!full.to_ascii_lowercase().contains("max-age"), "{full}");
+    app.advance(Duration::from_secs(1));
+    let (visitor, mut assertion) = passwordless_assertion(&app, &mut phone).await;
+    assertion["remember"] = Value::Bool(true);
+    let r = sign_in_finish(&app, visitor.as_deref(), &assertion).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_, full) = r.session_cookie().expect("a session cookie");
+    assert!(
+        full.to_ascii_lowercase().contains("max-age=2592000"),
+        "{full}"
+    );
 }
 
 /// The second step: a password login asks for a second factor and offers
