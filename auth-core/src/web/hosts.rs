@@ -2,7 +2,11 @@
 //! is refused before anything else runs. It stops DNS rebinding (a page on
 //! an attacker's domain that resolves to the app's address, typically a
 //! development server on 127.0.0.1, talking to it as same-origin) and
-//! poisoned absolute links built from the `Host` header.
+//! poisoned absolute links built from the `Host` header. Only `Host` (or
+//! the HTTP/2 authority) is checked: a link built from `X-Forwarded-Host`
+//! or `Forwarded: host=` (which actix-web's `ConnectionInfo::host` and
+//! `url_for` prefer) is not covered; build links from a configured base
+//! URL instead, as the demos' mail links are.
 
 use std::fmt;
 
@@ -63,7 +67,8 @@ impl AllowedHosts {
                 let name = name.to_ascii_lowercase();
                 let valid = !name.is_empty()
                     && name.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']')
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
                     });
                 if !valid {
                     return Err(InvalidHost(entry.into()));
@@ -155,8 +160,25 @@ fn split_host(value: &str) -> Option<(&str, Option<u16>)> {
         None => None,
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    let forbidden = || name.bytes().any(|b| matches!(b, b':' | b'/' | b'@'));
-    if name.is_empty() || !name.starts_with('[') && forbidden() {
+    // Only what a host name or an IP literal is made of: anything else
+    // (`?`, `#`, `\\`, `/`, `@`, a space) would end the host of an absolute
+    // link an app builds from it, so `evil.example?.corp.example` must not
+    // pass as a subdomain of `corp.example`.
+    let valid = match name.strip_prefix('[') {
+        Some(literal) => literal.strip_suffix(']').is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        }),
+        None => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    if !valid {
         return None;
     }
     Some((name, port))
@@ -196,9 +218,31 @@ mod tests {
             Some("a:b"),
             Some("[::1"),
             Some("x@app.example"),
+            Some("[zz::1]"),
+            Some("[]"),
         ] {
             assert!(!hosts.allows(bad), "{bad:?}");
         }
+    }
+
+    /// A name with a character that ends a URL's host (what an app that
+    /// builds an absolute link from `Host` would mail to `evil.example`)
+    /// is no subdomain of an entry, nor the entry itself.
+    #[test]
+    fn characters_that_end_a_urls_host_are_refused() {
+        let hosts = AllowedHosts::parse(".corp.example").unwrap();
+        for bad in [
+            "evil.example?.corp.example",
+            "evil.example#.corp.example",
+            "evil.example\\.corp.example",
+            "evil.example .corp.example",
+            "evil.example/.corp.example",
+            "evil.example%2f.corp.example",
+            "evil.example;.corp.example",
+        ] {
+            assert!(!hosts.allows(Some(bad)), "{bad}");
+        }
+        assert!(hosts.allows(Some("a-b_c.corp.example:8080")));
     }
 
     #[test]
