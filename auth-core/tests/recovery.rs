@@ -246,6 +246,74 @@ impl Harness {
     }
 }
 
+/// A completed reset lifts the password lock, not the second factor's:
+/// whoever holds the mailbox (what the second factor stands against)
+/// cannot buy fresh code guesses with resets.
+#[tokio::test]
+async fn a_reset_keeps_the_second_factors_lock() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let alice = id_of(&h, "alice").await;
+    assert!(
+        h.accounts
+            .set_pending_totp(&alice, "v1.test.not-a-real-secret")
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.accounts
+            .confirm_totp(&alice, "v1.test.not-a-real-secret", 0, &[])
+            .await
+            .unwrap()
+    );
+    let pending = |password: &'static str| {
+        let h = &h;
+        async move {
+            match h
+                .auth
+                .login("alice", &Password::from(password), &client(), None)
+                .await
+                .unwrap()
+            {
+                LoginOutcome::MfaRequired { session, .. } => session,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let mut session = pending(PASSWORD).await;
+    let mut locked = false;
+    for _ in 0..20 {
+        match h
+            .auth
+            .login_recovery(&mut session, "aaaa-bbbb-cccc", &client())
+            .await
+        {
+            Err(AuthError::InvalidCode) => {}
+            Err(AuthError::Throttled { .. }) => {
+                locked = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(locked, "wrong codes lock the second factor");
+    let token = h.reset_token("alice", &address).await;
+    h.auth
+        .reset_password(&token, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
+    let mut session = pending(NEW_PASSWORD).await;
+    assert!(
+        matches!(
+            h.auth
+                .login_recovery(&mut session, "aaaa-bbbb-cccc", &client())
+                .await,
+            Err(AuthError::Throttled { .. })
+        ),
+        "still locked after the reset"
+    );
+}
+
 #[tokio::test]
 async fn a_reset_sets_the_password_once_and_no_token_is_logged() {
     let h = harness();

@@ -523,13 +523,19 @@ impl Authenticator {
     }
 
     /// Lifts the login locks of user `id` (password and second factor):
-    /// for an administrator, and for the owner's way back in after a
-    /// completed account recovery. Attempts from the owner's known devices
-    /// are never held by these locks in the first place.
+    /// for an administrator. A completed password reset lifts only the
+    /// password lock (whoever holds the mailbox gets no fresh code guesses
+    /// from it). Attempts from the owner's known devices are never held by
+    /// these locks in the first place.
     pub async fn unlock_account(&self, id: &str) -> Result<(), AuthError> {
-        let throttle = &self.inner.throttle;
-        throttle.unlock(&format!("\u{1}id:{id}")).await?;
-        throttle.unlock(&mfa_account(id)).await?;
+        self.unlock_password(id).await?;
+        self.inner.throttle.unlock(&mfa_account(id)).await?;
+        Ok(())
+    }
+
+    /// Lifts the password lock of user `id`, leaving the second factor's.
+    pub(crate) async fn unlock_password(&self, id: &str) -> Result<(), AuthError> {
+        self.inner.throttle.unlock(&format!("\u{1}id:{id}")).await?;
         Ok(())
     }
 }

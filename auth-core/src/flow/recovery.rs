@@ -935,9 +935,12 @@ impl Authenticator {
             return Err(refuse(Some(user.id())));
         }
         // Every session ends (the stamp follows the hash; the epoch covers
-        // stores that cannot revoke by user), and the locks lift.
+        // stores that cannot revoke by user), and the password lock lifts.
+        // The second factor's stays: a reset proves the mailbox, which is
+        // what the second factor stands against, so a reset never buys
+        // fresh code guesses.
         self.sign_out_user(user.id()).await?;
-        self.unlock_account(user.id()).await?;
+        self.unlock_password(user.id()).await?;
         tokens
             .delete_for_user(user.id(), Purpose::PasswordReset)
             .await?;
