@@ -246,6 +246,60 @@ impl Harness {
     }
 }
 
+/// A verified address (the account's way back in) is not replaced by
+/// `set_email`, which needs no proof: a reset link mailed to it stays the
+/// owner's, and the change goes through `change_email`.
+#[tokio::test]
+async fn set_email_never_replaces_a_verified_address() {
+    let h = harness();
+    let address = h.user_with_address("alice").await;
+    let alice = h
+        .users
+        .find_by_login(&LoginName::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let token = h.reset_token("alice", &address).await;
+    assert!(matches!(
+        h.auth
+            .set_email(
+                &auth_core::user::AnyUser::new(alice),
+                "mallory@mail.test",
+                &client()
+            )
+            .await,
+        Err(AuthError::EmailAlreadyVerified)
+    ));
+    let email = h.accounts.email(&id_of(&h, "alice").await).await.unwrap();
+    let email = email.expect("an address");
+    assert_eq!(
+        (email.address.as_str(), email.verified),
+        (address.as_str(), true)
+    );
+    h.auth
+        .reset_password(&token, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
+}
+
+/// A disabled account claims no address: its verification link is
+/// refused.
+#[tokio::test]
+async fn a_disabled_account_cannot_verify_an_address() {
+    let h = harness();
+    let address = "bob@mail.test";
+    h.user_with_unverified_address("bob", address).await;
+    let token = token_of(&h.mail(address).await.body);
+    let bob = id_of(&h, "bob").await;
+    h.users.set_disabled(&bob, true).unwrap();
+    assert!(matches!(
+        h.auth.verify_email(&token, &client()).await,
+        Err(AuthError::InvalidToken)
+    ));
+    let email = h.accounts.email(&bob).await.unwrap().expect("an address");
+    assert!(!email.verified);
+}
+
 /// A completed reset lifts the password lock, not the second factor's:
 /// whoever holds the mailbox (what the second factor stands against)
 /// cannot buy fresh code guesses with resets.

@@ -116,6 +116,11 @@ pub enum AuthError {
     /// someone else sent must not swap the owner's session for theirs.)
     #[error("signed in to another account: log out first")]
     SignedInAsAnother,
+    /// The account has a verified email address: it changes only with the
+    /// owner's proof ([`Authenticator::change_email`](super::Authenticator::change_email)),
+    /// never through `set_email` (409).
+    #[error("this account has a verified email address: change it with proof")]
+    EmailAlreadyVerified,
     /// The account has as many passkeys as one may have
     /// ([`MAX_PASSKEYS`](crate::flow::MAX_PASSKEYS)); remove one first (409).
     #[error("this account has the most passkeys it may have")]
@@ -156,6 +161,7 @@ impl AuthError {
             | Self::LoginTaken
             | Self::PasskeyTaken
             | Self::TooManyPasskeys
+            | Self::EmailAlreadyVerified
             | Self::SignedInAsAnother
             | Self::NoPasskey => 409,
             Self::MfaUnavailable

@@ -201,12 +201,15 @@ impl Authenticator {
 
     /// Stores `address` as the user's email address, unverified, and mails
     /// a verification link to it (out of band: mail trouble is logged, not
-    /// answered). The new address is used for recovery only once verified;
-    /// earlier verification links die with the old address.
+    /// answered): for an account without a verified address (a
+    /// registration). The new address is used for recovery only once
+    /// verified; earlier verification links die with the old address.
     ///
     /// Errors: [`AuthError::InvalidEmail`], [`AuthError::MailUnavailable`]
     /// (no mailer), [`AuthError::Unsupported`] (an account store without
-    /// addresses).
+    /// addresses), [`AuthError::EmailAlreadyVerified`]: a verified address
+    /// (the account's way back in) changes only with the owner's proof,
+    /// through [`change_email`](Self::change_email).
     pub async fn set_email(
         &self,
         user: &AnyUser,
@@ -215,7 +218,15 @@ impl Authenticator {
     ) -> Result<(), AuthError> {
         let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
         let setup = self.mail_setup()?.clone();
-        self.inner.accounts.set_email(user.id(), &address).await?;
+        let accounts = &self.inner.accounts;
+        if accounts
+            .email(user.id())
+            .await?
+            .is_some_and(|email| email.verified)
+        {
+            return Err(AuthError::EmailAlreadyVerified);
+        }
+        accounts.set_email(user.id(), &address).await?;
         let tokens = &self.inner.tokens;
         tokens
             .delete_for_user(user.id(), Purpose::EmailVerification)
@@ -489,8 +500,9 @@ impl Authenticator {
     /// link. Needs no session (the link may be opened anywhere).
     ///
     /// Errors: [`AuthError::InvalidToken`] (one answer for a malformed,
-    /// unknown, expired or used token, and for one whose address or
-    /// password changed since it was sent), [`AuthError::Throttled`].
+    /// unknown, expired or used token, for one whose address or password
+    /// changed since it was sent, and for a disabled account's),
+    /// [`AuthError::Throttled`].
     pub async fn verify_email(&self, token: &str, client: &Client) -> Result<(), AuthError> {
         self.throttle_ip(client).await?;
         let refuse = self.refuse_link(AuthEventKind::EmailVerificationFailed, None, client);
@@ -504,8 +516,14 @@ impl Authenticator {
             Some((password, address)) => (Some(password), address),
             None => (None, record.binding.as_str()),
         };
-        // The password it was sent under is still the account's.
-        let user = self.inner.users.find_by_id(&record.user_id).await?;
+        // The password it was sent under is still the account's, and the
+        // account is not disabled (a disabled account claims no address).
+        let user = self
+            .inner
+            .users
+            .find_by_id(&record.user_id)
+            .await?
+            .filter(|user| !user.is_disabled());
         let same_password = user.as_ref().is_some_and(|user| {
             password.is_none_or(|password| {
                 bool::from(
