@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::account::MemoryAccountStore;
+use auth_core::account::{AccountStore, MemoryAccountStore};
 use auth_core::clock::ManualClock;
 use auth_core::event::{AuthEvent, AuthEventHook, AuthEventKind};
 use auth_core::flow::{AuthError, Client, TokenOutcome, TokenPair};
@@ -14,7 +14,7 @@ use auth_core::password::{Password, PasswordHasher, PasswordService};
 use auth_core::token::jwt::{Algorithm, SigningKey};
 use auth_core::token::refresh::MemoryRefreshStore;
 use auth_core::token::{TokenConfig, TokenConfigError, TokenService};
-use auth_core::user::MemoryUserStore;
+use auth_core::user::{MemoryUserStore, UserStore};
 use auth_core::{Auth, Authenticator};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -649,4 +649,249 @@ async fn a_bearer_check_on_a_store_that_stops_answering_answers_503_in_bounded_t
     );
     assert!(matches!(error, AuthError::Unavailable(_)), "{error:?}");
     assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
+}
+
+/// A user store whose login lookup answers a snapshot taken earlier: a
+/// token sign-in that read the user (and checked the old password) just
+/// before a password change committed.
+#[derive(Debug)]
+struct StaleLogins {
+    inner: Arc<MemoryUserStore>,
+    snapshot: std::sync::Mutex<Option<auth_core::user::User>>,
+}
+
+impl UserStore for StaleLogins {
+    type User = auth_core::user::User;
+
+    async fn find_by_login(
+        &self,
+        login: &auth_core::user::LoginName,
+    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
+        let snapshot = self.snapshot.lock().unwrap().clone();
+        match snapshot {
+            Some(user) => Ok(Some(user)),
+            None => self.inner.find_by_login(login).await,
+        }
+    }
+    async fn find_by_id(
+        &self,
+        id: &String,
+    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
+        self.inner.find_by_id(id).await
+    }
+    async fn set_password_hash(
+        &self,
+        id: &String,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.set_password_hash(id, current, new).await
+    }
+    async fn create(
+        &self,
+        user: auth_core::user::NewUser,
+    ) -> Result<Self::User, auth_core::user::UserStoreError> {
+        self.inner.create(user).await
+    }
+}
+
+/// A token sign-in that checked the old password while a password change
+/// committed (and ended the user's families before this sign-in's
+/// existed) issues no tokens: its family is revoked when it is made, and
+/// the client is told to retry (503), where the old password fails.
+#[tokio::test]
+async fn a_token_sign_in_racing_a_password_change_issues_nothing() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let users = Arc::new(StaleLogins {
+        inner: memory.clone(),
+        snapshot: std::sync::Mutex::new(None),
+    });
+    let store = Arc::new(MemoryRefreshStore::new());
+    let auth = Auth::builder(users.clone())
+        .accounts(Arc::new(MemoryAccountStore::new()))
+        .clock(Arc::new(ManualClock::starting_now()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            store,
+        ))
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let alice = flows
+        .register("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap();
+    let before = memory.find_by_id(&alice.id().to_owned()).await.unwrap();
+    *users.snapshot.lock().unwrap() = before;
+    let new_hash = PasswordHasher::insecure_for_tests()
+        .unwrap()
+        .hash(&Password::from("another long passphrase".to_owned()))
+        .unwrap();
+    memory.force_password_hash(alice.id(), new_hash).unwrap();
+    let answer = flows
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await;
+    assert!(
+        matches!(answer, Err(AuthError::Busy)),
+        "no tokens from the old password: {answer:?}"
+    );
+}
+
+/// The account state in memory, where a sign out everywhere (the epoch
+/// raised, then the user's sessions ended; no family exists yet to
+/// revoke) lands at the `at`-th read of the epoch: between a token
+/// sign-in's session and its family.
+#[derive(Debug)]
+struct SignOutRace {
+    inner: MemoryAccountStore,
+    reads: std::sync::atomic::AtomicUsize,
+    at: usize,
+    sessions: std::sync::OnceLock<auth_core::session::SessionManager>,
+}
+
+#[async_trait::async_trait]
+impl AccountStore for SignOutRace {
+    async fn totp(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::account::StoredTotp>, auth_core::user::UserStoreError> {
+        self.inner.totp(user).await
+    }
+    async fn set_pending_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.set_pending_totp(user, sealed).await
+    }
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+        step: i64,
+        hashes: &[String],
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.confirm_totp(user, sealed, step, hashes).await
+    }
+    async fn record_totp_step(
+        &self,
+        user: &str,
+        step: i64,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.record_totp_step(user, step).await
+    }
+    async fn remove_totp(&self, user: &str) -> Result<(), auth_core::user::UserStoreError> {
+        self.inner.remove_totp(user).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> Result<(), auth_core::user::UserStoreError> {
+        self.inner.replace_recovery_codes(user, hashes).await
+    }
+    async fn consume_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.consume_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(
+        &self,
+        user: &str,
+    ) -> Result<u64, auth_core::user::UserStoreError> {
+        self.inner.recovery_codes_left(user).await
+    }
+    async fn epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if read == self.at {
+            self.inner.raise_epoch(user).await?;
+            let sessions = self.sessions.get().expect("the session manager");
+            sessions.destroy_all_for_user(user, None).await.unwrap();
+        }
+        self.inner.epoch(user).await
+    }
+    async fn raise_epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        self.inner.raise_epoch(user).await
+    }
+}
+
+/// A sign out everywhere that lands between a token sign-in's session and
+/// its family (it ends the session, and finds no family to revoke) leaves
+/// no family behind: the sign-in answers 503 and issues nothing.
+#[tokio::test]
+async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
+    let accounts = Arc::new(SignOutRace {
+        inner: MemoryAccountStore::new(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+        at: usize::MAX,
+        sessions: std::sync::OnceLock::new(),
+    });
+    let build = |accounts: Arc<SignOutRace>| {
+        Auth::builder(MemoryUserStore::new())
+            .accounts(accounts)
+            .clock(Arc::new(ManualClock::starting_now()))
+            .passwords(
+                PasswordService::builder()
+                    .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                    .build()
+                    .unwrap(),
+            )
+            .tokens(TokenService::new(
+                config().build().unwrap(),
+                SigningKey::generate(Algorithm::Es256).unwrap(),
+                Arc::new(MemoryRefreshStore::new()),
+            ))
+            .build()
+            .unwrap()
+    };
+    // Count the epoch reads of a token sign-in up to its family.
+    let auth = build(accounts.clone());
+    let flows = auth.authenticator();
+    let password = || Password::from(PASSWORD.to_owned());
+    flows
+        .register("alice", &password(), &client())
+        .await
+        .unwrap();
+    let start = accounts.reads.load(std::sync::atomic::Ordering::SeqCst);
+    flows
+        .token_login("alice", &password(), &client())
+        .await
+        .unwrap();
+    let per_sign_in = accounts.reads.load(std::sync::atomic::Ordering::SeqCst) - start;
+    // The sign-in makes its session (two reads: before and after), then
+    // its family (one read before the family, one after).
+    assert_eq!(per_sign_in, 4);
+
+    let accounts = Arc::new(SignOutRace {
+        inner: MemoryAccountStore::new(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+        at: 3,
+        sessions: std::sync::OnceLock::new(),
+    });
+    let auth = build(accounts.clone());
+    let flows = auth.authenticator();
+    accounts
+        .sessions
+        .set(flows.sessions().clone())
+        .expect("set once");
+    let alice = flows
+        .register("alice", &password(), &client())
+        .await
+        .unwrap();
+    accounts.reads.store(0, std::sync::atomic::Ordering::SeqCst);
+    let answer = flows.token_login("alice", &password(), &client()).await;
+    assert!(
+        matches!(answer, Err(AuthError::Busy)),
+        "no family outlives the sign out: {answer:?}"
+    );
+    assert!(accounts.inner.epoch(alice.id()).await.unwrap() > 0);
 }

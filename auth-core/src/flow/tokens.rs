@@ -202,7 +202,6 @@ impl Authenticator {
             .ok_or(AuthError::NotAuthenticated)?;
         let epoch = self.inner.accounts.epoch(&user_id).await?;
         let stamp = family_stamp(session_stamp, epoch);
-        self.inner.sessions.destroy(session).await?;
         let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
         let now = self.now();
         let (family, refresh) = service
@@ -213,10 +212,17 @@ impl Authenticator {
             .create(&family, refresh.key())
             .await
             .map_err(AuthError::internal)?;
-        // A sign out everywhere (or a factor change) that raised the epoch
-        // after it was read may have listed the user's families before this
-        // one existed: the family ends now rather than at its first refresh.
-        if self.inner.accounts.epoch(&user_id).await? != epoch {
+        // A sign out everywhere, a factor change or a password change that
+        // ran while this sign-in was made may have listed the user's
+        // families before this one existed. It ended the sign-in's session
+        // (or changed the stamp that session recorded), or raised the epoch
+        // after it was read: the family ends now, rather than leaving its
+        // access tokens alive until they expire.
+        let id = session.id().clone();
+        let still_live = self.load_session(id).await?.is_some();
+        let moved = self.inner.accounts.epoch(&user_id).await? != epoch;
+        self.inner.sessions.destroy(session).await?;
+        if !still_live || moved {
             service
                 .store()
                 .revoke_family(&family.id)
@@ -556,7 +562,8 @@ impl Authenticator {
 /// the epoch (or changes the hash) before it revokes them, so a family its
 /// revocation missed (a store error halfway through) still ends at its
 /// next refresh; one created while the revocation ran is caught when it is
-/// made (`issue_family` reads the epoch again after the create).
+/// made (`issue_family` checks after the create that the sign-in's session
+/// still loads, stamp included, and that the epoch has not moved).
 fn family_stamp(session_stamp: &str, epoch: u64) -> String {
     format!("{session_stamp}.{epoch}")
 }
