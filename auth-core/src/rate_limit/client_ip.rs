@@ -48,7 +48,7 @@ impl TrustedProxies {
             let net = IpNet::from_str(entry)
                 .or_else(|_| IpAddr::from_str(entry).map(IpNet::from))
                 .map_err(|_| InvalidProxy(entry.to_owned()))?;
-            nets.push(net);
+            nets.push(canonical_net(net));
         }
         let proxies = Self {
             nets,
@@ -120,7 +120,13 @@ impl TrustedProxies {
                 ForwardedHeader::XForwardedFor => {
                     chain.extend(value.split(',').map(|v| parse_addr(v.trim())));
                 }
-                ForwardedHeader::Forwarded => chain.extend(value.split(',').map(forwarded_for)),
+                // Split at commas outside quoted strings: a quoted value
+                // (a `host` the client chose) may hold `,for=...`. A quote
+                // left open makes the line malformed.
+                ForwardedHeader::Forwarded => match split_unquoted(value, b',') {
+                    Some(elements) => chain.extend(elements.into_iter().map(forwarded_for)),
+                    None => chain.push(None),
+                },
             }
         }
         let mut client = peer;
@@ -140,14 +146,60 @@ impl TrustedProxies {
     }
 }
 
-/// The `for=` address of one `Forwarded` element, if it is an address.
+/// An IPv4-mapped IPv6 entry (`::ffff:10.0.0.0/104`, `::ffff:10.0.0.1`)
+/// as the IPv4 network it names: peers are compared in their IPv4 form.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_or(net, |v4| IpNet::V4(v4.trunc())),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// `value` cut at each `separator` outside a quoted string (RFC 7230
+/// `quoted-string`, with `\`-escapes); `None` when a quote is left open.
+fn split_unquoted(value: &str, separator: u8) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in value.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == separator && !quoted {
+            parts.push(&value[start..i]);
+            start = i + 1;
+        }
+    }
+    if quoted {
+        return None;
+    }
+    parts.push(&value[start..]);
+    Some(parts)
+}
+
+/// The `for=` address of one `Forwarded` element, if it is an address
+/// (RFC 7239: a token, or a quoted string such as `"[2001:db8::1]:443"`).
 fn forwarded_for(element: &str) -> Option<IpAddr> {
-    element.split(';').find_map(|pair| {
+    split_unquoted(element, b';')?.into_iter().find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
         if !key.trim().eq_ignore_ascii_case("for") {
             return None;
         }
-        parse_addr(value.trim().trim_matches('"'))
+        let value = value.trim();
+        let value = match value.strip_prefix('"') {
+            // An address never holds `"` or `\\`: an escape is malformed.
+            Some(quoted) => quoted
+                .strip_suffix('"')
+                .filter(|v| !v.contains(['"', '\\']))?,
+            None => value,
+        };
+        parse_addr(value)
     })
 }
 
@@ -309,6 +361,64 @@ mod tests {
         assert_eq!(forwarded.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
         let headers = [("Forwarded", "for=unknown")];
         assert_eq!(forwarded.client_ip(ip("10.0.0.2"), headers), ip("10.0.0.2"));
+    }
+
+    /// A quoted value may hold `,` and `;`: a `host` the client chose
+    /// (`"a,for=198.51.100.7"`) is no element of its own, and a quote left
+    /// open is malformed.
+    #[test]
+    fn quoted_strings_in_forwarded_are_one_value() {
+        let proxies = TrustedProxies::parse("10.0.0.0/8")
+            .unwrap()
+            .using(ForwardedHeader::Forwarded);
+        let peer = ip("10.0.0.2");
+        let headers = [("Forwarded", r#"for=203.0.113.5;host="a,for=198.51.100.7""#)];
+        assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
+        let headers = [("Forwarded", r#"for=203.0.113.5;host="a;for=198.51.100.7""#)];
+        assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
+        let headers = [(
+            "Forwarded",
+            r#"for=203.0.113.5;host="a\",for=198.51.100.7""#,
+        )];
+        assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
+        let headers = [("Forwarded", r#"for=203.0.113.5, for="198.51.100.7"#)];
+        assert_eq!(proxies.client_ip(peer, headers), peer, "an open quote");
+        let headers = [("Forwarded", r#"for="198.51.100.\7""#)];
+        assert_eq!(proxies.client_ip(peer, headers), peer, "an escape");
+        let headers = [("Forwarded", r#"for="[2001:db8::17]:4711";proto=https"#)];
+        assert_eq!(proxies.client_ip(peer, headers), ip("2001:db8::17"));
+    }
+
+    /// A proxy written in its IPv4-mapped IPv6 form (as a dual-stack
+    /// listener logs it) is the IPv4 proxy.
+    #[test]
+    fn mapped_proxy_entries_are_their_ipv4_form() {
+        let headers = [("X-Forwarded-For", "203.0.113.9")];
+        for entry in [
+            "::ffff:10.0.0.0/104",
+            "::ffff:10.0.0.2",
+            "::ffff:10.0.0.2/128",
+        ] {
+            let proxies = TrustedProxies::parse(entry).unwrap();
+            for peer in ["::ffff:10.0.0.2", "10.0.0.2"] {
+                assert_eq!(
+                    proxies.client_ip(ip(peer), headers),
+                    ip("203.0.113.9"),
+                    "{entry} {peer}"
+                );
+            }
+            // 10.0.1.2 is in ::ffff:10.0.0.0/104 (10.0.0.0/8) only.
+            let other = if entry.ends_with("/104") {
+                "203.0.113.9"
+            } else {
+                "10.0.1.2"
+            };
+            assert_eq!(
+                proxies.client_ip(ip("10.0.1.2"), headers),
+                ip(other),
+                "{entry}"
+            );
+        }
     }
 
     #[test]
