@@ -168,22 +168,25 @@ fn begun<'a>(request: &'a Request<'_>) -> &'a Begun {
 
 /// The method the client sent. Rocket rewrites a form `POST` whose first
 /// field is `_method` before fairings run; this undoes that for the
-/// cross-origin check, so the check sees `POST`.
+/// cross-origin check, so the check sees `POST`. The rule is Rocket's own
+/// (0.5, `preprocess_request`): the first non-empty field of the first 14
+/// bytes, so `&_method=get` counts too.
 async fn wire_method(request: &Request<'_>, data: &mut Data<'_>) -> Method {
     let method = request.method();
     let is_form = request.content_type().is_some_and(|ct| ct.is_form());
     if method == Method::Post || !is_form {
         return method;
     }
-    if data
-        .peek("_method=delete".len())
-        .await
-        .starts_with(b"_method=")
-    {
-        Method::Post
-    } else {
-        method
-    }
+    let (min_len, max_len) = ("_method=get".len(), "_method=delete".len());
+    let peeked = data.peek(max_len).await;
+    let overridden = peeked.len() >= min_len
+        && std::str::from_utf8(peeked)
+            .ok()
+            .and_then(|raw| rocket::form::Form::values(raw).next())
+            .filter(|field| field.name == "_method")
+            .and_then(|field| field.value.parse::<Method>().ok())
+            .is_some_and(|rewritten| rewritten == method);
+    if overridden { Method::Post } else { method }
 }
 
 #[rocket::async_trait]
