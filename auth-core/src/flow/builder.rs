@@ -335,8 +335,9 @@ impl AuthBuilder {
         }
         if !self.security.forbids_framing() {
             tracing::warn!(
-                "auth: the Content-Security-Policy has no frame-ancestors directive: other \
-                 sites may frame the app's pages (clickjacking)"
+                "auth: the Content-Security-Policy has no frame-ancestors directive that limits \
+                 who frames the app's pages (none, or one with * or a bare scheme): other sites \
+                 may frame them (clickjacking)"
             );
         }
         if self.hosts.is_any() {

@@ -81,12 +81,24 @@ impl SecurityHeaders {
             .map(|(name, _)| name)
     }
 
-    /// Whether the `Content-Security-Policy` forbids framing
-    /// (`frame-ancestors`), as the default does.
+    /// Whether the `Content-Security-Policy` limits framing, as the default
+    /// does: a `frame-ancestors` directive with sources, none of them `*`
+    /// or a bare scheme (`https:`, which any site of that scheme matches).
     pub(crate) fn forbids_framing(&self) -> bool {
         self.iter().any(|(name, value)| {
             name == "content-security-policy"
-                && value.to_ascii_lowercase().contains("frame-ancestors")
+                && value.split(';').any(|directive| {
+                    let mut words = directive.split_ascii_whitespace();
+                    let named = words
+                        .next()
+                        .is_some_and(|name| name.eq_ignore_ascii_case("frame-ancestors"));
+                    let sources: Vec<&str> = words.collect();
+                    named
+                        && !sources.is_empty()
+                        && sources.iter().all(|source| {
+                            *source != "*" && !(source.ends_with(':') && !source.contains('/'))
+                        })
+                })
         })
     }
 
@@ -163,5 +175,22 @@ mod tests {
         assert_eq!(broken.first_invalid(), Some("referrer-policy"));
         let upper = SecurityHeaders::new().content_security_policy("FRAME-ANCESTORS 'none'");
         assert!(upper.forbids_framing());
+        for allows in [
+            "default-src 'self'; frame-ancestors *",
+            "frame-ancestors https:",
+            "frame-ancestors 'self' *",
+            "frame-ancestors",
+            "default-src 'self'; report-uri /frame-ancestors-report",
+        ] {
+            let policy = SecurityHeaders::new().content_security_policy(allows);
+            assert!(!policy.forbids_framing(), "{allows}");
+        }
+        for limits in [
+            "default-src 'self'; frame-ancestors 'self'",
+            "frame-ancestors https://admin.example https://*.example",
+        ] {
+            let policy = SecurityHeaders::new().content_security_policy(limits);
+            assert!(policy.forbids_framing(), "{limits}");
+        }
     }
 }
