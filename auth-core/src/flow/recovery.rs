@@ -736,7 +736,14 @@ impl Authenticator {
     /// `None` for a link that would not sign in (malformed, unknown, used,
     /// expired, stale, a disabled user), or when the token store cannot
     /// look without taking ([`TokenStore::peek`](crate::single_use::TokenStore::peek)).
-    pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
+    /// Paid from the client IP's throttle budget, as every check of a
+    /// link is: it tells whether a token is live, and whose.
+    pub async fn magic_link_account(
+        &self,
+        token: &str,
+        client: &Client,
+    ) -> Result<Option<String>, AuthError> {
+        self.throttle_ip(client).await?;
         let Some(token) = SingleUseToken::parse(token.trim()) else {
             return Ok(None);
         };

@@ -726,7 +726,9 @@ impl RequestAuth {
     /// The login name of the account a magic link signs in to, without
     /// using it, as [`Authenticator::magic_link_account`].
     pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
-        self.authenticator().magic_link_account(token).await
+        self.authenticator()
+            .magic_link_account(token, self.client())
+            .await
     }
 
     /// Signs in with the token from a magic link, as
