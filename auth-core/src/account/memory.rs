@@ -38,6 +38,24 @@ struct Inner {
     verified: HashMap<String, String>,
 }
 
+impl Inner {
+    /// `address` as the user's unverified address (a verified one it
+    /// replaces stops being theirs).
+    fn set_email(&mut self, user: &str, address: &str) {
+        if let Some(old) = self.emails.get(user).filter(|e| e.verified).cloned() {
+            self.verified.remove(&old.address);
+        }
+        self.emails.insert(
+            user.to_owned(),
+            StoredEmail {
+                address: address.to_owned(),
+                verified: false,
+                pending: None,
+            },
+        );
+    }
+}
+
 impl MemoryAccountStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -172,30 +190,20 @@ impl AccountStore for MemoryAccountStore {
     }
 
     async fn set_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
-        let mut inner = self.lock();
-        if let Some(old) = inner.emails.get(user).filter(|e| e.verified).cloned() {
-            inner.verified.remove(&old.address);
-        }
-        inner.emails.insert(
-            user.to_owned(),
-            StoredEmail {
-                address: address.to_owned(),
-                verified: false,
-                pending: None,
-            },
-        );
+        self.lock().set_email(user, address);
         Ok(())
     }
 
     async fn set_pending_email(&self, user: &str, address: &str) -> Result<(), UserStoreError> {
-        {
-            let mut inner = self.lock();
-            if let Some(email) = inner.emails.get_mut(user).filter(|e| e.verified) {
-                email.pending = Some(address.to_owned());
-                return Ok(());
-            }
+        // The check and the write under one lock: a verification landing
+        // between them must not be overwritten.
+        let mut inner = self.lock();
+        if let Some(email) = inner.emails.get_mut(user).filter(|e| e.verified) {
+            email.pending = Some(address.to_owned());
+        } else {
+            inner.set_email(user, address);
         }
-        self.set_email(user, address).await
+        Ok(())
     }
 
     async fn verify_email(&self, user: &str, address: &str) -> Result<bool, UserStoreError> {
