@@ -246,6 +246,57 @@ impl Harness {
     }
 }
 
+/// Verification mails to one address are budgeted (5, then a back-off),
+/// whichever account asks: a signed-in account cannot mail a stream of
+/// them (quoting its login name) to somebody else's address, and neither
+/// can many new accounts.
+#[tokio::test]
+async fn verification_mails_to_one_address_are_budgeted() {
+    let h = harness();
+    h.auth
+        .register("mallory", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    let mut session = h.session("mallory").await;
+    let mut sent = 0;
+    let mut throttled = false;
+    for _ in 0..10 {
+        match h
+            .auth
+            .change_email(
+                &mut session,
+                &FactorProof::password(Password::from(PASSWORD)),
+                "victim@mail.test",
+                &client(),
+            )
+            .await
+        {
+            Ok(()) => sent += 1,
+            Err(AuthError::Throttled { .. }) => {
+                throttled = true;
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(throttled && (1..=5).contains(&sent), "{sent} mails");
+    // Another account, the same address: still held.
+    let user = h
+        .auth
+        .register("mallory2", &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.auth.set_email(&user, "victim@mail.test", &client()).await,
+        Err(AuthError::Throttled { .. })
+    ));
+    // Another address is not.
+    h.auth
+        .set_email(&user, "mallory2@mail.test", &client())
+        .await
+        .unwrap();
+}
+
 /// Looking up whose a sign-in link is (the link page's "sign in as")
 /// is paid from the client IP's budget: it tells whether a token is
 /// live, so it is no free oracle.

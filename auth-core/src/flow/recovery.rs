@@ -190,7 +190,47 @@ fn link_account(user_id: &str, purpose: Purpose) -> String {
     format!("\u{1}{}:{user_id}", purpose.as_str())
 }
 
+/// The budget of verification mails to `address`, whichever account asks.
+fn recipient_account(address: &str) -> String {
+    format!("\u{1}mailto:{address}")
+}
+
 impl Authenticator {
+    /// Charges a verification mail to `address` for `user_id` against the
+    /// recipient's budget and the account's (5, then a back-off, as link
+    /// requests): neither many accounts nor one signed-in account can send
+    /// an address a stream of mails.
+    async fn verification_budget(
+        &self,
+        user_id: &str,
+        address: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        for account in [
+            recipient_account(address),
+            link_account(user_id, Purpose::EmailVerification),
+        ] {
+            let attempt = Attempt {
+                ip: client.ip,
+                account: &account,
+                device: None,
+            };
+            if let Decision::Limited { retry_after, .. } =
+                self.inner.throttle.check(&attempt, self.now()).await?
+            {
+                self.failure(
+                    AuthEventKind::Throttled,
+                    Some(user_id),
+                    client,
+                    None,
+                    FailureReason::AccountLocked,
+                );
+                return Err(AuthError::Throttled { retry_after });
+            }
+        }
+        Ok(())
+    }
+
     fn mail_setup(&self) -> Result<&MailSetup, AuthError> {
         self.inner.mail.as_ref().ok_or(AuthError::MailUnavailable)
     }
@@ -209,7 +249,9 @@ impl Authenticator {
     /// (no mailer), [`AuthError::Unsupported`] (an account store without
     /// addresses), [`AuthError::EmailAlreadyVerified`]: a verified address
     /// (the account's way back in) changes only with the owner's proof,
-    /// through [`change_email`](Self::change_email).
+    /// through [`change_email`](Self::change_email);
+    /// [`AuthError::Throttled`]: the address, or the account, has had its
+    /// verification mails for now (5, then a back-off).
     pub async fn set_email(
         &self,
         user: &AnyUser,
@@ -226,6 +268,8 @@ impl Authenticator {
         {
             return Err(AuthError::EmailAlreadyVerified);
         }
+        self.verification_budget(user.id(), &address, client)
+            .await?;
         accounts.set_email(user.id(), &address).await?;
         let tokens = &self.inner.tokens;
         tokens
@@ -268,7 +312,9 @@ impl Authenticator {
     /// Errors: [`AuthError::InvalidEmail`], [`AuthError::MailUnavailable`],
     /// what a [`FactorProof`] can answer ([`AuthError::InvalidCredentials`],
     /// [`AuthError::CodeRequired`], [`AuthError::InvalidCode`],
-    /// [`AuthError::Throttled`]).
+    /// [`AuthError::Throttled`]); [`AuthError::Throttled`] also when the
+    /// address, or the account, has had its verification mails for now (5,
+    /// then a back-off).
     pub async fn change_email(
         &self,
         session: &mut Session,
@@ -279,6 +325,10 @@ impl Authenticator {
         let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
         let setup = self.mail_setup()?.clone();
         let user = self.current_user(session).await?;
+        // Before the proof: a change refused for the mail budget spends no
+        // recovery code.
+        self.verification_budget(user.id(), &address, client)
+            .await?;
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::EmailChangeFailed)
             .await?;
