@@ -160,6 +160,13 @@ impl Harness {
             "{}",
             mail.body
         );
+        // The mail names the account the address would join: a link
+        // somebody else's registration sent is not confirmed blindly.
+        assert!(
+            mail.body.contains(&format!("the account \"{name}\"")),
+            "{}",
+            mail.body
+        );
         self.auth
             .verify_email(&token_of(&mail.body), &client())
             .await

@@ -285,9 +285,11 @@ impl Authenticator {
             address,
             format!("Confirm your email address for {}", self.app_label()),
             format!(
-                "Someone (we hope you) gave this address to {}.\n\n\
-                 To confirm it, open this link within {lifetime} hours:\n{link}\n\n\
-                 If it was not you, ignore this mail: nothing changes.\n",
+                "Someone (we hope you) gave this address to the account \"{}\" at {}.\n\n\
+                 If that is your account, open this link within {lifetime} hours to \
+                 confirm it:\n{link}\n\n\
+                 If it is not, ignore this mail: nothing changes.\n",
+                user.login(),
                 self.app_label()
             ),
         );
