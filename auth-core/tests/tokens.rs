@@ -442,14 +442,34 @@ async fn without_a_token_service_tokens_are_unavailable() {
     ));
 }
 
-/// Revocation is seen at the next request on a SQL store too.
+/// Revocation is seen at the next request on a SQL store too: in memory,
+/// and on a file, where the per-request family check is answered from the
+/// file's read cache, also when the revocation comes through another
+/// connection (another process).
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn revocation_is_seen_on_sqlite() {
+    revocation_is_seen_on("sqlite::memory:", false).await;
+    let dir = std::env::temp_dir().join(format!(
+        "auth-core-tokens-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("auth.db").display());
+    revocation_is_seen_on(&url, false).await;
+    revocation_is_seen_on(&url, true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "sqlite")]
+async fn revocation_is_seen_on(url: &str, through_another_connection: bool) {
+    use auth_core::token::refresh::RefreshStore;
     let users = Arc::new(MemoryUserStore::new());
-    let store = auth_core::session::SqliteStore::connect("sqlite::memory:")
-        .await
-        .unwrap();
+    let store = auth_core::session::SqliteStore::connect(url).await.unwrap();
     let refresh = auth_core::token::refresh::SqliteRefreshStore::from_pool(store.pool().clone())
         .await
         .unwrap();
@@ -475,13 +495,26 @@ async fn revocation_is_seen_on_sqlite() {
         clock: ManualClock::starting_now(),
         events: Arc::default(),
     };
-    let (_, pair) = signed_in(&h, "alice").await;
+    let (id, pair) = signed_in(&h, "alice").await;
+    // Twice: the second answered from the cache where there is one.
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
-    h.auth
-        .revoke_refresh_token(&pair.refresh_token, &client())
-        .await
-        .unwrap();
-    assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    if through_another_connection {
+        let other = auth_core::session::SqliteStore::connect(url).await.unwrap();
+        let other = auth_core::token::refresh::SqliteRefreshStore::from_pool(other.pool().clone())
+            .await
+            .unwrap();
+        other.revoke_user(&id).await.unwrap();
+    } else {
+        h.auth
+            .revoke_refresh_token(&pair.refresh_token, &client())
+            .await
+            .unwrap();
+    }
+    assert!(
+        h.auth.verify_bearer(&pair.access_token).await.is_err(),
+        "{url} {through_another_connection}"
+    );
 }
 
 /// A password changed behind the toolkit's back (the app's own admin path)

@@ -178,7 +178,7 @@ impl TokenConfigBuilder {
 
     /// Whether each request checks that its token's family is still live
     /// (default `true`). Off, a revoked sign-in's access tokens stay valid
-    /// until they expire (at most the access lifetime), and a request costs
+    /// until they expire (at most the access lifetime plus the leeway), and a request costs
     /// no store read; [`build`](Self::build) then logs a warning.
     pub fn check_revocation(mut self, check: bool) -> Self {
         self.config.check_revocation = check;
@@ -212,8 +212,8 @@ impl TokenConfigBuilder {
             tracing::warn!(
                 "auth: access tokens are not checked for revocation: after a logout, a \
                  password change or sign-out everywhere, tokens already issued stay valid \
-                 until they expire (up to {} s)",
-                c.access_lifetime.as_secs()
+                 until they expire (up to {} s, the leeway included)",
+                c.access_lifetime.saturating_add(c.leeway).as_secs()
             );
         }
         Ok(c)

@@ -96,7 +96,8 @@ impl SecurityHeaders {
                     named
                         && !sources.is_empty()
                         && sources.iter().all(|source| {
-                            *source != "*" && !(source.ends_with(':') && !source.contains('/'))
+                            let bare_scheme = source.ends_with(':') && !source.contains('/');
+                            *source != "*" && !bare_scheme
                         })
                 })
         })

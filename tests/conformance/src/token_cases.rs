@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use auth_core::token::jwt::{AccessClaims, Algorithm, KeySet, SigningKey};
+use auth_core::token::jwt::{Algorithm, SigningKey};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use hmac::{Hmac, KeyInit, Mac};
 use p256::ecdsa::signature::Signer;
@@ -378,6 +378,17 @@ pub async fn account_changes_revoke_token_families<F: HarnessFactory>() {
     assert!(r.header_all("set-cookie").is_empty());
     refused(&bearer_get(&app, "/api/me", &u.access).await);
     assert_eq!(refresh(&app, &u.refresh).await.status, 401);
+
+    // A password reset by mail: the access token is refused at once, not
+    // only the refresh (which the password's new stamp would refuse too).
+    let address = crate::cases::registered_with_verified_email(&app, "carol").await;
+    let c = tokens(&token_login(&app, "carol", PASSWORD).await);
+    assert_eq!(bearer_get(&app, "/api/me", &c.access).await.status, 200);
+    let token = crate::cases::reset_token(&app, "carol", &address).await;
+    let r = crate::cases::reset_password(&app, &token, "a third long passphrase 8").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    refused(&bearer_get(&app, "/api/me", &c.access).await);
+    assert_eq!(refresh(&app, &c.refresh).await.status, 401);
 }
 
 /// A bearer request is decided by its token alone: no cross-site check
@@ -501,14 +512,16 @@ pub async fn forged_tampered_and_expired_tokens_are_refused<F: HarnessFactory>()
     let mut other = claims.clone();
     other["amr"] = json!(["pwd", "otp"]);
     refused(&bearer_get(&app, "/api/me", &format!("{h}.{}.{s}", encode(&other))).await);
-    // Signed by another key, under our key's id.
-    let parsed: AccessClaims = serde_json::from_value(claims.clone()).expect("claims");
-    let foreign = KeySet::new(SigningKey::generate(Algorithm::Es256).expect("a key"))
-        .sign(&parsed)
-        .expect("signed");
-    let mut fparts = foreign.split('.');
-    let _ = fparts.next();
-    let forged = format!("{h}.{}.{}", fparts.next().unwrap(), fparts.next().unwrap());
+    // Our header and claims exactly, signed by another key (a valid
+    // signature of the very bytes, under our key's id): only the binding of
+    // the `kid` to our key refuses it.
+    let foreign = p256::ecdsa::SigningKey::from_slice(&[9; 32]).expect("a scalar");
+    let input = format!("{h}.{p}");
+    let signature: p256::ecdsa::Signature = foreign.sign(input.as_bytes());
+    let forged = format!(
+        "{input}.{}",
+        Base64UrlUnpadded::encode_string(&signature.to_bytes())
+    );
     refused(&bearer_get(&app, "/api/me", &forged).await);
     // Expired: 15 minutes and the leeway later.
     app.advance(Duration::from_secs(15 * 60 + 61));

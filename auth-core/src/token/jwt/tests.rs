@@ -1167,4 +1167,22 @@ fn errors_never_carry_the_token() {
     for text in [error.to_string(), format!("{error:?}")] {
         assert!(!text.contains(&payload) && !text.contains(&signature[..10]));
     }
+    // Every refusal of a malformed token, whatever part is broken, names
+    // the rule only: none of its text (the variants carry no data).
+    for broken in [
+        format!("{header}.{payload}"),
+        format!("{header}.{payload}.{signature}.extra"),
+        format!("{header}x.{payload}.{signature}"),
+        format!("{header}.{payload}x.{signature}"),
+        format!("{header}.{payload}.{signature}x"),
+        "not a token".to_owned(),
+    ] {
+        let error = verify(&set, &broken).unwrap_err();
+        let text = format!("{error} {error:?}");
+        assert!(
+            !text.contains(&payload[..10]) && !text.contains(&header[..10]),
+            "{text}"
+        );
+        assert!(text.len() < 200, "{text}");
+    }
 }

@@ -22,8 +22,9 @@
 //!   access tokens a family issued.
 //!
 //! Every store judges time by the `now` its caller passes. A revoked family
-//! is deleted with its tokens, so its tokens answer
-//! [`Rotation::Invalid`] afterwards.
+//! is deleted (the Redis store leaves its token keys to expire at the
+//! family's absolute deadline), so its tokens answer [`Rotation::Invalid`]
+//! afterwards.
 //!
 //! Ready stores run one shared suite (feature `testing`,
 //! `auth_core::testing::refresh_store_suite`): [`MemoryRefreshStore`], and
