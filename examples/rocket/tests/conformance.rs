@@ -72,6 +72,9 @@ impl Harness for RocketHarness {
 struct RocketFactory;
 
 impl HarnessFactory for RocketFactory {
+    // See `as_rocket_sees_it`.
+    const KEEPS_NON_UTF8_HEADERS: bool = false;
+
     fn build(auth: Auth) -> Box<dyn Harness> {
         Box::new(RocketHarness {
             rocket: Mutex::new(Some(example_rocket::app(auth))),
