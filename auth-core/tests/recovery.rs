@@ -361,15 +361,39 @@ async fn set_email_never_replaces_a_verified_address() {
 }
 
 /// A disabled account claims no address: its verification link is
-/// refused.
+/// refused, and its page names nobody. A live link's page names the
+/// account.
 #[tokio::test]
 async fn a_disabled_account_cannot_verify_an_address() {
     let h = harness();
     let address = "bob@mail.test";
     h.user_with_unverified_address("bob", address).await;
     let token = token_of(&h.mail(address).await.body);
+    assert_eq!(
+        h.auth
+            .verification_account(&token, &client())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        h.auth
+            .verification_account("garbage", &client())
+            .await
+            .unwrap(),
+        None
+    );
     let bob = id_of(&h, "bob").await;
     h.users.set_disabled(&bob, true).unwrap();
+    assert_eq!(
+        h.auth
+            .verification_account(&token, &client())
+            .await
+            .unwrap(),
+        None,
+        "disabled"
+    );
     assert!(matches!(
         h.auth.verify_email(&token, &client()).await,
         Err(AuthError::InvalidToken)

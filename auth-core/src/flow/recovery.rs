@@ -817,6 +817,53 @@ impl Authenticator {
         Ok(Some(user.login().to_owned()))
     }
 
+    /// The login name of the account an email verification link would give
+    /// its address to, looked up without using the link, for the link's
+    /// page to name ("confirm this address for the account ..."): a link
+    /// somebody else's registration sent is then not confirmed blindly.
+    /// `None` for a link that would not verify (malformed, unknown, used,
+    /// expired, one whose address or password changed, a disabled user),
+    /// or when the token store cannot look without taking. Paid from the
+    /// client IP's throttle budget.
+    pub async fn verification_account(
+        &self,
+        token: &str,
+        client: &Client,
+    ) -> Result<Option<String>, AuthError> {
+        self.throttle_ip(client).await?;
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Ok(None);
+        };
+        let tokens = &self.inner.tokens;
+        let Some(record) = tokens
+            .peek(&token.key(), Purpose::EmailVerification, self.now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = match self.inner.users.find_by_id(&record.user_id).await? {
+            Some(user) if !user.is_disabled() => user,
+            _ => return Ok(None),
+        };
+        let (password, address) = match record.binding.split_once(':') {
+            Some((password, address)) => (Some(password), address),
+            None => (None, record.binding.as_str()),
+        };
+        let same_password = password.is_none_or(|password| {
+            bool::from(
+                reset_binding(user.password_hash())
+                    .as_bytes()
+                    .ct_eq(password.as_bytes()),
+            )
+        });
+        let current = self.inner.accounts.email(user.id()).await?;
+        let same_address = current.is_some_and(|email| {
+            email.pending.as_deref() == Some(address)
+                || (!email.verified && email.address == address)
+        });
+        Ok((same_password && same_address).then(|| user.login().to_owned()))
+    }
+
     /// Signs in with the token from a magic link: one factor
     /// ([`Factor::EmailLink`]), so an account with a second factor gets
     /// [`LoginOutcome::MfaRequired`] as after a password. `current` is the

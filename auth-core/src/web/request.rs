@@ -723,6 +723,15 @@ impl RequestAuth {
             .await
     }
 
+    /// The login name of the account an email verification link would give
+    /// its address to, without using it, as
+    /// [`Authenticator::verification_account`].
+    pub async fn verification_account(&self, token: &str) -> Result<Option<String>, AuthError> {
+        self.authenticator()
+            .verification_account(token, self.client())
+            .await
+    }
+
     /// The login name of the account a magic link signs in to, without
     /// using it, as [`Authenticator::magic_link_account`].
     pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {

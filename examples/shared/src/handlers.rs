@@ -1668,14 +1668,28 @@ pub async fn reset_form(auth: &RequestAuth, form: Body<LinkForm>) -> Reply {
     }
 }
 
-/// `GET /verify-email?token=...`: a form that POSTs the token.
+/// `GET /verify-email?token=...`: a form that POSTs the token (opening
+/// the link consumes nothing), naming the account the address would join.
 pub async fn verify_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let (title, intro, action) = VERIFY;
     let fields = token_input(token.unwrap_or_default());
+    // A link somebody else's registration sent shows their account's name;
+    // a store that cannot answer now leaves the page without it.
+    let account = match token {
+        Some(token) => auth.verification_account(token).await.ok().flatten(),
+        None => None,
+    };
+    let intro = match &account {
+        Some(login) => format!(
+            "Confirm this address for the account <b>{}</b>. Not your account? Do not confirm it.",
+            pages::escape(login)
+        ),
+        None => intro.to_owned(),
+    };
     unwrap_reply(auth.form_token().await.map(|csrf| {
         html(
             200,
-            pages::simple_form(title, intro, action, &fields, None, csrf.as_deref()),
+            pages::simple_form(title, &intro, action, &fields, None, csrf.as_deref()),
         )
     }))
 }

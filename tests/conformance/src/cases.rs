@@ -1526,8 +1526,19 @@ pub async fn verification_links_work_once<F: HarnessFactory>() {
                 .status
         }
     };
+    // The link's page names the account the address would join; opening
+    // it uses nothing.
+    let page = app.get(&format!("/verify-email?token={token}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("for the account <b>carol</b>"),
+        "{}",
+        page.text()
+    );
     assert_eq!(verify(token.clone()).await, 204);
-    assert_eq!(verify(token).await, 400);
+    assert_eq!(verify(token.clone()).await, 400);
+    let page = app.get(&format!("/verify-email?token={token}"), None).await;
+    assert!(!page.text().contains("carol"), "a used link names nobody");
     assert_eq!(verify("nonsense".into()).await, 400);
     let bad = app
         .post_json(
