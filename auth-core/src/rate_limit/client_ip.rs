@@ -121,12 +121,12 @@ impl TrustedProxies {
                     chain.extend(value.split(',').map(|v| parse_addr(v.trim())));
                 }
                 // Split at commas outside quoted strings: a quoted value
-                // (a `host` the client chose) may hold `,for=...`. A quote
-                // left open makes the line malformed.
-                ForwardedHeader::Forwarded => match split_unquoted(value, b',') {
-                    Some(elements) => chain.extend(elements.into_iter().map(forwarded_for)),
-                    None => chain.push(None),
-                },
+                // (a `host` the client chose) may hold `,for=...`.
+                ForwardedHeader::Forwarded => chain.extend(
+                    forwarded_elements(value)
+                        .into_iter()
+                        .map(|element| element.and_then(forwarded_for)),
+                ),
             }
         }
         let mut client = peer;
@@ -157,6 +157,35 @@ fn canonical_net(net: IpNet) -> IpNet {
         },
         other => other,
     }
+}
+
+/// The elements of one `Forwarded` line, left to right, cut at commas
+/// outside quoted strings. Read from the right, as the walk trusts it: a
+/// quote a client left open (`for="x`, to which its proxy appended
+/// `, for=203.0.113.5`) spoils only its own element and what is left of
+/// it (`None`), never the elements the proxies appended after it.
+fn forwarded_elements(value: &str) -> Vec<Option<&str>> {
+    let bytes = value.as_bytes();
+    let mut elements = Vec::new();
+    let (mut end, mut quoted) = (bytes.len(), false);
+    for i in (0..bytes.len()).rev() {
+        match bytes[i] {
+            b'"' => {
+                let backslashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+                if backslashes % 2 == 0 {
+                    quoted = !quoted;
+                }
+            }
+            b',' if !quoted => {
+                elements.push(Some(&value[i + 1..end]));
+                end = i;
+            }
+            _ => {}
+        }
+    }
+    elements.push((!quoted).then(|| &value[..end]));
+    elements.reverse();
+    elements
 }
 
 /// `value` cut at each `separator` outside a quoted string (RFC 7230
@@ -383,6 +412,18 @@ mod tests {
         assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
         let headers = [("Forwarded", r#"for=203.0.113.5, for="198.51.100.7"#)];
         assert_eq!(proxies.client_ip(peer, headers), peer, "an open quote");
+        // A quote the client left open spoils only its own element: the
+        // one its proxy appended still names it.
+        let headers = [("Forwarded", r#"for="x, for=203.0.113.5"#)];
+        assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
+        let headers = [("Forwarded", r#"for="x, for=10.0.0.9, for=203.0.113.5"#)];
+        assert_eq!(proxies.client_ip(peer, headers), ip("203.0.113.5"));
+        let headers = [("Forwarded", r#"for="x, for=10.0.0.9"#)];
+        assert_eq!(
+            proxies.client_ip(peer, headers),
+            ip("10.0.0.9"),
+            "the walk stops at the spoiled element"
+        );
         let headers = [("Forwarded", r#"for="198.51.100.\7""#)];
         assert_eq!(proxies.client_ip(peer, headers), peer, "an escape");
         let headers = [("Forwarded", r#"for="[2001:db8::17]:4711";proto=https"#)];
