@@ -486,7 +486,8 @@ async fn persistent_sessions_idle_out_after_the_persistent_idle_timeout() {
         manager.load(&anonymous).await.unwrap().is_none(),
         "an anonymous session keeps the short idle timeout"
     );
-    // Touched at day 6: alive until day 13, not one second more.
+    // Touched at day 6: alive a second before day 13 (which touches it
+    // again), and gone seven idle days and a second after that.
     clock.advance(7 * day - Duration::from_secs(1));
     assert!(manager.load(&cookie).await.unwrap().is_some());
     clock.advance(7 * day + Duration::from_secs(1));
@@ -541,20 +542,25 @@ fn configuration_is_validated() {
             .build()
             .is_err()
     );
-    // The persistent idle timeout sits between the idle timeout and the
-    // persistent absolute lifetime.
-    assert!(
-        SessionConfig::builder()
-            .persistent_idle_timeout(Duration::from_secs(60))
-            .build()
-            .is_err()
-    );
-    assert!(
-        SessionConfig::builder()
-            .persistent_idle_timeout(31 * 24 * 3600 * Duration::from_secs(1))
-            .build()
-            .is_err()
-    );
+    // The persistent idle timeout is kept between the idle timeout and the
+    // persistent absolute lifetime; a shorter persistent lifetime set alone
+    // still builds.
+    let day = 24 * 3600 * Duration::from_secs(1);
+    let short = SessionConfig::builder()
+        .persistent_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(short.persistent_idle_timeout(), short.idle_timeout());
+    let long = SessionConfig::builder()
+        .persistent_idle_timeout(31 * day)
+        .build()
+        .unwrap();
+    assert_eq!(long.persistent_idle_timeout(), 30 * day);
+    let three_days = SessionConfig::builder()
+        .persistent_absolute_timeout(3 * day)
+        .build()
+        .unwrap();
+    assert_eq!(three_days.persistent_idle_timeout(), 3 * day);
     assert!(SessionConfig::builder().build().is_ok());
 }
 

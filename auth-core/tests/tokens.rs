@@ -786,6 +786,8 @@ struct SignOutRace {
     inner: MemoryAccountStore,
     reads: std::sync::atomic::AtomicUsize,
     at: usize,
+    /// At the `at`-th read, fail instead (the store went away).
+    fail: bool,
     sessions: std::sync::OnceLock<auth_core::session::SessionManager>,
 }
 
@@ -845,6 +847,9 @@ impl AccountStore for SignOutRace {
     }
     async fn epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
         let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if read == self.at && self.fail {
+            return Err(auth_core::user::UserStoreError::Unsupported);
+        }
         if read == self.at {
             self.inner.raise_epoch(user).await?;
             let sessions = self.sessions.get().expect("the session manager");
@@ -866,6 +871,7 @@ async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
         inner: MemoryAccountStore::new(),
         reads: std::sync::atomic::AtomicUsize::new(0),
         at: usize::MAX,
+        fail: false,
         sessions: std::sync::OnceLock::new(),
     });
     let build = |accounts: Arc<SignOutRace>| {
@@ -908,6 +914,7 @@ async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
         inner: MemoryAccountStore::new(),
         reads: std::sync::atomic::AtomicUsize::new(0),
         at: 3,
+        fail: false,
         sessions: std::sync::OnceLock::new(),
     });
     let auth = build(accounts.clone());
@@ -927,4 +934,52 @@ async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
         "no family outlives the sign out: {answer:?}"
     );
     assert!(accounts.inner.epoch(alice.id()).await.unwrap() > 0);
+}
+
+/// A token sign-in that fails after its session was made (the account
+/// store went away while the family was being made) leaves no session
+/// behind: the session only carried the sign-in.
+#[tokio::test]
+async fn a_failed_token_sign_in_leaves_no_session() {
+    let accounts = Arc::new(SignOutRace {
+        inner: MemoryAccountStore::new(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+        at: 3,
+        fail: true,
+        sessions: std::sync::OnceLock::new(),
+    });
+    let auth = Auth::builder(MemoryUserStore::new())
+        .accounts(accounts.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            Arc::new(MemoryRefreshStore::new()),
+        ))
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let password = || Password::from(PASSWORD.to_owned());
+    let alice = flows
+        .register("alice", &password(), &client())
+        .await
+        .unwrap();
+    accounts.reads.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        flows
+            .token_login("alice", &password(), &client())
+            .await
+            .is_err()
+    );
+    let left = flows
+        .sessions()
+        .list_for_user(alice.id(), None)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

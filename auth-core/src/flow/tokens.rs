@@ -195,34 +195,42 @@ impl Authenticator {
         };
         // The stamp the sign-in's session recorded (its password hash when
         // it began), with the account's epoch now: see `family_stamp`.
-        let session_stamp = session
-            .record()
-            .security_stamp
-            .as_deref()
-            .ok_or(AuthError::NotAuthenticated)?;
-        let epoch = self.inner.accounts.epoch(&user_id).await?;
-        let stamp = family_stamp(session_stamp, epoch);
-        let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
-        let now = self.now();
-        let (family, refresh) = service
-            .new_family(&user_id, amr, stamp, now)
-            .map_err(AuthError::internal)?;
-        service
-            .store()
-            .create(&family, refresh.key())
-            .await
-            .map_err(AuthError::internal)?;
-        // A sign out everywhere, a factor change or a password change that
-        // ran while this sign-in was made may have listed the user's
-        // families before this one existed. It ended the sign-in's session
-        // (or changed the stamp that session recorded), or raised the epoch
-        // after it was read: the family ends now, rather than leaving its
-        // access tokens alive until they expire.
-        let id = session.id().clone();
-        let still_live = self.load_session(id).await?.is_some();
-        let moved = self.inner.accounts.epoch(&user_id).await? != epoch;
-        self.inner.sessions.destroy(session).await?;
-        if !still_live || moved {
+        let made = async {
+            let session_stamp = session
+                .record()
+                .security_stamp
+                .as_deref()
+                .ok_or(AuthError::NotAuthenticated)?;
+            let epoch = self.inner.accounts.epoch(&user_id).await?;
+            let stamp = family_stamp(session_stamp, epoch);
+            let amr = factors.iter().map(|f| amr(*f).to_owned()).collect();
+            let (family, refresh) = service
+                .new_family(&user_id, amr, stamp, self.now())
+                .map_err(AuthError::internal)?;
+            service
+                .store()
+                .create(&family, refresh.key())
+                .await
+                .map_err(AuthError::internal)?;
+            // A sign out everywhere, a factor change or a password change
+            // that ran while this sign-in was made may have listed the
+            // user's families before this one existed. It ended the
+            // sign-in's session (or changed the stamp that session
+            // recorded), or raised the epoch after it was read: the family
+            // ends now, rather than leaving its access tokens alive until
+            // they expire. (On an error here the family stays, but nobody
+            // holds its refresh token.)
+            let still_live = self.load_session(session.id().clone()).await?.is_some();
+            let moved = self.inner.accounts.epoch(&user_id).await? != epoch;
+            Ok::<_, AuthError>((family, refresh, still_live && !moved))
+        }
+        .await;
+        // The sign-in's session goes whatever happened: it was only the
+        // carrier of the sign-in.
+        let destroyed = self.inner.sessions.destroy(session).await;
+        let (family, refresh, alive) = made?;
+        destroyed?;
+        if !alive {
             service
                 .store()
                 .revoke_family(&family.id)

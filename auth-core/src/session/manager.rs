@@ -120,7 +120,8 @@ impl SessionConfigBuilder {
     }
 
     /// Idle timeout of signed-in persistent sessions, created with
-    /// [`NewSession::persistent`] (default 7 days).
+    /// [`NewSession::persistent`] (default 7 days; at least the idle
+    /// timeout, at most the persistent absolute timeout).
     pub fn persistent_idle_timeout(mut self, timeout: Duration) -> Self {
         self.0.persistent_idle_timeout = timeout;
         self
@@ -152,9 +153,10 @@ impl SessionConfigBuilder {
         self
     }
 
-    /// Validates: all timeouts positive, idle <= absolute (for persistent
-    /// sessions too), idle <= persistent idle, absolute <= persistent
-    /// absolute, touch interval shorter than the idle timeouts.
+    /// Validates: all timeouts positive, idle <= absolute <= persistent
+    /// absolute, touch interval shorter than the idle timeouts. The
+    /// persistent idle timeout is brought within idle timeout ..=
+    /// persistent absolute timeout.
     pub fn build(self) -> Result<SessionConfig, SessionError> {
         let c = self.0;
         let positive = [
@@ -175,13 +177,14 @@ impl SessionConfigBuilder {
                 "idle timeout <= absolute timeout <= persistent absolute timeout",
             ));
         }
-        if c.idle_timeout > c.persistent_idle_timeout
-            || c.persistent_idle_timeout > c.persistent_absolute_timeout
-        {
-            return Err(SessionError::Config(
-                "idle timeout <= persistent idle timeout <= persistent absolute timeout",
-            ));
-        }
+        // The persistent idle timeout is kept between the idle timeout and
+        // the persistent lifetime (a shorter persistent lifetime set alone
+        // keeps working: the idle deadline never passes the absolute one).
+        let mut c = c;
+        c.persistent_idle_timeout = c
+            .persistent_idle_timeout
+            .max(c.idle_timeout)
+            .min(c.persistent_absolute_timeout);
         if c.touch_interval >= c.anonymous_idle_timeout.min(c.idle_timeout) {
             return Err(SessionError::Config(
                 "touch interval must be shorter than the idle timeouts",
