@@ -82,24 +82,24 @@ impl SecurityHeaders {
     }
 
     /// Whether the `Content-Security-Policy` limits framing, as the default
-    /// does: a `frame-ancestors` directive with sources, none of them `*`
-    /// or a bare scheme (`https:`, which any site of that scheme matches).
+    /// does: its first `frame-ancestors` directive (the one browsers apply)
+    /// has sources, none of which any site matches: `*`, a bare scheme
+    /// (`https:`), or a scheme with a wildcard host (`https://*`).
     pub(crate) fn forbids_framing(&self) -> bool {
         self.iter().any(|(name, value)| {
             name == "content-security-policy"
-                && value.split(';').any(|directive| {
-                    let mut words = directive.split_ascii_whitespace();
-                    let named = words
-                        .next()
-                        .is_some_and(|name| name.eq_ignore_ascii_case("frame-ancestors"));
-                    let sources: Vec<&str> = words.collect();
-                    named
-                        && !sources.is_empty()
-                        && sources.iter().all(|source| {
-                            let bare_scheme = source.ends_with(':') && !source.contains('/');
-                            *source != "*" && !bare_scheme
-                        })
-                })
+                && value
+                    .split(';')
+                    .map(str::split_ascii_whitespace)
+                    .find_map(|mut words| {
+                        let name = words.next()?;
+                        name.eq_ignore_ascii_case("frame-ancestors")
+                            .then_some(words)
+                    })
+                    .is_some_and(|sources| {
+                        let sources: Vec<&str> = sources.collect();
+                        !sources.is_empty() && !sources.iter().any(|s| any_site(s))
+                    })
         })
     }
 
@@ -132,6 +132,17 @@ impl PartialEq for SecurityHeaders {
 }
 
 impl Eq for SecurityHeaders {}
+
+/// Whether every site matches the CSP source expression `source`.
+fn any_site(source: &str) -> bool {
+    let host = match source.split_once("://") {
+        Some((_, rest)) => rest,
+        // A bare scheme (`https:`), or `*`.
+        None => return source == "*" || source.ends_with(':'),
+    };
+    let host = host.split(['/', ':']).next().unwrap_or_default();
+    host == "*"
+}
 
 #[cfg(test)]
 mod tests {
@@ -182,6 +193,9 @@ mod tests {
             "frame-ancestors 'self' *",
             "frame-ancestors",
             "default-src 'self'; report-uri /frame-ancestors-report",
+            "frame-ancestors https://*",
+            "frame-ancestors https://*:443 'self'",
+            "frame-ancestors *; frame-ancestors 'none'",
         ] {
             let policy = SecurityHeaders::new().content_security_policy(allows);
             assert!(!policy.forbids_framing(), "{allows}");
@@ -189,6 +203,7 @@ mod tests {
         for limits in [
             "default-src 'self'; frame-ancestors 'self'",
             "frame-ancestors https://admin.example https://*.example",
+            "frame-ancestors 'none'; frame-ancestors *",
         ] {
             let policy = SecurityHeaders::new().content_security_policy(limits);
             assert!(policy.forbids_framing(), "{limits}");
