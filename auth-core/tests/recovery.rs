@@ -253,12 +253,12 @@ impl Harness {
     }
 }
 
-/// Verification mails to one address are budgeted (5, then a back-off),
-/// whichever account asks: a signed-in account cannot mail a stream of
-/// them (quoting its login name) to somebody else's address, and neither
-/// can many new accounts.
+/// Verification mails from one account are budgeted (5, then a
+/// back-off): a signed-in account cannot mail a stream of them (quoting
+/// its login name) to somebody else's address. The address itself is not
+/// held: anyone else can still have it verified.
 #[tokio::test]
-async fn verification_mails_to_one_address_are_budgeted() {
+async fn verification_mails_from_one_account_are_budgeted() {
     let h = harness();
     h.auth
         .register("mallory", &Password::from(PASSWORD), &client())
@@ -267,13 +267,13 @@ async fn verification_mails_to_one_address_are_budgeted() {
     let mut session = h.session("mallory").await;
     let mut sent = 0;
     let mut throttled = false;
-    for _ in 0..10 {
+    for n in 0..10 {
         match h
             .auth
             .change_email(
                 &mut session,
                 &FactorProof::password(Password::from(PASSWORD)),
-                "victim@mail.test",
+                &format!("victim{n}@mail.test"),
                 &client(),
             )
             .await
@@ -287,19 +287,14 @@ async fn verification_mails_to_one_address_are_budgeted() {
         }
     }
     assert!(throttled && (1..=5).contains(&sent), "{sent} mails");
-    // Another account, the same address: still held.
+    // Another account, an address the first one mailed: not held.
     let user = h
         .auth
-        .register("mallory2", &Password::from(PASSWORD), &client())
+        .register("alice", &Password::from(PASSWORD), &client())
         .await
         .unwrap();
-    assert!(matches!(
-        h.auth.set_email(&user, "victim@mail.test", &client()).await,
-        Err(AuthError::Throttled { .. })
-    ));
-    // Another address is not.
     h.auth
-        .set_email(&user, "mallory2@mail.test", &client())
+        .set_email(&user, "victim0@mail.test", &client())
         .await
         .unwrap();
 }

@@ -190,43 +190,30 @@ fn link_account(user_id: &str, purpose: Purpose) -> String {
     format!("\u{1}{}:{user_id}", purpose.as_str())
 }
 
-/// The budget of verification mails to `address`, whichever account asks.
-fn recipient_account(address: &str) -> String {
-    format!("\u{1}mailto:{address}")
-}
-
 impl Authenticator {
-    /// Charges a verification mail to `address` for `user_id` against the
-    /// recipient's budget and the account's (5, then a back-off, as link
-    /// requests): neither many accounts nor one signed-in account can send
-    /// an address a stream of mails.
-    async fn verification_budget(
-        &self,
-        user_id: &str,
-        address: &str,
-        client: &Client,
-    ) -> Result<(), AuthError> {
-        for account in [
-            recipient_account(address),
-            link_account(user_id, Purpose::EmailVerification),
-        ] {
-            let attempt = Attempt {
-                ip: client.ip,
-                account: &account,
-                device: None,
-            };
-            if let Decision::Limited { retry_after, .. } =
-                self.inner.throttle.check(&attempt, self.now()).await?
-            {
-                self.failure(
-                    AuthEventKind::Throttled,
-                    Some(user_id),
-                    client,
-                    None,
-                    FailureReason::AccountLocked,
-                );
-                return Err(AuthError::Throttled { retry_after });
-            }
+    /// Charges a verification mail against the account's budget (5, then
+    /// a back-off, as link requests): a signed-in account cannot send a
+    /// stream of them to somebody's address. (Many new accounts are held by
+    /// the per-IP budget of registration. A budget per recipient address
+    /// would let anyone keep an address from being verified anywhere.)
+    async fn verification_budget(&self, user_id: &str, client: &Client) -> Result<(), AuthError> {
+        let account = link_account(user_id, Purpose::EmailVerification);
+        let attempt = Attempt {
+            ip: client.ip,
+            account: &account,
+            device: None,
+        };
+        if let Decision::Limited { retry_after, .. } =
+            self.inner.throttle.check(&attempt, self.now()).await?
+        {
+            self.failure(
+                AuthEventKind::Throttled,
+                Some(user_id),
+                client,
+                None,
+                FailureReason::AccountLocked,
+            );
+            return Err(AuthError::Throttled { retry_after });
         }
         Ok(())
     }
@@ -250,8 +237,8 @@ impl Authenticator {
     /// addresses), [`AuthError::EmailAlreadyVerified`]: a verified address
     /// (the account's way back in) changes only with the owner's proof,
     /// through [`change_email`](Self::change_email);
-    /// [`AuthError::Throttled`]: the address, or the account, has had its
-    /// verification mails for now (5, then a back-off).
+    /// [`AuthError::Throttled`]: the account has had its verification
+    /// mails for now (5, then a back-off).
     pub async fn set_email(
         &self,
         user: &AnyUser,
@@ -268,8 +255,7 @@ impl Authenticator {
         {
             return Err(AuthError::EmailAlreadyVerified);
         }
-        self.verification_budget(user.id(), &address, client)
-            .await?;
+        self.verification_budget(user.id(), client).await?;
         accounts.set_email(user.id(), &address).await?;
         let tokens = &self.inner.tokens;
         tokens
@@ -315,8 +301,8 @@ impl Authenticator {
     /// what a [`FactorProof`] can answer ([`AuthError::InvalidCredentials`],
     /// [`AuthError::CodeRequired`], [`AuthError::InvalidCode`],
     /// [`AuthError::Throttled`]); [`AuthError::Throttled`] also when the
-    /// address, or the account, has had its verification mails for now (5,
-    /// then a back-off).
+    /// account has had its verification mails for now (5, then a back-off;
+    /// a recovery code given as proof is then spent).
     pub async fn change_email(
         &self,
         session: &mut Session,
@@ -327,13 +313,12 @@ impl Authenticator {
         let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
         let setup = self.mail_setup()?.clone();
         let user = self.current_user(session).await?;
-        // Before the proof: a change refused for the mail budget spends no
-        // recovery code.
-        self.verification_budget(user.id(), &address, client)
-            .await?;
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::EmailChangeFailed)
             .await?;
+        // After the proof: only proven changes count (whoever holds a
+        // session without the password cannot spend the owner's budget).
+        self.verification_budget(user.id(), client).await?;
         self.renew_after_proof(session, &user, &hash).await?;
         let accounts = &self.inner.accounts;
         let old = accounts.email(user.id()).await?.filter(|e| e.verified);
