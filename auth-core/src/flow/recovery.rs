@@ -773,14 +773,11 @@ impl Authenticator {
     /// `None` for a link that would not sign in (malformed, unknown, used,
     /// expired, stale, a disabled user), or when the token store cannot
     /// look without taking ([`TokenStore::peek`](crate::single_use::TokenStore::peek)).
-    /// Paid from the client IP's throttle budget, as every check of a
-    /// link is: it tells whether a token is live, and whose.
-    pub async fn magic_link_account(
-        &self,
-        token: &str,
-        client: &Client,
-    ) -> Result<Option<String>, AuthError> {
-        self.throttle_ip(client).await?;
+    /// Not throttled: the page is a GET any other site can have a browser
+    /// load, and a charge to the client IP's budget would lock that
+    /// browser's logins; a token is 256 random bits, so the answer tells
+    /// nothing to whoever does not hold one.
+    pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
         let Some(token) = SingleUseToken::parse(token.trim()) else {
             return Ok(None);
         };
@@ -808,14 +805,9 @@ impl Authenticator {
     /// somebody else's registration sent is then not confirmed blindly.
     /// `None` for a link that would not verify (malformed, unknown, used,
     /// expired, one whose address or password changed, a disabled user),
-    /// or when the token store cannot look without taking. Paid from the
-    /// client IP's throttle budget.
-    pub async fn verification_account(
-        &self,
-        token: &str,
-        client: &Client,
-    ) -> Result<Option<String>, AuthError> {
-        self.throttle_ip(client).await?;
+    /// or when the token store cannot look without taking. Not throttled,
+    /// as [`magic_link_account`](Self::magic_link_account).
+    pub async fn verification_account(&self, token: &str) -> Result<Option<String>, AuthError> {
         let Some(token) = SingleUseToken::parse(token.trim()) else {
             return Ok(None);
         };

@@ -727,17 +727,13 @@ impl RequestAuth {
     /// its address to, without using it, as
     /// [`Authenticator::verification_account`].
     pub async fn verification_account(&self, token: &str) -> Result<Option<String>, AuthError> {
-        self.authenticator()
-            .verification_account(token, self.client())
-            .await
+        self.authenticator().verification_account(token).await
     }
 
     /// The login name of the account a magic link signs in to, without
     /// using it, as [`Authenticator::magic_link_account`].
     pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
-        self.authenticator()
-            .magic_link_account(token, self.client())
-            .await
+        self.authenticator().magic_link_account(token).await
     }
 
     /// Signs in with the token from a magic link, as
