@@ -1602,6 +1602,34 @@ async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
     );
 }
 
+/// A session whose user's password changed after it was loaded (through
+/// the app's own table here) is not re-stamped by a flow that needs no
+/// password: sign out everywhere refuses it, and it stays ended.
+#[tokio::test]
+async fn a_flow_without_a_password_never_revives_an_ended_session() {
+    let h = harness();
+    let user = register(&h, "alice").await;
+    let mut session = login_ok(&h, "alice").await;
+    let other = PasswordHasher::insecure_for_tests()
+        .unwrap()
+        .hash(&pw("another long passphrase 7"))
+        .unwrap();
+    h.users.force_password_hash(user.id(), other).unwrap();
+    assert!(matches!(
+        h.auth
+            .sign_out_everywhere(&mut session, &client("192.0.2.1"))
+            .await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert!(
+        h.auth
+            .load_session(session.id().clone())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// `RequestAuth::remember_me` makes the request's login persistent: its
 /// cookie carries the 30-day `Max-Age`; a login without it gets a
 /// browser-session cookie. The choice is the request's: a later request

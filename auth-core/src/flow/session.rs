@@ -39,15 +39,31 @@ impl Authenticator {
         Ok(self.inner.sessions.load_id_with(id, fetch).await?)
     }
 
-    /// The user of an authenticated session.
+    /// The user of an authenticated session, as the store holds it now.
+    /// The session must still carry the user's current stamp: a password
+    /// changed (by any path) or an epoch raised since the session was
+    /// loaded refuses it here too ([`AuthError::NotAuthenticated`]), so a
+    /// flow that needs no password (sign out everywhere, confirming TOTP,
+    /// adding a passkey) never re-stamps a session that had just ended.
     pub async fn current_user(&self, session: &Session) -> Result<AnyUser, AuthError> {
         let id = session
             .authenticated_user()
             .ok_or(AuthError::NotAuthenticated)?;
-        match self.inner.users.find_by_id(id).await? {
-            Some(user) if !user.is_disabled() => Ok(user),
-            _ => Err(AuthError::NotAuthenticated),
+        let user = match self.inner.users.find_by_id(id).await? {
+            Some(user) if !user.is_disabled() => user,
+            _ => return Err(AuthError::NotAuthenticated),
+        };
+        let current = self
+            .inner
+            .stamps
+            .of(&user, user.password_hash())
+            .await
+            .map_err(AuthError::internal)?;
+        let recorded = session.record().security_stamp.as_deref().unwrap_or("");
+        if !constant_time_eq::constant_time_eq(current.as_bytes(), recorded.as_bytes()) {
+            return Err(AuthError::NotAuthenticated);
         }
+        Ok(user)
     }
 
     /// Fails with [`AuthError::NotAuthenticated`] unless `session` is fully
