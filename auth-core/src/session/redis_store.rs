@@ -46,7 +46,9 @@
 //! began, as on one node; a login that finishes while it runs may survive,
 //! as it would after it (the login flow re-checks the account's epoch for
 //! that race). The security stamp checked on each load is independent of
-//! all this.
+//! all this. The index must not be evicted: run Redis with
+//! `maxmemory-policy noeviction` ([`RedisStore::connect`] warns
+//! otherwise).
 //!
 //! # Client-side cache (single node)
 //!
@@ -92,6 +94,29 @@ use redis::{RedisResult, Script};
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::redis_conn::{ClientCache, RedisConn, tracked_hmget};
+
+/// Logs a warning unless Redis is set never to evict keys: "sign out
+/// everywhere" ends the sessions a user's index lists, so an evicted index
+/// would end none (a server that does not answer `CONFIG GET`, as managed
+/// services often do, is taken as configured).
+async fn warn_about_eviction(conn: &mut RedisConn) {
+    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(reply) = policy
+        && let Some(policy) = reply.get(1)
+        && policy != "noeviction"
+    {
+        tracing::warn!(
+            %policy,
+            "session store: Redis may evict keys when full, including a user's session \
+             index, after which sign out everywhere ends none of that user's sessions; \
+             use maxmemory-policy noeviction (or no maxmemory)"
+        );
+    }
+}
 
 /// How long a rotation's reservation of the new key lives.
 const RESERVATION_MS: i64 = 30_000;
@@ -263,7 +288,8 @@ impl RedisStore {
     /// that does not speak RESP3). A cluster is not cached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let cache = Arc::new(ClientCache::new());
-        let (conn, tracked) = RedisConn::connect_tracked(url, &cache).await?;
+        let (mut conn, tracked) = RedisConn::connect_tracked(url, &cache).await?;
+        warn_about_eviction(&mut conn).await;
         let mut store = Self::with_conn(conn);
         store.cache = tracked.then_some(cache);
         Ok(store)
