@@ -297,15 +297,44 @@ pub async fn logout_clears_the_cookie_and_replay_fails<F: HarnessFactory>() {
     assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 401);
 }
 
-/// A session ID planted before login never becomes the authenticated one.
+/// A session ID planted before login never becomes the authenticated one:
+/// one the server really issued (a visitor's, from starting a passkey
+/// sign-in) is ended by the login, and one it never issued is replaced.
 pub async fn a_planted_session_id_dies_at_login<F: HarnessFactory>() {
     let app = app::<F>();
     app.register("alice").await;
-    let planted = "__Host-session=rYJy1Z7Y2ckAMcX-UcijgRzswZPBclMkPptSqYRlup4";
-    let r = app.login_with("alice", PASSWORD, Some(planted)).await;
+    let start = |cookie: Option<String>| {
+        let app = &app;
+        async move {
+            app.post_json("/api/login/passkey/start", json!({}), cookie.as_deref())
+                .await
+        }
+    };
+    let r = start(None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let planted = r.session_cookie().expect("a visitor's session").0;
+    // Live: starting again on it keeps it (no new cookie).
+    let again = start(Some(planted.clone())).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(
+        again.session_cookie().is_none(),
+        "the visitor's session lives"
+    );
+    let r = app.login_with("alice", PASSWORD, Some(&planted)).await;
     let (cookie, _) = r.session_cookie().unwrap();
     assert_ne!(cookie, planted);
-    assert_eq!(app.get("/api/me", Some(planted)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&planted)).await.status, 401);
+    assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
+    // Dead: starting on it now makes a new session.
+    let after = start(Some(planted.clone())).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    let fresh = after.session_cookie().expect("the planted session ended").0;
+    assert_ne!(fresh, planted);
+    // An ID the server never issued is replaced the same way.
+    let invented = "__Host-session=rYJy1Z7Y2ckAMcX-UcijgRzswZPBclMkPptSqYRlup4";
+    let r = app.login_with("alice", PASSWORD, Some(invented)).await;
+    let (cookie, _) = r.session_cookie().unwrap();
+    assert_ne!(cookie, invented);
     assert_eq!(app.get("/api/me", Some(&cookie)).await.status, 200);
 }
 
