@@ -79,6 +79,12 @@ pub enum CookieConfigError {
     /// The name is empty or has characters not allowed in a cookie name.
     #[error("invalid cookie name")]
     InvalidName,
+    /// A `__Host-` name with
+    /// [`CookieConfigBuilder::insecure_http_development`]: browsers refuse
+    /// a `__Host-` cookie without `Secure`, so logins would silently not
+    /// stick. Leave the name out (it is then `session`) or drop the prefix.
+    #[error("a __Host- cookie needs Secure: drop the prefix for insecure_http_development")]
+    HostPrefixWithoutSecure,
 }
 
 impl CookieConfigBuilder {
@@ -116,6 +122,9 @@ impl CookieConfigBuilder {
         let valid_char = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
         if name.is_empty() || !name.chars().all(valid_char) {
             return Err(CookieConfigError::InvalidName);
+        }
+        if self.insecure_http && name.starts_with(HOST_PREFIX) {
+            return Err(CookieConfigError::HostPrefixWithoutSecure);
         }
         if self.insecure_http {
             tracing::warn!(
@@ -461,5 +470,14 @@ mod tests {
         assert_eq!(dev.name(), "session");
         assert!(!dev.is_secure());
         assert!(!attributes(&dev.session_cookie(&id, None)).contains(&"secure".to_owned()));
+        // A browser refuses a __Host- cookie without Secure.
+        assert_eq!(
+            CookieConfig::builder()
+                .name("__Host-app")
+                .insecure_http_development()
+                .build()
+                .unwrap_err(),
+            CookieConfigError::HostPrefixWithoutSecure
+        );
     }
 }

@@ -542,6 +542,11 @@ fn configuration_is_validated() {
             .build()
             .is_err()
     );
+    let zero = SessionConfig::builder()
+        .anonymous_idle_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(zero.to_string().contains("positive"), "{zero}");
     // The persistent idle timeout is kept between the idle timeout and the
     // persistent absolute lifetime; a shorter persistent lifetime set alone
     // still builds.

@@ -185,13 +185,13 @@ impl SessionConfigBuilder {
             .persistent_idle_timeout
             .max(c.idle_timeout)
             .min(c.persistent_absolute_timeout);
+        if c.anonymous_idle_timeout.is_zero() {
+            return Err(SessionError::Config("session timeouts must be positive"));
+        }
         if c.touch_interval >= c.anonymous_idle_timeout.min(c.idle_timeout) {
             return Err(SessionError::Config(
                 "touch interval must be shorter than the idle timeouts",
             ));
-        }
-        if c.anonymous_idle_timeout.is_zero() {
-            return Err(SessionError::Config("session timeouts must be positive"));
         }
         Ok(c)
     }
