@@ -72,12 +72,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         .register(
             "alice",
             &Password::from(PASSWORD),
-            &Client {
-                ip: [192, 0, 2, 1].into(),
-                user_agent: None,
-                device: None,
-                remember: false,
-            },
+            &Client::new([192, 0, 2, 1].into()),
         )
         .await
         .expect("register");

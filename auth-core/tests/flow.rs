@@ -87,12 +87,7 @@ fn harness() -> Harness {
 }
 
 fn client(ip: &str) -> Client {
-    Client {
-        ip: ip.parse::<IpAddr>().unwrap(),
-        user_agent: Some("test".into()),
-        device: None,
-        remember: false,
-    }
+    Client::new(ip.parse::<IpAddr>().unwrap()).with_user_agent("test")
 }
 
 /// Password hashing at the cheap test parameters.
@@ -328,8 +323,8 @@ async fn a_second_factor_yields_only_a_pending_session() {
 
 /// The owner's ways back in after an attacker locked the account: a
 /// browser that logged in before passes the lock (its device cookie), and
-/// `unlock_account` (a completed password reset, an administrator) lifts it
-/// for everyone.
+/// `unlock_account` (an administrator; a completed reset lifts the
+/// password lock the same way) lifts it for everyone.
 #[tokio::test]
 async fn known_devices_pass_the_lock_and_unlock_account_lifts_it() {
     let h = harness();
@@ -1649,7 +1644,7 @@ async fn remember_me_makes_the_requests_login_persistent() {
     };
     let request = begin();
     request.remember_me(true);
-    let LoginOutcome::LoggedIn(session) = request.login("alice", &pw(PASSWORD)).await.unwrap()
+    let LoginOutcome::LoggedIn(mut session) = request.login("alice", &pw(PASSWORD)).await.unwrap()
     else {
         panic!("expected a login");
     };
@@ -1659,6 +1654,13 @@ async fn remember_me_makes_the_requests_login_persistent() {
         cookie.starts_with("__Host-session=") && cookie.contains("Max-Age=2592000"),
         "{cookie}"
     );
+    // A step-up (new ID) keeps it.
+    h.auth
+        .reauthenticate(&mut session, &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    assert!(session.record().persistent);
+    assert!(h.auth.session_cookie(&session).contains("Max-Age="));
 
     let request = begin();
     let LoginOutcome::LoggedIn(session) = request.login("alice", &pw(PASSWORD)).await.unwrap()

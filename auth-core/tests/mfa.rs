@@ -215,12 +215,7 @@ async fn sqlite_stores(
 }
 
 fn client(ip: &str) -> Client {
-    Client {
-        ip: ip.parse::<IpAddr>().unwrap(),
-        user_agent: Some("test".into()),
-        device: None,
-        remember: false,
-    }
+    Client::new(ip.parse::<IpAddr>().unwrap()).with_user_agent("test")
 }
 
 fn pw() -> Password {
@@ -574,10 +569,7 @@ async fn the_full_flow_password_then_totp() {
 async fn a_remembered_login_is_persistent_once_the_second_factor_is_done() {
     let h = memory();
     let e = enrolled(&h, "alice").await;
-    let remembered = Client {
-        remember: true,
-        ..client("192.0.2.1")
-    };
+    let remembered = client("192.0.2.1").remembering(true);
     let LoginOutcome::MfaRequired { mut session, .. } = h
         .auth
         .login("alice", &pw(), &remembered, None)

@@ -53,12 +53,7 @@ async fn no_secret_reaches_the_logs() {
         .build()
         .unwrap();
     let auth = auth.authenticator();
-    let c = Client {
-        ip: "192.0.2.1".parse::<IpAddr>().unwrap(),
-        user_agent: Some("test".into()),
-        device: None,
-        remember: false,
-    };
+    let c = Client::new("192.0.2.1".parse::<IpAddr>().unwrap()).with_user_agent("test");
 
     let new_password = "another secret passphrase";
     let user = auth.register("alice", &pw(PASSWORD), &c).await.unwrap();

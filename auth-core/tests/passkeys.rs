@@ -244,12 +244,7 @@ fn client() -> Client {
 }
 
 fn client_at(ip: &str) -> Client {
-    Client {
-        ip: ip.parse::<IpAddr>().unwrap(),
-        user_agent: Some("test".into()),
-        device: None,
-        remember: false,
-    }
+    Client::new(ip.parse::<IpAddr>().unwrap()).with_user_agent("test")
 }
 
 fn password_proof() -> FactorProof {

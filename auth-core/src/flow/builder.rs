@@ -53,8 +53,9 @@ pub enum BuildError {
 /// Builds an [`Auth`]: `Auth::builder(users)`, then whatever differs from
 /// the defaults, then [`build`](Self::build).
 ///
-/// Defaults: sessions in memory (12 h absolute, 30 min idle; the logins of
-/// [`Authenticator`] make browser-session cookies), the memory
+/// Defaults: sessions in memory (12 h absolute, 30 min idle; a login makes
+/// a browser-session cookie unless the user asks to be remembered: 30 days
+/// absolute, 7 days idle), the memory
 /// throttle (per account 5 failures then a growing back-off; per IP a
 /// burst of 30, one back every 2 s), Argon2id at OWASP's parameters on
 /// threads of its own, the `__Host-` session cookie, the system clock (one

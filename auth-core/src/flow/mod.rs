@@ -97,7 +97,11 @@ use crate::user::{AnyUser, DynUsers};
 
 /// The client behind a request, as the adapter determined it (client IP via
 /// [`TrustedProxies`](crate::rate_limit::TrustedProxies)).
+///
+/// Non-exhaustive (a field may be added): make one with [`Client::new`] and
+/// the `with_` methods, or set the public fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Client {
     /// Client IP.
     pub ip: IpAddr,
@@ -126,6 +130,20 @@ impl Client {
             device: None,
             remember: false,
         }
+    }
+
+    /// With the `User-Agent` (kept with the sessions it makes).
+    #[must_use]
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// Asking to be remembered, or not ([`Client::remember`]).
+    #[must_use]
+    pub fn remembering(mut self, remember: bool) -> Self {
+        self.remember = remember;
+        self
     }
 
     fn info(&self) -> ClientInfo {

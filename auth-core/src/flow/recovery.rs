@@ -238,7 +238,9 @@ impl Authenticator {
     /// (the account's way back in) changes only with the owner's proof,
     /// through [`change_email`](Self::change_email);
     /// [`AuthError::Throttled`]: the account has had its verification
-    /// mails for now (5, then a back-off).
+    /// mails for now (5, then a back-off). (The check for a verified
+    /// address and the write are two store calls: a verification of the
+    /// account's unverified address that lands between them is replaced.)
     pub async fn set_email(
         &self,
         user: &AnyUser,

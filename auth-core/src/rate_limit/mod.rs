@@ -442,6 +442,6 @@ pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), ThrottleError>;
 
     /// Lifts the account's lock, including the hard lock (an
-    /// administrator, or a completed password reset).
+    /// administrator; a completed password reset lifts the password's).
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError>;
 }

@@ -222,10 +222,10 @@ pub struct NewSession {
     /// The client.
     pub client: ClientInfo,
     /// "Remember me": a persistent cookie, and once signed in the longer
-    /// idle timeout and absolute lifetime.
-    /// Only a session made here directly is persistent: the logins of
-    /// [`Authenticator`](crate::flow::Authenticator) (and so of every
-    /// adapter) make browser-session cookies.
+    /// idle timeout and absolute lifetime. The logins of
+    /// [`Authenticator`](crate::flow::Authenticator) set it when the client
+    /// asks ([`Client::remember`](crate::flow::Client::remember),
+    /// `RequestAuth::remember_me`).
     pub persistent: bool,
 }
 

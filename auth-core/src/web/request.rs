@@ -870,7 +870,9 @@ impl RequestAuth {
     /// session ([`Client::remember`]): its cookie carries a `Max-Age` once
     /// the sign-in is complete (after the second factor, when one is
     /// needed), and it idles out after 7 days instead of 30 minutes. Off
-    /// unless called; pass the user's choice, e.g. a checkbox:
+    /// unless called; pass the user's choice, e.g. a checkbox. It counts
+    /// at the first step: a second step (TOTP, a recovery code, a passkey
+    /// completing a password login) keeps what the first step chose.
     ///
     /// ```no_run
     /// # async fn f(auth: &auth_core::web::RequestAuth, remember: bool) -> Result<(), auth_core::AuthError> {

@@ -333,8 +333,8 @@ mod doc {
 
     /// Set a new password with the mailed token.
     ///
-    /// Every session of the account ends and its login locks are lifted;
-    /// it does not log in.
+    /// Every session of the account ends and its password lock is lifted
+    /// (not the second factor's); it does not log in.
     #[utoipa::path(
         post, path = "/api/password/reset", tag = "recovery",
         request_body = ResetBody,

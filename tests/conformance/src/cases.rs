@@ -185,6 +185,25 @@ pub async fn remember_me_makes_a_persistent_session<F: HarnessFactory>() {
     assert_eq!(r.status, 200, "{}", r.text());
     let (_, full) = r.session_cookie().expect("a session cookie");
     assert!(attributes(&full).iter().any(|a| a == THIRTY_DAYS), "{full}");
+
+    // The sign-in link's form, with the box ticked.
+    let r = app
+        .post_json("/api/login/magic", json!({"login": "alice"}), None)
+        .await;
+    assert_eq!(r.status, 202);
+    let mail = crate::mail_to(&address).await.expect("a sign-in mail");
+    let token = crate::link_token(&mail.body).unwrap();
+    let (visitor, csrf) = app.form_token(&format!("/login/magic?token={token}")).await;
+    let r = app
+        .post_form(
+            "/login/magic",
+            &format!("token={token}&remember=on&csrf_token={csrf}"),
+            Some(&visitor),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let (_, full) = r.session_cookie().expect("a session cookie");
+    assert!(attributes(&full).iter().any(|a| a == THIRTY_DAYS), "{full}");
 }
 
 /// The session ID appears only in `Set-Cookie`.
