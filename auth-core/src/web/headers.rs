@@ -135,10 +135,9 @@ impl Eq for SecurityHeaders {}
 
 /// Whether every site matches the CSP source expression `source`.
 fn any_site(source: &str) -> bool {
-    let host = match source.split_once("://") {
-        Some((_, rest)) => rest,
+    let Some((_, host)) = source.split_once("://") else {
         // A bare scheme (`https:`), or `*`.
-        None => return source == "*" || source.ends_with(':'),
+        return source == "*" || source.ends_with(':');
     };
     let host = host.split(['/', ':']).next().unwrap_or_default();
     host == "*"
