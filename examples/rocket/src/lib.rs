@@ -30,15 +30,15 @@ use serde::de::DeserializeOwned;
 /// The demo's Rocket settings: body limits of [`MAX_BODY_BYTES`], no
 /// `Server` header, no trust in `X-Real-IP` (the core decides the client
 /// IP), and Rocket's own log quiet (`ROCKET_LOG_LEVEL` = `critical` by
-/// default; `normal` or `debug` to see it). The binary sets the address
-/// from `DEMO_ADDR`; `Rocket.toml` and other `ROCKET_*` variables are not
-/// read.
+/// default, or `off`; see [`log_level`] for `normal` and `debug`). The
+/// binary sets the address from `DEMO_ADDR`; `Rocket.toml` and other
+/// `ROCKET_*` variables are not read.
 pub fn config() -> Config {
     let limit = MAX_BODY_BYTES.bytes();
-    let log_level = std::env::var("ROCKET_LOG_LEVEL")
-        .ok()
-        .and_then(|level| level.parse().ok())
-        .unwrap_or(LogLevel::Critical);
+    let log_level = log_level(
+        std::env::var("ROCKET_LOG_LEVEL").ok().as_deref(),
+        std::env::var("DEMO_INSECURE_ROCKET_LOG").as_deref() == Ok("true"),
+    );
     Config {
         limits: Limits::default()
             .limit("json", limit)
@@ -52,6 +52,36 @@ pub fn config() -> Config {
         log_level,
         cli_colors: false,
         ..Config::default()
+    }
+}
+
+/// Rocket's log level for `ROCKET_LOG_LEVEL` (`asked`). Rocket logs each
+/// request's URL at `normal`, with the token of a sign-in, reset or
+/// verification link in it, and every header at `debug` (session cookies,
+/// bearer tokens): those need `insecure` (`DEMO_INSECURE_ROCKET_LOG=true`)
+/// and log a warning; without it the log stays at `critical`, with a
+/// warning that says why.
+pub fn log_level(asked: Option<&str>, insecure: bool) -> LogLevel {
+    let level = asked
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(LogLevel::Critical);
+    if !matches!(level, LogLevel::Normal | LogLevel::Debug) {
+        return level;
+    }
+    if insecure {
+        tracing::warn!(
+            "DEMO_INSECURE_ROCKET_LOG: Rocket logs request URLs (with the tokens of mailed \
+             links) and, at debug, every header (session cookies, bearer tokens); \
+             development only"
+        );
+        level
+    } else {
+        tracing::warn!(
+            "ROCKET_LOG_LEVEL above critical ignored: Rocket would log request URLs (with \
+             the tokens of mailed links) and, at debug, every header (session cookies, \
+             bearer tokens); set DEMO_INSECURE_ROCKET_LOG=true to allow it"
+        );
+        LogLevel::Critical
     }
 }
 
@@ -677,4 +707,24 @@ async fn account_passkey_remove(
     form: FormBody<h::PasskeyRemoveForm>,
 ) -> ReplyResponder {
     reply(h::account_passkey_remove(&auth, form.0).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rocket's request log (URLs with link tokens, and at debug every
+    /// header) needs the explicit insecure setting.
+    #[test]
+    fn a_log_that_would_show_tokens_needs_the_insecure_setting() {
+        for asked in [None, Some("critical"), Some("nonsense")] {
+            assert_eq!(log_level(asked, false), LogLevel::Critical, "{asked:?}");
+        }
+        assert_eq!(log_level(Some("off"), false), LogLevel::Off);
+        for asked in ["normal", "debug"] {
+            assert_eq!(log_level(Some(asked), false), LogLevel::Critical, "{asked}");
+        }
+        assert_eq!(log_level(Some("normal"), true), LogLevel::Normal);
+        assert_eq!(log_level(Some("debug"), true), LogLevel::Debug);
+    }
 }

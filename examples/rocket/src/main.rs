@@ -1,6 +1,7 @@
 //! `cargo run -p example-rocket`: the demo on http://127.0.0.1:3000 with a
 //! SQLite file `demo.db` (see `DEMO_ADDR`, `DATABASE_URL`, `REDIS_URL`,
-//! `DEMO_TRUSTED_PROXIES`; `ROCKET_LOG_LEVEL` for Rocket's own log).
+//! `DEMO_TRUSTED_PROXIES`; `ROCKET_LOG_LEVEL` for Rocket's own log, above
+//! `critical` only with `DEMO_INSECURE_ROCKET_LOG=true`: it logs link tokens).
 
 use std::net::SocketAddr;
 

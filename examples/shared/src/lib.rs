@@ -234,16 +234,27 @@ pub fn throttle_config() -> ThrottleConfig {
 /// server is first contacted by the first mail), else an
 /// [`InsecureLogMailer`], which writes each mail, its link included, to
 /// the log: a warning at start-up says so. That fallback is refused when
-/// the demo listens beyond loopback, unless
-/// [`Settings::insecure_log_mail`] names it: the links sign in.
+/// others can reach the demo (it listens beyond loopback, or its
+/// `DEMO_PUBLIC_URL` names a host that is not loopback: a reverse proxy),
+/// unless [`Settings::insecure_log_mail`] names it: the links sign in.
 pub fn mailer(settings: &Settings) -> Result<Arc<dyn Mailer>, Box<dyn Error>> {
     let Some(url) = &settings.smtp_url else {
-        if !settings.addr.ip().is_loopback() && !settings.insecure_log_mail {
+        let public_host = url::Url::parse(&settings.public_url)
+            .ok()
+            .and_then(|url| url.host().map(|host| host.to_owned()));
+        let public_is_local = match public_host {
+            Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        let reachable = !settings.addr.ip().is_loopback() || !public_is_local;
+        if reachable && !settings.insecure_log_mail {
             return Err(format!(
-                "DEMO_SMTP_URL is not set and the demo listens on {} beyond loopback: \
-                 sign-in and reset links would be written to the log of a server others \
-                 reach; set DEMO_SMTP_URL, or DEMO_INSECURE_LOG_MAIL=true to accept that",
-                settings.addr
+                "DEMO_SMTP_URL is not set and others reach the demo (it listens on {}, \
+                 DEMO_PUBLIC_URL is {}): sign-in and reset links would be written to the \
+                 log; set DEMO_SMTP_URL, or DEMO_INSECURE_LOG_MAIL=true to accept that",
+                settings.addr, settings.public_url
             )
             .into());
         }
@@ -1219,6 +1230,10 @@ mod tests {
     }
 
     fn settings(addr: &str, insecure_log_mail: bool) -> Settings {
+        settings_at(addr, "http://localhost", insecure_log_mail)
+    }
+
+    fn settings_at(addr: &str, public_url: &str, insecure_log_mail: bool) -> Settings {
         Settings {
             addr: addr.parse().unwrap_or_else(|e| panic!("{e}")),
             database_url: "sqlite://demo.db".to_owned(),
@@ -1227,7 +1242,7 @@ mod tests {
             csrf_key: None,
             allowed_hosts: AllowedHosts::any(),
             mfa_key: None,
-            public_url: "http://localhost".to_owned(),
+            public_url: public_url.to_owned(),
             smtp_url: None,
             insecure_log_mail,
             mail_from: "Demo <noreply@localhost>".to_owned(),
@@ -1244,6 +1259,25 @@ mod tests {
         assert!(mailer(&settings("0.0.0.0:3000", true)).is_ok());
         assert!(mailer(&settings("127.0.0.1:3000", false)).is_ok());
         assert!(mailer(&settings("[::1]:3000", false)).is_ok());
+        // Behind a reverse proxy: loopback, but its public URL is not.
+        let proxied = settings_at("127.0.0.1:3000", "https://auth.example.com", false);
+        let message = mailer(&proxied)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("DEMO_INSECURE_LOG_MAIL"), "{message}");
+        let named = settings_at("127.0.0.1:3000", "https://auth.example.com", true);
+        assert!(mailer(&named).is_ok());
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://[::1]:3000",
+            "http://app.localhost:3000",
+        ] {
+            assert!(
+                mailer(&settings_at("127.0.0.1:3000", local, false)).is_ok(),
+                "{local}"
+            );
+        }
     }
 
     /// No password of a database URL reaches the log, in the user info or
