@@ -7,7 +7,7 @@
 use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, User, reply};
 use auth_core::web::Auth;
 use axum::Router;
-use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Form, Json, Path, Query};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
@@ -179,8 +179,16 @@ async fn list_sessions(auth: AuthSession) -> Response {
     reply(h::list_sessions(&auth).await)
 }
 
-async fn revoke_session(auth: AuthSession, Path(id): Path<String>) -> Response {
-    reply(h::revoke_session(&auth, &id).await)
+async fn revoke_session(auth: AuthSession, id: Result<Path<String>, PathRejection>) -> Response {
+    reply(h::revoke_session(&auth, &path_id(id)).await)
+}
+
+/// A path id as the handlers take it: one axum cannot decode (bytes that
+/// are not UTF-8) names nothing, so the handler answers as for an unknown
+/// id (404 JSON, or the login refusal first), as actix-web and Rocket do
+/// with their lenient decoding.
+fn path_id(id: Result<Path<String>, PathRejection>) -> String {
+    id.map(|Path(id)| id).unwrap_or_default()
 }
 
 async fn revoke_others(auth: AuthSession) -> Response {
@@ -466,18 +474,18 @@ async fn list_passkeys(auth: AuthSession) -> Response {
 
 async fn rename_passkey(
     auth: AuthSession,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Json<PasskeyRenameBody>, JsonRejection>,
 ) -> Response {
-    reply(h::rename_passkey(&auth, &id, json_body(body)).await)
+    reply(h::rename_passkey(&auth, &path_id(id), json_body(body)).await)
 }
 
 async fn remove_passkey(
     auth: AuthSession,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Json<EnrollBody>, JsonRejection>,
 ) -> Response {
-    reply(h::remove_passkey(&auth, &id, json_body(body)).await)
+    reply(h::remove_passkey(&auth, &path_id(id), json_body(body)).await)
 }
 
 async fn passkey_sign_in_start(

@@ -807,6 +807,14 @@ pub async fn one_session_can_be_revoked<F: HarnessFactory>() {
     assert_eq!(r.status, 204);
     assert_eq!(app.get("/api/me", Some(&first)).await.status, 401);
     assert_eq!(app.get("/api/me", Some(&second)).await.status, 200);
+    // A handle that is not even UTF-8 names nothing: the same JSON 404 in
+    // every framework.
+    let r = app
+        .send(TestApp::req("DELETE", "/api/sessions/%FF").header("cookie", &second))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert_eq!(app.get("/api/me", Some(&second)).await.status, 200);
 }
 
 /// A handle of another user's session is not found, and nothing ends.
