@@ -298,6 +298,7 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
             let builder = builder.passkeys(relying_party.build(store)?);
             (builder, refresh)
         } else {
+            create_private_database(settings)?;
             let store = SqliteStore::connect(&settings.database_url).await?;
             let pool = store.pool().clone();
             let builder = Auth::builder(SqliteUserStore::from_pool(pool.clone()).await?)
@@ -382,6 +383,26 @@ fn key_file(settings: &Settings, suffix: &str) -> Option<String> {
         .map(|p| p.split('?').next().unwrap_or(p))
         .filter(|p| !p.is_empty() && !p.contains(":memory:"))
         .map(|p| format!("{p}{suffix}"))
+}
+
+/// Creates a SQLite demo's database file, readable by its owner only, if
+/// it does not exist yet (it holds password hashes, addresses and
+/// passkeys; SQLite gives its journal files the same mode). An existing
+/// file is left as it is.
+fn create_private_database(settings: &Settings) -> Result<(), Box<dyn Error>> {
+    let Some(path) = key_file(settings, "") else {
+        return Ok(());
+    };
+    match create_key_file(&path, "") {
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists) =>
+        {
+            Ok(())
+        }
+        other => other.map_err(|error| format!("{path}: {error}").into()),
+    }
 }
 
 /// Writes a new key file, readable by its owner only; never overwrites.
@@ -1207,7 +1228,8 @@ redacted_debug!(
 #[cfg(test)]
 mod tests {
     use super::{
-        AllowedHosts, Settings, TrustedProxies, create_key_file, mailer, passkeys, redact_url,
+        AllowedHosts, Settings, TrustedProxies, create_key_file, create_private_database, mailer,
+        passkeys, redact_url,
     };
 
     /// The demo's public URL gives the passkeys' relying party: an IP
@@ -1248,6 +1270,33 @@ mod tests {
             mail_from: "Demo <noreply@localhost>".to_owned(),
             jwt_key: None,
         }
+    }
+
+    /// A new SQLite database file is its owner's only; an existing one is
+    /// left alone.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "example-shared-db-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("demo.db");
+        let mut s = settings("127.0.0.1:3000", false);
+        s.database_url = format!("sqlite://{}", path.display());
+        create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
+        s.database_url = "sqlite::memory:".to_owned();
+        create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Without SMTP, links go to the log only on loopback, or when named.
