@@ -201,23 +201,37 @@ pub async fn expired_records_are_never_loaded(
     store: Arc<dyn SessionStore>,
     caps: SessionStoreCaps,
 ) {
-    let key = new_key();
-    let user = unique("u");
-    store
-        .create(&key, &expired_record(Some(&user)))
-        .await
-        .unwrap();
-    assert_eq!(store.load(&key).await.unwrap(), None);
-    if caps.listing {
-        assert!(store.list_by_user(&user).await.unwrap().is_empty());
+    // Both deadlines past, and the idle one alone (its absolute deadline
+    // an hour ahead): a store must judge by the earlier of the two.
+    let mut idle_expired = record(None, HOUR);
+    idle_expired.idle_expires_at = SystemClock.now().saturating_sub(Duration::from_secs(5));
+    for expired in [expired_record(None), idle_expired] {
+        let key = new_key();
+        let user = unique("u");
+        let expired = SessionRecord {
+            user_id: Some(user.clone()),
+            ..expired
+        };
+        store.create(&key, &expired).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap(), None);
+        if caps.listing {
+            assert!(store.list_by_user(&user).await.unwrap().is_empty());
+        }
+        // Nor saved or rotated back to life.
+        let outcome = store
+            .save(&key, &record(Some(&user), HOUR), 0)
+            .await
+            .unwrap();
+        assert_eq!(outcome, SaveOutcome::Missing);
+        assert_eq!(store.load(&key).await.unwrap(), None);
+        let new = new_key();
+        let outcome = store
+            .rotate(&key, &new, &record(Some(&user), HOUR), 0)
+            .await
+            .unwrap();
+        assert_eq!(outcome, SaveOutcome::Missing);
+        assert_eq!(store.load(&new).await.unwrap(), None);
     }
-    // Nor saved back to life.
-    let outcome = store
-        .save(&key, &record(Some(&user), HOUR), 0)
-        .await
-        .unwrap();
-    assert_eq!(outcome, SaveOutcome::Missing);
-    assert_eq!(store.load(&key).await.unwrap(), None);
 }
 
 /// `create` on a live key fails with [`StoreError::Collision`] and keeps the
