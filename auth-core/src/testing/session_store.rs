@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{run_case, unique};
+use super::{concurrently, run_case, unique};
 use crate::clock::{Clock, SystemClock};
 use crate::session::{
     AuthState, SaveOutcome, SessionConfig, SessionId, SessionKey, SessionManager, SessionRecord,
@@ -516,18 +516,20 @@ pub async fn concurrent_writers_never_resurrect(
 ) {
     let manager = SessionManager::new(Arc::clone(&store), SessionConfig::default());
     let session = manager.create(Default::default()).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..8 {
+    // Released together (a barrier): the destroy is one of nine racers,
+    // not done before the writers start.
+    concurrently(9, |i| {
         let manager = manager.clone();
         let mut session = session.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = manager.insert(&mut session, &format!("w{i}"), &i).await;
-        }));
-    }
-    manager.destroy(session.clone()).await.unwrap();
-    for task in tasks {
-        task.await.unwrap();
-    }
+        async move {
+            if i == 0 {
+                manager.destroy(session).await.unwrap();
+            } else {
+                let _ = manager.insert(&mut session, &format!("w{i}"), &i).await;
+            }
+        }
+    })
+    .await;
     let mut late = session.clone();
     assert!(manager.insert(&mut late, "late", &1).await.is_err());
     assert_eq!(store.load(session.key()).await.unwrap(), None);
