@@ -261,16 +261,21 @@ impl SessionStore for MemoryStore {
         user_id: &str,
         keep: Option<&SessionKey>,
     ) -> Result<u64, StoreError> {
+        let now = self.clock.now();
         let mut inner = self.lock();
         let keys: Vec<SessionKey> = inner
             .by_user
             .get(user_id)
             .map(|keys| keys.iter().filter(|k| Some(*k) != keep).copied().collect())
             .unwrap_or_default();
-        for key in &keys {
-            inner.remove(key);
-        }
-        Ok(keys.len() as u64)
+        // Every key goes; only live sessions count as ended (as in the
+        // other stores).
+        let ended = keys
+            .iter()
+            .filter_map(|key| inner.remove(key))
+            .filter(|record| record.expires_at() > now)
+            .count();
+        Ok(ended as u64)
     }
 
     async fn list_by_user(

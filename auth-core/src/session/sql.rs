@@ -70,7 +70,8 @@ const SQLITE: Queries = Queries {
         WHERE key = ?1 AND version = ?7 AND expires_at > ?8",
     version_of: "SELECT version FROM auth_sessions WHERE key = ?1 AND expires_at > ?2",
     delete: "DELETE FROM auth_sessions WHERE key = ?1",
-    delete_by_user: "DELETE FROM auth_sessions WHERE user_id = ?1 AND key <> ?2",
+    delete_by_user: "DELETE FROM auth_sessions WHERE user_id = ?1 AND key <> ?2
+        RETURNING expires_at",
     list_by_user: "SELECT key, version, record FROM auth_sessions
         WHERE user_id = ?1 AND expires_at > ?2",
     delete_expired: "DELETE FROM auth_sessions WHERE expires_at <= ?1",
@@ -108,7 +109,8 @@ const POSTGRES: Queries = Queries {
         WHERE key = $1 AND version = $7 AND expires_at > $8",
     version_of: "SELECT version FROM auth_sessions WHERE key = $1 AND expires_at > $2",
     delete: "DELETE FROM auth_sessions WHERE key = $1",
-    delete_by_user: "DELETE FROM auth_sessions WHERE user_id = $1 AND key <> $2",
+    delete_by_user: "DELETE FROM auth_sessions WHERE user_id = $1 AND key <> $2
+        RETURNING expires_at",
     list_by_user: "SELECT key, version, record FROM auth_sessions
         WHERE user_id = $1 AND expires_at > $2",
     delete_expired: "DELETE FROM auth_sessions WHERE expires_at <= $1",
@@ -336,13 +338,19 @@ macro_rules! sql_store {
             ) -> Result<u64, StoreError> {
                 // An empty key never matches a real one.
                 let keep: &[u8] = keep.map_or(&[], |k| k.as_bytes().as_slice());
-                Ok(sqlx::query($queries.delete_by_user)
+                // Every row goes; only live sessions count as ended.
+                let now = self.now();
+                let rows = sqlx::query($queries.delete_by_user)
                     .bind(user_id)
                     .bind(keep)
-                    .execute(&self.pool)
+                    .fetch_all(&self.pool)
                     .bounded::<$db>(&self.inline)
-                    .await?
-                    .rows_affected())
+                    .await?;
+                let ended = rows
+                    .iter()
+                    .filter(|row| row.try_get::<i64, _>(0).is_ok_and(|at| at > now))
+                    .count();
+                Ok(ended as u64)
             }
 
             async fn list_by_user(

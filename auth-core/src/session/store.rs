@@ -70,7 +70,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError>;
 
     /// Deletes every record of `user_id`, except `keep` if given. Returns how
-    /// many were deleted.
+    /// many live sessions ended (expired records it deletes are not
+    /// counted).
     async fn delete_by_user(
         &self,
         user_id: &str,

@@ -373,7 +373,7 @@ pub async fn delete_is_final(store: Arc<dyn SessionStore>, caps: SessionStoreCap
 }
 
 /// `delete_by_user` deletes every session of one user (but the one kept)
-/// and no other user's. A store without listing answers
+/// and no other user's, counting the live ones. A store without listing answers
 /// [`StoreError::Unsupported`]; either way
 /// [`SessionStore::revokes_by_user`] says which it is.
 pub async fn revoke_all_of_a_user(store: Arc<dyn SessionStore>, caps: SessionStoreCaps) {
@@ -404,9 +404,15 @@ pub async fn revoke_all_of_a_user(store: Arc<dyn SessionStore>, caps: SessionSto
         .create(&bobs, &record(Some(&bob), HOUR))
         .await
         .unwrap();
+    // An expired one of alice's is no session to end: not counted.
+    store
+        .create(&new_key(), &expired_record(Some(&alice)))
+        .await
+        .unwrap();
     assert_eq!(
         store.delete_by_user(&alice, Some(&keys[0])).await.unwrap(),
-        2
+        2,
+        "live sessions ended"
     );
     assert!(store.load(&keys[0]).await.unwrap().is_some());
     assert!(store.load(&keys[1]).await.unwrap().is_none());
