@@ -10,7 +10,7 @@
 //! * [`report`]: medians, the Markdown table and the SVG plot.
 //!
 //! The comparison libraries (axum-login, actix-identity) are dev-only
-//! dependencies: their servers live in `benches/alternatives.rs`, shared by
+//! dependencies: their servers live in `benches/support/alternatives.rs`, shared by
 //! the bench and `tests/smoke.rs`. Run everything with
 //! `cargo bench -p auth-load-bench` (see `docs/performance.md`).
 

@@ -1,6 +1,7 @@
 //! What the demo apps of every framework share, none of it framework code:
 //! settings from the environment, the store wiring, the JSON shapes of the
-//! API ([docs/demo-api.md](../../docs/demo-api.md)) and the HTML pages.
+//! API (described in the repository's `docs/demo-api.md`) and the HTML
+//! pages.
 
 use std::error::Error;
 use std::net::SocketAddr;

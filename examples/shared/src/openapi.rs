@@ -1,6 +1,6 @@
-//! The demo's OpenAPI 3.1 document: the whole JSON API of
-//! [docs/demo-api.md](../../docs/demo-api.md), token routes and key set
-//! included, served as `GET /api/openapi.json` by every demo.
+//! The demo's OpenAPI 3.1 document: the whole JSON API of the repository's
+//! `docs/demo-api.md`, token routes and key set included, served as
+//! `GET /api/openapi.json` by every demo.
 //!
 //! The handlers are framework code, so the operations are described on
 //! documentation-only functions (`#[utoipa::path]` in the private `doc`

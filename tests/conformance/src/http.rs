@@ -32,8 +32,16 @@ impl Demo {
     /// prints on stderr.
     pub fn start_with(binary: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary);
+        // Only what the test sets: no DEMO_* setting of the caller's (an
+        // allow-list, a mailer) changes what the demo answers.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("DEMO_")) {
+                command.env_remove(name);
+            }
+        }
         command
             .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")
             .stderr(Stdio::piped());
         for (name, value) in env {
@@ -132,6 +140,18 @@ fn dechunk(mut raw: &str) -> String {
     out
 }
 
+/// A new empty directory for one test's files, named by the process and
+/// the time: never one a failed earlier run left behind.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("{name}-{}-{nanos}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 /// The demo at `binary` serves the API over real HTTP, and its sessions
 /// survive a restart on the same SQLite file.
 pub fn demo_serves_the_api_and_keeps_sessions_across_a_restart(binary: &str) {
@@ -139,8 +159,7 @@ pub fn demo_serves_the_api_and_keeps_sessions_across_a_restart(binary: &str) {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("demo");
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir(name);
     let database = dir.join("demo.db");
     let credentials = r#"{"username":"alice","password":"correct horse battery staple"}"#;
 
@@ -186,8 +205,7 @@ pub fn minimal_app_registers_logs_in_and_out(binary: &str) {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("app");
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir(name);
     let database = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
     let app = Demo::start_with(
         binary,
