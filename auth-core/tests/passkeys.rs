@@ -1593,3 +1593,44 @@ fn an_http_origin_is_refused_beyond_localhost() {
     assert!(Passkeys::builder("localhost", "http://localhost:3000").is_ok());
     assert!(Passkeys::builder("app.localhost", "http://app.localhost").is_ok());
 }
+
+/// Turning TOTP off keeps the recovery codes of an account that still has
+/// a passkey: they are the proof of its next factor change. (Before, they
+/// went with TOTP, and such an account could change no factor again.)
+#[tokio::test]
+async fn turning_totp_off_keeps_a_passkey_accounts_recovery_codes() {
+    use auth_core::account::AccountStore;
+    let h = harness();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, mut session, _) = user_with_passkey(&h, "alice", &mut phone).await;
+    // TOTP on as well (in the account store: no MFA key in this harness).
+    assert!(
+        h.accounts
+            .set_pending_totp(&id, "v1.test.not-a-real-secret")
+            .await
+            .unwrap()
+    );
+    assert!(
+        h.accounts
+            .confirm_totp(&id, "v1.test.not-a-real-secret", 0, &[])
+            .await
+            .unwrap()
+    );
+    // One set of codes for both factors, as the flows leave it.
+    let code = fresh_recovery_code(&h, &id).await;
+    let left = h.accounts.recovery_codes_left(&id).await.unwrap();
+    h.auth
+        .disable_totp(
+            &mut session,
+            &FactorProof::password(Password::from(PASSWORD)).with_code(&code),
+            &client(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.accounts.recovery_codes_left(&id).await.unwrap(),
+        left - 1,
+        "only the code given as proof is spent"
+    );
+    assert!(left > 1);
+}

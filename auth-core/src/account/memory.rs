@@ -128,9 +128,7 @@ impl AccountStore for MemoryAccountStore {
     }
 
     async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
-        let mut inner = self.lock();
-        inner.totp.remove(user);
-        inner.recovery.remove(user);
+        self.lock().totp.remove(user);
         Ok(())
     }
 

@@ -180,8 +180,10 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     /// confirmed AND (last_step IS NULL OR last_step < $2)`).
     async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError>;
 
-    /// Removes the TOTP secret (pending or confirmed) and the recovery
-    /// codes together.
+    /// Removes the TOTP secret (pending or confirmed). The recovery codes
+    /// stay: they may serve another second factor (a passkey); the flow
+    /// clears them with [`replace_recovery_codes`](Self::replace_recovery_codes)
+    /// when no factor is left.
     async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError>;
 
     /// Replaces the user's recovery codes with `hashes`.

@@ -335,10 +335,11 @@ macro_rules! sql_account_store {
             }
 
             async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
-                sqlx::query($queries.totp_remove).bind(user).execute(&mut *tx).bounded::<$db>(&self.inline).await?;
-                sqlx::query($queries.codes_delete_all).bind(user).execute(&mut *tx).bounded::<$db>(&self.inline).await?;
-                tx.commit().bounded::<$db>(&self.inline).await?;
+                sqlx::query($queries.totp_remove)
+                    .bind(user)
+                    .execute(&self.pool)
+                    .bounded::<$db>(&self.inline)
+                    .await?;
                 Ok(())
             }
 

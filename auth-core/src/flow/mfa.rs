@@ -580,9 +580,10 @@ impl Authenticator {
 
     /// Turns TOTP off, given the account owner's [`FactorProof`]: the
     /// password and a current TOTP or recovery code (a recent login is not
-    /// enough). The secret, the recovery codes and the factor are removed,
-    /// every other session of the user ends, and this one gets a new ID and
-    /// a fresh authentication time.
+    /// enough). The secret and the factor are removed, and the recovery
+    /// codes too unless a passkey remains (it needs them as the proof of the
+    /// next factor change); every other session of the user ends, and this
+    /// one gets a new ID and a fresh authentication time.
     ///
     /// Errors: [`AuthError::NotAuthenticated`] and
     /// [`AuthError::TotpNotEnabled`] before the proof is looked at;
@@ -602,7 +603,14 @@ impl Authenticator {
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::TotpDisableFailed)
             .await?;
-        self.inner.accounts.remove_totp(user.id()).await?;
+        let accounts = &self.inner.accounts;
+        accounts.remove_totp(user.id()).await?;
+        // The recovery codes go with the last second factor only: an
+        // account that keeps a passkey keeps its codes (the proof of its
+        // next factor change).
+        if self.second_factors(user.id()).await?.is_empty() {
+            accounts.replace_recovery_codes(user.id(), &[]).await?;
+        }
         let stamp = self.raise_epoch_with(&user, &hash).await?;
         let now = self.now();
         self.end_other_sessions(session, user.id(), stamp, |record| {

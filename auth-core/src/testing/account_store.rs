@@ -81,7 +81,7 @@ pub async fn account_store_suite(store: Arc<dyn AccountStore>) {
         consume_recovery_code,
         concurrent_recovery_consumers_one_wins,
         replace_recovery_codes_replaces,
-        remove_totp_removes_secret_and_codes,
+        remove_totp_removes_the_secret_only,
         epoch_starts_at_zero_and_rises,
         concurrent_epoch_raises_count_all,
         users_are_independent,
@@ -123,7 +123,7 @@ macro_rules! account_store_tests {
             consume_recovery_code,
             concurrent_recovery_consumers_one_wins,
             replace_recovery_codes_replaces,
-            remove_totp_removes_secret_and_codes,
+            remove_totp_removes_the_secret_only,
             epoch_starts_at_zero_and_rises,
             concurrent_epoch_raises_count_all,
             users_are_independent,
@@ -459,16 +459,17 @@ pub async fn replace_recovery_codes_replaces(store: Arc<dyn AccountStore>) {
     assert!(!store.consume_recovery_code(&user, &new[1]).await.unwrap());
 }
 
-/// `remove_totp` removes the secret (confirmed or pending) and the
-/// recovery codes together; the user can enrol again afterwards.
-pub async fn remove_totp_removes_secret_and_codes(store: Arc<dyn AccountStore>) {
+/// `remove_totp` removes the secret (confirmed or pending) and leaves the
+/// recovery codes (another factor may need them); the user can enrol
+/// again afterwards.
+pub async fn remove_totp_removes_the_secret_only(store: Arc<dyn AccountStore>) {
     let codes = code_hashes(3);
     let (user, _) = confirmed_user(&*store, 1, &codes).await;
     store.remove_totp(&user).await.unwrap();
     assert_eq!(store.totp(&user).await.unwrap(), None);
     assert!(store.second_factors(&user).await.unwrap().is_empty());
-    assert_eq!(store.recovery_codes_left(&user).await.unwrap(), 0);
-    assert!(!store.consume_recovery_code(&user, &codes[0]).await.unwrap());
+    assert_eq!(store.recovery_codes_left(&user).await.unwrap(), 3);
+    assert!(store.consume_recovery_code(&user, &codes[0]).await.unwrap());
     assert!(!store.record_totp_step(&user, 2).await.unwrap());
 
     // A new enrolment starts afresh, and a pending one is removed too.
