@@ -307,6 +307,55 @@ async fn every_redis_key_expires() {
     }
 }
 
+/// The Redis Cluster client sends a script again after a slow answer,
+/// whether or not the server ran it: the same create, and the same
+/// rotation (same presented token, same successor), answer as the first
+/// time did, never as a collision or a reuse. A replay of the presented
+/// token with another successor is still reuse.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_script_sent_again_answers_as_the_first_run() {
+    use std::time::Duration;
+
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", unique("test"));
+    let store = RedisRefreshStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    let now = SystemClock.now();
+    let family = Family {
+        id: new_family_id().unwrap(),
+        user_id: unique("user"),
+        amr: vec!["pwd".into()],
+        stamp: unique("stamp"),
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(86_400)),
+        idle_timeout: Duration::from_secs(3_600),
+        last_used_at: now,
+    };
+    let first = RefreshToken::generate().unwrap().key();
+    store.create(&family, first).await.unwrap();
+    store.create(&family, first).await.unwrap();
+    let next = RefreshToken::generate().unwrap().key();
+    for run in 0..2 {
+        let rotated = store.rotate(first, next, b"s", now, None).await.unwrap();
+        assert!(
+            matches!(rotated, Rotation::Rotated(_)),
+            "run {run}: {rotated:?}"
+        );
+    }
+    assert!(store.is_live(&family.id, now).await.unwrap());
+    let other = RefreshToken::generate().unwrap().key();
+    let replayed = store.rotate(first, other, b"s", now, None).await.unwrap();
+    assert!(matches!(replayed, Rotation::Reused { .. }), "{replayed:?}");
+    assert!(!store.is_live(&family.id, now).await.unwrap());
+}
+
 /// A family checked on one instance is then checked from its cache (no
 /// command); revoked through another instance, it is refused here once
 /// the server's invalidation arrives; revoked here, at once.

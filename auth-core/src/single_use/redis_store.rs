@@ -36,11 +36,18 @@ use crate::clock::Timestamp;
 use crate::redis_conn::{RedisConn, SET_INDEX_ADD};
 
 /// KEYS[1] token; ARGV purpose, user, binding, expires_at. Returns 0 if
-/// the key exists, else 1.
+/// the key exists, else 1; 1 again if it exists with exactly this record
+/// (the cluster client resent the script after a slow answer).
 static INSERT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local f = redis.call('HMGET', KEYS[1], 'p', 'u', 'b', 'e')
+  if f[1] == ARGV[1] and f[2] == ARGV[2] and f[3] == ARGV[3] and f[4] == ARGV[4] then
+    return 1
+  end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'p', ARGV[1], 'u', ARGV[2], 'b', ARGV[3], 'e', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1",
@@ -50,7 +57,9 @@ return 1",
 /// KEYS[1] token. Reads and deletes the token in one step: returns its
 /// purpose, user, binding and expiry, nil if it does not exist, or an
 /// empty list for a malformed record (deleted too). Purpose and expiry are
-/// judged by the caller, on its own clock.
+/// judged by the caller, on its own clock. Not made safe to run twice: a
+/// rerun cannot be told from a second use, so the cluster client's resend
+/// after a slow answer refuses the link (the safe side).
 static CONSUME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"

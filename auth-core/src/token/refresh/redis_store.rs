@@ -78,12 +78,33 @@ const MAX_IDLE_MS: i64 = 1 << 50;
 /// set on it.
 const CLAIM_MS: i64 = 60_000;
 
+/// KEYS token; ARGV family id, `PX` or `PXAT`, milliseconds. Sets the
+/// token's family if the key is free: 1; 1 too if it is this family's
+/// already; 0 if another family holds it.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  if held == ARGV[1] then return 1 end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1",
+    )
+});
+
 /// KEYS family; ARGV id, user, amr, created, expires, idle, last used,
-/// live until, hex, stamp. 0 if the family exists, else 1.
+/// live until, hex, stamp. 0 if the family exists, else 1; 1 again when it
+/// exists with this first token (the cluster client sent the script again
+/// after a slow answer: it must not read as a collision).
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'cur') == ARGV[9] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'u', ARGV[2], 'a', ARGV[3], 'c', ARGV[4], 'e', ARGV[5],
   'i', ARGV[6], 'l', ARGV[7], 'cur', ARGV[9], 'st', ARGV[10])
 redis.call('PEXPIREAT', KEYS[1], ARGV[8])
@@ -96,7 +117,11 @@ return 1",
 /// token's key. Answers `{'i'}` (invalid), `{'r', user, amr, stamp,
 /// created, expires, idle, last used}` (rotated), `{'g', user, amr, stamp,
 /// created, expires, idle, last used, sealed}` (grace) or `{'u', user}`
-/// (reused: the family is deleted).
+/// (reused: the family is deleted). The same rotation run again (the
+/// cluster client resends a script after a slow answer) answers rotated
+/// again: its successor is current and the presented token its
+/// predecessor. A replay of the presented token comes with another
+/// successor, so it is still reuse.
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -109,6 +134,9 @@ local now = tonumber(ARGV[4])
 local expires = tonumber(f[4])
 local idle = tonumber(f[5])
 if math.min(expires, tonumber(f[6]) + idle) <= now then return {'i'} end
+if f[7] == ARGV[2] and f[8] == ARGV[1] then
+  return {'r', f[1], f[2], f[10], f[3], f[4], f[5], f[6]}
+end
 if f[7] == ARGV[1] then
   redis.call('HSET', fk, 'cur', ARGV[2], 'prev', ARGV[1], 'pat', ARGV[4], 's', ARGV[3], 'l', ARGV[4])
   redis.call('PEXPIREAT', fk, string.format('%d', math.min(expires, now + idle)))
@@ -320,22 +348,28 @@ impl RedisRefreshStore {
         Ok(())
     }
 
-    /// Claims a token key for family `id` (`SET NX`, expiring at `expire`);
-    /// `false` if it is taken.
+    /// Claims a token key for family `id` (set if absent, expiring at
+    /// `expire`); `false` if it is taken by another family. A key this
+    /// family holds already counts as claimed (the cluster client resent
+    /// the claim after a slow answer).
     async fn claim(
         &self,
         key: &RefreshKey,
         id: &str,
         expire: Expire,
     ) -> Result<bool, RefreshStoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.token_key(key)).arg(id).arg("NX");
-        match expire {
-            Expire::In(ms) => cmd.arg("PX").arg(ms),
-            Expire::At(ms) => cmd.arg("PXAT").arg(ms),
+        let (mode, ms) = match expire {
+            Expire::In(ms) => ("PX", ms),
+            Expire::At(ms) => ("PXAT", ms),
         };
-        let set: Option<String> = cmd.query_async(&mut self.conn.clone()).await?;
-        Ok(set.is_some())
+        let claimed: i64 = CLAIM
+            .key(self.token_key(key))
+            .arg(id)
+            .arg(mode)
+            .arg(ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(claimed == 1)
     }
 }
 
