@@ -784,9 +784,20 @@ fn policy_length_in_code_points() {
         check(&policy, "😀🙂🙃😉😊😇🥰", &[]),
         Err(PolicyViolation::TooShort { min: 8 })
     );
-    // Decomposed input is counted after NFKC: "e\u{301}" is one character.
+    // Decomposed input is counted composed: "e\u{301}" is one character.
     assert_eq!(
         check(&policy, "e\u{301}e\u{301}e\u{301}e\u{301}xyz", &[]),
+        Err(PolicyViolation::TooShort { min: 8 })
+    );
+    // Nor does a compatibility expansion pad it: NFKC makes 18 characters
+    // of U+FDFA, 9 of three ligatures; they are 1 and 3 keystrokes.
+    let fifteen = PasswordPolicy::builder().min_length(15).build().unwrap();
+    assert_eq!(
+        check(&fifteen, "\u{fdfa}", &[]),
+        Err(PolicyViolation::TooShort { min: 15 })
+    );
+    assert_eq!(
+        check(&policy, "\u{fb03}\u{fb03}\u{fb03}", &[]),
         Err(PolicyViolation::TooShort { min: 8 })
     );
     // The maximum counts characters as typed: 64 x U+FDFA (which NFKC

@@ -164,10 +164,12 @@ impl PasswordPolicy {
                 max: self.max_chars,
             });
         };
-        // The minimum is judged on the normalised text (decomposed accents
-        // do not pad a short password); the maximum on the text as typed, so
-        // a 64-character password is accepted even if NFKC expands it.
-        if normalized.chars().count() < self.min_chars {
+        // The minimum is judged on the canonical composition (NFC):
+        // decomposed accents do not pad a short password, and neither does
+        // a compatibility expansion (NFKC makes 18 characters of U+FDFA).
+        // The maximum on the text as typed, so a 64-character password is
+        // accepted even if NFKC expands it.
+        if password.expose().nfc().count() < self.min_chars {
             return Err(PolicyViolation::TooShort {
                 min: self.min_chars,
             });
