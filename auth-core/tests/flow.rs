@@ -640,6 +640,52 @@ async fn a_rehash_racing_a_password_change_never_restores_the_old_password() {
     assert_eq!(err.status(), 401, "the old password no longer works");
 }
 
+/// Two logins with the right password race to re-hash a weak hash: the
+/// one whose write loses to the other's re-hash of the same password still
+/// logs in (it checks the password against the hash that won), instead of
+/// answering 401 and counting a failure.
+#[tokio::test]
+async fn a_rehash_losing_to_a_rehash_of_the_same_password_still_logs_in() {
+    let memory = Arc::new(MemoryUserStore::new());
+    let same_password = PasswordHasher::default().hash(&pw(PASSWORD)).unwrap();
+    let racing = RacingStore {
+        inner: memory.clone(),
+        racing_hash: same_password.clone(),
+    };
+    let h = harness_with(racing, memory.clone(), ThrottleConfig::default());
+    let user = register(&h, "alice").await;
+    let weak = PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap()
+        .hash(&pw(PASSWORD))
+        .unwrap();
+    memory.force_password_hash(user.id(), weak).unwrap();
+    let session = match h
+        .auth
+        .login("alice", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap()
+    {
+        LoginOutcome::LoggedIn(session) => session,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored(&h, &user).await.password_hash, same_password);
+    assert!(
+        h.auth
+            .load_session(session.id().clone())
+            .await
+            .unwrap()
+            .is_some(),
+        "its session carries the stamp of the hash that won"
+    );
+}
+
 #[tokio::test]
 async fn changing_the_password_ends_other_sessions_and_rotates_this_one() {
     let h = harness();

@@ -133,10 +133,21 @@ impl Authenticator {
             .set_password_hash(user.id(), stored.as_str(), new.as_str())
             .await?;
         if !replaced {
-            // The password changed while this one was checked: it is no
-            // longer the user's password (a session made with the old hash
-            // would be dead on arrival).
-            return Ok(None);
+            // The hash changed while this one was checked: a password
+            // change (then this password is no longer the user's), or a
+            // concurrent login's re-hash of this same password. One more
+            // derivation against the hash the store holds now tells which.
+            let current = self.inner.users.find_by_id(user.id()).await?;
+            let Some(current) = current.filter(|u| !u.is_disabled()) else {
+                return Ok(None);
+            };
+            let now = HashedPassword::new(current.password_hash());
+            return match passwords.verify(password, &now).await {
+                Ok(Verification::Match { .. }) => Ok(Some(now.as_str().to_owned())),
+                Ok(Verification::Mismatch) | Err(PasswordError::TooLong) => Ok(None),
+                Err(PasswordError::Busy) => Err(AuthError::Busy),
+                Err(other) => Err(other.into()),
+            };
         }
         self.success(
             AuthEventKind::PasswordRehashed,
