@@ -234,8 +234,12 @@ impl AuthBuilder {
         self
     }
 
-    /// TOTP parameters for new enrolments and verification (default: SHA-1,
-    /// 6 digits, 30 s, what every authenticator app supports).
+    /// TOTP parameters for enrolment and verification (default: SHA-1,
+    /// 6 digits, 30 s, what every authenticator app supports). One set for
+    /// every enrolment: an enrolment does not record its own, so changing
+    /// them later makes every existing authenticator's codes fail (its
+    /// users then need their recovery codes). Choose them before the first
+    /// enrolment.
     pub fn totp_params(mut self, params: TotpParams) -> Self {
         self.totp = params;
         self

@@ -137,8 +137,11 @@ pub trait PasskeyStore: Send + Sync + fmt::Debug {
     /// counter / flags), sets `last_used_at` and `backed_up`, only if the
     /// stored credential string still equals `expected` (the one the
     /// verification read); returns whether it did. So two concurrent uses
-    /// can never both write, and a stale counter never overwrites a newer
-    /// one.
+    /// that change the credential never both write, and a stale counter
+    /// never overwrites a newer one. (A synced passkey's credential often
+    /// does not change from use to use, counter 0: then both may write.
+    /// What refuses a replayed assertion is the single-use ceremony
+    /// challenge, not this store.)
     async fn record_use(
         &self,
         credential_id: &[u8],

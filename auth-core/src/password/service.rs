@@ -373,8 +373,11 @@ mod tests {
             .unwrap()
     }
 
-    /// More simultaneous jobs than slots: never more than the bound run at
-    /// once, and all of them finish.
+    /// More simultaneous jobs than slots: all of them finish, never more
+    /// than the bound at once. (With as many worker threads as slots, the
+    /// peak alone cannot show the semaphore works: that callers wait for a
+    /// slot rather than pile up in the workers' queue is
+    /// `waiting_past_the_queue_timeout_is_busy`.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrency_never_exceeds_the_bound() {
         let service = service(2, Duration::from_secs(600));
