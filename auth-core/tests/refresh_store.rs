@@ -356,6 +356,60 @@ async fn a_script_sent_again_answers_as_the_first_run() {
     assert!(!store.is_live(&family.id, now).await.unwrap());
 }
 
+/// A revocation whose clean-up of the user's set fails (the set's node is
+/// down in a cluster; here the key has the wrong type) still answers that
+/// the family was revoked: it was.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_revocation_stands_when_its_index_clean_up_fails() {
+    use std::time::Duration;
+
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", unique("test"));
+    let store = RedisRefreshStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    let now = SystemClock.now();
+    let family = Family {
+        id: new_family_id().unwrap(),
+        user_id: unique("user"),
+        amr: vec!["pwd".into()],
+        stamp: unique("stamp"),
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(86_400)),
+        idle_timeout: Duration::from_secs(3_600),
+        last_used_at: now,
+    };
+    store
+        .create(&family, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let set = format!("{prefix}u:{}", family.user_id);
+    ::redis::cmd("DEL")
+        .arg(&set)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    ::redis::cmd("SET")
+        .arg(&set)
+        .arg("not a set")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.revoke_family(&family.id).await.unwrap());
+    assert!(!store.is_live(&family.id, now).await.unwrap());
+}
+
 /// A family checked on one instance is then checked from its cache (no
 /// command); revoked through another instance, it is refused here once
 /// the server's invalidation arrives; revoked here, at once.

@@ -323,8 +323,14 @@ impl RedisRefreshStore {
             .invoke_async(&mut self.conn.clone())
             .await;
         let user: Option<String> = self.written(&key, deleted)?;
-        if let Some(user) = &user {
-            self.unlist(user, id).await?;
+        // The family is gone: that is the revocation. Dropping it from its
+        // user's set is housekeeping (a stale member is skipped later): its
+        // failure (another cluster node down) must not answer an error for
+        // a revocation that took place.
+        if let Some(user) = &user
+            && let Err(error) = self.unlist(user, id).await
+        {
+            tracing::warn!(%error, "refresh store: a revoked family stays in its user's set");
         }
         Ok(user)
     }
