@@ -333,3 +333,45 @@ async fn a_store_without_peek_says_so() {
         "a store that does not peek fails the case"
     );
 }
+
+/// The Redis Cluster client sends a script again after a slow answer: the
+/// same insert run twice answers as the first run did, never a
+/// collision; another record under the key is still one.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_insert_sent_again_is_no_collision() {
+    use auth_core::clock::{Clock, SystemClock};
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let store =
+        auth_core::RedisTokenStore::connect_with_prefix(&url, format!("{}:", unique("test")))
+            .await
+            .unwrap();
+    let key = auth_core::single_use::SingleUseToken::generate()
+        .unwrap()
+        .key();
+    let record = TokenRecord {
+        purpose: Purpose::MagicLink,
+        user_id: unique("user"),
+        binding: "binding".to_owned(),
+        expires_at: SystemClock.now().saturating_add(Duration::from_secs(600)),
+    };
+    store.insert(&key, &record).await.unwrap();
+    store.insert(&key, &record).await.unwrap();
+    let other = TokenRecord {
+        user_id: unique("other"),
+        ..record.clone()
+    };
+    assert!(store.insert(&key, &other).await.is_err());
+    let now = SystemClock.now();
+    assert_eq!(
+        store
+            .consume(&key, Purpose::MagicLink, now)
+            .await
+            .unwrap()
+            .map(|r| r.user_id),
+        Some(record.user_id)
+    );
+}
