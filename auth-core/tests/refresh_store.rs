@@ -307,22 +307,22 @@ async fn every_redis_key_expires() {
     }
 }
 
-/// The Redis Cluster client sends a script again after a slow answer,
-/// whether or not the server ran it: the same create, and the same
-/// rotation (same presented token, same successor), answer as the first
-/// time did, never as a collision or a reuse. A replay of the presented
-/// token with another successor is still reuse.
+/// A Redis refresh store under a prefix of its own and a fresh family
+/// (not stored yet): the URL, the prefix, the store, the family. `None`
+/// without `AUTH_TEST_REDIS_URL`.
 #[cfg(feature = "redis")]
-#[tokio::test]
-async fn a_script_sent_again_answers_as_the_first_run() {
+async fn redis_store_and_family() -> Option<(
+    String,
+    String,
+    auth_core::token::refresh::RedisRefreshStore,
+    auth_core::token::refresh::Family,
+)> {
     use std::time::Duration;
 
     use auth_core::clock::{Clock, SystemClock};
     use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
 
-    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
-        return;
-    };
+    let url = service_url("AUTH_TEST_REDIS_URL")?;
     let prefix = format!("{}:", unique("test"));
     let store = RedisRefreshStore::connect_with_prefix(&url, prefix.as_str())
         .await
@@ -338,6 +338,23 @@ async fn a_script_sent_again_answers_as_the_first_run() {
         idle_timeout: Duration::from_secs(3_600),
         last_used_at: now,
     };
+    Some((url, prefix, store, family))
+}
+
+/// The Redis Cluster client sends a script again after a slow answer,
+/// whether or not the server ran it: the same create, and the same
+/// rotation (same presented token, same successor), answer as the first
+/// time did, never as a collision or a reuse. A replay of the presented
+/// token with another successor is still reuse.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_script_sent_again_answers_as_the_first_run() {
+    use auth_core::clock::{Clock, SystemClock};
+
+    let Some((_, _, store, family)) = redis_store_and_family().await else {
+        return;
+    };
+    let now = SystemClock.now();
     let first = RefreshToken::generate().unwrap().key();
     store.create(&family, first).await.unwrap();
     store.create(&family, first).await.unwrap();
@@ -362,29 +379,12 @@ async fn a_script_sent_again_answers_as_the_first_run() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_revocation_stands_when_its_index_clean_up_fails() {
-    use std::time::Duration;
-
     use auth_core::clock::{Clock, SystemClock};
-    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
 
-    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+    let Some((url, prefix, store, family)) = redis_store_and_family().await else {
         return;
     };
-    let prefix = format!("{}:", unique("test"));
-    let store = RedisRefreshStore::connect_with_prefix(&url, prefix.as_str())
-        .await
-        .unwrap();
     let now = SystemClock.now();
-    let family = Family {
-        id: new_family_id().unwrap(),
-        user_id: unique("user"),
-        amr: vec!["pwd".into()],
-        stamp: unique("stamp"),
-        created_at: now,
-        expires_at: now.saturating_add(Duration::from_secs(86_400)),
-        idle_timeout: Duration::from_secs(3_600),
-        last_used_at: now,
-    };
     store
         .create(&family, RefreshToken::generate().unwrap().key())
         .await

@@ -862,6 +862,26 @@ impl AccountStore for SignOutRace {
     }
 }
 
+/// The toolkit with tokens over memory stores and `accounts`.
+fn racing(accounts: Arc<SignOutRace>) -> Auth {
+    Auth::builder(MemoryUserStore::new())
+        .accounts(accounts)
+        .clock(Arc::new(ManualClock::starting_now()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            Arc::new(MemoryRefreshStore::new()),
+        ))
+        .build()
+        .unwrap()
+}
+
 /// A sign out everywhere that lands between a token sign-in's session and
 /// its family (it ends the session, and finds no family to revoke) leaves
 /// no family behind: the sign-in answers 503 and issues nothing.
@@ -874,26 +894,8 @@ async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
         fail: false,
         sessions: std::sync::OnceLock::new(),
     });
-    let build = |accounts: Arc<SignOutRace>| {
-        Auth::builder(MemoryUserStore::new())
-            .accounts(accounts)
-            .clock(Arc::new(ManualClock::starting_now()))
-            .passwords(
-                PasswordService::builder()
-                    .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                    .build()
-                    .unwrap(),
-            )
-            .tokens(TokenService::new(
-                config().build().unwrap(),
-                SigningKey::generate(Algorithm::Es256).unwrap(),
-                Arc::new(MemoryRefreshStore::new()),
-            ))
-            .build()
-            .unwrap()
-    };
     // Count the epoch reads of a token sign-in up to its family.
-    let auth = build(accounts.clone());
+    let auth = racing(accounts.clone());
     let flows = auth.authenticator();
     let password = || Password::from(PASSWORD.to_owned());
     flows
@@ -917,7 +919,7 @@ async fn a_token_sign_in_racing_a_sign_out_everywhere_issues_nothing() {
         fail: false,
         sessions: std::sync::OnceLock::new(),
     });
-    let auth = build(accounts.clone());
+    let auth = racing(accounts.clone());
     let flows = auth.authenticator();
     accounts
         .sessions
@@ -948,21 +950,7 @@ async fn a_failed_token_sign_in_leaves_no_session() {
         fail: true,
         sessions: std::sync::OnceLock::new(),
     });
-    let auth = Auth::builder(MemoryUserStore::new())
-        .accounts(accounts.clone())
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(TokenService::new(
-            config().build().unwrap(),
-            SigningKey::generate(Algorithm::Es256).unwrap(),
-            Arc::new(MemoryRefreshStore::new()),
-        ))
-        .build()
-        .unwrap();
+    let auth = racing(accounts.clone());
     let flows = auth.authenticator();
     let password = || Password::from(PASSWORD.to_owned());
     let alice = flows

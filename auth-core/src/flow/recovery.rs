@@ -769,6 +769,26 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The record of a live link of `purpose`, looked at without taking it,
+    /// and its user if enabled (the link pages' "whose is it").
+    async fn peek_link(
+        &self,
+        token: &str,
+        purpose: Purpose,
+    ) -> Result<Option<(TokenRecord, AnyUser)>, AuthError> {
+        let Some(token) = SingleUseToken::parse(token.trim()) else {
+            return Ok(None);
+        };
+        let tokens = &self.inner.tokens;
+        let Some(record) = tokens.peek(&token.key(), purpose, self.now()).await? else {
+            return Ok(None);
+        };
+        Ok(match self.inner.users.find_by_id(&record.user_id).await? {
+            Some(user) if !user.is_disabled() => Some((record, user)),
+            _ => None,
+        })
+    }
+
     /// The login name of the account a magic link signs in to, looked up
     /// without using the link, for the link's page to name ("sign in as
     /// ..."): a link somebody else sent is then not followed blindly.
@@ -780,19 +800,8 @@ impl Authenticator {
     /// browser's logins; a token is 256 random bits, so the answer tells
     /// nothing to whoever does not hold one.
     pub async fn magic_link_account(&self, token: &str) -> Result<Option<String>, AuthError> {
-        let Some(token) = SingleUseToken::parse(token.trim()) else {
+        let Some((record, user)) = self.peek_link(token, Purpose::MagicLink).await? else {
             return Ok(None);
-        };
-        let tokens = &self.inner.tokens;
-        let Some(record) = tokens
-            .peek(&token.key(), Purpose::MagicLink, self.now())
-            .await?
-        else {
-            return Ok(None);
-        };
-        let user = match self.inner.users.find_by_id(&record.user_id).await? {
-            Some(user) if !user.is_disabled() => user,
-            _ => return Ok(None),
         };
         let current = reset_binding(user.password_hash());
         if !bool::from(current.as_bytes().ct_eq(record.binding.as_bytes())) {
@@ -810,19 +819,8 @@ impl Authenticator {
     /// or when the token store cannot look without taking. Not throttled,
     /// as [`magic_link_account`](Self::magic_link_account).
     pub async fn verification_account(&self, token: &str) -> Result<Option<String>, AuthError> {
-        let Some(token) = SingleUseToken::parse(token.trim()) else {
+        let Some((record, user)) = self.peek_link(token, Purpose::EmailVerification).await? else {
             return Ok(None);
-        };
-        let tokens = &self.inner.tokens;
-        let Some(record) = tokens
-            .peek(&token.key(), Purpose::EmailVerification, self.now())
-            .await?
-        else {
-            return Ok(None);
-        };
-        let user = match self.inner.users.find_by_id(&record.user_id).await? {
-            Some(user) if !user.is_disabled() => user,
-            _ => return Ok(None),
         };
         let (password, address) = match record.binding.split_once(':') {
             Some((password, address)) => (Some(password), address),

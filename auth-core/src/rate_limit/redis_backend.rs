@@ -435,13 +435,7 @@ fn ip_decision(wait: i64) -> Decision {
 /// (a lock could vanish early). A server that does not answer `CONFIG GET`
 /// (managed services often refuse it) is taken as configured.
 async fn warn_about_eviction(conn: &mut RedisConn) {
-    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    if let Ok(reply) = policy
-        && let Some(policy) = reply.get(1)
+    if let Some(policy) = crate::redis_conn::maxmemory_policy(conn).await
         && policy.starts_with("allkeys-")
     {
         tracing::warn!(

@@ -93,20 +93,14 @@ use redis::{RedisResult, Script};
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::redis_conn::{ClientCache, RedisConn, tracked_hmget};
+use crate::redis_conn::{ClientCache, RedisConn, maxmemory_policy, tracked_hmget};
 
 /// Logs a warning unless Redis is set never to evict keys: "sign out
 /// everywhere" ends the sessions a user's index lists, so an evicted index
 /// would end none (a server that does not answer `CONFIG GET`, as managed
 /// services often do, is taken as configured).
 async fn warn_about_eviction(conn: &mut RedisConn) {
-    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    if let Ok(reply) = policy
-        && let Some(policy) = reply.get(1)
+    if let Some(policy) = maxmemory_policy(conn).await
         && policy != "noeviction"
     {
         tracing::warn!(
