@@ -429,6 +429,18 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// The server's `maxmemory-policy`, or `None` when it does not answer
+/// `CONFIG GET` (managed services often refuse it).
+pub(crate) async fn maxmemory_policy(conn: &mut RedisConn) -> Option<String> {
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await
+        .ok()?;
+    reply.into_iter().nth(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,16 +555,4 @@ mod tests {
         let error = RedisConn::connect(" , ").await.expect_err("an error");
         assert!(error.to_string().contains("seed node"), "{error}");
     }
-}
-
-/// The server's `maxmemory-policy`, or `None` when it does not answer
-/// `CONFIG GET` (managed services often refuse it).
-pub(crate) async fn maxmemory_policy(conn: &mut RedisConn) -> Option<String> {
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await
-        .ok()?;
-    reply.into_iter().nth(1)
 }
