@@ -432,13 +432,14 @@ impl ConnectionLike for RedisConn {
 /// The server's `maxmemory-policy`, or `None` when it does not answer
 /// `CONFIG GET` (managed services often refuse it).
 pub(crate) async fn maxmemory_policy(conn: &mut RedisConn) -> Option<String> {
-    let reply: Vec<String> = redis::cmd("CONFIG")
+    // A map over RESP3, a flat list of pairs over RESP2: a map reads both.
+    let mut reply: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
         .query_async(conn)
         .await
         .ok()?;
-    reply.into_iter().nth(1)
+    reply.remove("maxmemory-policy")
 }
 
 #[cfg(test)]

@@ -313,6 +313,61 @@ mod redis_client_cache {
     /// A hang detector for waits on Redis, not a performance bound.
     const PATIENCE: Duration = Duration::from_secs(2);
 
+    /// A server that may evict keys gets a warning at connect, over RESP3
+    /// (the cached connection: `CONFIG GET` answers a map there) and RESP2.
+    #[tokio::test]
+    async fn an_evicting_server_is_warned_about() {
+        let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let mut admin = admin(&url).await;
+        let set = |policy: &'static str| {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy)
+                .clone()
+        };
+        // No maxmemory is set on the test server: nothing is evicted.
+        set("allkeys-lru")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        let warned = |buffer: &Buffer| {
+            String::from_utf8_lossy(&buffer.0.lock().unwrap()).contains("session index")
+        };
+        for resp2 in [false, true] {
+            buffer.0.lock().unwrap().clear();
+            let _store = RedisStore::connect(&at_db(&url, 0, resp2)).await.unwrap();
+            assert!(warned(&buffer), "resp2 {resp2}");
+        }
+        set("noeviction")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        buffer.0.lock().unwrap().clear();
+        let _store = RedisStore::connect(&url).await.unwrap();
+        assert!(!warned(&buffer));
+    }
+
     /// `url` with database `db` (and `protocol=resp2` if `resp2`).
     fn at_db(url: &str, db: u8, resp2: bool) -> String {
         let mut url = url::Url::parse(url).unwrap();

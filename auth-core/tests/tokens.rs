@@ -971,3 +971,14 @@ async fn a_failed_token_sign_in_leaves_no_session() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A bearer token's stand-in session (what `verify_bearer` answers, and
+/// what a bearer request's guards hold) gives its user to
+/// `current_user`: it records no stamp, its token's family is its check.
+#[tokio::test]
+async fn a_bearer_requests_session_gives_its_user() {
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    let (_, session, _) = h.auth.verify_bearer(&pair.access_token).await.unwrap();
+    assert_eq!(h.auth.current_user(&session).await.unwrap().id(), id);
+}

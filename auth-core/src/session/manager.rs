@@ -255,6 +255,12 @@ impl Session {
         }
     }
 
+    /// Whether this is a bearer token's stand-in ([`Session::detached`]):
+    /// never stored, its user checked with its token's family instead.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.key == SessionKey::from_bytes([0; 32])
+    }
+
     /// The session ID (the cookie value). Handle with care.
     pub fn id(&self) -> &SessionId {
         &self.id
