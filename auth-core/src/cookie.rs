@@ -79,11 +79,13 @@ pub enum CookieConfigError {
     /// The name is empty or has characters not allowed in a cookie name.
     #[error("invalid cookie name")]
     InvalidName,
-    /// A `__Host-` name with
+    /// A `__Host-` or `__Secure-` name (in any case) with
     /// [`CookieConfigBuilder::insecure_http_development`]: browsers refuse
-    /// a `__Host-` cookie without `Secure`, so logins would silently not
-    /// stick. Leave the name out (it is then `session`) or drop the prefix.
-    #[error("a __Host- cookie needs Secure: drop the prefix for insecure_http_development")]
+    /// such a cookie without `Secure`, so logins would silently not stick.
+    /// Leave the name out (it is then `session`) or drop the prefix.
+    #[error(
+        "a __Host- or __Secure- cookie needs Secure: drop the prefix for insecure_http_development"
+    )]
     HostPrefixWithoutSecure,
 }
 
@@ -123,7 +125,10 @@ impl CookieConfigBuilder {
         if name.is_empty() || !name.chars().all(valid_char) {
             return Err(CookieConfigError::InvalidName);
         }
-        if self.insecure_http && name.starts_with(HOST_PREFIX) {
+        // Browsers refuse `__Host-` and `__Secure-` cookies without
+        // `Secure`, and match the prefixes case-insensitively.
+        let lower = name.to_ascii_lowercase();
+        if self.insecure_http && (lower.starts_with("__host-") || lower.starts_with("__secure-")) {
             return Err(CookieConfigError::HostPrefixWithoutSecure);
         }
         if self.insecure_http {
@@ -470,14 +475,18 @@ mod tests {
         assert_eq!(dev.name(), "session");
         assert!(!dev.is_secure());
         assert!(!attributes(&dev.session_cookie(&id, None)).contains(&"secure".to_owned()));
-        // A browser refuses a __Host- cookie without Secure.
-        assert_eq!(
-            CookieConfig::builder()
-                .name("__Host-app")
-                .insecure_http_development()
-                .build()
-                .unwrap_err(),
-            CookieConfigError::HostPrefixWithoutSecure
-        );
+        // A browser refuses a __Host- or __Secure- cookie (any case)
+        // without Secure.
+        for name in ["__Host-app", "__host-app", "__Secure-app", "__SECURE-app"] {
+            assert_eq!(
+                CookieConfig::builder()
+                    .name(name)
+                    .insecure_http_development()
+                    .build()
+                    .unwrap_err(),
+                CookieConfigError::HostPrefixWithoutSecure,
+                "{name}"
+            );
+        }
     }
 }

@@ -800,6 +800,12 @@ fn policy_length_in_code_points() {
         check(&policy, "\u{fb03}\u{fb03}\u{fb03}", &[]),
         Err(PolicyViolation::TooShort { min: 8 })
     );
+    // Nor text that NFKC shrinks: 8 pairs of compatibility jamo compose
+    // to 8 syllables.
+    assert_eq!(
+        check(&policy, &"\u{3131}\u{314f}".repeat(4), &[]),
+        Err(PolicyViolation::TooShort { min: 8 })
+    );
     // The maximum counts characters as typed: 64 x U+FDFA (which NFKC
     // expands to 18 characters each) is accepted at the lowest maximum.
     let lowest = PasswordPolicy::builder().max_length(64).build().unwrap();

@@ -547,15 +547,22 @@ fn configuration_is_validated() {
         .build()
         .unwrap_err();
     assert!(zero.to_string().contains("positive"), "{zero}");
-    // The persistent idle timeout is kept between the idle timeout and the
-    // persistent absolute lifetime; a shorter persistent lifetime set alone
-    // still builds.
+    // The persistent idle timeout is at most the persistent absolute
+    // lifetime; a shorter persistent lifetime set alone still builds.
     let day = 24 * 3600 * Duration::from_secs(1);
+    // A shorter one than the idle timeout is kept (the app's choice), but
+    // not at or below the touch interval.
     let short = SessionConfig::builder()
-        .persistent_idle_timeout(Duration::from_secs(60))
+        .persistent_idle_timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    assert_eq!(short.persistent_idle_timeout(), short.idle_timeout());
+    assert_eq!(short.persistent_idle_timeout(), Duration::from_secs(120));
+    assert!(
+        SessionConfig::builder()
+            .persistent_idle_timeout(Duration::from_secs(60))
+            .build()
+            .is_err()
+    );
     let long = SessionConfig::builder()
         .persistent_idle_timeout(31 * day)
         .build()

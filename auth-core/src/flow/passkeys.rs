@@ -262,24 +262,27 @@ impl Authenticator {
             backup_eligible,
             backed_up,
         };
-        let had_factor = !self.second_factors(user.id()).await?.is_empty();
         // Again at the end: ceremonies begun side by side each passed the
         // first check.
         if passkeys.store().count(user.id()).await? >= MAX_PASSKEYS {
             return Err(AuthError::TooManyPasskeys);
         }
         passkeys.store().insert(&stored).await?;
-        let recovery_codes =
-            if had_factor || self.inner.accounts.recovery_codes_left(user.id()).await? > 0 {
-                None
-            } else {
-                let codes = RecoveryCodes::generate(user.id())?;
-                self.inner
-                    .accounts
-                    .replace_recovery_codes(user.id(), codes.hashes())
-                    .await?;
-                Some(codes)
-            };
+        // Decided after the insert, on the codes themselves: an account left
+        // without codes (its last factor was turned off meanwhile, taking
+        // them) gets a set with this passkey. (A turn-off whose clearing
+        // lands between this read and its own can still leave none: it is
+        // two store calls, not one.)
+        let recovery_codes = if self.inner.accounts.recovery_codes_left(user.id()).await? > 0 {
+            None
+        } else {
+            let codes = RecoveryCodes::generate(user.id())?;
+            self.inner
+                .accounts
+                .replace_recovery_codes(user.id(), codes.hashes())
+                .await?;
+            Some(codes)
+        };
         let stamp = self.raise_epoch(&user).await?;
         // The registration proved the new passkey (with user
         // verification), as a first code confirms TOTP.

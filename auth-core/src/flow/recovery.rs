@@ -238,7 +238,8 @@ impl Authenticator {
     /// (the account's way back in) changes only with the owner's proof,
     /// through [`change_email`](Self::change_email);
     /// [`AuthError::Throttled`]: the account has had its verification
-    /// mails for now (5, then a back-off). (The check for a verified
+    /// mails for now (5, then a back-off; a first address is not
+    /// charged). (The check for a verified
     /// address and the write are two store calls: a verification of the
     /// account's unverified address that lands between them is replaced.)
     pub async fn set_email(
@@ -250,14 +251,16 @@ impl Authenticator {
         let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
         let setup = self.mail_setup()?.clone();
         let accounts = &self.inner.accounts;
-        if accounts
-            .email(user.id())
-            .await?
-            .is_some_and(|email| email.verified)
-        {
+        let current = accounts.email(user.id()).await?;
+        if current.as_ref().is_some_and(|email| email.verified) {
             return Err(AuthError::EmailAlreadyVerified);
         }
-        self.verification_budget(user.id(), client).await?;
+        // The first address (a registration's) is not charged: the
+        // registration was, and a 429 now would come after the account
+        // was made. Replacing one is.
+        if current.is_some() {
+            self.verification_budget(user.id(), client).await?;
+        }
         accounts.set_email(user.id(), &address).await?;
         let tokens = &self.inner.tokens;
         tokens
@@ -318,10 +321,12 @@ impl Authenticator {
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::EmailChangeFailed)
             .await?;
+        // The proof renews the session (its stamp follows a re-hash) even
+        // if the budget then refuses the mail.
+        self.renew_after_proof(session, &user, &hash).await?;
         // After the proof: only proven changes count (whoever holds a
         // session without the password cannot spend the owner's budget).
         self.verification_budget(user.id(), client).await?;
-        self.renew_after_proof(session, &user, &hash).await?;
         let accounts = &self.inner.accounts;
         let old = accounts.email(user.id()).await?.filter(|e| e.verified);
         accounts.set_pending_email(user.id(), &address).await?;

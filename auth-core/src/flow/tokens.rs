@@ -136,10 +136,12 @@ impl Authenticator {
                 mut session,
                 methods,
             } => {
-                self.inner
-                    .sessions
-                    .insert(&mut session, TOKEN_LOGIN, &true)
-                    .await?;
+                let sessions = &self.inner.sessions;
+                if let Err(error) = sessions.insert(&mut session, TOKEN_LOGIN, &true).await {
+                    // Not left for its 5 minutes: nobody has its token.
+                    let _ = sessions.destroy(session).await;
+                    return Err(error.into());
+                }
                 Ok(TokenOutcome::MfaRequired {
                     mfa_token: session.id().encode(),
                     methods,

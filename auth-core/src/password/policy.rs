@@ -169,7 +169,10 @@ impl PasswordPolicy {
         // a compatibility expansion (NFKC makes 18 characters of U+FDFA).
         // The maximum on the text as typed, so a 64-character password is
         // accepted even if NFKC expands it.
-        if password.expose().nfc().count() < self.min_chars {
+        // (NFKC can also shrink text, compatibility jamo compose: the
+        // smaller of the two counts is judged.)
+        let composed = password.expose().nfc().count();
+        if composed.min(normalized.chars().count()) < self.min_chars {
             return Err(PolicyViolation::TooShort {
                 min: self.min_chars,
             });

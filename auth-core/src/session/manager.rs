@@ -120,8 +120,8 @@ impl SessionConfigBuilder {
     }
 
     /// Idle timeout of signed-in persistent sessions, created with
-    /// [`NewSession::persistent`] (default 7 days; at least the idle
-    /// timeout, at most the persistent absolute timeout).
+    /// [`NewSession::persistent`] (default 7 days; at most the persistent
+    /// absolute timeout).
     pub fn persistent_idle_timeout(mut self, timeout: Duration) -> Self {
         self.0.persistent_idle_timeout = timeout;
         self
@@ -154,9 +154,9 @@ impl SessionConfigBuilder {
     }
 
     /// Validates: all timeouts positive, idle <= absolute <= persistent
-    /// absolute, touch interval shorter than the idle timeouts. The
-    /// persistent idle timeout is brought within idle timeout ..=
-    /// persistent absolute timeout.
+    /// absolute, touch interval shorter than the idle timeouts. A
+    /// persistent idle timeout past the persistent absolute timeout is
+    /// brought down to it.
     pub fn build(self) -> Result<SessionConfig, SessionError> {
         let c = self.0;
         let positive = [
@@ -177,14 +177,17 @@ impl SessionConfigBuilder {
                 "idle timeout <= absolute timeout <= persistent absolute timeout",
             ));
         }
-        // The persistent idle timeout is kept between the idle timeout and
-        // the persistent lifetime (a shorter persistent lifetime set alone
-        // keeps working: the idle deadline never passes the absolute one).
+        // The persistent idle timeout is at most the persistent lifetime (a
+        // shorter persistent lifetime set alone keeps working: the idle
+        // deadline never passes the absolute one). A shorter one than the
+        // idle timeout is the app's to choose, and is kept.
         let mut c = c;
-        c.persistent_idle_timeout = c
-            .persistent_idle_timeout
-            .max(c.idle_timeout)
-            .min(c.persistent_absolute_timeout);
+        c.persistent_idle_timeout = c.persistent_idle_timeout.min(c.persistent_absolute_timeout);
+        if c.touch_interval >= c.persistent_idle_timeout {
+            return Err(SessionError::Config(
+                "touch interval must be shorter than the idle timeouts",
+            ));
+        }
         if c.anonymous_idle_timeout.is_zero() {
             return Err(SessionError::Config("session timeouts must be positive"));
         }

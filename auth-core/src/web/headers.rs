@@ -135,12 +135,14 @@ impl Eq for SecurityHeaders {}
 
 /// Whether every site matches the CSP source expression `source`.
 fn any_site(source: &str) -> bool {
-    let Some((_, host)) = source.split_once("://") else {
-        // A bare scheme (`https:`), or `*`.
-        return source == "*" || source.ends_with(':');
+    let host = match source.split_once("://") {
+        Some((_, host)) => host,
+        // A bare scheme (`https:`).
+        None if source.ends_with(':') => return true,
+        None => source,
     };
-    let host = host.split(['/', ':']).next().unwrap_or_default();
-    host == "*"
+    // `*`, `*:443`, `https://*`, `https://*:*/`.
+    host.split(['/', ':']).next() == Some("*")
 }
 
 #[cfg(test)]
@@ -195,6 +197,8 @@ mod tests {
             "frame-ancestors https://*",
             "frame-ancestors https://*:443 'self'",
             "frame-ancestors *; frame-ancestors 'none'",
+            "frame-ancestors *:443",
+            "frame-ancestors *:*",
         ] {
             let policy = SecurityHeaders::new().content_security_policy(allows);
             assert!(!policy.forbids_framing(), "{allows}");

@@ -391,9 +391,26 @@ fn key_file(settings: &Settings, suffix: &str) -> Option<String> {
 /// passkeys; SQLite gives its journal files the same mode). An existing
 /// file is left as it is.
 fn create_private_database(settings: &Settings) -> Result<(), Box<dyn Error>> {
-    let Some(path) = key_file(settings, "") else {
+    let url = &settings.database_url;
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Ok(());
     };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // In memory, read-only, or a percent-encoded path (SQLite's name for it
+    // is not this text): SQLite opens or makes it itself.
+    let own_file = !path.is_empty()
+        && !path.contains(":memory:")
+        && !path.contains('%')
+        && !query
+            .split('&')
+            .any(|pair| pair == "mode=memory" || pair == "mode=ro");
+    if !own_file {
+        return Ok(());
+    }
+    let path = path.to_owned();
     match create_key_file(&path, "") {
         Err(error)
             if error
@@ -1295,8 +1312,28 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
-        s.database_url = "sqlite::memory:".to_owned();
+        // Without the slashes too; nothing made for memory, read-only or
+        // percent-encoded names.
+        let plain = dir.join("plain.db");
+        s.database_url = format!("sqlite:{}", plain.display());
         create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
+        let mode = std::fs::metadata(&plain)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        for url in [
+            "sqlite::memory:".to_owned(),
+            format!("sqlite://{}?mode=ro", dir.join("ro.db").display()),
+            format!("sqlite://{}?mode=memory", dir.join("mem.db").display()),
+            format!("sqlite://{}", dir.join("my%20db.db").display()),
+        ] {
+            s.database_url = url.clone();
+            create_private_database(&s).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for name in ["ro.db", "mem.db", "my%20db.db"] {
+            assert!(!dir.join(name).exists(), "{name}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
