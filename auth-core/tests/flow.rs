@@ -98,6 +98,21 @@ fn cheap_passwords() -> PasswordService {
         .unwrap()
 }
 
+/// [`PASSWORD`] hashed at parameters below the default: a login re-hashes it.
+fn weak_hash() -> HashedPassword {
+    PasswordHasher::builder()
+        .params(Argon2Params {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        })
+        .insecure_allow_weak_params()
+        .build()
+        .unwrap()
+        .hash(&pw(PASSWORD))
+        .unwrap()
+}
+
 fn pw(s: &str) -> Password {
     Password::from(s)
 }
@@ -604,17 +619,7 @@ async fn a_rehash_racing_a_password_change_never_restores_the_old_password() {
     };
     let h = harness_with(racing, memory.clone(), ThrottleConfig::default());
     let user = register(&h, "alice").await;
-    let weak = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .unwrap()
-        .hash(&pw(PASSWORD))
-        .unwrap();
+    let weak = weak_hash();
     memory.force_password_hash(user.id(), weak).unwrap();
     let err = h
         .auth
@@ -654,17 +659,7 @@ async fn a_rehash_losing_to_a_rehash_of_the_same_password_still_logs_in() {
     };
     let h = harness_with(racing, memory.clone(), ThrottleConfig::default());
     let user = register(&h, "alice").await;
-    let weak = PasswordHasher::builder()
-        .params(Argon2Params {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        })
-        .insecure_allow_weak_params()
-        .build()
-        .unwrap()
-        .hash(&pw(PASSWORD))
-        .unwrap();
+    let weak = weak_hash();
     memory.force_password_hash(user.id(), weak).unwrap();
     let session = match h
         .auth

@@ -39,7 +39,17 @@ fn client() -> NewSession {
 }
 
 async fn login(manager: &SessionManager, user: &str, stamp: &str) -> auth_core::session::Session {
-    let mut session = manager.create(client()).await.unwrap();
+    login_as(manager, client(), user, stamp).await
+}
+
+/// [`login`] from a session made with `new` (a persistent one, say).
+async fn login_as(
+    manager: &SessionManager,
+    new: NewSession,
+    user: &str,
+    stamp: &str,
+) -> auth_core::session::Session {
+    let mut session = manager.create(new).await.unwrap();
     let now = manager.clock().now();
     let (user, stamp) = (user.to_owned(), stamp.to_owned());
     manager
@@ -463,20 +473,10 @@ async fn persistent_sessions_idle_out_after_the_persistent_idle_timeout() {
         ..client()
     };
     let anonymous = manager.create(persistent()).await.unwrap().id().encode();
-    let mut session = manager.create(persistent()).await.unwrap();
-    let now = clock.now();
-    manager
-        .rotate_with(&mut session, |record| {
-            record.user_id = Some("u1".into());
-            record.security_stamp = Some("s1".into());
-            record.auth = AuthState::Authenticated {
-                factors: vec![Factor::Password],
-                at: now,
-            };
-        })
+    let cookie = login_as(&manager, persistent(), "u1", "s1")
         .await
-        .unwrap();
-    let cookie = session.id().encode();
+        .id()
+        .encode();
     clock.advance(6 * day);
     assert!(
         manager.load(&cookie).await.unwrap().is_some(),
@@ -496,20 +496,10 @@ async fn persistent_sessions_idle_out_after_the_persistent_idle_timeout() {
         "seven idle days end it"
     );
     // Used every six days, it still ends at the absolute lifetime (30 days).
-    let mut session = manager.create(persistent()).await.unwrap();
-    let now = clock.now();
-    manager
-        .rotate_with(&mut session, |record| {
-            record.user_id = Some("u1".into());
-            record.security_stamp = Some("s1".into());
-            record.auth = AuthState::Authenticated {
-                factors: vec![Factor::Password],
-                at: now,
-            };
-        })
+    let cookie = login_as(&manager, persistent(), "u1", "s1")
         .await
-        .unwrap();
-    let cookie = session.id().encode();
+        .id()
+        .encode();
     for _ in 0..4 {
         clock.advance(6 * day);
         assert!(manager.load(&cookie).await.unwrap().is_some());
