@@ -800,8 +800,8 @@ fn policy_length_in_code_points() {
         check(&policy, "\u{fb03}\u{fb03}\u{fb03}", &[]),
         Err(PolicyViolation::TooShort { min: 8 })
     );
-    // Nor text that NFKC shrinks: 8 pairs of compatibility jamo compose
-    // to 8 syllables.
+    // Nor text that NFKC shrinks: 4 pairs of compatibility jamo (8 code
+    // points) compose to 4 syllables.
     assert_eq!(
         check(&policy, &"\u{3131}\u{314f}".repeat(4), &[]),
         Err(PolicyViolation::TooShort { min: 8 })

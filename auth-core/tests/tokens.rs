@@ -975,10 +975,34 @@ async fn a_failed_token_sign_in_leaves_no_session() {
 /// A bearer token's stand-in session (what `verify_bearer` answers, and
 /// what a bearer request's guards hold) gives its user to
 /// `current_user`: it records no stamp, its token's family is its check.
+/// A flow that changes the account refuses it before anything changes
+/// (the web pipeline stores a stand-in for such a flow).
 #[tokio::test]
 async fn a_bearer_requests_session_gives_its_user() {
     let h = harness(config().build().unwrap());
     let (id, pair) = signed_in(&h, "alice").await;
-    let (_, session, _) = h.auth.verify_bearer(&pair.access_token).await.unwrap();
+    let (_, mut session, _) = h.auth.verify_bearer(&pair.access_token).await.unwrap();
     assert_eq!(h.auth.current_user(&session).await.unwrap().id(), id);
+    let epoch = h.accounts.epoch(&id).await.unwrap();
+    assert!(matches!(
+        h.auth.sign_out_everywhere(&mut session, &client()).await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(matches!(
+        h.auth
+            .change_password(
+                &mut session,
+                &Password::from(PASSWORD.to_owned()),
+                &Password::from("another long passphrase 7".to_owned()),
+                &client(),
+            )
+            .await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert_eq!(
+        h.accounts.epoch(&id).await.unwrap(),
+        epoch,
+        "nothing changed"
+    );
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
 }

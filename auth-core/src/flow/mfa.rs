@@ -467,7 +467,7 @@ impl Authenticator {
         proof: &FactorProof,
         client: &Client,
     ) -> Result<Enrollment, AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         let keys = self.keys()?;
         if self.totp_confirmed(&user).await? {
             return Err(AuthError::TotpAlreadyEnabled);
@@ -520,7 +520,7 @@ impl Authenticator {
         code: &str,
         client: &Client,
     ) -> Result<RecoveryCodes, AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         self.keys()?;
         let account = mfa_account(user.id());
         self.throttle(&account, client, Some(user.id()), Factor::Totp)
@@ -596,7 +596,7 @@ impl Authenticator {
         proof: &FactorProof,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         if !self.totp_confirmed(&user).await? {
             return Err(AuthError::TotpNotEnabled);
         }
@@ -644,7 +644,7 @@ impl Authenticator {
         proof: &FactorProof,
         client: &Client,
     ) -> Result<RecoveryCodes, AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         // Recovery codes back a second factor: TOTP or a passkey.
         if self.second_factors(user.id()).await?.is_empty() {
             return Err(AuthError::TotpNotEnabled);
@@ -701,7 +701,7 @@ impl Authenticator {
         code: &str,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         if self.second_factors(user.id()).await?.is_empty() {
             return self.reauthenticate(session, password, client).await;
         }

@@ -352,7 +352,7 @@ impl Authenticator {
         password: &Password,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         if !self.second_factors(user.id()).await?.is_empty() {
             // A password alone must not refresh a multi-factor login.
             return Err(AuthError::ReauthenticationRequired);
@@ -425,7 +425,7 @@ impl Authenticator {
         new_password: &Password,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         // The compare-and-set below is against the hash this password was
         // just checked against: if the password changed meanwhile, the old
         // one cannot overwrite the new.

@@ -317,7 +317,7 @@ impl Authenticator {
     ) -> Result<(), AuthError> {
         let address = normalize_email(address).map_err(|_| AuthError::InvalidEmail)?;
         let setup = self.mail_setup()?.clone();
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         let hash = self
             .check_proof(&user, proof, client, AuthEventKind::EmailChangeFailed)
             .await?;

@@ -44,7 +44,10 @@ impl Authenticator {
     /// changed (by any path) or an epoch raised since the session was
     /// loaded refuses it here too ([`AuthError::NotAuthenticated`]), so a
     /// flow that needs no password (sign out everywhere, confirming TOTP,
-    /// adding a passkey) never re-stamps a session that had just ended.
+    /// adding a passkey) never re-stamps a session that had just ended. A
+    /// bearer token's stand-in (from `verify_bearer`)
+    /// records no stamp and is taken as it is: its token's family is its
+    /// check; the flows that change an account refuse it.
     pub async fn current_user(&self, session: &Session) -> Result<AnyUser, AuthError> {
         let id = session
             .authenticated_user()
@@ -69,6 +72,17 @@ impl Authenticator {
             return Err(AuthError::NotAuthenticated);
         }
         Ok(user)
+    }
+
+    /// The user of a session a flow is about to change (its factors, its
+    /// password, its other sessions): as [`current_user`](Self::current_user),
+    /// and never a bearer token's stand-in that was not stored for the flow
+    /// ([`AuthError::SessionRequired`], before anything changes).
+    pub(super) async fn changing_user(&self, session: &Session) -> Result<AnyUser, AuthError> {
+        if session.is_detached() {
+            return Err(AuthError::SessionRequired);
+        }
+        self.current_user(session).await
     }
 
     /// Fails with [`AuthError::NotAuthenticated`] unless `session` is fully
@@ -172,7 +186,7 @@ impl Authenticator {
         session: &mut Session,
         client: &Client,
     ) -> Result<u64, AuthError> {
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         let stamp = self.raise_epoch(&user).await?;
         let ended = self
             .end_other_sessions(session, user.id(), stamp, |_| {})

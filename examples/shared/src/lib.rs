@@ -378,12 +378,17 @@ pub fn token_config(issuer: &str) -> Result<TokenConfig, Box<dyn Error>> {
 /// Where a SQLite demo keeps a generated key: beside its database file,
 /// `suffix` appended; `None` for PostgreSQL or an in-memory database.
 fn key_file(settings: &Settings, suffix: &str) -> Option<String> {
-    settings
-        .database_url
+    sqlite_file(&settings.database_url).map(|(path, _)| format!("{path}{suffix}"))
+}
+
+/// A SQLite URL's file path and query (`sqlite://path?query` or
+/// `sqlite:path`); `None` for another database or an in-memory one.
+fn sqlite_file(url: &str) -> Option<(&str, &str)> {
+    let rest = url
         .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
-        .map(|p| format!("{p}{suffix}"))
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    (!path.is_empty() && !path.contains(":memory:")).then_some((path, query))
 }
 
 /// Creates a SQLite demo's database file, readable by its owner only, if
@@ -391,23 +396,22 @@ fn key_file(settings: &Settings, suffix: &str) -> Option<String> {
 /// passkeys; SQLite gives its journal files the same mode). An existing
 /// file is left as it is.
 fn create_private_database(settings: &Settings) -> Result<(), Box<dyn Error>> {
-    let url = &settings.database_url;
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
+    let Some((path, query)) = sqlite_file(&settings.database_url) else {
         return Ok(());
     };
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    // In memory, read-only, or a percent-encoded path (SQLite's name for it
-    // is not this text): SQLite opens or makes it itself.
-    let own_file = !path.is_empty()
-        && !path.contains(":memory:")
-        && !path.contains('%')
-        && !query
-            .split('&')
-            .any(|pair| pair == "mode=memory" || pair == "mode=ro");
-    if !own_file {
+    // In memory or read-only: SQLite opens it as it is.
+    if query
+        .split('&')
+        .any(|pair| pair == "mode=memory" || pair == "mode=ro")
+    {
+        return Ok(());
+    }
+    // A percent-encoded name is not this text: SQLite makes the file.
+    if path.contains('%') {
+        tracing::warn!(
+            "DATABASE_URL: a percent-encoded SQLite file name; the file is made with the \
+             process's umask, not mode 0600"
+        );
         return Ok(());
     }
     let path = path.to_owned();
