@@ -1006,3 +1006,104 @@ async fn a_bearer_requests_session_gives_its_user() {
     );
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
 }
+
+/// A user store that fails its reads by id while `failing` is set.
+#[derive(Debug)]
+struct FailingReads {
+    inner: Arc<MemoryUserStore>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl UserStore for FailingReads {
+    type User = auth_core::user::User;
+
+    async fn find_by_login(
+        &self,
+        login: &auth_core::user::LoginName,
+    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
+        self.inner.find_by_login(login).await
+    }
+    async fn find_by_id(
+        &self,
+        id: &String,
+    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::user::UserStoreError::Unsupported);
+        }
+        self.inner.find_by_id(id).await
+    }
+    async fn set_password_hash(
+        &self,
+        id: &String,
+        current: &str,
+        new: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.set_password_hash(id, current, new).await
+    }
+    async fn create(
+        &self,
+        user: auth_core::user::NewUser,
+    ) -> Result<Self::User, auth_core::user::UserStoreError> {
+        self.inner.create(user).await
+    }
+}
+
+/// A refresh that fails after its rotation was stored (the user store
+/// failed) loses the successor: the family ends plainly, and the client's
+/// retry with the spent token is an unknown token, not a theft (no
+/// `RefreshTokenReused` event).
+#[tokio::test]
+async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
+    let users = Arc::new(FailingReads {
+        inner: Arc::new(MemoryUserStore::new()),
+        failing: std::sync::atomic::AtomicBool::new(false),
+    });
+    let events = Arc::new(Events::default());
+    let auth = Auth::builder(users.clone())
+        .accounts(Arc::new(MemoryAccountStore::new()))
+        .event_hook(events.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            Arc::new(MemoryRefreshStore::new()),
+        ))
+        .build()
+        .unwrap();
+    let flows = auth.authenticator();
+    let password = || Password::from(PASSWORD.to_owned());
+    flows
+        .register("alice", &password(), &client())
+        .await
+        .unwrap();
+    let TokenOutcome::Issued(pair) = flows
+        .token_login("alice", &password(), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    users
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        flows
+            .refresh_tokens(&pair.refresh_token, &client())
+            .await
+            .is_err()
+    );
+    users
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        flows.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::InvalidGrant)
+    ));
+    assert_eq!(events.count(AuthEventKind::RefreshTokenReused), 0);
+    assert!(flows.verify_bearer(&pair.access_token).await.is_err());
+}

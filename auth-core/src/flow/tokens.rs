@@ -324,26 +324,36 @@ impl Authenticator {
         // included) ends the family at its next refresh, and so does a
         // raised epoch (sign out everywhere, a factor change,
         // `sign_out_user`) whose revocation missed the family.
-        let current = match self.live_user(&family.user_id).await? {
-            Some(user) => {
-                let stamp = self
-                    .inner
-                    .stamps
-                    .of(&user, user.password_hash())
-                    .await
-                    .map_err(AuthError::internal)?;
-                // A family from before stamps carried the epoch (no `.`:
-                // session stamps are base64url) keeps its password check
-                // until it ends, rather than every client being signed out
-                // at the upgrade.
-                if family.stamp.contains('.') {
-                    let epoch = self.inner.accounts.epoch(user.id()).await?;
-                    Some(family_stamp(&stamp, epoch))
-                } else {
-                    Some(stamp.to_string())
+        let current = async {
+            Ok::<_, AuthError>(match self.live_user(&family.user_id).await? {
+                Some(user) => {
+                    let stamp = self
+                        .inner
+                        .stamps
+                        .of(&user, user.password_hash())
+                        .await
+                        .map_err(AuthError::internal)?;
+                    // A family from before stamps carried the epoch (no
+                    // `.`: session stamps are base64url) keeps its password
+                    // check until it ends, rather than every client being
+                    // signed out at the upgrade.
+                    if family.stamp.contains('.') {
+                        let epoch = self.inner.accounts.epoch(user.id()).await?;
+                        Some(family_stamp(&stamp, epoch))
+                    } else {
+                        Some(stamp.to_string())
+                    }
                 }
+                None => None,
+            })
+        }
+        .await;
+        let current = match current {
+            Ok(current) => current,
+            Err(error) => {
+                self.after_a_lost_successor(service, &family, grace).await;
+                return Err(error);
             }
-            None => None,
         };
         // In constant time, as the session stamp's check.
         let stamp_holds = current
@@ -364,7 +374,13 @@ impl Authenticator {
             service.forget_family(&family.id);
             return Err(AuthError::InvalidGrant);
         }
-        let pair = self.pair(service, &family, &successor)?;
+        let pair = match self.pair(service, &family, &successor) {
+            Ok(pair) => pair,
+            Err(error) => {
+                self.after_a_lost_successor(service, &family, grace).await;
+                return Err(error);
+            }
+        };
         self.success(
             AuthEventKind::TokensRefreshed,
             Some(&family.user_id),
@@ -372,6 +388,28 @@ impl Authenticator {
             None,
         );
         Ok(pair)
+    }
+
+    /// A refresh failed after its rotation was stored: the client never
+    /// gets the successor. Without a reuse grace its retry with the spent
+    /// token would read as theft (a false `RefreshTokenReused`, the family
+    /// revoked as stolen): the family ends here instead, plainly, and the
+    /// retry is an unknown token. With a grace, the retry gets the same
+    /// successor, so the family stays. Best effort: the store may be what
+    /// failed.
+    async fn after_a_lost_successor(
+        &self,
+        service: &TokenService,
+        family: &Family,
+        grace: Option<std::time::Duration>,
+    ) {
+        if grace.is_some() {
+            return;
+        }
+        if let Err(error) = service.store().revoke_family(&family.id).await {
+            tracing::warn!(%error, "refresh: a family whose successor was lost stays until its retry reads as reuse");
+        }
+        service.forget_family(&family.id);
     }
 
     /// Revokes the family of a refresh token (RFC 7009: `Ok` whether or
