@@ -45,9 +45,9 @@ impl Authenticator {
     /// loaded refuses it here too ([`AuthError::NotAuthenticated`]), so a
     /// flow that needs no password (sign out everywhere, confirming TOTP,
     /// adding a passkey) never re-stamps a session that had just ended. A
-    /// bearer token's stand-in (from `verify_bearer`)
-    /// records no stamp and is taken as it is: its token's family is its
-    /// check; the flows that change an account refuse it.
+    /// bearer token's stand-in (from `verify_bearer`) records no stamp and
+    /// is taken as it is: its token's family is its check; the flows that
+    /// change an account refuse it.
     pub async fn current_user(&self, session: &Session) -> Result<AnyUser, AuthError> {
         let id = session
             .authenticated_user()
