@@ -684,16 +684,28 @@ async fn a_bearer_check_on_a_store_that_stops_answering_answers_503_in_bounded_t
     assert_eq!((error.status(), error.retry_after_secs()), (503, Some(1)));
 }
 
-/// A user store whose login lookup answers a snapshot taken earlier: a
-/// token sign-in that read the user (and checked the old password) just
-/// before a password change committed.
+/// A user store in memory with two switches: once `snapshot` is set, its
+/// login lookup answers that snapshot (a token sign-in that read the user,
+/// and checked the old password, just before a password change
+/// committed); while `failing` is set, its reads by id fail.
 #[derive(Debug)]
-struct StaleLogins {
+struct TamperedUsers {
     inner: Arc<MemoryUserStore>,
     snapshot: std::sync::Mutex<Option<auth_core::user::User>>,
+    failing: std::sync::atomic::AtomicBool,
 }
 
-impl UserStore for StaleLogins {
+impl TamperedUsers {
+    fn new(inner: Arc<MemoryUserStore>) -> Self {
+        Self {
+            inner,
+            snapshot: std::sync::Mutex::new(None),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl UserStore for TamperedUsers {
     type User = auth_core::user::User;
 
     async fn find_by_login(
@@ -710,6 +722,9 @@ impl UserStore for StaleLogins {
         &self,
         id: &String,
     ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::user::UserStoreError::Unsupported);
+        }
         self.inner.find_by_id(id).await
     }
     async fn set_password_hash(
@@ -735,10 +750,7 @@ impl UserStore for StaleLogins {
 #[tokio::test]
 async fn a_token_sign_in_racing_a_password_change_issues_nothing() {
     let memory = Arc::new(MemoryUserStore::new());
-    let users = Arc::new(StaleLogins {
-        inner: memory.clone(),
-        snapshot: std::sync::Mutex::new(None),
-    });
+    let users = Arc::new(TamperedUsers::new(memory.clone()));
     let store = Arc::new(MemoryRefreshStore::new());
     let auth = Auth::builder(users.clone())
         .accounts(Arc::new(MemoryAccountStore::new()))
@@ -1007,57 +1019,13 @@ async fn a_bearer_requests_session_gives_its_user() {
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
 }
 
-/// A user store that fails its reads by id while `failing` is set.
-#[derive(Debug)]
-struct FailingReads {
-    inner: Arc<MemoryUserStore>,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-impl UserStore for FailingReads {
-    type User = auth_core::user::User;
-
-    async fn find_by_login(
-        &self,
-        login: &auth_core::user::LoginName,
-    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
-        self.inner.find_by_login(login).await
-    }
-    async fn find_by_id(
-        &self,
-        id: &String,
-    ) -> Result<Option<Self::User>, auth_core::user::UserStoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(auth_core::user::UserStoreError::Unsupported);
-        }
-        self.inner.find_by_id(id).await
-    }
-    async fn set_password_hash(
-        &self,
-        id: &String,
-        current: &str,
-        new: &str,
-    ) -> Result<bool, auth_core::user::UserStoreError> {
-        self.inner.set_password_hash(id, current, new).await
-    }
-    async fn create(
-        &self,
-        user: auth_core::user::NewUser,
-    ) -> Result<Self::User, auth_core::user::UserStoreError> {
-        self.inner.create(user).await
-    }
-}
-
 /// A refresh that fails after its rotation was stored (the user store
 /// failed) loses the successor: the family ends plainly, and the client's
 /// retry with the spent token is an unknown token, not a theft (no
 /// `RefreshTokenReused` event).
 #[tokio::test]
 async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
-    let users = Arc::new(FailingReads {
-        inner: Arc::new(MemoryUserStore::new()),
-        failing: std::sync::atomic::AtomicBool::new(false),
-    });
+    let users = Arc::new(TamperedUsers::new(Arc::new(MemoryUserStore::new())));
     let events = Arc::new(Events::default());
     let auth = Auth::builder(users.clone())
         .accounts(Arc::new(MemoryAccountStore::new()))
