@@ -227,7 +227,7 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
 
 /// Every key the Redis store writes expires: a family when it dies (its
 /// idle deadline, pushed on by a rotation, or its expiry), a token with its
-/// family's expiry, a user's set no sooner than its longest-lived family.
+/// family's expiry, a user's index no sooner than its longest-lived family.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn every_redis_key_expires() {
@@ -274,9 +274,9 @@ async fn every_redis_key_expires() {
             dies = at.saturating_add(family.idle_timeout);
         }
         expiries.insert(format!("{prefix}f:{{{}}}", family.id), dies);
-        let set = format!("{prefix}u:{}", family.user_id);
-        let longest = expiries.get(&set).copied().unwrap_or(family.expires_at);
-        expiries.insert(set, longest.max(family.expires_at));
+        let index = format!("{prefix}user:{}", family.user_id);
+        let longest = expiries.get(&index).copied().unwrap_or(family.expires_at);
+        expiries.insert(index, longest.max(family.expires_at));
     }
 
     let mut conn = ::redis::Client::open(url.as_str())
@@ -299,7 +299,7 @@ async fn every_redis_key_expires() {
         let expected = expiries
             .get(key)
             .unwrap_or_else(|| panic!("{key} unexpected"));
-        if key.starts_with(&format!("{prefix}u:")) {
+        if key.starts_with(&format!("{prefix}user:")) {
             assert!(at >= expected.as_unix_millis(), "{key} expires too soon");
         } else {
             assert_eq!(at, expected.as_unix_millis(), "{key}");
@@ -373,9 +373,9 @@ async fn a_script_sent_again_answers_as_the_first_run() {
     assert!(!store.is_live(&family.id, now).await.unwrap());
 }
 
-/// A revocation whose clean-up of the user's set fails (the set's node is
-/// down in a cluster; here the key has the wrong type) still answers that
-/// the family was revoked: it was.
+/// A revocation whose clean-up of the user's index fails (the index's node
+/// is down in a cluster; here the key has the wrong type) still answers
+/// that the family was revoked: it was.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_revocation_stands_when_its_index_clean_up_fails() {
@@ -394,20 +394,139 @@ async fn a_revocation_stands_when_its_index_clean_up_fails() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let set = format!("{prefix}u:{}", family.user_id);
+    let index = format!("{prefix}user:{}", family.user_id);
     ::redis::cmd("DEL")
-        .arg(&set)
+        .arg(&index)
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
     ::redis::cmd("SET")
-        .arg(&set)
-        .arg("not a set")
+        .arg(&index)
+        .arg("not a sorted set")
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
     assert!(store.revoke_family(&family.id).await.unwrap());
     assert!(!store.is_live(&family.id, now).await.unwrap());
+}
+
+/// A user's index keeps only families that may still live: each create
+/// drops the ones whose expiry has passed (by Redis's clock), so a user who
+/// signs in every day does not grow it without bound, and `revoke_user`
+/// does not walk every family the user ever had. Families listed in the
+/// set that indexed them before (a store from before the sorted set, or an
+/// instance not yet upgraded) are still revoked.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked() {
+    use std::time::Duration;
+
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::token::refresh::{Family, new_family_id};
+
+    let Some((url, prefix, store, first)) = redis_store_and_family().await else {
+        return;
+    };
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let index = format!("{prefix}user:{}", first.user_id);
+    let listed = |conn: &mut ::redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let index = index.clone();
+        async move {
+            let mut ids: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            ids.sort();
+            ids
+        }
+    };
+    store
+        .create(&first, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    // Families that expired a minute and a year ago (their own keys gone
+    // with them), and one that expires in a minute.
+    let now = SystemClock.now().as_unix_millis();
+    for (id, score) in [
+        ("expired-a-minute-ago", now - 60_000),
+        ("expired-a-year-ago", now - 365 * 86_400_000),
+        ("expires-in-a-minute", now + 60_000),
+    ] {
+        ::redis::cmd("ZADD")
+            .arg(&index)
+            .arg(score)
+            .arg(id)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let second = Family {
+        id: new_family_id().unwrap(),
+        ..first.clone()
+    };
+    store
+        .create(&second, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    let mut expected = vec![
+        first.id.clone(),
+        second.id.clone(),
+        "expires-in-a-minute".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(listed(&mut conn).await, expected);
+
+    // A family listed only in the old set.
+    let third = Family {
+        id: new_family_id().unwrap(),
+        ..first.clone()
+    };
+    store
+        .create(&third, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    ::redis::cmd("ZREM")
+        .arg(&index)
+        .arg(&third.id)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let old_set = format!("{prefix}u:{}", first.user_id);
+    ::redis::cmd("SADD")
+        .arg(&old_set)
+        .arg(&third.id)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    ::redis::cmd("PEXPIRE")
+        .arg(&old_set)
+        .arg(86_400_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    assert_eq!(store.revoke_user(&first.user_id).await.unwrap(), 3);
+    let at = SystemClock.now().saturating_add(Duration::from_secs(1));
+    for family in [&first, &second, &third] {
+        assert!(!store.is_live(&family.id, at).await.unwrap());
+    }
+    // Revoked families leave both indexes; the absent one stays listed (it
+    // may be a create under way) until it expires.
+    assert_eq!(listed(&mut conn).await, vec!["expires-in-a-minute"]);
+    let left: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(&old_set)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A family checked on one instance is then checked from its cache (no

@@ -177,7 +177,7 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
 }
 
 /// Every key the Redis store writes expires: a token at its own expiry, a
-/// user's set no sooner than its longest-lived token.
+/// user's index no sooner than its longest-lived token.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn every_redis_key_expires() {
@@ -203,9 +203,9 @@ async fn every_redis_key_expires() {
         };
         store.insert(&key, &record).await.unwrap();
         expiries.insert(format!("{prefix}t:{}", key.to_hex()), record.expires_at);
-        let set = format!("{prefix}u:{}:{}", purpose.as_str(), record.user_id);
-        let longest = expiries.get(&set).copied().unwrap_or(record.expires_at);
-        expiries.insert(set, longest.max(record.expires_at));
+        let index = format!("{prefix}user:{}:{}", purpose.as_str(), record.user_id);
+        let longest = expiries.get(&index).copied().unwrap_or(record.expires_at);
+        expiries.insert(index, longest.max(record.expires_at));
         if n == 4 {
             assert!(store.consume(&key, purpose, now).await.unwrap().is_some());
         }
@@ -374,4 +374,115 @@ async fn a_redis_insert_sent_again_is_no_collision() {
             .map(|r| r.user_id),
         Some(record.user_id)
     );
+}
+
+/// A user's index keeps only tokens that may still live: each insert drops
+/// the ones whose expiry has passed (by Redis's clock), so a user who asks
+/// for mail again and again does not grow it without bound. A consumed
+/// token leaves it at once. Tokens listed in the set that indexed them
+/// before (a store from before the sorted set, or an instance not yet
+/// upgraded) are still deleted by `delete_for_user`.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_users_token_index_drops_expired_tokens_and_the_old_set_is_still_read() {
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::single_use::SingleUseToken;
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", unique("test"));
+    let store = auth_core::RedisTokenStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let user = unique("user");
+    let purpose = Purpose::PasswordReset;
+    let index = format!("{prefix}user:{}:{user}", purpose.as_str());
+    let listed = |conn: &mut ::redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let index = index.clone();
+        async move {
+            let mut hexes: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            hexes.sort();
+            hexes
+        }
+    };
+    let now = SystemClock.now();
+    let record = TokenRecord {
+        purpose,
+        user_id: user.clone(),
+        binding: String::new(),
+        expires_at: now.saturating_add(Duration::from_secs(600)),
+    };
+    let first = SingleUseToken::generate().unwrap().key();
+    store.insert(&first, &record).await.unwrap();
+    let millis = now.as_unix_millis();
+    for (hex, score) in [
+        ("expired-a-minute-ago", millis - 60_000),
+        ("expired-a-year-ago", millis - 365 * 86_400_000),
+        ("expires-in-a-minute", millis + 60_000),
+    ] {
+        ::redis::cmd("ZADD")
+            .arg(&index)
+            .arg(score)
+            .arg(hex)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let second = SingleUseToken::generate().unwrap().key();
+    store.insert(&second, &record).await.unwrap();
+    let mut expected = vec![
+        first.to_hex(),
+        second.to_hex(),
+        "expires-in-a-minute".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(listed(&mut conn).await, expected);
+
+    let consumed = store.consume(&second, purpose, now).await.unwrap();
+    assert!(consumed.is_some());
+    let mut expected = vec![first.to_hex(), "expires-in-a-minute".to_owned()];
+    expected.sort();
+    assert_eq!(listed(&mut conn).await, expected);
+
+    // A token listed only in the old set.
+    let third = SingleUseToken::generate().unwrap().key();
+    store.insert(&third, &record).await.unwrap();
+    ::redis::cmd("ZREM")
+        .arg(&index)
+        .arg(third.to_hex())
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let old_set = format!("{prefix}u:{}:{user}", purpose.as_str());
+    ::redis::cmd("SADD")
+        .arg(&old_set)
+        .arg(third.to_hex())
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    assert_eq!(store.delete_for_user(&user, purpose).await.unwrap(), 2);
+    for key in [&first, &third] {
+        assert!(store.peek(key, purpose, now).await.unwrap().is_none());
+    }
+    assert_eq!(listed(&mut conn).await, vec!["expires-in-a-minute"]);
+    let left: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(&old_set)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

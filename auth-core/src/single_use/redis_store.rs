@@ -4,24 +4,31 @@
 //! * `{prefix}t:{hex key}`: a hash `p` (purpose), `u` (user id), `b`
 //!   (binding), `e` (expiry, Unix milliseconds), expiring (`PEXPIREAT`) at
 //!   the token's expiry;
-//! * `{prefix}u:{purpose}:{user id}`: a set of the hex keys of that user's
-//!   tokens for that purpose, for [`TokenStore::delete_for_user`], expiring
-//!   no sooner than its longest-lived member (stale members go with it).
+//! * `{prefix}user:{purpose}:{user id}`: the hex keys of that user's
+//!   tokens for that purpose, for [`TokenStore::delete_for_user`]: a sorted
+//!   set scored by each token's expiry, expiring no sooner than its
+//!   longest-lived member. Each insert drops the members that expired (by
+//!   Redis's clock), so it holds only tokens of the last lifetime, however
+//!   often the user asks for mail.
+//! * `{prefix}u:{purpose}:{user id}`: the set that indexed tokens before
+//!   the sorted set; nothing adds to it any more, `delete_for_user` still
+//!   reads it (tokens issued before an upgrade, or by an instance not yet
+//!   upgraded), and it expires with its longest-lived member.
 //!
 //! Every key expires. Needs Redis 7 (`PEXPIRETIME`). Every script touches
 //! one key, so the store runs unchanged on one node and on a Redis Cluster
 //! (no hash tags needed; the key names are those of the single-node store
 //! before cluster support, so tokens issued before an upgrade still work).
 //!
-//! A token and its user's set cannot share a slot, so no script keeps
-//! them in step; instead the set lists every live token of the user (a
-//! superset): `insert` adds the token to the set *before* it writes the
-//! token, and a member leaves the set only once its token is gone for good
-//! (consumed, or deleted by `delete_for_user`: keys are never reused).
-//! `delete_for_user` therefore deletes every token inserted before it
-//! began. Consuming is one script on the token's key, atomic as before;
-//! dropping it from the set afterwards is best effort (a stale member
-//! only waits for the set to expire).
+//! A token and its user's index cannot share a slot, so no script keeps
+//! them in step; instead the index lists every live token of the user (a
+//! superset): `insert` adds the token to the index *before* it writes the
+//! token, and a member leaves the index only once its token is gone for
+//! good (consumed, expired, or deleted by `delete_for_user`: keys are never
+//! reused). `delete_for_user` therefore deletes every token inserted before
+//! it began. Consuming is one script on the token's key, atomic as before;
+//! dropping it from the index afterwards is best effort (a stale member
+//! only waits for its expiry).
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -33,7 +40,7 @@ use redis::cluster_async::ClusterConnection;
 
 use super::{Purpose, TokenKey, TokenRecord, TokenStore, TokenStoreError};
 use crate::clock::Timestamp;
-use crate::redis_conn::{RedisConn, SET_INDEX_ADD};
+use crate::redis_conn::{INDEX_ADD, RedisConn};
 
 /// KEYS[1] token; ARGV purpose, user, binding, expires_at. Returns 0 if
 /// the key exists, else 1; 1 again if it exists with exactly this record
@@ -155,6 +162,14 @@ impl RedisTokenStore {
     }
 
     fn index_key(&self, purpose: Purpose, user_id: &str) -> String {
+        format!("{}user:{}:{user_id}", self.prefix, purpose.as_str())
+    }
+
+    /// The set that indexed tokens before [`index_key`]'s sorted set (see
+    /// the module docs).
+    ///
+    /// [`index_key`]: Self::index_key
+    fn legacy_index_key(&self, purpose: Purpose, user_id: &str) -> String {
         format!("{}u:{}:{user_id}", self.prefix, purpose.as_str())
     }
 }
@@ -163,8 +178,8 @@ impl RedisTokenStore {
 impl TokenStore for RedisTokenStore {
     async fn insert(&self, key: &TokenKey, record: &TokenRecord) -> Result<(), TokenStoreError> {
         let hex = key.to_hex();
-        // Listed first: the set never misses a live token.
-        SET_INDEX_ADD
+        // Listed first: the index never misses a live token.
+        INDEX_ADD
             .key(self.index_key(record.purpose, &record.user_id))
             .arg(&hex)
             .arg(record.expires_at.as_unix_millis())
@@ -200,16 +215,16 @@ impl TokenStore for RedisTokenStore {
         };
         let [stored, user_id, binding, expires_at]: [String; 4] =
             fields.try_into().map_err(|_| TokenStoreError::Corrupt)?;
-        // The token is gone for good: drop it from its set. Best effort:
+        // The token is gone for good: drop it from its index. Best effort:
         // the token is consumed either way, and a stale member only waits
-        // for the set to expire.
-        if let Err(error) = redis::cmd("SREM")
-            .arg(format!("{}u:{stored}:{user_id}", self.prefix))
+        // for its expiry.
+        if let Err(error) = redis::cmd("ZREM")
+            .arg(format!("{}user:{stored}:{user_id}", self.prefix))
             .arg(key.to_hex())
             .query_async::<()>(&mut self.conn.clone())
             .await
         {
-            tracing::debug!(%error, "single-use token: could not drop a consumed token from its set");
+            tracing::debug!(%error, "single-use token: could not drop a consumed token from its index");
         }
         decode([stored, user_id, binding, expires_at], purpose, now)
     }
@@ -239,39 +254,50 @@ impl TokenStore for RedisTokenStore {
         purpose: Purpose,
     ) -> Result<u64, TokenStoreError> {
         let index = self.index_key(purpose, user_id);
-        let members: Vec<String> = redis::cmd("SMEMBERS")
+        let legacy = self.legacy_index_key(purpose, user_id);
+        let listed: Vec<String> = redis::cmd("ZRANGE")
             .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let listed_before: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&legacy)
             .query_async(&mut self.conn.clone())
             .await?;
         let mut deleted = 0;
-        let mut gone = Vec::new();
-        for hex in members {
-            let code: i64 = DELETE_IF_OWNED
-                .key(self.token_key(&hex))
-                .arg(purpose.as_str())
-                .arg(user_id)
-                .invoke_async(&mut self.conn.clone())
-                .await?;
-            if code == 1 {
-                deleted += 1;
+        // Each index with its members and how a member leaves it.
+        for (index, members, unlist) in [(&index, listed, "ZREM"), (&legacy, listed_before, "SREM")]
+        {
+            let mut gone = Vec::new();
+            for hex in members {
+                let code: i64 = DELETE_IF_OWNED
+                    .key(self.token_key(&hex))
+                    .arg(purpose.as_str())
+                    .arg(user_id)
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                if code == 1 {
+                    deleted += 1;
+                }
+                // Absent (0) may be an insert under way: it stays listed.
+                if code != 0 {
+                    gone.push(hex);
+                }
             }
-            // Absent (0) may be an insert under way: it stays listed.
-            if code != 0 {
-                gone.push(hex);
+            if !gone.is_empty() {
+                redis::cmd(unlist)
+                    .arg(index)
+                    .arg(&gone)
+                    .query_async::<()>(&mut self.conn.clone())
+                    .await?;
             }
-        }
-        if !gone.is_empty() {
-            redis::cmd("SREM")
-                .arg(&index)
-                .arg(&gone)
-                .query_async::<()>(&mut self.conn.clone())
-                .await?;
         }
         Ok(deleted)
     }
 
     async fn delete_expired(&self, _now: Timestamp) -> Result<u64, TokenStoreError> {
-        // Redis expires tokens (and their sets) by TTL.
+        // Redis expires tokens (and their indexes) by TTL.
         Ok(0)
     }
 }

@@ -11,9 +11,16 @@
 //! * `{prefix}t:{hex key}`: the family id of a token, for every token that
 //!   was ever current (so a spent one is told from an unknown one),
 //!   expiring with the family's absolute expiry.
-//! * `{prefix}u:{user id}`: a set of the user's family ids, for
-//!   [`RefreshStore::revoke_user`], expiring no sooner than its
-//!   longest-lived family.
+//! * `{prefix}user:{user id}`: the user's family ids, for
+//!   [`RefreshStore::revoke_user`]: a sorted set scored by each family's
+//!   expiry, expiring no sooner than its longest-lived family. Each create
+//!   drops the families that expired (by Redis's clock), so it holds the
+//!   families of the last 30 days (the default lifetime), not every one the
+//!   user ever had.
+//! * `{prefix}u:{user id}`: the set that indexed families before the
+//!   sorted set; nothing adds to it any more, `revoke_user` still reads it
+//!   (families created before an upgrade, or by an instance not yet
+//!   upgraded), and it expires with its longest-lived family.
 //!
 //! # Client-side cache (single node)
 //!
@@ -50,12 +57,13 @@
 //!   family's script, then gives the claimed key the family's expiry, or
 //!   deletes it when the family did not rotate. A crash in between leaves
 //!   a token key that expires, or a successor that stops working in 60 s.
-//! * `create` lists the family in the user's set first, then claims the
+//! * `create` lists the family in the user's index first, then claims the
 //!   first token's key, then writes the family (a taken family id releases
 //!   the claim).
-//! * The user's set lists every live family (a superset): a family leaves
-//!   it only once deleted (ids are never reused); `revoke_user` deletes
-//!   every family listed, so every family created before it began.
+//! * The user's index lists every live family (a superset): a family
+//!   leaves it only once deleted or expired (ids are never reused);
+//!   `revoke_user` deletes every family listed, so every family created
+//!   before it began.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -68,7 +76,7 @@ use redis::{RedisResult, Script};
 
 use super::{Family, RefreshKey, RefreshStore, RefreshStoreError, Rotation, millis};
 use crate::clock::Timestamp;
-use crate::redis_conn::{ClientCache, RedisConn, SET_INDEX_ADD, tracked_hmget};
+use crate::redis_conn::{ClientCache, INDEX_ADD, RedisConn, tracked_hmget};
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years): exact in Lua's numbers, and no overflow.
@@ -311,11 +319,19 @@ impl RedisRefreshStore {
     }
 
     fn user_key(&self, user_id: &str) -> String {
+        format!("{}user:{user_id}", self.prefix)
+    }
+
+    /// The set that indexed a user's families before [`user_key`]'s
+    /// sorted set (see the module docs).
+    ///
+    /// [`user_key`]: Self::user_key
+    fn legacy_user_key(&self, user_id: &str) -> String {
         format!("{}u:{user_id}", self.prefix)
     }
 
     /// Deletes family `id`; answers its user if it existed, and drops it
-    /// from the user's set (it is gone for good).
+    /// from the user's index (it is gone for good).
     async fn delete_family(&self, id: &str) -> Result<Option<String>, RefreshStoreError> {
         let key = self.family_key(id);
         let deleted = REVOKE_FAMILY
@@ -324,20 +340,20 @@ impl RedisRefreshStore {
             .await;
         let user: Option<String> = self.written(&key, deleted)?;
         // The family is gone: that is the revocation. Dropping it from its
-        // user's set is housekeeping (a stale member is skipped later): its
+        // user's index is housekeeping (a stale member is skipped later): its
         // failure (another cluster node down) must not answer an error for
         // a revocation that took place.
         if let Some(user) = &user
             && let Err(error) = self.unlist(user, id).await
         {
-            tracing::warn!(%error, "refresh store: a revoked family stays in its user's set");
+            tracing::warn!(%error, "refresh store: a revoked family stays in its user's index");
         }
         Ok(user)
     }
 
-    /// Drops a deleted family from its user's set.
+    /// Drops a deleted family from its user's index.
     async fn unlist(&self, user: &str, id: &str) -> Result<(), RefreshStoreError> {
-        redis::cmd("SREM")
+        redis::cmd("ZREM")
             .arg(self.user_key(user))
             .arg(id)
             .query_async::<()>(&mut self.conn.clone())
@@ -432,7 +448,7 @@ impl RefreshStore for RedisRefreshStore {
             .min(family.last_used_at.saturating_add(family.idle_timeout));
         let expires = family.expires_at.as_unix_millis();
         // 1. Listed under the user before it exists.
-        SET_INDEX_ADD
+        INDEX_ADD
             .key(self.user_key(&family.user_id))
             .arg(&family.id)
             .arg(expires)
@@ -575,15 +591,26 @@ impl RefreshStore for RedisRefreshStore {
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.user_key(user_id))
+        let index = self.user_key(user_id);
+        let legacy = self.legacy_user_key(user_id);
+        let listed: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let listed_before: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&legacy)
             .query_async(&mut self.conn.clone())
             .await?;
         let mut revoked = 0;
         // Every family is tried, even after a failure (one node of a
         // cluster may be down): the first error is answered at the end.
         let mut failed = None;
-        for id in ids {
+        // Each id with the index that lists it and how it leaves that index.
+        let members = listed.into_iter().map(|id| (id, &index, "ZREM"));
+        let members = members.chain(listed_before.into_iter().map(|id| (id, &legacy, "SREM")));
+        for (id, listed_in, unlist) in members {
             let key = self.family_key(&id);
             let code = REVOKE_IF_USER
                 .key(&key)
@@ -602,11 +629,16 @@ impl RefreshStore for RedisRefreshStore {
             }
             // Deleted (gone for good) or another user's: unlisted. An
             // absent family may be a create under way: it stays listed
-            // until the set expires.
-            if code != 0
-                && let Err(error) = self.unlist(user_id, &id).await
-            {
-                failed.get_or_insert(error);
+            // until it expires.
+            if code != 0 {
+                let unlisted = redis::cmd(unlist)
+                    .arg(listed_in)
+                    .arg(&id)
+                    .query_async::<()>(&mut self.conn.clone())
+                    .await;
+                if let Err(error) = unlisted {
+                    failed.get_or_insert(error.into());
+                }
             }
         }
         match failed {
