@@ -127,6 +127,35 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
     }
 }
 
+/// Passkeys without an account store would keep the recovery codes issued
+/// with the first passkey in process memory, gone at a restart (and with
+/// them the way back in after losing the device): refused at build time.
+#[test]
+fn passkeys_need_an_account_store() {
+    let passkeys = || {
+        Passkeys::builder(RP_ID, ORIGIN)
+            .unwrap()
+            .rp_name("Demo")
+            .build(Arc::new(MemoryPasskeyStore::new()))
+            .unwrap()
+    };
+    let err = Auth::builder(MemoryUserStore::new())
+        .passkeys(passkeys())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, auth_core::BuildError::AccountStoreRequired),
+        "{err:?}"
+    );
+    assert!(
+        Auth::builder(MemoryUserStore::new())
+            .passkeys(passkeys())
+            .accounts(Arc::new(MemoryAccountStore::new()))
+            .build()
+            .is_ok()
+    );
+}
+
 fn harness() -> Harness {
     harness_with(ThrottleConfig::default())
 }

@@ -348,7 +348,7 @@ async fn without_grace_a_replay_revokes_at_once() {
 /// until it expires (the documented trade-off), and not a moment longer.
 #[tokio::test]
 async fn without_revocation_checks_a_token_lives_until_it_expires() {
-    let h = harness(config().check_revocation(false).build().unwrap());
+    let h = harness(config().insecure_skip_revocation_check().build().unwrap());
     let (_, pair) = signed_in(&h, "alice").await;
     h.auth
         .revoke_refresh_token(&pair.refresh_token, &client())

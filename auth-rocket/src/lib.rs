@@ -42,6 +42,11 @@
 //!   method before fairings run. The cross-origin check is made for the
 //!   method on the wire (`POST`), so `_method=get` cannot slip a
 //!   cross-site form past it.
+//! * Rocket's own log is not ours to redact: at its `normal` level it logs
+//!   every request's path and query (the one-time token of a reset or
+//!   magic link, `?token=...`), at `debug` every header (cookies and
+//!   bearer tokens). Run with `log_level = "critical"` (or `off`) wherever
+//!   such logs are kept, as the demo does.
 //!
 //! With the `jwt` feature and tokens configured
 //! (`AuthBuilder::tokens`), the same extractors and guards also take

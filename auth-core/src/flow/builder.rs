@@ -30,14 +30,17 @@ pub enum BuildError {
     Passwords(#[from] PasswordError),
     /// No account store was given where what it keeps must persist: with
     /// MFA keys (second factors in process memory would vanish at a
-    /// restart, silently turning two-factor logins off), with mail (the
-    /// users' addresses must survive a restart), or with a session
+    /// restart, silently turning two-factor logins off), with passkeys (the
+    /// recovery codes issued with the first passkey would vanish, and
+    /// with them the way back in for whoever loses the device), with mail
+    /// (the users' addresses must survive a restart), or with a session
     /// store that cannot revoke by user (its sessions end through the
     /// account's revocation epoch, which must survive a restart and be
     /// shared by every instance).
     #[error(
-        "this configuration needs a persistent account store (second factors, email \
-         addresses, or revocation on a session store that cannot revoke by user): call \
+        "this configuration needs a persistent account store (second factors, passkeys' \
+         recovery codes, email addresses, or revocation on a session store that cannot \
+         revoke by user): call \
          .accounts(...) \
          (MemoryAccountStore::new() only for tests)"
     )]
@@ -135,7 +138,7 @@ impl Auth {
             tokens: None,
             login_page: "/login".to_owned(),
             security: SecurityHeaders::default(),
-            hosts: AllowedHosts::any(),
+            hosts: AllowedHosts::insecure_any(),
             link_tokens: None,
             mail: None,
             require_verified_email: false,
@@ -300,7 +303,9 @@ impl AuthBuilder {
 
     /// Passkeys (feature `passkeys`): add them to accounts, a passkey as
     /// the second step, passwordless sign-in (see
-    /// [`passkey`](crate::passkey)).
+    /// [`passkey`](crate::passkey)). Needs an explicit
+    /// [`accounts`](Self::accounts) store (the recovery codes issued with
+    /// the first passkey must survive a restart).
     #[cfg(feature = "passkeys")]
     pub fn passkeys(mut self, passkeys: crate::passkey::Passkeys) -> Self {
         self.passkeys = Some(Arc::new(passkeys));
@@ -333,6 +338,15 @@ impl AuthBuilder {
         self
     }
 
+    /// Whether passkeys are on (their recovery codes live in the account
+    /// store).
+    fn keeps_passkeys(&self) -> bool {
+        #[cfg(feature = "passkeys")]
+        return self.passkeys.is_some();
+        #[cfg(not(feature = "passkeys"))]
+        false
+    }
+
     /// Builds the pipeline; cheap to clone afterwards.
     pub fn build(self) -> Result<Auth, BuildError> {
         if let Some(name) = self.security.first_invalid() {
@@ -351,13 +365,18 @@ impl AuthBuilder {
                  served, which leaves a server on a private address open to DNS rebinding"
             );
         }
+        let keeps_passkeys = self.keeps_passkeys();
         let clock = self.clock;
         let store = self
             .sessions
             .unwrap_or_else(|| Arc::new(MemoryStore::with_clock(Arc::clone(&clock))));
         let accounts = match self.accounts {
             Some(accounts) => accounts,
-            None if self.mfa_keys.is_some() || self.mail.is_some() || !store.revokes_by_user() => {
+            None if self.mfa_keys.is_some()
+                || self.mail.is_some()
+                || keeps_passkeys
+                || !store.revokes_by_user() =>
+            {
                 return Err(BuildError::AccountStoreRequired);
             }
             None => Arc::new(MemoryAccountStore::new()),

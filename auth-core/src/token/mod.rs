@@ -24,7 +24,7 @@
 //! * **Revocation of access tokens** is checked on every request by
 //!   default (one read of the refresh store): a revoked family's access
 //!   tokens are refused at once. Turned off
-//!   ([`TokenConfigBuilder::check_revocation`]), a token lives until it
+//!   ([`TokenConfigBuilder::insecure_skip_revocation_check`]), a token lives until it
 //!   expires.
 //!
 //! The web pipeline takes `Authorization: Bearer` on every route (see

@@ -176,12 +176,14 @@ impl TokenConfigBuilder {
         self
     }
 
-    /// Whether each request checks that its token's family is still live
-    /// (default `true`). Off, a revoked sign-in's access tokens stay valid
-    /// until they expire (at most the access lifetime plus the leeway), and a request costs
-    /// no store read; [`build`](Self::build) then logs a warning.
-    pub fn check_revocation(mut self, check: bool) -> Self {
-        self.config.check_revocation = check;
+    /// Stops checking, at each request, that its token's family is still
+    /// live (checked by default). A revoked sign-in's access tokens then
+    /// stay valid until they expire (at most the access lifetime plus the
+    /// leeway: a logout, a password change or "sign out everywhere" does
+    /// not end them), and a request costs no store read;
+    /// [`build`](Self::build) logs a warning.
+    pub fn insecure_skip_revocation_check(mut self) -> Self {
+        self.config.check_revocation = false;
         self
     }
 

@@ -25,7 +25,7 @@ use std::fmt;
 /// assert!(hosts.allows(Some("[::1]:3000")));
 /// assert!(!hosts.allows(Some("rebind.attacker.example:3000")));
 /// assert!(!hosts.allows(None));
-/// assert!(AllowedHosts::any().allows(Some("anything")));
+/// assert!(AllowedHosts::insecure_any().allows(Some("anything")));
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct AllowedHosts {
@@ -47,8 +47,10 @@ struct Entry {
 pub struct InvalidHost(pub String);
 
 impl AllowedHosts {
-    /// Every host (no check).
-    pub fn any() -> Self {
+    /// Every host (no check): the default, for which
+    /// [`AuthBuilder::build`](crate::AuthBuilder::build) logs a warning.
+    /// Leaves a server on a private address open to DNS rebinding.
+    pub fn insecure_any() -> Self {
         Self::default()
     }
 

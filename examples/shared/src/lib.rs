@@ -206,7 +206,7 @@ impl Settings {
                     tracing::warn!(
                         "DEMO_ALLOWED_HOSTS is not set: requests for any Host name are served"
                     );
-                    AllowedHosts::any()
+                    AllowedHosts::insecure_any()
                 }
             },
             mfa_key: var("DEMO_MFA_KEY"),
@@ -1284,7 +1284,7 @@ mod tests {
             redis_url: None,
             trusted_proxies: TrustedProxies::parse("").unwrap_or_else(|e| panic!("{e}")),
             csrf_key: None,
-            allowed_hosts: AllowedHosts::any(),
+            allowed_hosts: AllowedHosts::insecure_any(),
             mfa_key: None,
             public_url: public_url.to_owned(),
             smtp_url: None,

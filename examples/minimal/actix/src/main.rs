@@ -10,6 +10,7 @@
 //! curl -b jar localhost:3000/me
 //! ```
 use actix_web::{App, HttpResponse, HttpServer, middleware::from_fn, web, web::Json};
+use auth_actix::auth_core::web::AllowedHosts;
 use auth_actix::{Auth, AuthMiddleware, AuthRejection, AuthSession, AuthUser, CurrentUser};
 use auth_actix::{LoginName, NewUser, Password, UserStore, UserStoreError as Error, require_login};
 use sqlx::{SqlitePool, query, query_as};
@@ -101,9 +102,13 @@ async fn me(CurrentUser(user): CurrentUser<User>) -> String {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = |name, default: &str| std::env::var(name).unwrap_or(default.to_owned());
+    // app.db holds password hashes: in production, create it readable by the app only.
     let db = SqlitePool::connect(&env("DATABASE_URL", "sqlite://app.db?mode=rwc")).await?;
     query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
-    let auth = Auth::builder(Users(db)).build()?;
+    // The Host names the app answers to (others get 400: a defence against
+    // DNS rebinding); yours in production.
+    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1"))?;
+    let auth = Auth::builder(Users(db)).allowed_hosts(hosts).build()?;
     // One `App` per worker thread; `AuthMiddleware` is the last (outermost) `wrap`.
     let server = HttpServer::new(move || {
         App::new()

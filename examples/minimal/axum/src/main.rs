@@ -11,6 +11,7 @@
 //! ```
 use std::net::SocketAddr;
 
+use auth_axum::auth_core::web::AllowedHosts;
 use auth_axum::{Auth, AuthLayer, AuthRejection, AuthSession, AuthUser, CurrentUser, LoginName};
 use auth_axum::{NewUser, Password, RequireLayer, UserStore, UserStoreError as Error};
 use axum::{Json, Router, http::StatusCode, routing::get, routing::post};
@@ -103,14 +104,18 @@ async fn me(CurrentUser(user): CurrentUser<User>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = |name, default: &str| std::env::var(name).unwrap_or(default.to_owned());
+    // app.db holds password hashes: in production, create it readable by the app only.
     let db = SqlitePool::connect(&env("DATABASE_URL", "sqlite://app.db?mode=rwc")).await?;
     query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
+    // The Host names the app answers to (others get 400: a defence against
+    // DNS rebinding); yours in production.
+    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1"))?;
     let app = Router::new()
         .route("/me", get(me).route_layer(RequireLayer::login()))
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/logout", post(logout))
-        .layer(AuthLayer::new(Auth::builder(Users(db)).build()?));
+        .layer(AuthLayer::new(Auth::builder(Users(db)).allowed_hosts(hosts).build()?));
     let listener = tokio::net::TcpListener::bind(env("APP_ADDR", "127.0.0.1:3000")).await?;
     eprintln!("listening on http://{}/", listener.local_addr()?);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;

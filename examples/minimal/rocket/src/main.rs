@@ -11,6 +11,7 @@
 //! ```
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use auth_rocket::auth_core::web::AllowedHosts;
 use auth_rocket::{Auth, AuthFairing, AuthRejection, AuthSession, AuthUser, CurrentUser};
 use auth_rocket::{LoginName, NewUser, Password, RequireLogin, UserStore, UserStoreError as Error};
 use rocket::{Config, fairing::AdHoc, get, http::Status, post, routes, serde::json::Json};
@@ -107,14 +108,18 @@ fn me(_login: RequireLogin, user: CurrentUser<User>) -> String {
 #[rocket::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = |name, default: &str| std::env::var(name).unwrap_or(default.to_owned());
+    // app.db holds password hashes: in production, create it readable by the app only.
     let db = SqlitePool::connect(&env("DATABASE_URL", "sqlite://app.db?mode=rwc")).await?;
     query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
+    // The Host names the app answers to (others get 400: a defence against
+    // DNS rebinding); yours in production.
+    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1"))?;
     // Rocket's own config (Rocket.toml, ROCKET_*), with the address of `APP_ADDR`.
     let addr = env("APP_ADDR", "127.0.0.1:3000").to_socket_addrs()?.next().ok_or("no APP_ADDR")?;
     let config = Config::figment().merge(("address", addr.ip())).merge(("port", addr.port()));
     rocket::custom(config)
         .mount("/", routes![register, login, logout, me])
-        .attach(AuthFairing::new(Auth::builder(Users(db)).build()?))
+        .attach(AuthFairing::new(Auth::builder(Users(db)).allowed_hosts(hosts).build()?))
         // Rocket has bound by liftoff: with port 0 its config holds the real port.
         .attach(AdHoc::on_liftoff("announce", |rocket| {
             let bound = SocketAddr::new(rocket.config().address, rocket.config().port);
