@@ -579,6 +579,65 @@ mod redis_client_cache {
             .unwrap();
     }
 
+    /// A user's index drops a member once its score (the session's latest
+    /// possible deadline) has passed by Redis's own clock, the clock that
+    /// expired its key: not by the app's clock, which may run ahead of
+    /// another instance's (and would then drop a live session, which "sign
+    /// out everywhere" would miss), and with no slack that keeps the dead.
+    #[tokio::test]
+    async fn a_users_index_drops_what_died_by_redis_clock() {
+        let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+            return;
+        };
+        let mut admin = admin(&url).await;
+        let prefix = format!("{}:", unique("index"));
+        let store = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .with_prefix(&prefix);
+        let user = unique("user");
+        let index = format!("{prefix}i:{{{user}}}");
+        let (first, second) = (new_key(), new_key());
+        store
+            .create(&first, &record(Some(&user), HOUR))
+            .await
+            .unwrap();
+        let time: Vec<String> = redis::cmd("TIME").query_async(&mut admin).await.unwrap();
+        let redis_now = time[0].parse::<i64>().unwrap() * 1000;
+        for (member, score) in [
+            ("died-a-minute-ago", redis_now - 60_000),
+            ("dies-in-a-minute", redis_now + 60_000),
+        ] {
+            redis::cmd("ZADD")
+                .arg(&index)
+                .arg(score)
+                .arg(member)
+                .query_async::<()>(&mut admin)
+                .await
+                .unwrap();
+        }
+        store
+            .create(&second, &record(Some(&user), HOUR))
+            .await
+            .unwrap();
+        let mut listed: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        listed.sort();
+        let mut expected = vec![
+            first.to_hex(),
+            second.to_hex(),
+            "dies-in-a-minute".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(listed, expected);
+        assert_eq!(store.delete_by_user(&user, None).await.unwrap(), 2);
+    }
+
     #[tokio::test]
     async fn a_dropped_connection_drops_the_cache() {
         const DB: u8 = 15;

@@ -8,8 +8,10 @@
 //!   reservation, 30 s TTL), which loads as no session.
 //! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
 //!   each scored with the time until which it may be live, for listing and
-//!   revoking; expiring with its latest score. Members whose score lies
-//!   five minutes in the past are dropped whenever a member is added.
+//!   revoking; expiring with its latest score. Members whose score has
+//!   passed by Redis's own clock (the clock that expired their keys) are
+//!   dropped whenever a member is added; so an app instance whose clock
+//!   runs ahead never drops a live session from the index.
 //!
 //! The braces are hash tags: each key is its own slot group, and every
 //! script touches exactly one key, so the store runs unchanged on a single
@@ -28,7 +30,8 @@
 //!   past `x` or to another user first extends the index, then writes.
 //!   Members are removed only when their session is provably gone for good
 //!   (deleted by [`delete_by_user`](SessionStore::delete_by_user) or moved
-//!   to another user) or when their score is five minutes past. A member
+//!   to another user) or when their score has passed (by Redis's clock,
+//!   no earlier than the session's own key expired). A member
 //!   whose session is merely absent stays: it may be a create under way.
 //! * **A rotation never leaves two live keys, nor a key revocation missed.**
 //!   `rotate` reserves the new key (collision check), lists it in the
@@ -84,7 +87,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -93,7 +95,7 @@ use redis::{RedisResult, Script};
 
 use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::redis_conn::{ClientCache, RedisConn, maxmemory_policy, tracked_hmget};
+use crate::redis_conn::{ClientCache, INDEX_ADD, RedisConn, maxmemory_policy, tracked_hmget};
 
 /// Logs a warning unless Redis is set never to evict keys: "sign out
 /// everywhere" ends the sessions a user's index lists, so an evicted index
@@ -114,28 +116,9 @@ async fn warn_about_eviction(conn: &mut RedisConn) {
 
 /// How long a rotation's reservation of the new key lives.
 const RESERVATION_MS: i64 = 30_000;
-/// How far past its score an index member is kept (clock skew between
-/// instances).
-const INDEX_SLACK: Duration = Duration::from_secs(300);
 /// `delete_by_user` passes over the index before it gives up (each pass
 /// after the first needs a rotation or login of that user racing it).
 const MAX_REVOKE_PASSES: usize = 32;
-
-/// KEYS[1] index; ARGV score, hex, drop before. Lists a session until
-/// `score` (never lowering a member's score), drops members scored before
-/// the cut-off, and keeps the index alive until its latest score. Needs
-/// Redis 7 (`PEXPIRETIME`, `ZADD GT`).
-static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-end
-return 1",
-    )
-});
 
 /// KEYS[1] session; ARGV version, user, record, expire_at, indexed until.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
@@ -372,12 +355,10 @@ impl RedisStore {
 
     /// Lists `hex` in `user`'s index until `until`.
     async fn index_add(&self, user: &str, hex: &str, until: i64) -> Result<(), StoreError> {
-        let cut = SystemClock.now().saturating_sub(INDEX_SLACK);
         INDEX_ADD
             .key(self.index_key(user))
-            .arg(until)
             .arg(hex)
-            .arg(cut.as_unix_millis())
+            .arg(until)
             .invoke_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())
