@@ -316,8 +316,17 @@ fn header_value(
 
 /// A core error as an actix error response: the status, `Retry-After`
 /// and JSON body all come from `auth-core`.
-#[derive(Debug)]
 pub struct AuthRejection(pub AuthError);
+
+/// Only what the client may see: an internal error's source stays out
+/// (frameworks and apps log rejections with `Debug`).
+impl std::fmt::Debug for AuthRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AuthRejection")
+            .field(&auth_core::web::PublicError(&self.0))
+            .finish()
+    }
+}
 
 impl From<AuthError> for AuthRejection {
     fn from(error: AuthError) -> Self {

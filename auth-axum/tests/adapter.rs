@@ -353,3 +353,19 @@ async fn current_user_alone_refuses_as_the_login_guard() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.starts_with("{\"error\":"), "{body}");
 }
+
+/// A rejection's `Debug` (what frameworks and apps log) shows only what
+/// the client sees: an internal error's source, which may be a driver's
+/// text with a connection string in it, stays out.
+#[test]
+fn rejections_do_not_debug_print_internal_sources() {
+    for error in [
+        auth_core::flow::AuthError::Internal("postgres://user:hunter2@db failed".into()),
+        auth_core::flow::AuthError::Unavailable("redis://:hunter2@cache refused".into()),
+    ] {
+        let status = error.status().to_string();
+        let debug = format!("{:?}", auth_axum::AuthRejection(error));
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains(&status), "{debug}");
+    }
+}

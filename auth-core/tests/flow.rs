@@ -1560,6 +1560,8 @@ struct CountingStore {
     inner: Arc<MemoryUserStore>,
     finds: std::sync::atomic::AtomicUsize,
     gate: tokio::sync::Mutex<()>,
+    /// Reads by id fail while set (the app's database is down).
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl CountingStore {
@@ -1568,6 +1570,7 @@ impl CountingStore {
             inner,
             finds: std::sync::atomic::AtomicUsize::new(0),
             gate: tokio::sync::Mutex::new(()),
+            down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -1581,6 +1584,11 @@ impl UserStore for CountingStore {
     }
     async fn find_by_id(&self, id: &String) -> Result<Option<User>, UserStoreError> {
         self.finds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(UserStoreError::backend(std::io::Error::other(
+                "database down",
+            )));
+        }
         self.inner.find_by_id(id).await
     }
     async fn set_password_hash(
@@ -1635,6 +1643,69 @@ async fn a_request_reads_its_user_once_and_still_checks_the_stamp() {
     assert!(
         state.session().await.unwrap().is_none(),
         "the session ended"
+    );
+}
+
+/// Logging out while the session cannot be read (the app's user store is
+/// down, so its stamp cannot be checked) answers the error (503) and
+/// removes the cookie all the same: a shared browser is signed out at
+/// once. A request with `Authorization: Bearer` whose token is not valid
+/// has no session to end (its cookies are not read): refused, never a
+/// success that ended nothing.
+#[tokio::test]
+async fn logout_removes_the_cookie_even_when_the_session_cannot_be_read() {
+    use std::sync::atomic::Ordering;
+
+    let memory = Arc::new(MemoryUserStore::new());
+    let counting = Arc::new(CountingStore::new(memory.clone()));
+    let h = harness_with(counting.clone(), memory, ThrottleConfig::default());
+    register(&h, "alice").await;
+    let session = login_ok(&h, "alice").await;
+    let pair = h.auth.session_cookie(&session);
+    let pair = pair.split(';').next().unwrap().to_owned();
+    let peer = Some("192.0.2.1".parse().unwrap());
+
+    counting.down.store(true, Ordering::SeqCst);
+    let request = h
+        .web
+        .begin(
+            "POST",
+            [("host", "example.test"), ("cookie", pair.as_str())],
+            peer,
+        )
+        .unwrap();
+    let error = request.logout().await.unwrap_err();
+    assert_eq!(error.status(), 503, "{error:?}");
+    assert_eq!(
+        request.finish().await.set_cookie,
+        Some(h.web.removal_cookie())
+    );
+    counting.down.store(false, Ordering::SeqCst);
+
+    let request = h
+        .web
+        .begin(
+            "POST",
+            [
+                ("host", "example.test"),
+                ("cookie", pair.as_str()),
+                ("authorization", "Bearer not-a-token"),
+            ],
+            peer,
+        )
+        .unwrap();
+    assert!(matches!(
+        request.logout().await,
+        Err(AuthError::NotAuthenticated)
+    ));
+    assert_eq!(request.finish().await.set_cookie, None);
+    assert!(
+        h.auth
+            .load_session(session.id().clone())
+            .await
+            .unwrap()
+            .is_some(),
+        "the cookie's session was not touched, and the caller knows it"
     );
 }
 

@@ -37,7 +37,11 @@
 //! * Rocket 0.5 drops request header values that are not UTF-8 before any
 //!   fairing runs, so the core cannot see them (other adapters pass them
 //!   on with U+FFFD). A forwarding header with such bytes therefore counts
-//!   as absent: the client is the proxy itself.
+//!   as absent: the client is the proxy itself. So does a `Cookie` line:
+//!   a cookie with such a byte (planted by a sibling subdomain, say) hides
+//!   every cookie sent on that line, and the browser looks signed out
+//!   until it is removed; on axum and actix-web only that cookie is
+//!   garbled.
 //! * Rocket turns a form `POST` whose first field is `_method` into that
 //!   method before fairings run. The cross-origin check is made for the
 //!   method on the wire (`POST`), so `_method=get` cannot slip a
@@ -386,9 +390,8 @@ pub struct AuthRejection(pub AuthError);
 /// an internal error's source stays out of it).
 impl fmt::Debug for AuthRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthRejection")
-            .field("status", &self.0.status())
-            .field("error", &self.0.to_string())
+        f.debug_tuple("AuthRejection")
+            .field(&auth_core::web::PublicError(&self.0))
             .finish()
     }
 }

@@ -64,6 +64,21 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// An error as its client sees it (the status and the public message, no
+/// internal source: a driver's text can carry a connection string), for
+/// the `Debug` of the adapters' rejection types, which frameworks log
+/// (Rocket's guard failures, actix-web's `Logger`).
+pub struct PublicError<'a>(pub &'a AuthError);
+
+impl std::fmt::Debug for PublicError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthError")
+            .field("status", &self.0.status())
+            .field("error", &format_args!("{}", self.0))
+            .finish()
+    }
+}
+
 impl Reply {
     /// A JSON body with `status`.
     pub fn json(status: u16, body: String) -> Self {

@@ -910,11 +910,21 @@ impl RequestAuth {
     }
 
     /// Ends the session server-side and removes the cookie. The cookie
-    /// goes even when the store fails (the error is answered, 503): on a
-    /// shared browser the session is then out of reach at once, and it
-    /// ends server-side at its idle timeout.
+    /// goes even when the store fails, reading the session included (the
+    /// error is answered, 503): on a shared browser the session is then out
+    /// of reach at once, and it ends server-side at its idle timeout. A
+    /// bearer request ends its token's sign-in; one whose token is not
+    /// valid has nothing to end (its cookies are not read), and gets
+    /// [`AuthError::NotAuthenticated`].
     pub async fn logout(&self) -> Result<(), AuthError> {
-        let mut slot = self.slot().await?;
+        let mut slot = match self.slot().await {
+            Ok(slot) => slot,
+            Err(error) => {
+                // Not even read (a store down): the cookie goes all the same.
+                self.slot.lock().await.action = CookieAction::Remove;
+                return Err(error);
+            }
+        };
         #[cfg(feature = "jwt")]
         if let Some(claims) = slot.claims.take() {
             // A bearer request: its sign-in's family ends.
@@ -923,6 +933,9 @@ impl RequestAuth {
                 .authenticator()
                 .logout_bearer(&claims, self.client())
                 .await;
+        }
+        if self.is_bearer() {
+            return Err(AuthError::NotAuthenticated);
         }
         // The cookie goes whatever happens next.
         slot.action = CookieAction::Remove;
