@@ -312,6 +312,146 @@ async fn enrolled(h: &Harness, login: &str) -> Enrolled {
     }
 }
 
+/// Account state in memory whose `raise_epoch` fails once armed, after
+/// `spare` more calls succeed (the account store drops part-way through a
+/// flow).
+#[derive(Debug, Default)]
+struct FailingEpoch {
+    inner: MemoryAccountStore,
+    armed: std::sync::atomic::AtomicBool,
+    spare: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl AccountStore for FailingEpoch {
+    async fn totp(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::account::StoredTotp>, auth_core::user::UserStoreError> {
+        self.inner.totp(user).await
+    }
+    async fn set_pending_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.set_pending_totp(user, sealed).await
+    }
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+        step: i64,
+        hashes: &[String],
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.confirm_totp(user, sealed, step, hashes).await
+    }
+    async fn record_totp_step(
+        &self,
+        user: &str,
+        step: i64,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.record_totp_step(user, step).await
+    }
+    async fn remove_totp(&self, user: &str) -> Result<(), auth_core::user::UserStoreError> {
+        self.inner.remove_totp(user).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> Result<(), auth_core::user::UserStoreError> {
+        self.inner.replace_recovery_codes(user, hashes).await
+    }
+    async fn consume_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.consume_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(
+        &self,
+        user: &str,
+    ) -> Result<u64, auth_core::user::UserStoreError> {
+        self.inner.recovery_codes_left(user).await
+    }
+    async fn epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        self.inner.epoch(user).await
+    }
+    async fn raise_epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.armed.load(SeqCst)
+            && self
+                .spare
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Err(auth_core::user::UserStoreError::backend(
+                std::io::Error::other("account store down"),
+            ));
+        }
+        self.inner.raise_epoch(user).await
+    }
+}
+
+/// A TOTP confirmation whose store fails half-way (the account store
+/// drops before the factor is stored, or after) never leaves a
+/// password-only session of the user elsewhere beside a second factor:
+/// those end before the factor is stored, and a failure there stores
+/// nothing.
+#[tokio::test]
+async fn a_totp_confirmation_failing_half_way_leaves_no_password_only_session() {
+    for spare in [0, 1] {
+        confirmation_failing_after(spare).await;
+    }
+}
+
+async fn confirmation_failing_after(spare: usize) {
+    let accounts = Arc::new(FailingEpoch::default());
+    accounts
+        .spare
+        .store(spare, std::sync::atomic::Ordering::SeqCst);
+    let h = build(
+        MemoryUserStore::new(),
+        accounts.clone(),
+        Some(keys_a()),
+        start_clock(),
+    );
+    let c = client("192.0.2.1");
+    let user = h.auth.register("alice", &pw(), &c).await.unwrap();
+    let elsewhere = logged_in(&h, "alice").await;
+    let mut session = logged_in(&h, "alice").await;
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut session, &proof(), &c)
+        .await
+        .unwrap();
+    let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
+    accounts
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let confirmed = h
+        .auth
+        .confirm_totp(&mut session, &code(&h, &secret), &c)
+        .await;
+    accounts
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(confirmed.is_err());
+    let on = accounts
+        .totp(user.id())
+        .await
+        .unwrap()
+        .is_some_and(|t| t.confirmed);
+    assert!(
+        !on || !alive(&h, &elsewhere).await,
+        "TOTP is on and a password-only session lives on"
+    );
+    // Which half failed: before the factor was stored, or after.
+    assert_eq!(on, spare == 1);
+}
+
 // ------------------------------------------------------------- enrolment
 
 #[tokio::test]

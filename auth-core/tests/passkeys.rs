@@ -103,6 +103,8 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
     let race = Arc::new(EpochRace {
         inner: accounts.clone(),
         armed: AtomicBool::new(false),
+        failing: AtomicBool::new(false),
+        spare: std::sync::atomic::AtomicUsize::new(0),
     });
     let auth = Auth::builder(users.clone())
         .clock(Arc::new(clock.clone()))
@@ -161,11 +163,15 @@ fn harness() -> Harness {
 }
 
 /// The account state in memory, where, once armed, a sign out everywhere
-/// (the epoch raised) lands right after the next read of the epoch.
+/// (the epoch raised) lands right after the next read of the epoch; and
+/// where, once `failing`, raising the epoch fails after `spare` more
+/// raises succeed (the store drops part-way through a flow).
 #[derive(Debug)]
 struct EpochRace {
     inner: Arc<MemoryAccountStore>,
     armed: AtomicBool,
+    failing: AtomicBool,
+    spare: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -208,6 +214,16 @@ impl AccountStore for EpochRace {
         Ok(seen)
     }
     async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
+        if self.failing.load(Ordering::SeqCst)
+            && self
+                .spare
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Err(UserStoreError::backend(std::io::Error::other(
+                "account store down",
+            )));
+        }
         self.inner.raise_epoch(user).await
     }
 }
@@ -332,6 +348,44 @@ async fn user_with_passkey(
         .unwrap();
     let codes = added.recovery_codes.expect("the first factor's codes");
     (id, session, codes.codes()[0].to_owned())
+}
+
+/// A passkey registration whose store fails half-way (the account store
+/// drops before the passkey is stored, or after) never leaves a session of
+/// the user elsewhere that lacks the new factor beside it: those end before
+/// the passkey is stored, and a failure there stores nothing.
+#[tokio::test]
+async fn a_passkey_registration_failing_half_way_leaves_no_lesser_session() {
+    for spare in [0, 1] {
+        let h = harness();
+        let (id, mut session) = signed_up(&h, "alice").await;
+        let LoginOutcome::LoggedIn(elsewhere) = password_login(&h, "alice").await else {
+            panic!("no second factor yet");
+        };
+        let options = h
+            .auth
+            .begin_passkey_registration(&mut session, &password_proof(), &client())
+            .await
+            .unwrap();
+        let credential = SoftAuthenticator::new(ORIGIN)
+            .create(&options)
+            .await
+            .unwrap();
+        h.race.spare.store(spare, Ordering::SeqCst);
+        h.race.failing.store(true, Ordering::SeqCst);
+        let added = h
+            .auth
+            .finish_passkey_registration(&mut session, "Phone", &credential, &client())
+            .await;
+        h.race.failing.store(false, Ordering::SeqCst);
+        assert!(added.is_err());
+        let stored = !h.store.list(&id).await.unwrap().is_empty();
+        assert_eq!(stored, spare == 1, "which half failed");
+        assert!(
+            !stored || !session_exists(&h, &elsewhere).await,
+            "a passkey was added and a password-only session lives on"
+        );
+    }
 }
 
 /// A fresh anonymous session and the discoverable ceremony's options.

@@ -100,6 +100,13 @@ async fn wait_for(
 }
 
 fn harness_with(hook: Option<Arc<dyn AuthEventHook>>) -> Harness {
+    harness_with_tokens(hook, Arc::new(MemoryTokenStore::new()))
+}
+
+fn harness_with_tokens(
+    hook: Option<Arc<dyn AuthEventHook>>,
+    tokens: Arc<dyn auth_core::TokenStore>,
+) -> Harness {
     logs();
     let sink = SmtpSink::start().unwrap();
     let mailer = SmtpMailer::from_url(&sink.url(), "App <app@app.test>").unwrap();
@@ -114,7 +121,7 @@ fn harness_with(hook: Option<Arc<dyn AuthEventHook>>) -> Harness {
     let web = builder
         .clock(Arc::new(clock.clone()))
         .accounts(accounts.clone())
-        .link_tokens(Arc::new(MemoryTokenStore::new()))
+        .link_tokens(tokens)
         .passwords(PasswordService::builder().hasher(cheap).build().unwrap())
         .app_name("Example App")
         .mail(
@@ -251,6 +258,92 @@ impl Harness {
             .unwrap();
         token_of(&self.mail(address).await.body)
     }
+}
+
+/// A memory token store whose `delete_for_user` fails while `down` is set.
+#[derive(Debug, Default)]
+struct FailingDeletes {
+    inner: MemoryTokenStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl auth_core::TokenStore for FailingDeletes {
+    async fn insert(
+        &self,
+        key: &auth_core::single_use::TokenKey,
+        record: &auth_core::single_use::TokenRecord,
+    ) -> Result<(), auth_core::single_use::TokenStoreError> {
+        self.inner.insert(key, record).await
+    }
+    async fn consume(
+        &self,
+        key: &auth_core::single_use::TokenKey,
+        purpose: auth_core::single_use::Purpose,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<Option<auth_core::single_use::TokenRecord>, auth_core::single_use::TokenStoreError>
+    {
+        self.inner.consume(key, purpose, now).await
+    }
+    async fn peek(
+        &self,
+        key: &auth_core::single_use::TokenKey,
+        purpose: auth_core::single_use::Purpose,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<Option<auth_core::single_use::TokenRecord>, auth_core::single_use::TokenStoreError>
+    {
+        self.inner.peek(key, purpose, now).await
+    }
+    async fn delete_for_user(
+        &self,
+        user_id: &str,
+        purpose: auth_core::single_use::Purpose,
+    ) -> Result<u64, auth_core::single_use::TokenStoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::single_use::TokenStoreError::backend(
+                std::io::Error::other("token store down"),
+            ));
+        }
+        self.inner.delete_for_user(user_id, purpose).await
+    }
+    async fn delete_expired(
+        &self,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<u64, auth_core::single_use::TokenStoreError> {
+        self.inner.delete_expired(now).await
+    }
+}
+
+/// An address change whose clean-up of the old address's links fails
+/// does not take effect: the reset link mailed to the old address (which
+/// may be the compromised mailbox the user is leaving) never outlives the
+/// change. The verification link is spent; the user asks again.
+#[tokio::test]
+async fn an_address_change_whose_link_clean_up_fails_does_not_take_effect() {
+    let tokens = Arc::new(FailingDeletes::default());
+    let h = harness_with_tokens(None, tokens.clone());
+    let old = h.user_with_address("alice").await;
+    let mut session = h.session("alice").await;
+    let user_id = session.record().user_id.clone().unwrap();
+    let reset = h.reset_token("alice", &old).await;
+    h.change_email(&mut session, "new@mail.test").await;
+    let link = token_of(&h.mail("new@mail.test").await.body);
+
+    tokens.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let verified = h.auth.verify_email(&link, &client()).await;
+    tokens
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let error = verified.unwrap_err();
+    assert_eq!(error.status(), 503, "{error:?}");
+    let email = h.accounts.email(&user_id).await.unwrap().unwrap();
+    assert_eq!(email.address, old, "the address did not change");
+    assert!(email.verified);
+    // The old address is still the account's: its reset link still works.
+    h.auth
+        .reset_password(&reset, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
 }
 
 /// Verification mails from one account are budgeted (5, then a

@@ -548,6 +548,14 @@ impl Authenticator {
             return Err(AuthError::InvalidCode);
         };
         let codes = RecoveryCodes::generate(user.id())?;
+        // The user's other sessions (and token sign-ins) end before the
+        // factor is stored, and again after: a store failing half-way then
+        // never leaves a password-only session beside a second factor (a
+        // failure here stores nothing; one after leaves only a session
+        // made, with the password, in between).
+        let stamp = self.raise_epoch(&user).await?;
+        self.end_other_sessions(session, user.id(), stamp, |_| {})
+            .await?;
         if !accounts
             .confirm_totp(user.id(), &stored.sealed_secret, step, codes.hashes())
             .await?
@@ -559,7 +567,6 @@ impl Authenticator {
                 None => AuthError::TotpNotEnabled,
             });
         }
-        self.throttle_success(&account, client).await?;
         let stamp = self.raise_epoch(&user).await?;
         self.end_other_sessions(session, user.id(), stamp, |record| {
             if let AuthState::Authenticated { factors, .. } = &mut record.auth
@@ -569,6 +576,7 @@ impl Authenticator {
             }
         })
         .await?;
+        self.throttle_success(&account, client).await?;
         self.success(
             AuthEventKind::TotpEnabled,
             Some(user.id()),

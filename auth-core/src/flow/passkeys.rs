@@ -267,6 +267,13 @@ impl Authenticator {
         if passkeys.store().count(user.id()).await? >= MAX_PASSKEYS {
             return Err(AuthError::TooManyPasskeys);
         }
+        // The user's other sessions (and token sign-ins) end before the
+        // passkey is stored, and again after, as when TOTP is confirmed: a
+        // store failing half-way never leaves a session without the new
+        // factor's proof beside it.
+        let stamp = self.raise_epoch(&user).await?;
+        self.end_other_sessions(session, user.id(), stamp, |_| {})
+            .await?;
         passkeys.store().insert(&stored).await?;
         // Decided after the insert, on the codes themselves: an account left
         // without codes (its last factor was turned off meanwhile, taking

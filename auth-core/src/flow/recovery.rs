@@ -487,6 +487,17 @@ impl Authenticator {
             .ok_or_else(|| refuse(None))
     }
 
+    /// Deletes `user_id`'s links that went to its address (password
+    /// reset, magic link).
+    async fn delete_address_links(&self, user_id: &str) -> Result<(), AuthError> {
+        let tokens = &self.inner.tokens;
+        tokens
+            .delete_for_user(user_id, Purpose::PasswordReset)
+            .await?;
+        tokens.delete_for_user(user_id, Purpose::MagicLink).await?;
+        Ok(())
+    }
+
     /// A fresh token of `purpose` for `user_id`, bound to `binding`.
     async fn issue_token(
         &self,
@@ -590,22 +601,22 @@ impl Authenticator {
             let unverified = !email.verified && bool::from(email.address.as_bytes().ct_eq(binding));
             (pending, unverified)
         });
-        if !same_password
-            || !(pending || unverified)
-            || !accounts.verify_email(&record.user_id, address).await?
-        {
+        if !same_password || !(pending || unverified) {
+            return Err(refuse(Some(&record.user_id)));
+        }
+        // Links mailed to the old address die with it: before the change
+        // (a failure leaves the old address in effect, links and all: the
+        // user asks again), and after it (a link asked for in between went
+        // to the old address too).
+        if pending {
+            self.delete_address_links(&record.user_id).await?;
+        }
+        if !accounts.verify_email(&record.user_id, address).await? {
             return Err(refuse(Some(&record.user_id)));
         }
         if pending {
-            // Links mailed to the old address die with it, and it is told
-            // the change took effect.
-            let tokens = &self.inner.tokens;
-            tokens
-                .delete_for_user(&record.user_id, Purpose::PasswordReset)
-                .await?;
-            tokens
-                .delete_for_user(&record.user_id, Purpose::MagicLink)
-                .await?;
+            self.delete_address_links(&record.user_id).await?;
+            // The old address is told the change took effect.
             if let (Some(old), Some(user), Some(setup)) =
                 (current.as_ref(), user.as_ref(), self.inner.mail.as_ref())
             {
