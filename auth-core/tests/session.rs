@@ -202,6 +202,36 @@ async fn anonymous_sessions_never_block_a_login() {
     assert_eq!(store.len(), 100);
 }
 
+/// One account logging in again and again (an attacker's own) cannot fill
+/// the store for everybody else: past its cap, each new session of a user
+/// ends that user's session that expires soonest.
+#[tokio::test]
+async fn one_user_cannot_fill_the_store() {
+    let clock = ManualClock::starting_now();
+    let store = Arc::new(
+        MemoryStore::with_clock(Arc::new(clock.clone()))
+            .capacity(20)
+            .per_user_capacity(5),
+    );
+    let manager = SessionManager::new(store.clone(), SessionConfig::default())
+        .with_clock(Arc::new(clock.clone()));
+    let mut mallory = Vec::new();
+    for _ in 0..50 {
+        mallory.push(login(&manager, "mallory", "s1").await.id().encode());
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(store.len(), 5);
+    // The newest five live, the older ones ended.
+    for (n, cookie) in mallory.iter().enumerate() {
+        let alive = manager.load(cookie).await.unwrap().is_some();
+        assert_eq!(alive, n >= 45, "session {n}");
+    }
+    for n in 0..15 {
+        login(&manager, &format!("u{n}"), "s1").await;
+    }
+    assert_eq!(store.len(), 20);
+}
+
 #[tokio::test]
 async fn absolute_timeout_is_never_extended() {
     let (manager, clock) = setup();

@@ -14,15 +14,20 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 /// beyond its cap, or any new session in a full store, first makes room by
 /// dropping expired records and then the anonymous sessions that expire
 /// soonest (a tenth of their cap at a time): anonymous sessions never
-/// block a login. Only when the store is full of users' sessions does
-/// `create` fail with [`StoreError::Full`], rather than evict someone's
-/// login. Sessions are lost when the process exits.
+/// block a login. One user holds at most `per_user_capacity` sessions
+/// (default 64): a new one beyond that ends that user's session that
+/// expires soonest, so no account (an attacker's own, logging in again
+/// and again) can fill the store for everybody else. Only when the store
+/// is full of users' sessions does `create` fail with
+/// [`StoreError::Full`], rather than evict someone's login. Sessions are
+/// lost when the process exits.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     clock: Arc<dyn Clock>,
     capacity: usize,
     anonymous_capacity: usize,
+    per_user_capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +52,9 @@ impl MemoryStore {
     /// Default cap on anonymous sessions.
     pub const DEFAULT_ANONYMOUS_CAPACITY: usize = 10_000;
 
+    /// Default cap on one user's sessions.
+    pub const DEFAULT_PER_USER_CAPACITY: usize = 64;
+
     /// An empty store with the default capacity and the system clock.
     pub fn new() -> Self {
         Self::with_clock(Arc::new(SystemClock))
@@ -59,6 +67,7 @@ impl MemoryStore {
             clock,
             capacity: Self::DEFAULT_CAPACITY,
             anonymous_capacity: Self::DEFAULT_ANONYMOUS_CAPACITY,
+            per_user_capacity: Self::DEFAULT_PER_USER_CAPACITY,
         }
     }
 
@@ -74,6 +83,14 @@ impl MemoryStore {
     #[must_use]
     pub fn anonymous_capacity(mut self, capacity: usize) -> Self {
         self.anonymous_capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets the cap on one user's sessions (at least 1): a new session of
+    /// a user who holds that many ends the one that expires soonest.
+    #[must_use]
+    pub fn per_user_capacity(mut self, capacity: usize) -> Self {
+        self.per_user_capacity = capacity.max(1);
         self
     }
 
@@ -106,9 +123,12 @@ impl Inner {
         self.records.get(key).filter(|r| r.expires_at() > now)
     }
 
-    fn insert(&mut self, key: SessionKey, record: SessionRecord) {
+    /// Stores `record` under `key` (not held), first making room among
+    /// its user's sessions (at most `per_user` of them).
+    fn insert(&mut self, key: SessionKey, record: SessionRecord, per_user: usize, now: Timestamp) {
         match &record.user_id {
             Some(user) => {
+                self.make_room_for(user, per_user, now);
                 self.by_user.entry(user.clone()).or_default().insert(key);
             }
             None => {
@@ -116,6 +136,27 @@ impl Inner {
             }
         }
         self.records.insert(key, Arc::new(record));
+    }
+
+    /// Drops `user`'s expired sessions, then, while the user holds `cap`
+    /// or more, the one that expires soonest.
+    fn make_room_for(&mut self, user: &str, cap: usize, now: Timestamp) {
+        let Some(keys) = self.by_user.get(user) else {
+            return;
+        };
+        if keys.len() < cap {
+            return;
+        }
+        let mut by_expiry: Vec<(Timestamp, SessionKey)> = keys
+            .iter()
+            .filter_map(|key| Some((self.records.get(key)?.expires_at(), *key)))
+            .collect();
+        by_expiry.sort_unstable();
+        let over = by_expiry.len() + 1 - cap;
+        let expired = by_expiry.iter().take_while(|(at, _)| *at <= now).count();
+        for (_, key) in by_expiry.into_iter().take(over.max(expired)) {
+            self.remove(&key);
+        }
     }
 
     /// Drops the `count` anonymous sessions that expire soonest.
@@ -202,7 +243,7 @@ impl SessionStore for MemoryStore {
                 return Err(StoreError::Full);
             }
         }
-        inner.insert(*key, record.clone());
+        inner.insert(*key, record.clone(), self.per_user_capacity, now);
         Ok(())
     }
 
@@ -225,7 +266,7 @@ impl SessionStore for MemoryStore {
         inner.remove(key);
         let mut record = record.clone();
         record.version = expected_version + 1;
-        inner.insert(*key, record);
+        inner.insert(*key, record, self.per_user_capacity, now);
         Ok(SaveOutcome::Saved)
     }
 
@@ -248,7 +289,7 @@ impl SessionStore for MemoryStore {
         inner.remove(new);
         let mut record = record.clone();
         record.version = expected_version + 1;
-        inner.insert(*new, record);
+        inner.insert(*new, record, self.per_user_capacity, now);
         Ok(SaveOutcome::Saved)
     }
 
