@@ -16,9 +16,11 @@ use crate::clock::Timestamp;
 /// full store first drops the expired tokens (by the latest `now` the store
 /// was given, in [`consume`](TokenStore::consume) or
 /// [`delete_expired`](TokenStore::delete_expired)), then, if it is still
-/// full, the tokens that expire soonest (a tenth of the capacity at a
-/// time). A flood of token requests can therefore void older links, never
-/// grow the process. `Debug` shows counts only.
+/// full, the tokens issued earliest (their expiry less their purpose's
+/// lifetime; a tenth of the capacity at a time). A flood of token requests
+/// can therefore void older links, never grow the process, and never the
+/// link just mailed (a fresh reset link expires sooner than a day-old
+/// verification link, but was issued later). `Debug` shows counts only.
 pub struct MemoryTokenStore {
     inner: Mutex<Inner>,
     capacity: usize,
@@ -119,12 +121,12 @@ impl Inner {
         expired.len() as u64
     }
 
-    /// Drops the `count` tokens that expire soonest.
-    fn evict_soonest(&mut self, count: usize) {
+    /// Drops the `count` tokens issued earliest.
+    fn evict_oldest(&mut self, count: usize) {
         let mut by_expiry: Vec<(Timestamp, TokenKey)> = self
             .tokens
             .iter()
-            .map(|(k, r)| (r.expires_at, *k))
+            .map(|(k, r)| (r.expires_at.saturating_sub(r.purpose.lifetime()), *k))
             .collect();
         let count = count.min(by_expiry.len());
         if count == 0 {
@@ -150,7 +152,7 @@ impl TokenStore for MemoryTokenStore {
             }
             if inner.tokens.len() >= self.capacity {
                 // A tenth of the capacity at a time: the sort is amortised.
-                inner.evict_soonest((self.capacity / 10).max(1));
+                inner.evict_oldest((self.capacity / 10).max(1));
             }
         }
         inner
@@ -238,11 +240,45 @@ mod tests {
         T0.saturating_add(Duration::from_secs(secs))
     }
 
-    /// A full store drops the expired tokens first (by the latest `now` it
-    /// saw), then the tenth that expires soonest, and never holds more than
-    /// its capacity.
+    /// A full store makes room with the tokens issued earliest, not those
+    /// that expire soonest: a reset link just mailed (30 minutes) outlives
+    /// a store full of day-long verification links issued before it.
     #[tokio::test]
-    async fn a_full_store_drops_expired_then_soonest() {
+    async fn a_full_store_keeps_the_link_just_mailed() {
+        let store = MemoryTokenStore::new().capacity(10);
+        let issued = |purpose: Purpose, secs: u64| TokenRecord {
+            purpose,
+            user_id: "u".to_owned(),
+            binding: String::new(),
+            expires_at: at(secs).saturating_add(purpose.lifetime()),
+        };
+        for n in 0..10 {
+            store
+                .insert(&key(n), &issued(Purpose::EmailVerification, u64::from(n)))
+                .await
+                .unwrap();
+        }
+        store
+            .insert(&key(10), &issued(Purpose::PasswordReset, 60))
+            .await
+            .unwrap();
+        store
+            .insert(&key(11), &issued(Purpose::EmailVerification, 120))
+            .await
+            .unwrap();
+        assert!(store.len() <= 10);
+        let reset = store
+            .consume(&key(10), Purpose::PasswordReset, at(61))
+            .await
+            .unwrap();
+        assert!(reset.is_some(), "the reset link just mailed was evicted");
+    }
+
+    /// A full store drops the expired tokens first (by the latest `now` it
+    /// saw), then the tenth issued earliest, and never holds more than its
+    /// capacity.
+    #[tokio::test]
+    async fn a_full_store_drops_expired_then_oldest() {
         let store = MemoryTokenStore::new().capacity(20);
         // 5 tokens expiring at 1..=5 s, 15 expiring at 100..=114 s.
         for n in 0..5 {
@@ -275,7 +311,7 @@ mod tests {
         store.insert(&key(21), &record("c", at(201))).await.unwrap();
         store.insert(&key(22), &record("c", at(202))).await.unwrap();
         assert_eq!(store.len(), 20);
-        // Full with live tokens: the two expiring soonest (a tenth) go.
+        // Full with live tokens: the two issued earliest (a tenth) go.
         store.insert(&key(23), &record("c", at(203))).await.unwrap();
         assert_eq!(store.len(), 19);
         assert!(!store.lock().tokens.contains_key(&key(3)));
