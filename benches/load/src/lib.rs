@@ -13,6 +13,21 @@
 //! dependencies: their servers live in `benches/support/alternatives.rs`, shared by
 //! the bench and `tests/smoke.rs`. Run everything with
 //! `cargo bench -p auth-load-bench` (see `docs/performance.md`).
+//!
+//! # Example
+//!
+//! Every table cell is a median over rounds; a ratio is the median of the
+//! per-round ratios, so drift between rounds hits both sides alike:
+//!
+//! ```
+//! use auth_load_bench::report::median;
+//!
+//! let bare = [100_000.0, 90_000.0, 110_000.0];
+//! let auth = [80_000.0, 72_000.0, 99_000.0];
+//! let ratios: Vec<f64> = bare.iter().zip(&auth).map(|(b, a)| a / b).collect();
+//! assert_eq!(median(&ratios), 0.8);
+//! assert_eq!(median(&[]), 0.0);
+//! ```
 
 pub mod client;
 pub mod report;

@@ -3,6 +3,41 @@
 //! conformance suite drives in-process. The handlers themselves are shared
 //! by the three demos (`example_shared::handlers`); this file is the actix
 //! routing and body extraction around them.
+//!
+//! # Example
+//!
+//! The demo in-process on in-memory stores, as the conformance suite drives
+//! it: a request for the API without a session gets JSON 401.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use auth_core::clock::SystemClock;
+//! use auth_core::mail::InsecureLogMailer;
+//! use auth_core::password::PasswordHasher;
+//! use auth_core::rate_limit::TrustedProxies;
+//! use actix_web::test;
+//!
+//! # #[actix_web::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = example_shared::build_auth_in_memory(
+//!     Arc::new(SystemClock),
+//!     example_shared::throttle_config(),
+//!     PasswordHasher::insecure_for_tests()?,
+//!     TrustedProxies::none(),
+//!     Arc::new(InsecureLogMailer::new()),
+//! );
+//! let app = test::init_service(example_actix::app(auth)).await;
+//! let request = test::TestRequest::get()
+//!     .uri("/api/me")
+//!     .insert_header(("host", "localhost"))
+//!     .peer_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)))
+//!     .to_request();
+//! let response = test::call_service(&app, request).await;
+//! assert_eq!(response.status(), 401);
+//! # Ok(())
+//! # }
+//! ```
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};

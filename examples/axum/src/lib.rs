@@ -3,6 +3,43 @@
 //! suite drives in-process. The handlers themselves are shared by the three
 //! demos (`example_shared::handlers`); this file is the axum routing and
 //! body extraction around them.
+//!
+//! # Example
+//!
+//! The demo in-process on in-memory stores, as the conformance suite drives
+//! it: a request for the API without a session gets JSON 401.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use auth_core::clock::SystemClock;
+//! use auth_core::mail::InsecureLogMailer;
+//! use auth_core::password::PasswordHasher;
+//! use auth_core::rate_limit::TrustedProxies;
+//! use axum::extract::ConnectInfo;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = example_shared::build_auth_in_memory(
+//!     Arc::new(SystemClock),
+//!     example_shared::throttle_config(),
+//!     PasswordHasher::insecure_for_tests()?,
+//!     TrustedProxies::none(),
+//!     Arc::new(InsecureLogMailer::new()),
+//! );
+//! let mut request = http::Request::get("/api/me")
+//!     .header("host", "localhost")
+//!     .body(axum::body::Body::empty())?;
+//! // What `into_make_service_with_connect_info` gives a served request.
+//! request
+//!     .extensions_mut()
+//!     .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))));
+//! let response = example_axum::app(auth).oneshot(request).await?;
+//! assert_eq!(response.status(), 401);
+//! # Ok(())
+//! # }
+//! ```
 
 use auth_axum::{AuthLayer, AuthSession, CurrentUser, RequireLayer, User, reply};
 use auth_core::web::Auth;

@@ -3,6 +3,42 @@
 //! suite drives in-process. The handlers themselves are shared by the three
 //! demos (`example_shared::handlers`); this file is the Rocket routing and
 //! body extraction around them.
+//!
+//! # Example
+//!
+//! The demo in-process on in-memory stores, as the conformance suite drives
+//! it: a request for the API without a session gets JSON 401.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use auth_core::clock::SystemClock;
+//! use auth_core::mail::InsecureLogMailer;
+//! use auth_core::password::PasswordHasher;
+//! use auth_core::rate_limit::TrustedProxies;
+//! use rocket::http::{Header, Status};
+//! use rocket::local::asynchronous::Client;
+//!
+//! # #[rocket::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = example_shared::build_auth_in_memory(
+//!     Arc::new(SystemClock),
+//!     example_shared::throttle_config(),
+//!     PasswordHasher::insecure_for_tests()?,
+//!     TrustedProxies::none(),
+//!     Arc::new(InsecureLogMailer::new()),
+//! );
+//! let client = Client::untracked(example_rocket::app(auth)).await?;
+//! let response = client
+//!     .get("/api/me")
+//!     .header(Header::new("host", "localhost"))
+//!     .remote(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)))
+//!     .dispatch()
+//!     .await;
+//! assert_eq!(response.status(), Status::Unauthorized);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeSet;
 

@@ -2,6 +2,19 @@
 //! settings from the environment, the store wiring, the JSON shapes of the
 //! API (described in the repository's `docs/demo-api.md`) and the HTML
 //! pages.
+//!
+//! # Example
+//!
+//! What the demos print of a database URL at start-up: never its
+//! credentials.
+//!
+//! ```
+//! assert_eq!(
+//!     example_shared::redact_url("postgres://app:hunter2@db:5432/auth?sslmode=require"),
+//!     "postgres://[REDACTED]@db:5432/auth?[REDACTED]"
+//! );
+//! assert_eq!(example_shared::redact_url("sqlite://demo.db"), "sqlite://demo.db");
+//! ```
 
 use std::error::Error;
 use std::net::SocketAddr;

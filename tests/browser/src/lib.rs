@@ -16,6 +16,17 @@
 //! prints `SKIPPED (service): chromium is not installed` and passes, except
 //! under `CI=true`, where it fails (`scripts/test` also fails a CI run that
 //! printed such a line).
+//!
+//! # Example
+//!
+//! Not run here (it needs Chromium and a built demo): a demo's
+//! `tests/browser.rs` passes `env!("CARGO_BIN_EXE_example-axum")`, which
+//! only that demo's own tests have.
+//!
+//! ```no_run
+//! let binary = std::env::var("DEMO_BINARY").expect("the path of a demo binary");
+//! auth_browser_tests::passkey_and_totp_walk(&binary);
+//! ```
 
 mod browser;
 mod demo;

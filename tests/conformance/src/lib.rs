@@ -8,6 +8,21 @@
 //! expands every case into its own `#[tokio::test]`, so a failure names the
 //! case. The suite builds the `Auth` itself: in-memory stores, a
 //! [`ManualClock`] it advances for timeouts, cheap Argon2 parameters.
+//!
+//! # Example
+//!
+//! A case reads the mail the demo sent to the suite's SMTP sink and follows
+//! its link:
+//!
+//! ```
+//! let body = "Reset it here: http://demo.test/reset-password?token=Zm9v_YmFy-1\n";
+//! assert_eq!(auth_conformance::link_token(body).as_deref(), Some("Zm9v_YmFy-1"));
+//! assert_eq!(
+//!     auth_conformance::link_path(body).as_deref(),
+//!     Some("/reset-password?token=Zm9v_YmFy-1")
+//! );
+//! assert_eq!(auth_conformance::link_token("no link"), None);
+//! ```
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
