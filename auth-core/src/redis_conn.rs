@@ -201,19 +201,21 @@ impl<V: Clone> ClientCache<V> {
 /// KEYS[1] a per-user index: a sorted set of members scored by when the
 /// key each names dies (Unix milliseconds); ARGV member, dies at. Lists the
 /// member (never lowering its score), drops the members whose keys died
-/// before Redis's own clock (their keys expired by that clock, `PEXPIREAT`
-/// of the same milliseconds, so no member of a live key is dropped, however
-/// far the app's clock is from Redis's), and keeps the index alive at least
-/// until `dies at` (never shortens it). So the index holds only what
-/// died no earlier than the last insert, not every key a user ever had.
-/// One key: one cluster slot. Needs Redis 7 (`PEXPIRETIME`, `ZADD GT`).
+/// more than five minutes ago by Redis's own clock, and keeps the index
+/// alive at least until `dies at` (never shortens it). On one node the
+/// keys expired by that same clock (`PEXPIREAT` of the same milliseconds),
+/// so no member of a live key is dropped however far the app's clock is
+/// from Redis's; the five minutes cover the clocks of a cluster's nodes,
+/// which hold the index and its keys apart. So the index holds what lived
+/// recently, not every key a user ever had. One key: one cluster slot.
+/// Needs Redis 7 (`PEXPIRETIME`, `ZADD GT`).
 pub(crate) static INDEX_ADD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now))
+local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 300000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', cut))
 if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 end

@@ -411,9 +411,10 @@ async fn a_revocation_stands_when_its_index_clean_up_fails() {
 }
 
 /// A user's index keeps only families that may still live: each create
-/// drops the ones whose expiry has passed (by Redis's clock), so a user who
-/// signs in every day does not grow it without bound, and `revoke_user`
-/// does not walk every family the user ever had. Families listed in the
+/// drops the ones whose expiry passed more than five minutes ago (by
+/// Redis's clock), so a user who signs in every day does not grow it
+/// without bound, and `revoke_user` does not walk every family the user
+/// ever had. Families listed in the
 /// set that indexed them before (a store from before the sorted set, or an
 /// instance not yet upgraded) are still revoked.
 #[cfg(feature = "redis")]
@@ -452,11 +453,12 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
         .create(&first, RefreshToken::generate().unwrap().key())
         .await
         .unwrap();
-    // Families that expired a minute and a year ago (their own keys gone
-    // with them), and one that expires in a minute.
-    let now = SystemClock.now().as_unix_millis();
+    // Families that expired ten minutes and a year ago (their own keys
+    // gone with them), and one that expires in a minute, by Redis's clock.
+    let time: Vec<String> = ::redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now = time[0].parse::<i64>().unwrap() * 1000;
     for (id, score) in [
-        ("expired-a-minute-ago", now - 60_000),
+        ("expired-ten-minutes-ago", now - 600_000),
         ("expired-a-year-ago", now - 365 * 86_400_000),
         ("expires-in-a-minute", now + 60_000),
     ] {
@@ -527,6 +529,38 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The old set unreadable (its cluster node down; here the key has the
+/// wrong type): `revoke_user` still revokes every family of the index, and
+/// answers the error.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn revoke_user_revokes_the_index_when_the_old_set_fails() {
+    use auth_core::clock::{Clock, SystemClock};
+
+    let Some((url, prefix, store, family)) = redis_store_and_family().await else {
+        return;
+    };
+    store
+        .create(&family, RefreshToken::generate().unwrap().key())
+        .await
+        .unwrap();
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    ::redis::cmd("SET")
+        .arg(format!("{prefix}u:{}", family.user_id))
+        .arg("not a set")
+        .arg("PX")
+        .arg(60_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.revoke_user(&family.user_id).await.is_err());
+    assert!(!store.is_live(&family.id, SystemClock.now()).await.unwrap());
 }
 
 /// A family checked on one instance is then checked from its cache (no

@@ -377,8 +377,9 @@ async fn a_redis_insert_sent_again_is_no_collision() {
 }
 
 /// A user's index keeps only tokens that may still live: each insert drops
-/// the ones whose expiry has passed (by Redis's clock), so a user who asks
-/// for mail again and again does not grow it without bound. A consumed
+/// the ones whose expiry passed more than five minutes ago (by Redis's
+/// clock), so a user who asks for mail again and again does not grow it
+/// without bound. A consumed
 /// token leaves it at once. Tokens listed in the set that indexed them
 /// before (a store from before the sorted set, or an instance not yet
 /// upgraded) are still deleted by `delete_for_user`.
@@ -427,9 +428,11 @@ async fn a_users_token_index_drops_expired_tokens_and_the_old_set_is_still_read(
     };
     let first = SingleUseToken::generate().unwrap().key();
     store.insert(&first, &record).await.unwrap();
-    let millis = now.as_unix_millis();
+    // By Redis's clock, which prunes the index.
+    let time: Vec<String> = ::redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let millis = time[0].parse::<i64>().unwrap() * 1000;
     for (hex, score) in [
-        ("expired-a-minute-ago", millis - 60_000),
+        ("expired-ten-minutes-ago", millis - 600_000),
         ("expired-a-year-ago", millis - 365 * 86_400_000),
         ("expires-in-a-minute", millis + 60_000),
     ] {
@@ -485,4 +488,48 @@ async fn a_users_token_index_drops_expired_tokens_and_the_old_set_is_still_read(
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The old set unreadable (its cluster node down; here the key has the
+/// wrong type): `delete_for_user` still deletes every token of the index,
+/// and answers the error.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn delete_for_user_deletes_the_index_when_the_old_set_fails() {
+    use auth_core::clock::{Clock, SystemClock};
+    use auth_core::single_use::SingleUseToken;
+
+    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("{}:", unique("test"));
+    let store = auth_core::RedisTokenStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let user = unique("user");
+    let purpose = Purpose::MagicLink;
+    let now = SystemClock.now();
+    let key = SingleUseToken::generate().unwrap().key();
+    let record = TokenRecord {
+        purpose,
+        user_id: user.clone(),
+        binding: String::new(),
+        expires_at: now.saturating_add(Duration::from_secs(600)),
+    };
+    store.insert(&key, &record).await.unwrap();
+    ::redis::cmd("SET")
+        .arg(format!("{prefix}u:{}:{user}", purpose.as_str()))
+        .arg("not a set")
+        .arg("PX")
+        .arg(60_000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.delete_for_user(&user, purpose).await.is_err());
+    assert!(store.peek(&key, purpose, now).await.unwrap().is_none());
 }

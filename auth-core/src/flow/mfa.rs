@@ -509,7 +509,10 @@ impl Authenticator {
     /// Confirms the pending TOTP enrolment with a first valid code: TOTP
     /// becomes a second factor, 10 recovery codes replace any earlier ones
     /// (returned once, stored hashed), every other session of the user
-    /// ends, and this one gets a new ID and the `Totp` factor.
+    /// ends, and this one gets a new ID and the `Totp` factor. The other
+    /// sessions end before the factor is stored too: a confirmation that
+    /// fails after the code was checked (a store error, or one confirmed
+    /// or replaced concurrently) has still ended them.
     ///
     /// Errors: [`AuthError::NotAuthenticated`], [`AuthError::Throttled`],
     /// [`AuthError::InvalidCode`], [`AuthError::TotpNotEnabled`] (nothing
@@ -567,6 +570,8 @@ impl Authenticator {
                 None => AuthError::TotpNotEnabled,
             });
         }
+        // The code was right: its failures before it no longer count.
+        self.throttle_success(&account, client).await?;
         let stamp = self.raise_epoch(&user).await?;
         self.end_other_sessions(session, user.id(), stamp, |record| {
             if let AuthState::Authenticated { factors, .. } = &mut record.auth
@@ -576,7 +581,6 @@ impl Authenticator {
             }
         })
         .await?;
-        self.throttle_success(&account, client).await?;
         self.success(
             AuthEventKind::TotpEnabled,
             Some(user.id()),

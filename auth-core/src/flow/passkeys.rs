@@ -215,7 +215,9 @@ impl Authenticator {
     /// Finishes adding a passkey with the browser's answer (`credential`,
     /// the `PublicKeyCredential` as JSON) and the user's `name` for it. A
     /// factor change: every other session of the user ends and this one
-    /// gets a new ID. The first second factor of an account also gets
+    /// gets a new ID (the others end before the passkey is stored too, so a
+    /// registration that fails after the answer was checked has still
+    /// ended them). The first second factor of an account also gets
     /// recovery codes.
     pub async fn finish_passkey_registration(
         &self,

@@ -8,8 +8,9 @@
 //!   reservation, 30 s TTL), which loads as no session.
 //! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
 //!   each scored with the time until which it may be live, for listing and
-//!   revoking; expiring with its latest score. Members whose score has
-//!   passed by Redis's own clock (the clock that expired their keys) are
+//!   revoking; expiring with its latest score. Members whose score passed
+//!   more than five minutes ago by Redis's own clock (the clock that
+//!   expires their keys; the five minutes cover a cluster's nodes) are
 //!   dropped whenever a member is added; so an app instance whose clock
 //!   runs ahead never drops a live session from the index.
 //!
@@ -30,8 +31,8 @@
 //!   past `x` or to another user first extends the index, then writes.
 //!   Members are removed only when their session is provably gone for good
 //!   (deleted by [`delete_by_user`](SessionStore::delete_by_user) or moved
-//!   to another user) or when their score has passed (by Redis's clock,
-//!   no earlier than the session's own key expired). A member
+//!   to another user) or five minutes after their score has passed (by
+//!   Redis's clock, after the session's own key expired). A member
 //!   whose session is merely absent stays: it may be a create under way.
 //! * **A rotation never leaves two live keys, nor a key revocation missed.**
 //!   `rotate` reserves the new key (collision check), lists it in the

@@ -7,13 +7,16 @@
 //! * `{prefix}user:{purpose}:{user id}`: the hex keys of that user's
 //!   tokens for that purpose, for [`TokenStore::delete_for_user`]: a sorted
 //!   set scored by each token's expiry, expiring no sooner than its
-//!   longest-lived member. Each insert drops the members that expired (by
-//!   Redis's clock), so it holds only tokens of the last lifetime, however
-//!   often the user asks for mail.
+//!   longest-lived member. Each insert drops the members that expired (more
+//!   than five minutes ago, by Redis's clock), so it holds only tokens of
+//!   the last lifetime, however often the user asks for mail.
 //! * `{prefix}u:{purpose}:{user id}`: the set that indexed tokens before
 //!   the sorted set; nothing adds to it any more, `delete_for_user` still
 //!   reads it (tokens issued before an upgrade, or by an instance not yet
-//!   upgraded), and it expires with its longest-lived member.
+//!   upgraded), and it expires with its longest-lived member. Instances
+//!   not yet upgraded read only this set: finish a rolling upgrade before
+//!   relying on their `delete_for_user` (a reset or magic link it misses
+//!   still dies with a password change, being bound to the password).
 //!
 //! Every key expires. Needs Redis 7 (`PEXPIRETIME`). Every script touches
 //! one key, so the store runs unchanged on one node and on a Redis Cluster
@@ -261,10 +264,16 @@ impl TokenStore for RedisTokenStore {
             .arg(-1)
             .query_async(&mut self.conn.clone())
             .await?;
-        let listed_before: Vec<String> = redis::cmd("SMEMBERS")
+        // The old set last, and its failure answered only after the index's
+        // tokens are deleted (on a cluster its node may be the one down).
+        let (listed_before, failed) = match redis::cmd("SMEMBERS")
             .arg(&legacy)
-            .query_async(&mut self.conn.clone())
-            .await?;
+            .query_async::<Vec<String>>(&mut self.conn.clone())
+            .await
+        {
+            Ok(members) => (members, None),
+            Err(error) => (Vec::new(), Some(error)),
+        };
         let mut deleted = 0;
         // Each index with its members and how a member leaves it.
         for (index, members, unlist) in [(&index, listed, "ZREM"), (&legacy, listed_before, "SREM")]
@@ -293,7 +302,10 @@ impl TokenStore for RedisTokenStore {
                     .await?;
             }
         }
-        Ok(deleted)
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(deleted),
+        }
     }
 
     async fn delete_expired(&self, _now: Timestamp) -> Result<u64, TokenStoreError> {

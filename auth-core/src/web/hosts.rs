@@ -27,7 +27,7 @@ use std::fmt;
 /// assert!(!hosts.allows(None));
 /// assert!(AllowedHosts::insecure_any().allows(Some("anything")));
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AllowedHosts {
     entries: Vec<Entry>,
 }
@@ -43,7 +43,9 @@ struct Entry {
 
 /// An allow-list entry that is not a host name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid allowed host {0:?}: expected name, name:port, [v6]:port or .domain")]
+#[error(
+    "invalid allowed host {0:?}: expected name, name:port, [v6]:port or .domain (at least one)"
+)]
 pub struct InvalidHost(pub String);
 
 impl AllowedHosts {
@@ -51,10 +53,14 @@ impl AllowedHosts {
     /// [`AuthBuilder::build`](crate::AuthBuilder::build) logs a warning.
     /// Leaves a server on a private address open to DNS rebinding.
     pub fn insecure_any() -> Self {
-        Self::default()
+        Self {
+            entries: Vec::new(),
+        }
     }
 
-    /// A comma-separated list (empty: any host).
+    /// A comma-separated list, with at least one entry: an empty list is
+    /// refused (allowing any host is [`insecure_any`](Self::insecure_any),
+    /// never the outcome of an unset variable).
     pub fn parse(list: &str) -> Result<Self, InvalidHost> {
         let entries = list
             .split(',')
@@ -81,7 +87,10 @@ impl AllowedHosts {
                     port,
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        if entries.is_empty() {
+            return Err(InvalidHost(list.into()));
+        }
         Ok(Self { entries })
     }
 
@@ -252,6 +261,8 @@ mod tests {
         for bad in ["a b", "host:port", "[::1", "x/y", "."] {
             assert!(AllowedHosts::parse(bad).is_err(), "{bad}");
         }
-        assert!(AllowedHosts::parse(" , ").unwrap().is_any());
+        for empty in ["", " , "] {
+            assert!(AllowedHosts::parse(empty).is_err(), "{empty:?}");
+        }
     }
 }

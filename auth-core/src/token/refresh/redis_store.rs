@@ -14,13 +14,16 @@
 //! * `{prefix}user:{user id}`: the user's family ids, for
 //!   [`RefreshStore::revoke_user`]: a sorted set scored by each family's
 //!   expiry, expiring no sooner than its longest-lived family. Each create
-//!   drops the families that expired (by Redis's clock), so it holds the
-//!   families of the last 30 days (the default lifetime), not every one the
-//!   user ever had.
+//!   drops the families that expired (more than five minutes ago, by
+//!   Redis's clock), so it holds the families of the last 30 days (the
+//!   default lifetime), not every one the user ever had.
 //! * `{prefix}u:{user id}`: the set that indexed families before the
 //!   sorted set; nothing adds to it any more, `revoke_user` still reads it
 //!   (families created before an upgrade, or by an instance not yet
-//!   upgraded), and it expires with its longest-lived family.
+//!   upgraded), and it expires with its longest-lived family. Instances
+//!   not yet upgraded read only this set: finish a rolling upgrade before
+//!   relying on their `revoke_user` (a family it misses still ends at its
+//!   next refresh, by the epoch in its stamp).
 //!
 //! # Client-side cache (single node)
 //!
@@ -147,7 +150,7 @@ if f[7] == ARGV[2] and f[8] == ARGV[1] then
 end
 if f[7] == ARGV[1] then
   redis.call('HSET', fk, 'cur', ARGV[2], 'prev', ARGV[1], 'pat', ARGV[4], 's', ARGV[3], 'l', ARGV[4])
-  redis.call('PEXPIREAT', fk, string.format('%d', math.min(expires, now + idle)))
+  redis.call('PEXPIREAT', fk, string.format('%.0f', math.min(expires, now + idle)))
   return {'r', f[1], f[2], f[10], f[3], f[4], f[5], ARGV[4]}
 end
 local grace = tonumber(ARGV[5])
@@ -599,14 +602,18 @@ impl RefreshStore for RedisRefreshStore {
             .arg(-1)
             .query_async(&mut self.conn.clone())
             .await?;
-        let listed_before: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&legacy)
-            .query_async(&mut self.conn.clone())
-            .await?;
         let mut revoked = 0;
         // Every family is tried, even after a failure (one node of a
         // cluster may be down): the first error is answered at the end.
-        let mut failed = None;
+        let mut failed: Option<RefreshStoreError> = None;
+        let listed_before: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&legacy)
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap_or_else(|error| {
+                failed = Some(error.into());
+                Vec::new()
+            });
         // Each id with the index that lists it and how it leaves that index.
         let members = listed.into_iter().map(|id| (id, &index, "ZREM"));
         let members = members.chain(listed_before.into_iter().map(|id| (id, &legacy, "SREM")));

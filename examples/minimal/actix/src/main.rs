@@ -107,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
     // The Host names the app answers to (others get 400: a defence against
     // DNS rebinding); yours in production.
-    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1"))?;
+    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1,[::1]"))?;
     let auth = Auth::builder(Users(db)).allowed_hosts(hosts).build()?;
     // One `App` per worker thread; `AuthMiddleware` is the last (outermost) `wrap`.
     let server = HttpServer::new(move || {

@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     query("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL)").execute(&db).await?;
     // The Host names the app answers to (others get 400: a defence against
     // DNS rebinding); yours in production.
-    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1"))?;
+    let hosts = AllowedHosts::parse(&env("APP_HOSTS", "localhost,127.0.0.1,[::1]"))?;
     // Rocket's own config (Rocket.toml, ROCKET_*), with the address of `APP_ADDR`.
     let addr = env("APP_ADDR", "127.0.0.1:3000").to_socket_addrs()?.next().ok_or("no APP_ADDR")?;
     let config = Config::figment().merge(("address", addr.ip())).merge(("port", addr.port()));
