@@ -5,7 +5,10 @@
 //!   `r` (record JSON), `x` (until when the user's index is known to list
 //!   it, Unix milliseconds), expiring by TTL at the record's deadline. While
 //!   a rotation is under way the new key holds only `u` and `p` (a
-//!   reservation, 30 s TTL), which loads as no session.
+//!   reservation, 30 s TTL), which loads as no session; after it, the old
+//!   key holds only `m` (the new key, 30 s TTL), which loads as no session
+//!   either and lets the same step sent twice be recognised.
+
 //! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
 //!   each scored with the time until which it may be live, for listing and
 //!   revoking; expiring with its latest score. Members whose score passed
@@ -13,6 +16,10 @@
 //!   expires their keys; the five minutes cover a cluster's nodes) are
 //!   dropped whenever a member is added; so an app instance whose clock
 //!   runs ahead never drops a live session from the index.
+//!
+//! Every script that writes a session answers a second run of itself as
+//! it answered the first (the cluster client sends a script again after a
+//! slow answer, whether or not the server ran it).
 //!
 //! The braces are hash tags: each key is its own slot group, and every
 //! script touches exactly one key, so the store runs unchanged on a single
@@ -122,10 +129,17 @@ const RESERVATION_MS: i64 = 30_000;
 const MAX_REVOKE_PASSES: usize = 32;
 
 /// KEYS[1] session; ARGV version, user, record, expire_at, indexed until.
+/// Returns 0 if the key is taken, else 1; 1 again when it holds exactly
+/// this session (the cluster client sent the script again after a slow
+/// answer: it must not read as a collision).
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local f = redis.call('HMGET', KEYS[1], 'v', 'u', 'r')
+  if f[1] == ARGV[1] and f[2] == ARGV[2] and f[3] == ARGV[3] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'u', ARGV[2], 'r', ARGV[3], 'x', ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1",
@@ -134,13 +148,15 @@ return 1",
 
 /// KEYS[1] session; ARGV expected, new version, user, record, expire_at,
 /// indexed until (empty: unchanged). Returns 0 missing, 1 conflict,
-/// 2 saved, 4 the index must list the session first (a new user, or a
-/// deadline past `x`).
+/// 2 saved (also when this very save was applied already: the cluster
+/// client resends a script after a slow answer), 4 the index must list the
+/// session first (a new user, or a deadline past `x`).
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u', 'x')
+local cur = redis.call('HMGET', KEYS[1], 'v', 'u', 'x', 'r')
 if not cur[1] then return 0 end
+if cur[1] == ARGV[2] and cur[2] == ARGV[3] and cur[4] == ARGV[4] then return 2 end
 if cur[1] ~= ARGV[1] then return 1 end
 local x = cur[3] or '0'
 if ARGV[6] ~= '' then
@@ -154,36 +170,51 @@ return 2",
     )
 });
 
-/// KEYS[1] new key; ARGV user, reservation ms. Returns 0 if taken, else 1.
+/// KEYS[1] new key; ARGV user, reservation ms. Returns 0 if taken, else
+/// 1; 1 again when it is this user's reservation already (the script sent
+/// again).
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local f = redis.call('HMGET', KEYS[1], 'p', 'u')
+  if f[1] == '1' and f[2] == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'u', ARGV[1], 'p', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1",
     )
 });
 
-/// KEYS[1] old key; ARGV expected version. Deletes it when the version
-/// matches. Returns 0 missing, 1 conflict, 2 taken.
+/// KEYS[1] old key; ARGV expected version, new key (hex), marker ms.
+/// Replaces it, when the version matches, with a marker naming the new key
+/// (no session: a load finds none), kept as long as a reservation, so the
+/// same take sent again (the cluster client resends a script after a slow
+/// answer) answers taken again instead of missing. Returns 0 missing,
+/// 1 conflict, 2 taken.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return 0 end
-if v ~= ARGV[1] then return 1 end
+local f = redis.call('HMGET', KEYS[1], 'v', 'm')
+if f[2] and f[2] == ARGV[2] then return 2 end
+if not f[1] then return 0 end
+if f[1] ~= ARGV[1] then return 1 end
 redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 2",
     )
 });
 
 /// KEYS[1] new key; ARGV version, user, record, expire_at, indexed until.
-/// Fills the reservation if it is still there (else 0).
+/// Fills the reservation if it is still there (else 0); 1 again when it
+/// holds exactly this session already (the script sent again).
 static FILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local f = redis.call('HMGET', KEYS[1], 'p', 'u')
+local f = redis.call('HMGET', KEYS[1], 'p', 'u', 'v', 'r')
+if f[1] ~= '1' and f[2] == ARGV[2] and f[3] == ARGV[1] and f[4] == ARGV[3] then return 1 end
 if f[1] ~= '1' or f[2] ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'u', ARGV[2], 'r', ARGV[3], 'x', ARGV[5])
@@ -239,6 +270,10 @@ pub struct RedisStore {
     /// Loaded records, kept fresh by the server's invalidations (a single
     /// node connected by [`RedisStore::connect`]).
     cache: Option<Arc<ClientCache<Arc<SessionRecord>>>>,
+    /// Sends every script twice, as the cluster client does after a slow
+    /// answer (tests only).
+    #[cfg(test)]
+    resend: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -289,6 +324,8 @@ impl RedisStore {
             conn,
             prefix: "auth:".to_owned(),
             cache: None,
+            #[cfg(test)]
+            resend: false,
         }
     }
 
@@ -301,6 +338,19 @@ impl RedisStore {
     /// The outcome of a write to `redis_key`: the key is forgotten by the
     /// cache whatever happened (a failed write may have been applied), and
     /// the whole cache after an error (the connection may be gone).
+    /// Runs a script (in tests, twice when `resend` is set: every script
+    /// must answer a second run as it answered the first).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        #[cfg(test)]
+        if self.resend {
+            script.invoke_async::<T>(&mut self.conn.clone()).await?;
+        }
+        script.invoke_async(&mut self.conn.clone()).await
+    }
+
     fn written<T>(&self, redis_key: &str, result: RedisResult<T>) -> Result<T, StoreError> {
         if let Some(cache) = &self.cache {
             cache.invalidate(redis_key.as_bytes());
@@ -356,11 +406,7 @@ impl RedisStore {
 
     /// Lists `hex` in `user`'s index until `until`.
     async fn index_add(&self, user: &str, hex: &str, until: i64) -> Result<(), StoreError> {
-        INDEX_ADD
-            .key(self.index_key(user))
-            .arg(hex)
-            .arg(until)
-            .invoke_async::<()>(&mut self.conn.clone())
+        self.invoke::<()>(INDEX_ADD.key(self.index_key(user)).arg(hex).arg(until))
             .await?;
         Ok(())
     }
@@ -429,14 +475,16 @@ impl SessionStore for RedisStore {
             self.index_add(user, &hex, until).await?;
         }
         let session_key = self.session_key(&hex);
-        let created = CREATE
-            .key(&session_key)
-            .arg(record.version)
-            .arg(user)
-            .arg(record.to_json()?)
-            .arg(record.expires_at().as_unix_millis())
-            .arg(until)
-            .invoke_async::<i64>(&mut self.conn.clone())
+        let created = self
+            .invoke::<i64>(
+                CREATE
+                    .key(&session_key)
+                    .arg(record.version)
+                    .arg(user)
+                    .arg(record.to_json()?)
+                    .arg(record.expires_at().as_unix_millis())
+                    .arg(until),
+            )
             .await;
         let created = self.written(&session_key, created)?;
         if created == 1 {
@@ -490,9 +538,7 @@ impl SessionStore for RedisStore {
                 .arg(indexed.map(|until| until.to_string()).unwrap_or_default());
             script
         };
-        let code = attempt(None)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await;
+        let code = self.invoke::<i64>(&attempt(None)).await;
         let code = self.written(&session_key, code)?;
         if code != 4 {
             return outcome(code);
@@ -501,9 +547,7 @@ impl SessionStore for RedisStore {
         // session first, then write (the write re-checks the version).
         let until = indexed_until(record);
         self.index_add(user, &hex, until).await?;
-        let code = attempt(Some(until))
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await;
+        let code = self.invoke::<i64>(&attempt(Some(until))).await;
         outcome(self.written(&session_key, code)?)
     }
 
@@ -519,11 +563,8 @@ impl SessionStore for RedisStore {
         let user = record.user_id.as_deref().unwrap_or("");
         let until = indexed_until(record);
         // 1. Reserve the new key (a taken one changes nothing).
-        let reserved = RESERVE
-            .key(&new_key)
-            .arg(user)
-            .arg(RESERVATION_MS)
-            .invoke_async::<i64>(&mut self.conn.clone())
+        let reserved = self
+            .invoke::<i64>(RESERVE.key(&new_key).arg(user).arg(RESERVATION_MS))
             .await;
         let reserved = self.written(&new_key, reserved)?;
         if reserved != 1 {
@@ -535,10 +576,13 @@ impl SessionStore for RedisStore {
         }
         // 3. Take the old key (compare-and-set on its version).
         let old_key = self.session_key(&old_hex);
-        let taken = TAKE
-            .key(&old_key)
-            .arg(expected_version)
-            .invoke_async::<i64>(&mut self.conn.clone())
+        let taken = self
+            .invoke::<i64>(
+                TAKE.key(&old_key)
+                    .arg(expected_version)
+                    .arg(&new_hex)
+                    .arg(RESERVATION_MS),
+            )
             .await;
         let taken = self.written(&old_key, taken)?;
         if taken != 2 {
@@ -550,14 +594,15 @@ impl SessionStore for RedisStore {
             return outcome(taken);
         }
         // 4. Fill the reservation, unless a revocation deleted it meanwhile.
-        let filled = FILL
-            .key(&new_key)
-            .arg(expected_version.wrapping_add(1))
-            .arg(user)
-            .arg(record.to_json()?)
-            .arg(record.expires_at().as_unix_millis())
-            .arg(until)
-            .invoke_async::<i64>(&mut self.conn.clone())
+        let filled = self
+            .invoke::<i64>(
+                FILL.key(&new_key)
+                    .arg(expected_version.wrapping_add(1))
+                    .arg(user)
+                    .arg(record.to_json()?)
+                    .arg(record.expires_at().as_unix_millis())
+                    .arg(until),
+            )
             .await;
         let filled = self.written(&new_key, filled)?;
         Ok(if filled == 1 {
@@ -569,10 +614,7 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let session_key = self.session_key(&key.to_hex());
-        let deleted = DELETE
-            .key(&session_key)
-            .invoke_async::<i64>(&mut self.conn.clone())
-            .await;
+        let deleted = self.invoke::<i64>(&DELETE.key(&session_key)).await;
         Ok(self.written(&session_key, deleted)? == 1)
     }
 
@@ -596,10 +638,8 @@ impl SessionStore for RedisStore {
             let mut gone = Vec::new();
             for hex in fresh {
                 let session_key = self.session_key(&hex);
-                let code = DELETE_IF_USER
-                    .key(&session_key)
-                    .arg(user_id)
-                    .invoke_async::<i64>(&mut self.conn.clone())
+                let code = self
+                    .invoke::<i64>(DELETE_IF_USER.key(&session_key).arg(user_id))
                     .await;
                 let code = self.written(&session_key, code)?;
                 if code == 1 {
@@ -653,5 +693,103 @@ impl SessionStore for RedisStore {
         // Redis expires records by TTL; index members when their score
         // passes.
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::session::{AuthState, SessionId};
+
+    /// `AUTH_TEST_REDIS_URL`, or `None` with a printed reason (a failure
+    /// under `CI=true`, where the service tests must run).
+    fn redis_url() -> Option<String> {
+        match std::env::var("AUTH_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("AUTH_TEST_REDIS_URL is not set, but CI=true requires the service tests")
+            }
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED (service): AUTH_TEST_REDIS_URL is not set; run .ci/run or export it"
+                );
+                None
+            }
+        }
+    }
+
+    fn record(user: &str) -> SessionRecord {
+        let now = SystemClock.now();
+        SessionRecord {
+            user_id: Some(user.to_owned()),
+            auth: AuthState::Anonymous,
+            created_at: now,
+            last_seen_at: now,
+            idle_expires_at: now.saturating_add(std::time::Duration::from_secs(3600)),
+            absolute_expires_at: now.saturating_add(std::time::Duration::from_secs(7200)),
+            persistent: false,
+            ip: None,
+            user_agent: None,
+            security_stamp: Some("stamp".into()),
+            data: BTreeMap::new(),
+            version: 0,
+        }
+    }
+
+    /// The Redis Cluster client sends a script again after a slow answer,
+    /// whether or not the server ran it. Every script that writes a
+    /// session, sent twice, answers as its first run did: a create is no
+    /// collision, a save no conflict, a rotation neither loses the session
+    /// nor leaves the new key unknown, and the old key stays dead. (A
+    /// delete sent twice answers "absent" the second time: the count "sign
+    /// out everywhere" reports may then be low; the sessions are gone
+    /// either way.)
+    #[tokio::test]
+    async fn scripts_sent_twice_answer_as_their_first_run() {
+        let Some(url) = redis_url() else {
+            return;
+        };
+        let nonce = SessionId::generate().unwrap().key().to_hex();
+        let mut store = RedisStore::connect(&url)
+            .await
+            .unwrap()
+            .with_prefix(format!("resend-{nonce}:"));
+        store.resend = true;
+        let user = format!("user-{nonce}");
+        let key = SessionId::generate().unwrap().key();
+        let mut record = record(&user);
+        store.create(&key, &record).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap().unwrap().version, 0);
+
+        record.data.insert("n".into(), serde_json::json!(1));
+        assert!(matches!(
+            store.save(&key, &record, 0).await.unwrap(),
+            SaveOutcome::Saved
+        ));
+        let saved = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (saved.version, saved.data.get("n")),
+            (1, Some(&serde_json::json!(1)))
+        );
+
+        let new = SessionId::generate().unwrap().key();
+        assert!(matches!(
+            store.rotate(&key, &new, &record, 1).await.unwrap(),
+            SaveOutcome::Saved
+        ));
+        assert!(
+            store.load(&key).await.unwrap().is_none(),
+            "the old key is dead"
+        );
+        assert_eq!(store.load(&new).await.unwrap().unwrap().version, 2);
+        let listed = store.list_by_user(&user).await.unwrap();
+        assert_eq!(listed.len(), 1, "only the new key is a session");
+        assert_eq!(listed[0].0, new);
+        store.delete_by_user(&user, None).await.unwrap();
+        assert!(store.load(&new).await.unwrap().is_none());
     }
 }
