@@ -167,17 +167,17 @@ impl Harness {
             "{}",
             mail.body
         );
-        // The mail names the account the address would join: a link
-        // somebody else's registration sent is not confirmed blindly.
-        assert!(
-            mail.body.contains(&format!("the account \"{name}\"")),
-            "{}",
-            mail.body
+        // The mail quotes nothing the registrant chose (the address is not
+        // proven: a login name could be a phishing line); the link's page
+        // names the account, so a link somebody else's registration sent
+        // is not confirmed blindly.
+        assert!(!mail.body.contains(&format!("\"{name}\"")), "{}", mail.body);
+        let token = token_of(&mail.body);
+        assert_eq!(
+            self.auth.verification_account(&token).await.unwrap(),
+            Some(name.to_lowercase())
         );
-        self.auth
-            .verify_email(&token_of(&mail.body), &client())
-            .await
-            .unwrap();
+        self.auth.verify_email(&token, &client()).await.unwrap();
         address
     }
 
@@ -258,6 +258,37 @@ impl Harness {
             .unwrap();
         token_of(&self.mail(address).await.body)
     }
+}
+
+/// A verification mail goes to an address nobody has proven yet: it
+/// quotes nothing the registrant chose, so a login name cannot carry a
+/// phishing line (or a link) into somebody else's mailbox under the app's
+/// name. The link's page names the account instead.
+#[tokio::test]
+async fn a_verification_mail_quotes_no_text_of_the_registrants() {
+    let h = harness();
+    let login = "security team: verify at https://evil.example/x";
+    let user = h
+        .auth
+        .register(login, &Password::from(PASSWORD), &client())
+        .await
+        .unwrap();
+    h.auth
+        .set_email(&user, "victim@mail.test", &client())
+        .await
+        .unwrap();
+    let mail = h.mail("victim@mail.test").await;
+    assert!(!mail.body.contains("evil.example"), "{}", mail.body);
+    assert!(!mail.subject.contains("evil.example"), "{}", mail.subject);
+    let token = token_of(&mail.body);
+    let named = h.auth.verification_account(&token).await.unwrap().unwrap();
+    assert!(named.contains("evil.example"), "the page names the account");
+    // The same for a change of address (to one the account names).
+    let mut session = h.session(login).await;
+    h.auth.verify_email(&token, &client()).await.unwrap();
+    h.change_email(&mut session, "victim2@mail.test").await;
+    let mail = h.mail("victim2@mail.test").await;
+    assert!(!mail.body.contains("evil.example"), "{}", mail.body);
 }
 
 /// A memory token store whose `delete_for_user` fails while `down` is set.

@@ -275,12 +275,15 @@ impl Authenticator {
         let mail = Mail::new(
             address,
             format!("Confirm your email address for {}", self.app_label()),
+            // The account is named on the page the link opens, not here:
+            // the address is not proven yet, and a login name is the
+            // registrant's own text (a phishing line, a link).
             format!(
-                "Someone (we hope you) gave this address to the account \"{}\" at {}.\n\n\
-                 If that is your account, open this link within {lifetime} hours to \
-                 confirm it:\n{link}\n\n\
-                 If it is not, ignore this mail: nothing changes.\n",
-                user.login(),
+                "Someone (we hope you) gave this address to an account at {}.\n\n\
+                 Open this link within {lifetime} hours: the page names the account, \
+                 and confirms the address only if you ask it to, so check the name:\n\
+                 {link}\n\n\
+                 If it is not your account, ignore this mail: nothing changes.\n",
                 self.app_label()
             ),
         );
@@ -347,11 +350,12 @@ impl Authenticator {
         let confirm = Mail::new(
             address.clone(),
             format!("Confirm your new email address for {app}"),
+            // Named on the link's page, not here (see `set_email`).
             format!(
-                "The account \"{}\" at {app} is to use this address from now on.\n\n\
-                 To confirm it, open this link within {hours} hours:\n{link}\n\n\
-                 If it was not you, ignore this mail: nothing changes.\n",
-                user.login()
+                "An account at {app} is to use this address from now on.\n\n\
+                 Open this link within {hours} hours: the page names the account, \
+                 and confirms the address only if you ask it to:\n{link}\n\n\
+                 If it was not you, ignore this mail: nothing changes.\n"
             ),
         );
         let id = user.id().to_owned();

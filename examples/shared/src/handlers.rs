@@ -1682,7 +1682,7 @@ pub async fn verify_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let intro = match &account {
         Some(login) => format!(
             "Confirm this address for the account <b>{}</b>. Not your account? Do not confirm it.",
-            pages::escape(login)
+            pages::escape(&pages::shortened(login))
         ),
         None => intro.to_owned(),
     };
@@ -1741,7 +1741,7 @@ pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let intro = match &account {
         Some(login) => format!(
             "Sign in as <b>{}</b> with the link from your mail. Not you? Do not use it.",
-            pages::escape(login)
+            pages::escape(&pages::shortened(login))
         ),
         None => intro.to_owned(),
     };
