@@ -235,9 +235,38 @@ async fn method_not_allowed() -> HttpResponse {
     reply(h::method_not_allowed())
 }
 
-fn json_body<T>(body: Result<web::Json<T>, Error>) -> Body<T> {
-    body.map(web::Json::into_inner)
+fn json_body<T>(body: Result<Json<T>, Error>) -> Body<T> {
+    body.map(|Json(body)| body)
         .map_err(|e| Rejected(e.as_response_error().status_code().as_u16()))
+}
+
+/// `web::Json` with axum's content-type rule, which the Rocket demo
+/// follows too: `application/json` or `application/*+json`, else 415.
+/// (actix-web's own also takes a JSON subtype of another type, such as
+/// `text/json`, and refuses the rest with 400.)
+struct Json<T>(T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Json<T> {
+    type Error = Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Error>>>>;
+
+    fn from_request(
+        request: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        use actix_web::HttpMessage;
+        use actix_web::mime::{APPLICATION, JSON};
+        let json = request.mime_type().ok().flatten().is_some_and(|mime| {
+            mime.type_() == APPLICATION && (mime.subtype() == JSON || mime.suffix() == Some(JSON))
+        });
+        if !json {
+            return Box::pin(std::future::ready(Err(
+                actix_web::error::ErrorUnsupportedMediaType("expected a JSON body"),
+            )));
+        }
+        let body = web::Json::<T>::from_request(request, payload);
+        Box::pin(async move { body.await.map(|web::Json(body)| Json(body)) })
+    }
 }
 
 fn form_body<T>(body: Result<web::Form<T>, Error>) -> Body<T> {
@@ -245,35 +274,32 @@ fn form_body<T>(body: Result<web::Form<T>, Error>) -> Body<T> {
         .map_err(|e| Rejected(e.as_response_error().status_code().as_u16()))
 }
 
-async fn register(auth: AuthSession, body: Result<web::Json<Credentials>, Error>) -> HttpResponse {
+async fn register(auth: AuthSession, body: Result<Json<Credentials>, Error>) -> HttpResponse {
     reply(h::register(&auth, json_body(body)).await)
 }
 
-async fn login(auth: AuthSession, body: Result<web::Json<Credentials>, Error>) -> HttpResponse {
+async fn login(auth: AuthSession, body: Result<Json<Credentials>, Error>) -> HttpResponse {
     reply(h::login(&auth, json_body(body)).await)
 }
 
-async fn token(auth: AuthSession, body: Result<web::Json<TokenRequest>, Error>) -> HttpResponse {
+async fn token(auth: AuthSession, body: Result<Json<TokenRequest>, Error>) -> HttpResponse {
     reply(h::token(&auth, json_body(body)).await)
 }
 
-async fn token_mfa(
-    auth: AuthSession,
-    body: Result<web::Json<TokenMfaRequest>, Error>,
-) -> HttpResponse {
+async fn token_mfa(auth: AuthSession, body: Result<Json<TokenMfaRequest>, Error>) -> HttpResponse {
     reply(h::token_mfa(&auth, json_body(body)).await)
 }
 
 async fn token_refresh(
     auth: AuthSession,
-    body: Result<web::Json<RefreshRequest>, Error>,
+    body: Result<Json<RefreshRequest>, Error>,
 ) -> HttpResponse {
     reply(h::token_refresh(&auth, json_body(body)).await)
 }
 
 async fn token_revoke(
     auth: AuthSession,
-    body: Result<web::Json<RefreshRequest>, Error>,
+    body: Result<Json<RefreshRequest>, Error>,
 ) -> HttpResponse {
     reply(h::token_revoke(&auth, json_body(body)).await)
 }
@@ -292,7 +318,7 @@ async fn me(auth: AuthSession, CurrentUser(user): CurrentUser<User>) -> HttpResp
 
 async fn change_password(
     auth: AuthSession,
-    body: Result<web::Json<ChangePassword>, Error>,
+    body: Result<Json<ChangePassword>, Error>,
 ) -> HttpResponse {
     reply(h::change_password(&auth, json_body(body)).await)
 }
@@ -374,39 +400,30 @@ async fn account_revoke_others(
     reply(h::account_revoke_others(&auth, form_body(form)).await)
 }
 
-async fn login_totp(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+async fn login_totp(auth: AuthSession, body: Result<Json<CodeBody>, Error>) -> HttpResponse {
     reply(h::login_totp(&auth, json_body(body)).await)
 }
 
-async fn login_recovery(
-    auth: AuthSession,
-    body: Result<web::Json<CodeBody>, Error>,
-) -> HttpResponse {
+async fn login_recovery(auth: AuthSession, body: Result<Json<CodeBody>, Error>) -> HttpResponse {
     reply(h::login_recovery(&auth, json_body(body)).await)
 }
 
 async fn regenerate_recovery_codes(
     auth: AuthSession,
-    body: Result<web::Json<ProofBody>, Error>,
+    body: Result<Json<ProofBody>, Error>,
 ) -> HttpResponse {
     reply(h::regenerate_recovery_codes(&auth, json_body(body)).await)
 }
 
-async fn totp_enroll(
-    auth: AuthSession,
-    body: Result<web::Json<EnrollBody>, Error>,
-) -> HttpResponse {
+async fn totp_enroll(auth: AuthSession, body: Result<Json<EnrollBody>, Error>) -> HttpResponse {
     reply(h::totp_enroll(&auth, json_body(body)).await)
 }
 
-async fn totp_confirm(auth: AuthSession, body: Result<web::Json<CodeBody>, Error>) -> HttpResponse {
+async fn totp_confirm(auth: AuthSession, body: Result<Json<CodeBody>, Error>) -> HttpResponse {
     reply(h::totp_confirm(&auth, json_body(body)).await)
 }
 
-async fn totp_disable(
-    auth: AuthSession,
-    body: Result<web::Json<ProofBody>, Error>,
-) -> HttpResponse {
+async fn totp_disable(auth: AuthSession, body: Result<Json<ProofBody>, Error>) -> HttpResponse {
     reply(h::totp_disable(&auth, json_body(body)).await)
 }
 
@@ -467,24 +484,15 @@ async fn account_recovery_codes(
     reply(h::account_recovery_codes(&auth, form_body(form)).await)
 }
 
-async fn forgot_password(
-    auth: AuthSession,
-    body: Result<web::Json<ForgotBody>, Error>,
-) -> HttpResponse {
+async fn forgot_password(auth: AuthSession, body: Result<Json<ForgotBody>, Error>) -> HttpResponse {
     reply(h::forgot_password(&auth, json_body(body)).await)
 }
 
-async fn reset_password(
-    auth: AuthSession,
-    body: Result<web::Json<ResetBody>, Error>,
-) -> HttpResponse {
+async fn reset_password(auth: AuthSession, body: Result<Json<ResetBody>, Error>) -> HttpResponse {
     reply(h::reset_password(&auth, json_body(body)).await)
 }
 
-async fn verify_email(
-    auth: AuthSession,
-    body: Result<web::Json<VerifyBody>, Error>,
-) -> HttpResponse {
+async fn verify_email(auth: AuthSession, body: Result<Json<VerifyBody>, Error>) -> HttpResponse {
     reply(h::verify_email(&auth, json_body(body)).await)
 }
 
@@ -536,14 +544,14 @@ async fn verify_form(
 
 async fn request_magic_link(
     auth: AuthSession,
-    body: Result<web::Json<MagicBody>, Error>,
+    body: Result<Json<MagicBody>, Error>,
 ) -> HttpResponse {
     reply(h::request_magic_link(&auth, json_body(body)).await)
 }
 
 async fn finish_magic_link(
     auth: AuthSession,
-    body: Result<web::Json<MagicFinishBody>, Error>,
+    body: Result<Json<MagicFinishBody>, Error>,
 ) -> HttpResponse {
     reply(h::finish_magic_link(&auth, json_body(body)).await)
 }
@@ -572,7 +580,7 @@ async fn magic_request_form(
 
 async fn change_email(
     auth: AuthSession,
-    body: Result<web::Json<EmailChangeBody>, Error>,
+    body: Result<Json<EmailChangeBody>, Error>,
 ) -> HttpResponse {
     reply(h::change_email(&auth, json_body(body)).await)
 }
@@ -590,14 +598,14 @@ async fn passkeys_script() -> HttpResponse {
 
 async fn passkey_register_start(
     auth: AuthSession,
-    body: Result<web::Json<EnrollBody>, Error>,
+    body: Result<Json<EnrollBody>, Error>,
 ) -> HttpResponse {
     reply(h::passkey_register_start(&auth, json_body(body)).await)
 }
 
 async fn passkey_register_finish(
     auth: AuthSession,
-    body: Result<web::Json<PasskeyFinishBody>, Error>,
+    body: Result<Json<PasskeyFinishBody>, Error>,
 ) -> HttpResponse {
     reply(h::passkey_register_finish(&auth, json_body(body)).await)
 }
@@ -609,7 +617,7 @@ async fn list_passkeys(auth: AuthSession) -> HttpResponse {
 async fn rename_passkey(
     auth: AuthSession,
     id: web::Path<String>,
-    body: Result<web::Json<PasskeyRenameBody>, Error>,
+    body: Result<Json<PasskeyRenameBody>, Error>,
 ) -> HttpResponse {
     reply(h::rename_passkey(&auth, &id, json_body(body)).await)
 }
@@ -617,21 +625,21 @@ async fn rename_passkey(
 async fn remove_passkey(
     auth: AuthSession,
     id: web::Path<String>,
-    body: Result<web::Json<EnrollBody>, Error>,
+    body: Result<Json<EnrollBody>, Error>,
 ) -> HttpResponse {
     reply(h::remove_passkey(&auth, &id, json_body(body)).await)
 }
 
 async fn passkey_sign_in_start(
     auth: AuthSession,
-    body: Result<web::Json<PasskeySignInStartBody>, Error>,
+    body: Result<Json<PasskeySignInStartBody>, Error>,
 ) -> HttpResponse {
     reply(h::passkey_sign_in_start(&auth, json_body(body)).await)
 }
 
 async fn passkey_sign_in_finish(
     auth: AuthSession,
-    body: Result<web::Json<PasskeyAssertion>, Error>,
+    body: Result<Json<PasskeyAssertion>, Error>,
 ) -> HttpResponse {
     reply(h::passkey_sign_in_finish(&auth, json_body(body)).await)
 }

@@ -1266,6 +1266,43 @@ pub async fn oversized_bodies_are_refused_with_413<F: HarnessFactory>() {
     assert!(app.login("alice").await.starts_with("__Host-"));
 }
 
+/// A JSON body is read only under a JSON content type
+/// (`application/json`, or `application/*+json`): anything else, a JSON
+/// subtype of another type (`text/json`) included, is refused with 415 and
+/// counts no attempt, in every framework alike.
+pub async fn json_bodies_need_a_json_content_type<F: HarnessFactory>() {
+    let app = app::<F>();
+    app.register("alice").await;
+    let body = json!({"username": "alice", "password": PASSWORD}).to_string();
+    for content_type in [
+        Some("text/json"),
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = TestApp::req("POST", "/api/login").body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let r = app.send(request).await;
+        assert_eq!(r.status, 415, "{content_type:?}: {}", r.text());
+        assert_eq!(r.session_cookie(), None, "{content_type:?}");
+    }
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ] {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/login")
+                    .header("content-type", content_type)
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{content_type}: {}", r.text());
+    }
+}
+
 /// Every response carries the browser security headers the core decides
 /// (no sniffing, no referrer, no framing); the pages a strict
 /// Content-Security-Policy (scripts and fetches from the demo itself only,

@@ -467,6 +467,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $f;
             register_returns_201_with_the_name,
             oversized_bodies_are_refused_with_413,
+            json_bodies_need_a_json_content_type,
             register_refuses_policy_violations_with_the_rule,
             register_refuses_a_taken_name_case_insensitively,
             login_sets_a_host_prefixed_hardened_cookie,
