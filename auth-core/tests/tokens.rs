@@ -1075,3 +1075,66 @@ async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
     assert_eq!(events.count(AuthEventKind::RefreshTokenReused), 0);
     assert!(flows.verify_bearer(&pair.access_token).await.is_err());
 }
+
+/// The passkey flows change an account too: they refuse a bearer token's
+/// unstored stand-in before anything changes (no proof is spent, no
+/// passkey removed), as every other account-changing flow does.
+#[cfg(feature = "passkeys")]
+#[tokio::test]
+async fn passkey_flows_refuse_a_bearer_stand_in() {
+    use auth_core::flow::FactorProof;
+    use auth_core::passkey::{MemoryPasskeyStore, Passkeys};
+
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts = Arc::new(MemoryAccountStore::new());
+    let auth = Auth::builder(Arc::clone(&users))
+        .accounts(accounts.clone())
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            Arc::new(MemoryRefreshStore::new()),
+        ))
+        .passkeys(
+            Passkeys::builder("app.test", "https://app.test")
+                .unwrap()
+                .build(Arc::new(MemoryPasskeyStore::new()))
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .authenticator()
+        .clone();
+    auth.register("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap();
+    let TokenOutcome::Issued(pair) = auth
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    let (_, mut session, _) = auth.verify_bearer(&pair.access_token).await.unwrap();
+    let proof = FactorProof::password(Password::from(PASSWORD.to_owned()));
+    assert!(matches!(
+        auth.begin_passkey_registration(&mut session, &proof, &client())
+            .await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(matches!(
+        auth.finish_passkey_registration(&mut session, "Phone", &serde_json::json!({}), &client())
+            .await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(matches!(
+        auth.remove_passkey(&mut session, "AAAA", &proof, &client())
+            .await,
+        Err(AuthError::SessionRequired)
+    ));
+}

@@ -178,7 +178,7 @@ impl Authenticator {
         client: &Client,
     ) -> Result<Value, AuthError> {
         let passkeys = self.passkeys()?;
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         // Before the proof, so a refused request spends no recovery code.
         if passkeys.store().count(user.id()).await? >= MAX_PASSKEYS {
             return Err(AuthError::TooManyPasskeys);
@@ -227,7 +227,7 @@ impl Authenticator {
         client: &Client,
     ) -> Result<PasskeyAdded, AuthError> {
         let passkeys = self.passkeys()?;
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         let name = passkey_name(name)?;
         let Some(state) = self
             .take_ceremony::<PasskeyRegistration>(session, REGISTRATION)
@@ -356,7 +356,7 @@ impl Authenticator {
         client: &Client,
     ) -> Result<bool, AuthError> {
         let passkeys = self.passkeys()?;
-        let user = self.current_user(session).await?;
+        let user = self.changing_user(session).await?;
         // The id first: a request for no passkey of this user spends no
         // proof (a recovery code, for an account whose only factor is
         // passkeys).
