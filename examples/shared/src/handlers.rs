@@ -1193,13 +1193,18 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
 
 /// The step-up page shown when an action needs a recent login.
 async fn reauth_page(auth: &RequestAuth, error: Option<&str>) -> Reply {
-    let mfa = auth.totp_enabled().await.unwrap_or(false);
+    // An account with a second factor steps up with a code too: its app's,
+    // or a recovery code (what a passkey-only account has to give here).
+    let totp = auth.totp_enabled().await.unwrap_or(false);
+    let codes = auth.recovery_codes_left().await.unwrap_or(0) > 0;
     let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", pages::escape(e))
     });
-    let code = if mfa {
+    let code = if totp {
         r#"<label>Code from your app, or a recovery code <input name="code" autocomplete="one-time-code" required></label>"#
+    } else if codes {
+        r#"<label>A recovery code <input name="code" autocomplete="one-time-code" required></label>"#
     } else {
         ""
     };

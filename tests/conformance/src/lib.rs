@@ -581,6 +581,7 @@ macro_rules! conformance_suite {
             a_passkey_signs_in_without_a_password,
             a_passkey_completes_a_password_login,
             a_passkey_only_account_renews_its_recovery_codes,
+            a_passkey_only_account_steps_up_with_a_recovery_code,
             a_replayed_passkey_assertion_is_refused,
             a_passkey_answer_from_another_origin_is_refused,
             a_passkey_ceremony_is_answered_once,

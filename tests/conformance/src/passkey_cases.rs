@@ -400,6 +400,50 @@ pub async fn a_passkey_only_account_renews_its_recovery_codes<F: HarnessFactory>
     assert_eq!(codes, 10, "{}", r.text());
 }
 
+/// The step-up page of a passkey-only account asks for a recovery code
+/// beside the password (a password alone does not renew a multi-factor
+/// login), and the two renew it; without the field the page would only
+/// come back.
+pub async fn a_passkey_only_account_steps_up_with_a_recovery_code<F: HarnessFactory>() {
+    let app = app::<F>();
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let added = user_with_passkey(&app, "alice", &mut phone).await;
+    let page = app.get("/account", Some(&added.cookie)).await;
+    assert_eq!(page.status, 200);
+    let token = page
+        .text()
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the account page carries a CSRF token")
+        .to_owned();
+    let password = PASSWORD.replace(' ', "+");
+    let r = app
+        .post_form(
+            "/account/reauth",
+            &format!("password={password}&csrf_token={token}"),
+            Some(&added.cookie),
+        )
+        .await;
+    assert_eq!(r.status, 403, "a password alone: {}", r.text());
+    assert!(
+        r.text().contains("name=\"code\""),
+        "the page asks for a code: {}",
+        r.text()
+    );
+    let r = app
+        .post_form(
+            "/account/reauth",
+            &format!(
+                "password={password}&code={}&csrf_token={token}",
+                added.recovery_codes[0]
+            ),
+            Some(&added.cookie),
+        )
+        .await;
+    assert_eq!(r.status, 303, "password and recovery code: {}", r.text());
+}
+
 /// An assertion sent again (on its own spent session, and into a new
 /// ceremony) never signs in, passwordless or as the second step.
 pub async fn a_replayed_passkey_assertion_is_refused<F: HarnessFactory>() {
