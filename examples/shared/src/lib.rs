@@ -96,6 +96,18 @@ pub fn security_headers() -> SecurityHeaders {
     SecurityHeaders::new().content_security_policy(CONTENT_SECURITY_POLICY)
 }
 
+/// [`security_headers`] for the demo served at `public_url`: with HSTS
+/// (one year, subdomains included) when that is an `https://` URL, so a
+/// browser that has seen it never goes back to plain HTTP.
+pub fn security_headers_for(public_url: &str) -> SecurityHeaders {
+    let headers = security_headers();
+    if public_url.to_ascii_lowercase().starts_with("https://") {
+        headers.hsts(std::time::Duration::from_secs(365 * 86_400))
+    } else {
+        headers
+    }
+}
+
 /// The demo's name, refused inside passwords.
 pub const APP_NAME: &str = "Auth Toolkit Demo";
 
@@ -350,7 +362,7 @@ pub async fn build_auth(settings: &Settings) -> Result<Auth, Box<dyn Error>> {
         .trusted_proxies(settings.trusted_proxies.clone())
         .form_tokens(form_tokens(settings.csrf_key.as_deref())?)
         .allowed_hosts(settings.allowed_hosts.clone())
-        .security_headers(security_headers())
+        .security_headers(security_headers_for(&settings.public_url))
         .mail(
             mailer(settings)?,
             MailLinks::new(&settings.public_url).map_err(|e| format!("DEMO_PUBLIC_URL: {e}"))?,
@@ -1455,5 +1467,27 @@ mod pages_tests {
         assert_eq!(shortened(&longer), format!("{long}\u{2026}"));
         // Cut on a character boundary.
         assert_eq!(shortened(&"\u{e9}".repeat(70)).chars().count(), 65);
+    }
+}
+
+#[cfg(test)]
+mod headers_tests {
+    use super::security_headers_for;
+
+    /// Served over HTTPS, the demo sends HSTS; over plain HTTP (a
+    /// development address) it does not.
+    #[test]
+    fn hsts_follows_the_public_url() {
+        let hsts = |url: &str| {
+            security_headers_for(url)
+                .iter()
+                .find(|(name, _)| *name == "strict-transport-security")
+                .map(|(_, value)| value.to_string())
+        };
+        assert_eq!(
+            hsts("https://auth.example.com").as_deref(),
+            Some("max-age=31536000; includeSubDomains")
+        );
+        assert_eq!(hsts("http://localhost:3000"), None);
     }
 }
