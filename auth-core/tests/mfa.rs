@@ -18,8 +18,8 @@ use auth_core::session::{AuthState, Factor, Session};
 use auth_core::user::{AnyUser, MemoryUserStore, UserStore};
 use auth_core::web::Auth;
 
-#[cfg(feature = "postgres")]
 mod common;
+use common::FailingEpoch;
 
 const PASSWORD: &str = "correct horse battery staple";
 const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -309,89 +309,6 @@ async fn enrolled(h: &Harness, login: &str) -> Enrolled {
         secret,
         secret_base32: enrollment.secret_base32().to_owned(),
         codes,
-    }
-}
-
-/// Account state in memory whose `raise_epoch` fails once armed, after
-/// `spare` more calls succeed (the account store drops part-way through a
-/// flow).
-#[derive(Debug, Default)]
-struct FailingEpoch {
-    inner: MemoryAccountStore,
-    armed: std::sync::atomic::AtomicBool,
-    spare: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl AccountStore for FailingEpoch {
-    async fn totp(
-        &self,
-        user: &str,
-    ) -> Result<Option<auth_core::account::StoredTotp>, auth_core::user::UserStoreError> {
-        self.inner.totp(user).await
-    }
-    async fn set_pending_totp(
-        &self,
-        user: &str,
-        sealed: &str,
-    ) -> Result<bool, auth_core::user::UserStoreError> {
-        self.inner.set_pending_totp(user, sealed).await
-    }
-    async fn confirm_totp(
-        &self,
-        user: &str,
-        sealed: &str,
-        step: i64,
-        hashes: &[String],
-    ) -> Result<bool, auth_core::user::UserStoreError> {
-        self.inner.confirm_totp(user, sealed, step, hashes).await
-    }
-    async fn record_totp_step(
-        &self,
-        user: &str,
-        step: i64,
-    ) -> Result<bool, auth_core::user::UserStoreError> {
-        self.inner.record_totp_step(user, step).await
-    }
-    async fn remove_totp(&self, user: &str) -> Result<(), auth_core::user::UserStoreError> {
-        self.inner.remove_totp(user).await
-    }
-    async fn replace_recovery_codes(
-        &self,
-        user: &str,
-        hashes: &[String],
-    ) -> Result<(), auth_core::user::UserStoreError> {
-        self.inner.replace_recovery_codes(user, hashes).await
-    }
-    async fn consume_recovery_code(
-        &self,
-        user: &str,
-        hash: &str,
-    ) -> Result<bool, auth_core::user::UserStoreError> {
-        self.inner.consume_recovery_code(user, hash).await
-    }
-    async fn recovery_codes_left(
-        &self,
-        user: &str,
-    ) -> Result<u64, auth_core::user::UserStoreError> {
-        self.inner.recovery_codes_left(user).await
-    }
-    async fn epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
-        self.inner.epoch(user).await
-    }
-    async fn raise_epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.armed.load(SeqCst)
-            && self
-                .spare
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_err()
-        {
-            return Err(auth_core::user::UserStoreError::backend(
-                std::io::Error::other("account store down"),
-            ));
-        }
-        self.inner.raise_epoch(user).await
     }
 }
 

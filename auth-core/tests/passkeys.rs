@@ -31,6 +31,9 @@ use auth_core::user::MemoryUserStore;
 use auth_core::user::UserStoreError;
 use auth_core::web::Auth;
 use passkey_client::SoftAuthenticator;
+
+mod common;
+use common::FailingEpoch;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -101,10 +104,11 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
         .build()
         .unwrap();
     let race = Arc::new(EpochRace {
-        inner: accounts.clone(),
+        inner: Arc::new(FailingEpoch {
+            inner: accounts.clone(),
+            ..FailingEpoch::default()
+        }),
         armed: AtomicBool::new(false),
-        failing: AtomicBool::new(false),
-        spare: std::sync::atomic::AtomicUsize::new(0),
     });
     let auth = Auth::builder(users.clone())
         .clock(Arc::new(clock.clone()))
@@ -163,15 +167,13 @@ fn harness() -> Harness {
 }
 
 /// The account state in memory, where, once armed, a sign out everywhere
-/// (the epoch raised) lands right after the next read of the epoch; and
-/// where, once `failing`, raising the epoch fails after `spare` more
-/// raises succeed (the store drops part-way through a flow).
+/// (the epoch raised) lands right after the next read of the epoch; its
+/// `inner` can also be made to fail (the store dropping part-way through a
+/// flow).
 #[derive(Debug)]
 struct EpochRace {
-    inner: Arc<MemoryAccountStore>,
+    inner: Arc<FailingEpoch>,
     armed: AtomicBool,
-    failing: AtomicBool,
-    spare: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -214,16 +216,6 @@ impl AccountStore for EpochRace {
         Ok(seen)
     }
     async fn raise_epoch(&self, user: &str) -> Result<u64, UserStoreError> {
-        if self.failing.load(Ordering::SeqCst)
-            && self
-                .spare
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err()
-        {
-            return Err(UserStoreError::backend(std::io::Error::other(
-                "account store down",
-            )));
-        }
         self.inner.raise_epoch(user).await
     }
 }
@@ -371,13 +363,13 @@ async fn a_passkey_registration_failing_half_way_leaves_no_lesser_session() {
             .create(&options)
             .await
             .unwrap();
-        h.race.spare.store(spare, Ordering::SeqCst);
-        h.race.failing.store(true, Ordering::SeqCst);
+        h.race.inner.spare.store(spare, Ordering::SeqCst);
+        h.race.inner.armed.store(true, Ordering::SeqCst);
         let added = h
             .auth
             .finish_passkey_registration(&mut session, "Phone", &credential, &client())
             .await;
-        h.race.failing.store(false, Ordering::SeqCst);
+        h.race.inner.armed.store(false, Ordering::SeqCst);
         assert!(added.is_err());
         let stored = !h.store.list(&id).await.unwrap().is_empty();
         assert_eq!(stored, spare == 1, "which half failed");

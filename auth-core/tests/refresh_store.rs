@@ -428,48 +428,21 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
     let Some((url, prefix, store, first)) = redis_store_and_family().await else {
         return;
     };
-    let mut conn = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = common::redis_admin(&url).await;
     let index = format!("{prefix}user:{}", first.user_id);
-    let listed = |conn: &mut ::redis::aio::MultiplexedConnection| {
-        let mut conn = conn.clone();
-        let index = index.clone();
-        async move {
-            let mut ids: Vec<String> = ::redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            ids.sort();
-            ids
-        }
-    };
     store
         .create(&first, RefreshToken::generate().unwrap().key())
         .await
         .unwrap();
     // Families that expired ten minutes and a year ago (their own keys
     // gone with them), and one that expires in a minute, by Redis's clock.
-    let time: Vec<String> = ::redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    let now = time[0].parse::<i64>().unwrap() * 1000;
-    for (id, score) in [
+    let now = common::redis_now_ms(&mut conn).await;
+    let listed = [
         ("expired-ten-minutes-ago", now - 600_000),
         ("expired-a-year-ago", now - 365 * 86_400_000),
         ("expires-in-a-minute", now + 60_000),
-    ] {
-        ::redis::cmd("ZADD")
-            .arg(&index)
-            .arg(score)
-            .arg(id)
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
-    }
+    ];
+    common::add_scored(&mut conn, &index, &listed).await;
     let second = Family {
         id: new_family_id().unwrap(),
         ..first.clone()
@@ -484,7 +457,7 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
         "expires-in-a-minute".to_owned(),
     ];
     expected.sort();
-    assert_eq!(listed(&mut conn).await, expected);
+    assert_eq!(common::sorted_members(&mut conn, &index).await, expected);
 
     // A family listed only in the old set.
     let third = Family {
@@ -495,25 +468,8 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
         .create(&third, RefreshToken::generate().unwrap().key())
         .await
         .unwrap();
-    ::redis::cmd("ZREM")
-        .arg(&index)
-        .arg(&third.id)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
     let old_set = format!("{prefix}u:{}", first.user_id);
-    ::redis::cmd("SADD")
-        .arg(&old_set)
-        .arg(&third.id)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    ::redis::cmd("PEXPIRE")
-        .arg(&old_set)
-        .arg(86_400_000)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    common::move_to_old_set(&mut conn, &index, &old_set, &third.id).await;
 
     assert_eq!(store.revoke_user(&first.user_id).await.unwrap(), 3);
     let at = SystemClock.now().saturating_add(Duration::from_secs(1));
@@ -522,13 +478,14 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
     }
     // Revoked families leave both indexes; the absent one stays listed (it
     // may be a create under way) until it expires.
-    assert_eq!(listed(&mut conn).await, vec!["expires-in-a-minute"]);
-    let left: Vec<String> = ::redis::cmd("SMEMBERS")
-        .arg(&old_set)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        common::sorted_members(&mut conn, &index).await,
+        vec!["expires-in-a-minute"]
+    );
+    assert_eq!(
+        common::set_members(&mut conn, &old_set).await,
+        Vec::<String>::new()
+    );
 }
 
 /// The old set unreadable (its cluster node down; here the key has the
@@ -546,19 +503,8 @@ async fn revoke_user_revokes_the_index_when_the_old_set_fails() {
         .create(&family, RefreshToken::generate().unwrap().key())
         .await
         .unwrap();
-    let mut conn = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    ::redis::cmd("SET")
-        .arg(format!("{prefix}u:{}", family.user_id))
-        .arg("not a set")
-        .arg("PX")
-        .arg(60_000)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = common::redis_admin(&url).await;
+    common::set_wrong_type(&mut conn, &format!("{prefix}u:{}", family.user_id)).await;
     assert!(store.revoke_user(&family.user_id).await.is_err());
     assert!(!store.is_live(&family.id, SystemClock.now()).await.unwrap());
 }

@@ -602,33 +602,18 @@ mod redis_client_cache {
             .create(&first, &record(Some(&user), HOUR))
             .await
             .unwrap();
-        let time: Vec<String> = redis::cmd("TIME").query_async(&mut admin).await.unwrap();
-        let redis_now = time[0].parse::<i64>().unwrap() * 1000;
-        for (member, score) in [
+        let redis_now = super::common::redis_now_ms(&mut admin).await;
+        let scored = [
             ("died-ten-minutes-ago", redis_now - 600_000),
             ("died-a-minute-ago", redis_now - 60_000),
             ("dies-in-a-minute", redis_now + 60_000),
-        ] {
-            redis::cmd("ZADD")
-                .arg(&index)
-                .arg(score)
-                .arg(member)
-                .query_async::<()>(&mut admin)
-                .await
-                .unwrap();
-        }
+        ];
+        super::common::add_scored(&mut admin, &index, &scored).await;
         store
             .create(&second, &record(Some(&user), HOUR))
             .await
             .unwrap();
-        let mut listed: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&index)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        listed.sort();
+        let listed = super::common::sorted_members(&mut admin, &index).await;
         let mut expected = vec![
             first.to_hex(),
             second.to_hex(),

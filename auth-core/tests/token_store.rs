@@ -376,74 +376,63 @@ async fn a_redis_insert_sent_again_is_no_collision() {
     );
 }
 
+/// A Redis token store under a prefix of its own, a plain connection to
+/// its server, and a record for a fresh user and `purpose` (10 minutes):
+/// `(conn, prefix, store, record)`. `None` without `AUTH_TEST_REDIS_URL`.
+#[cfg(feature = "redis")]
+async fn redis_store_and_record(
+    purpose: Purpose,
+) -> Option<(
+    ::redis::aio::MultiplexedConnection,
+    String,
+    auth_core::RedisTokenStore,
+    TokenRecord,
+)> {
+    use auth_core::clock::{Clock, SystemClock};
+
+    let url = service_url("AUTH_TEST_REDIS_URL")?;
+    let prefix = format!("{}:", unique("test"));
+    let store = auth_core::RedisTokenStore::connect_with_prefix(&url, prefix.as_str())
+        .await
+        .unwrap();
+    let record = TokenRecord {
+        purpose,
+        user_id: unique("user"),
+        binding: String::new(),
+        expires_at: SystemClock.now().saturating_add(Duration::from_secs(600)),
+    };
+    Some((common::redis_admin(&url).await, prefix, store, record))
+}
+
 /// A user's index keeps only tokens that may still live: each insert drops
 /// the ones whose expiry passed more than five minutes ago (by Redis's
 /// clock), so a user who asks for mail again and again does not grow it
-/// without bound. A consumed
-/// token leaves it at once. Tokens listed in the set that indexed them
-/// before (a store from before the sorted set, or an instance not yet
-/// upgraded) are still deleted by `delete_for_user`.
+/// without bound. A consumed token leaves it at once. Tokens listed in the
+/// set that indexed them before (a store from before the sorted set, or an
+/// instance not yet upgraded) are still deleted by `delete_for_user`.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_users_token_index_drops_expired_tokens_and_the_old_set_is_still_read() {
     use auth_core::clock::{Clock, SystemClock};
     use auth_core::single_use::SingleUseToken;
 
-    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+    let purpose = Purpose::PasswordReset;
+    let Some((mut conn, prefix, store, record)) = redis_store_and_record(purpose).await else {
         return;
     };
-    let prefix = format!("{}:", unique("test"));
-    let store = auth_core::RedisTokenStore::connect_with_prefix(&url, prefix.as_str())
-        .await
-        .unwrap();
-    let mut conn = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let user = unique("user");
-    let purpose = Purpose::PasswordReset;
+    let user = record.user_id.clone();
     let index = format!("{prefix}user:{}:{user}", purpose.as_str());
-    let listed = |conn: &mut ::redis::aio::MultiplexedConnection| {
-        let mut conn = conn.clone();
-        let index = index.clone();
-        async move {
-            let mut hexes: Vec<String> = ::redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            hexes.sort();
-            hexes
-        }
-    };
     let now = SystemClock.now();
-    let record = TokenRecord {
-        purpose,
-        user_id: user.clone(),
-        binding: String::new(),
-        expires_at: now.saturating_add(Duration::from_secs(600)),
-    };
     let first = SingleUseToken::generate().unwrap().key();
     store.insert(&first, &record).await.unwrap();
     // By Redis's clock, which prunes the index.
-    let time: Vec<String> = ::redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    let millis = time[0].parse::<i64>().unwrap() * 1000;
-    for (hex, score) in [
+    let millis = common::redis_now_ms(&mut conn).await;
+    let listed = [
         ("expired-ten-minutes-ago", millis - 600_000),
         ("expired-a-year-ago", millis - 365 * 86_400_000),
         ("expires-in-a-minute", millis + 60_000),
-    ] {
-        ::redis::cmd("ZADD")
-            .arg(&index)
-            .arg(score)
-            .arg(hex)
-            .query_async::<()>(&mut conn)
-            .await
-            .unwrap();
-    }
+    ];
+    common::add_scored(&mut conn, &index, &listed).await;
     let second = SingleUseToken::generate().unwrap().key();
     store.insert(&second, &record).await.unwrap();
     let mut expected = vec![
@@ -452,42 +441,32 @@ async fn a_users_token_index_drops_expired_tokens_and_the_old_set_is_still_read(
         "expires-in-a-minute".to_owned(),
     ];
     expected.sort();
-    assert_eq!(listed(&mut conn).await, expected);
+    assert_eq!(common::sorted_members(&mut conn, &index).await, expected);
 
     let consumed = store.consume(&second, purpose, now).await.unwrap();
     assert!(consumed.is_some());
     let mut expected = vec![first.to_hex(), "expires-in-a-minute".to_owned()];
     expected.sort();
-    assert_eq!(listed(&mut conn).await, expected);
+    assert_eq!(common::sorted_members(&mut conn, &index).await, expected);
 
     // A token listed only in the old set.
     let third = SingleUseToken::generate().unwrap().key();
     store.insert(&third, &record).await.unwrap();
-    ::redis::cmd("ZREM")
-        .arg(&index)
-        .arg(third.to_hex())
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
     let old_set = format!("{prefix}u:{}:{user}", purpose.as_str());
-    ::redis::cmd("SADD")
-        .arg(&old_set)
-        .arg(third.to_hex())
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
+    common::move_to_old_set(&mut conn, &index, &old_set, &third.to_hex()).await;
 
     assert_eq!(store.delete_for_user(&user, purpose).await.unwrap(), 2);
     for key in [&first, &third] {
         assert!(store.peek(key, purpose, now).await.unwrap().is_none());
     }
-    assert_eq!(listed(&mut conn).await, vec!["expires-in-a-minute"]);
-    let left: Vec<String> = ::redis::cmd("SMEMBERS")
-        .arg(&old_set)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        common::sorted_members(&mut conn, &index).await,
+        vec!["expires-in-a-minute"]
+    );
+    assert_eq!(
+        common::set_members(&mut conn, &old_set).await,
+        Vec::<String>::new()
+    );
 }
 
 /// The old set unreadable (its cluster node down; here the key has the
@@ -499,37 +478,20 @@ async fn delete_for_user_deletes_the_index_when_the_old_set_fails() {
     use auth_core::clock::{Clock, SystemClock};
     use auth_core::single_use::SingleUseToken;
 
-    let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
+    let purpose = Purpose::MagicLink;
+    let Some((mut conn, prefix, store, record)) = redis_store_and_record(purpose).await else {
         return;
     };
-    let prefix = format!("{}:", unique("test"));
-    let store = auth_core::RedisTokenStore::connect_with_prefix(&url, prefix.as_str())
-        .await
-        .unwrap();
-    let mut conn = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let user = unique("user");
-    let purpose = Purpose::MagicLink;
-    let now = SystemClock.now();
     let key = SingleUseToken::generate().unwrap().key();
-    let record = TokenRecord {
-        purpose,
-        user_id: user.clone(),
-        binding: String::new(),
-        expires_at: now.saturating_add(Duration::from_secs(600)),
-    };
     store.insert(&key, &record).await.unwrap();
-    ::redis::cmd("SET")
-        .arg(format!("{prefix}u:{}:{user}", purpose.as_str()))
-        .arg("not a set")
-        .arg("PX")
-        .arg(60_000)
-        .query_async::<()>(&mut conn)
-        .await
-        .unwrap();
-    assert!(store.delete_for_user(&user, purpose).await.is_err());
+    let old_set = format!("{prefix}u:{}:{}", purpose.as_str(), record.user_id);
+    common::set_wrong_type(&mut conn, &old_set).await;
+    assert!(
+        store
+            .delete_for_user(&record.user_id, purpose)
+            .await
+            .is_err()
+    );
+    let now = SystemClock.now();
     assert!(store.peek(&key, purpose, now).await.unwrap().is_none());
 }
