@@ -93,6 +93,24 @@ fn config() -> auth_core::token::TokenConfigBuilder {
     TokenConfig::builder("https://issuer.test", "api")
 }
 
+/// `Auth::builder(users)` with what a token test needs: an account store,
+/// cheap hashing, and tokens (the default settings, families in memory).
+fn token_auth<S: auth_core::user::UserStore>(users: S) -> auth_core::AuthBuilder {
+    Auth::builder(users)
+        .accounts(Arc::new(MemoryAccountStore::new()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(PasswordHasher::insecure_for_tests().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .tokens(TokenService::new(
+            config().build().unwrap(),
+            SigningKey::generate(Algorithm::Es256).unwrap(),
+            Arc::new(MemoryRefreshStore::new()),
+        ))
+}
+
 fn client() -> Client {
     Client::new("192.0.2.1".parse().unwrap())
 }
@@ -1027,20 +1045,8 @@ async fn a_bearer_requests_session_gives_its_user() {
 async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
     let users = Arc::new(TamperedUsers::new(Arc::new(MemoryUserStore::new())));
     let events = Arc::new(Events::default());
-    let auth = Auth::builder(users.clone())
-        .accounts(Arc::new(MemoryAccountStore::new()))
+    let auth = token_auth(users.clone())
         .event_hook(events.clone())
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(TokenService::new(
-            config().build().unwrap(),
-            SigningKey::generate(Algorithm::Es256).unwrap(),
-            Arc::new(MemoryRefreshStore::new()),
-        ))
         .build()
         .unwrap();
     let flows = auth.authenticator();
@@ -1085,21 +1091,7 @@ async fn passkey_flows_refuse_a_bearer_stand_in() {
     use auth_core::flow::FactorProof;
     use auth_core::passkey::{MemoryPasskeyStore, Passkeys};
 
-    let users = Arc::new(MemoryUserStore::new());
-    let accounts = Arc::new(MemoryAccountStore::new());
-    let auth = Auth::builder(Arc::clone(&users))
-        .accounts(accounts.clone())
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(TokenService::new(
-            config().build().unwrap(),
-            SigningKey::generate(Algorithm::Es256).unwrap(),
-            Arc::new(MemoryRefreshStore::new()),
-        ))
+    let auth = token_auth(MemoryUserStore::new())
         .passkeys(
             Passkeys::builder("app.test", "https://app.test")
                 .unwrap()

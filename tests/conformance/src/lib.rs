@@ -227,6 +227,15 @@ fn is_notice(mail: &auth_smtp_sink::ReceivedMail) -> bool {
     mail.subject.starts_with("Security notice")
 }
 
+/// The CSRF token of the first form on the page `html`.
+pub fn form_token_of(html: &str) -> String {
+    html.split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form carries a CSRF token")
+        .to_owned()
+}
+
 /// The token of the first link in `body` (`...?token=XYZ`).
 pub fn link_token(body: &str) -> Option<String> {
     let start = body.find("?token=")? + "?token=".len();
@@ -366,14 +375,7 @@ impl TestApp {
             .visitor_cookie()
             .expect("the form page sets a visitor cookie")
             .0;
-        let html = page.text();
-        let token = html
-            .split("name=\"csrf_token\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the form carries a CSRF token")
-            .to_owned();
-        (cookie, token)
+        (cookie, form_token_of(&page.text()))
     }
 
     /// Posts a form body.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::{HarnessFactory, PASSWORD, TestApp, TestOptions, TestResponse};
+use crate::{HarnessFactory, PASSWORD, TestApp, TestOptions, TestResponse, form_token_of};
 
 fn app<F: HarnessFactory>() -> TestApp {
     TestApp::start::<F>(TestOptions::default())
@@ -548,14 +548,6 @@ pub async fn the_second_step_answers_carry_no_secret<F: HarnessFactory>() {
         assert!(!text.contains(&alice.secret), "{text}");
         assert!(!text.contains(&id), "{text}");
     }
-}
-
-fn form_token_of(html: &str) -> String {
-    html.split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the form carries a CSRF token")
-        .to_owned()
 }
 
 /// The HTML login of a user with TOTP goes through `/login/mfa`, whose

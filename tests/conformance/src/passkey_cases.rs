@@ -410,13 +410,7 @@ pub async fn a_passkey_only_account_steps_up_with_a_recovery_code<F: HarnessFact
     let added = user_with_passkey(&app, "alice", &mut phone).await;
     let page = app.get("/account", Some(&added.cookie)).await;
     assert_eq!(page.status, 200);
-    let token = page
-        .text()
-        .split("name=\"csrf_token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the account page carries a CSRF token")
-        .to_owned();
+    let token = crate::form_token_of(&page.text());
     let password = PASSWORD.replace(' ', "+");
     let r = app
         .post_form(
