@@ -59,23 +59,12 @@ fn harness_on(
 ) -> Harness {
     let users = Arc::new(MemoryUserStore::new());
     let clock = ManualClock::starting_now();
-    let passwords = PasswordService::builder()
-        .hasher(PasswordHasher::insecure_for_tests().unwrap())
-        .build()
-        .unwrap();
-    let tokens = TokenService::new(
-        config,
-        SigningKey::generate(Algorithm::Es256).unwrap(),
-        store,
-    );
     let accounts = Arc::new(MemoryAccountStore::new());
     let events = Arc::new(Events::default());
-    let auth = Auth::builder(Arc::clone(&users))
+    let auth = token_auth_with(Arc::clone(&users), config, store)
         .accounts(accounts.clone())
         .event_hook(events.clone())
         .clock(Arc::new(clock.clone()))
-        .passwords(passwords)
-        .tokens(tokens)
         .build()
         .unwrap()
         .authenticator()
@@ -96,6 +85,19 @@ fn config() -> auth_core::token::TokenConfigBuilder {
 /// `Auth::builder(users)` with what a token test needs: an account store,
 /// cheap hashing, and tokens (the default settings, families in memory).
 fn token_auth<S: auth_core::user::UserStore>(users: S) -> auth_core::AuthBuilder {
+    token_auth_with(
+        users,
+        config().build().unwrap(),
+        Arc::new(MemoryRefreshStore::new()),
+    )
+}
+
+/// [`token_auth`] with tokens of `config`, families in `store`.
+fn token_auth_with<S: auth_core::user::UserStore>(
+    users: S,
+    config: TokenConfig,
+    store: Arc<dyn auth_core::token::refresh::RefreshStore>,
+) -> auth_core::AuthBuilder {
     Auth::builder(users)
         .accounts(Arc::new(MemoryAccountStore::new()))
         .passwords(
@@ -105,9 +107,9 @@ fn token_auth<S: auth_core::user::UserStore>(users: S) -> auth_core::AuthBuilder
                 .unwrap(),
         )
         .tokens(TokenService::new(
-            config().build().unwrap(),
+            config,
             SigningKey::generate(Algorithm::Es256).unwrap(),
-            Arc::new(MemoryRefreshStore::new()),
+            store,
         ))
 }
 
@@ -894,20 +896,9 @@ impl AccountStore for SignOutRace {
 
 /// The toolkit with tokens over memory stores and `accounts`.
 fn racing(accounts: Arc<SignOutRace>) -> Auth {
-    Auth::builder(MemoryUserStore::new())
+    token_auth(MemoryUserStore::new())
         .accounts(accounts)
         .clock(Arc::new(ManualClock::starting_now()))
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(TokenService::new(
-            config().build().unwrap(),
-            SigningKey::generate(Algorithm::Es256).unwrap(),
-            Arc::new(MemoryRefreshStore::new()),
-        ))
         .build()
         .unwrap()
 }
