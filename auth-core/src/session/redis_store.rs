@@ -3,12 +3,13 @@
 //! Layout, under a configurable prefix (default `auth:`):
 //! * `{prefix}s:{<hex key>}`: a hash `v` (version), `u` (user id or empty),
 //!   `r` (record JSON), `x` (until when the user's index is known to list
-//!   it, Unix milliseconds), expiring by TTL at the record's deadline. While
-//!   a rotation is under way the new key holds only `u` and `p` (a
-//!   reservation, 30 s TTL), which loads as no session; after it, the old
-//!   key holds only `m` (the new key, 30 s TTL), which loads as no session
-//!   either and lets the same step sent twice be recognised.
-
+//!   it, Unix milliseconds), `w` (the id of the save that wrote it),
+//!   expiring by TTL at the record's deadline. While a rotation is under
+//!   way the new key holds only `u` and `p` (a reservation, 30 s TTL), which
+//!   loads as no session; after it, the old key holds only `m` (the new
+//!   key, 30 s TTL), and a deleted one only `d` (the id of the delete,
+//!   30 s), which load as no session either and let the same step sent
+//!   twice be recognised.
 //! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
 //!   each scored with the time until which it may be live, for listing and
 //!   revoking; expiring with its latest score. Members whose score passed
@@ -147,16 +148,18 @@ return 1",
 });
 
 /// KEYS[1] session; ARGV expected, new version, user, record, expire_at,
-/// indexed until (empty: unchanged). Returns 0 missing, 1 conflict,
-/// 2 saved (also when this very save was applied already: the cluster
-/// client resends a script after a slow answer), 4 the index must list the
-/// session first (a new user, or a deadline past `x`).
+/// indexed until (empty: unchanged), write id (random, one per `save`
+/// call, kept in `w`). Returns 0 missing, 1 conflict, 2 saved (also when
+/// this very save was applied already: the cluster client resends a script
+/// after a slow answer; another request's save of the same version is a
+/// conflict, however alike its record), 4 the index must list the session
+/// first (a new user, or a deadline past `x`).
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local cur = redis.call('HMGET', KEYS[1], 'v', 'u', 'x', 'r')
+local cur = redis.call('HMGET', KEYS[1], 'v', 'u', 'x', 'w')
 if not cur[1] then return 0 end
-if cur[1] == ARGV[2] and cur[2] == ARGV[3] and cur[4] == ARGV[4] then return 2 end
+if cur[1] == ARGV[2] and cur[4] == ARGV[7] then return 2 end
 if cur[1] ~= ARGV[1] then return 1 end
 local x = cur[3] or '0'
 if ARGV[6] ~= '' then
@@ -164,7 +167,7 @@ if ARGV[6] ~= '' then
 elseif ARGV[3] ~= '' and (cur[2] ~= ARGV[3] or tonumber(x) < tonumber(ARGV[5])) then
   return 4
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'r', ARGV[4], 'x', x)
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'u', ARGV[3], 'r', ARGV[4], 'x', x, 'w', ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 return 2",
     )
@@ -223,14 +226,21 @@ return 1",
     )
 });
 
-/// KEYS[1] session. Deletes it (or a reservation); 1 if a session existed.
+/// KEYS[1] session; ARGV write id (random, one per `delete` call), marker
+/// ms. Deletes it (or a reservation); 1 if a session existed. A deleted
+/// session leaves a marker naming the write (no session: a load finds
+/// none), so the same delete sent again answers 1 again; another request's
+/// delete answers 0.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HGET', KEYS[1], 'v')
+local f = redis.call('HMGET', KEYS[1], 'v', 'd')
+if f[2] and f[2] == ARGV[1] then return 1 end
 redis.call('DEL', KEYS[1])
-if v then return 1 end
-return 0",
+if not f[1] then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1",
     )
 });
 
@@ -335,11 +345,8 @@ impl RedisStore {
         self.cache.is_some()
     }
 
-    /// The outcome of a write to `redis_key`: the key is forgotten by the
-    /// cache whatever happened (a failed write may have been applied), and
-    /// the whole cache after an error (the connection may be gone).
     /// Runs a script (in tests, twice when `resend` is set: every script
-    /// must answer a second run as it answered the first).
+    /// that writes must answer a second run as it answered the first).
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         script: &redis::ScriptInvocation<'_>,
@@ -351,6 +358,9 @@ impl RedisStore {
         script.invoke_async(&mut self.conn.clone()).await
     }
 
+    /// The outcome of a write to `redis_key`: the key is forgotten by the
+    /// cache whatever happened (a failed write may have been applied), and
+    /// the whole cache after an error (the connection may be gone).
     fn written<T>(&self, redis_key: &str, result: RedisResult<T>) -> Result<T, StoreError> {
         if let Some(cache) = &self.cache {
             cache.invalidate(redis_key.as_bytes());
@@ -434,6 +444,14 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+}
+
+/// A random id for one write (128 bits, hex): what tells a script sent
+/// again from another request's write.
+fn write_id() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| StoreError::Rng)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Until when the index must list a session of `record`: its absolute
@@ -527,6 +545,7 @@ impl SessionStore for RedisStore {
         let session_key = self.session_key(&hex);
         let user = record.user_id.as_deref().unwrap_or("");
         let json = record.to_json()?;
+        let write = write_id()?;
         let attempt = |indexed: Option<i64>| {
             let mut script = SAVE.key(&session_key);
             script
@@ -535,7 +554,8 @@ impl SessionStore for RedisStore {
                 .arg(user)
                 .arg(&json)
                 .arg(record.expires_at().as_unix_millis())
-                .arg(indexed.map(|until| until.to_string()).unwrap_or_default());
+                .arg(indexed.map(|until| until.to_string()).unwrap_or_default())
+                .arg(&write);
             script
         };
         let code = self.invoke::<i64>(&attempt(None)).await;
@@ -614,7 +634,10 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let session_key = self.session_key(&key.to_hex());
-        let deleted = self.invoke::<i64>(&DELETE.key(&session_key)).await;
+        let write = write_id()?;
+        let deleted = self
+            .invoke::<i64>(DELETE.key(&session_key).arg(&write).arg(RESERVATION_MS))
+            .await;
         Ok(self.written(&session_key, deleted)? == 1)
     }
 
@@ -744,10 +767,10 @@ mod tests {
     /// whether or not the server ran it. Every script that writes a
     /// session, sent twice, answers as its first run did: a create is no
     /// collision, a save no conflict, a rotation neither loses the session
-    /// nor leaves the new key unknown, and the old key stays dead. (A
-    /// delete sent twice answers "absent" the second time: the count "sign
-    /// out everywhere" reports may then be low; the sessions are gone
-    /// either way.)
+    /// nor leaves the new key unknown, the old key stays dead, and a delete
+    /// still says the session existed. (A deletion by user sent twice
+    /// answers "absent" the second time: the count "sign out everywhere"
+    /// reports may then be low; the sessions are gone either way.)
     #[tokio::test]
     async fn scripts_sent_twice_answer_as_their_first_run() {
         let Some(url) = redis_url() else {
@@ -791,5 +814,13 @@ mod tests {
         assert_eq!(listed[0].0, new);
         store.delete_by_user(&user, None).await.unwrap();
         assert!(store.load(&new).await.unwrap().is_none());
+
+        // A delete sent twice still says the session existed; another
+        // delete of it says it did not.
+        let other = SessionId::generate().unwrap().key();
+        store.create(&other, &record).await.unwrap();
+        assert!(store.delete(&other).await.unwrap());
+        assert!(store.load(&other).await.unwrap().is_none());
+        assert!(!store.delete(&other).await.unwrap());
     }
 }

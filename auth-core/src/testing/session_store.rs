@@ -254,7 +254,8 @@ pub async fn create_never_overwrites(store: Arc<dyn SessionStore>, _caps: Sessio
 }
 
 /// `save` writes only over the version it read, and bumps it: a writer
-/// that read an older version gets [`SaveOutcome::Conflict`]. Saving an
+/// that read an older version gets [`SaveOutcome::Conflict`], even with a
+/// record equal to the one that won. Saving an
 /// unknown key is [`SaveOutcome::Missing`] and never creates it.
 pub async fn save_is_compare_and_set(store: Arc<dyn SessionStore>, _caps: SessionStoreCaps) {
     let key = new_key();
@@ -265,7 +266,13 @@ pub async fn save_is_compare_and_set(store: Arc<dyn SessionStore>, _caps: Sessio
     let loaded = store.load(&key).await.unwrap().unwrap();
     assert_eq!(loaded.version, 1);
     assert_eq!(loaded.data.get("a"), Some(&1.into()));
-    // A writer that read version 0 loses.
+    // A writer that read version 0 loses, even with the very record that
+    // won (two requests building the same change in the same millisecond:
+    // a single take, such as a ceremony's, must still have one winner).
+    assert_eq!(
+        store.save(&key, &rec, 0).await.unwrap(),
+        SaveOutcome::Conflict
+    );
     rec.data.insert("b".into(), 2.into());
     assert_eq!(
         store.save(&key, &rec, 0).await.unwrap(),
