@@ -232,6 +232,56 @@ async fn one_user_cannot_fill_the_store() {
     assert_eq!(store.len(), 20);
 }
 
+/// Whoever has only the password makes logins that wait for the second
+/// factor: however many, they end only each other (at most 8 held), never
+/// the user's signed-in sessions. A signed-in session saved or rotated at
+/// the cap ends nothing.
+#[tokio::test]
+async fn logins_waiting_for_a_second_factor_never_end_signed_in_sessions() {
+    let clock = ManualClock::starting_now();
+    let store = Arc::new(
+        MemoryStore::with_clock(Arc::new(clock.clone()))
+            .capacity(1000)
+            .per_user_capacity(5),
+    );
+    let manager = SessionManager::new(store.clone(), SessionConfig::default())
+        .with_clock(Arc::new(clock.clone()));
+    let mut signed_in = Vec::new();
+    for _ in 0..5 {
+        signed_in.push(login(&manager, "alice", "s1").await);
+    }
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..50 {
+        let now = clock.now();
+        manager
+            .create_as(client(), |record| {
+                record.user_id = Some("alice".into());
+                record.auth = AuthState::MfaPending {
+                    methods: vec![Factor::Totp],
+                    first: Factor::Password,
+                    expires_at: now.saturating_add(5 * MIN),
+                };
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), 5 + 5, "five signed in, five pending");
+    // At the cap, a save and a rotation of a signed-in session end nothing.
+    let mut first = signed_in.remove(0);
+    manager
+        .update(&mut first, |record| {
+            record.data.insert("k".into(), 1.into());
+        })
+        .await
+        .unwrap();
+    manager.rotate(&mut first).await.unwrap();
+    signed_in.push(first);
+    for session in &signed_in {
+        let cookie = session.id().encode();
+        assert!(manager.load(&cookie).await.unwrap().is_some());
+    }
+}
+
 #[tokio::test]
 async fn absolute_timeout_is_never_extended() {
     let (manager, clock) = setup();

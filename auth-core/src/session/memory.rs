@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
+use super::{AuthState, SaveOutcome, SessionKey, SessionRecord, SessionStore, StoreError};
 use crate::clock::{Clock, SystemClock, Timestamp};
 
 /// An in-process store: for tests and single-process apps.
@@ -15,9 +15,12 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 /// dropping expired records and then the anonymous sessions that expire
 /// soonest (a tenth of their cap at a time): anonymous sessions never
 /// block a login. One user holds at most `per_user_capacity` sessions
-/// (default 64): a new one beyond that ends that user's session that
-/// expires soonest, so no account (an attacker's own, logging in again
-/// and again) can fill the store for everybody else. Only when the store
+/// (default 64) and at most 8 waiting for their second factor: a new one
+/// beyond that ends that user's session of the same kind that expires
+/// soonest, so no account (an attacker's own, logging in again and again)
+/// can fill the store for everybody else, and whoever has only the
+/// password (whose logins wait for the second factor) never ends a
+/// signed-in session. Only when the store
 /// is full of users' sessions does `create` fail with
 /// [`StoreError::Full`], rather than evict someone's login. Sessions are
 /// lost when the process exits.
@@ -54,6 +57,9 @@ impl MemoryStore {
 
     /// Default cap on one user's sessions.
     pub const DEFAULT_PER_USER_CAPACITY: usize = 64;
+
+    /// Cap on one user's sessions that wait for their second factor.
+    pub const PENDING_PER_USER: usize = 8;
 
     /// An empty store with the default capacity and the system clock.
     pub fn new() -> Self {
@@ -118,6 +124,11 @@ impl MemoryStore {
     }
 }
 
+/// Whether `record` waits for its second factor.
+fn is_pending(record: &SessionRecord) -> bool {
+    matches!(record.auth, AuthState::MfaPending { .. })
+}
+
 impl Inner {
     fn live(&self, key: &SessionKey, now: Timestamp) -> Option<&Arc<SessionRecord>> {
         self.records.get(key).filter(|r| r.expires_at() > now)
@@ -128,7 +139,7 @@ impl Inner {
     fn insert(&mut self, key: SessionKey, record: SessionRecord, per_user: usize, now: Timestamp) {
         match &record.user_id {
             Some(user) => {
-                self.make_room_for(user, per_user, now);
+                self.make_room_for(user, is_pending(&record), per_user, now);
                 self.by_user.entry(user.clone()).or_default().insert(key);
             }
             None => {
@@ -138,23 +149,44 @@ impl Inner {
         self.records.insert(key, Arc::new(record));
     }
 
-    /// Drops `user`'s expired sessions, then, while the user holds `cap`
-    /// or more, the one that expires soonest.
-    fn make_room_for(&mut self, user: &str, cap: usize, now: Timestamp) {
+    /// Makes room for a new session of `user` (`pending`: one waiting for
+    /// its second factor): drops the user's expired sessions, then, while
+    /// the user holds `cap` sessions of that kind (pending ones: at most
+    /// [`MemoryStore::PENDING_PER_USER`]), the one of that kind that expires
+    /// soonest. Only sessions of the same kind compete.
+    fn make_room_for(&mut self, user: &str, pending: bool, cap: usize, now: Timestamp) {
+        let cap = if pending {
+            cap.min(MemoryStore::PENDING_PER_USER)
+        } else {
+            cap
+        };
         let Some(keys) = self.by_user.get(user) else {
             return;
         };
         if keys.len() < cap {
             return;
         }
-        let mut by_expiry: Vec<(Timestamp, SessionKey)> = keys
-            .iter()
-            .filter_map(|key| Some((self.records.get(key)?.expires_at(), *key)))
-            .collect();
-        by_expiry.sort_unstable();
-        let over = by_expiry.len() + 1 - cap;
-        let expired = by_expiry.iter().take_while(|(at, _)| *at <= now).count();
-        for (_, key) in by_expiry.into_iter().take(over.max(expired)) {
+        let mut expired = Vec::new();
+        let mut same_kind = Vec::new();
+        for key in keys {
+            let Some(record) = self.records.get(key) else {
+                continue;
+            };
+            if record.expires_at() <= now {
+                expired.push(*key);
+            } else if is_pending(record) == pending {
+                same_kind.push((record.expires_at(), *key));
+            }
+        }
+        for key in &expired {
+            self.remove(key);
+        }
+        if same_kind.len() < cap {
+            return;
+        }
+        same_kind.sort_unstable();
+        let over = same_kind.len() + 1 - cap;
+        for (_, key) in same_kind.into_iter().take(over) {
             self.remove(&key);
         }
     }

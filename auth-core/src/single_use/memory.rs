@@ -123,17 +123,17 @@ impl Inner {
 
     /// Drops the `count` tokens issued earliest.
     fn evict_oldest(&mut self, count: usize) {
-        let mut by_expiry: Vec<(Timestamp, TokenKey)> = self
+        let mut by_issue: Vec<(Timestamp, TokenKey)> = self
             .tokens
             .iter()
             .map(|(k, r)| (r.expires_at.saturating_sub(r.purpose.lifetime()), *k))
             .collect();
-        let count = count.min(by_expiry.len());
+        let count = count.min(by_issue.len());
         if count == 0 {
             return;
         }
-        by_expiry.select_nth_unstable_by_key(count - 1, |(expires_at, _)| *expires_at);
-        for (_, key) in by_expiry.into_iter().take(count) {
+        by_issue.select_nth_unstable_by_key(count - 1, |(issued_at, _)| *issued_at);
+        for (_, key) in by_issue.into_iter().take(count) {
             self.remove(&key);
         }
     }

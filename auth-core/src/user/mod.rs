@@ -122,13 +122,11 @@ pub fn normalize_login(name: &str) -> Result<String, LoginNameError> {
 /// direction marks and overrides, variation selectors, Hangul fillers,
 /// tags, soft hyphens, the BOM, ...), which PRECIS (RFC 8264, the
 /// UsernameCaseMapped profile of RFC 8265) disallows, plus the
-/// interlinear annotation characters and the line and paragraph
-/// separators (U+2028, U+2029: line breaks that are not control
-/// characters, which would split a name shown in a log line or a page).
+/// interlinear annotation characters.
 fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1BCA0}'..='\u{1BCA3}'
         | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}'
@@ -452,9 +450,6 @@ mod tests {
             '\u{1D173}',
             '\u{E0041}',
             '\u{E0001}',
-            // Line and paragraph separators: line breaks in a log or a page.
-            '\u{2028}',
-            '\u{2029}',
         ] {
             assert_eq!(
                 normalize_login(&format!("ali{invisible}ce")),

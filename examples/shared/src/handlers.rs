@@ -1192,11 +1192,12 @@ pub async fn login_mfa_form(auth: &RequestAuth, form: Body<CodeForm>) -> Reply {
 }
 
 /// The step-up page shown when an action needs a recent login.
-async fn reauth_page(auth: &RequestAuth, error: Option<&str>) -> Reply {
+async fn reauth_page(auth: &RequestAuth, error: Option<&str>, needs_code: bool) -> Reply {
     // An account with a second factor steps up with a code too: its app's,
     // or a recovery code (what a passkey-only account has to give here).
+    // `needs_code`: the core refused a password alone.
     let totp = auth.totp_enabled().await.unwrap_or(false);
-    let codes = auth.recovery_codes_left().await.unwrap_or(0) > 0;
+    let codes = needs_code || auth.recovery_codes_left().await.unwrap_or(0) > 0;
     let token = pages::token_field(auth.form_token().await.ok().flatten().as_deref());
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\">{}</p>", pages::escape(e))
@@ -1221,7 +1222,7 @@ async fn reauth_page(auth: &RequestAuth, error: Option<&str>) -> Reply {
 /// needed, else the error.
 async fn mfa_action_error(auth: &RequestAuth, error: &AuthError) -> Reply {
     match error {
-        AuthError::ReauthenticationRequired => reauth_page(auth, None).await,
+        AuthError::ReauthenticationRequired => reauth_page(auth, None, false).await,
         _ => account_error(error),
     }
 }
@@ -1241,8 +1242,9 @@ pub async fn account_reauth(auth: &RequestAuth, form: Body<ReauthForm>) -> Reply
     .await;
     match result {
         Ok(()) => Reply::redirect("/account".to_owned()),
-        Err(AuthError::ReauthenticationRequired) => reauth_page(auth, None).await,
-        Err(error) => reauth_page(auth, Some(&error.to_string()))
+        // A password alone does not renew a login with a second factor.
+        Err(AuthError::ReauthenticationRequired) => reauth_page(auth, None, true).await,
+        Err(error) => reauth_page(auth, Some(&error.to_string()), false)
             .await
             .failing_with(&error),
     }
@@ -1687,7 +1689,7 @@ pub async fn verify_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let intro = match &account {
         Some(login) => format!(
             "Confirm this address for the account <b>{}</b>. Not your account? Do not confirm it.",
-            pages::escape(&pages::shortened(login))
+            pages::escape(login)
         ),
         None => intro.to_owned(),
     };
@@ -1746,7 +1748,7 @@ pub async fn magic_page(auth: &RequestAuth, token: Option<&str>) -> Reply {
     let intro = match &account {
         Some(login) => format!(
             "Sign in as <b>{}</b> with the link from your mail. Not you? Do not use it.",
-            pages::escape(&pages::shortened(login))
+            pages::escape(login)
         ),
         None => intro.to_owned(),
     };

@@ -1282,6 +1282,19 @@ pub async fn json_bodies_need_a_json_content_type<F: HarnessFactory>() {
         assert_eq!(r.status, 415, "{content_type:?}: {}", r.text());
         assert_eq!(r.session_cookie(), None, "{content_type:?}");
     }
+    // Refused unread, wrong passwords count nothing: more than the five
+    // that lock an account, and the right password still logs in.
+    let wrong = json!({"username": "alice", "password": "not the password at all"}).to_string();
+    for _ in 0..6 {
+        let r = app
+            .send(
+                TestApp::req("POST", "/api/login")
+                    .header("content-type", "text/json")
+                    .body(wrong.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 415);
+    }
     for content_type in [
         "application/json; charset=utf-8",
         "application/vnd.api+json",
