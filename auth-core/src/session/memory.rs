@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 /// soonest, so no account (an attacker's own, logging in again and again)
 /// can fill the store for everybody else, and whoever has only the
 /// password (whose logins wait for the second factor) never ends a
-/// signed-in session. Only when the store
+/// signed-in session (only other pending logins, the owner's included). Only when the store
 /// is full of users' sessions does `create` fail with
 /// [`StoreError::Full`], rather than evict someone's login. Sessions are
 /// lost when the process exits.

@@ -9,7 +9,8 @@
 //!   loads as no session; after it, the old key holds only `m` (the new
 //!   key, 30 s TTL), and a deleted one only `d` (the id of the delete,
 //!   30 s), which load as no session either and let the same step sent
-//!   twice be recognised.
+//!   twice be recognised. (A marker holds its key for those 30 s: keys are
+//!   random, so no create ever asks for it.)
 //! * `{prefix}i:{<user id>}`: a sorted set of the user's session keys (hex),
 //!   each scored with the time until which it may be live, for listing and
 //!   revoking; expiring with its latest score. Members whose score passed
@@ -230,14 +231,18 @@ return 1",
 /// ms. Deletes it (or a reservation); 1 if a session existed. A deleted
 /// session leaves a marker naming the write (no session: a load finds
 /// none), so the same delete sent again answers 1 again; another request's
-/// delete answers 0.
+/// delete answers 0, and leaves any marker alone (it is another write's
+/// answer to its own resend).
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local f = redis.call('HMGET', KEYS[1], 'v', 'd')
+local f = redis.call('HMGET', KEYS[1], 'v', 'd', 'p')
 if f[2] and f[2] == ARGV[1] then return 1 end
+if not f[1] then
+  if f[3] then redis.call('DEL', KEYS[1]) end
+  return 0
+end
 redis.call('DEL', KEYS[1])
-if not f[1] then return 0 end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1",

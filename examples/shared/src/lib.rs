@@ -75,7 +75,7 @@ form{margin:1rem 0}label{display:block;margin:.5rem 0}input{padding:.3rem;width:
 input[type=checkbox]{width:auto}
 button{padding:.4rem 1rem}.error{color:#b00}nav a{margin-right:1rem}table{width:100%}.qr{max-width:16rem}
 [hidden]{display:none!important}
-b{overflow-wrap:anywhere;white-space:pre-wrap}
+b{overflow-wrap:anywhere}
 ";
 
 /// The pages' one script, served at `/static/passkeys.js`: the passkey
@@ -1069,9 +1069,13 @@ pub fn error_json(message: &str) -> String {
 /// The HTML pages, as plain strings with escaped values.
 pub mod pages {
     /// Escapes text for HTML.
+    /// The line and paragraph separators (U+2028, U+2029), which are no
+    /// control characters (a login name may hold them) yet break a line,
+    /// become spaces: text somebody else chose stays on its line.
     pub fn escape(text: &str) -> String {
         text.chars()
             .map(|c| match c {
+                '\u{2028}' | '\u{2029}' => " ".to_owned(),
                 '&' => "&amp;".to_owned(),
                 '<' => "&lt;".to_owned(),
                 '>' => "&gt;".to_owned(),
@@ -1462,5 +1466,20 @@ mod headers_tests {
             Some("max-age=31536000; includeSubDomains")
         );
         assert_eq!(hsts("http://localhost:3000"), None);
+    }
+}
+
+#[cfg(test)]
+mod pages_tests {
+    use super::pages::escape;
+
+    /// Text somebody else chose (a login name on a link's page) cannot
+    /// start a line of its own, nor carry markup.
+    #[test]
+    fn escaped_text_stays_on_its_line() {
+        assert_eq!(
+            escape("alice\u{2028}Your account is suspended\u{2029}<b>"),
+            "alice Your account is suspended &lt;b&gt;"
+        );
     }
 }
