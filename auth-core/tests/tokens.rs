@@ -564,6 +564,49 @@ async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
     ));
 }
 
+/// An access token whose sign-in no longer holds cannot change the account
+/// for the rest of its life: after a password change through the app's own
+/// table, a flow run on the token (the stand-in `bearer_session` makes) is
+/// refused at once, as the family's next refresh will be. And a token's
+/// family must be its user's: claims naming another user's family are
+/// refused too.
+#[tokio::test]
+async fn a_stale_or_mismatched_token_changes_no_account() {
+    use auth_core::UserStore;
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    let (bob, _) = signed_in(&h, "bob").await;
+    let (claims, _, _) = h.auth.verify_bearer(&pair.access_token).await.unwrap();
+    let session = h.auth.bearer_session(&claims, &client()).await.unwrap();
+    h.auth.end_bearer_session(session).await.unwrap();
+    let mut forged = (*claims).clone();
+    forged.sub = bob;
+    assert!(matches!(
+        h.auth.bearer_session(&forged, &client()).await,
+        Err(AuthError::NotAuthenticated)
+    ));
+
+    let old = h.users.find_by_id(&id).await.unwrap().unwrap();
+    let new_hash = h
+        .auth
+        .passwords()
+        .hash(&Password::from("another long passphrase 7".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        h.users
+            .set_password_hash(&id, old.password_hash.as_str(), new_hash.as_str())
+            .await
+            .unwrap()
+    );
+    // The token itself still verifies (it lives out its minutes for reads).
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    assert!(matches!(
+        h.auth.bearer_session(&claims, &client()).await,
+        Err(AuthError::NotAuthenticated)
+    ));
+}
+
 /// A family that its revocation missed (a store error halfway through a
 /// sign out everywhere, or a family created while one ran) still ends at
 /// its next refresh: the account's epoch, which every such event raises,

@@ -326,24 +326,7 @@ impl Authenticator {
         // `sign_out_user`) whose revocation missed the family.
         let current = async {
             Ok::<_, AuthError>(match self.live_user(&family.user_id).await? {
-                Some(user) => {
-                    let stamp = self
-                        .inner
-                        .stamps
-                        .of(&user, user.password_hash())
-                        .await
-                        .map_err(AuthError::internal)?;
-                    // A family from before stamps carried the epoch (no
-                    // `.`: session stamps are base64url) keeps its password
-                    // check until it ends, rather than every client being
-                    // signed out at the upgrade.
-                    if family.stamp.contains('.') {
-                        let epoch = self.inner.accounts.epoch(user.id()).await?;
-                        Some(family_stamp(&stamp, epoch))
-                    } else {
-                        Some(stamp.to_string())
-                    }
-                }
+                Some(user) => Some(self.current_family_stamp(&user, &family.stamp).await?),
                 None => None,
             })
         }
@@ -548,6 +531,27 @@ impl Authenticator {
         claims: &AccessClaims,
         client: &Client,
     ) -> Result<Session, AuthError> {
+        // The token's sign-in must still be its user's, with the stamp it
+        // recorded: a password changed through any path (or a raised epoch
+        // whose revocation missed the family) stops the token changing the
+        // account at once, not at its next refresh.
+        let store = self.token_service()?.store();
+        if store.reads_families() {
+            let family = store
+                .family(&claims.sid)
+                .await
+                .map_err(AuthError::internal)?
+                .filter(|family| family.user_id == claims.sub && family.is_live_at(self.now()))
+                .ok_or(AuthError::NotAuthenticated)?;
+            let user = self
+                .live_user(&claims.sub)
+                .await?
+                .ok_or(AuthError::NotAuthenticated)?;
+            let current = self.current_family_stamp(&user, &family.stamp).await?;
+            if !bool::from(current.as_bytes().ct_eq(family.stamp.as_bytes())) {
+                return Err(AuthError::NotAuthenticated);
+            }
+        }
         let stamp = self
             .inner
             .stamps
@@ -572,6 +576,31 @@ impl Authenticator {
                 },
             )
             .await?)
+    }
+
+    /// The stamp `user` would record now, in the form of a family's
+    /// `recorded` stamp: the session stamp with the account's epoch, or
+    /// without it for a family from before stamps carried the epoch (no
+    /// `.`: session stamps are base64url), which keeps its password check
+    /// until it ends rather than every client being signed out at the
+    /// upgrade.
+    async fn current_family_stamp(
+        &self,
+        user: &AnyUser,
+        recorded: &str,
+    ) -> Result<String, AuthError> {
+        let stamp = self
+            .inner
+            .stamps
+            .of(user, user.password_hash())
+            .await
+            .map_err(AuthError::internal)?;
+        Ok(if recorded.contains('.') {
+            let epoch = self.inner.accounts.epoch(user.id()).await?;
+            family_stamp(&stamp, epoch)
+        } else {
+            stamp.to_string()
+        })
     }
 
     /// Deletes a session made by [`bearer_session`](Self::bearer_session).

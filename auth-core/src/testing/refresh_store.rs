@@ -903,7 +903,9 @@ pub async fn purge(store: Arc<dyn RefreshStore>, caps: RefreshStoreCaps) {
 /// user id and the methods, no methods at all, a long user id, each
 /// family's own session stamp, times and the idle timeout to the
 /// millisecond; sealed successors byte for byte (every byte value, and
-/// empty).
+/// empty); and, from a store that reads families
+/// ([`RefreshStore::family`]), the family itself, its last use after a
+/// rotation, and nothing once it is revoked.
 pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
     let now = SystemClock.now();
     let odd = |seconds: u64| after(now, seconds).saturating_add(Duration::from_millis(123));
@@ -937,6 +939,13 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
     let blobs: [Vec<u8>; 2] = [(0..=255).collect(), Vec::new()];
     for (family, blob) in families.iter().zip(&blobs) {
         let first = start(&*store, family).await;
+        // A store that reads families gives it back as stored.
+        if store.reads_families() {
+            assert_eq!(
+                store.family(&family.id).await.unwrap().as_ref(),
+                Some(family)
+            );
+        }
         let at = family.last_used_at.saturating_add(Duration::from_millis(7));
         let second = new_key();
         assert_eq!(
@@ -946,6 +955,10 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
                 ..family.clone()
             })
         );
+        if store.reads_families() {
+            let read = store.family(&family.id).await.unwrap();
+            assert_eq!(read.map(|f| f.last_used_at), Some(at), "the rotation's use");
+        }
         assert_eq!(
             store
                 .rotate(first, new_key(), b"other", at, Some(Duration::from_secs(1)))
@@ -963,6 +976,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
             store.revoke_by_token(second).await.unwrap(),
             Some((family.id.clone(), family.user_id.clone()))
         );
+        assert_eq!(store.family(&family.id).await.unwrap(), None, "revoked");
     }
     // The long user's families are found by user too.
     let long_user = families[0].user_id.clone();

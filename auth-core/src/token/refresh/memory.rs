@@ -259,6 +259,18 @@ impl RefreshStore for MemoryRefreshStore {
             .is_some_and(|entry| entry.family.is_live_at(now)))
     }
 
+    fn reads_families(&self) -> bool {
+        true
+    }
+
+    async fn family(&self, family_id: &str) -> Result<Option<Family>, RefreshStoreError> {
+        Ok(self
+            .lock()
+            .families
+            .get(family_id)
+            .map(|entry| entry.family.clone()))
+    }
+
     async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
         let mut inner = self.lock();
         let dead: Vec<Arc<str>> = inner

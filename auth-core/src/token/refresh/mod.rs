@@ -331,6 +331,22 @@ pub trait RefreshStore: Send + Sync + fmt::Debug {
     /// per-request check of access tokens.
     async fn is_live(&self, family_id: &str, now: Timestamp) -> Result<bool, RefreshStoreError>;
 
+    /// Whether [`family`](Self::family) reads families (the default: no,
+    /// for a store written before it).
+    fn reads_families(&self) -> bool {
+        false
+    }
+
+    /// Family `family_id` as stored (live or not), if it exists: what a
+    /// flow run on a bearer token checks before it changes the account (the
+    /// token's user and the stamp of its sign-in). Not on the per-request
+    /// path. The default answers `None`; a store that implements it also
+    /// answers `true` from [`reads_families`](Self::reads_families).
+    async fn family(&self, family_id: &str) -> Result<Option<Family>, RefreshStoreError> {
+        let _ = family_id;
+        Ok(None)
+    }
+
     /// Deletes the families dead at `now` (expired or idle) with their
     /// tokens; returns how many families (stores with native expiry may
     /// answer 0).

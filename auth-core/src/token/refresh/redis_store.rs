@@ -659,6 +659,24 @@ impl RefreshStore for RedisRefreshStore {
         Ok(until.is_some_and(|until| now.as_unix_millis() < until))
     }
 
+    fn reads_families(&self) -> bool {
+        true
+    }
+
+    async fn family(&self, family_id: &str) -> Result<Option<Family>, RefreshStoreError> {
+        let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(self.family_key(family_id))
+            .arg(&["u", "a", "st", "c", "e", "i", "l"])
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let fields: Option<Vec<Vec<u8>>> = fields.into_iter().collect();
+        let Some(fields) = fields else {
+            return Ok(None);
+        };
+        let fields: [Vec<u8>; 7] = fields.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
+        family(family_id, fields).map(Some)
+    }
+
     async fn purge(&self, _now: Timestamp) -> Result<u64, RefreshStoreError> {
         // Redis expires families (and their tokens and indexes) by TTL.
         Ok(0)

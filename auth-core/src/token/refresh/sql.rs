@@ -38,6 +38,8 @@ struct Queries {
     family_of_token: &'static str,
     rotate: &'static str,
     read_family: &'static str,
+    /// A family by id, outside any transaction.
+    family: &'static str,
     delete_family: &'static str,
     delete_family_by_token: &'static str,
     delete_tokens_of_family: &'static str,
@@ -109,6 +111,8 @@ const SQLITE: Queries = Queries {
             last_used_at, live_until, current_key, previous_key, previous_spent_at,
             sealed_successor
         FROM auth_refresh_families WHERE id = ?1",
+    family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at
+        FROM auth_refresh_families WHERE id = ?1",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = ?1 RETURNING user_id",
     delete_family_by_token: "DELETE FROM auth_refresh_families
         WHERE id = (SELECT family_id FROM auth_refresh_tokens WHERE key = ?1)
@@ -176,6 +180,8 @@ const POSTGRES: Queries = Queries {
             last_used_at, live_until, current_key, previous_key, previous_spent_at,
             sealed_successor
         FROM auth_refresh_families WHERE id = $1 FOR UPDATE",
+    family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at
+        FROM auth_refresh_families WHERE id = $1",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = $1 RETURNING user_id",
     delete_family_by_token: "DELETE FROM auth_refresh_families
         WHERE id = (SELECT family_id FROM auth_refresh_tokens WHERE key = $1)
@@ -504,6 +510,19 @@ macro_rules! sql_refresh_store {
                     .bounded::<$db>(&self.inline)
                     .await?
                     .is_some())
+            }
+
+            fn reads_families(&self) -> bool {
+                true
+            }
+
+            async fn family(&self, family_id: &str) -> Result<Option<Family>, RefreshStoreError> {
+                let row = sqlx::query($queries.family)
+                    .bind(family_id)
+                    .fetch_optional(&self.pool)
+                    .bounded::<$db>(&self.inline)
+                    .await?;
+                row.map(|row| Self::family(family_id, &row)).transpose()
             }
 
             async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
