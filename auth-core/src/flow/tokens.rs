@@ -525,7 +525,10 @@ impl Authenticator {
     /// A stored session for a bearer request whose flow changes the
     /// session (a password change, say): made from the token's claims with
     /// the user's current stamp; the caller deletes it when the flow is
-    /// done.
+    /// done. With a refresh store that reads families
+    /// ([`RefreshStore::reads_families`](crate::token::refresh::RefreshStore::reads_families)),
+    /// the token's family must first be live, its claims' user's, and hold
+    /// the stamp the user has now: else [`AuthError::NotAuthenticated`].
     pub async fn bearer_session(
         &self,
         claims: &AccessClaims,
