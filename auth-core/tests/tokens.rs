@@ -537,15 +537,11 @@ async fn revocation_is_seen_on(url: &str, through_another_connection: bool) {
     );
 }
 
-/// A password changed behind the toolkit's back (the app's own admin path)
-/// ends the token sign-in at its next refresh: the family recorded the
-/// stamp of the old hash.
-#[tokio::test]
-async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
+/// Changes `id`'s password behind the toolkit's back: in the user store
+/// directly (the app's own admin path).
+async fn change_password_elsewhere(h: &Harness, id: &str) {
     use auth_core::UserStore;
-    let h = harness(config().build().unwrap());
-    let (id, pair) = signed_in(&h, "alice").await;
-    let old = h.users.find_by_id(&id).await.unwrap().unwrap();
+    let old = h.users.find_by_id(&id.to_owned()).await.unwrap().unwrap();
     let new_hash = h
         .auth
         .passwords()
@@ -554,10 +550,24 @@ async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
         .unwrap();
     assert!(
         h.users
-            .set_password_hash(&id, old.password_hash.as_str(), new_hash.as_str())
+            .set_password_hash(
+                &id.to_owned(),
+                old.password_hash.as_str(),
+                new_hash.as_str()
+            )
             .await
             .unwrap()
     );
+}
+
+/// A password changed behind the toolkit's back (the app's own admin path)
+/// ends the token sign-in at its next refresh: the family recorded the
+/// stamp of the old hash.
+#[tokio::test]
+async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
+    let h = harness(config().build().unwrap());
+    let (id, pair) = signed_in(&h, "alice").await;
+    change_password_elsewhere(&h, &id).await;
     assert!(matches!(
         h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
         Err(AuthError::InvalidGrant)
@@ -572,7 +582,6 @@ async fn a_password_changed_elsewhere_ends_the_family_at_refresh() {
 /// refused too.
 #[tokio::test]
 async fn a_stale_or_mismatched_token_changes_no_account() {
-    use auth_core::UserStore;
     let h = harness(config().build().unwrap());
     let (id, pair) = signed_in(&h, "alice").await;
     let (bob, _) = signed_in(&h, "bob").await;
@@ -586,19 +595,7 @@ async fn a_stale_or_mismatched_token_changes_no_account() {
         Err(AuthError::NotAuthenticated)
     ));
 
-    let old = h.users.find_by_id(&id).await.unwrap().unwrap();
-    let new_hash = h
-        .auth
-        .passwords()
-        .hash(&Password::from("another long passphrase 7".to_owned()))
-        .await
-        .unwrap();
-    assert!(
-        h.users
-            .set_password_hash(&id, old.password_hash.as_str(), new_hash.as_str())
-            .await
-            .unwrap()
-    );
+    change_password_elsewhere(&h, &id).await;
     // The token itself still verifies (it lives out its minutes for reads).
     assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
     assert!(matches!(
