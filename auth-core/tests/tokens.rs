@@ -493,21 +493,13 @@ async fn revocation_is_seen_on(url: &str, through_another_connection: bool) {
     let refresh = auth_core::token::refresh::SqliteRefreshStore::from_pool(store.pool().clone())
         .await
         .unwrap();
-    let tokens = TokenService::new(
+    let auth = token_auth_with(
+        Arc::clone(&users),
         config().build().unwrap(),
-        SigningKey::generate(Algorithm::Es256).unwrap(),
         Arc::new(refresh),
-    );
-    let auth = Auth::builder(Arc::clone(&users))
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(tokens)
-        .build()
-        .unwrap();
+    )
+    .build()
+    .unwrap();
     let h = Harness {
         auth: auth.authenticator().clone(),
         users,
@@ -812,20 +804,8 @@ async fn a_token_sign_in_racing_a_password_change_issues_nothing() {
     let memory = Arc::new(MemoryUserStore::new());
     let users = Arc::new(TamperedUsers::new(memory.clone()));
     let store = Arc::new(MemoryRefreshStore::new());
-    let auth = Auth::builder(users.clone())
-        .accounts(Arc::new(MemoryAccountStore::new()))
+    let auth = token_auth_with(users.clone(), config().build().unwrap(), store)
         .clock(Arc::new(ManualClock::starting_now()))
-        .passwords(
-            PasswordService::builder()
-                .hasher(PasswordHasher::insecure_for_tests().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .tokens(TokenService::new(
-            config().build().unwrap(),
-            SigningKey::generate(Algorithm::Es256).unwrap(),
-            store,
-        ))
         .build()
         .unwrap();
     let flows = auth.authenticator();
