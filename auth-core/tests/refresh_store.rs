@@ -26,6 +26,22 @@ fn unique(tag: &str) -> String {
     format!("{tag}-{}", RefreshToken::generate().unwrap().key().to_hex())
 }
 
+/// A fresh family id.
+#[cfg(feature = "redis")]
+fn new_family_id() -> String {
+    RefreshToken::generate().unwrap().key().family_id()
+}
+
+/// The key of a fresh token of family `id`.
+#[cfg(feature = "redis")]
+fn key_in(id: &str) -> auth_core::token::refresh::RefreshKey {
+    auth_core::token::refresh::RefreshKey::new(
+        id,
+        *RefreshToken::generate().unwrap().key().as_bytes(),
+    )
+    .unwrap()
+}
+
 refresh_store_tests!(memory, RefreshStoreCaps::default(), {
     Some(Arc::new(MemoryRefreshStore::new()) as Arc<dyn RefreshStore>)
 });
@@ -95,9 +111,9 @@ async fn the_one_call_suite_passes_for_the_memory_store() {
 
 /// The SQL store shares a pool with the other stores, under its own
 /// component in `auth_schema_migrations`; it keeps hex digests, never a
-/// token; opening it again migrates nothing and keeps the families;
-/// revocation and the purge leave no token row behind; a schema newer
-/// than the code is refused.
+/// token, and one row per family however often it rotates; opening it
+/// again migrates nothing and keeps the families; revocation and the purge
+/// delete the rows; a schema newer than the code is refused.
 #[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn the_sqlite_store_shares_a_pool_and_reopens() {
@@ -116,30 +132,33 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
         .unwrap();
     let store = SqliteRefreshStore::from_pool(pool.clone()).await.unwrap();
     let now = Timestamp::from_unix_millis(1_700_000_000_000);
-    let family = |id: &str, user: &str| Family {
-        id: id.into(),
+    let family = |first: &RefreshToken, user: &str| Family {
+        id: first.key().family_id(),
         user_id: user.into(),
         amr: vec!["pwd".into()],
-        stamp: format!("stamp-{id}"),
+        stamp: format!("stamp-{user}"),
         created_at: now,
         expires_at: now.saturating_add(Duration::from_secs(3_600)),
         idle_timeout: Duration::from_secs(600),
         last_used_at: now,
     };
     let first = RefreshToken::generate().unwrap();
-    store
-        .create(&family("f1", "u1"), first.key())
-        .await
-        .unwrap();
-    let second = RefreshToken::generate().unwrap().key();
-    let at = now.saturating_add(Duration::from_secs(1));
-    assert!(matches!(
-        store
-            .rotate(first.key(), second, b"sealed", at, None)
-            .await
-            .unwrap(),
-        Rotation::Rotated(_)
-    ));
+    let f1 = family(&first, "u1");
+    store.create(&f1, first.key()).await.unwrap();
+    let mut current = first.clone();
+    let mut at = now;
+    for n in 1..=20 {
+        let next = current.successor().unwrap();
+        at = now.saturating_add(Duration::from_secs(n));
+        assert!(matches!(
+            store
+                .rotate(current.key(), next.key(), b"sealed", at, None)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        current = next;
+    }
 
     let again = SqliteRefreshStore::from_pool(pool.clone()).await.unwrap();
     let versions: Vec<(String, i64)> =
@@ -150,70 +169,63 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
     for component in ["refresh_tokens", "sessions", "single_use_tokens"] {
         assert!(versions.iter().any(|(c, _)| c == component), "{versions:?}");
     }
-    assert!(versions.contains(&("refresh_tokens".to_owned(), 1)));
-    // Keyed by hex digests; the token itself is nowhere.
-    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM auth_refresh_tokens ORDER BY key")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let mut expected = vec![first.key().to_hex(), second.to_hex()];
-    expected.sort();
-    assert_eq!(keys, expected);
-    let current: String = sqlx::query_scalar("SELECT current_key FROM auth_refresh_families")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(current, second.to_hex());
-    let stamp: String = sqlx::query_scalar("SELECT stamp FROM auth_refresh_families")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(stamp, "stamp-f1");
-    assert!(!keys.contains(&first.encode()));
-    assert!(again.is_live("f1", at).await.unwrap());
-
-    // Revocation and the purge delete the token rows with the family.
-    assert_eq!(
-        again.revoke_by_token(first.key()).await.unwrap(),
-        Some(("f1".to_owned(), "u1".to_owned()))
-    );
-    let rows = |table: &'static str| {
+    assert!(versions.contains(&("refresh_tokens".to_owned(), 2)));
+    let rows = || {
         let pool = pool.clone();
-        let count = match table {
-            "auth_refresh_tokens" => "SELECT COUNT(*) FROM auth_refresh_tokens",
-            _ => "SELECT COUNT(*) FROM auth_refresh_families",
-        };
         async move {
-            sqlx::query_scalar::<_, i64>(count)
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM auth_refresh_families")
                 .fetch_one(&pool)
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(rows("auth_refresh_tokens").await, 0);
-    assert_eq!(rows("auth_refresh_families").await, 0);
-    for n in 0..3 {
-        let key = RefreshToken::generate().unwrap().key();
+    // One row for 21 tokens, holding the current one's hex digest (the
+    // token itself is nowhere); no table of tokens.
+    assert_eq!(rows().await, 1);
+    let (current_key, stamp): (String, String) =
+        sqlx::query_as("SELECT current_key, stamp FROM auth_refresh_families")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(current_key, current.key().to_hex());
+    assert_ne!(current_key, current.encode());
+    assert_eq!(stamp, "stamp-u1");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'auth_refresh%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["auth_refresh_families"]);
+    assert!(again.is_live(&f1.id, at).await.unwrap());
+
+    // Revocation (by the first token, long spent) and the purge delete
+    // the rows.
+    assert_eq!(
+        again.revoke_by_token(first.key()).await.unwrap(),
+        Some((f1.id.clone(), "u1".to_owned()))
+    );
+    assert_eq!(rows().await, 0);
+    for _ in 0..3 {
+        let first = RefreshToken::generate().unwrap();
         again
-            .create(&family(&format!("g{n}"), "u2"), key)
+            .create(&family(&first, "u2"), first.key())
             .await
             .unwrap();
     }
     assert_eq!(again.revoke_user("u2").await.unwrap(), 3);
-    assert_eq!(rows("auth_refresh_tokens").await, 0);
-    for n in 0..3 {
-        let key = RefreshToken::generate().unwrap().key();
+    for _ in 0..3 {
+        let first = RefreshToken::generate().unwrap();
         again
-            .create(&family(&format!("h{n}"), "u3"), key)
+            .create(&family(&first, "u3"), first.key())
             .await
             .unwrap();
     }
     let idle = now.saturating_add(Duration::from_secs(600));
     assert_eq!(again.purge(idle).await.unwrap(), 3);
-    assert_eq!(rows("auth_refresh_tokens").await, 0);
-    assert_eq!(rows("auth_refresh_families").await, 0);
+    assert_eq!(rows().await, 0);
 
-    sqlx::query("UPDATE auth_schema_migrations SET version = 2 WHERE component = 'refresh_tokens'")
+    sqlx::query("UPDATE auth_schema_migrations SET version = 3 WHERE component = 'refresh_tokens'")
         .execute(&pool)
         .await
         .unwrap();
@@ -225,9 +237,90 @@ async fn the_sqlite_store_shares_a_pool_and_reopens() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Every key the Redis store writes expires: a family when it dies (its
-/// idle deadline, pushed on by a rotation, or its expiry), a token with its
-/// family's expiry, a user's index no sooner than its longest-lived family.
+/// A database of schema version 1 (a row per token ever current) migrates
+/// to version 2: the token table goes, the families stay (their access
+/// tokens keep working until they expire), and a family is found by a
+/// token's family from then on.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_version_1_database_migrates() {
+    use std::time::Duration;
+
+    use auth_core::clock::Timestamp;
+    use auth_core::token::refresh::{Family, SqliteRefreshStore};
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("refresh-v1"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("refresh.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    for statement in [
+        "CREATE TABLE auth_refresh_families (id TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT NOT NULL, amr TEXT NOT NULL, stamp TEXT NOT NULL,
+            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+            idle_timeout_ms INTEGER NOT NULL, last_used_at INTEGER NOT NULL,
+            live_until INTEGER NOT NULL, current_key TEXT NOT NULL, previous_key TEXT,
+            previous_spent_at INTEGER, sealed_successor BLOB)",
+        "CREATE INDEX auth_refresh_families_user ON auth_refresh_families (user_id)",
+        "CREATE INDEX auth_refresh_families_live_until ON auth_refresh_families (live_until)",
+        "CREATE TABLE auth_refresh_tokens (key TEXT PRIMARY KEY NOT NULL,
+            family_id TEXT NOT NULL)",
+        "CREATE INDEX auth_refresh_tokens_family ON auth_refresh_tokens (family_id)",
+        "CREATE TABLE auth_schema_migrations (component TEXT PRIMARY KEY NOT NULL,
+            version INTEGER NOT NULL)",
+        "INSERT INTO auth_schema_migrations VALUES ('refresh_tokens', 1)",
+        "INSERT INTO auth_refresh_families VALUES ('legacy-family', 'u', '[\"pwd\"]', 's',
+            1700000000000, 4000000000000, 3600000, 1700000000000, 4000000000000,
+            'aa', NULL, NULL, NULL)",
+        "INSERT INTO auth_refresh_tokens VALUES ('aa', 'legacy-family')",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let store = SqliteRefreshStore::from_pool(pool.clone()).await.unwrap();
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM auth_schema_migrations WHERE component = 'refresh_tokens'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(version, 2);
+    let tokens_table: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name LIKE 'auth_refresh_tokens%'")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    assert_eq!(tokens_table, None, "the table and its index are gone");
+    let now = Timestamp::from_unix_millis(1_700_000_001_000);
+    assert!(store.is_live("legacy-family", now).await.unwrap());
+    assert_eq!(store.revoke_user("u").await.unwrap(), 1);
+
+    let first = RefreshToken::generate().unwrap();
+    let family = Family {
+        id: first.key().family_id(),
+        user_id: "u".into(),
+        amr: vec!["pwd".into()],
+        stamp: "s".into(),
+        created_at: now,
+        expires_at: now.saturating_add(Duration::from_secs(3_600)),
+        idle_timeout: Duration::from_secs(600),
+        last_used_at: now,
+    };
+    store.create(&family, first.key()).await.unwrap();
+    let next = first.successor().unwrap();
+    assert!(matches!(
+        store
+            .rotate(first.key(), next.key(), b"", now, None)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every key the Redis store writes expires: a family (one hash, however
+/// often it rotates) when it dies (its idle deadline, pushed on by a
+/// rotation, or its expiry), a user's index no sooner than its
+/// longest-lived family. There is no other key.
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn every_redis_key_expires() {
@@ -235,7 +328,7 @@ async fn every_redis_key_expires() {
     use std::time::Duration;
 
     use auth_core::clock::{Clock, SystemClock};
-    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+    use auth_core::token::refresh::{Family, RedisRefreshStore};
 
     let Some(url) = service_url("AUTH_TEST_REDIS_URL") else {
         return;
@@ -249,7 +342,7 @@ async fn every_redis_key_expires() {
     let mut expiries = HashMap::new();
     for n in 0..4u64 {
         let family = Family {
-            id: new_family_id().unwrap(),
+            id: new_family_id(),
             user_id: format!("user-{}", n % 2),
             amr: vec!["pwd".into()],
             stamp: unique("stamp"),
@@ -259,19 +352,22 @@ async fn every_redis_key_expires() {
             idle_timeout: Duration::from_secs(if n < 2 { 3_600 } else { 10 * 86_400 }),
             last_used_at: now,
         };
-        let first = RefreshToken::generate().unwrap().key();
+        let first = key_in(&family.id);
         store.create(&family, first).await.unwrap();
         let mut dies = family
             .expires_at
             .min(now.saturating_add(family.idle_timeout));
-        expiries.insert(format!("{prefix}t:{}", first.to_hex()), family.expires_at);
         if n == 1 {
-            let next = RefreshToken::generate().unwrap().key();
-            let at = now.saturating_add(Duration::from_secs(60));
-            let rotated = store.rotate(first, next, b"s", at, None).await.unwrap();
-            assert!(matches!(rotated, Rotation::Rotated(_)));
-            expiries.insert(format!("{prefix}t:{}", next.to_hex()), family.expires_at);
-            dies = at.saturating_add(family.idle_timeout);
+            // 20 rotations, and still one key.
+            let mut current = first;
+            for step in 1..=20 {
+                let next = key_in(&family.id);
+                let at = now.saturating_add(Duration::from_secs(40 + step));
+                let rotated = store.rotate(current, next, b"s", at, None).await.unwrap();
+                assert!(matches!(rotated, Rotation::Rotated(_)));
+                current = next;
+                dies = at.saturating_add(family.idle_timeout);
+            }
         }
         expiries.insert(format!("{prefix}f:{{{}}}", family.id), dies);
         let index = format!("{prefix}user:{}", family.user_id);
@@ -320,7 +416,7 @@ async fn redis_store_and_family() -> Option<(
     use std::time::Duration;
 
     use auth_core::clock::{Clock, SystemClock};
-    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+    use auth_core::token::refresh::{Family, RedisRefreshStore};
 
     let url = service_url("AUTH_TEST_REDIS_URL")?;
     let prefix = format!("{}:", unique("test"));
@@ -329,7 +425,7 @@ async fn redis_store_and_family() -> Option<(
         .unwrap();
     let now = SystemClock.now();
     let family = Family {
-        id: new_family_id().unwrap(),
+        id: new_family_id(),
         user_id: unique("user"),
         amr: vec!["pwd".into()],
         stamp: unique("stamp"),
@@ -355,10 +451,10 @@ async fn a_script_sent_again_answers_as_the_first_run() {
         return;
     };
     let now = SystemClock.now();
-    let first = RefreshToken::generate().unwrap().key();
+    let first = key_in(&family.id);
     store.create(&family, first).await.unwrap();
     store.create(&family, first).await.unwrap();
-    let next = RefreshToken::generate().unwrap().key();
+    let next = key_in(&family.id);
     for run in 0..2 {
         let rotated = store.rotate(first, next, b"s", now, None).await.unwrap();
         assert!(
@@ -367,7 +463,7 @@ async fn a_script_sent_again_answers_as_the_first_run() {
         );
     }
     assert!(store.is_live(&family.id, now).await.unwrap());
-    let other = RefreshToken::generate().unwrap().key();
+    let other = key_in(&family.id);
     let replayed = store.rotate(first, other, b"s", now, None).await.unwrap();
     assert!(matches!(replayed, Rotation::Reused { .. }), "{replayed:?}");
     assert!(!store.is_live(&family.id, now).await.unwrap());
@@ -385,10 +481,7 @@ async fn a_revocation_stands_when_its_index_clean_up_fails() {
         return;
     };
     let now = SystemClock.now();
-    store
-        .create(&family, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    store.create(&family, key_in(&family.id)).await.unwrap();
     let mut conn = ::redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -423,17 +516,14 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
     use std::time::Duration;
 
     use auth_core::clock::{Clock, SystemClock};
-    use auth_core::token::refresh::{Family, new_family_id};
+    use auth_core::token::refresh::Family;
 
     let Some((url, prefix, store, first)) = redis_store_and_family().await else {
         return;
     };
     let mut conn = common::redis_admin(&url).await;
     let index = format!("{prefix}user:{}", first.user_id);
-    store
-        .create(&first, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    store.create(&first, key_in(&first.id)).await.unwrap();
     // Families that expired ten minutes and a year ago (their own keys
     // gone with them), and one that expires in a minute, by Redis's clock.
     let now = common::redis_now_ms(&mut conn).await;
@@ -444,13 +534,10 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
     ];
     common::add_scored(&mut conn, &index, &listed).await;
     let second = Family {
-        id: new_family_id().unwrap(),
+        id: new_family_id(),
         ..first.clone()
     };
-    store
-        .create(&second, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    store.create(&second, key_in(&second.id)).await.unwrap();
     let mut expected = vec![
         first.id.clone(),
         second.id.clone(),
@@ -461,13 +548,10 @@ async fn a_users_index_drops_expired_families_and_the_old_set_is_still_revoked()
 
     // A family listed only in the old set.
     let third = Family {
-        id: new_family_id().unwrap(),
+        id: new_family_id(),
         ..first.clone()
     };
-    store
-        .create(&third, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    store.create(&third, key_in(&third.id)).await.unwrap();
     let old_set = format!("{prefix}u:{}", first.user_id);
     common::move_to_old_set(&mut conn, &index, &old_set, &third.id).await;
 
@@ -499,10 +583,7 @@ async fn revoke_user_revokes_the_index_when_the_old_set_fails() {
     let Some((url, prefix, store, family)) = redis_store_and_family().await else {
         return;
     };
-    store
-        .create(&family, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    store.create(&family, key_in(&family.id)).await.unwrap();
     let mut conn = common::redis_admin(&url).await;
     common::set_wrong_type(&mut conn, &format!("{prefix}u:{}", family.user_id)).await;
     assert!(store.revoke_user(&family.user_id).await.is_err());
@@ -518,7 +599,7 @@ async fn a_revocation_through_another_instance_ends_the_cached_family() {
     use std::time::Duration;
 
     use auth_core::clock::{Clock, SystemClock};
-    use auth_core::token::refresh::{Family, RedisRefreshStore, new_family_id};
+    use auth_core::token::refresh::{Family, RedisRefreshStore};
 
     // Its own database, so this store's connection is the only client there.
     const DB: u8 = 12;
@@ -578,7 +659,7 @@ async fn a_revocation_through_another_instance_ends_the_cached_family() {
         .unwrap();
     let now = SystemClock.now();
     let family = |user: &str| Family {
-        id: new_family_id().unwrap(),
+        id: new_family_id(),
         user_id: user.to_owned(),
         amr: vec!["pwd".into()],
         stamp: unique("stamp"),
@@ -590,7 +671,7 @@ async fn a_revocation_through_another_instance_ends_the_cached_family() {
 
     // Checked twice on A: the second answer comes from the cache.
     let revoked_elsewhere = family("alice");
-    b.create(&revoked_elsewhere, RefreshToken::generate().unwrap().key())
+    b.create(&revoked_elsewhere, key_in(&revoked_elsewhere.id))
         .await
         .unwrap();
     assert!(a.is_live(&revoked_elsewhere.id, now).await.unwrap());
@@ -617,7 +698,7 @@ async fn a_revocation_through_another_instance_ends_the_cached_family() {
 
     // Revoked through A: refused at once.
     let revoked_here = family("bob");
-    a.create(&revoked_here, RefreshToken::generate().unwrap().key())
+    a.create(&revoked_here, key_in(&revoked_here.id))
         .await
         .unwrap();
     assert!(a.is_live(&revoked_here.id, now).await.unwrap());
@@ -628,9 +709,7 @@ async fn a_revocation_through_another_instance_ends_the_cached_family() {
     // A cached deadline is compared with the clock at every check.
     let late = now.saturating_add(Duration::from_secs(3_601));
     let live = family("carol");
-    b.create(&live, RefreshToken::generate().unwrap().key())
-        .await
-        .unwrap();
+    b.create(&live, key_in(&live.id)).await.unwrap();
     assert!(a.is_live(&live.id, now).await.unwrap());
     assert!(!a.is_live(&live.id, late).await.unwrap());
 }

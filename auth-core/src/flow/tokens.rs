@@ -282,7 +282,7 @@ impl Authenticator {
     ) -> Result<TokenPair, AuthError> {
         let service = self.token_service()?;
         let presented = RefreshToken::parse(refresh_token).ok_or(AuthError::InvalidGrant)?;
-        let next = RefreshToken::generate().map_err(AuthError::internal)?;
+        let next = presented.successor().map_err(AuthError::internal)?;
         // The successor is kept sealed only for a reuse grace: without one
         // nothing stored opens to a live token.
         let grace = service.config().reuse_grace();

@@ -431,7 +431,9 @@ mod tests {
         );
         #[cfg(feature = "jwt")]
         assert_eq!(
-            crate::token::refresh::RefreshKey::from_bytes(bytes).to_hex(),
+            crate::token::refresh::RefreshKey::new("AAAAAAAAAAAAAAAAAAAAAA", bytes)
+                .unwrap()
+                .to_hex(),
             expected,
             "refresh keys are encoded the same way"
         );

@@ -118,13 +118,6 @@ impl SingleUseToken {
         Base64UrlUnpadded::encode_string(&self.0)
     }
 
-    /// The raw 256 bits (a refresh token's, see
-    /// `token::refresh::RefreshToken::as_bytes`).
-    #[cfg(feature = "jwt")]
-    pub(crate) fn bytes(&self) -> &[u8; TOKEN_BYTES] {
-        &self.0
-    }
-
     /// The key the store keeps: SHA-256 of the token.
     pub fn key(&self) -> TokenKey {
         TokenKey(Sha256::digest(self.0).into())

@@ -6,6 +6,10 @@
 //! again; families die at their expiry, when idle and when revoked (by
 //! token, by id, by user), and the purge removes the dead ones.
 //!
+//! Keys carry their family's id ([`RefreshKey::family_id`]): a key of a
+//! live family that is not its current token is reuse, whether it was
+//! spent or never issued, so a store needs one record per family.
+//!
 //! Run it with [`refresh_store_suite`] or
 //! [`refresh_store_tests!`](crate::refresh_store_tests). Each case uses
 //! fresh random family ids, token keys, user ids (`suite-user-<random>`)
@@ -20,7 +24,7 @@ use std::time::Duration;
 use super::{concurrently, run_case, unique};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::token::refresh::{
-    Family, RefreshKey, RefreshStore, RefreshStoreError, RefreshToken, Rotation, new_family_id,
+    Family, RefreshKey, RefreshStore, RefreshStoreError, RefreshToken, Rotation,
 };
 
 /// What a refresh store does beyond the common core.
@@ -43,11 +47,27 @@ fn user() -> String {
     unique("suite-user")
 }
 
-/// A fresh random token key.
+/// The key of a fresh random token of a family of its own (one no store
+/// holds).
 fn new_key() -> RefreshKey {
     RefreshToken::generate()
         .expect("the OS random number generator works")
         .key()
+}
+
+/// A fresh family id.
+fn new_family_id() -> String {
+    new_key().family_id()
+}
+
+/// The key of a fresh random token of family `id`.
+fn key_in(id: &str) -> RefreshKey {
+    RefreshKey::new(id, *new_key().as_bytes()).expect("a family id")
+}
+
+/// The key of a fresh random token of `key`'s family (its successor).
+fn next_of(key: RefreshKey) -> RefreshKey {
+    key_in(&key.family_id())
 }
 
 /// A fresh random session stamp.
@@ -59,7 +79,7 @@ fn stamp() -> String {
 /// `now`.
 fn family(user: &str, now: Timestamp) -> Family {
     Family {
-        id: new_family_id().expect("the OS random number generator works"),
+        id: new_family_id(),
         user_id: user.to_owned(),
         amr: vec!["pwd".to_owned(), "otp".to_owned()],
         stamp: stamp(),
@@ -72,7 +92,7 @@ fn family(user: &str, now: Timestamp) -> Family {
 
 /// Creates `family`; returns its first token.
 async fn start(store: &dyn RefreshStore, family: &Family) -> RefreshKey {
-    let first = new_key();
+    let first = key_in(&family.id);
     store.create(family, first).await.unwrap();
     first
 }
@@ -85,7 +105,7 @@ async fn rotate_ok(
     presented: RefreshKey,
     now: Timestamp,
 ) -> RefreshKey {
-    let next = new_key();
+    let next = next_of(presented);
     let rotation = store
         .rotate(presented, next, &sealed(&next), now, None)
         .await
@@ -151,6 +171,8 @@ pub async fn refresh_store_suite(store: Arc<dyn RefreshStore>, caps: RefreshStor
         grace_returns_the_same_successor,
         grace_ends,
         unknown_token_is_invalid,
+        any_other_key_of_a_live_family_is_reuse,
+        a_long_chain_still_knows_its_first_token,
         create_never_overwrites,
         revoke_by_token,
         revoke_family,
@@ -194,6 +216,8 @@ macro_rules! refresh_store_tests {
             grace_returns_the_same_successor,
             grace_ends,
             unknown_token_is_invalid,
+            any_other_key_of_a_live_family_is_reuse,
+            a_long_chain_still_knows_its_first_token,
             create_never_overwrites,
             revoke_by_token,
             revoke_family,
@@ -256,7 +280,7 @@ pub async fn replay_of_a_spent_token_revokes_the_family(
     let first = start(&*store, &family).await;
     let second = rotate_ok(&*store, &family, first, after(now, 10)).await;
     let replay = store
-        .rotate(first, new_key(), b"x", after(now, 11), None)
+        .rotate(first, next_of(first), b"x", after(now, 11), None)
         .await
         .unwrap();
     assert_eq!(
@@ -269,7 +293,7 @@ pub async fn replay_of_a_spent_token_revokes_the_family(
     );
     assert!(!store.is_live(&family.id, after(now, 12)).await.unwrap());
     let current = store
-        .rotate(second, new_key(), b"x", after(now, 12), None)
+        .rotate(second, next_of(second), b"x", after(now, 12), None)
         .await
         .unwrap();
     assert!(
@@ -278,7 +302,7 @@ pub async fn replay_of_a_spent_token_revokes_the_family(
     );
     for grace in [None, Some(Duration::from_secs(3_600))] {
         let again = store
-            .rotate(first, new_key(), b"x", after(now, 13), grace)
+            .rotate(first, next_of(first), b"x", after(now, 13), grace)
             .await
             .unwrap();
         assert!(refused(&again), "{again:?}");
@@ -293,7 +317,7 @@ pub async fn concurrent_rotations_one_wins(store: Arc<dyn RefreshStore>, _caps: 
     let now = SystemClock.now();
     let family = family(&user(), now);
     let first = start(&*store, &family).await;
-    let nexts: Vec<RefreshKey> = (0..RACERS).map(|_| new_key()).collect();
+    let nexts: Vec<RefreshKey> = (0..RACERS).map(|_| next_of(first)).collect();
     let at = after(now, 1);
     let results = concurrently(RACERS, |i| {
         let store = Arc::clone(&store);
@@ -331,7 +355,7 @@ pub async fn concurrent_rotations_one_wins(store: Arc<dyn RefreshStore>, _caps: 
     assert!(!store.is_live(&family.id, at).await.unwrap());
     for next in &nexts {
         let later = store
-            .rotate(*next, new_key(), b"x", after(now, 2), None)
+            .rotate(*next, next_of(*next), b"x", after(now, 2), None)
             .await
             .unwrap();
         assert!(refused(&later), "no token of a revoked family: {later:?}");
@@ -348,7 +372,7 @@ pub async fn concurrent_rotations_with_grace(
     let now = SystemClock.now();
     let family = family(&user(), now);
     let first = start(&*store, &family).await;
-    let nexts: Vec<RefreshKey> = (0..RACERS).map(|_| new_key()).collect();
+    let nexts: Vec<RefreshKey> = (0..RACERS).map(|_| next_of(first)).collect();
     let at = after(now, 1);
     let grace = Some(Duration::from_secs(60));
     let results = concurrently(RACERS, |i| {
@@ -387,20 +411,27 @@ pub async fn concurrent_rotations_with_grace(
             );
         }
     }
-    for (i, next) in nexts.iter().enumerate() {
-        if i != winners[0] {
-            assert_eq!(
-                store
-                    .rotate(*next, new_key(), b"x", after(now, 2), None)
-                    .await
-                    .unwrap(),
-                Rotation::Invalid,
-                "a loser's token never became a token"
-            );
-        }
-    }
     assert!(store.is_live(&family.id, after(now, 2)).await.unwrap());
-    rotate_ok(&*store, &expected, winner, after(now, 2)).await;
+    let third = rotate_ok(&*store, &expected, winner, after(now, 2)).await;
+    // A loser's key never became a token: shown now, it is a key of the
+    // family other than its current one (reuse), not a rotation.
+    let loser = nexts[(winners[0] + 1) % RACERS];
+    assert_eq!(
+        store
+            .rotate(loser, next_of(loser), b"x", after(now, 3), None)
+            .await
+            .unwrap(),
+        Rotation::Reused {
+            family_id: family.id.clone(),
+            user_id: family.user_id.clone(),
+        },
+        "a loser's key never became a token"
+    );
+    let current = store
+        .rotate(third, next_of(third), b"x", after(now, 4), None)
+        .await
+        .unwrap();
+    assert!(refused(&current), "{current:?}");
 }
 
 /// A token spent before the latest rotation is reuse even within the
@@ -417,7 +448,7 @@ pub async fn older_predecessor_is_reuse_even_with_grace(
     let replay = store
         .rotate(
             first,
-            new_key(),
+            next_of(first),
             b"x",
             after(now, 3),
             Some(Duration::from_secs(3_600)),
@@ -433,7 +464,7 @@ pub async fn older_predecessor_is_reuse_even_with_grace(
         "only the immediate predecessor has grace"
     );
     let current = store
-        .rotate(third, new_key(), b"x", after(now, 4), None)
+        .rotate(third, next_of(third), b"x", after(now, 4), None)
         .await
         .unwrap();
     assert!(refused(&current), "{current:?}");
@@ -460,21 +491,15 @@ pub async fn grace_returns_the_same_successor(
         },
         sealed_successor: sealed(&second),
     };
+    let mut passed = Vec::new();
     for seconds in [2, 10, 30] {
-        let other = new_key();
+        let other = next_of(first);
         let retry = store
             .rotate(first, other, &sealed(&other), after(now, seconds), grace)
             .await
             .unwrap();
         assert_eq!(retry, expected, "a retry {seconds} s later");
-        assert_eq!(
-            store
-                .rotate(other, new_key(), b"x", after(now, seconds), None)
-                .await
-                .unwrap(),
-            Rotation::Invalid,
-            "the key passed with a retry is not a token"
-        );
+        passed.push(other);
     }
     let third = rotate_ok(
         &*store,
@@ -489,13 +514,13 @@ pub async fn grace_returns_the_same_successor(
     // Now `second` is the predecessor, `first` an older one.
     assert!(matches!(
         store
-            .rotate(second, new_key(), b"x", after(now, 32), grace)
+            .rotate(second, next_of(second), b"x", after(now, 32), grace)
             .await
             .unwrap(),
         Rotation::Grace { .. }
     ));
     assert!(store.is_live(&family.id, after(now, 32)).await.unwrap());
-    rotate_ok(
+    let fourth = rotate_ok(
         &*store,
         &Family {
             last_used_at: after(now, 31),
@@ -505,6 +530,20 @@ pub async fn grace_returns_the_same_successor(
         after(now, 33),
     )
     .await;
+    // The keys passed with the retries never became tokens: shown now,
+    // each is a key of the family that is not its current one (reuse).
+    let shown = store
+        .rotate(passed[0], next_of(fourth), b"x", after(now, 34), grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        shown,
+        Rotation::Reused {
+            family_id: family.id.clone(),
+            user_id: family.user_id.clone(),
+        },
+        "the key passed with a retry is not a token"
+    );
 }
 
 /// The grace period ends: one millisecond before its end the predecessor
@@ -528,7 +567,7 @@ pub async fn grace_ends(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
         let first = start(&*store, &family).await;
         rotate_ok(&*store, &family, first, spent_at).await;
         let replay = store
-            .rotate(first, new_key(), b"x", at, grace)
+            .rotate(first, next_of(first), b"x", at, grace)
             .await
             .unwrap();
         if within {
@@ -564,17 +603,96 @@ pub async fn unknown_token_is_invalid(store: Arc<dyn RefreshStore>, _caps: Refre
         );
         assert_eq!(
             store
-                .rotate(next, new_key(), b"x", now, grace)
+                .rotate(next, next_of(next), b"x", now, grace)
                 .await
                 .unwrap(),
             Rotation::Invalid
         );
     }
     assert_eq!(store.revoke_by_token(new_key()).await.unwrap(), None);
-    assert!(!store.is_live(&new_family_id().unwrap(), now).await.unwrap());
+    assert!(!store.is_live(&new_family_id(), now).await.unwrap());
 }
 
-/// `create` with a family id or a first token that exists fails with
+/// A key of a live family that was never its token (only a holder of one
+/// of the family's tokens can make one: its id derives from their shared
+/// secret) is reuse, with or without grace, and revokes the family, just as
+/// a spent one; so is its successor's key shown with the presented token
+/// as the *next* one: only the presented key decides.
+pub async fn any_other_key_of_a_live_family_is_reuse(
+    store: Arc<dyn RefreshStore>,
+    _caps: RefreshStoreCaps,
+) {
+    let now = SystemClock.now();
+    for grace in [None, Some(Duration::from_secs(60))] {
+        let family = family(&user(), now);
+        let first = start(&*store, &family).await;
+        let second = rotate_ok(&*store, &family, first, after(now, 1)).await;
+        let never = next_of(first);
+        assert_eq!(
+            store
+                .rotate(never, next_of(first), b"x", after(now, 2), grace)
+                .await
+                .unwrap(),
+            Rotation::Reused {
+                family_id: family.id.clone(),
+                user_id: family.user_id.clone(),
+            },
+            "a key of the family that was never current ({grace:?})"
+        );
+        assert!(!store.is_live(&family.id, after(now, 2)).await.unwrap());
+        let current = store
+            .rotate(second, next_of(second), b"x", after(now, 3), grace)
+            .await
+            .unwrap();
+        assert!(refused(&current), "{current:?}");
+    }
+}
+
+/// After many rotations a family's first token is still reuse, and any of
+/// its spent tokens revokes it.
+pub async fn a_long_chain_still_knows_its_first_token(
+    store: Arc<dyn RefreshStore>,
+    _caps: RefreshStoreCaps,
+) {
+    let now = SystemClock.now();
+    let family = family(&user(), now);
+    let first = start(&*store, &family).await;
+    let mut current = first;
+    let mut at = now;
+    for step in 1..=50 {
+        at = after(now, step);
+        current = rotate_ok(&*store, &family, current, at).await;
+    }
+    assert_eq!(
+        store
+            .rotate(first, next_of(first), b"x", after(at, 1), None)
+            .await
+            .unwrap(),
+        Rotation::Reused {
+            family_id: family.id.clone(),
+            user_id: family.user_id.clone(),
+        },
+        "the first of 51 tokens"
+    );
+    let again = store
+        .rotate(current, next_of(current), b"x", after(at, 2), None)
+        .await
+        .unwrap();
+    assert!(refused(&again), "{again:?}");
+
+    let other = self::family(&user(), now);
+    let other_first = start(&*store, &other).await;
+    let other_second = rotate_ok(&*store, &other, other_first, after(now, 1)).await;
+    rotate_ok(&*store, &other, other_second, after(now, 2)).await;
+    assert_eq!(
+        store.revoke_by_token(other_first).await.unwrap(),
+        Some((other.id.clone(), other.user_id.clone())),
+        "revoked by its first token, spent twice over"
+    );
+    assert!(!store.is_live(&other.id, after(now, 3)).await.unwrap());
+}
+
+/// `create` with a family id that exists fails with
 /// [`RefreshStoreError::Collision`] and keeps the first family as it was.
 pub async fn create_never_overwrites(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
     let now = SystemClock.now();
@@ -587,20 +705,11 @@ pub async fn create_never_overwrites(store: Arc<dyn RefreshStore>, _caps: Refres
     };
     assert!(
         matches!(
-            store.create(&same_id, new_key()).await,
+            store.create(&same_id, key_in(&same_id.id)).await,
             Err(RefreshStoreError::Collision)
         ),
         "a family id is never reused"
     );
-    let other = self::family(&user(), now);
-    assert!(
-        matches!(
-            store.create(&other, first).await,
-            Err(RefreshStoreError::Collision)
-        ),
-        "a token key is never reused"
-    );
-    assert!(!store.is_live(&other.id, now).await.unwrap());
     rotate_ok(&*store, &family, first, after(now, 1)).await;
 }
 
@@ -626,7 +735,7 @@ pub async fn revoke_by_token(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCa
     assert_eq!(store.revoke_by_token(one_first).await.unwrap(), None);
     assert!(!store.is_live(&one.id, after(now, 2)).await.unwrap());
     let after_revoke = store
-        .rotate(one_first, new_key(), b"x", after(now, 2), None)
+        .rotate(one_first, next_of(one_first), b"x", after(now, 2), None)
         .await
         .unwrap();
     assert!(refused(&after_revoke), "{after_revoke:?}");
@@ -637,7 +746,7 @@ pub async fn revoke_by_token(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCa
         "by a spent token"
     );
     let after_revoke = store
-        .rotate(two_second, new_key(), b"x", after(now, 2), None)
+        .rotate(two_second, next_of(two_second), b"x", after(now, 2), None)
         .await
         .unwrap();
     assert!(refused(&after_revoke), "{after_revoke:?}");
@@ -660,16 +769,11 @@ pub async fn revoke_family(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps
 
     assert!(store.revoke_family(&one.id).await.unwrap());
     assert!(!store.revoke_family(&one.id).await.unwrap());
-    assert!(
-        !store
-            .revoke_family(&new_family_id().unwrap())
-            .await
-            .unwrap()
-    );
+    assert!(!store.revoke_family(&new_family_id()).await.unwrap());
     assert!(!store.is_live(&one.id, after(now, 2)).await.unwrap());
     for token in [one_first, one_second] {
         let rotation = store
-            .rotate(token, new_key(), b"x", after(now, 2), None)
+            .rotate(token, next_of(token), b"x", after(now, 2), None)
             .await
             .unwrap();
         assert!(refused(&rotation), "{rotation:?}");
@@ -705,7 +809,7 @@ pub async fn revoke_user_is_scoped(store: Arc<dyn RefreshStore>, _caps: RefreshS
     for (family, current) in &alices {
         assert!(!store.is_live(&family.id, after(now, 2)).await.unwrap());
         let rotation = store
-            .rotate(*current, new_key(), b"x", after(now, 2), None)
+            .rotate(*current, next_of(*current), b"x", after(now, 2), None)
             .await
             .unwrap();
         assert!(refused(&rotation), "{rotation:?}");
@@ -767,7 +871,7 @@ pub async fn is_live(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
 
     assert!(store.revoke_family(&long.id).await.unwrap());
     assert!(!store.is_live(&long.id, now).await.unwrap(), "revoked");
-    assert!(!store.is_live(&new_family_id().unwrap(), now).await.unwrap());
+    assert!(!store.is_live(&new_family_id(), now).await.unwrap());
 }
 
 /// A family ends at its `expires_at` whatever its use: a rotation one
@@ -788,7 +892,13 @@ pub async fn absolute_expiry(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCa
         for token in [current, first] {
             assert_eq!(
                 store
-                    .rotate(token, new_key(), b"x", at, Some(Duration::from_secs(60)))
+                    .rotate(
+                        token,
+                        next_of(token),
+                        b"x",
+                        at,
+                        Some(Duration::from_secs(60))
+                    )
                     .await
                     .unwrap(),
                 Rotation::Invalid,
@@ -823,7 +933,7 @@ pub async fn idle_expiry(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) 
     for token in [second, first] {
         assert_eq!(
             store
-                .rotate(token, new_key(), b"x", deadline, None)
+                .rotate(token, next_of(token), b"x", deadline, None)
                 .await
                 .unwrap(),
             Rotation::Invalid,
@@ -874,7 +984,7 @@ pub async fn purge(store: Arc<dyn RefreshStore>, caps: RefreshStoreCaps) {
             assert!(!store.is_live(&family.id, before).await.unwrap());
             assert_eq!(
                 store
-                    .rotate(*first, new_key(), b"x", before, None)
+                    .rotate(*first, next_of(*first), b"x", before, None)
                     .await
                     .unwrap(),
                 Rotation::Invalid
@@ -886,7 +996,7 @@ pub async fn purge(store: Arc<dyn RefreshStore>, caps: RefreshStoreCaps) {
         assert!(!store.is_live(&family.id, now).await.unwrap());
         assert_eq!(
             store
-                .rotate(*first, new_key(), b"x", now, None)
+                .rotate(*first, next_of(*first), b"x", now, None)
                 .await
                 .unwrap(),
             Rotation::Invalid
@@ -911,7 +1021,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
     let odd = |seconds: u64| after(now, seconds).saturating_add(Duration::from_millis(123));
     let families = [
         Family {
-            id: new_family_id().unwrap(),
+            id: new_family_id(),
             user_id: format!("{}-{}", user(), "ü✉".repeat(400)),
             amr: vec![
                 "pwd".to_owned(),
@@ -925,7 +1035,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
             last_used_at: odd(1),
         },
         Family {
-            id: new_family_id().unwrap(),
+            id: new_family_id(),
             user_id: format!("{}:with:colons and spaces {{braces}}", user()),
             amr: Vec::new(),
             stamp: stamp(),
@@ -947,7 +1057,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
             );
         }
         let at = family.last_used_at.saturating_add(Duration::from_millis(7));
-        let second = new_key();
+        let second = next_of(first);
         assert_eq!(
             store.rotate(first, second, blob, at, None).await.unwrap(),
             Rotation::Rotated(Family {
@@ -961,7 +1071,13 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
         }
         assert_eq!(
             store
-                .rotate(first, new_key(), b"other", at, Some(Duration::from_secs(1)))
+                .rotate(
+                    first,
+                    next_of(first),
+                    b"other",
+                    at,
+                    Some(Duration::from_secs(1))
+                )
                 .await
                 .unwrap(),
             Rotation::Grace {
@@ -981,7 +1097,7 @@ pub async fn families_round_trip_exactly(store: Arc<dyn RefreshStore>, _caps: Re
     // The long user's families are found by user too.
     let long_user = families[0].user_id.clone();
     let family = Family {
-        id: new_family_id().unwrap(),
+        id: new_family_id(),
         stamp: stamp(),
         ..families[0].clone()
     };

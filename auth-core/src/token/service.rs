@@ -309,7 +309,7 @@ impl TokenService {
             iat,
             nbf: iat,
             exp: iat + lifetime,
-            jti: super::refresh::new_family_id().map_err(|_| TokenError::Sign)?,
+            jti: super::refresh::random_id().map_err(|_| TokenError::Sign)?,
             sid: family.id.clone(),
             amr: family.amr.clone(),
             auth_time: unix_secs(family.created_at),
@@ -363,9 +363,8 @@ impl TokenService {
         now: Timestamp,
     ) -> Result<(Family, RefreshToken), super::refresh::RefreshStoreError> {
         let token = RefreshToken::generate()?;
-        let id = super::refresh::new_family_id()?;
         let family = Family {
-            id,
+            id: token.key().family_id(),
             user_id: user_id.to_owned(),
             amr,
             stamp,
@@ -528,11 +527,14 @@ mod tests {
     #[test]
     fn a_sealed_successor_opens_only_under_the_token_it_replaced() {
         let presented = RefreshToken::generate().unwrap();
-        let successor = RefreshToken::generate().unwrap();
-        let other = RefreshToken::generate().unwrap();
+        let successor = presented.successor().unwrap();
         let sealed = seal_successor(&presented, &successor);
         let opened = open_successor(&presented, &sealed).expect("opens under its token");
         assert_eq!(opened.encode(), successor.encode());
+        // Not under another token of the family, nor of another family.
+        let sibling = presented.successor().unwrap();
+        assert!(open_successor(&sibling, &sealed).is_none());
+        let other = RefreshToken::generate().unwrap();
         assert!(open_successor(&other, &sealed).is_none());
         assert!(open_successor(&successor, &sealed).is_none());
         for at in [0, 12, sealed.len() - 1] {

@@ -35,7 +35,7 @@ fn tokens(r: &TestResponse) -> Tokens {
     assert_eq!(r.header("cache-control"), Some("no-store"), "RFC 6749 5.1");
     assert!(r.session_cookie().is_none(), "no cookie with tokens");
     let refresh = body["refresh_token"].as_str().expect("a refresh token");
-    assert_eq!(refresh.len(), 43, "256 bits, base64url");
+    assert_eq!(refresh.len(), 64, "384 bits, base64url");
     Tokens {
         access: body["access_token"]
             .as_str()
@@ -326,7 +326,7 @@ pub async fn revocation_and_logout_end_the_family<F: HarnessFactory>() {
     let unknown = app
         .post_json(
             "/api/token/revoke",
-            json!({ "refresh_token": "A".repeat(43) }),
+            json!({ "refresh_token": "A".repeat(64) }),
             None,
         )
         .await;

@@ -13,21 +13,18 @@ use crate::clock::Timestamp;
 /// Families in process memory: for tests and single-process apps (every
 /// client must sign in again when the process restarts).
 ///
-/// Not capped: a family is a sign-in (and sign-ins are throttled), and it
-/// keeps one entry per rotation until it dies. [`purge`](RefreshStore::purge)
-/// removes the expired and idle families with their tokens; call it
-/// periodically. Revoked families go at once. `Debug` shows counts only.
+/// Not capped: a family is a sign-in (and sign-ins are throttled), one
+/// entry however often it rotates. [`purge`](RefreshStore::purge) removes
+/// the expired and idle families; call it periodically. Revoked families go at once. `Debug` shows counts only.
 pub struct MemoryRefreshStore {
     inner: Mutex<Inner>,
 }
 
-/// Keyed by our random family ids, token digests and the app's user ids,
-/// none a client's text: a seeded fast hash.
+/// Keyed by family ids (digests of a client's secret) and the app's user
+/// ids: a seeded fast hash.
 #[derive(Default)]
 struct Inner {
     families: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
-    /// Every token, current or spent, to its family.
-    tokens: HashMap<RefreshKey, Arc<str>, foldhash::fast::RandomState>,
     /// Each user's families.
     by_user: HashMap<String, HashSet<Arc<str>>, foldhash::fast::RandomState>,
 }
@@ -37,8 +34,6 @@ struct Entry {
     current: RefreshKey,
     /// The token spent by the latest rotation.
     previous: Option<Spent>,
-    /// Every token of the family (to forget them with it).
-    keys: Vec<RefreshKey>,
 }
 
 struct Spent {
@@ -67,7 +62,6 @@ impl fmt::Debug for MemoryRefreshStore {
         let inner = self.lock();
         f.debug_struct("MemoryRefreshStore")
             .field("families", &inner.families.len())
-            .field("tokens", &inner.tokens.len())
             .finish()
     }
 }
@@ -102,10 +96,7 @@ impl MemoryRefreshStore {
 
 impl Inner {
     fn decide(&self, presented: RefreshKey, now: Timestamp, grace: Option<Duration>) -> Decision {
-        let Some(id) = self.tokens.get(&presented) else {
-            return Decision::Invalid;
-        };
-        let Some(entry) = self.families.get(id) else {
+        let Some((id, entry)) = self.families.get_key_value(presented.family_id().as_str()) else {
             return Decision::Invalid;
         };
         if !entry.family.is_live_at(now) {
@@ -145,9 +136,6 @@ impl Inner {
                 None => Rotation::Invalid,
             }),
             Decision::Rotate(id) => {
-                if self.tokens.contains_key(&next) {
-                    return Err(RefreshStoreError::Collision);
-                }
                 let Some(entry) = self.families.get_mut(&id) else {
                     return Ok(Rotation::Invalid);
                 };
@@ -157,21 +145,15 @@ impl Inner {
                     sealed_successor: sealed_successor.to_vec(),
                 });
                 entry.current = next;
-                entry.keys.push(next);
                 entry.family.last_used_at = now;
-                let family = entry.family.clone();
-                self.tokens.insert(next, id);
-                Ok(Rotation::Rotated(family))
+                Ok(Rotation::Rotated(entry.family.clone()))
             }
         }
     }
 
-    /// Forgets a family and its tokens.
+    /// Forgets a family.
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.families.remove(id)?;
-        for key in &entry.keys {
-            self.tokens.remove(key);
-        }
         if let Some(ids) = self.by_user.get_mut(entry.family.user_id.as_str()) {
             ids.remove(id);
             if ids.is_empty() {
@@ -186,7 +168,7 @@ impl Inner {
 impl RefreshStore for MemoryRefreshStore {
     async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError> {
         let mut inner = self.lock();
-        if inner.families.contains_key(family.id.as_str()) || inner.tokens.contains_key(&first) {
+        if inner.families.contains_key(family.id.as_str()) {
             return Err(RefreshStoreError::Collision);
         }
         let id: Arc<str> = Arc::from(family.id.as_str());
@@ -195,14 +177,12 @@ impl RefreshStore for MemoryRefreshStore {
             .entry(family.user_id.clone())
             .or_default()
             .insert(Arc::clone(&id));
-        inner.tokens.insert(first, Arc::clone(&id));
         inner.families.insert(
             id,
             Entry {
                 family: family.clone(),
                 current: first,
                 previous: None,
-                keys: vec![first],
             },
         );
         Ok(())
@@ -226,12 +206,9 @@ impl RefreshStore for MemoryRefreshStore {
         &self,
         token: RefreshKey,
     ) -> Result<Option<(String, String)>, RefreshStoreError> {
-        let mut inner = self.lock();
-        let Some(id) = inner.tokens.get(&token).cloned() else {
-            return Ok(None);
-        };
-        Ok(inner
-            .remove(&id)
+        Ok(self
+            .lock()
+            .remove(&token.family_id())
             .map(|entry| (entry.family.id, entry.family.user_id)))
     }
 
@@ -293,13 +270,9 @@ mod tests {
 
     const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
 
-    fn key() -> RefreshKey {
-        RefreshToken::generate().unwrap().key()
-    }
-
-    fn family(id: &str, user: &str) -> Family {
+    fn family(first: &RefreshToken, user: &str) -> Family {
         Family {
-            id: id.into(),
+            id: first.key().family_id(),
             user_id: user.into(),
             amr: vec!["pwd".into()],
             stamp: "stamp".into(),
@@ -310,41 +283,41 @@ mod tests {
         }
     }
 
-    /// Revocation and purge forget every token of a family and the user's
-    /// index; `Debug` shows counts only.
+    /// A family holds one entry however often it rotates; revocation and
+    /// purge forget it and the user's index; `Debug` shows counts only.
     #[tokio::test]
     async fn nothing_is_left_behind() {
         let store = MemoryRefreshStore::new();
-        let mut current = key();
+        let mut current = RefreshToken::generate().unwrap();
         store
-            .create(&family("f1", "user-secret-id"), current)
+            .create(&family(&current, "user-secret-id"), current.key())
             .await
             .unwrap();
         for n in 1..=3 {
-            let next = key();
+            let next = current.successor().unwrap();
             let now = T0.saturating_add(Duration::from_secs(n));
-            let rotated = store.rotate(current, next, b"s", now, None).await.unwrap();
+            let rotated = store
+                .rotate(current.key(), next.key(), b"s", now, None)
+                .await
+                .unwrap();
             assert!(matches!(rotated, Rotation::Rotated(_)));
             current = next;
         }
-        store.create(&family("f2", "other"), key()).await.unwrap();
+        let other = RefreshToken::generate().unwrap();
+        store
+            .create(&family(&other, "other"), other.key())
+            .await
+            .unwrap();
         let debug = format!("{store:?}");
-        assert!(
-            debug.contains("families: 2") && debug.contains("tokens: 5"),
-            "{debug}"
-        );
+        assert!(debug.contains("families: 2"), "{debug}");
         assert!(!debug.contains("user-secret-id"));
 
         assert_eq!(store.revoke_user("user-secret-id").await.unwrap(), 1);
-        {
-            let inner = store.lock();
-            assert_eq!(inner.tokens.len(), 1);
-            assert!(!inner.by_user.contains_key("user-secret-id"));
-        }
+        assert!(!store.lock().by_user.contains_key("user-secret-id"));
         let idle = T0.saturating_add(Duration::from_secs(600));
         assert_eq!(store.purge(idle).await.unwrap(), 1);
         let inner = store.lock();
-        assert!(inner.families.is_empty() && inner.tokens.is_empty() && inner.by_user.is_empty());
+        assert!(inner.families.is_empty() && inner.by_user.is_empty());
     }
 
     /// A store whose rotation reads, then writes in a second step: right

@@ -2,16 +2,21 @@
 //! hashed, rotated on every use, with reuse detection.
 //!
 //! * A sign-in starts a [`Family`]; its first token is current. A token is
-//!   256 bits from the OS CSPRNG, handed out once as 43 base64url
-//!   characters ([`RefreshToken`]); stores keep only its SHA-256
-//!   ([`RefreshKey`]).
+//!   384 bits from the OS CSPRNG, handed out once as 64 base64url
+//!   characters ([`RefreshToken`]): a family secret that every token of the
+//!   family shares, and 256 bits of its own. Stores keep only the family's
+//!   id (a one-way function of the secret) and the SHA-256 of its current
+//!   token ([`RefreshKey`]).
 //! * [`RefreshStore::rotate`] spends the current token and makes the
 //!   caller's new one current, atomically: of any number of concurrent
 //!   rotations of one token, exactly one answers [`Rotation::Rotated`], so a
 //!   family never branches.
-//! * Spent tokens are remembered until their family expires. Presenting one
-//!   again is *reuse*: one of the two holders is an attacker, so the whole
-//!   family is revoked ([`Rotation::Reused`]), and both must sign in again.
+//! * A token names its family, so a store keeps one record per family,
+//!   however often it rotates. A token of a live family that is not its
+//!   current one was spent (only the holders of the family's tokens know
+//!   its secret): presenting it is *reuse*. One of the two holders is an
+//!   attacker, so the whole family is revoked ([`Rotation::Reused`]), and
+//!   both must sign in again.
 //! * An optional grace period forgives a client that retries a refresh
 //!   whose answer it lost: the token spent by the latest rotation, shown
 //!   again within `grace`, answers [`Rotation::Grace`] with the successor
@@ -51,44 +56,77 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64ct::{Base64UrlUnpadded, Encoding};
 
-use crate::clock::Timestamp;
-use crate::single_use::SingleUseToken;
+use sha2::{Digest, Sha256};
 
-/// A refresh token as the client gets it: 256 random bits, 43 base64url
-/// characters (the same primitive as the single-use tokens of mailed
-/// links). `Debug` is redacted; it is never stored, only its
-/// [`RefreshKey`].
+use crate::clock::Timestamp;
+
+/// The bytes of a refresh token: a family secret, then the token's own
+/// random part.
+const FAMILY_SECRET_BYTES: usize = 16;
+const OWN_BYTES: usize = 32;
+const TOKEN_BYTES: usize = FAMILY_SECRET_BYTES + OWN_BYTES;
+/// Base64url, unpadded, of [`TOKEN_BYTES`].
+const TOKEN_CHARS: usize = 64;
+
+/// A refresh token as the client gets it: 384 bits from the OS CSPRNG, 64
+/// base64url characters. The first 128 bits are the *family secret*, the
+/// same in every token of one sign-in; the other 256 are the token's own.
+/// `Debug` is redacted; stores keep only its [`RefreshKey`].
+///
+/// The family's id is a one-way function of the family secret
+/// ([`RefreshKey::family_id`]): a token names its family, so a store keeps
+/// one record per family however often it rotates (no record per spent
+/// token), and a token of a live family that is not its current one is a
+/// spent one, since only the holder of one of the family's tokens knows
+/// the secret. The id that access tokens carry (`sid`) reveals nothing of
+/// the secret.
 #[derive(Clone)]
-pub struct RefreshToken(SingleUseToken);
+pub struct RefreshToken([u8; TOKEN_BYTES]);
 
 impl RefreshToken {
-    /// A fresh token from the OS CSPRNG.
+    /// The first token of a new family, from the OS CSPRNG.
     pub fn generate() -> Result<Self, RefreshStoreError> {
-        SingleUseToken::generate()
-            .map(Self)
-            .map_err(|_| RefreshStoreError::Rng)
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|_| RefreshStoreError::Rng)?;
+        Ok(Self(bytes))
     }
 
-    /// Strict parse of the 43-character base64url form; `None` for
-    /// anything else.
+    /// A successor of this token in its family: the same family secret, a
+    /// fresh random part.
+    pub fn successor(&self) -> Result<Self, RefreshStoreError> {
+        let mut bytes = self.0;
+        getrandom::fill(&mut bytes[FAMILY_SECRET_BYTES..]).map_err(|_| RefreshStoreError::Rng)?;
+        Ok(Self(bytes))
+    }
+
+    /// Strict parse of the 64-character base64url form; `None` for
+    /// anything else (the 43-character tokens of earlier versions too).
     pub fn parse(text: &str) -> Option<Self> {
-        SingleUseToken::parse(text).map(Self)
+        if text.len() != TOKEN_CHARS {
+            return None;
+        }
+        let mut bytes = [0u8; TOKEN_BYTES];
+        let decoded = Base64UrlUnpadded::decode(text, &mut bytes).ok()?;
+        (decoded.len() == TOKEN_BYTES).then_some(Self(bytes))
     }
 
-    /// The 43-character base64url form, for the client.
+    /// The 64-character base64url form, for the client.
     pub fn encode(&self) -> String {
-        self.0.encode()
+        Base64UrlUnpadded::encode_string(&self.0)
     }
 
-    /// The key the store keeps: SHA-256 of the token.
+    /// The key the store keeps: the family's id and the token's SHA-256.
     pub fn key(&self) -> RefreshKey {
-        RefreshKey(*self.0.key().as_bytes())
-    }
-
-    /// The raw 256 bits (e.g. to derive the key that seals the successor
-    /// for the grace period).
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.bytes()
+        let mut family = Sha256::new();
+        family.update(b"auth-core refresh family v1\0");
+        family.update(&self.0[..FAMILY_SECRET_BYTES]);
+        let family: [u8; 32] = family.finalize().into();
+        let mut id = [0u8; FAMILY_ID_BYTES];
+        id.copy_from_slice(&family[..FAMILY_ID_BYTES]);
+        RefreshKey {
+            family: id,
+            digest: Sha256::digest(self.0).into(),
+        }
     }
 }
 
@@ -98,36 +136,60 @@ impl fmt::Debug for RefreshToken {
     }
 }
 
-/// The stored key of a refresh token: its SHA-256.
+/// Bytes of a family id (22 base64url characters).
+const FAMILY_ID_BYTES: usize = 16;
+
+/// The stored key of a refresh token: its family's id and its SHA-256.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RefreshKey([u8; 32]);
+pub struct RefreshKey {
+    family: [u8; FAMILY_ID_BYTES],
+    digest: [u8; 32],
+}
 
 impl RefreshKey {
-    /// The digest.
+    /// The key of a token of family `family_id` whose SHA-256 is `digest`
+    /// (for a store's tests); `None` unless `family_id` is a family id (22
+    /// base64url characters).
+    pub fn new(family_id: &str, digest: [u8; 32]) -> Option<Self> {
+        let mut family = [0u8; FAMILY_ID_BYTES];
+        let decoded = Base64UrlUnpadded::decode(family_id, &mut family).ok()?;
+        (decoded.len() == FAMILY_ID_BYTES && family_id.len() == 22)
+            .then_some(Self { family, digest })
+    }
+
+    /// The id of the token's family (22 base64url characters): what
+    /// [`Family::id`] and the access tokens' `sid` hold.
+    pub fn family_id(&self) -> String {
+        Base64UrlUnpadded::encode_string(&self.family)
+    }
+
+    /// The token's SHA-256.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.digest
     }
 
-    /// From a stored digest.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Lowercase hex (64 characters), as SQL and Redis keys hold it.
+    /// The SHA-256 in lowercase hex (64 characters), as SQL and Redis
+    /// records hold it.
     pub fn to_hex(&self) -> String {
-        crate::session::hex_digest(&self.0)
+        crate::session::hex_digest(&self.digest)
     }
 }
 
 /// A digest of a token is no secret, but a prefix is all a log needs.
 impl fmt::Debug for RefreshKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RefreshKey({}..)", &self.to_hex()[..8])
+        write!(
+            f,
+            "RefreshKey({}, {}..)",
+            self.family_id(),
+            &self.to_hex()[..8]
+        )
     }
 }
 
-/// A fresh family id: 128 random bits as 22 base64url characters.
-pub fn new_family_id() -> Result<String, RefreshStoreError> {
+/// A random id: 128 bits as 22 base64url characters (an access token's
+/// `jti`).
+pub(crate) fn random_id() -> Result<String, RefreshStoreError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|_| RefreshStoreError::Rng)?;
     Ok(Base64UrlUnpadded::encode_string(&bytes))
@@ -137,8 +199,8 @@ pub fn new_family_id() -> Result<String, RefreshStoreError> {
 /// out the stamp (a fingerprint of the password hash).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Family {
-    /// Random, made by the caller ([`new_family_id`]); access tokens carry
-    /// it so [`RefreshStore::is_live`] can check them.
+    /// The family's id, from its first token ([`RefreshKey::family_id`]);
+    /// access tokens carry it so [`RefreshStore::is_live`] can check them.
     pub id: String,
     /// The user (the app's user id as text).
     pub user_id: String,
@@ -201,16 +263,16 @@ pub enum Rotation {
         /// The blob passed to the rotation that spent the token.
         sealed_successor: Vec<u8>,
     },
-    /// The presented token was spent already (outside the grace period, or
-    /// not by the latest rotation): the whole family is now revoked. The
-    /// flow reports it.
+    /// The presented token is of a live family but is not its current one
+    /// (spent outside the grace period, or not by the latest rotation):
+    /// the whole family is now revoked. The flow reports it.
     Reused {
         /// The revoked family.
         family_id: String,
         /// Its user.
         user_id: String,
     },
-    /// An unknown token, or one of a family that is revoked, past its
+    /// A token of an unknown family, or of one that is revoked, past its
     /// `expires_at`, or idle for `idle_timeout` or longer.
     Invalid,
 }
@@ -289,15 +351,22 @@ pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Where refresh-token families live. Implementations run the shared suite
-/// (`auth_core::testing::refresh_store_suite`, feature `testing`).
+/// Where refresh-token families live: one record per family, found by the
+/// family id that every [`RefreshKey`] carries. Implementations run the
+/// shared suite (`auth_core::testing::refresh_store_suite`, feature
+/// `testing`).
 #[async_trait]
 pub trait RefreshStore: Send + Sync + fmt::Debug {
-    /// Starts a family whose first (current) token is `first`
-    /// ([`RefreshStoreError::Collision`] if the id or the key exists).
+    /// Starts a family whose first (current) token is `first`, a key of
+    /// the family (`first.family_id() == family.id`);
+    /// [`RefreshStoreError::Collision`] if the id exists.
     async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError>;
 
-    /// Rotates `presented` to `next`, atomically (see [`Rotation`]).
+    /// Rotates `presented` to `next` (a key of the same family), atomically
+    /// (see [`Rotation`]): in family `presented.family_id()`, the current
+    /// token rotates; the one spent by the latest rotation, within `grace`,
+    /// answers [`Rotation::Grace`]; any other key of a live family is
+    /// reuse and revokes it.
     /// `sealed_successor` is an opaque blob (the caller's encryption of the
     /// new token under a key derived from the presented one), kept with the
     /// spent token for the grace period. `grace`: `None` for no grace
@@ -311,9 +380,9 @@ pub trait RefreshStore: Send + Sync + fmt::Debug {
         grace: Option<Duration>,
     ) -> Result<Rotation, RefreshStoreError>;
 
-    /// Revokes the family of `token`, current or spent (RFC 7009
-    /// revocation; logout). Returns the family's `(id, user_id)` if it had
-    /// not been revoked already.
+    /// Revokes the family of `token` (`token.family_id()`: any token of
+    /// the family, current or spent; RFC 7009 revocation, logout). Returns
+    /// the family's `(id, user_id)` if it had not been revoked already.
     async fn revoke_by_token(
         &self,
         token: RefreshKey,
@@ -347,8 +416,7 @@ pub trait RefreshStore: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
-    /// Deletes the families dead at `now` (expired or idle) with their
-    /// tokens; returns how many families (stores with native expiry may
+    /// Deletes the families dead at `now` (expired or idle); returns how many families (stores with native expiry may
     /// answer 0).
     async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError>;
 }
@@ -361,27 +429,66 @@ mod tests {
     fn tokens_round_trip_strictly_and_debug_is_redacted() {
         let token = RefreshToken::generate().unwrap();
         let text = token.encode();
-        assert_eq!(text.len(), 43);
+        assert_eq!(text.len(), 64);
         assert_eq!(RefreshToken::parse(&text).unwrap().key(), token.key());
         assert_ne!(RefreshToken::generate().unwrap().key(), token.key());
         for bad in [
             "",
             "x",
-            &text[..42],
+            &text[..63],
+            &text[..43],
             &format!("{text}A"),
             &format!("+{}", &text[1..]),
-            &format!("{}=", &text[..42]),
+            &format!("{}=", &text[..63]),
         ] {
             assert!(RefreshToken::parse(bad).is_none(), "{bad}");
         }
         assert!(!format!("{token:?}").contains(&text));
         let key = token.key();
-        assert_eq!(RefreshKey::from_bytes(*key.as_bytes()), key);
+        assert_eq!(
+            RefreshKey::new(&key.family_id(), *key.as_bytes()),
+            Some(key)
+        );
+        assert_eq!(RefreshKey::new("family-id", *key.as_bytes()), None);
         assert_eq!(key.to_hex().len(), 64);
         assert!(!format!("{key:?}").contains(&key.to_hex()));
-        let id = new_family_id().unwrap();
+        let id = random_id().unwrap();
         assert_eq!(id.len(), 22);
-        assert_ne!(new_family_id().unwrap(), id);
+        assert_ne!(random_id().unwrap(), id);
+    }
+
+    /// A successor keeps the family (its id) and nothing else; another
+    /// first token starts another family. The id reveals no byte of the
+    /// family secret (it is a digest of it).
+    #[test]
+    fn successors_share_the_family_and_nothing_else() {
+        let first = RefreshToken::generate().unwrap();
+        let second = first.successor().unwrap();
+        let third = second.successor().unwrap();
+        let id = first.key().family_id();
+        assert_eq!(id.len(), 22);
+        assert_eq!(second.key().family_id(), id);
+        assert_eq!(third.key().family_id(), id);
+        assert_ne!(second.key(), first.key());
+        assert_ne!(third.key(), second.key());
+        assert_ne!(second.encode()[22..], first.encode()[22..]);
+        assert_ne!(RefreshToken::generate().unwrap().key().family_id(), id);
+        let secret = Base64UrlUnpadded::encode_string(&first.0[..FAMILY_SECRET_BYTES]);
+        assert_ne!(id, secret);
+        // A known answer: the derivation is part of the stored format.
+        let fixed = RefreshToken([7; TOKEN_BYTES]);
+        let mut expected = Sha256::new();
+        expected.update(b"auth-core refresh family v1\0");
+        expected.update([7u8; FAMILY_SECRET_BYTES]);
+        let expected: [u8; 32] = expected.finalize().into();
+        assert_eq!(
+            fixed.key().family_id(),
+            Base64UrlUnpadded::encode_string(&expected[..16])
+        );
+        assert_eq!(
+            *fixed.key().as_bytes(),
+            <[u8; 32]>::from(Sha256::digest([7u8; TOKEN_BYTES]))
+        );
     }
 
     /// A family begun at `t0`: 100 s to live, 10 s idle.

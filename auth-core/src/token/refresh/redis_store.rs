@@ -8,9 +8,14 @@
 //!   the latest rotation, when, and the sealed successor). It expires
 //!   (`PEXPIREAT`) when the family dies: the earlier of its expiry and its
 //!   idle deadline, pushed on by each rotation.
-//! * `{prefix}t:{hex key}`: the family id of a token, for every token that
-//!   was ever current (so a spent one is told from an unknown one),
-//!   expiring with the family's absolute expiry.
+//!
+//! A presented token names its family ([`RefreshKey::family_id`]), so a
+//! family is one hash however often it rotates: a key of a live family
+//! that is neither its current token nor the latest spent one is reuse.
+//! (Versions before 0.2 kept a key `{prefix}t:{hex key}` per token ever
+//! current; nothing reads them any more and they expire with their
+//! families; the 43-character tokens they stood for are refused.)
+//!
 //! * `{prefix}user:{user id}`: the user's family ids, for
 //!   [`RefreshStore::revoke_user`]: a sorted set scored by each family's
 //!   expiry, expiring no sooner than its longest-lived family. Each create
@@ -55,14 +60,8 @@
 //! hash. What spans keys is done in steps, in an order that never keeps a
 //! family alive:
 //!
-//! * `rotate` first claims the successor's token key (`SET NX`, 60 s: a
-//!   taken key is a collision that changes nothing), then runs the
-//!   family's script, then gives the claimed key the family's expiry, or
-//!   deletes it when the family did not rotate. A crash in between leaves
-//!   a token key that expires, or a successor that stops working in 60 s.
-//! * `create` lists the family in the user's index first, then claims the
-//!   first token's key, then writes the family (a taken family id releases
-//!   the claim).
+//! * `create` lists the family in the user's index first, then writes the
+//!   family.
 //! * The user's index lists every live family (a superset): a family
 //!   leaves it only once deleted or expired (ids are never reused);
 //!   `revoke_user` deletes every family listed, so every family created
@@ -85,26 +84,6 @@ use crate::redis_conn::{ClientCache, INDEX_ADD, RedisConn, tracked_hmget};
 /// years): exact in Lua's numbers, and no overflow.
 const MAX_IDLE_MS: i64 = 1 << 50;
 
-/// How long a claimed successor key lives before its family's expiry is
-/// set on it.
-const CLAIM_MS: i64 = 60_000;
-
-/// KEYS token; ARGV family id, `PX` or `PXAT`, milliseconds. Sets the
-/// token's family if the key is free: 1; 1 too if it is this family's
-/// already; 0 if another family holds it.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local held = redis.call('GET', KEYS[1])
-if held then
-  if held == ARGV[1] then return 1 end
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
-return 1",
-    )
-});
-
 /// KEYS family; ARGV id, user, amr, created, expires, idle, last used,
 /// live until, hex, stamp. 0 if the family exists, else 1; 1 again when it
 /// exists with this first token (the cluster client sent the script again
@@ -124,8 +103,7 @@ return 1",
 });
 
 /// KEYS family; ARGV presented hex, next hex, sealed successor, now,
-/// grace (milliseconds, -1 for none). The caller has claimed the next
-/// token's key. Answers `{'i'}` (invalid), `{'r', user, amr, stamp,
+/// grace (milliseconds, -1 for none). Answers `{'i'}` (invalid), `{'r', user, amr, stamp,
 /// created, expires, idle, last used}` (rotated), `{'g', user, amr, stamp,
 /// created, expires, idle, last used, sealed}` (grace) or `{'u', user}`
 /// (reused: the family is deleted). The same rotation run again (the
@@ -317,10 +295,6 @@ impl RedisRefreshStore {
         crate::redis_conn::tagged_key(&self.prefix, "f:", id)
     }
 
-    fn token_key(&self, key: &RefreshKey) -> String {
-        format!("{}t:{}", self.prefix, key.to_hex())
-    }
-
     fn user_key(&self, user_id: &str) -> String {
         format!("{}user:{user_id}", self.prefix)
     }
@@ -363,48 +337,6 @@ impl RedisRefreshStore {
             .await?;
         Ok(())
     }
-
-    /// Releases a claimed token key that did not become current.
-    async fn release(&self, key: &RefreshKey) -> Result<(), RefreshStoreError> {
-        redis::cmd("DEL")
-            .arg(self.token_key(key))
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
-    /// Claims a token key for family `id` (set if absent, expiring at
-    /// `expire`); `false` if it is taken by another family. A key this
-    /// family holds already counts as claimed (the cluster client resent
-    /// the claim after a slow answer).
-    async fn claim(
-        &self,
-        key: &RefreshKey,
-        id: &str,
-        expire: Expire,
-    ) -> Result<bool, RefreshStoreError> {
-        let (mode, ms) = match expire {
-            Expire::In(ms) => ("PX", ms),
-            Expire::At(ms) => ("PXAT", ms),
-        };
-        let claimed: i64 = CLAIM
-            .key(self.token_key(key))
-            .arg(id)
-            .arg(mode)
-            .arg(ms)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(claimed == 1)
-    }
-}
-
-/// When a claimed token key expires.
-#[derive(Debug, Clone, Copy)]
-enum Expire {
-    /// In this many milliseconds.
-    In(i64),
-    /// At this Unix time, in milliseconds.
-    At(i64),
 }
 
 fn text(bytes: Vec<u8>) -> Result<String, RefreshStoreError> {
@@ -457,11 +389,7 @@ impl RefreshStore for RedisRefreshStore {
             .arg(expires)
             .invoke_async::<()>(&mut self.conn.clone())
             .await?;
-        // 2. The first token's key (a taken one changes nothing).
-        if !self.claim(&first, &family.id, Expire::At(expires)).await? {
-            return Err(RefreshStoreError::Collision);
-        }
-        // 3. The family (a taken id releases the claim).
+        // 2. The family.
         let key = self.family_key(&family.id);
         let created = CREATE
             .key(&key)
@@ -481,7 +409,6 @@ impl RefreshStore for RedisRefreshStore {
         if created == 1 {
             Ok(())
         } else {
-            self.release(&first).await?;
             Err(RefreshStoreError::Collision)
         }
     }
@@ -494,17 +421,7 @@ impl RefreshStore for RedisRefreshStore {
         now: Timestamp,
         grace: Option<Duration>,
     ) -> Result<Rotation, RefreshStoreError> {
-        let id: Option<String> = redis::cmd("GET")
-            .arg(self.token_key(&presented))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let Some(id) = id else {
-            return Ok(Rotation::Invalid);
-        };
-        // The successor's key first: taken, nothing changes.
-        if !self.claim(&next, &id, Expire::In(CLAIM_MS)).await? {
-            return Err(RefreshStoreError::Collision);
-        }
+        let id = presented.family_id();
         let key = self.family_key(&id);
         let answer = ROTATE
             .key(&key)
@@ -519,35 +436,12 @@ impl RefreshStore for RedisRefreshStore {
         let mut answer = answer.into_iter();
         let kind = answer.next().ok_or(RefreshStoreError::Corrupt)?;
         let rest: Vec<Vec<u8>> = answer.collect();
-        // Cleanups after the decision are best effort: the claim expires
-        // on its own, and a failure must not hide a reuse from the caller
-        // (which audits it).
-        if kind.as_slice() != b"r"
-            && let Err(error) = self.release(&next).await
-        {
-            tracing::warn!(%error, "auth: releasing an unused refresh-token key failed");
-        }
         match kind.as_slice() {
             b"i" => Ok(Rotation::Invalid),
             b"r" => {
                 let [user, amr, stamp, created, expires, idle, last_used]: [Vec<u8>; 7] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
                 let family = family(&id, [user, amr, stamp, created, expires, idle, last_used])?;
-                // The successor lives as long as its family may. The
-                // rotation has committed: a failure here must not answer an
-                // error (the client would retry with the spent token, which
-                // is reuse); the successor then keeps its claim's expiry.
-                if let Err(error) = redis::cmd("PEXPIREAT")
-                    .arg(self.token_key(&next))
-                    .arg(family.expires_at.as_unix_millis())
-                    .query_async::<()>(&mut self.conn.clone())
-                    .await
-                {
-                    tracing::warn!(
-                        %error,
-                        "auth: extending a new refresh token failed; it expires with its claim"
-                    );
-                }
                 Ok(Rotation::Rotated(family))
             }
             b"g" => {
@@ -563,6 +457,8 @@ impl RefreshStore for RedisRefreshStore {
                 let [user_id]: [Vec<u8>; 1] =
                     rest.try_into().map_err(|_| RefreshStoreError::Corrupt)?;
                 let user_id = text(user_id)?;
+                // Housekeeping: a failure must not hide the reuse from the
+                // caller (which audits it).
                 if let Err(error) = self.unlist(&user_id, &id).await {
                     tracing::warn!(%error, "auth: unlisting a revoked refresh-token family failed");
                 }
@@ -579,13 +475,7 @@ impl RefreshStore for RedisRefreshStore {
         &self,
         token: RefreshKey,
     ) -> Result<Option<(String, String)>, RefreshStoreError> {
-        let id: Option<String> = redis::cmd("GET")
-            .arg(self.token_key(&token))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
+        let id = token.family_id();
         Ok(self.delete_family(&id).await?.map(|user| (id, user)))
     }
 
@@ -678,7 +568,7 @@ impl RefreshStore for RedisRefreshStore {
     }
 
     async fn purge(&self, _now: Timestamp) -> Result<u64, RefreshStoreError> {
-        // Redis expires families (and their tokens and indexes) by TTL.
+        // Redis expires families (and their indexes) by TTL.
         Ok(0)
     }
 }

@@ -7,16 +7,22 @@
 //!   key of its current token, the token spent by its latest rotation with
 //!   when and the sealed successor, and `live_until` (the earlier of the
 //!   absolute expiry and the idle deadline; indexed for the purge);
-//! * `auth_refresh_tokens`, one row per token ever current (hex SHA-256,
-//!   never the token) naming its family: what finds the family of a
-//!   presented token, and tells a spent token (in the family, not its
-//!   current one) from an unknown one.
+//!
+//! A presented token names its family ([`RefreshKey::family_id`]), so a
+//! family is one row however often it rotates: a key of a live family that
+//! is neither its current token nor the latest spent one is reuse.
 //!
 //! A rotation is one transaction that starts with a conditional `UPDATE`
-//! (`... WHERE current_key = presented AND live_until > now`): the first
-//! of concurrent rotations takes the row (PostgreSQL's row lock; SQLite's
-//! write lock) and the others, after it commits, find the token spent.
-//! Revocation deletes the family and its tokens in one transaction.
+//! (`... WHERE id = family AND current_key = presented AND live_until >
+//! now`): the first of concurrent rotations takes the row (PostgreSQL's
+//! row lock; SQLite's write lock) and the others, after it commits, find
+//! the token spent. Revocation deletes the family's row.
+//!
+//! Schema version 2 dropped `auth_refresh_tokens`, version 1's row per
+//! token ever current; the 43-character refresh tokens of version 1 are
+//! refused from then on (their clients sign in again; access tokens already
+//! issued live out their minutes). Finish a rolling upgrade before relying
+//! on refreshes: an instance still on version 1 fails them.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -29,24 +35,19 @@ use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: [&'static str; 5],
+    schema_v2: &'static str,
     create_migrations: &'static str,
     read_migration: &'static str,
     write_migration: &'static str,
     lock_migrations: Option<&'static str>,
     insert_family: &'static str,
-    insert_token: &'static str,
-    family_of_token: &'static str,
     rotate: &'static str,
     read_family: &'static str,
     /// A family by id, outside any transaction.
     family: &'static str,
     delete_family: &'static str,
-    delete_family_by_token: &'static str,
-    delete_tokens_of_family: &'static str,
     delete_user_families: &'static str,
     delete_dead_families: &'static str,
-    /// Takes the ids as a JSON array of strings.
-    delete_tokens_of_families: &'static str,
     is_live: &'static str,
     /// `is_live`'s row without the time condition (for the SQLite
     /// file's read cache, where the time is compared after the read).
@@ -54,7 +55,7 @@ struct Queries {
     live_until: &'static str,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years), so `now + idle_timeout_ms` cannot overflow.
@@ -89,6 +90,7 @@ const SQLITE: Queries = Queries {
         "CREATE INDEX IF NOT EXISTS auth_refresh_tokens_family
             ON auth_refresh_tokens (family_id)",
     ],
+    schema_v2: "DROP TABLE IF EXISTS auth_refresh_tokens",
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'refresh_tokens'",
@@ -99,8 +101,6 @@ const SQLITE: Queries = Queries {
     insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, stamp, created_at,
             expires_at, idle_timeout_ms, last_used_at, live_until, current_key)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    insert_token: "INSERT INTO auth_refresh_tokens (key, family_id) VALUES (?1, ?2)",
-    family_of_token: "SELECT family_id FROM auth_refresh_tokens WHERE key = ?1",
     rotate: "UPDATE auth_refresh_families
         SET current_key = ?3, previous_key = ?2, previous_spent_at = ?4, sealed_successor = ?5,
             last_used_at = ?4, live_until = MIN(expires_at, ?4 + idle_timeout_ms)
@@ -114,14 +114,8 @@ const SQLITE: Queries = Queries {
     family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at
         FROM auth_refresh_families WHERE id = ?1",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = ?1 RETURNING user_id",
-    delete_family_by_token: "DELETE FROM auth_refresh_families
-        WHERE id = (SELECT family_id FROM auth_refresh_tokens WHERE key = ?1)
-        RETURNING id, user_id",
-    delete_tokens_of_family: "DELETE FROM auth_refresh_tokens WHERE family_id = ?1",
     delete_user_families: "DELETE FROM auth_refresh_families WHERE user_id = ?1 RETURNING id",
     delete_dead_families: "DELETE FROM auth_refresh_families WHERE live_until <= ?1 RETURNING id",
-    delete_tokens_of_families: "DELETE FROM auth_refresh_tokens
-        WHERE family_id IN (SELECT value FROM json_each(?1))",
     is_live: "SELECT 1 FROM auth_refresh_families WHERE id = ?1 AND live_until > ?2",
     live_until: "SELECT live_until FROM auth_refresh_families WHERE id = ?1",
 };
@@ -155,6 +149,7 @@ const POSTGRES: Queries = Queries {
         "CREATE INDEX IF NOT EXISTS auth_refresh_tokens_family
             ON auth_refresh_tokens (family_id)",
     ],
+    schema_v2: "DROP TABLE IF EXISTS auth_refresh_tokens",
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY, version BIGINT NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'refresh_tokens'",
@@ -167,8 +162,6 @@ const POSTGRES: Queries = Queries {
     insert_family: "INSERT INTO auth_refresh_families (id, user_id, amr, stamp, created_at,
             expires_at, idle_timeout_ms, last_used_at, live_until, current_key)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    insert_token: "INSERT INTO auth_refresh_tokens (key, family_id) VALUES ($1, $2)",
-    family_of_token: "SELECT family_id FROM auth_refresh_tokens WHERE key = $1",
     // Waits for a concurrent rotation's row lock, then re-checks the
     // condition on the committed row.
     rotate: "UPDATE auth_refresh_families
@@ -183,14 +176,8 @@ const POSTGRES: Queries = Queries {
     family: "SELECT user_id, amr, stamp, created_at, expires_at, idle_timeout_ms, last_used_at
         FROM auth_refresh_families WHERE id = $1",
     delete_family: "DELETE FROM auth_refresh_families WHERE id = $1 RETURNING user_id",
-    delete_family_by_token: "DELETE FROM auth_refresh_families
-        WHERE id = (SELECT family_id FROM auth_refresh_tokens WHERE key = $1)
-        RETURNING id, user_id",
-    delete_tokens_of_family: "DELETE FROM auth_refresh_tokens WHERE family_id = $1",
     delete_user_families: "DELETE FROM auth_refresh_families WHERE user_id = $1 RETURNING id",
     delete_dead_families: "DELETE FROM auth_refresh_families WHERE live_until <= $1 RETURNING id",
-    delete_tokens_of_families: "DELETE FROM auth_refresh_tokens
-        WHERE family_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
     is_live: "SELECT 1 FROM auth_refresh_families WHERE id = $1 AND live_until > $2",
     live_until: "SELECT live_until FROM auth_refresh_families WHERE id = $1",
 };
@@ -205,10 +192,6 @@ fn live_until(family: &Family) -> i64 {
         .expires_at
         .min(family.last_used_at.saturating_add(family.idle_timeout))
         .as_unix_millis()
-}
-
-fn encode_ids(ids: &[String]) -> String {
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 macro_rules! sql_refresh_store {
@@ -234,6 +217,9 @@ macro_rules! sql_refresh_store {
                         for statement in $queries.schema_v1 {
                             sqlx::query(statement).execute(&mut *tx).await?;
                         }
+                    }
+                    if current < 2 {
+                        sqlx::query($queries.schema_v2).execute(&mut *tx).await?;
                     }
                 });
                 Ok(Self {
@@ -264,22 +250,6 @@ macro_rules! sql_refresh_store {
                     last_used_at: Timestamp::from_unix_millis(row.try_get("last_used_at")?),
                 })
             }
-
-            /// Deletes the tokens of the families `ids` (in the caller's
-            /// transaction).
-            async fn delete_tokens(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                ids: &[String],
-            ) -> Result<(), RefreshStoreError> {
-                if !ids.is_empty() {
-                    sqlx::query($queries.delete_tokens_of_families)
-                        .bind(encode_ids(ids))
-                        .execute(&mut **tx)
-                        .bounded::<$db>(&Inline::NONE)
-                        .await?;
-                }
-                Ok(())
-            }
         }
 
         #[async_trait]
@@ -291,7 +261,6 @@ macro_rules! sql_refresh_store {
             ) -> Result<(), RefreshStoreError> {
                 let amr = serde_json::to_string(&family.amr)
                     .map_err(|_| RefreshStoreError::Corrupt)?;
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let inserted = sqlx::query($queries.insert_family)
                     .bind(family.id.as_str())
                     .bind(family.user_id.as_str())
@@ -303,26 +272,11 @@ macro_rules! sql_refresh_store {
                     .bind(family.last_used_at.as_unix_millis())
                     .bind(live_until(family))
                     .bind(first.to_hex())
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await;
-                let inserted = match inserted {
-                    Ok(_) => {
-                        sqlx::query($queries.insert_token)
-                            .bind(first.to_hex())
-                            .bind(family.id.as_str())
-                            .execute(&mut *tx)
-                            .bounded::<$db>(&self.inline)
-                            .await
-                    }
-                    Err(error) => Err(error),
-                };
                 match inserted {
-                    Ok(_) => {
-                        tx.commit().bounded::<$db>(&self.inline).await?;
-                        Ok(())
-                    }
-                    // The transaction rolls back when dropped.
+                    Ok(_) => Ok(()),
                     Err(error) if is_unique_violation(&error) => Err(RefreshStoreError::Collision),
                     Err(error) => Err(error.into()),
                 }
@@ -336,17 +290,8 @@ macro_rules! sql_refresh_store {
                 now: Timestamp,
                 grace: Option<std::time::Duration>,
             ) -> Result<Rotation, RefreshStoreError> {
+                let family_id = presented.family_id();
                 let presented = presented.to_hex();
-                // A token row never changes: read it outside the
-                // transaction.
-                let family_id: Option<String> = sqlx::query_scalar($queries.family_of_token)
-                    .bind(presented.as_str())
-                    .fetch_optional(&self.pool)
-                    .bounded::<$db>(&self.inline)
-                    .await?;
-                let Some(family_id) = family_id else {
-                    return Ok(Rotation::Invalid);
-                };
                 let now_ms = now.as_unix_millis();
                 // Starts with the write: of concurrent rotations, one
                 // updates the row; the others wait for it, then see the
@@ -363,22 +308,8 @@ macro_rules! sql_refresh_store {
                     .await?;
                 if let Some(row) = rotated {
                     let family = Self::family(&family_id, &row)?;
-                    let inserted = sqlx::query($queries.insert_token)
-                        .bind(next.to_hex())
-                        .bind(family_id.as_str())
-                        .execute(&mut *tx)
-                        .bounded::<$db>(&self.inline)
-                        .await;
-                    return match inserted {
-                        Ok(_) => {
-                            tx.commit().bounded::<$db>(&self.inline).await?;
-                            Ok(Rotation::Rotated(family))
-                        }
-                        Err(error) if is_unique_violation(&error) => {
-                            Err(RefreshStoreError::Collision)
-                        }
-                        Err(error) => Err(error.into()),
-                    };
+                    tx.commit().bounded::<$db>(&self.inline).await?;
+                    return Ok(Rotation::Rotated(family));
                 }
                 // Not current (or dead): the state as the transaction sees
                 // it (PostgreSQL: locked until the commit).
@@ -388,7 +319,7 @@ macro_rules! sql_refresh_store {
                     .bounded::<$db>(&self.inline)
                     .await?;
                 let Some(row) = row else {
-                    // Revoked (deleted) meanwhile.
+                    // Unknown, or revoked (deleted).
                     return Ok(Rotation::Invalid);
                 };
                 let live_until: i64 = row.try_get("live_until")?;
@@ -412,11 +343,6 @@ macro_rules! sql_refresh_store {
                 }
                 // A spent token: revoke the family.
                 let user_id: String = row.try_get("user_id")?;
-                sqlx::query($queries.delete_tokens_of_family)
-                    .bind(family_id.as_str())
-                    .execute(&mut *tx)
-                    .bounded::<$db>(&self.inline)
-                    .await?;
                 sqlx::query($queries.delete_family)
                     .bind(family_id.as_str())
                     .execute(&mut *tx)
@@ -430,54 +356,30 @@ macro_rules! sql_refresh_store {
                 &self,
                 token: RefreshKey,
             ) -> Result<Option<(String, String)>, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
-                let row = sqlx::query($queries.delete_family_by_token)
-                    .bind(token.to_hex())
-                    .fetch_optional(&mut *tx)
-                    .bounded::<$db>(&self.inline)
-                    .await?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                let id: String = row.try_get("id")?;
-                let user_id: String = row.try_get("user_id")?;
-                sqlx::query($queries.delete_tokens_of_family)
+                let id = token.family_id();
+                let user_id: Option<String> = sqlx::query_scalar($queries.delete_family)
                     .bind(id.as_str())
-                    .execute(&mut *tx)
+                    .fetch_optional(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await?;
-                tx.commit().bounded::<$db>(&self.inline).await?;
-                Ok(Some((id, user_id)))
+                Ok(user_id.map(|user_id| (id, user_id)))
             }
 
             async fn revoke_family(&self, family_id: &str) -> Result<bool, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
-                let deleted = sqlx::query($queries.delete_family)
+                Ok(sqlx::query($queries.delete_family)
                     .bind(family_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await?
-                    .is_some();
-                if deleted {
-                    sqlx::query($queries.delete_tokens_of_family)
-                        .bind(family_id)
-                        .execute(&mut *tx)
-                        .bounded::<$db>(&self.inline)
-                        .await?;
-                    tx.commit().bounded::<$db>(&self.inline).await?;
-                }
-                Ok(deleted)
+                    .is_some())
             }
 
             async fn revoke_user(&self, user_id: &str) -> Result<u64, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let ids: Vec<String> = sqlx::query_scalar($queries.delete_user_families)
                     .bind(user_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await?;
-                Self::delete_tokens(&mut tx, &ids).await?;
-                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(ids.len() as u64)
             }
 
@@ -526,14 +428,11 @@ macro_rules! sql_refresh_store {
             }
 
             async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
-                let mut tx = self.pool.begin().bounded::<$db>(&self.inline).await?;
                 let ids: Vec<String> = sqlx::query_scalar($queries.delete_dead_families)
                     .bind(now.as_unix_millis())
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await?;
-                Self::delete_tokens(&mut tx, &ids).await?;
-                tx.commit().bounded::<$db>(&self.inline).await?;
                 Ok(ids.len() as u64)
             }
         }
