@@ -338,6 +338,37 @@ mod redis_client_cache {
             .with_ansi(false)
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        /// Puts the server's eviction policy back as it was, also when
+        /// the test fails half-way (the server may be a developer's own).
+        struct Restore {
+            url: String,
+            policy: String,
+        }
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if let Ok(mut conn) =
+                    redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+                {
+                    let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("maxmemory-policy")
+                        .arg(&self.policy)
+                        .query(&mut conn);
+                }
+            }
+        }
+        let mut sync = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let before: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(&mut sync)
+            .unwrap();
+        let _restore = Restore {
+            url: url.clone(),
+            policy: before["maxmemory-policy"].clone(),
+        };
         let mut admin = admin(&url).await;
         let set = |policy: &'static str| {
             redis::cmd("CONFIG")

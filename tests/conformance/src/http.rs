@@ -199,7 +199,8 @@ pub fn demo_serves_the_api_and_keeps_sessions_across_a_restart(binary: &str) {
 /// HTTP on a free port with a fresh SQLite file: registration through the
 /// app's own table, the login name's normal form, one answer for a wrong
 /// password, the protected route handing the app's user type to the
-/// handler, and logout ending the session server-side.
+/// handler, logout ending the session server-side, and the app's table
+/// left with its own three columns.
 pub fn minimal_app_registers_logs_in_and_out(binary: &str) {
     let name = Path::new(binary)
         .file_name()
@@ -250,5 +251,18 @@ pub fn minimal_app_registers_logs_in_and_out(binary: &str) {
     let (status, _, _) = app.request("GET", "/me", Some(&cookie), None);
     assert_eq!(status, 401, "logout ended the session server-side");
     drop(app);
+    // The app's table is as the app made it: the toolkit keeps its own
+    // state (sessions, factors, epochs) in tables of its own.
+    let db = rusqlite::Connection::open(dir.join("app.db")).expect("the app's database");
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('users') ORDER BY cid")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("the users table's columns");
+    assert_eq!(columns, ["id", "email", "password_hash"], "no column added");
+    drop(db);
     let _ = std::fs::remove_dir_all(dir);
 }
