@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use base64ct::{Base64, Base64Unpadded, Base64UrlUnpadded, Encoding};
+use base64ct::{Base64, Base64Unpadded, Base64Url, Base64UrlUnpadded, Encoding};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -73,9 +73,10 @@ fn decode_key(encoded: &str) -> Result<SecretBox<[u8; KEY_BYTES]>, MfaError> {
     let encoded = encoded.trim();
     let mut buffer = Zeroizing::new([0u8; KEY_BYTES + 3]);
     type Decoder = fn(&str, &mut [u8]) -> Option<usize>;
-    let decoders: [Decoder; 3] = [
+    let decoders: [Decoder; 4] = [
         |s, out| Base64::decode(s, out).ok().map(|d| d.len()),
         |s, out| Base64Unpadded::decode(s, out).ok().map(|d| d.len()),
+        |s, out| Base64Url::decode(s, out).ok().map(|d| d.len()),
         |s, out| Base64UrlUnpadded::decode(s, out).ok().map(|d| d.len()),
     ];
     let length = decoders
@@ -264,6 +265,31 @@ mod tests {
         let printed = format!("{keys:?}");
         assert!(!printed.contains(KEY_A) && !printed.contains("AAECAw"));
         assert!(matches!(keys.open("8", &sealed), Err(MfaError::Decrypt)));
+    }
+
+    /// A key is read in each of the four base64 forms the docs name, with
+    /// the `+` / `/` or `-` / `_` that 3 in 4 random keys hold.
+    #[test]
+    fn every_base64_form_of_a_key_is_read() {
+        let raw: [u8; KEY_BYTES] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) | 0xf8);
+        let forms = [
+            Base64::encode_string(&raw),
+            Base64Unpadded::encode_string(&raw),
+            Base64Url::encode_string(&raw),
+            Base64UrlUnpadded::encode_string(&raw),
+        ];
+        assert!(forms[0].contains(['+', '/']) && forms[0].ends_with('='));
+        assert!(forms[2].contains(['-', '_']) && forms[2].ends_with('='));
+        let secret = TotpSecret::generate().unwrap();
+        let sealed = MfaKeys::from_base64("k", &forms[0])
+            .unwrap()
+            .seal("user", &secret)
+            .unwrap();
+        for form in &forms {
+            let keys = MfaKeys::from_base64("k", form).unwrap_or_else(|_| panic!("{form}"));
+            let opened = keys.open("user", &sealed).unwrap();
+            assert_eq!(opened.expose_bytes(), secret.expose_bytes(), "{form}");
+        }
     }
 
     #[test]
