@@ -2020,3 +2020,46 @@ async fn a_version_2_sqlite_user_table_keeps_its_second_factors() {
         .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A visitor's form token (from a page shown before the login) does not
+/// act for a login waiting for its second factor either: on a shared
+/// browser, the form of whoever came before is not the next user's.
+#[tokio::test]
+async fn a_visitor_token_does_not_act_for_a_pending_login() {
+    let clock = start_clock();
+    let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccountStore::new());
+    let auth = Auth::builder(MemoryUserStore::new())
+        .clock(Arc::new(clock.clone()))
+        .accounts(Arc::clone(&accounts))
+        .mfa_keys(keys_a())
+        .form_tokens(auth_core::csrf::CsrfTokens::new(vec![7u8; 32]).unwrap())
+        .build()
+        .unwrap();
+    let h = Harness {
+        auth: auth.authenticator().clone(),
+        accounts,
+        clock,
+        events: Arc::new(Recorder::default()),
+    };
+    let peer = Some("192.0.2.1".parse().unwrap());
+    let host = ("host", "example.test");
+    let page = auth.begin("GET", [host], peer).unwrap();
+    let token = page.form_token().await.unwrap().unwrap();
+    let visitor = page.finish().await.visitor_cookie.unwrap();
+    let visitor = visitor.split(';').next().unwrap().to_owned();
+
+    enrolled(&h, "alice").await;
+    let session = pending(&h, "alice", "192.0.2.1").await;
+    let cookie = h.auth.session_cookie(&session);
+    let both = format!("{}; {visitor}", cookie.split(';').next().unwrap());
+    let waiting = auth
+        .begin("POST", [host, ("cookie", both.as_str())], peer)
+        .unwrap();
+    assert!(matches!(
+        waiting.verify_form_token(Some(&token)).await,
+        Err(AuthError::CsrfToken)
+    ));
+    // The pending session's own form token works.
+    let own = waiting.form_token().await.unwrap().unwrap();
+    waiting.verify_form_token(Some(&own)).await.unwrap();
+}

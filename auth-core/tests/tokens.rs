@@ -1141,3 +1141,46 @@ async fn passkey_flows_refuse_a_bearer_stand_in() {
         Err(AuthError::SessionRequired)
     ));
 }
+
+/// A bearer request has no session to bind a form token to: issuing or
+/// checking one answers `SessionRequired`, so one client's token is never
+/// good for another's request (their stand-ins share no key).
+#[tokio::test]
+async fn form_tokens_are_refused_on_bearer_requests() {
+    let auth = token_auth(MemoryUserStore::new())
+        .form_tokens(auth_core::csrf::CsrfTokens::new(vec![7u8; 32]).unwrap())
+        .build()
+        .unwrap();
+    auth.authenticator()
+        .register("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap();
+    let TokenOutcome::Issued(pair) = auth
+        .authenticator()
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    let bearer = format!("Bearer {}", pair.access_token);
+    let peer = Some("192.0.2.1".parse().unwrap());
+    let request = auth
+        .begin(
+            "POST",
+            [("host", "app.test"), ("authorization", bearer.as_str())],
+            peer,
+        )
+        .unwrap();
+    assert!(matches!(
+        request.form_token().await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(matches!(
+        request.verify_form_token(Some("anything")).await,
+        Err(AuthError::SessionRequired)
+    ));
+    // A cookie request is unchanged: its token is bound to its session.
+    let page = auth.begin("GET", [("host", "app.test")], peer).unwrap();
+    assert!(page.form_token().await.unwrap().is_some());
+}

@@ -1320,11 +1320,14 @@ impl RequestAuth {
     /// for a visitor without one, to a random visitor cookie (set with the
     /// response when the request has none). Showing a form stores nothing
     /// on the server, so page views cannot fill the session store. `None`
-    /// when form tokens are not configured.
+    /// when form tokens are not configured. A bearer request gets
+    /// [`AuthError::SessionRequired`]: it has no session to bind a form to
+    /// (and needs no CSRF token).
     pub async fn form_token(&self) -> Result<Option<String>, AuthError> {
         let Some(tokens) = &self.auth.parts.tokens else {
             return Ok(None);
         };
+        self.refuse_bearer()?;
         let mut slot = self.slot().await?;
         slot.token_issued = true;
         if let Some(session) = &slot.session {
@@ -1366,7 +1369,9 @@ impl RequestAuth {
     /// missing, or bound to neither this request's session nor its visitor
     /// cookie). Without form tokens configured
     /// ([`AuthBuilder::form_tokens`](crate::AuthBuilder::form_tokens)) it
-    /// fails closed: an internal error (500, logged), never a pass.
+    /// fails closed: an internal error (500, logged), never a pass. A
+    /// bearer request gets [`AuthError::SessionRequired`] (no form token is
+    /// bound to it).
     pub async fn verify_form_token(&self, token: Option<&str>) -> Result<(), AuthError> {
         let Some(tokens) = &self.auth.parts.tokens else {
             tracing::error!(
@@ -1374,19 +1379,21 @@ impl RequestAuth {
             );
             return Err(AuthError::internal("form tokens are not configured"));
         };
+        self.refuse_bearer()?;
         let token = token.ok_or(AuthError::CsrfToken)?;
         let slot = self.slot().await?;
         let for_session = slot
             .session
             .as_ref()
             .is_some_and(|session| tokens.verify(session.key(), token));
-        // A visitor's token counts only while no one is logged in: on a
+        // A visitor's token counts only while no one is logged in, nor
+        // half-way (a password given, the second factor awaited): on a
         // shared browser, a form from before a login does not act for the
         // user who logged in.
         let logged_in = slot
             .session
             .as_ref()
-            .is_some_and(|session| session.authenticated_user().is_some());
+            .is_some_and(|session| session.user_id().is_some());
         let for_visitor = || {
             !logged_in
                 && self
