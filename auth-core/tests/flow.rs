@@ -2003,3 +2003,101 @@ fn an_unsendable_security_header_is_refused_at_build() {
         .build();
     assert!(built.is_ok());
 }
+
+/// Six wrong passwords for `name`, each from an IP of its own: the
+/// account's lock (the owner's known devices pass it).
+async fn lock_account(h: &Harness, name: &str) {
+    for n in 1..=6 {
+        let _ = h
+            .auth
+            .login(
+                name,
+                &pw("wrong password!"),
+                &client(&format!("198.51.100.{n}")),
+                None,
+            )
+            .await;
+    }
+}
+
+/// A password change ends the throttle standing of every device known
+/// before it (whoever signed in with the old password, a phisher
+/// included, gets no device budget for guessing the new one), except the
+/// one that made the change. Sign out everywhere does the same.
+#[tokio::test]
+async fn a_password_change_ends_the_standing_of_other_devices() {
+    const NEW: &str = "another horse battery staple";
+    let h = harness();
+    let alice = register(&h, "alice").await;
+    let with_device = |ip: &str| {
+        let mut c = client(ip);
+        c.device = Some(auth_core::session::SessionId::generate().unwrap());
+        c
+    };
+    let before = with_device("192.0.2.9");
+    h.auth
+        .login("alice", &pw(PASSWORD), &before, None)
+        .await
+        .unwrap();
+    let here = with_device("192.0.2.10");
+    let LoginOutcome::LoggedIn(mut session) = h
+        .auth
+        .login("alice", &pw(PASSWORD), &here, None)
+        .await
+        .unwrap()
+    else {
+        panic!("no second factor")
+    };
+    lock_account(&h, "alice").await;
+    h.auth
+        .login("alice", &pw(PASSWORD), &before, None)
+        .await
+        .expect("known before the change: not held by the lock");
+    h.auth
+        .change_password(&mut session, &pw(PASSWORD), &pw(NEW), &here)
+        .await
+        .unwrap();
+    lock_account(&h, "alice").await;
+    let err = h
+        .auth
+        .login("alice", &pw(NEW), &before, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429, "a device known before the change");
+    h.auth
+        .login("alice", &pw(NEW), &here, None)
+        .await
+        .expect("the device that changed it keeps its standing");
+
+    // Sign out everywhere, from `here`: `before` (known again after an
+    // unlock and a sign-in) loses its standing too.
+    h.auth.unlock_account(alice.id()).await.unwrap();
+    h.auth
+        .login("alice", &pw(NEW), &before, None)
+        .await
+        .unwrap();
+    let LoginOutcome::LoggedIn(mut session) =
+        h.auth.login("alice", &pw(NEW), &here, None).await.unwrap()
+    else {
+        panic!("no second factor")
+    };
+    h.auth
+        .sign_out_everywhere(&mut session, &here)
+        .await
+        .unwrap();
+    lock_account(&h, "alice").await;
+    let err = h
+        .auth
+        .login("alice", &pw(NEW), &before, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        429,
+        "a device known before sign out everywhere"
+    );
+    h.auth
+        .login("alice", &pw(NEW), &here, None)
+        .await
+        .expect("the device that signed out everywhere keeps its standing");
+}

@@ -2063,3 +2063,57 @@ async fn a_visitor_token_does_not_act_for_a_pending_login() {
     let own = waiting.form_token().await.unwrap().unwrap();
     waiting.verify_form_token(Some(&own)).await.unwrap();
 }
+
+/// A device earns throttle standing only from a complete sign-in: the
+/// password alone (the second factor still due) leaves it unknown, so
+/// whoever phished the password cannot take the account's device slots;
+/// once the code is given, the device passes a lock others put on the
+/// account.
+#[tokio::test]
+async fn a_device_is_known_only_after_the_second_factor() {
+    let h = memory();
+    let alice = enrolled(&h, "alice").await;
+    let mut phone = client("192.0.2.7");
+    phone.device = Some(auth_core::session::SessionId::generate().unwrap());
+    let lock = || async {
+        for n in 1..=6 {
+            let _ = h
+                .auth
+                .login(
+                    "alice",
+                    &Password::from("wrong password!"),
+                    &client(&format!("198.51.100.{n}")),
+                    None,
+                )
+                .await;
+        }
+    };
+    let LoginOutcome::MfaRequired { .. } =
+        h.auth.login("alice", &pw(), &phone, None).await.unwrap()
+    else {
+        panic!("a second factor is due")
+    };
+    lock().await;
+    let err = h
+        .auth
+        .login("alice", &pw(), &phone, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429, "no standing from the password alone");
+
+    h.auth.unlock_account(alice.user.id()).await.unwrap();
+    let LoginOutcome::MfaRequired { mut session, .. } =
+        h.auth.login("alice", &pw(), &phone, None).await.unwrap()
+    else {
+        panic!("a second factor is due")
+    };
+    h.auth
+        .login_totp(&mut session, &code(&h, &alice.secret), &phone)
+        .await
+        .unwrap();
+    lock().await;
+    assert!(matches!(
+        h.auth.login("alice", &pw(), &phone, None).await.unwrap(),
+        LoginOutcome::MfaRequired { .. }
+    ));
+}

@@ -366,6 +366,124 @@ mod cases {
         assert_eq!(admitted, 9 + 4, "the device lost its standing");
     }
 
+    /// A partial success (the password right, a second factor still due)
+    /// clears the counts a success clears but makes no device known; a
+    /// known device stays known.
+    pub(super) async fn a_partial_success_makes_no_device_known(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let user = account();
+        let known = device();
+        t.record_success(&user, Some(&known), clock.now())
+            .await
+            .unwrap();
+        let half_way = device();
+        t.record_partial_success(&user, Some(&half_way), clock.now())
+            .await
+            .unwrap();
+        t.record_partial_success(&user, Some(&known), clock.now())
+            .await
+            .unwrap();
+        lock_hard(&t, &user, &clock).await;
+        let (_, scope) = limited(attempt_on(&t, &user, &half_way, &clock).await);
+        assert_eq!(
+            scope,
+            LimitScope::Account,
+            "no standing from half a sign-in"
+        );
+        assert_eq!(
+            attempt_on(&t, &user, &known, &clock).await,
+            Decision::Allowed,
+            "a known device stays known"
+        );
+        // It clears an unknown client's count as a success does.
+        let other = account();
+        for _ in 0..4 {
+            assert_eq!(attempt(&t, &other, &clock).await, Decision::Allowed);
+        }
+        t.record_partial_success(&other, None, clock.now())
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(attempt(&t, &other, &clock).await, Decision::Allowed);
+        }
+    }
+
+    /// Forgetting an account's devices ends their standing and frees their
+    /// slots; other accounts' devices are untouched.
+    pub(super) async fn forgotten_devices_lose_their_standing(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let user = account();
+        let other = account();
+        let devices: Vec<DeviceKey> = (0..MAX_KNOWN_DEVICES).map(|_| device()).collect();
+        for device in &devices {
+            t.record_success(&user, Some(device), clock.now())
+                .await
+                .unwrap();
+        }
+        t.record_success(&other, Some(&devices[0]), clock.now())
+            .await
+            .unwrap();
+        t.forget_devices(&user).await.unwrap();
+        let fresh = device();
+        t.record_success(&user, Some(&fresh), clock.now())
+            .await
+            .unwrap();
+        lock_hard(&t, &user, &clock).await;
+        let (_, scope) = limited(attempt_on(&t, &user, &devices[0], &clock).await);
+        assert_eq!(scope, LimitScope::Account, "a forgotten device");
+        assert_eq!(
+            attempt_on(&t, &user, &fresh, &clock).await,
+            Decision::Allowed,
+            "a device known after the forgetting has a slot"
+        );
+        lock_hard(&t, &other, &clock).await;
+        assert_eq!(
+            attempt_on(&t, &other, &devices[0], &clock).await,
+            Decision::Allowed,
+            "another account's devices stay known"
+        );
+    }
+
+    /// A device that lost its standing (too many failures) frees its slot:
+    /// a new device can become known on a full account.
+    pub(super) async fn a_spent_device_frees_its_slot(
+        t: Arc<dyn ThrottleBackend>,
+        clock: ManualClock,
+    ) {
+        let user = account();
+        let devices: Vec<DeviceKey> = (0..MAX_KNOWN_DEVICES).map(|_| device()).collect();
+        for device in &devices {
+            t.record_success(&user, Some(device), clock.now())
+                .await
+                .unwrap();
+        }
+        // Spend the first device's standing (as in
+        // `a_known_device_has_its_own_budget`).
+        let mut waited = Duration::ZERO;
+        while waited < 3000 * SEC {
+            if let Decision::Limited { retry_after, .. } =
+                attempt_on(&t, &user, &devices[0], &clock).await
+            {
+                clock.advance(retry_after);
+                waited += retry_after;
+            }
+        }
+        let fresh = device();
+        t.record_success(&user, Some(&fresh), clock.now())
+            .await
+            .unwrap();
+        lock_hard(&t, &user, &clock).await;
+        assert_eq!(
+            attempt_on(&t, &user, &fresh, &clock).await,
+            Decision::Allowed,
+            "the spent device's slot went to the new one"
+        );
+    }
+
     /// A device is known for the configured time after its last success.
     pub(super) async fn a_device_is_known_for_a_while(
         t: Arc<dyn ThrottleBackend>,
@@ -538,6 +656,9 @@ mod memory {
         an_account_keeps_a_bounded_number_of_devices,
         a_known_device_has_its_own_budget,
         a_device_is_known_for_a_while,
+        a_partial_success_makes_no_device_known,
+        forgotten_devices_lose_their_standing,
+        a_spent_device_frees_its_slot,
         unknown_names_share_buckets,
         old_failures_are_forgotten,
         parallel_attempts_are_counted_on_admission,
@@ -726,6 +847,9 @@ mod redis {
         an_account_keeps_a_bounded_number_of_devices,
         a_known_device_has_its_own_budget,
         a_device_is_known_for_a_while,
+        a_partial_success_makes_no_device_known,
+        forgotten_devices_lose_their_standing,
+        a_spent_device_frees_its_slot,
         unknown_names_share_buckets,
         old_failures_are_forgotten,
         parallel_attempts_are_counted_on_admission,

@@ -1187,8 +1187,10 @@ async fn sign_in_can_require_a_verified_address() {
         .register("alice", &Password::from(PASSWORD), &client())
         .await
         .unwrap();
+    let mut browser = client();
+    browser.device = Some(auth_core::session::SessionId::generate().unwrap());
     let err = flows
-        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .login("alice", &Password::from(PASSWORD), &browser, None)
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::EmailNotVerified), "{err:?}");
@@ -1205,10 +1207,32 @@ async fn sign_in_can_require_a_verified_address() {
         .verify_email(&token_of(&mail.body), &client())
         .await
         .unwrap();
+    // The refused sign-in made its browser no known device: a lock others
+    // put on the account holds it.
+    let lock = || async {
+        for n in 1..=6 {
+            let other = Client::new(format!("198.51.100.{n}").parse().unwrap());
+            let _ = flows
+                .login("alice", &Password::from("wrong password!"), &other, None)
+                .await;
+        }
+    };
+    lock().await;
+    let err = flows
+        .login("alice", &Password::from(PASSWORD), &browser, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 429, "no standing from a refused sign-in");
+    flows.unlock_account(user.id()).await.unwrap();
     flows
-        .login("alice", &Password::from(PASSWORD), &client(), None)
+        .login("alice", &Password::from(PASSWORD), &browser, None)
         .await
         .unwrap();
+    lock().await;
+    flows
+        .login("alice", &Password::from(PASSWORD), &browser, None)
+        .await
+        .expect("a complete sign-in made it known");
 }
 
 /// The answer to a reset or magic-link request never waits for the mail

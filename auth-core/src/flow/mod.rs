@@ -523,6 +523,60 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Clears `account`'s count after a success that does not complete a
+    /// sign-in ([`ThrottleBackend::record_partial_success`]: a second
+    /// factor may still be asked for): the client's device earns no
+    /// standing from it.
+    ///
+    /// [`ThrottleBackend::record_partial_success`]: crate::rate_limit::ThrottleBackend::record_partial_success
+    async fn throttle_partial_success(
+        &self,
+        account: &str,
+        client: &Client,
+    ) -> Result<(), AuthError> {
+        self.inner
+            .throttle
+            .record_partial_success(
+                account,
+                client.device.as_ref().map(SessionId::key).as_ref(),
+                self.throttle_now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// After a complete sign-in whose first factor was counted against
+    /// `account`: the client's device becomes known for it. Best effort:
+    /// the sign-in stands when the throttle's store fails here (logged).
+    async fn remember_device(&self, account: &str, client: &Client) {
+        if client.device.is_none() {
+            return;
+        }
+        if let Err(error) = self.throttle_success(account, client).await {
+            tracing::warn!(%error, "auth: a device could not be made known after a sign-in");
+        }
+    }
+
+    /// Ends the throttle standing of every device known for the user's
+    /// password, second factor and sign-in links
+    /// ([`ThrottleBackend::forget_devices`]). Best effort: the change that
+    /// asked for it has been made (a failure is logged; the standing then
+    /// ends with its trust).
+    ///
+    /// [`ThrottleBackend::forget_devices`]: crate::rate_limit::ThrottleBackend::forget_devices
+    pub(super) async fn forget_devices(&self, user_id: &str) {
+        let accounts = [
+            password_account_of(user_id),
+            mfa_account(user_id),
+            recovery::link_account(user_id, crate::single_use::Purpose::MagicLink),
+        ];
+        for account in &accounts {
+            if let Err(error) = self.inner.throttle.forget_devices(account).await {
+                tracing::warn!(%error, "auth: known devices could not be forgotten");
+            }
+        }
+    }
+
     /// How long a device cookie lasts (the throttle's device standing).
     pub fn device_trust(&self) -> Duration {
         self.inner.throttle.config().device_trust()
@@ -590,7 +644,25 @@ pub(crate) async fn bounded<T>(
 /// name contains a control character, so it never collides with the name
 /// of an unknown account), whatever name the attempt used.
 fn password_account(user: &AnyUser) -> String {
-    format!("\u{1}id:{}", user.id())
+    password_account_of(user.id())
+}
+
+/// [`password_account`] by the user's id.
+fn password_account_of(user_id: &str) -> String {
+    format!("\u{1}id:{user_id}")
+}
+
+/// The throttle account that counted a pending sign-in's first factor
+/// (its device earns standing there once the second factor is done).
+fn first_factor_account(first: Factor, user_id: &str) -> Option<String> {
+    match first {
+        Factor::Password => Some(password_account_of(user_id)),
+        Factor::EmailLink => Some(recovery::link_account(
+            user_id,
+            crate::single_use::Purpose::MagicLink,
+        )),
+        _ => None,
+    }
 }
 
 /// The throttle account of a user's second factor (see the module docs).

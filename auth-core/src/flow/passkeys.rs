@@ -533,6 +533,11 @@ impl Authenticator {
                         };
                     })
                     .await?;
+                // Complete: the device earns standing for the first factor
+                // too.
+                if let Some(account) = super::first_factor_account(first, &user_id) {
+                    self.remember_device(&account, client).await;
+                }
                 self.success(
                     AuthEventKind::LoginSucceeded,
                     Some(&user_id),

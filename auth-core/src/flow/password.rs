@@ -222,9 +222,18 @@ impl Authenticator {
             );
             return Err(AuthError::InvalidCredentials);
         };
-        self.throttle_success(&account, client).await?;
-        self.sign_in(user, &hash, Factor::Password, current, client)
-            .await
+        // The password was right: the failures before it no longer count.
+        // The device earns standing only from a complete sign-in (a second
+        // factor may still be due, or the address be unverified), so the
+        // password alone cannot take the account's device slots.
+        self.throttle_partial_success(&account, client).await?;
+        let outcome = self
+            .sign_in(user, &hash, Factor::Password, current, client)
+            .await?;
+        if matches!(outcome, LoginOutcome::LoggedIn(_)) {
+            self.remember_device(&account, client).await;
+        }
+        Ok(outcome)
     }
 
     /// A sign-in whose first factor (`first`) succeeded: the optional
@@ -459,6 +468,10 @@ impl Authenticator {
             .map_err(AuthError::internal)?;
         self.end_other_sessions(session, user.id(), stamp, |_| {})
             .await?;
+        // Devices made known by whoever signed in with the old password
+        // lose their standing; this one, which just proved it, keeps its.
+        self.forget_devices(user.id()).await;
+        self.remember_device(&password_account(&user), client).await;
         self.success(
             AuthEventKind::PasswordChanged,
             Some(user.id()),

@@ -186,7 +186,7 @@ pub(super) fn notice(kind: AuthEventKind) -> Option<&'static str> {
 }
 
 /// The per-account budget of link requests of `purpose`.
-fn link_account(user_id: &str, purpose: Purpose) -> String {
+pub(super) fn link_account(user_id: &str, purpose: Purpose) -> String {
     format!("\u{1}{}:{user_id}", purpose.as_str())
 }
 
@@ -923,10 +923,17 @@ impl Authenticator {
             }
             return Err(self.signed_in_as_another(user.id(), client));
         }
-        self.throttle_success(&link_account(user.id(), Purpose::MagicLink), client)
+        // As a password login: the device earns standing only from a
+        // complete sign-in.
+        let account = link_account(user.id(), Purpose::MagicLink);
+        self.throttle_partial_success(&account, client).await?;
+        let outcome = self
+            .sign_in(&user, &hash, Factor::EmailLink, current, client)
             .await?;
-        self.sign_in(&user, &hash, Factor::EmailLink, current, client)
-            .await
+        if matches!(outcome, LoginOutcome::LoggedIn(_)) {
+            self.remember_device(&account, client).await;
+        }
+        Ok(outcome)
     }
 
     /// With [`require_verified_email`](super::AuthBuilder::require_verified_email):

@@ -191,6 +191,11 @@ impl Authenticator {
         let ended = self
             .end_other_sessions(session, user.id(), stamp, |_| {})
             .await?;
+        // Other devices lose their throttle standing too; this one keeps
+        // its.
+        self.forget_devices(user.id()).await;
+        self.remember_device(&super::password_account(&user), client)
+            .await;
         self.success(
             AuthEventKind::SignedOutEverywhere,
             Some(user.id()),
@@ -212,6 +217,7 @@ impl Authenticator {
             .await;
         #[cfg(feature = "jwt")]
         self.revoke_families(user_id).await?;
+        self.forget_devices(user_id).await;
         self.revoked(ended)
     }
 

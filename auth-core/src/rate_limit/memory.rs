@@ -513,6 +513,57 @@ impl MemoryThrottle {
     }
 }
 
+impl MemoryThrottle {
+    /// A success for `account` from `device`: a known device's count is
+    /// cleared (its standing renewed when `remember`), else the account's
+    /// (and the device made known when `remember` and there is room).
+    fn succeed(&self, account: &str, device: Option<&DeviceKey>, now: Timestamp, remember: bool) {
+        if !is_known_account(account) {
+            let bucket = self.name_bucket(account);
+            self.lock_names().remove(&bucket);
+            return;
+        }
+        // Padded the other way: a standing never outlasts the trust.
+        let trusted_until = now.saturating_add(self.config.device_trust().saturating_sub(self.lag));
+        let mut accounts = self.lock_accounts();
+        if let Some(device) = device {
+            let key = self.device_key(account, device);
+            if let Some(entry) = accounts
+                .get_mut(&key)
+                .filter(|e| e.trusted_until.is_some_and(|until| until > now))
+            {
+                // Admitted on the device's budget: the account's count stays.
+                let until = if remember {
+                    Some(trusted_until)
+                } else {
+                    entry.trusted_until
+                };
+                *entry = Entry {
+                    trusted_until: until,
+                    ..Entry::new(now)
+                };
+                return;
+            }
+        }
+        let account_key = self.account_key(account);
+        accounts.remove(&account_key);
+        if let Some(device) = device.filter(|_| remember) {
+            let key = self.device_key(account, device);
+            if !self.room_for_device(&accounts, account_key, key, now) {
+                return;
+            }
+            self.make_room(&mut accounts, now);
+            accounts.insert(
+                key,
+                Entry {
+                    trusted_until: Some(trusted_until),
+                    ..Entry::new(now)
+                },
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl ThrottleBackend for MemoryThrottle {
     fn config(&self) -> &ThrottleConfig {
@@ -597,43 +648,29 @@ impl ThrottleBackend for MemoryThrottle {
         device: Option<&DeviceKey>,
         now: Timestamp,
     ) -> Result<(), ThrottleError> {
+        self.succeed(account, device, now, true);
+        Ok(())
+    }
+
+    async fn record_partial_success(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), ThrottleError> {
+        self.succeed(account, device, now, false);
+        Ok(())
+    }
+
+    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
         if !is_known_account(account) {
-            let bucket = self.name_bucket(account);
-            self.lock_names().remove(&bucket);
             return Ok(());
         }
-        // Padded the other way: a standing never outlasts the trust.
-        let trusted_until = now.saturating_add(self.config.device_trust().saturating_sub(self.lag));
-        let mut accounts = self.lock_accounts();
-        if let Some(device) = device {
-            let key = self.device_key(account, device);
-            if let Some(entry) = accounts
-                .get_mut(&key)
-                .filter(|e| e.trusted_until.is_some_and(|until| until > now))
-            {
-                // Admitted on the device's budget: the account's count stays.
-                *entry = Entry {
-                    trusted_until: Some(trusted_until),
-                    ..Entry::new(now)
-                };
-                return Ok(());
-            }
-        }
         let account_key = self.account_key(account);
-        accounts.remove(&account_key);
-        if let Some(device) = device {
-            let key = self.device_key(account, device);
-            if !self.room_for_device(&accounts, account_key, key, now) {
-                return Ok(());
-            }
-            self.make_room(&mut accounts, now);
-            accounts.insert(
-                key,
-                Entry {
-                    trusted_until: Some(trusted_until),
-                    ..Entry::new(now)
-                },
-            );
+        let mut accounts = self.lock_accounts();
+        let known = self.lock_devices().remove(&account_key);
+        for device in known.unwrap_or_default() {
+            accounts.remove(&device);
         }
         Ok(())
     }

@@ -441,7 +441,36 @@ pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<(), ThrottleError>;
 
+    /// After a success that does not complete a sign-in (the password
+    /// right, a second factor still to come): the counts
+    /// [`record_success`](Self::record_success) clears are cleared, but
+    /// `device` does not become known, nor is its standing renewed. A
+    /// device earns standing only from a complete sign-in, so whoever has
+    /// only the password cannot take the account's device slots. The
+    /// default answers as `record_success` (a backend written before this
+    /// method); [`MemoryThrottle`] and `RedisThrottle` implement it.
+    async fn record_partial_success(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), ThrottleError> {
+        self.record_success(account, device, now).await
+    }
+
     /// Lifts the account's lock, including the hard lock (an
     /// administrator; a completed password reset lifts the password's).
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError>;
+
+    /// Ends the standing of every device known for `account` (a password
+    /// change or reset, sign out everywhere, a user signed out by an
+    /// administrator): whoever signed in before, an attacker with a phished
+    /// password included, has no device budget of their own afterwards,
+    /// and their slots are free. The default does nothing (a backend
+    /// written before this method: devices stay known until their trust
+    /// ends); [`MemoryThrottle`] and `RedisThrottle` implement it.
+    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
+        let _ = account;
+        Ok(())
+    }
 }

@@ -107,10 +107,13 @@ return 0"
 
 /// KEYS[1] account key, KEYS[2] device key and KEYS[3] the account's
 /// index of known devices (both or neither); ARGV now, device trust (ms),
-/// the most known devices an account keeps. A known device's count is
-/// cleared (the account's stays); otherwise the account's, and the device
-/// becomes known if the account has room. A device is known while its `u`
-/// (known until, ms) is ahead of the clock.
+/// the most known devices an account keeps, 1 to remember the device (a
+/// complete sign-in) or 0 (a partial one). A known device's count is
+/// cleared (the account's stays; its standing renewed when remembering);
+/// otherwise the account's, and when remembering the device becomes known
+/// if the account has room. A device is known while its `u` (known until,
+/// ms) is ahead of the clock; the index drops the devices that are gone
+/// (expired, or spent by too many failures), so they free their slots.
 ///
 /// The cap: anyone who can sign in makes a device entry with every
 /// sign-in that carries no device cookie, a key that lives as long as the
@@ -123,14 +126,23 @@ static SUCCESS: LazyLock<Script> = LazyLock::new(|| {
         r"
 local now = tonumber(ARGV[1])
 local trust = tonumber(ARGV[2])
+local remember = ARGV[4] == '1'
 local device = KEYS[2]
 local known = device and tonumber(redis.call('HGET', device, 'u') or 0) > now
 if not known then
   redis.call('DEL', KEYS[1])
 end
-if device then
+if known and not remember then
+  redis.call('HSET', device, 'f', 0)
+  redis.call('HDEL', device, 'l', 't')
+  return 0
+end
+if device and remember then
   local index = KEYS[3]
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if redis.call('EXISTS', member) == 0 then redis.call('ZREM', index, member) end
+  end
   if known or redis.call('ZSCORE', index, device)
       or redis.call('ZCARD', index) < tonumber(ARGV[3]) then
     redis.call('DEL', device)
@@ -140,6 +152,19 @@ if device then
     redis.call('PEXPIRE', index, trust)
   end
 end
+return 0",
+    )
+});
+
+/// KEYS[1] an account's index of known devices: deletes every device it
+/// lists (they share the account's hash tag), then the index.
+static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  redis.call('DEL', member)
+end
+redis.call('DEL', KEYS[1])
 return 0",
     )
 });
@@ -500,6 +525,47 @@ impl ThrottleBackend for RedisThrottle {
         device: Option<&DeviceKey>,
         now: Timestamp,
     ) -> Result<(), ThrottleError> {
+        self.succeed(account, device, now, true).await
+    }
+
+    async fn record_partial_success(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), ThrottleError> {
+        self.succeed(account, device, now, false).await
+    }
+
+    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
+        if !is_known_account(account) {
+            return Ok(());
+        }
+        FORGET
+            .key(format!("{}:dv", self.account_key(account)))
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
+        redis::cmd("DEL")
+            .arg(self.account_key(account))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+impl RedisThrottle {
+    /// A success (see [`SUCCESS`]); `remember`: a complete sign-in.
+    async fn succeed(
+        &self,
+        account: &str,
+        device: Option<&DeviceKey>,
+        now: Timestamp,
+        remember: bool,
+    ) -> Result<(), ThrottleError> {
         let mut script = SUCCESS.prepare_invoke();
         let account_key = self.account_key(account);
         if let Some(device) = device.filter(|_| is_known_account(account)) {
@@ -514,15 +580,8 @@ impl ThrottleBackend for RedisThrottle {
             .arg(now.as_unix_millis())
             .arg(millis(self.config.device_trust()))
             .arg(MAX_KNOWN_DEVICES)
+            .arg(u8::from(remember))
             .invoke_async::<()>(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn unlock(&self, account: &str) -> Result<(), ThrottleError> {
-        redis::cmd("DEL")
-            .arg(self.account_key(account))
-            .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
     }
