@@ -2023,7 +2023,8 @@ async fn lock_account(h: &Harness, name: &str) {
 /// A password change ends the throttle standing of every device known
 /// before it (whoever signed in with the old password, a phisher
 /// included, gets no device budget for guessing the new one), except the
-/// one that made the change. Sign out everywhere does the same.
+/// one that made the change; a lock others put on the account stands.
+/// Sign out everywhere does the same.
 #[tokio::test]
 async fn a_password_change_ends_the_standing_of_other_devices() {
     const NEW: &str = "another horse battery staple";
@@ -2035,69 +2036,68 @@ async fn a_password_change_ends_the_standing_of_other_devices() {
         c
     };
     let before = with_device("192.0.2.9");
-    h.auth
-        .login("alice", &pw(PASSWORD), &before, None)
-        .await
-        .unwrap();
     let here = with_device("192.0.2.10");
-    let LoginOutcome::LoggedIn(mut session) = h
-        .auth
-        .login("alice", &pw(PASSWORD), &here, None)
-        .await
-        .unwrap()
-    else {
-        panic!("no second factor")
+    let sign_in = |c: Client, password: &'static str| {
+        let auth = h.auth.clone();
+        async move {
+            match auth.login("alice", &pw(password), &c, None).await {
+                Ok(LoginOutcome::LoggedIn(session)) => Ok(session),
+                Ok(other) => panic!("no second factor: {other:?}"),
+                Err(error) => Err(error.status()),
+            }
+        }
     };
+    sign_in(before.clone(), PASSWORD).await.unwrap();
+    let mut session = sign_in(here.clone(), PASSWORD).await.unwrap();
     lock_account(&h, "alice").await;
-    h.auth
-        .login("alice", &pw(PASSWORD), &before, None)
+    assert_eq!(
+        sign_in(with_device("203.0.113.1"), PASSWORD)
+            .await
+            .unwrap_err(),
+        429
+    );
+    sign_in(before.clone(), PASSWORD)
         .await
         .expect("known before the change: not held by the lock");
     h.auth
         .change_password(&mut session, &pw(PASSWORD), &pw(NEW), &here)
         .await
         .unwrap();
-    lock_account(&h, "alice").await;
-    let err = h
-        .auth
-        .login("alice", &pw(NEW), &before, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.status(), 429, "a device known before the change");
-    h.auth
-        .login("alice", &pw(NEW), &here, None)
+    assert_eq!(
+        sign_in(with_device("203.0.113.2"), NEW).await.unwrap_err(),
+        429,
+        "the lock stands"
+    );
+    assert_eq!(
+        sign_in(before.clone(), NEW).await.unwrap_err(),
+        429,
+        "a device known before the change"
+    );
+    sign_in(here.clone(), NEW)
         .await
         .expect("the device that changed it keeps its standing");
 
     // Sign out everywhere, from `here`: `before` (known again after an
-    // unlock and a sign-in) loses its standing too.
+    // unlock and a sign-in) loses its standing too, and the lock stands.
     h.auth.unlock_account(alice.id()).await.unwrap();
-    h.auth
-        .login("alice", &pw(NEW), &before, None)
-        .await
-        .unwrap();
-    let LoginOutcome::LoggedIn(mut session) =
-        h.auth.login("alice", &pw(NEW), &here, None).await.unwrap()
-    else {
-        panic!("no second factor")
-    };
+    sign_in(before.clone(), NEW).await.unwrap();
+    let mut session = sign_in(here.clone(), NEW).await.unwrap();
+    lock_account(&h, "alice").await;
     h.auth
         .sign_out_everywhere(&mut session, &here)
         .await
         .unwrap();
-    lock_account(&h, "alice").await;
-    let err = h
-        .auth
-        .login("alice", &pw(NEW), &before, None)
-        .await
-        .unwrap_err();
     assert_eq!(
-        err.status(),
+        sign_in(with_device("203.0.113.3"), NEW).await.unwrap_err(),
+        429,
+        "the lock stands"
+    );
+    assert_eq!(
+        sign_in(before.clone(), NEW).await.unwrap_err(),
         429,
         "a device known before sign out everywhere"
     );
-    h.auth
-        .login("alice", &pw(NEW), &here, None)
+    sign_in(here.clone(), NEW)
         .await
         .expect("the device that signed out everywhere keeps its standing");
 }

@@ -84,6 +84,15 @@ struct Harness {
 }
 
 fn harness_with(throttle: ThrottleConfig) -> Harness {
+    harness_on(throttle, None)
+}
+
+/// [`harness_with`], on `backend` when given (else the memory throttle
+/// with `throttle`).
+fn harness_on(
+    throttle: ThrottleConfig,
+    backend: Option<Arc<dyn auth_core::rate_limit::ThrottleBackend>>,
+) -> Harness {
     let users = Arc::new(MemoryUserStore::new());
     let accounts = Arc::new(MemoryAccountStore::new());
     let store = Arc::new(MemoryPasskeyStore::new());
@@ -110,17 +119,17 @@ fn harness_with(throttle: ThrottleConfig) -> Harness {
         }),
         armed: AtomicBool::new(false),
     });
-    let auth = Auth::builder(users.clone())
+    let mut builder = Auth::builder(users.clone())
         .clock(Arc::new(clock.clone()))
         .accounts(race.clone())
         .passwords(passwords)
         .throttle_config(throttle)
         .event_hook(events.clone())
-        .passkeys(passkeys)
-        .build()
-        .unwrap()
-        .authenticator()
-        .clone();
+        .passkeys(passkeys);
+    if let Some(backend) = backend {
+        builder = builder.throttle(backend);
+    }
+    let auth = builder.build().unwrap().authenticator().clone();
     Harness {
         auth,
         users,
@@ -389,6 +398,25 @@ async fn begin_passwordless(h: &Harness) -> (Session, Value) {
         .await
         .unwrap();
     (session, options)
+}
+
+/// A passwordless sign-in with `device`, from its current origin, by
+/// `browser`.
+async fn passwordless_from(
+    h: &Harness,
+    device: &mut SoftAuthenticator,
+    browser: &Client,
+) -> Result<LoginOutcome, AuthError> {
+    let mut session = h.auth.anonymous_session(browser).await.unwrap();
+    let options = h
+        .auth
+        .begin_passkey_sign_in(&mut session, browser)
+        .await
+        .unwrap();
+    let assertion = device.get(&options).await.expect("the authenticator");
+    h.auth
+        .finish_passkey_sign_in(&mut session, &assertion, browser)
+        .await
 }
 
 /// A passwordless sign-in with `device`, from its current origin.
@@ -1708,4 +1736,95 @@ async fn turning_totp_off_keeps_a_passkey_accounts_recovery_codes() {
         "only the code given as proof is spent"
     );
     assert!(left > 1);
+}
+
+/// A memory throttle that records which accounts a device was made known
+/// for (`record_success` with a device).
+#[derive(Debug)]
+struct DeviceLog {
+    inner: auth_core::rate_limit::MemoryThrottle,
+    remembered: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl auth_core::rate_limit::ThrottleBackend for DeviceLog {
+    fn config(&self) -> &ThrottleConfig {
+        self.inner.config()
+    }
+
+    async fn check(
+        &self,
+        attempt: &auth_core::rate_limit::Attempt<'_>,
+        now: Timestamp,
+    ) -> Result<auth_core::rate_limit::Decision, auth_core::rate_limit::ThrottleError> {
+        self.inner.check(attempt, now).await
+    }
+
+    async fn check_ip(
+        &self,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Result<auth_core::rate_limit::Decision, auth_core::rate_limit::ThrottleError> {
+        self.inner.check_ip(ip, now).await
+    }
+
+    async fn record_success(
+        &self,
+        account: &str,
+        device: Option<&auth_core::rate_limit::DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), auth_core::rate_limit::ThrottleError> {
+        if device.is_some() {
+            self.remembered.lock().unwrap().push(account.to_owned());
+        }
+        self.inner.record_success(account, device, now).await
+    }
+
+    async fn record_partial_success(
+        &self,
+        account: &str,
+        device: Option<&auth_core::rate_limit::DeviceKey>,
+        now: Timestamp,
+    ) -> Result<(), auth_core::rate_limit::ThrottleError> {
+        self.inner
+            .record_partial_success(account, device, now)
+            .await
+    }
+
+    async fn unlock(&self, account: &str) -> Result<(), auth_core::rate_limit::ThrottleError> {
+        self.inner.unlock(account).await
+    }
+}
+
+/// A passwordless sign-in makes its device known only once the sign-in
+/// is made: a disabled user's verified assertion leaves it unknown.
+#[tokio::test]
+async fn a_refused_passwordless_sign_in_makes_no_device_known() {
+    let log = Arc::new(DeviceLog {
+        inner: auth_core::rate_limit::MemoryThrottle::new(
+            ThrottleConfig::default(),
+            Arc::new(ManualClock::starting_now()),
+        ),
+        remembered: Mutex::default(),
+    });
+    let h = harness_on(ThrottleConfig::default(), Some(log.clone()));
+    let mut phone = SoftAuthenticator::new(ORIGIN);
+    let (id, _, _) = user_with_passkey(&h, "alice", &mut phone).await;
+    let mut browser = client();
+    browser.device = Some(auth_core::session::SessionId::generate().unwrap());
+    log.remembered.lock().unwrap().clear();
+    h.users.set_disabled(&id, true).unwrap();
+    refused(passwordless_from(&h, &mut phone, &browser).await);
+    assert_eq!(
+        *log.remembered.lock().unwrap(),
+        Vec::<String>::new(),
+        "no device made known for a refused sign-in"
+    );
+    h.users.set_disabled(&id, false).unwrap();
+    logged_in(passwordless_from(&h, &mut phone, &browser).await);
+    assert_eq!(
+        log.remembered.lock().unwrap().len(),
+        1,
+        "the device is known once the sign-in is made"
+    );
 }

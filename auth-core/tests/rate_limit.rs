@@ -382,9 +382,6 @@ mod cases {
         t.record_partial_success(&user, Some(&half_way), clock.now())
             .await
             .unwrap();
-        t.record_partial_success(&user, Some(&known), clock.now())
-            .await
-            .unwrap();
         lock_hard(&t, &user, &clock).await;
         let (_, scope) = limited(attempt_on(&t, &user, &half_way, &clock).await);
         assert_eq!(
@@ -392,6 +389,13 @@ mod cases {
             LimitScope::Account,
             "no standing from half a sign-in"
         );
+        // A known device's partial success clears its own count, not the
+        // account's lock, and it stays known.
+        t.record_partial_success(&user, Some(&known), clock.now())
+            .await
+            .unwrap();
+        let (_, scope) = limited(attempt(&t, &user, &clock).await);
+        assert_eq!(scope, LimitScope::Account, "the lock stands");
         assert_eq!(
             attempt_on(&t, &user, &known, &clock).await,
             Decision::Allowed,
@@ -411,7 +415,8 @@ mod cases {
     }
 
     /// Forgetting an account's devices ends their standing and frees their
-    /// slots; other accounts' devices are untouched.
+    /// slots, except the one kept; the account's lock stands; other
+    /// accounts' devices are untouched.
     pub(super) async fn forgotten_devices_lose_their_standing(
         t: Arc<dyn ThrottleBackend>,
         clock: ManualClock,
@@ -427,14 +432,28 @@ mod cases {
         t.record_success(&other, Some(&devices[0]), clock.now())
             .await
             .unwrap();
-        t.forget_devices(&user).await.unwrap();
+        lock_hard(&t, &user, &clock).await;
+        let kept = &devices[1];
+        t.forget_devices(&user, Some(kept)).await.unwrap();
+        let (_, scope) = limited(attempt(&t, &user, &clock).await);
+        assert_eq!(scope, LimitScope::Account, "the lock stands");
+        let (_, scope) = limited(attempt_on(&t, &user, &devices[0], &clock).await);
+        assert_eq!(scope, LimitScope::Account, "a forgotten device");
+        assert_eq!(
+            attempt_on(&t, &user, kept, &clock).await,
+            Decision::Allowed,
+            "the kept device"
+        );
+        // Without a device to keep, every one goes.
+        t.forget_devices(&user, None).await.unwrap();
+        let (_, scope) = limited(attempt_on(&t, &user, kept, &clock).await);
+        assert_eq!(scope, LimitScope::Account, "forgotten too");
+        // The slots of the full account are free again.
         let fresh = device();
         t.record_success(&user, Some(&fresh), clock.now())
             .await
             .unwrap();
         lock_hard(&t, &user, &clock).await;
-        let (_, scope) = limited(attempt_on(&t, &user, &devices[0], &clock).await);
-        assert_eq!(scope, LimitScope::Account, "a forgotten device");
         assert_eq!(
             attempt_on(&t, &user, &fresh, &clock).await,
             Decision::Allowed,

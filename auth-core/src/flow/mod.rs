@@ -350,7 +350,7 @@ impl Authenticator {
 
     /// Deletes what has expired: sessions, reset / verification /
     /// magic-link tokens, and with API tokens on, dead refresh-token
-    /// families and their spent tokens. The SQL stores (SQLite,
+    /// families. The SQL stores (SQLite,
     /// PostgreSQL) keep them until this runs; the memory stores drop them
     /// here too (otherwise only when full); Redis expires keys itself, and
     /// a tower-sessions store's own expiry applies (it answers 0). Run it
@@ -558,20 +558,27 @@ impl Authenticator {
     }
 
     /// Ends the throttle standing of every device known for the user's
-    /// password, second factor and sign-in links
+    /// password, second factor and sign-in links but the device of `keep`
+    /// (the client that made the change; `None` for none)
     /// ([`ThrottleBackend::forget_devices`]). Best effort: the change that
     /// asked for it has been made (a failure is logged; the standing then
     /// ends with its trust).
     ///
     /// [`ThrottleBackend::forget_devices`]: crate::rate_limit::ThrottleBackend::forget_devices
-    pub(super) async fn forget_devices(&self, user_id: &str) {
+    pub(super) async fn forget_devices(&self, user_id: &str, keep: Option<&Client>) {
+        let keep = keep.and_then(|client| client.device.as_ref().map(SessionId::key));
         let accounts = [
             password_account_of(user_id),
             mfa_account(user_id),
             recovery::link_account(user_id, crate::single_use::Purpose::MagicLink),
         ];
         for account in &accounts {
-            if let Err(error) = self.inner.throttle.forget_devices(account).await {
+            if let Err(error) = self
+                .inner
+                .throttle
+                .forget_devices(account, keep.as_ref())
+                .await
+            {
                 tracing::warn!(%error, "auth: known devices could not be forgotten");
             }
         }

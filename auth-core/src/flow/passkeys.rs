@@ -597,8 +597,11 @@ impl Authenticator {
                 passkey.update_credential(&result);
                 self.record_passkey_use(passkeys, &stored, &passkey, result.backup_state())
                     .await?;
-                self.throttle_success(&mfa_account(&user_id), client)
-                    .await?;
+                // The device earns standing only once the sign-in is made
+                // (not for a disabled user, an unverified address, a busy
+                // answer).
+                let account = mfa_account(&user_id);
+                self.throttle_partial_success(&account, client).await?;
                 let Some(user) = self.live_passkey_user(&user_id).await? else {
                     return Err(self.passkey_failure(
                         Some(&user_id),
@@ -606,8 +609,11 @@ impl Authenticator {
                         FailureReason::Disabled,
                     ));
                 };
-                self.sign_in_with_passkey(&user, session, client, epoch)
-                    .await
+                let outcome = self
+                    .sign_in_with_passkey(&user, session, client, epoch)
+                    .await?;
+                self.remember_device(&account, client).await;
+                Ok(outcome)
             }
         }
     }

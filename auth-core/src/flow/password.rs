@@ -470,8 +470,7 @@ impl Authenticator {
             .await?;
         // Devices made known by whoever signed in with the old password
         // lose their standing; this one, which just proved it, keeps its.
-        self.forget_devices(user.id()).await;
-        self.remember_device(&password_account(&user), client).await;
+        self.forget_devices(user.id(), Some(client)).await;
         self.success(
             AuthEventKind::PasswordChanged,
             Some(user.id()),

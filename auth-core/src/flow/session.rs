@@ -193,9 +193,7 @@ impl Authenticator {
             .await?;
         // Other devices lose their throttle standing too; this one keeps
         // its.
-        self.forget_devices(user.id()).await;
-        self.remember_device(&super::password_account(&user), client)
-            .await;
+        self.forget_devices(user.id(), Some(client)).await;
         self.success(
             AuthEventKind::SignedOutEverywhere,
             Some(user.id()),
@@ -215,9 +213,9 @@ impl Authenticator {
             .sessions
             .destroy_all_for_user(user_id, None)
             .await;
+        self.forget_devices(user_id, None).await;
         #[cfg(feature = "jwt")]
         self.revoke_families(user_id).await?;
-        self.forget_devices(user_id).await;
         self.revoked(ended)
     }
 

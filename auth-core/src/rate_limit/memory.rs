@@ -662,15 +662,29 @@ impl ThrottleBackend for MemoryThrottle {
         Ok(())
     }
 
-    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
+    async fn forget_devices(
+        &self,
+        account: &str,
+        keep: Option<&DeviceKey>,
+    ) -> Result<(), ThrottleError> {
         if !is_known_account(account) {
             return Ok(());
         }
         let account_key = self.account_key(account);
+        let keep = keep.map(|device| self.device_key(account, device));
         let mut accounts = self.lock_accounts();
-        let known = self.lock_devices().remove(&account_key);
-        for device in known.unwrap_or_default() {
-            accounts.remove(&device);
+        let mut index = self.lock_devices();
+        if let Some(known) = index.get_mut(&account_key) {
+            known.retain(|device| {
+                let kept = Some(*device) == keep;
+                if !kept {
+                    accounts.remove(device);
+                }
+                kept
+            });
+            if known.is_empty() {
+                index.remove(&account_key);
+            }
         }
         Ok(())
     }

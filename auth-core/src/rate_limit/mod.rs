@@ -462,15 +462,21 @@ pub trait ThrottleBackend: Send + Sync + fmt::Debug + 'static {
     /// administrator; a completed password reset lifts the password's).
     async fn unlock(&self, account: &str) -> Result<(), ThrottleError>;
 
-    /// Ends the standing of every device known for `account` (a password
-    /// change or reset, sign out everywhere, a user signed out by an
-    /// administrator): whoever signed in before, an attacker with a phished
-    /// password included, has no device budget of their own afterwards,
-    /// and their slots are free. The default does nothing (a backend
-    /// written before this method: devices stay known until their trust
-    /// ends); [`MemoryThrottle`] and `RedisThrottle` implement it.
-    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
-        let _ = account;
+    /// Ends the standing of every device known for `account` but `keep`
+    /// (a password change or reset, sign out everywhere, a user signed out
+    /// by an administrator): whoever signed in before, an attacker with a
+    /// phished password included, has no device budget of their own
+    /// afterwards, and their slots are free. `keep` (the device that made
+    /// the change) stays as it was, known or not; the account's own count
+    /// and lock are untouched. The default does nothing (a backend written
+    /// before this method: devices stay known until their trust ends);
+    /// [`MemoryThrottle`] and `RedisThrottle` implement it.
+    async fn forget_devices(
+        &self,
+        account: &str,
+        keep: Option<&DeviceKey>,
+    ) -> Result<(), ThrottleError> {
+        let _ = (account, keep);
         Ok(())
     }
 }

@@ -156,15 +156,18 @@ return 0",
     )
 });
 
-/// KEYS[1] an account's index of known devices: deletes every device it
-/// lists (they share the account's hash tag), then the index.
+/// KEYS[1] an account's index of known devices; ARGV[1] the key of the
+/// device to keep ('' for none). Deletes every other device it lists (they
+/// share the account's hash tag) and drops them from the index.
 static FORGET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  redis.call('DEL', member)
+  if member ~= ARGV[1] then
+    redis.call('DEL', member)
+    redis.call('ZREM', KEYS[1], member)
+  end
 end
-redis.call('DEL', KEYS[1])
 return 0",
     )
 });
@@ -537,12 +540,17 @@ impl ThrottleBackend for RedisThrottle {
         self.succeed(account, device, now, false).await
     }
 
-    async fn forget_devices(&self, account: &str) -> Result<(), ThrottleError> {
+    async fn forget_devices(
+        &self,
+        account: &str,
+        keep: Option<&DeviceKey>,
+    ) -> Result<(), ThrottleError> {
         if !is_known_account(account) {
             return Ok(());
         }
         FORGET
             .key(format!("{}:dv", self.account_key(account)))
+            .arg(keep.map_or_else(String::new, |device| self.device_key(account, device)))
             .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)

@@ -943,8 +943,8 @@ pub async fn idle_expiry(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) 
     assert!(!store.is_live(&family.id, deadline).await.unwrap());
 }
 
-/// `purge` deletes the families dead at `now` (expired, idle) with their
-/// tokens, counting them unless the store expires natively, and keeps live
+/// `purge` deletes the families dead at `now` (expired, idle), counting
+/// them unless the store expires natively, and keeps live
 /// ones. The dead families here died before the real time, so this case
 /// leaves other tests' families alone.
 pub async fn purge(store: Arc<dyn RefreshStore>, caps: RefreshStoreCaps) {

@@ -15,8 +15,9 @@
 //!   at once and keeps the old public key published
 //!   ([`TokenService::jwks`]) and verifying until every token it signed has
 //!   expired.
-//! * **Refresh tokens** ([`refresh`]) are opaque (256 bits), stored as
-//!   SHA-256, one family per sign-in, rotated on every use. Presenting a
+//! * **Refresh tokens** ([`refresh`]) are opaque (384 bits), stored as
+//!   SHA-256, one family per sign-in (one stored record, however often it
+//!   rotates), rotated on every use. Presenting a
 //!   spent one revokes its whole family. Families end at their absolute
 //!   lifetime, when idle too long, and at logout, a password change, sign
 //!   out everywhere, a factor change, a password reset and

@@ -1320,14 +1320,16 @@ impl RequestAuth {
     /// for a visitor without one, to a random visitor cookie (set with the
     /// response when the request has none). Showing a form stores nothing
     /// on the server, so page views cannot fill the session store. `None`
-    /// when form tokens are not configured. A bearer request gets
-    /// [`AuthError::SessionRequired`]: it has no session to bind a form to
-    /// (and needs no CSRF token).
+    /// when form tokens are not configured, and for a bearer request (it
+    /// has no session to bind a form to, and needs no CSRF token; checking
+    /// one there fails).
     pub async fn form_token(&self) -> Result<Option<String>, AuthError> {
         let Some(tokens) = &self.auth.parts.tokens else {
             return Ok(None);
         };
-        self.refuse_bearer()?;
+        if self.is_bearer() {
+            return Ok(None);
+        }
         let mut slot = self.slot().await?;
         slot.token_issued = true;
         if let Some(session) = &slot.session {

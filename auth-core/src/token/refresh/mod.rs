@@ -27,9 +27,7 @@
 //!   access tokens a family issued.
 //!
 //! Every store judges time by the `now` its caller passes. A revoked family
-//! is deleted (the Redis store leaves its token keys to expire at the
-//! family's absolute deadline), so its tokens answer [`Rotation::Invalid`]
-//! afterwards.
+//! is deleted, so its tokens answer [`Rotation::Invalid`] afterwards.
 //!
 //! Ready stores run one shared suite (feature `testing`,
 //! `auth_core::testing::refresh_store_suite`): [`MemoryRefreshStore`], and
@@ -306,8 +304,8 @@ impl std::fmt::Debug for Rotation {
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshStoreError {
-    /// The family id or the token key exists already.
-    #[error("refresh family or token already exists")]
+    /// The family id exists already.
+    #[error("refresh family already exists")]
     Collision,
     /// The OS random number generator failed.
     #[error("random number generator failed")]

@@ -1,12 +1,12 @@
 //! Refresh-token families in SQLite and PostgreSQL, created or migrated on
 //! open (component `refresh_tokens` in `auth_schema_migrations`):
 //!
-//! * `auth_refresh_families`, one row per family: its fields (`amr` as a
-//!   JSON array, the session `stamp`, times in Unix milliseconds,
-//!   `idle_timeout_ms`), the hex
-//!   key of its current token, the token spent by its latest rotation with
-//!   when and the sealed successor, and `live_until` (the earlier of the
-//!   absolute expiry and the idle deadline; indexed for the purge);
+//! `auth_refresh_families` holds one row per family: its fields (`amr` as
+//! a JSON array, the session `stamp`, times in Unix milliseconds,
+//! `idle_timeout_ms`), the hex key of its current token, the token spent by
+//! its latest rotation with when and the sealed successor, and
+//! `live_until` (the earlier of the absolute expiry and the idle deadline;
+//! indexed for the purge).
 //!
 //! A presented token names its family ([`RefreshKey::family_id`]), so a
 //! family is one row however often it rotates: a key of a live family that
@@ -18,11 +18,15 @@
 //! row lock; SQLite's write lock) and the others, after it commits, find
 //! the token spent. Revocation deletes the family's row.
 //!
-//! Schema version 2 dropped `auth_refresh_tokens`, version 1's row per
-//! token ever current; the 43-character refresh tokens of version 1 are
-//! refused from then on (their clients sign in again; access tokens already
-//! issued live out their minutes). Finish a rolling upgrade before relying
-//! on refreshes: an instance still on version 1 fails them.
+//! `auth_refresh_tokens` (one row per token ever current, naming its
+//! family) is what earlier versions found a token's family by. This one
+//! never writes it: the table stays, so instances of an earlier version
+//! keep working during a rolling upgrade, and the purge deletes its rows
+//! as their families go. The 43-character refresh tokens of earlier
+//! versions are refused (their clients sign in again; the access tokens
+//! already issued live out their minutes); an instance of an earlier
+//! version refuses the new 64-character ones in turn, so finish the
+//! upgrade before relying on refreshes.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -35,7 +39,9 @@ use crate::sqlite_inline::Inline;
 
 struct Queries {
     schema_v1: [&'static str; 5],
-    schema_v2: &'static str,
+    /// Deletes the rows of the token table of earlier versions whose
+    /// family is gone (see the module docs).
+    delete_orphan_tokens: &'static str,
     create_migrations: &'static str,
     read_migration: &'static str,
     write_migration: &'static str,
@@ -55,7 +61,7 @@ struct Queries {
     live_until: &'static str,
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 1;
 
 /// Idle timeouts are kept to the millisecond, up to 2^50 ms (about 35,000
 /// years), so `now + idle_timeout_ms` cannot overflow.
@@ -90,7 +96,9 @@ const SQLITE: Queries = Queries {
         "CREATE INDEX IF NOT EXISTS auth_refresh_tokens_family
             ON auth_refresh_tokens (family_id)",
     ],
-    schema_v2: "DROP TABLE IF EXISTS auth_refresh_tokens",
+    delete_orphan_tokens: "DELETE FROM auth_refresh_tokens
+        WHERE NOT EXISTS (SELECT 1 FROM auth_refresh_families f
+            WHERE f.id = auth_refresh_tokens.family_id)",
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'refresh_tokens'",
@@ -149,7 +157,9 @@ const POSTGRES: Queries = Queries {
         "CREATE INDEX IF NOT EXISTS auth_refresh_tokens_family
             ON auth_refresh_tokens (family_id)",
     ],
-    schema_v2: "DROP TABLE IF EXISTS auth_refresh_tokens",
+    delete_orphan_tokens: "DELETE FROM auth_refresh_tokens
+        WHERE NOT EXISTS (SELECT 1 FROM auth_refresh_families f
+            WHERE f.id = auth_refresh_tokens.family_id)",
     create_migrations: "CREATE TABLE IF NOT EXISTS auth_schema_migrations (
         component TEXT PRIMARY KEY, version BIGINT NOT NULL)",
     read_migration: "SELECT version FROM auth_schema_migrations WHERE component = 'refresh_tokens'",
@@ -217,9 +227,6 @@ macro_rules! sql_refresh_store {
                         for statement in $queries.schema_v1 {
                             sqlx::query(statement).execute(&mut *tx).await?;
                         }
-                    }
-                    if current < 2 {
-                        sqlx::query($queries.schema_v2).execute(&mut *tx).await?;
                     }
                 });
                 Ok(Self {
@@ -431,6 +438,10 @@ macro_rules! sql_refresh_store {
                 let ids: Vec<String> = sqlx::query_scalar($queries.delete_dead_families)
                     .bind(now.as_unix_millis())
                     .fetch_all(&self.pool)
+                    .bounded::<$db>(&self.inline)
+                    .await?;
+                sqlx::query($queries.delete_orphan_tokens)
+                    .execute(&self.pool)
                     .bounded::<$db>(&self.inline)
                     .await?;
                 Ok(ids.len() as u64)
