@@ -105,6 +105,18 @@ impl AccountStore for RacyCodes {
         self.inner.record_totp_step(user, step).await
     }
 
+    async fn reseal_totp(
+        &self,
+
+        user: &str,
+
+        old_sealed: &str,
+
+        new_sealed: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.reseal_totp(user, old_sealed, new_sealed).await
+    }
+
     async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
         self.inner.remove_totp(user).await?;
         self.set_codes(user, &[]);

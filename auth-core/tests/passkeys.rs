@@ -205,6 +205,14 @@ impl AccountStore for EpochRace {
     async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
         self.inner.record_totp_step(user, step).await
     }
+    async fn reseal_totp(
+        &self,
+        user: &str,
+        old_sealed: &str,
+        new_sealed: &str,
+    ) -> Result<bool, UserStoreError> {
+        self.inner.reseal_totp(user, old_sealed, new_sealed).await
+    }
     async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
         self.inner.remove_totp(user).await
     }

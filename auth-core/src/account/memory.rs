@@ -127,6 +127,22 @@ impl AccountStore for MemoryAccountStore {
         }
     }
 
+    async fn reseal_totp(
+        &self,
+        user: &str,
+        old_sealed: &str,
+        new_sealed: &str,
+    ) -> Result<bool, UserStoreError> {
+        let mut inner = self.lock();
+        match inner.totp.get_mut(user) {
+            Some(entry) if entry.confirmed && entry.sealed_secret == old_sealed => {
+                new_sealed.clone_into(&mut entry.sealed_secret);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn remove_totp(&self, user: &str) -> Result<(), UserStoreError> {
         self.lock().totp.remove(user);
         Ok(())

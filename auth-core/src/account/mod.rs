@@ -180,6 +180,25 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     /// confirmed AND (last_step IS NULL OR last_step < $2)`).
     async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError>;
 
+    /// Replaces the user's *confirmed* TOTP secret `old_sealed` with
+    /// `new_sealed` (the same secret sealed under the current MFA key), if
+    /// it is still `old_sealed`; the rest of the enrolment stays. Returns
+    /// whether it did: a concurrent removal or re-enrolment wins (SQL:
+    /// `UPDATE ... SET sealed_secret = $3 WHERE user_id = $1 AND
+    /// sealed_secret = $2 AND confirmed`). What lets an old MFA key leave
+    /// the key ring. The default answers `false` (a store written before
+    /// this method: secrets stay under the key that sealed them, which must
+    /// then stay in the ring).
+    async fn reseal_totp(
+        &self,
+        user: &str,
+        old_sealed: &str,
+        new_sealed: &str,
+    ) -> Result<bool, UserStoreError> {
+        let _ = (user, old_sealed, new_sealed);
+        Ok(false)
+    }
+
     /// Removes the TOTP secret (pending or confirmed). The recovery codes
     /// stay: they may serve another second factor (a passkey); the flow
     /// clears them with [`replace_recovery_codes`](Self::replace_recovery_codes)

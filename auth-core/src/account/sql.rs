@@ -41,6 +41,7 @@ struct Queries {
     totp_set_pending: &'static str,
     totp_confirm: &'static str,
     totp_record_step: &'static str,
+    totp_reseal: &'static str,
     totp_remove: &'static str,
     codes_delete_all: &'static str,
     codes_insert: &'static str,
@@ -88,6 +89,8 @@ const SQLITE: Queries = Queries {
         WHERE NOT auth_totp.confirmed",
     totp_confirm: "UPDATE auth_totp SET confirmed = TRUE, last_step = ?3
         WHERE user_id = ?1 AND sealed_secret = ?2 AND NOT confirmed",
+    totp_reseal: "UPDATE auth_totp SET sealed_secret = ?3
+        WHERE user_id = ?1 AND sealed_secret = ?2 AND confirmed",
     totp_record_step: "UPDATE auth_totp SET last_step = ?2
         WHERE user_id = ?1 AND confirmed AND (last_step IS NULL OR last_step < ?2)",
     totp_remove: "DELETE FROM auth_totp WHERE user_id = ?1",
@@ -157,6 +160,8 @@ const POSTGRES: Queries = Queries {
         WHERE NOT auth_totp.confirmed",
     totp_confirm: "UPDATE auth_totp SET confirmed = TRUE, last_step = $3
         WHERE user_id = $1 AND sealed_secret = $2 AND NOT confirmed",
+    totp_reseal: "UPDATE auth_totp SET sealed_secret = $3
+        WHERE user_id = $1 AND sealed_secret = $2 AND confirmed",
     totp_record_step: "UPDATE auth_totp SET last_step = $2
         WHERE user_id = $1 AND confirmed AND (last_step IS NULL OR last_step < $2)",
     totp_remove: "DELETE FROM auth_totp WHERE user_id = $1",
@@ -331,6 +336,19 @@ macro_rules! sql_account_store {
 
             async fn record_totp_step(&self, user: &str, step: i64) -> Result<bool, UserStoreError> {
                 let query = sqlx::query($queries.totp_record_step).bind(user).bind(step);
+                Ok(self.affected(query).await? == 1)
+            }
+
+            async fn reseal_totp(
+                &self,
+                user: &str,
+                old_sealed: &str,
+                new_sealed: &str,
+            ) -> Result<bool, UserStoreError> {
+                let query = sqlx::query($queries.totp_reseal)
+                    .bind(user)
+                    .bind(old_sealed)
+                    .bind(new_sealed);
                 Ok(self.affected(query).await? == 1)
             }
 

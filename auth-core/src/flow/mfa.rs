@@ -193,11 +193,60 @@ impl Authenticator {
         let step = i64::try_from(step).map_err(|_| AuthError::InvalidCode)?;
         // The store decides atomically: of two requests with one code,
         // exactly one records its step.
-        if accounts.record_totp_step(user_id, step).await? {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(FailureReason::CodeReused))
+        if !accounts.record_totp_step(user_id, step).await? {
+            return Ok(Err(FailureReason::CodeReused));
         }
+        // A secret sealed under an older MFA key moves to the current one,
+        // so the old key can leave the ring once every user has been seen
+        // (or `reseal_totp_secret` has run for them). Best effort.
+        if let Err(error) = self.reseal(user_id, &stored.sealed_secret, &secret).await {
+            tracing::warn!(%error, "auth: a TOTP secret stays under its older MFA key");
+        }
+        Ok(Ok(()))
+    }
+
+    /// Seals `secret` (stored as `sealed`) under the current MFA key if
+    /// `sealed` is under an older one; whether it was re-sealed.
+    async fn reseal(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        secret: &TotpSecret,
+    ) -> Result<bool, AuthError> {
+        let keys = self.keys()?;
+        if !keys.is_stale(sealed) {
+            return Ok(false);
+        }
+        let resealed = keys.seal(user_id, secret)?;
+        Ok(self
+            .inner
+            .accounts
+            .reseal_totp(user_id, sealed, &resealed)
+            .await?)
+    }
+
+    /// Moves user `user_id`'s confirmed TOTP secret to the current MFA key
+    /// when an older key of the ring sealed it (a login with a code does
+    /// this on its own): run it over every user after a key rotation, and
+    /// the old key can leave the ring (until then, removing it fails those
+    /// users' logins closed). Returns whether it re-sealed; `false` for a
+    /// user without TOTP, one already under the current key, or an account
+    /// store without
+    /// [`AccountStore::reseal_totp`](crate::account::AccountStore::reseal_totp).
+    ///
+    /// Errors: [`AuthError::MfaUnavailable`] without [`MfaKeys`]; an
+    /// internal error when the secret cannot be opened (its key is not in
+    /// the ring).
+    pub async fn reseal_totp_secret(&self, user_id: &str) -> Result<bool, AuthError> {
+        self.keys()?;
+        let Some(stored) = self.inner.accounts.totp(user_id).await? else {
+            return Ok(false);
+        };
+        if !stored.confirmed || !self.keys()?.is_stale(&stored.sealed_secret) {
+            return Ok(false);
+        }
+        let secret = self.open_secret(user_id, &stored.sealed_secret)?;
+        self.reseal(user_id, &stored.sealed_secret, &secret).await
     }
 
     /// Consumes a recovery code of `user` (atomically).

@@ -77,6 +77,7 @@ pub async fn account_store_suite(store: Arc<dyn AccountStore>) {
         confirm_needs_the_same_secret_once,
         concurrent_confirmations_one_wins,
         record_totp_step_only_increases,
+        reseal_replaces_only_the_same_confirmed_secret,
         concurrent_step_records_one_wins,
         consume_recovery_code,
         concurrent_recovery_consumers_one_wins,
@@ -119,6 +120,7 @@ macro_rules! account_store_tests {
             confirm_needs_the_same_secret_once,
         concurrent_confirmations_one_wins,
             record_totp_step_only_increases,
+            reseal_replaces_only_the_same_confirmed_secret,
             concurrent_step_records_one_wins,
             consume_recovery_code,
             concurrent_recovery_consumers_one_wins,
@@ -374,6 +376,59 @@ pub async fn record_totp_step_only_increases(store: Arc<dyn AccountStore>) {
         store.totp(&user).await.unwrap().unwrap().last_step,
         Some(20)
     );
+}
+
+/// `reseal_totp` replaces a confirmed secret that is still the one
+/// given, keeping the last step; never a pending secret, another secret,
+/// or a removed one.
+pub async fn reseal_replaces_only_the_same_confirmed_secret(store: Arc<dyn AccountStore>) {
+    let (user, secret) = confirmed_user(&*store, 10, &code_hashes(1)).await;
+    let resealed = sealed();
+    assert!(
+        !store
+            .reseal_totp(&user, &sealed(), &resealed)
+            .await
+            .unwrap(),
+        "not the stored secret"
+    );
+    assert!(store.reseal_totp(&user, &secret, &resealed).await.unwrap());
+    let stored = store.totp(&user).await.unwrap().unwrap();
+    assert_eq!(stored.sealed_secret, resealed);
+    assert!(stored.confirmed);
+    assert_eq!(stored.last_step, Some(10));
+    assert!(
+        !store.reseal_totp(&user, &secret, &sealed()).await.unwrap(),
+        "replaced already"
+    );
+    assert!(!store.record_totp_step(&user, 10).await.unwrap());
+    // A pending secret is not re-sealed.
+    let pending = self::user();
+    let pending_secret = sealed();
+    assert!(
+        store
+            .set_pending_totp(&pending, &pending_secret)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reseal_totp(&pending, &pending_secret, &sealed())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.totp(&pending).await.unwrap().unwrap().sealed_secret,
+        pending_secret
+    );
+    // Nor a removed one.
+    store.remove_totp(&user).await.unwrap();
+    assert!(
+        !store
+            .reseal_totp(&user, &resealed, &sealed())
+            .await
+            .unwrap()
+    );
+    assert!(store.totp(&user).await.unwrap().is_none());
 }
 
 /// 16 concurrent `record_totp_step` calls with one step: exactly one gets

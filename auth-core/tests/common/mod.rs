@@ -65,6 +65,14 @@ impl auth_core::account::AccountStore for FailingEpoch {
     ) -> Result<bool, auth_core::user::UserStoreError> {
         self.inner.record_totp_step(user, step).await
     }
+    async fn reseal_totp(
+        &self,
+        user: &str,
+        old_sealed: &str,
+        new_sealed: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.inner.reseal_totp(user, old_sealed, new_sealed).await
+    }
     async fn remove_totp(&self, user: &str) -> Result<(), auth_core::user::UserStoreError> {
         self.inner.remove_totp(user).await
     }
