@@ -2109,3 +2109,50 @@ async fn a_password_change_ends_the_standing_of_other_devices() {
         .await
         .expect("the device that signed out everywhere keeps its standing");
 }
+
+/// Without the `jwt` feature no bearer token is valid, and a request that
+/// carries one is still decided by it alone: its session cookie is not
+/// read, so `Authorization: Bearer anything` never signs a request in (nor
+/// turns a cookie request into one that skips the CSRF check with the
+/// cookie's user). Runs in the test command's `auth-core` run without
+/// optional features.
+#[cfg(not(feature = "jwt"))]
+#[tokio::test]
+async fn without_jwt_a_bearer_request_is_never_signed_in() {
+    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    // A session of this `Auth`'s own.
+    auth.authenticator()
+        .register("bob", &pw(PASSWORD), &client("192.0.2.1"))
+        .await
+        .unwrap();
+    let LoginOutcome::LoggedIn(session) = auth
+        .authenticator()
+        .login("bob", &pw(PASSWORD), &client("192.0.2.1"), None)
+        .await
+        .unwrap()
+    else {
+        panic!("no second factor")
+    };
+    let cookie = auth.authenticator().session_cookie(&session);
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let peer = Some("192.0.2.1".parse().unwrap());
+    let host = ("host", "example.test");
+    let with_cookie = auth
+        .begin("GET", [host, ("cookie", cookie.as_str())], peer)
+        .unwrap();
+    assert!(with_cookie.user().await.is_ok(), "the cookie signs in");
+    for token in ["Bearer anything", "Bearer eyJhbGciOiJub25lIn0.e30."] {
+        let request = auth
+            .begin(
+                "GET",
+                [host, ("cookie", cookie.as_str()), ("authorization", token)],
+                peer,
+            )
+            .unwrap();
+        assert!(request.is_bearer());
+        assert!(matches!(
+            request.user().await,
+            Err(AuthError::NotAuthenticated)
+        ));
+    }
+}

@@ -384,11 +384,19 @@ impl Drop for RedisServer {
     }
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up): the
+/// server is started on it later, and restarted on it, and a port up
+/// there could meanwhile become the local end of an outgoing connection.
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::hash::BuildHasher;
+    for attempt in 0u32..1000 {
+        let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        let port = 20_000 + u16::try_from(random % 12_000).expect("below 12000");
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,15 +135,25 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Three free ports whose cluster bus ports (+10000) are free too.
+/// Three free ports whose cluster bus ports (+10000) are free too, all
+/// below the kernel's ephemeral range (32768 and up), where the local end
+/// of an outgoing connection could take one before the nodes bind it.
 fn free_ports() -> Vec<u16> {
+    use std::hash::BuildHasher;
     let mut held = Vec::new();
     let mut ports = Vec::new();
-    while ports.len() < 3 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("bound").port();
+    for attempt in 0u32.. {
+        if ports.len() == 3 {
+            break;
+        }
+        assert!(attempt < 10_000, "no free ports in 10000..22000");
+        let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        let port = 10_000 + u16::try_from(random % 12_000).expect("below 12000");
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         held.push(listener);
-        if port > 55_535 || ports.contains(&port) {
+        if ports.contains(&port) {
             continue;
         }
         if let Ok(bus) = TcpListener::bind(("127.0.0.1", port + 10_000)) {
