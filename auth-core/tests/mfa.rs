@@ -1488,13 +1488,14 @@ async fn a_secret_copied_onto_another_user_is_useless() {
             .await
             .unwrap()
     );
+    // Not begun in bob's session: refused before anything is opened.
     let mut session = logged_in(&h, "bob").await;
     let err = h
         .auth
         .confirm_totp(&mut session, &code(&h, &alice.secret), &c)
         .await
         .unwrap_err();
-    assert_eq!(err.status(), 500, "{err:?}");
+    assert_eq!(err.status(), 409, "{err:?}");
     assert!(
         h.accounts
             .second_factors(bob.id())
@@ -1503,6 +1504,21 @@ async fn a_secret_copied_onto_another_user_is_useless() {
             .is_empty()
     );
     assert!(!h.accounts.totp(bob.id()).await.unwrap().unwrap().confirmed);
+    // Confirmed by a write to the store itself, it does not open for bob
+    // (the user is bound in as associated data): his login fails closed.
+    assert!(
+        h.accounts
+            .confirm_totp(bob.id(), &stolen.sealed_secret, 0, &[])
+            .await
+            .unwrap()
+    );
+    let mut session = pending(&h, "bob", "192.0.2.1").await;
+    let err = h
+        .auth
+        .login_totp(&mut session, &code(&h, &alice.secret), &c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 500, "{err:?}");
 }
 
 #[test]
@@ -2185,4 +2201,49 @@ async fn secrets_move_to_the_new_key_so_the_old_one_can_go() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
+}
+
+/// A TOTP enrolment is confirmed only in the session that began it, and
+/// within 15 minutes: a secret left on a shared screen is no way in from
+/// another session of the user, nor later.
+#[tokio::test]
+async fn an_enrolment_is_confirmed_only_where_and_soon_after_it_began() {
+    let h = memory();
+    let c = client("192.0.2.1");
+    h.auth.register("alice", &pw(), &c).await.unwrap();
+    let mut here = logged_in(&h, "alice").await;
+    let mut elsewhere = logged_in(&h, "alice").await;
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut here, &proof(), &c)
+        .await
+        .unwrap();
+    let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
+    let err = h
+        .auth
+        .confirm_totp(&mut elsewhere, &code(&h, &secret), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::TotpNotEnabled), "{err:?}");
+    // Past the deadline, not here either.
+    h.clock
+        .advance(auth_core::flow::TOTP_ENROLMENT_TIMEOUT + Duration::from_secs(1));
+    let err = h
+        .auth
+        .confirm_totp(&mut here, &code(&h, &secret), &c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::TotpNotEnabled), "{err:?}");
+    assert!(h.accounts.second_factors("1").await.unwrap().is_empty());
+    // Begun again (a new secret), it is confirmed in time, here.
+    let enrollment = h
+        .auth
+        .begin_totp_enrollment(&mut here, &proof(), &c)
+        .await
+        .unwrap();
+    let secret = TotpSecret::from_base32(enrollment.secret_base32()).unwrap();
+    h.auth
+        .confirm_totp(&mut here, &code(&h, &secret), &c)
+        .await
+        .unwrap();
 }

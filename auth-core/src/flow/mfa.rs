@@ -7,6 +7,10 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use super::{AuthError, Authenticator, Client, mfa_account};
 use crate::clock::Timestamp;
 use crate::event::{AuthEventKind, FailureReason};
@@ -145,6 +149,26 @@ impl CodeKind {
             Self::Recovery => Factor::RecoveryCode,
         }
     }
+}
+
+/// The session key of a TOTP enrolment begun in the session.
+const TOTP_ENROLMENT: &str = "auth.totp.enrolment";
+
+/// How long a TOTP enrolment may be confirmed after it began, in the
+/// session that began it.
+pub const TOTP_ENROLMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// A TOTP enrolment begun in a session: the digest of the pending secret
+/// it stored (sealed), and when it lapses.
+#[derive(Serialize, Deserialize)]
+struct BegunEnrolment {
+    secret: String,
+    until: Timestamp,
+}
+
+/// The hex SHA-256 of a sealed secret.
+fn enrolment_digest(sealed: &str) -> String {
+    crate::session::hex_digest(&Sha256::digest(sealed.as_bytes()).into())
 }
 
 impl Authenticator {
@@ -539,6 +563,16 @@ impl Authenticator {
         {
             return Err(AuthError::TotpAlreadyEnabled);
         }
+        // Only this session may confirm it, and only for a while: a secret
+        // left on a shared screen is no way in from another session later.
+        let begun = BegunEnrolment {
+            secret: enrolment_digest(&sealed),
+            until: self.now().saturating_add(TOTP_ENROLMENT_TIMEOUT),
+        };
+        self.inner
+            .sessions
+            .insert(session, TOTP_ENROLMENT, &begun)
+            .await?;
         let uri = otpauth_uri(
             &secret,
             self.inner.app_name.as_deref(),
@@ -567,9 +601,15 @@ impl Authenticator {
     /// fails after the code was checked (a store error, or one confirmed
     /// or replaced concurrently) has still ended them.
     ///
+    /// Only the session that began the enrolment confirms it, within
+    /// [`TOTP_ENROLMENT_TIMEOUT`] (15 minutes) of its start: a secret left
+    /// behind on a shared screen is no way in from another session, nor
+    /// later.
+    ///
     /// Errors: [`AuthError::NotAuthenticated`], [`AuthError::Throttled`],
     /// [`AuthError::InvalidCode`], [`AuthError::TotpNotEnabled`] (nothing
-    /// pending), [`AuthError::TotpAlreadyEnabled`].
+    /// pending, or not begun in this session, or begun too long ago: begin
+    /// again), [`AuthError::TotpAlreadyEnabled`].
     pub async fn confirm_totp(
         &self,
         session: &mut Session,
@@ -587,6 +627,24 @@ impl Authenticator {
             Some(_) => return Err(AuthError::TotpAlreadyEnabled),
             None => return Err(AuthError::TotpNotEnabled),
         };
+        // Begun in this session, less than `TOTP_ENROLMENT_TIMEOUT` ago,
+        // for the secret pending now.
+        let begun_here = session
+            .get::<BegunEnrolment>(TOTP_ENROLMENT)
+            .ok()
+            .flatten()
+            .is_some_and(|begun| {
+                begun.until > self.now()
+                    && bool::from(
+                        begun
+                            .secret
+                            .as_bytes()
+                            .ct_eq(enrolment_digest(&stored.sealed_secret).as_bytes()),
+                    )
+            });
+        if !begun_here {
+            return Err(AuthError::TotpNotEnabled);
+        }
         let secret = self.open_secret(user.id(), &stored.sealed_secret)?;
         let step = self
             .inner
@@ -627,6 +685,7 @@ impl Authenticator {
         self.throttle_success(&account, client).await?;
         let stamp = self.raise_epoch(&user).await?;
         self.end_other_sessions(session, user.id(), stamp, |record| {
+            record.data.remove(TOTP_ENROLMENT);
             if let AuthState::Authenticated { factors, .. } = &mut record.auth
                 && !factors.contains(&Factor::Totp)
             {

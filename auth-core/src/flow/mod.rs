@@ -66,7 +66,7 @@ mod tokens;
 
 pub use builder::{AuthBuilder, BuildError};
 pub use error::AuthError;
-pub use mfa::FactorProof;
+pub use mfa::{FactorProof, TOTP_ENROLMENT_TIMEOUT};
 #[cfg(feature = "passkeys")]
 pub use passkeys::{MAX_PASSKEY_NAME, MAX_PASSKEYS, PasskeyAdded};
 pub use recovery::{InvalidUrl, MailLinks};
