@@ -11,6 +11,14 @@
 //!    matches the request's `Host` passes; any other is refused unless
 //!    trusted.
 //!
+//! One step beyond Go's: with [`https_origins`](CsrfGuard::https_origins)
+//! (which `AuthBuilder` turns on whenever cookies are `Secure`), an
+//! `Origin` of `http://` matches only a loopback host: a page an attacker
+//! injected into the plain-HTTP site (an old browser without
+//! `Sec-Fetch-Site` sends the `SameSite=Lax` cookie from it) is refused.
+//! A request that carries two `Origin` or `Sec-Fetch-Site` lines is refused
+//! (by `Auth`'s check; a browser never sends two).
+//!
 //! It applies to every unsafe method, login included. For HTML forms in
 //! browsers that send neither header, [`CsrfTokens`] issues and checks
 //! session-bound tokens.
@@ -81,6 +89,7 @@ pub struct InvalidOrigin(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct CsrfGuard {
     trusted_origins: HashSet<String>,
+    https_origins: bool,
 }
 
 impl CsrfGuard {
@@ -96,6 +105,16 @@ impl CsrfGuard {
         }
         self.trusted_origins.insert(origin.to_ascii_lowercase());
         Ok(self)
+    }
+
+    /// With `on`, an `Origin` of `http://` matches the request's host only
+    /// when that host is a loopback one (`localhost`, `*.localhost`,
+    /// `127.0.0.0/8`, `[::1]`, where browsers treat plain HTTP as secure);
+    /// trusted origins stay trusted. For an app served over HTTPS only
+    /// (`AuthBuilder` turns it on whenever cookies are `Secure`).
+    pub fn https_origins(mut self, on: bool) -> Self {
+        self.https_origins = on;
+        self
     }
 
     /// Whether the method never changes state.
@@ -135,6 +154,7 @@ impl CsrfGuard {
         };
         if let (Some(origin_host), Some(host)) = (origin_host(origin), request.host)
             && origin_host.eq_ignore_ascii_case(host.trim())
+            && (!self.https_origins || is_https(origin) || is_loopback(origin_host))
         {
             return Ok(());
         }
@@ -148,6 +168,29 @@ impl CsrfGuard {
     fn is_trusted(&self, origin: Option<&str>) -> bool {
         origin.is_some_and(|o| self.trusted_origins.contains(&o.to_ascii_lowercase()))
     }
+}
+
+/// Whether an `Origin` value's scheme is `https`.
+fn is_https(origin: &str) -> bool {
+    origin
+        .trim()
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"))
+}
+
+/// Whether `host[:port]` names a loopback host: `localhost` and its
+/// subdomains, `127.0.0.0/8`, `[::1]`.
+fn is_loopback(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The `host[:port]` of an `Origin` value (`scheme://host[:port]`); `None`
@@ -377,6 +420,49 @@ mod tests {
         ] {
             assert!(CsrfGuard::default().trust_origin(bad).is_err(), "{bad}");
         }
+    }
+
+    /// With `https_origins`, an `http://` Origin matches only a loopback
+    /// host; `https://` and trusted origins as before; off, as Go.
+    #[test]
+    fn https_origins_refuse_plain_http_but_on_loopback() {
+        let strict = CsrfGuard::default()
+            .https_origins(true)
+            .trust_origin("http://partner.example")
+            .unwrap();
+        let post = |host: &'static str, origin: &'static str| RequestMeta {
+            method: "POST",
+            host: Some(host),
+            sec_fetch_site: None,
+            origin: Some(origin),
+        };
+        for (host, origin, ok) in [
+            ("app.example", "https://app.example", true),
+            ("app.example", "HTTPS://app.example", true),
+            ("app.example", "http://app.example", false),
+            ("app.example:8443", "http://app.example:8443", false),
+            ("app.example", "http://partner.example", true),
+            ("localhost:3000", "http://localhost:3000", true),
+            ("demo.localhost:3000", "http://demo.localhost:3000", true),
+            ("127.0.0.1:3000", "http://127.0.0.1:3000", true),
+            ("127.9.9.9", "http://127.9.9.9", true),
+            ("[::1]:3000", "http://[::1]:3000", true),
+            ("localhost.example", "http://localhost.example", false),
+            ("127.0.0.1.example", "http://127.0.0.1.example", false),
+            ("10.0.0.1", "http://10.0.0.1", false),
+        ] {
+            assert_eq!(
+                strict.check(&post(host, origin)).is_ok(),
+                ok,
+                "{host} {origin}"
+            );
+        }
+        assert!(
+            CsrfGuard::default()
+                .check(&post("app.example", "http://app.example"))
+                .is_ok(),
+            "off by default (Go's algorithm)"
+        );
     }
 
     #[test]

@@ -2156,3 +2156,56 @@ async fn without_jwt_a_bearer_request_is_never_signed_in() {
         ));
     }
 }
+
+/// A request with two `Origin` or two `Sec-Fetch-Site` lines is refused
+/// when its method is unsafe (a browser sends each once; two mean a proxy
+/// in between decides); a safe one, or one line each, is judged as usual.
+#[test]
+fn repeated_origin_headers_are_refused() {
+    let auth = Auth::builder(MemoryUserStore::new()).build().unwrap();
+    let host = ("host", "example.test");
+    for headers in [
+        [
+            host,
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        [
+            host,
+            ("origin", "https://evil.test"),
+            ("origin", "https://example.test"),
+        ],
+        [
+            host,
+            ("origin", "https://example.test"),
+            ("Origin", "https://example.test"),
+        ],
+    ] {
+        assert!(auth.check_csrf("POST", headers).is_err(), "{headers:?}");
+        assert!(auth.check_csrf("GET", headers).is_ok(), "{headers:?}");
+    }
+    assert!(
+        auth.check_csrf("POST", [host, ("sec-fetch-site", "same-origin")])
+            .is_ok()
+    );
+    assert!(
+        auth.check_csrf("POST", [host, ("origin", "https://example.test")])
+            .is_ok()
+    );
+    // Secure cookies (the default): a plain-HTTP page of the same host is
+    // another origin, but on a loopback host.
+    assert!(
+        auth.check_csrf("POST", [host, ("origin", "http://example.test")])
+            .is_err()
+    );
+    assert!(
+        auth.check_csrf(
+            "POST",
+            [
+                ("host", "localhost:3000"),
+                ("origin", "http://localhost:3000")
+            ]
+        )
+        .is_ok()
+    );
+}

@@ -399,6 +399,9 @@ impl AuthBuilder {
             Some(passwords) => passwords,
             None => PasswordService::builder().build()?,
         };
+        // An app whose cookies are `Secure` is served over HTTPS: a plain
+        // `http://` Origin is no same-origin request of it.
+        let secure_cookies = self.cookies.is_secure();
         let authenticator = Authenticator {
             inner: Arc::new(Inner {
                 passwords,
@@ -429,7 +432,7 @@ impl AuthBuilder {
             self.security,
             self.hosts,
             self.proxies,
-            self.csrf,
+            self.csrf.https_origins(secure_cookies),
             self.tokens,
             self.login_page,
         ))

@@ -186,15 +186,21 @@ impl Auth {
             sec_fetch_site: None,
             origin: None,
         };
+        let mut repeated = false;
         for (name, value) in headers {
             // The first `Host`, as the allow-list reads it.
             if name.eq_ignore_ascii_case("host") {
                 meta.host = meta.host.or(Some(value));
             } else if name.eq_ignore_ascii_case("sec-fetch-site") {
-                meta.sec_fetch_site = Some(value);
+                repeated |= meta.sec_fetch_site.replace(value).is_some();
             } else if name.eq_ignore_ascii_case("origin") {
-                meta.origin = Some(value);
+                repeated |= meta.origin.replace(value).is_some();
             }
+        }
+        // A browser sends each once: two are something in between (a proxy
+        // adding its own) deciding instead of the browser.
+        if repeated && !CsrfGuard::is_safe_method(method) {
+            return Err(CsrfRejection::CrossOrigin);
         }
         self.parts.csrf.check(&meta)
     }
