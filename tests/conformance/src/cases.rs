@@ -656,7 +656,8 @@ pub async fn requests_without_fetch_headers_pass<F: HarnessFactory>() {
     assert_eq!(app.login_with("alice", PASSWORD, None).await.status, 200);
 }
 
-/// Same-origin browser requests pass.
+/// Same-origin browser requests pass (over HTTPS: the demo's cookies are
+/// `Secure`, so a plain-HTTP page of the same host is not its origin).
 pub async fn same_origin_requests_pass<F: HarnessFactory>() {
     let app = app::<F>();
     app.register("alice").await;
@@ -673,10 +674,20 @@ pub async fn same_origin_requests_pass<F: HarnessFactory>() {
         .send(
             TestApp::req("POST", "/api/login")
                 .json(json!({"username": "alice", "password": PASSWORD}))
-                .header("origin", "http://demo.test"),
+                .header("origin", "https://demo.test"),
         )
         .await;
     assert_eq!(r.status, 200, "Origin matching Host, no Sec-Fetch-Site");
+    // The demo's cookies are Secure: a page of the plain-HTTP site (an
+    // attacker's injection) is another origin.
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/login")
+                .json(json!({"username": "alice", "password": PASSWORD}))
+                .header("origin", "http://demo.test"),
+        )
+        .await;
+    assert_eq!(r.status, 403, "http:// Origin of an HTTPS app");
 }
 
 fn change(current: &str, new: &str) -> serde_json::Value {
