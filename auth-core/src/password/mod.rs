@@ -78,7 +78,12 @@ impl Password {
         if raw.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordError::TooLong);
         }
-        Ok(Zeroizing::new(raw.nfkc().collect()))
+        // Sized first, so the string never grows: a reallocation would
+        // leave a copy of the password's start in freed memory, unzeroed.
+        let len = raw.nfkc().map(char::len_utf8).sum();
+        let mut normalized = Zeroizing::new(String::with_capacity(len));
+        normalized.extend(raw.nfkc());
+        Ok(normalized)
     }
 }
 
