@@ -747,8 +747,8 @@ mod memory {
         (memory.clone(), memory)
     }
 
-    /// A full account table makes room (the entries expiring soonest go)
-    /// rather than refusing anyone.
+    /// A full account table makes room (devices, then the accounts with
+    /// the fewest failures go) rather than refusing anyone.
     #[tokio::test]
     async fn a_full_account_table_refuses_no_one() {
         let clock = ManualClock::starting_now();
@@ -804,6 +804,43 @@ mod memory {
                 }
             ),
             "the lock survived"
+        );
+    }
+
+    /// Nor do fresh single failures sprayed over many accounts: an older
+    /// count, closer to the end of its failure memory than they are, stays
+    /// (the accounts with the fewest failures make room first).
+    #[tokio::test]
+    async fn a_spray_of_single_failures_never_evicts_an_older_count() {
+        let clock = ManualClock::starting_now();
+        let (memory, throttle) = small_table(&clock);
+        let victim = account();
+        for _ in 0..6 {
+            let _ = check(&throttle, fresh_ip(), &victim, &clock).await;
+        }
+        // Hours later (the failure memory is a day; the back-off is over,
+        // the count stays), the spray.
+        clock.advance(20 * 3600 * SEC);
+        for _ in 0..500 {
+            let _ = check(&throttle, fresh_ip(), &account(), &clock).await;
+        }
+        let (_, tracked) = memory.tracked();
+        assert!(tracked <= 100, "{tracked}");
+        // The count survived: the next attempt is admitted and locks the
+        // account again at once (a forgotten count would allow 5 more).
+        assert_eq!(
+            check(&throttle, fresh_ip(), &victim, &clock).await,
+            Decision::Allowed
+        );
+        assert!(
+            matches!(
+                check(&throttle, fresh_ip(), &victim, &clock).await,
+                Decision::Limited {
+                    scope: LimitScope::Account,
+                    ..
+                }
+            ),
+            "the count survived"
         );
     }
 }

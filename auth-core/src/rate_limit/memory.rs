@@ -350,12 +350,14 @@ impl MemoryThrottle {
     }
 
     /// Room for one more account or device entry: at the cap, the expired
-    /// entries go, then those expiring soonest, down to 90% of the cap;
-    /// known devices before any account's count or lock. Anyone with an
-    /// account can make device entries (each sign-in without the cookie
-    /// makes one, for 90 days): filling the table with them must cost
-    /// other accounts their device standing at worst (they count against
-    /// the account again), never their locks.
+    /// entries go, then, down to 90% of the cap, known devices (soonest
+    /// expiring first) before any account's count or lock, and accounts by
+    /// their count, fewest failures first. Anyone with an account can make
+    /// device entries (each sign-in without the cookie makes one, for 90
+    /// days): filling the table with them must cost other accounts their
+    /// device standing at worst (they count against the account again),
+    /// never their locks; and a spray of single failures over many names
+    /// goes before an older count that is nearer its end.
     fn make_room(&self, accounts: &mut AccountMap, now: Timestamp) {
         let cap = self.config.max_tracked_accounts;
         if accounts.len() < cap {
@@ -370,15 +372,18 @@ impl MemoryThrottle {
         }
         tracing::warn!(
             cap,
-            "login throttle: account table full; the entries expiring soonest make room"
+            "login throttle: account table full; devices, then the accounts with the fewest failures, make room"
         );
-        // Devices first (`false` sorts before `true`), each kind soonest
-        // expiring first.
-        let mut by_expiry: Vec<((bool, Timestamp), AccountKey)> = accounts
+        // Devices first (`false` sorts before `true`), soonest expiring
+        // first; then accounts by their count, fewest failures first (a
+        // spray of one failure each never evicts an older lock), soonest
+        // expiring among equals.
+        let mut by_expiry: Vec<((bool, u32, Timestamp), AccountKey)> = accounts
             .iter()
             .map(|(key, entry)| {
                 let device = entry.trusted_until.is_some();
-                ((!device, entry.expires(memory)), *key)
+                let failures = if device { 0 } else { entry.failures };
+                ((!device, failures, entry.expires(memory)), *key)
             })
             .collect();
         by_expiry.select_nth_unstable(excess - 1);
