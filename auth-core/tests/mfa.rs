@@ -2247,3 +2247,48 @@ async fn an_enrolment_is_confirmed_only_where_and_soon_after_it_began() {
         .await
         .unwrap();
 }
+
+/// `unlock_account` lifts the second factor's lock too (an administrator):
+/// wrong codes from many addresses lock the code step, even for the right
+/// code; after the unlock the right code is accepted.
+#[tokio::test]
+async fn unlock_account_lifts_the_second_factors_lock() {
+    let h = memory();
+    let alice = enrolled(&h, "alice").await;
+    let mut session = pending(&h, "alice", "192.0.2.1").await;
+    let mut locked = false;
+    for n in 1..=12 {
+        match h
+            .auth
+            .login_totp(&mut session, "000000", &client(&format!("198.51.100.{n}")))
+            .await
+        {
+            Err(AuthError::Throttled { .. }) => {
+                locked = true;
+                break;
+            }
+            Err(AuthError::InvalidCode) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(locked, "wrong codes lock the second step");
+    let err = h
+        .auth
+        .login_totp(
+            &mut session,
+            &code(&h, &alice.secret),
+            &client("203.0.113.9"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::Throttled { .. }), "{err:?}");
+    h.auth.unlock_account(alice.user.id()).await.unwrap();
+    h.auth
+        .login_totp(
+            &mut session,
+            &code(&h, &alice.secret),
+            &client("203.0.113.9"),
+        )
+        .await
+        .expect("unlocked");
+}

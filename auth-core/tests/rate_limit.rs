@@ -913,7 +913,8 @@ mod redis {
     );
 
     /// A spray of names without an account writes at most one key per
-    /// bucket, and every key the throttle writes expires.
+    /// bucket, and every key the throttle writes expires (device keys and
+    /// the index of an account's devices included).
     #[tokio::test]
     async fn sprayed_names_stay_within_their_buckets() {
         let Some((url, prefix, t)) = prefixed().await else {
@@ -924,9 +925,20 @@ mod redis {
             let _ = check(&t, fresh_ip(), &format!("sprayed-{n}"), &clock).await;
         }
         let _ = check(&t, fresh_ip(), &account(), &clock).await;
+        // A known device (its key and the account's index of devices), and
+        // a partial success, write keys that expire too.
+        let owner = account();
+        t.record_success(&owner, Some(&device()), clock.now())
+            .await
+            .unwrap();
+        t.record_partial_success(&owner, Some(&device()), clock.now())
+            .await
+            .unwrap();
         let (keys, mut conn) = keys(&url, &format!("{prefix}*")).await;
         let names = keys.iter().filter(|k| k.contains(":n:")).count();
         assert!(names <= 4, "{names} name keys");
+        assert!(keys.iter().any(|k| k.contains(":d:")), "{keys:?}");
+        assert!(keys.iter().any(|k| k.ends_with(":dv")), "{keys:?}");
         for key in keys.iter().filter(|k| !k.ends_with("bucket-key")) {
             let ttl: i64 = ::redis::cmd("PTTL")
                 .arg(key)
