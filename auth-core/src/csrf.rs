@@ -89,7 +89,8 @@ pub struct InvalidOrigin(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct CsrfGuard {
     trusted_origins: HashSet<String>,
-    https_origins: bool,
+    /// `None` until set: then `AuthBuilder` follows the cookies.
+    https_origins: Option<bool>,
 }
 
 impl CsrfGuard {
@@ -111,9 +112,17 @@ impl CsrfGuard {
     /// when that host is a loopback one (`localhost`, `*.localhost`,
     /// `127.0.0.0/8`, `[::1]`, where browsers treat plain HTTP as secure);
     /// trusted origins stay trusted. For an app served over HTTPS only
-    /// (`AuthBuilder` turns it on whenever cookies are `Secure`).
+    /// (`AuthBuilder` turns it on whenever cookies are `Secure`, unless it
+    /// was set here).
     pub fn https_origins(mut self, on: bool) -> Self {
-        self.https_origins = on;
+        self.https_origins = Some(on);
+        self
+    }
+
+    /// [`https_origins`](Self::https_origins) set to `on` unless it was
+    /// set explicitly.
+    pub(crate) fn https_origins_by_default(mut self, on: bool) -> Self {
+        self.https_origins.get_or_insert(on);
         self
     }
 
@@ -154,7 +163,7 @@ impl CsrfGuard {
         };
         if let (Some(origin_host), Some(host)) = (origin_host(origin), request.host)
             && origin_host.eq_ignore_ascii_case(host.trim())
-            && (!self.https_origins || is_https(origin) || is_loopback(origin_host))
+            && (self.https_origins != Some(true) || is_https(origin) || is_loopback(origin_host))
         {
             return Ok(());
         }

@@ -107,11 +107,8 @@ impl AccountStore for RacyCodes {
 
     async fn reseal_totp(
         &self,
-
         user: &str,
-
         old_sealed: &str,
-
         new_sealed: &str,
     ) -> Result<bool, UserStoreError> {
         self.inner.reseal_totp(user, old_sealed, new_sealed).await

@@ -2292,3 +2292,111 @@ async fn unlock_account_lifts_the_second_factors_lock() {
         .await
         .expect("unlocked");
 }
+
+/// An account store written before `reseal_totp` (the trait's default).
+#[derive(Debug, Default)]
+struct NoReseal(MemoryAccountStore);
+
+#[async_trait::async_trait]
+impl AccountStore for NoReseal {
+    async fn totp(
+        &self,
+        user: &str,
+    ) -> Result<Option<auth_core::account::StoredTotp>, auth_core::user::UserStoreError> {
+        self.0.totp(user).await
+    }
+    async fn set_pending_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.0.set_pending_totp(user, sealed).await
+    }
+    async fn confirm_totp(
+        &self,
+        user: &str,
+        sealed: &str,
+        step: i64,
+        hashes: &[String],
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.0.confirm_totp(user, sealed, step, hashes).await
+    }
+    async fn record_totp_step(
+        &self,
+        user: &str,
+        step: i64,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.0.record_totp_step(user, step).await
+    }
+    async fn remove_totp(&self, user: &str) -> Result<(), auth_core::user::UserStoreError> {
+        self.0.remove_totp(user).await
+    }
+    async fn replace_recovery_codes(
+        &self,
+        user: &str,
+        hashes: &[String],
+    ) -> Result<(), auth_core::user::UserStoreError> {
+        self.0.replace_recovery_codes(user, hashes).await
+    }
+    async fn consume_recovery_code(
+        &self,
+        user: &str,
+        hash: &str,
+    ) -> Result<bool, auth_core::user::UserStoreError> {
+        self.0.consume_recovery_code(user, hash).await
+    }
+    async fn recovery_codes_left(
+        &self,
+        user: &str,
+    ) -> Result<u64, auth_core::user::UserStoreError> {
+        self.0.recovery_codes_left(user).await
+    }
+    async fn epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        self.0.epoch(user).await
+    }
+    async fn raise_epoch(&self, user: &str) -> Result<u64, auth_core::user::UserStoreError> {
+        self.0.raise_epoch(user).await
+    }
+}
+
+/// On an account store that cannot re-seal, a login with a code still
+/// works (the secret stays under its key, logged), and
+/// `reseal_totp_secret` answers an error: a run over every user without
+/// one really leaves no secret under the old key.
+#[tokio::test]
+async fn a_store_that_cannot_reseal_says_so() {
+    let users = Arc::new(MemoryUserStore::new());
+    let accounts: Arc<dyn AccountStore> = Arc::new(NoReseal::default());
+    let clock = start_clock();
+    let before = build(
+        users.clone(),
+        accounts.clone(),
+        Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
+        clock.clone(),
+    );
+    let alice = enrolled(&before, "alice").await;
+    let rotated = MfaKeys::from_base64("2026", KEY_B)
+        .unwrap()
+        .with_previous_base64("2025", KEY_A)
+        .unwrap();
+    let after = build(users, accounts.clone(), Some(rotated), clock);
+    let mut session = pending(&after, "alice", "192.0.2.1").await;
+    after
+        .auth
+        .login_totp(
+            &mut session,
+            &code(&after, &alice.secret),
+            &client("192.0.2.1"),
+        )
+        .await
+        .unwrap();
+    let stored = accounts.totp(alice.user.id()).await.unwrap().unwrap();
+    assert!(stored.sealed_secret.starts_with("v1.2025."));
+    assert!(
+        after
+            .auth
+            .reseal_totp_secret(alice.user.id())
+            .await
+            .is_err()
+    );
+}

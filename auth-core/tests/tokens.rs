@@ -1189,3 +1189,54 @@ async fn form_tokens_are_refused_on_bearer_requests() {
     let page = auth.begin("GET", [("host", "app.test")], peer).unwrap();
     assert!(page.form_token().await.unwrap().is_some());
 }
+
+/// TOTP enrolment needs a session: it is confirmed in the session that
+/// began it, and a bearer request's stand-in lasts one request. Both steps
+/// answer `SessionRequired` to a bearer request, before anything is
+/// checked or stored.
+#[tokio::test]
+async fn totp_enrolment_refuses_a_bearer_request() {
+    let auth = token_auth(MemoryUserStore::new())
+        .mfa_keys(auth_core::mfa::MfaKeys::generate("k").unwrap())
+        .build()
+        .unwrap();
+    let user = auth
+        .authenticator()
+        .register("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap();
+    let TokenOutcome::Issued(pair) = auth
+        .authenticator()
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    let bearer = format!("Bearer {}", pair.access_token);
+    let request = auth
+        .begin(
+            "POST",
+            [("host", "app.test"), ("authorization", bearer.as_str())],
+            Some("192.0.2.1".parse().unwrap()),
+        )
+        .unwrap();
+    let proof = auth_core::flow::FactorProof::password(Password::from(PASSWORD.to_owned()));
+    assert!(matches!(
+        request.begin_totp_enrollment(&proof).await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(matches!(
+        request.confirm_totp("123456").await,
+        Err(AuthError::SessionRequired)
+    ));
+    assert!(
+        auth.authenticator()
+            .accounts()
+            .totp(user.id())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing stored"
+    );
+}

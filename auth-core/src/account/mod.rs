@@ -186,9 +186,10 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
     /// whether it did: a concurrent removal or re-enrolment wins (SQL:
     /// `UPDATE ... SET sealed_secret = $3 WHERE user_id = $1 AND
     /// sealed_secret = $2 AND confirmed`). What lets an old MFA key leave
-    /// the key ring. The default answers `false` (a store written before
-    /// this method: secrets stay under the key that sealed them, which must
-    /// then stay in the ring).
+    /// the key ring. The default fails with [`UserStoreError::Unsupported`]
+    /// (a store written before this method: secrets stay under the key
+    /// that sealed them, which must then stay in the ring; a login logs a
+    /// warning, `reseal_totp_secret` answers the error).
     async fn reseal_totp(
         &self,
         user: &str,
@@ -196,7 +197,7 @@ pub trait AccountStore: Send + Sync + fmt::Debug + 'static {
         new_sealed: &str,
     ) -> Result<bool, UserStoreError> {
         let _ = (user, old_sealed, new_sealed);
-        Ok(false)
+        Err(UserStoreError::Unsupported)
     }
 
     /// Removes the TOTP secret (pending or confirmed). The recovery codes

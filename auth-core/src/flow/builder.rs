@@ -432,7 +432,7 @@ impl AuthBuilder {
             self.security,
             self.hosts,
             self.proxies,
-            self.csrf.https_origins(secure_cookies),
+            self.csrf.https_origins_by_default(secure_cookies),
             self.tokens,
             self.login_page,
         ))

@@ -15,8 +15,8 @@ use super::{AuthError, Authenticator, Client, mfa_account};
 use crate::clock::Timestamp;
 use crate::event::{AuthEventKind, FailureReason};
 use crate::mfa::{
-    Enrollment, MfaKeys, RecoveryCodes, TotpSecret, hash_recovery_code, normalize_recovery_code,
-    otpauth_uri, qr_svg,
+    Enrollment, MfaError, MfaKeys, RecoveryCodes, TotpSecret, hash_recovery_code,
+    normalize_recovery_code, otpauth_uri, qr_svg,
 };
 use crate::password::Password;
 use crate::session::{AuthState, Factor, Session, SessionRecord};
@@ -254,13 +254,15 @@ impl Authenticator {
     /// this on its own): run it over every user after a key rotation, and
     /// the old key can leave the ring (until then, removing it fails those
     /// users' logins closed). Returns whether it re-sealed; `false` for a
-    /// user without TOTP, one already under the current key, or an account
-    /// store without
-    /// [`AccountStore::reseal_totp`](crate::account::AccountStore::reseal_totp).
+    /// user without confirmed TOTP, one already under the current key, or
+    /// one whose secret changed meanwhile (removed, enrolled again).
     ///
     /// Errors: [`AuthError::MfaUnavailable`] without [`MfaKeys`]; an
     /// internal error when the secret cannot be opened (its key is not in
-    /// the ring).
+    /// the ring), or when the account store cannot re-seal (one without
+    /// [`AccountStore::reseal_totp`](crate::account::AccountStore::reseal_totp)):
+    /// a run over every user without an error leaves no secret under an
+    /// older key.
     pub async fn reseal_totp_secret(&self, user_id: &str) -> Result<bool, AuthError> {
         self.keys()?;
         let Some(stored) = self.inner.accounts.totp(user_id).await? else {
@@ -645,7 +647,12 @@ impl Authenticator {
         if !begun_here {
             return Err(AuthError::TotpNotEnabled);
         }
-        let secret = self.open_secret(user.id(), &stored.sealed_secret)?;
+        let secret = match self.keys()?.open(user.id(), &stored.sealed_secret) {
+            Ok(secret) => secret,
+            // Begun under a key that has left the ring since: begin again.
+            Err(MfaError::UnknownKeyId) => return Err(AuthError::TotpNotEnabled),
+            Err(_) => self.open_secret(user.id(), &stored.sealed_secret)?,
+        };
         let step = self
             .inner
             .totp

@@ -219,8 +219,9 @@ impl Entry {
 ///   buckets (a keyed hash picks the bucket): however many are sprayed, the
 ///   state is bounded, and no budget of a real account depends on them.
 /// * Accounts and known devices (only real accounts and successful logins
-///   make them) are capped; at the cap, the entries that expire soonest
-///   make room (a tenth of the cap at a time, so a sweep is amortised).
+///   make them) are capped; at the cap, known devices make room first, then
+///   the accounts with the fewest failures (soonest expiring among equals),
+///   a tenth of the cap at a time, so a sweep is amortised.
 /// * Stale IP keys are dropped periodically (a sweep once at least as many
 ///   checks as tracked keys have passed, so amortised O(1) per check) and
 ///   whenever the cap is found passed (counted every 256 checks); if live

@@ -1114,11 +1114,14 @@ impl RequestAuth {
     /// [`FactorProof`](crate::flow::FactorProof) (the password, and a code
     /// when the account already has a second factor; a recent login is not
     /// enough): the secret, its `otpauth://` URI and QR code. Not active
-    /// until confirmed. The session gets a new ID (and cookie).
+    /// until confirmed. The session gets a new ID (and cookie). Needs a
+    /// session (a bearer request gets [`AuthError::SessionRequired`]): the
+    /// enrolment is confirmed in the session that began it.
     pub async fn begin_totp_enrollment(
         &self,
         proof: &crate::flow::FactorProof,
     ) -> Result<Enrollment, AuthError> {
+        self.refuse_bearer()?;
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()
@@ -1131,8 +1134,11 @@ impl RequestAuth {
 
     /// Confirms the pending enrolment with a first valid code: TOTP becomes
     /// active, the session gets a new ID, and the recovery codes are
-    /// returned (show them once).
+    /// returned (show them once). In the session that began the enrolment,
+    /// within 15 minutes; a bearer request gets
+    /// [`AuthError::SessionRequired`].
     pub async fn confirm_totp(&self, code: &str) -> Result<RecoveryCodes, AuthError> {
+        self.refuse_bearer()?;
         self.with_session(|mut session| async move {
             let result = self
                 .authenticator()

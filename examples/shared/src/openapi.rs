@@ -545,15 +545,17 @@ mod doc {
     ///
     /// The proof comes with the request (a recent login is not enough): the
     /// password, and a code once the account has a second factor. Not
-    /// active until confirmed.
+    /// active until confirmed, from this session, within 15 minutes, with
+    /// `POST /api/mfa/totp/confirm`. Needs a browser session (a bearer
+    /// token gets 400).
     #[utoipa::path(
         post, path = "/api/mfa/totp/enroll", tag = "mfa",
         request_body = EnrollBody,
-        security(("session_cookie" = []), ("bearer_jwt" = [])),
+        security(("session_cookie" = [])),
         responses(
             (status = 200, description = "The secret to show, pending confirmation", body = TotpEnrollment,
                 headers(("Set-Cookie" = String, description = "The session's new ID"))),
-            (status = 400, description = "Malformed body or a missing field", body = ErrorBody),
+            (status = 400, description = "Malformed body or a missing field, or a bearer token", body = ErrorBody),
             (status = 401, description = "Not logged in, or a wrong password or code", body = ErrorBody),
             (status = 403, description = "A code is required, or a cross-site request", body = ErrorBody),
             (status = 409, description = "TOTP is already on", body = ErrorBody),
@@ -569,18 +571,18 @@ mod doc {
     /// Confirm TOTP with a first code: it is on.
     ///
     /// Every other session of the user ends; the recovery codes are shown
-    /// once.
+    /// once. In the session that began the enrolment, within 15 minutes.
     #[utoipa::path(
         post, path = "/api/mfa/totp/confirm", tag = "mfa",
         request_body = CodeBody,
-        security(("session_cookie" = []), ("bearer_jwt" = [])),
+        security(("session_cookie" = [])),
         responses(
             (status = 200, description = "TOTP is on", body = RecoveryCodes,
                 headers(("Set-Cookie" = String, description = "The session's new ID"))),
-            (status = 400, description = "Malformed body", body = ErrorBody),
+            (status = 400, description = "Malformed body, or a bearer token", body = ErrorBody),
             (status = 401, description = "Not logged in, or a wrong code", body = ErrorBody),
             (status = 403, response = CrossOrigin),
-            (status = 409, description = "No enrolment is pending, or TOTP is on already", body = ErrorBody),
+            (status = 409, description = "No enrolment is pending for this session (none begun here, or begun over 15 minutes ago: begin again), or TOTP is on already", body = ErrorBody),
             (status = 413, response = TooLarge),
             (status = 415, response = BodyRejected),
             (status = 422, response = BodyRejected),
