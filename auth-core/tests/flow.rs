@@ -2209,3 +2209,25 @@ fn repeated_origin_headers_are_refused() {
         .is_ok()
     );
 }
+
+/// The app-data keys the toolkit keeps its own state under (`auth.`:
+/// passkey ceremonies, a TOTP enrolment, a token sign-in) are refused to
+/// the app (500), so neither a mistake nor a key a client chose can
+/// overwrite that state; other keys work.
+#[tokio::test]
+async fn the_toolkits_session_keys_are_reserved() {
+    let request = plain_post();
+    for key in [
+        "auth.totp.enrolment",
+        "auth.passkey.sign_in",
+        "auth.anything",
+    ] {
+        let err = request.insert(key, &"forged").await.unwrap_err();
+        assert_eq!(err.status(), 500, "{key}");
+        let err = request.get::<String>(key).await.unwrap_err();
+        assert_eq!(err.status(), 500, "{key}");
+    }
+    request.insert("cart", &3).await.unwrap();
+    assert_eq!(request.get::<i32>("cart").await.unwrap(), Some(3));
+    request.insert("authors", &1).await.unwrap();
+}

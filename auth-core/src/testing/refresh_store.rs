@@ -593,10 +593,11 @@ pub async fn grace_ends(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
 pub async fn unknown_token_is_invalid(store: Arc<dyn RefreshStore>, _caps: RefreshStoreCaps) {
     let now = SystemClock.now();
     for grace in [None, Some(Duration::from_secs(60))] {
-        let next = new_key();
+        let presented = new_key();
+        let next = next_of(presented);
         assert_eq!(
             store
-                .rotate(new_key(), next, b"x", now, grace)
+                .rotate(presented, next, b"x", now, grace)
                 .await
                 .unwrap(),
             Rotation::Invalid

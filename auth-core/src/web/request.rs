@@ -454,6 +454,20 @@ impl RequestProbe {
     }
 }
 
+/// Refuses the app-data keys the toolkit keeps its own state under
+/// (`auth.`): an app could otherwise overwrite a ceremony's state or a
+/// TOTP enrolment's marker, by mistake or with a key a client chose.
+fn reserved(key: &str) -> Result<(), AuthError> {
+    if key.starts_with("auth.") {
+        tracing::error!(
+            key,
+            "auth: session app-data keys starting with `auth.` are the toolkit's own"
+        );
+        return Err(AuthError::internal("reserved session key"));
+    }
+    Ok(())
+}
+
 impl RequestAuth {
     /// The pipeline this request runs through.
     pub fn auth(&self) -> &Auth {
@@ -1417,6 +1431,7 @@ impl RequestAuth {
 
     /// A typed value from the session's app data.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AuthError> {
+        reserved(key)?;
         match self.session().await? {
             Some(session) => Ok(session.get(key)?),
             None => Ok(None),
@@ -1424,8 +1439,11 @@ impl RequestAuth {
     }
 
     /// Stores a value in the session's app data, creating an anonymous
-    /// session (and its cookie) when there is none.
+    /// session (and its cookie) when there is none. Keys starting with
+    /// `auth.` are the toolkit's own (ceremony state, a TOTP enrolment):
+    /// an internal error (500, logged), here and in [`get`](Self::get).
     pub async fn insert<T: Serialize + Sync>(&self, key: &str, value: &T) -> Result<(), AuthError> {
+        reserved(key)?;
         if self.is_bearer() {
             // A bearer token carries no session data.
             return Err(AuthError::SessionRequired);

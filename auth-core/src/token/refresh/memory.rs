@@ -167,6 +167,7 @@ impl Inner {
 #[async_trait]
 impl RefreshStore for MemoryRefreshStore {
     async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError> {
+        debug_assert_eq!(first.family_id(), family.id, "a key of another family");
         let mut inner = self.lock();
         if inner.families.contains_key(family.id.as_str()) {
             return Err(RefreshStoreError::Collision);
@@ -196,6 +197,11 @@ impl RefreshStore for MemoryRefreshStore {
         now: Timestamp,
         grace: Option<Duration>,
     ) -> Result<Rotation, RefreshStoreError> {
+        debug_assert_eq!(
+            next.family_id(),
+            presented.family_id(),
+            "a successor of another family"
+        );
         // One lock for the read and the write: atomic.
         let mut inner = self.lock();
         let decision = inner.decide(presented, now, grace);

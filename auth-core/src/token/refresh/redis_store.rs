@@ -376,6 +376,7 @@ fn family(id: &str, fields: [Vec<u8>; 7]) -> Result<Family, RefreshStoreError> {
 #[async_trait]
 impl RefreshStore for RedisRefreshStore {
     async fn create(&self, family: &Family, first: RefreshKey) -> Result<(), RefreshStoreError> {
+        debug_assert_eq!(first.family_id(), family.id, "a key of another family");
         let amr = serde_json::to_string(&family.amr).map_err(|_| RefreshStoreError::Corrupt)?;
         let idle = millis(family.idle_timeout).min(MAX_IDLE_MS);
         let live_until = family
@@ -422,6 +423,7 @@ impl RefreshStore for RedisRefreshStore {
         grace: Option<Duration>,
     ) -> Result<Rotation, RefreshStoreError> {
         let id = presented.family_id();
+        debug_assert_eq!(next.family_id(), id, "a successor of another family");
         let key = self.family_key(&id);
         let answer = ROTATE
             .key(&key)

@@ -266,6 +266,7 @@ macro_rules! sql_refresh_store {
                 family: &Family,
                 first: RefreshKey,
             ) -> Result<(), RefreshStoreError> {
+                debug_assert_eq!(first.family_id(), family.id, "a key of another family");
                 let amr = serde_json::to_string(&family.amr)
                     .map_err(|_| RefreshStoreError::Corrupt)?;
                 let inserted = sqlx::query($queries.insert_family)
@@ -298,6 +299,7 @@ macro_rules! sql_refresh_store {
                 grace: Option<std::time::Duration>,
             ) -> Result<Rotation, RefreshStoreError> {
                 let family_id = presented.family_id();
+                debug_assert_eq!(next.family_id(), family_id, "a successor of another family");
                 let presented = presented.to_hex();
                 let now_ms = now.as_unix_millis();
                 // Starts with the write: of concurrent rotations, one
