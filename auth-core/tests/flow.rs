@@ -23,6 +23,8 @@ use auth_core::user::{
 };
 use auth_core::web::Auth;
 
+mod common;
+
 const PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Debug, Default)]
@@ -2012,20 +2014,9 @@ fn an_unsendable_security_header_is_refused_at_build() {
     assert!(built.is_ok());
 }
 
-/// Six wrong passwords for `name`, each from an IP of its own: the
-/// account's lock (the owner's known devices pass it).
+/// [`common::lock_password`] on `h`.
 async fn lock_account(h: &Harness, name: &str) {
-    for n in 1..=6 {
-        let _ = h
-            .auth
-            .login(
-                name,
-                &pw("wrong password!"),
-                &client(&format!("198.51.100.{n}")),
-                None,
-            )
-            .await;
-    }
+    common::lock_password(&h.auth, name).await;
 }
 
 /// A password change ends the throttle standing of every device known

@@ -1564,10 +1564,13 @@ fn keys_rotate_old_records_still_open() {
     );
 }
 
-#[tokio::test]
-async fn logins_keep_working_across_a_key_rotation() {
+/// A harness with MFA key "2025" (KEY_A) and `alice` enrolled under it,
+/// and one on the same stores with the ring rotated to "2026" (KEY_B;
+/// "2025" kept for reading): before, enrolled, after, and the user store.
+async fn enrolled_before_a_rotation(
+    accounts: Arc<dyn AccountStore>,
+) -> (Harness, Enrolled, Harness, Arc<MemoryUserStore>) {
     let users = Arc::new(MemoryUserStore::new());
-    let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccountStore::new());
     let clock = start_clock();
     let before = build(
         users.clone(),
@@ -1575,17 +1578,18 @@ async fn logins_keep_working_across_a_key_rotation() {
         Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
         clock.clone(),
     );
-    let e = enrolled(&before, "alice").await;
+    let alice = enrolled(&before, "alice").await;
     let rotated = MfaKeys::from_base64("2026", KEY_B)
         .unwrap()
         .with_previous_base64("2025", KEY_A)
         .unwrap();
-    let after = build(
-        users.clone(),
-        accounts.clone(),
-        Some(rotated),
-        clock.clone(),
-    );
+    let after = build(users.clone(), accounts, Some(rotated), clock);
+    (before, alice, after, users)
+}
+
+#[tokio::test]
+async fn logins_keep_working_across_a_key_rotation() {
+    let (_, e, after, _) = enrolled_before_a_rotation(Arc::new(MemoryAccountStore::new())).await;
     let mut session = pending(&after, "alice", "192.0.2.1").await;
     after
         .auth
@@ -2077,19 +2081,7 @@ async fn a_device_is_known_only_after_the_second_factor() {
     let alice = enrolled(&h, "alice").await;
     let mut phone = client("192.0.2.7");
     phone.device = Some(auth_core::session::SessionId::generate().unwrap());
-    let lock = || async {
-        for n in 1..=6 {
-            let _ = h
-                .auth
-                .login(
-                    "alice",
-                    &Password::from("wrong password!"),
-                    &client(&format!("198.51.100.{n}")),
-                    None,
-                )
-                .await;
-        }
-    };
+    let lock = || common::lock_password(&h.auth, "alice");
     let LoginOutcome::MfaRequired { .. } =
         h.auth.login("alice", &pw(), &phone, None).await.unwrap()
     else {
@@ -2126,16 +2118,8 @@ async fn a_device_is_known_only_after_the_second_factor() {
 /// in service). Until then, a server without it fails closed.
 #[tokio::test]
 async fn secrets_move_to_the_new_key_so_the_old_one_can_go() {
-    let users = Arc::new(MemoryUserStore::new());
     let accounts: Arc<dyn AccountStore> = Arc::new(MemoryAccountStore::new());
-    let clock = start_clock();
-    let before = build(
-        users.clone(),
-        accounts.clone(),
-        Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
-        clock.clone(),
-    );
-    let alice = enrolled(&before, "alice").await;
+    let (before, alice, after, users) = enrolled_before_a_rotation(accounts.clone()).await;
     let bob = enrolled(&before, "bob").await;
     let kid = |user: &AnyUser| {
         let accounts = accounts.clone();
@@ -2146,16 +2130,6 @@ async fn secrets_move_to_the_new_key_so_the_old_one_can_go() {
         }
     };
     assert_eq!(kid(&alice.user).await, "2025");
-    let rotated = MfaKeys::from_base64("2026", KEY_B)
-        .unwrap()
-        .with_previous_base64("2025", KEY_A)
-        .unwrap();
-    let after = build(
-        users.clone(),
-        accounts.clone(),
-        Some(rotated),
-        clock.clone(),
-    );
     let c = client("192.0.2.1");
     let mut session = pending(&after, "alice", "192.0.2.1").await;
     after
@@ -2167,10 +2141,10 @@ async fn secrets_move_to_the_new_key_so_the_old_one_can_go() {
     assert_eq!(kid(&bob.user).await, "2025", "not seen yet");
 
     let only_new = build(
-        users.clone(),
+        users,
         accounts.clone(),
         Some(MfaKeys::from_base64("2026", KEY_B).unwrap()),
-        clock.clone(),
+        before.clock.clone(),
     );
     next_step(&only_new);
     let mut session = pending(&only_new, "bob", "192.0.2.1").await;
@@ -2365,21 +2339,8 @@ impl AccountStore for NoReseal {
 /// one really leaves no secret under the old key.
 #[tokio::test]
 async fn a_store_that_cannot_reseal_says_so() {
-    let users = Arc::new(MemoryUserStore::new());
     let accounts: Arc<dyn AccountStore> = Arc::new(NoReseal::default());
-    let clock = start_clock();
-    let before = build(
-        users.clone(),
-        accounts.clone(),
-        Some(MfaKeys::from_base64("2025", KEY_A).unwrap()),
-        clock.clone(),
-    );
-    let alice = enrolled(&before, "alice").await;
-    let rotated = MfaKeys::from_base64("2026", KEY_B)
-        .unwrap()
-        .with_previous_base64("2025", KEY_A)
-        .unwrap();
-    let after = build(users, accounts.clone(), Some(rotated), clock);
+    let (_, alice, after, _) = enrolled_before_a_rotation(accounts.clone()).await;
     let mut session = pending(&after, "alice", "192.0.2.1").await;
     after
         .auth

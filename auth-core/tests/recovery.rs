@@ -21,6 +21,8 @@ use auth_core::{Auth, MemoryTokenStore};
 use auth_smtp_sink::SmtpSink;
 use tracing_subscriber::fmt::MakeWriter;
 
+mod common;
+
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a brand new passphrase 2026";
 
@@ -1209,14 +1211,7 @@ async fn sign_in_can_require_a_verified_address() {
         .unwrap();
     // The refused sign-in made its browser no known device: a lock others
     // put on the account holds it.
-    let lock = || async {
-        for n in 1..=6 {
-            let other = Client::new(format!("198.51.100.{n}").parse().unwrap());
-            let _ = flows
-                .login("alice", &Password::from("wrong password!"), &other, None)
-                .await;
-        }
-    };
+    let lock = || common::lock_password(flows, "alice");
     lock().await;
     let err = flows
         .login("alice", &Password::from(PASSWORD), &browser, None)

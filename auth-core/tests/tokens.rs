@@ -1159,19 +1159,8 @@ async fn form_tokens_are_refused_on_bearer_requests() {
         .form_tokens(auth_core::csrf::CsrfTokens::new(vec![7u8; 32]).unwrap())
         .build()
         .unwrap();
-    auth.authenticator()
-        .register("alice", &Password::from(PASSWORD.to_owned()), &client())
-        .await
-        .unwrap();
-    let TokenOutcome::Issued(pair) = auth
-        .authenticator()
-        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
-        .await
-        .unwrap()
-    else {
-        panic!("tokens expected");
-    };
-    let bearer = format!("Bearer {}", pair.access_token);
+    register_on(&auth, "alice").await;
+    let bearer = bearer_for_signed_in(&auth, "alice").await;
     let peer = Some("192.0.2.1".parse().unwrap());
     let request = auth
         .begin(
@@ -1200,20 +1189,8 @@ async fn totp_enrolment_refuses_a_bearer_request() {
         .mfa_keys(auth_core::mfa::MfaKeys::generate("k").unwrap())
         .build()
         .unwrap();
-    let user = auth
-        .authenticator()
-        .register("alice", &Password::from(PASSWORD.to_owned()), &client())
-        .await
-        .unwrap();
-    let TokenOutcome::Issued(pair) = auth
-        .authenticator()
-        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
-        .await
-        .unwrap()
-    else {
-        panic!("tokens expected");
-    };
-    let bearer = format!("Bearer {}", pair.access_token);
+    let user = register_on(&auth, "alice").await;
+    let bearer = bearer_for_signed_in(&auth, "alice").await;
     let request = auth
         .begin(
             "POST",
@@ -1239,4 +1216,25 @@ async fn totp_enrolment_refuses_a_bearer_request() {
             .is_none(),
         "nothing stored"
     );
+}
+
+/// Registers `name` on `auth`.
+async fn register_on(auth: &Auth, name: &str) -> auth_core::user::AnyUser {
+    auth.authenticator()
+        .register(name, &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+}
+
+/// `Bearer <access token>` of a token sign-in of `name` (registered).
+async fn bearer_for_signed_in(auth: &Auth, name: &str) -> String {
+    let TokenOutcome::Issued(pair) = auth
+        .authenticator()
+        .token_login(name, &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    format!("Bearer {}", pair.access_token)
 }

@@ -23,6 +23,25 @@ pub(crate) fn service_url(var: &str) -> Option<String> {
     }
 }
 
+/// Six wrong passwords for `name`, each from an address of its own: the
+/// account's lock (the owner's known devices pass it).
+#[allow(dead_code)]
+pub(crate) async fn lock_password(auth: &auth_core::flow::Authenticator, name: &str) {
+    for n in 1..=6 {
+        let client = auth_core::flow::Client::new(
+            format!("198.51.100.{n}").parse().expect("an IPv4 address"),
+        );
+        let _ = auth
+            .login(
+                name,
+                &auth_core::password::Password::from("wrong password!"),
+                &client,
+                None,
+            )
+            .await;
+    }
+}
+
 /// Account state in memory whose `raise_epoch` fails once armed, after
 /// `spare` more calls succeed (the account store drops part-way through a
 /// flow).
