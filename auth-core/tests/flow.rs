@@ -1106,8 +1106,8 @@ async fn a_user_without_a_password_is_a_silent_mismatch() {
 
 /// A login refused because hashing is busy (503) counts against nothing:
 /// not the account (twenty of them would lock it five times over) and not
-/// the client's IP budget. The hashing slot is reserved before the
-/// throttle counts.
+/// the client's IP budget; nor does a step-up or a password change. The
+/// hashing slot is reserved before the throttle counts.
 #[tokio::test]
 async fn a_login_refused_as_busy_never_counts_against_the_account() {
     let passwords = PasswordService::builder()
@@ -1133,10 +1133,36 @@ async fn a_login_refused_as_busy_never_counts_against_the_account() {
         assert_eq!(err.status(), 503, "busy, not throttled");
     }
     drop(only_slot);
-    assert!(matches!(
-        flows.login("alice", &pw(PASSWORD), &c, None).await,
-        Ok(LoginOutcome::LoggedIn(_))
-    ));
+    let Ok(LoginOutcome::LoggedIn(mut session)) =
+        flows.login("alice", &pw(PASSWORD), &c, None).await
+    else {
+        panic!("the right password logs in");
+    };
+    // A step-up and a password change refused as busy count nothing
+    // either: the right password then works from the same address.
+    let only_slot = passwords.reserve().await.unwrap();
+    for _ in 0..20 {
+        let err = flows
+            .reauthenticate(&mut session, &pw("a wrong guess"), &c)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 503, "step-up: busy, not throttled");
+        let err = flows
+            .change_password(
+                &mut session,
+                &pw("a wrong guess"),
+                &pw("x".repeat(20).as_str()),
+                &c,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 503, "password change: busy, not throttled");
+    }
+    drop(only_slot);
+    flows
+        .reauthenticate(&mut session, &pw(PASSWORD), &c)
+        .await
+        .expect("not throttled");
 }
 
 /// The app changes a password in its own table (its own reset flow, an
