@@ -28,8 +28,11 @@
 //! `PRAGMA data_version` on a connection of its own, which never writes:
 //! its answer changes whenever any other connection, of this process
 //! (sqlx's, so every write of ours) or of another process, has committed
-//! a change to the file. A changed answer empties the cache. So a
-//! revocation committed anywhere is seen by the next request that starts
+//! a change to the file. A changed answer empties the cache. Most probes
+//! need not ask: every commit rewrites the header of the file's WAL index
+//! (`-shm`), and while that header is the one read just before the last
+//! answer, that answer stands ([`Probe`]: one `pread` instead of a read
+//! transaction). So a revocation committed anywhere is seen by the next request that starts
 //! after the commit, and no record is served that the file no longer
 //! holds; between writes a request decodes nothing. The version is read
 //! before the row it guards, so a row read concurrently with a commit is
@@ -323,13 +326,14 @@ pub(crate) struct InlineReader {
     /// Reads answered inline, and reads declined (then asked of sqlx).
     pub(crate) hits: AtomicU64,
     pub(crate) declined: AtomicU64,
-    /// The connection that asks `PRAGMA data_version` (never used for
-    /// anything else: its answer only compares with its own earlier ones),
-    /// and how many probe connections were opened before it. `None` until
-    /// first used, and again after it failed.
-    probe: Mutex<(Option<Connection>, u64)>,
-    /// Probes asked.
+    /// The connection that asks `PRAGMA data_version`, and what lets most
+    /// probes go without asking it (see [`Probe`]).
+    probe: Mutex<Probe>,
+    /// Probes asked ([`data_version`](Self::data_version) calls).
     pub(crate) probes: AtomicU64,
+    /// Probes answered by the probe connection (`PRAGMA data_version`),
+    /// not from an unchanged WAL index header.
+    pub(crate) pragmas: AtomicU64,
     /// Statements of the stores on this file that have finished (or were
     /// given up; sqlx's, through `sql_deadline`): every write of ours
     /// moves it on after its commit.
@@ -337,6 +341,76 @@ pub(crate) struct InlineReader {
     cache: Mutex<Cache>,
     /// Cached reads answered from the cache.
     pub(crate) cache_hits: AtomicU64,
+}
+
+/// The probe's state.
+///
+/// `PRAGMA data_version` runs a read transaction: on Linux two `fcntl`
+/// calls (the WAL index's read lock, taken and released) and SQLite's
+/// read-transaction machinery, most of what a cached read costs. Every
+/// commit to a file in WAL mode, by any connection of any process,
+/// rewrites the header of the file's WAL index (the `-shm` file; format:
+/// <https://www.sqlite.org/walformat.html>, section 2.1), and so does a
+/// recovery or a restart of the WAL: SQLite's own readers compare that
+/// header with their copy to learn whether the file changed (its
+/// `iChange` counter moves on every commit). So a probe first reads the
+/// header (one `pread`): if it is the very header read just before the
+/// last `PRAGMA data_version`, nothing has committed since, and that
+/// answer still holds. Anything else (the header changed, or is being
+/// written: its two copies differ; a format this code does not know; no
+/// `-shm` file) asks the pragma, as before.
+///
+/// Why the header cannot miss a commit: a connection that keeps its WAL
+/// index in its heap instead of `-shm` (one that opened the file with
+/// `locking_mode=EXCLUSIVE`) must first take the file's exclusive lock,
+/// and the probe connection, like every connection to a file in WAL
+/// mode, holds a shared lock on it for as long as it is open
+/// (`pager_unlock` keeps it in WAL mode): such a connection cannot open
+/// the file while the probe is open (test:
+/// `the_wal_index_header_answers_until_a_commit`). The `-shm` file
+/// is opened after the probe connection has read: while the probe holds
+/// it mapped, SQLite neither deletes nor truncates it.
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Default)]
+struct Probe {
+    /// Asks `PRAGMA data_version` (never used for anything else: its
+    /// answer only compares with its own earlier ones). `None` until
+    /// first used, and again after it failed.
+    connection: Option<Connection>,
+    /// How many probe connections were opened before this one.
+    opened: u64,
+    /// The file's WAL index (`-shm`), opened once the probe connection
+    /// has read (so it is the one SQLite maps); `None` with the
+    /// connection.
+    index: Option<std::fs::File>,
+    /// The WAL index header read just before the last pragma, and the
+    /// version that pragma answered.
+    last: Option<(WalHeader, u64)>,
+}
+
+/// A WAL index header, both of its copies (96 bytes from the start of the
+/// `-shm` file).
+#[cfg(feature = "sqlite")]
+type WalHeader = [u8; 96];
+
+/// The WAL index header in `index`, if it is whole and of the format this
+/// code knows: `iVersion` 3007000 (native byte order), initialised
+/// (`isInit`), and both copies the same (a writer writes the second copy,
+/// then the first: copies that differ are being written).
+#[cfg(all(feature = "sqlite", unix))]
+fn wal_header(index: &std::fs::File) -> Option<WalHeader> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0; 96];
+    index.read_exact_at(&mut header, 0).ok()?;
+    let (first, second) = header.split_at(48);
+    let version = u32::from_ne_bytes([first[0], first[1], first[2], first[3]]);
+    (first == second && version == 3_007_000 && first[12] == 1).then_some(header)
+}
+
+/// Without `pread`, every probe asks the pragma.
+#[cfg(all(feature = "sqlite", not(unix)))]
+fn wal_header(_index: &std::fs::File) -> Option<WalHeader> {
+    None
 }
 
 /// One query's decoded rows, by key.
@@ -448,8 +522,9 @@ impl InlineReader {
             retry_at: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             declined: AtomicU64::new(0),
-            probe: Mutex::new((None, 0)),
+            probe: Mutex::new(Probe::default()),
             probes: AtomicU64::new(0),
+            pragmas: AtomicU64::new(0),
             statements: AtomicU64::new(0),
             cache: Mutex::new(Cache::default()),
             cache_hits: AtomicU64::new(0),
@@ -505,26 +580,49 @@ impl InlineReader {
     /// A generation of the file: changed whenever another connection
     /// committed since the last answer, and never smaller than an earlier
     /// answer (the probe's `PRAGMA data_version`, above the count of probe
-    /// connections opened: a new probe starts its own count). `None` when
-    /// it cannot tell (the probe is then opened again next time).
+    /// connections opened: a new probe starts its own count; the last
+    /// answer again while the WAL index header is unchanged, see
+    /// [`Probe`]). `None` when it cannot tell (the probe is then opened
+    /// again next time).
     fn data_version(&self) -> Option<u64> {
         self.probes.fetch_add(1, Ordering::Relaxed);
         let mut guard = self.probe.lock().ok()?;
-        let (probe, opened) = &mut *guard;
-        if probe.is_none() {
-            *probe = Some(self.open().ok()?);
-            *opened += 1;
+        let probe = &mut *guard;
+        if let (Some(index), Some((seen, version))) = (&probe.index, &probe.last)
+            && wal_header(index).as_ref() == Some(seen)
+        {
+            return Some(*version);
         }
-        let answer = probe.as_ref().and_then(|connection| {
+        if probe.connection.is_none() {
+            probe.connection = Some(self.open().ok()?);
+            probe.opened += 1;
+        }
+        self.pragmas.fetch_add(1, Ordering::Relaxed);
+        // Read before the pragma: the answer is at least as new as the
+        // header it is filed under.
+        let header = probe.index.as_ref().and_then(wal_header);
+        let answer = probe.connection.as_ref().and_then(|connection| {
             connection
                 .prepare_cached("PRAGMA data_version")
                 .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
                 .ok()
         });
         match answer.and_then(|version| u64::try_from(version).ok()) {
-            Some(version) if version < 1 << 40 => Some((*opened << 40) | version),
+            Some(version) if version < 1 << 40 => {
+                let version = (probe.opened << 40) | version;
+                if probe.index.is_none() {
+                    let mut index = self.path.clone().into_os_string();
+                    index.push("-shm");
+                    probe.index = std::fs::File::open(index).ok();
+                }
+                probe.last = header.map(|header| (header, version));
+                Some(version)
+            }
             _ => {
-                *probe = None;
+                *probe = Probe {
+                    opened: probe.opened,
+                    ..Probe::default()
+                };
                 None
             }
         }
@@ -1068,6 +1166,109 @@ mod tests {
             "revoked elsewhere"
         );
         assert!(users.find_by_id(&user.id).await.unwrap().unwrap().disabled);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A probe reads the WAL index header and asks SQLite only when it
+    /// changed: between commits no pragma runs, and a commit by any other
+    /// connection (here one of this process that no store knows of, so
+    /// only the header can tell) is seen by the next cached read. A
+    /// connection that would keep its WAL index out of `-shm` cannot open
+    /// the file while the reader is open.
+    #[test]
+    fn the_wal_index_header_answers_until_a_commit() {
+        let dir = scratch("header");
+        let file = dir.join("header.db");
+        let c = Connection::open(&file).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        let reader = InlineReader::for_path(&file).unwrap();
+        let cached = || {
+            *reader
+                .cached(
+                    "t",
+                    b"v",
+                    |c| c.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0)),
+                    |_| true,
+                )
+                .unwrap()
+        };
+        let pragmas = || reader.pragmas.load(Ordering::Relaxed);
+        // The first probes open the connection and the index.
+        assert_eq!(cached(), 1);
+        assert_eq!(cached(), 1);
+        let (before, hits) = (pragmas(), reader.cache_hits.load(Ordering::Relaxed));
+        for _ in 0..3 {
+            assert_eq!(cached(), 1);
+        }
+        assert_eq!(pragmas(), before, "an unchanged header: no pragma");
+        assert_eq!(reader.cache_hits.load(Ordering::Relaxed), hits + 3);
+
+        for v in 2..5 {
+            c.execute("UPDATE t SET v = ?1", [v]).unwrap();
+            assert_eq!(cached(), v, "a commit is seen at the next read");
+        }
+        // Each of those commits asked SQLite once.
+        let before = pragmas();
+        c.execute("INSERT INTO t VALUES (0)", []).unwrap();
+        assert_eq!(cached(), 4);
+        assert_eq!(cached(), 4);
+        assert_eq!(pragmas(), before + 1);
+        // A checkpoint that restarts the WAL, then a commit into the new
+        // one.
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        c.execute("UPDATE t SET v = 5", []).unwrap();
+        assert_eq!(cached(), 5);
+
+        // A connection that asks for an exclusive lock before its first
+        // read (its WAL index would be in its heap, its commits invisible
+        // in `-shm`) cannot open the file at all.
+        let exclusive = Connection::open(&file).unwrap();
+        exclusive.busy_timeout(Duration::ZERO).unwrap();
+        exclusive
+            .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))
+            .unwrap();
+        let write = exclusive.execute("UPDATE t SET v = 6", []);
+        let committed: i64 = c
+            .query_row("SELECT v FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(cached(), committed, "never a stale answer");
+        assert!(write.is_err(), "refused while the reader is open");
+        drop((c, exclusive));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only a whole header of the format this code knows is compared; a
+    /// torn, uninitialised or unknown one asks SQLite.
+    #[test]
+    fn only_a_whole_known_header_is_trusted() {
+        let dir = scratch("torn");
+        let path = dir.join("index");
+        let mut header = [0_u8; 96];
+        header[..4].copy_from_slice(&3_007_000_u32.to_ne_bytes());
+        header[12] = 1;
+        header[16] = 9;
+        header.copy_within(..48, 48);
+        let check = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            wal_header(&std::fs::File::open(&path).unwrap())
+        };
+        assert_eq!(check(&header), Some(header));
+        let mut torn = header;
+        torn[64] = 10;
+        assert_eq!(check(&torn), None, "copies differ");
+        let mut fresh = header;
+        fresh[12] = 0;
+        fresh[60] = 0;
+        assert_eq!(check(&fresh), None, "not initialised");
+        let mut other = header;
+        other[0] ^= 1;
+        other[48] ^= 1;
+        assert_eq!(check(&other), None, "another format");
+        assert_eq!(check(&header[..95]), None, "short");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
