@@ -1101,6 +1101,149 @@ async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
     assert!(flows.verify_bearer(&pair.access_token).await.is_err());
 }
 
+/// A refresh token store whose `rotate` answers an error after it has
+/// rotated, while `lost` is set: the answer lost to a timeout, or a commit
+/// whose reply never came.
+#[derive(Debug, Default)]
+struct LostAnswer {
+    inner: MemoryRefreshStore,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl auth_core::token::refresh::RefreshStore for LostAnswer {
+    async fn create(
+        &self,
+        family: &auth_core::token::refresh::Family,
+        first: auth_core::token::refresh::RefreshKey,
+    ) -> Result<(), auth_core::token::refresh::RefreshStoreError> {
+        self.inner.create(family, first).await
+    }
+    async fn rotate(
+        &self,
+        presented: auth_core::token::refresh::RefreshKey,
+        next: auth_core::token::refresh::RefreshKey,
+        sealed: &[u8],
+        now: auth_core::clock::Timestamp,
+        grace: Option<Duration>,
+    ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
+    {
+        let rotation = self
+            .inner
+            .rotate(presented, next, sealed, now, grace)
+            .await?;
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::token::refresh::RefreshStoreError::backend(
+                std::io::Error::from(std::io::ErrorKind::TimedOut),
+            ));
+        }
+        Ok(rotation)
+    }
+    async fn revoke_by_token(
+        &self,
+        token: auth_core::token::refresh::RefreshKey,
+    ) -> Result<Option<(String, String)>, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_by_token(token).await
+    }
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_family(family_id).await
+    }
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.revoke_user(user_id).await
+    }
+    async fn is_live(
+        &self,
+        family_id: &str,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.is_live(family_id, now).await
+    }
+    async fn purge(
+        &self,
+        now: auth_core::clock::Timestamp,
+    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
+        self.inner.purge(now).await
+    }
+}
+
+/// A rotation the store made but whose answer was lost (so the client
+/// never got the successor) is no theft either: the retry with the same
+/// token is an unknown token, with no reuse alarm, and the sign-in ends.
+/// With a reuse grace the family stays and the retry is answered.
+#[tokio::test]
+async fn a_rotation_whose_answer_was_lost_is_no_theft() {
+    for grace in [false, true] {
+        let store = Arc::new(LostAnswer::default());
+        let mut tokens = config();
+        if grace {
+            tokens = tokens.reuse_grace(Duration::from_secs(10));
+        }
+        let h = harness_on(tokens.build().unwrap(), store.clone());
+        let (_, pair) = signed_in(&h, "alice").await;
+        store.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+            Err(AuthError::Unavailable(_))
+        ));
+        store.lost.store(false, std::sync::atomic::Ordering::SeqCst);
+        let retry = h.auth.refresh_tokens(&pair.refresh_token, &client()).await;
+        assert_eq!(h.events.count(AuthEventKind::RefreshTokenReused), 0);
+        if grace {
+            assert!(retry.is_ok(), "the grace answers the retry");
+        } else {
+            assert!(matches!(retry, Err(AuthError::InvalidGrant)));
+            assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+        }
+    }
+}
+
+/// An access token given to revocation (RFC 7009 allows either token)
+/// ends its sign-in, not only a refresh token; anything else changes
+/// nothing.
+#[tokio::test]
+async fn revocation_takes_the_access_token_too() {
+    let h = harness(config().build().unwrap());
+    let (_, pair) = signed_in(&h, "alice").await;
+    let TokenOutcome::Issued(other) = h
+        .auth
+        .token_login("alice", &Password::from(PASSWORD.to_owned()), &client())
+        .await
+        .unwrap()
+    else {
+        panic!("tokens expected");
+    };
+    for garbage in [
+        "",
+        "x.y.z",
+        &other.access_token[..other.access_token.len() - 2],
+    ] {
+        h.auth
+            .revoke_refresh_token(garbage, &client())
+            .await
+            .unwrap();
+    }
+    assert!(h.auth.verify_bearer(&other.access_token).await.is_ok());
+    h.auth
+        .revoke_refresh_token(&pair.access_token, &client())
+        .await
+        .unwrap();
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
+    assert!(
+        h.auth
+            .refresh_tokens(&pair.refresh_token, &client())
+            .await
+            .is_err()
+    );
+    assert_eq!(h.events.count(AuthEventKind::TokensRevoked), 1);
+    assert!(h.auth.verify_bearer(&other.access_token).await.is_ok());
+}
+
 /// The passkey flows change an account too: they refuse a bearer token's
 /// unstored stand-in before anything changes (no proof is spent, no
 /// passkey removed), as every other account-changing flow does.

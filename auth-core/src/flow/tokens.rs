@@ -291,11 +291,22 @@ impl Authenticator {
             None => Vec::new(),
         };
         let now = self.now();
-        let rotation = service
+        let rotation = match service
             .store()
             .rotate(presented.key(), next.key(), &sealed, now, grace)
             .await
-            .map_err(AuthError::internal)?;
+        {
+            Ok(rotation) => rotation,
+            Err(error) => {
+                // The store may have rotated before it failed (a reply
+                // lost to a timeout, a commit whose answer never came):
+                // the client never gets the successor, so its retry must
+                // not read as theft either.
+                self.after_a_lost_successor(service, &presented.key().family_id(), grace)
+                    .await;
+                return Err(AuthError::internal(error));
+            }
+        };
         let (family, successor) = match rotation {
             Rotation::Rotated(family) => (family, next),
             Rotation::Grace {
@@ -334,7 +345,8 @@ impl Authenticator {
         let current = match current {
             Ok(current) => current,
             Err(error) => {
-                self.after_a_lost_successor(service, &family, grace).await;
+                self.after_a_lost_successor(service, &family.id, grace)
+                    .await;
                 return Err(error);
             }
         };
@@ -360,7 +372,8 @@ impl Authenticator {
         let pair = match self.pair(service, &family, &successor) {
             Ok(pair) => pair,
             Err(error) => {
-                self.after_a_lost_successor(service, &family, grace).await;
+                self.after_a_lost_successor(service, &family.id, grace)
+                    .await;
                 return Err(error);
             }
         };
@@ -373,44 +386,61 @@ impl Authenticator {
         Ok(pair)
     }
 
-    /// A refresh failed after its rotation was stored: the client never
-    /// gets the successor. Without a reuse grace its retry with the spent
-    /// token would read as theft (a false `RefreshTokenReused`, the family
-    /// revoked as stolen): the family ends here instead, plainly, and the
-    /// retry is an unknown token. With a grace, the retry gets the same
-    /// successor, so the family stays. Best effort: the store may be what
-    /// failed.
+    /// A refresh failed after its rotation was, or may have been, stored:
+    /// the client never gets the successor. Without a reuse grace its
+    /// retry with the spent token would read as theft (a false
+    /// `RefreshTokenReused`, the family revoked as stolen): the family
+    /// ends here instead, plainly, and the retry is an unknown token.
+    /// With a grace, the retry gets the same successor, so the family
+    /// stays. Best effort: the store may be what failed. (`family_id` is
+    /// the presented token's: only a holder of one of the family's tokens
+    /// can name it.)
     async fn after_a_lost_successor(
         &self,
         service: &TokenService,
-        family: &Family,
+        family_id: &str,
         grace: Option<std::time::Duration>,
     ) {
         if grace.is_some() {
             return;
         }
-        if let Err(error) = service.store().revoke_family(&family.id).await {
+        if let Err(error) = service.store().revoke_family(family_id).await {
             tracing::warn!(%error, "refresh: a family whose successor was lost stays until its retry reads as reuse");
         }
-        service.forget_family(&family.id);
+        service.forget_family(family_id);
     }
 
     /// Revokes the family of a refresh token (RFC 7009: `Ok` whether or
-    /// not the token was known, so the answer tells nothing).
+    /// not the token was known, so the answer tells nothing). An access
+    /// token of ours (signature, issuer, audience and expiry checked) is
+    /// taken too, as RFC 7009 allows: its sign-in ends the same way, so a
+    /// client that sends the wrong one of its two tokens is not left
+    /// signed in.
     pub async fn revoke_refresh_token(
         &self,
         refresh_token: &str,
         client: &Client,
     ) -> Result<(), AuthError> {
         let service = self.token_service()?;
-        let Some(token) = RefreshToken::parse(refresh_token) else {
-            return Ok(());
+        let revoked = match RefreshToken::parse(refresh_token) {
+            Some(token) => service
+                .store()
+                .revoke_by_token(token.key())
+                .await
+                .map_err(AuthError::internal)?,
+            None => match service.verify(refresh_token, self.now()) {
+                Ok(verified) => {
+                    let claims = &verified.claims;
+                    service
+                        .store()
+                        .revoke_family(&claims.sid)
+                        .await
+                        .map_err(AuthError::internal)?
+                        .then(|| (claims.sid.clone(), claims.sub.clone()))
+                }
+                Err(_) => None,
+            },
         };
-        let revoked = service
-            .store()
-            .revoke_by_token(token.key())
-            .await
-            .map_err(AuthError::internal)?;
         if let Some((family_id, user_id)) = revoked {
             service.forget_family(&family_id);
             self.success(

@@ -868,7 +868,8 @@ mod doc {
     )]
     pub(super) fn token_refresh() {}
 
-    /// Revoke a refresh token (RFC 7009).
+    /// Revoke a sign-in's tokens (RFC 7009): `refresh_token` may also be an
+    /// access token of the sign-in.
     #[utoipa::path(
         post, path = "/api/token/revoke", tag = "tokens",
         request_body = RefreshRequest,

@@ -318,8 +318,9 @@ pub async fn a_reused_refresh_token_revokes_its_family<F: HarnessFactory>() {
     assert_eq!(refresh(&app, "garbage").await.status, 401);
 }
 
-/// Revocation (RFC 7009) answers 200 for any token and ends the family;
-/// a bearer logout ends its own.
+/// Revocation (RFC 7009) answers 200 for any token and ends the family,
+/// given the refresh token or an access token of the sign-in; a bearer
+/// logout ends its own.
 pub async fn revocation_and_logout_end_the_family<F: HarnessFactory>() {
     let app = app::<F>();
     let t = signed_in(&app, "alice").await;
@@ -341,6 +342,24 @@ pub async fn revocation_and_logout_end_the_family<F: HarnessFactory>() {
     assert_eq!(r.status, 200);
     assert_eq!(refresh(&app, &t.refresh).await.status, 401);
     refused(&bearer_get(&app, "/api/me", &t.access).await);
+
+    let t = tokens(&token_login(&app, "alice", PASSWORD).await);
+    let other = tokens(&token_login(&app, "alice", PASSWORD).await);
+    let r = app
+        .post_json(
+            "/api/token/revoke",
+            json!({ "refresh_token": t.access }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    refused(&bearer_get(&app, "/api/me", &t.access).await);
+    assert_eq!(refresh(&app, &t.refresh).await.status, 401);
+    assert_eq!(
+        bearer_get(&app, "/api/me", &other.access).await.status,
+        200,
+        "another sign-in stays"
+    );
 
     let t = tokens(&token_login(&app, "alice", PASSWORD).await);
     let r = app
