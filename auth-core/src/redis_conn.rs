@@ -18,6 +18,8 @@
 //! Both forms answer or fail within a bounded time, so a dead node never
 //! hangs a request: 1 s to connect, 500 ms per response (the redis crate's
 //! defaults for the connection manager, set explicitly for the cluster),
+//! one connection attempt per reconnection of a single node (a command
+//! waits for at most one),
 //! and for the cluster at most 2 s per request including redirections and
 //! retries (2 retries, at most 200 ms apart).
 //!
@@ -309,6 +311,19 @@ impl fmt::Debug for RedisConn {
     }
 }
 
+/// A single node's connection manager: the timeouts above, and one
+/// connection attempt per reconnection. Every command issued while the
+/// manager reconnects waits for that reconnection; the crate's default
+/// (six retries from 100 ms, doubling) held each for 6 to 13 s while
+/// Redis was away. A failed attempt fails the commands waiting on it, and
+/// the next command starts another.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(0)
+}
+
 /// The seed nodes of a cluster URL, or `None` for a single-node URL.
 fn cluster_seeds(url: &str) -> Option<Vec<&str>> {
     url.contains(',').then(|| {
@@ -327,11 +342,8 @@ impl RedisConn {
             Some(seeds) => Self::connect_cluster(seeds).await,
             None => {
                 let client = redis::Client::open(url)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
                 Ok(Self::Single(
-                    ConnectionManager::new_with_config(client, config).await?,
+                    ConnectionManager::new_with_config(client, manager_config()).await?,
                 ))
             }
         }
@@ -357,9 +369,7 @@ impl RedisConn {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        let config = manager_config()
             // Only for `CLIENT TRACKING ON OPTIN` at each connection: no
             // command opts in to the crate's own cache.
             .set_cache_config(
@@ -410,10 +420,23 @@ impl From<ClusterConnection> for RedisConn {
     }
 }
 
+/// A single node's command that failed because the manager's last
+/// reconnection attempt was refused is sent once more: a refusal comes
+/// only from a connection attempt, so the command never reached Redis, and
+/// the manager has just started a new attempt, which the second send waits
+/// for. So the first command after Redis comes back is answered, not
+/// failed with the refusal of an attempt made while it was away.
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Single(conn) => Box::pin(async move {
+                match conn.req_packed_command(cmd).await {
+                    Err(error) if error.is_connection_refusal() => {
+                        conn.req_packed_command(cmd).await
+                    }
+                    answer => answer,
+                }
+            }),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -425,7 +448,14 @@ impl ConnectionLike for RedisConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Single(conn) => Box::pin(async move {
+                match conn.req_packed_commands(pipeline, offset, count).await {
+                    Err(error) if error.is_connection_refusal() => {
+                        conn.req_packed_commands(pipeline, offset, count).await
+                    }
+                    answer => answer,
+                }
+            }),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }

@@ -1028,6 +1028,16 @@ mod redis {
             ),
             "{after:?}"
         );
+        // And at once, not after a back-off of reconnection attempts: each
+        // check while Redis stays away waits for at most one attempt
+        // (refused here, so a moment). The redis crate's default (six
+        // retries from 100 ms, doubling) held each for 6 s and more. A
+        // hang detector, far above one attempt and below the default.
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            assert!(t.check(&attempt, clock.now()).await.is_err());
+            assert!(start.elapsed() < Duration::from_secs(3));
+        }
     }
 
     /// Fails closed: an unreachable Redis is an error, never "allowed".
