@@ -43,6 +43,12 @@ struct Queries {
     totp_record_step: &'static str,
     totp_reseal: &'static str,
     totp_remove: &'static str,
+    /// Taken first by every replacement of a user's codes (PostgreSQL:
+    /// under read committed, a replacement's delete does not see the rows
+    /// a concurrent one inserts, and both sets would stay). SQLite needs
+    /// none: its writers take turns, and the delete is the transaction's
+    /// first statement, so it never upgrades a read.
+    codes_lock: Option<&'static str>,
     codes_delete_all: &'static str,
     codes_insert: &'static str,
     codes_consume: &'static str,
@@ -94,6 +100,7 @@ const SQLITE: Queries = Queries {
     totp_record_step: "UPDATE auth_totp SET last_step = ?2
         WHERE user_id = ?1 AND confirmed AND (last_step IS NULL OR last_step < ?2)",
     totp_remove: "DELETE FROM auth_totp WHERE user_id = ?1",
+    codes_lock: None,
     codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = ?1",
     codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
     codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
@@ -165,6 +172,9 @@ const POSTGRES: Queries = Queries {
     totp_record_step: "UPDATE auth_totp SET last_step = $2
         WHERE user_id = $1 AND confirmed AND (last_step IS NULL OR last_step < $2)",
     totp_remove: "DELETE FROM auth_totp WHERE user_id = $1",
+    // A transaction lock per user, in the two-key space (apart from the
+    // one-key migration lock); 1382232132 is "Rc0D" in ASCII.
+    codes_lock: Some("SELECT pg_advisory_xact_lock(1382232132, hashtext($1))"),
     codes_delete_all: "DELETE FROM auth_recovery_codes WHERE user_id = $1",
     codes_insert: "INSERT INTO auth_recovery_codes (user_id, code_hash) VALUES ($1, $2)",
     codes_consume: "DELETE FROM auth_recovery_codes WHERE user_id = $1 AND code_hash = $2",
@@ -250,6 +260,9 @@ macro_rules! sql_account_store {
                 user: &str,
                 hashes: &[String],
             ) -> Result<(), UserStoreError> {
+                if let Some(lock) = $queries.codes_lock {
+                    sqlx::query(lock).bind(user).execute(&mut **tx).bounded::<$db>(&Inline::NONE).await?;
+                }
                 sqlx::query($queries.codes_delete_all).bind(user).execute(&mut **tx).bounded::<$db>(&Inline::NONE).await?;
                 for hash in hashes {
                     sqlx::query($queries.codes_insert)

@@ -82,6 +82,7 @@ pub async fn account_store_suite(store: Arc<dyn AccountStore>) {
         consume_recovery_code,
         concurrent_recovery_consumers_one_wins,
         replace_recovery_codes_replaces,
+        concurrent_replacements_leave_one_set,
         remove_totp_removes_the_secret_only,
         epoch_starts_at_zero_and_rises,
         concurrent_epoch_raises_count_all,
@@ -125,6 +126,7 @@ macro_rules! account_store_tests {
             consume_recovery_code,
             concurrent_recovery_consumers_one_wins,
             replace_recovery_codes_replaces,
+            concurrent_replacements_leave_one_set,
             remove_totp_removes_the_secret_only,
             epoch_starts_at_zero_and_rises,
             concurrent_epoch_raises_count_all,
@@ -512,6 +514,31 @@ pub async fn replace_recovery_codes_replaces(store: Arc<dyn AccountStore>) {
     store.replace_recovery_codes(&user, &[]).await.unwrap();
     assert_eq!(store.recovery_codes_left(&user).await.unwrap(), 0);
     assert!(!store.consume_recovery_code(&user, &new[1]).await.unwrap());
+}
+
+/// 8 concurrent replacements of one user's codes (a double-submitted
+/// "new codes" form, a regeneration racing a confirmation): one set is
+/// left, whole, never a mix of sets (each replacement deletes what the
+/// others inserted, even under PostgreSQL's read committed).
+pub async fn concurrent_replacements_leave_one_set(store: Arc<dyn AccountStore>) {
+    let user = user();
+    let sets: Vec<Vec<String>> = (0..8).map(|_| code_hashes(4)).collect();
+    concurrently(8, |i| {
+        let (store, user, set) = (Arc::clone(&store), user.clone(), sets[i].clone());
+        async move { store.replace_recovery_codes(&user, &set).await.unwrap() }
+    })
+    .await;
+    assert_eq!(store.recovery_codes_left(&user).await.unwrap(), 4);
+    let mut kept = 0;
+    for set in &sets {
+        if store.consume_recovery_code(&user, &set[0]).await.unwrap() {
+            kept += 1;
+            for code in &set[1..] {
+                assert!(store.consume_recovery_code(&user, code).await.unwrap());
+            }
+        }
+    }
+    assert_eq!(kept, 1, "exactly one set is left");
 }
 
 /// `remove_totp` removes the secret (confirmed or pending) and leaves the
