@@ -13,11 +13,20 @@ use crate::clock::Timestamp;
 /// Families in process memory: for tests and single-process apps (every
 /// client must sign in again when the process restarts).
 ///
-/// Not capped: a family is a sign-in (and sign-ins are throttled), one
-/// entry however often it rotates. [`purge`](RefreshStore::purge) removes
-/// the expired and idle families; call it periodically. Revoked families go at once. `Debug` shows counts only.
+/// A family is a sign-in, one entry however often it rotates. Bounded:
+/// one user holds at most `per_user_capacity` families (default 64; a new
+/// sign-in ends that user's least recently used one, as the memory
+/// session store does with sessions), and the store at most `capacity`
+/// (default 100,000; when full, a new family first drops the dead ones,
+/// then the least recently used tenth). A family so ended answers its
+/// next refresh as an unknown token: its client signs in again.
+/// [`purge`](RefreshStore::purge) removes the expired and idle families;
+/// call it periodically. Revoked families go at once. `Debug` shows
+/// counts only.
 pub struct MemoryRefreshStore {
     inner: Mutex<Inner>,
+    capacity: usize,
+    per_user_capacity: usize,
 }
 
 /// Keyed by family ids (digests of a client's secret) and the app's user
@@ -67,11 +76,32 @@ impl fmt::Debug for MemoryRefreshStore {
 }
 
 impl MemoryRefreshStore {
-    /// An empty store.
+    /// Default capacity.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+    /// Default cap on one user's families.
+    pub const DEFAULT_PER_USER_CAPACITY: usize = 64;
+
+    /// An empty store with the default capacities.
     pub fn new() -> Self {
         Self {
             inner: Mutex::default(),
+            capacity: Self::DEFAULT_CAPACITY,
+            per_user_capacity: Self::DEFAULT_PER_USER_CAPACITY,
         }
+    }
+
+    /// Sets the capacity (at least 1).
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets the cap on one user's families (at least 1).
+    #[must_use]
+    pub fn per_user_capacity(mut self, capacity: usize) -> Self {
+        self.per_user_capacity = capacity.max(1);
+        self
     }
 
     /// How many families are held, live or not.
@@ -151,6 +181,53 @@ impl Inner {
         }
     }
 
+    /// Makes room for a new family of `user` at `now`: ends the user's
+    /// least recently used family while the user holds `per_user` or more,
+    /// and when the store holds `capacity` or more, drops the dead
+    /// families, then (still full) the least recently used tenth.
+    fn make_room(&mut self, user: &str, now: Timestamp, capacity: usize, per_user: usize) {
+        while let Some(ids) = self.by_user.get(user)
+            && ids.len() >= per_user
+        {
+            let oldest = ids
+                .iter()
+                .filter_map(|id| Some((self.families.get(id)?.family.last_used_at, id)))
+                .min()
+                .map(|(_, id)| Arc::clone(id));
+            match oldest {
+                Some(id) => {
+                    self.remove(&id);
+                }
+                None => break,
+            }
+        }
+        if self.families.len() < capacity {
+            return;
+        }
+        let dead: Vec<Arc<str>> = self
+            .families
+            .iter()
+            .filter(|(_, entry)| !entry.family.is_live_at(now))
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in &dead {
+            self.remove(id);
+        }
+        if self.families.len() < capacity {
+            return;
+        }
+        let mut by_use: Vec<(Timestamp, Arc<str>)> = self
+            .families
+            .iter()
+            .map(|(id, entry)| (entry.family.last_used_at, Arc::clone(id)))
+            .collect();
+        by_use.sort_unstable();
+        let excess = self.families.len() + 1 - capacity;
+        for (_, id) in by_use.iter().take(excess.max(capacity / 10)) {
+            self.remove(id);
+        }
+    }
+
     /// Forgets a family.
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.families.remove(id)?;
@@ -172,6 +249,12 @@ impl RefreshStore for MemoryRefreshStore {
         if inner.families.contains_key(family.id.as_str()) {
             return Err(RefreshStoreError::Collision);
         }
+        inner.make_room(
+            &family.user_id,
+            family.created_at,
+            self.capacity,
+            self.per_user_capacity,
+        );
         let id: Arc<str> = Arc::from(family.id.as_str());
         inner
             .by_user
@@ -324,6 +407,85 @@ mod tests {
         assert_eq!(store.purge(idle).await.unwrap(), 1);
         let inner = store.lock();
         assert!(inner.families.is_empty() && inner.by_user.is_empty());
+    }
+
+    /// One user holds at most `per_user_capacity` families: a new sign-in
+    /// ends the least recently used one, never a recently refreshed one;
+    /// the store holds at most `capacity`, dead families going first.
+    #[tokio::test]
+    async fn families_are_bounded_per_user_and_in_all() {
+        let store = MemoryRefreshStore::new().per_user_capacity(3);
+        let mut tokens = Vec::new();
+        for n in 0..3_u64 {
+            let token = RefreshToken::generate().unwrap();
+            let mut f = family(&token, "alice");
+            f.last_used_at = T0.saturating_add(Duration::from_secs(n));
+            store.create(&f, token.key()).await.unwrap();
+            tokens.push(token);
+        }
+        // The first family is refreshed: the second is now the least
+        // recently used.
+        let next = tokens[0].successor().unwrap();
+        let at = T0.saturating_add(Duration::from_secs(10));
+        assert!(matches!(
+            store
+                .rotate(tokens[0].key(), next.key(), b"", at, None)
+                .await
+                .unwrap(),
+            Rotation::Rotated(_)
+        ));
+        let fourth = RefreshToken::generate().unwrap();
+        store
+            .create(&family(&fourth, "alice"), fourth.key())
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 3);
+        let live = |token: &RefreshToken| {
+            store
+                .lock()
+                .families
+                .contains_key(token.key().family_id().as_str())
+        };
+        assert!(live(&next) && live(&tokens[2]) && live(&fourth));
+        assert!(!live(&tokens[1]), "the least recently used one ended");
+        // Another user is not touched by alice's cap.
+        let bob = RefreshToken::generate().unwrap();
+        store.create(&family(&bob, "bob"), bob.key()).await.unwrap();
+        assert_eq!(store.len(), 4);
+
+        // In all: a full store drops dead families first, then the least
+        // recently used.
+        let store = MemoryRefreshStore::new().capacity(4);
+        let mut users = Vec::new();
+        for n in 0..4_u64 {
+            let token = RefreshToken::generate().unwrap();
+            let mut f = family(&token, &format!("user-{n}"));
+            f.last_used_at = T0.saturating_add(Duration::from_secs(n));
+            if n == 2 {
+                f.expires_at = T0;
+            }
+            store.create(&f, token.key()).await.unwrap();
+            users.push(token);
+        }
+        let fifth = RefreshToken::generate().unwrap();
+        let mut f = family(&fifth, "user-4");
+        f.created_at = T0.saturating_add(Duration::from_secs(5));
+        store.create(&f, fifth.key()).await.unwrap();
+        let live = |token: &RefreshToken| {
+            store
+                .lock()
+                .families
+                .contains_key(token.key().family_id().as_str())
+        };
+        assert!(!live(&users[2]), "the dead one went first");
+        assert!(users.iter().enumerate().all(|(n, t)| n == 2 || live(t)));
+        let sixth = RefreshToken::generate().unwrap();
+        store
+            .create(&family(&sixth, "user-5"), sixth.key())
+            .await
+            .unwrap();
+        assert!(!live(&users[0]), "then the least recently used");
+        assert!(live(&fifth) && live(&sixth) && store.len() <= 4);
     }
 
     /// A store whose rotation reads, then writes in a second step: right
