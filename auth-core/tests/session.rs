@@ -202,6 +202,48 @@ async fn anonymous_sessions_never_block_a_login() {
     assert_eq!(store.len(), 100);
 }
 
+/// A flood of anonymous sessions from one network ends its own sessions
+/// when the anonymous cap is reached, not other visitors' (an anonymous
+/// session may hold a sign-in under way).
+#[tokio::test]
+async fn a_flood_from_one_network_evicts_its_own_sessions() {
+    let clock = ManualClock::starting_now();
+    let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())).anonymous_capacity(20));
+    let manager = SessionManager::new(store.clone(), SessionConfig::default())
+        .with_clock(Arc::new(clock.clone()));
+    let from = |ip: &str| {
+        let mut new = client();
+        new.client.ip = Some(ip.to_owned());
+        new
+    };
+    let visitors: Vec<String> = (1..=5)
+        .map(|n| format!("192.0.2.{n}"))
+        .chain(["2001:db8:1:2::1".to_owned()])
+        .collect();
+    let mut kept = Vec::new();
+    for ip in &visitors {
+        kept.push(manager.create(from(ip)).await.unwrap().id().encode());
+    }
+    clock.advance(Duration::from_secs(60));
+    // Fresher than the visitors', from one address and from addresses of
+    // one /64.
+    for n in 0..200 {
+        let ip = if n % 2 == 0 {
+            "203.0.113.9".to_owned()
+        } else {
+            format!("2001:db8:9:9::{n:x}")
+        };
+        manager.create(from(&ip)).await.unwrap();
+    }
+    assert!(store.anonymous_len() <= 20, "{}", store.anonymous_len());
+    for id in &kept {
+        assert!(
+            manager.load(id).await.unwrap().is_some(),
+            "a visitor's session stays"
+        );
+    }
+}
+
 /// One account logging in again and again (an attacker's own) cannot fill
 /// the store for everybody else: past its cap, each new session of a user
 /// ends that user's session that expires soonest.

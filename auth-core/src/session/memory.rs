@@ -12,9 +12,11 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 /// most `anonymous_capacity` (default 10,000) anonymous ones (no user: app
 /// data for a visitor, which anyone can make). A new anonymous session
 /// beyond its cap, or any new session in a full store, first makes room by
-/// dropping expired records and then the anonymous sessions that expire
-/// soonest (a tenth of their cap at a time): anonymous sessions never
-/// block a login. One user holds at most `per_user_capacity` sessions
+/// dropping expired records and then anonymous sessions (a tenth of their
+/// cap at a time): first those of the client networks (an IPv4 address,
+/// an IPv6 /64) that hold the most, the soonest to expire first, so a
+/// flood from one network ends its own sessions, not other visitors';
+/// anonymous sessions never block a login. One user holds at most `per_user_capacity` sessions
 /// (default 64) and at most 8 waiting for their second factor: a new one
 /// beyond that ends that user's session of the same kind that expires
 /// soonest, so no account (an attacker's own, logging in again and again)
@@ -191,19 +193,40 @@ impl Inner {
         }
     }
 
-    /// Drops the `count` anonymous sessions that expire soonest.
+    /// Drops `count` anonymous sessions: those of the client networks
+    /// (an IPv4 address, an IPv6 /64) holding the most go first, the
+    /// soonest to expire first within one network. So a flood of
+    /// anonymous sessions from one network ends its own, not other
+    /// visitors' (a passkey sign-in under way, say).
     fn evict_anonymous(&mut self, count: usize) {
-        let mut by_expiry: Vec<(Timestamp, SessionKey)> = self
+        let network = |record: &SessionRecord| {
+            record
+                .ip
+                .as_deref()
+                .and_then(|ip| ip.parse().ok())
+                .map(crate::rate_limit::IpBucket::of)
+        };
+        let mut held = HashMap::<_, usize, foldhash::fast::RandomState>::default();
+        for key in &self.anonymous {
+            if let Some(record) = self.records.get(key) {
+                *held.entry(network(record)).or_default() += 1;
+            }
+        }
+        let mut order: Vec<(std::cmp::Reverse<usize>, Timestamp, SessionKey)> = self
             .anonymous
             .iter()
-            .filter_map(|key| Some((self.records.get(key)?.expires_at(), *key)))
+            .filter_map(|key| {
+                let record = self.records.get(key)?;
+                let many = held.get(&network(record)).copied().unwrap_or(0);
+                Some((std::cmp::Reverse(many), record.expires_at(), *key))
+            })
             .collect();
-        let count = count.min(by_expiry.len());
+        let count = count.min(order.len());
         if count == 0 {
             return;
         }
-        by_expiry.select_nth_unstable(count - 1);
-        for (_, key) in by_expiry.into_iter().take(count) {
+        order.select_nth_unstable(count - 1);
+        for (_, _, key) in order.into_iter().take(count) {
             self.remove(&key);
         }
     }
