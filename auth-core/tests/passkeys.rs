@@ -344,6 +344,103 @@ async fn add_passkey(
         .await
 }
 
+/// `credential` (a registration answer) with its credential id replaced
+/// by `len` bytes, in `id`, `rawId` and the attestation object's
+/// authenticator data (an attestation of format "none" signs nothing).
+fn with_credential_id_of(credential: &Value, len: usize) -> Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    let object =
+        Base64UrlUnpadded::decode_vec(&text(&credential["response"]["attestationObject"])).unwrap();
+    let mut object: ciborium::Value = ciborium::from_reader(object.as_slice()).unwrap();
+    let id: Vec<u8> = (0..len).map(|n| (n % 251) as u8).collect();
+    let fields = object.as_map_mut().unwrap();
+    assert!(
+        fields
+            .iter()
+            .any(|(k, v)| k.as_text() == Some("fmt") && v.as_text() == Some("none"))
+    );
+    for (key, value) in fields.iter_mut() {
+        if key.as_text() == Some("authData") {
+            let data = value.as_bytes().unwrap().clone();
+            // rpIdHash 32, flags 1, counter 4, AAGUID 16, then the id's
+            // length (2, big-endian) and the id.
+            let old = usize::from(u16::from_be_bytes([data[53], data[54]]));
+            let mut new = data[..53].to_vec();
+            new.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+            new.extend_from_slice(&id);
+            new.extend_from_slice(&data[55 + old..]);
+            *value = ciborium::Value::Bytes(new);
+        }
+    }
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&object, &mut encoded).unwrap();
+    let mut credential = credential.clone();
+    let id = Base64UrlUnpadded::encode_string(&id);
+    credential["id"] = json!(id);
+    credential["rawId"] = json!(id);
+    credential["response"]["attestationObject"] = json!(Base64UrlUnpadded::encode_string(&encoded));
+    credential
+}
+
+/// A registration on `session` whose credential id is `len` bytes.
+async fn register_with_id_of(
+    h: &Harness,
+    session: &mut Session,
+    len: usize,
+) -> Result<auth_core::flow::PasskeyAdded, AuthError> {
+    let options = h
+        .auth
+        .begin_passkey_registration(session, &password_proof(), &client())
+        .await?;
+    let credential = SoftAuthenticator::new(ORIGIN)
+        .create(&options)
+        .await
+        .unwrap();
+    h.auth
+        .finish_passkey_registration(
+            session,
+            "Key",
+            &with_credential_id_of(&credential, len),
+            &client(),
+        )
+        .await
+}
+
+/// A credential id longer than WebAuthn allows (1023 bytes; an
+/// authenticator of the attacker's making) is refused at registration: it
+/// could be stored, but never renamed nor removed by its handle, so a
+/// passkey added with a phished password would outlive the owner's
+/// recovery. One of 1023 bytes is added and removed.
+#[tokio::test]
+async fn a_credential_id_longer_than_webauthn_allows_is_refused() {
+    let h = harness();
+    let (id, mut session) = signed_up(&h, "alice").await;
+    assert!(matches!(
+        register_with_id_of(&h, &mut session, 1024).await,
+        Err(AuthError::PasskeyRefused)
+    ));
+    assert!(matches!(
+        register_with_id_of(&h, &mut session, 1500).await,
+        Err(AuthError::PasskeyRefused)
+    ));
+    assert!(h.store.list(&id).await.unwrap().is_empty());
+    let added = register_with_id_of(&h, &mut session, 1023).await.unwrap();
+    let code = added
+        .recovery_codes
+        .expect("the first factor's codes")
+        .codes()[0]
+        .to_owned();
+    let proof = password_proof().with_code(code);
+    assert!(
+        h.auth
+            .remove_passkey(&mut session, &added.passkey.id(), &proof, &client())
+            .await
+            .unwrap()
+    );
+    assert!(h.store.list(&id).await.unwrap().is_empty());
+}
+
 /// A user with one passkey on a device of their own: the user id, their
 /// session and a recovery code (the proof of later factor changes).
 async fn user_with_passkey(

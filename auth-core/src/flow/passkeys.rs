@@ -253,6 +253,12 @@ impl Authenticator {
             .webauthn()
             .finish_passkey_registration(&answer, &state)
             .map_err(|_| refuse(FailureReason::PasskeyInvalid))?;
+        // webauthn-rs takes ids of up to 4096 bytes; WebAuthn allows 1023,
+        // and a passkey's handle (`StoredPasskey::id`) only names ids that
+        // long: a longer one could be stored but never renamed or removed.
+        if passkey.cred_id().len() > crate::passkey::MAX_CREDENTIAL_ID_BYTES {
+            return Err(refuse(FailureReason::PasskeyInvalid));
+        }
         let (backup_eligible, backed_up) = backup_flags(&passkey);
         let stored = StoredPasskey {
             credential_id: passkey.cred_id().to_vec(),
