@@ -33,12 +33,14 @@
 //! answers a 500 naming the problem (it never panics and never lets the
 //! request through).
 //!
-//! With the `jwt` feature and tokens configured
-//! (`AuthBuilder::tokens`), the same extractors and guards also take
-//! `Authorization: Bearer <access token>`: such a request is decided by its
-//! token alone (its cookies are not read, no cross-site check applies, its
-//! answer sets no cookie; a guard or `CurrentUser` refuses it with JSON, never a redirect,
-//! and a 401 adds `WWW-Authenticate: Bearer`).
+//! A request with `Authorization: Bearer <access token>` is a bearer
+//! request, whatever the configuration: the same extractors and guards
+//! decide it by its token alone (its cookies are not read, no cross-site
+//! check applies, its answer sets no cookie; a guard or `CurrentUser`
+//! refuses it with JSON, never a redirect, and a 401 adds
+//! `WWW-Authenticate: Bearer`). With the `jwt` feature and tokens
+//! configured (`AuthBuilder::tokens`) a valid access token signs it in;
+//! otherwise it is not signed in.
 //!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
 //! its features (`sqlite`, `postgres`, `redis`, `jwt`, ...): one dependency

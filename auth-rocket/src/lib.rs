@@ -51,13 +51,22 @@
 //!   magic link, `?token=...`), at `debug` every header (cookies and
 //!   bearer tokens). Run with `log_level = "critical"` (or `off`) wherever
 //!   such logs are kept, as the demo does.
+//! * Even at `critical`, Rocket logs a failed data guard's error with
+//!   `{:?}` (a `warn`), and the error of Rocket's own `Json` holds the raw
+//!   body: a login form with a stray comma would log its password. Read
+//!   secrets with this crate's [`Json`], which fails with the same status
+//!   and an error that holds no part of the body. (Rocket's `Form` errors
+//!   hold field values too: take forms with secrets as `Json`, or as a
+//!   `String` you parse yourself.)
 //!
-//! With the `jwt` feature and tokens configured
-//! (`AuthBuilder::tokens`), the same extractors and guards also take
-//! `Authorization: Bearer <access token>`: such a request is decided by its
-//! token alone (its cookies are not read, no cross-site check applies, its
-//! answer sets no cookie; a guard or `CurrentUser` refuses it with JSON, never a redirect,
-//! and a 401 adds `WWW-Authenticate: Bearer`).
+//! A request with `Authorization: Bearer <access token>` is a bearer
+//! request, whatever the configuration: the same extractors and guards
+//! decide it by its token alone (its cookies are not read, no cross-site
+//! check applies, its answer sets no cookie; a guard or `CurrentUser`
+//! refuses it with JSON, never a redirect, and a 401 adds
+//! `WWW-Authenticate: Bearer`). With the `jwt` feature and tokens
+//! configured (`AuthBuilder::tokens`) a valid access token signs it in;
+//! otherwise it is not signed in.
 //!
 //! This crate re-exports [`auth_core`] and its common names, and forwards
 //! its features (`sqlite`, `postgres`, `redis`, `jwt`, ...): one dependency
@@ -599,5 +608,68 @@ impl<'r> FromRequest<'r> for RequireMfa {
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, AuthRejection> {
         protect(request, Guard::Mfa, Self).await
+    }
+}
+
+/// A JSON request body: Rocket's `rocket::serde::json::Json`, whose error
+/// never holds the body.
+///
+/// Rocket logs a failed data guard's error with `{:?}` at `warn`, which
+/// its `critical` level still prints, and the error of Rocket's `Json`
+/// holds the raw body (a malformed login form would log its password).
+/// This guard reads the body the same way (the `json` limit, 400 for
+/// malformed JSON, 422 for JSON of the wrong shape) and fails with a
+/// [`BodyRefused`], which says only the status. `Debug` shows no field.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    /// The body.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Json(..)")
+    }
+}
+
+/// Why [`Json`] refused a body: its status only (never a byte of the
+/// body, which Rocket would log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRefused(pub Status);
+
+impl fmt::Display for BodyRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body refused ({})", self.0)
+    }
+}
+
+impl std::error::Error for BodyRefused {}
+
+#[rocket::async_trait]
+impl<'r, T: rocket::serde::Deserialize<'r>> rocket::data::FromData<'r> for Json<T> {
+    type Error = BodyRefused;
+
+    async fn from_data(
+        request: &'r Request<'_>,
+        data: Data<'r>,
+    ) -> rocket::data::Outcome<'r, Self> {
+        use rocket::outcome::Outcome as Of;
+        match rocket::serde::json::Json::<T>::from_data(request, data).await {
+            Of::Success(body) => Of::Success(Self(body.into_inner())),
+            // Rocket's error (it holds the body) is dropped here.
+            Of::Error((status, _)) => Of::Error((status, BodyRefused(status))),
+            Of::Forward(forward) => Of::Forward(forward),
+        }
     }
 }

@@ -463,3 +463,57 @@ fn rejections_do_not_debug_print_internal_sources() {
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(debug.contains("500"));
 }
+
+#[derive(rocket::serde::Deserialize)]
+#[serde(crate = "rocket::serde")]
+struct Credentials {
+    password: String,
+}
+
+/// What `auth_rocket::Json` gave: the password's length, or its error as
+/// Rocket would log it (`{:?}`).
+#[post("/json", data = "<body>")]
+fn json_body(body: Result<auth_rocket::Json<Credentials>, auth_rocket::BodyRefused>) -> String {
+    match body {
+        Ok(body) => format!("{} characters", body.password.len()),
+        Err(refused) => format!("{refused:?}"),
+    }
+}
+
+/// A refused JSON body's error (which Rocket logs with `{:?}`) holds no
+/// byte of the body: malformed JSON and JSON of the wrong shape say only
+/// their status (400, 422), as Rocket's own `Json` answers.
+#[rocket::async_test]
+async fn a_refused_json_body_holds_no_secret() {
+    let config = rocket::Config {
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    };
+    let client = Client::untracked(rocket::custom(config).mount("/", routes![json_body]))
+        .await
+        .unwrap();
+    let post = |body: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .post("/json")
+                .header(ContentType::JSON)
+                .body(body)
+                .dispatch()
+                .await
+                .into_string()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(r#"{"password":"hunter2-secret"}"#).await, "14 characters");
+    for (malformed, status) in [
+        (r#"{"password":"hunter2-secret",}"#, 400),
+        (r#"{"password":"hunter2-secret""#, 400),
+        (r#"{"password":["hunter2-secret"]}"#, 422),
+    ] {
+        let said = post(malformed).await;
+        assert_eq!(said, format!("BodyRefused(Status {{ code: {status} }})"));
+        assert!(!said.contains("hunter2"));
+    }
+}

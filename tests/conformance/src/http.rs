@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct Demo {
     child: Child,
     addr: String,
+    /// Everything the binary printed (stdout and stderr), as it comes.
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    drains: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Demo {
@@ -43,11 +46,20 @@ impl Demo {
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("the binary starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = |line: &str| {
+            let mut all = output
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.push_str(line);
+            all.push('\n');
+        };
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
@@ -55,13 +67,51 @@ impl Demo {
                 .next()
                 .expect("the demo prints its address")
                 .expect("readable stderr");
+            keep(&line);
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.trim_end_matches('/').to_owned();
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
+        // Keep draining both pipes (kept for `stop`), so the child never
+        // blocks on a full one.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let drain = |lines: Box<dyn Iterator<Item = std::io::Result<String>> + Send>| {
+            let output = std::sync::Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let mut all = output
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            })
+        };
+        let drains = vec![
+            drain(Box::new(lines)),
+            drain(Box::new(BufReader::new(stdout).lines())),
+        ];
+        Self {
+            child,
+            addr,
+            output,
+            drains,
+        }
+    }
+
+    /// Stops the binary and answers everything it printed (stdout and
+    /// stderr).
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for drain in self.drains.drain(..) {
+            let _ = drain.join();
+        }
+        let output = self
+            .output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        output.clone()
     }
 
     /// One request; returns (status, headers, body). A chunked body is
@@ -250,7 +300,30 @@ pub fn minimal_app_registers_logs_in_and_out(binary: &str) {
     assert_eq!(status, 204);
     let (status, _, _) = app.request("GET", "/me", Some(&cookie), None);
     assert_eq!(status, 401, "logout ended the session server-side");
-    drop(app);
+
+    // Malformed bodies are refused, and nothing the app prints holds
+    // their password (Rocket logs a refused body guard's error).
+    let marker = "Marker-Password-4711";
+    for (path, malformed) in [
+        (
+            "/register",
+            format!(r#"{{"email":"eve@example.com","password":"{marker}",}}"#),
+        ),
+        ("/login", format!(r#"{{"email":17,"password":"{marker}"}}"#)),
+        ("/login", format!(r#"{{"password":"{marker}""#)),
+    ] {
+        let (status, _, text) = app.request("POST", path, None, Some(&malformed));
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(
+            !text.contains(marker),
+            "{path}: the answer holds the password"
+        );
+    }
+    let printed = app.stop();
+    assert!(
+        !printed.contains(marker),
+        "the app printed a password:\n{printed}"
+    );
     // The app's table is as the app made it: the toolkit keeps its own
     // state (sessions, factors, epochs) in tables of its own.
     let db = rusqlite::Connection::open(dir.join("app.db")).expect("the app's database");

@@ -12,9 +12,9 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use auth_rocket::auth_core::web::AllowedHosts;
-use auth_rocket::{Auth, AuthFairing, AuthRejection, AuthSession, AuthUser, CurrentUser};
+use auth_rocket::{Auth, AuthFairing, AuthRejection, AuthSession, AuthUser, CurrentUser, Json};
 use auth_rocket::{LoginName, NewUser, Password, RequireLogin, UserStore, UserStoreError as Error};
-use rocket::{Config, fairing::AdHoc, get, http::Status, post, routes, serde::json::Json};
+use rocket::{Config, fairing::AdHoc, get, http::Status, post, routes};
 use sqlx::{SqlitePool, query, query_as};
 
 /// The app's own user type: a row of its own table.
@@ -75,6 +75,8 @@ impl UserStore for Users {
     }
 }
 
+/// Read with `auth_rocket::Json`, not Rocket's: Rocket logs a refused
+/// body guard's error, and its own `Json`'s error holds the raw body.
 #[derive(serde::Deserialize)]
 struct Form {
     email: String,
