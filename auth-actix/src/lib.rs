@@ -232,6 +232,7 @@ where
                 Err(error) => {
                     let mut response = error.error_response();
                     state.finish().await.apply(&mut Headers {
+                        status: response.status().as_u16(),
                         map: response.headers_mut(),
                         security: &security,
                     });
@@ -241,6 +242,7 @@ where
             // The headers the core asks for (the security headers'
             // values converted once by the middleware).
             state.finish().await.apply(&mut Headers {
+                status: response.status().as_u16(),
                 map: response.headers_mut(),
                 security: &security,
             });
@@ -253,6 +255,7 @@ where
 /// ([`Finish::apply`](auth_core::web::Finish::apply)), with the security
 /// headers' values converted once by the middleware.
 struct Headers<'a> {
+    status: u16,
     map: &'a mut header::HeaderMap,
     security: &'a [(HeaderName, HeaderValue)],
 }
@@ -260,6 +263,10 @@ struct Headers<'a> {
 impl ResponseHeaders for Headers<'_> {
     fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+
+    fn status(&self) -> Option<u16> {
+        Some(self.status)
     }
 
     fn present(&self, security: &SecurityHeaders) -> u64 {

@@ -203,6 +203,7 @@ fn peer(request: &Request) -> Option<SocketAddr> {
 /// the layer).
 fn finish(response: &mut Response, finish: Finish, security: &[(HeaderName, HeaderValue)]) {
     finish.apply(&mut Headers {
+        status: response.status().as_u16(),
         map: response.headers_mut(),
         security,
     });
@@ -211,6 +212,7 @@ fn finish(response: &mut Response, finish: Finish, security: &[(HeaderName, Head
 /// A response's headers as the core writes them, with the security
 /// headers' values converted once by the layer.
 struct Headers<'a> {
+    status: u16,
     map: &'a mut http::HeaderMap,
     security: &'a [(HeaderName, HeaderValue)],
 }
@@ -218,6 +220,10 @@ struct Headers<'a> {
 impl ResponseHeaders for Headers<'_> {
     fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+
+    fn status(&self) -> Option<u16> {
+        Some(self.status)
     }
 
     fn present(&self, security: &SecurityHeaders) -> u64 {

@@ -332,6 +332,10 @@ impl ResponseHeaders for Headers<'_, '_> {
     fn append(&mut self, name: &'static str, value: String) {
         self.0.adjoin_raw_header(name, value);
     }
+
+    fn status(&self) -> Option<u16> {
+        Some(self.0.status().code)
+    }
 }
 
 /// Answers a request the fairing refused with the core's reply.

@@ -506,7 +506,10 @@ async fn a_refused_json_body_holds_no_secret() {
                 .unwrap()
         }
     };
-    assert_eq!(post(r#"{"password":"hunter2-secret"}"#).await, "14 characters");
+    assert_eq!(
+        post(r#"{"password":"hunter2-secret"}"#).await,
+        "14 characters"
+    );
     for (malformed, status) in [
         (r#"{"password":"hunter2-secret",}"#, 400),
         (r#"{"password":"hunter2-secret""#, 400),

@@ -461,6 +461,7 @@ mod finish_tests {
             device_cookie: Some("__Host-session-device=y".to_owned()),
             no_store: true,
             security: SecurityHeaders::new(),
+            bearer_challenge: None,
         };
         finish.apply(&mut handler);
         let get = |name: &str| -> Vec<&str> {
@@ -492,6 +493,7 @@ mod finish_tests {
             device_cookie: None,
             no_store: false,
             security: SecurityHeaders::new(),
+            bearer_challenge: None,
         }
         .apply(&mut cached);
         assert_eq!(

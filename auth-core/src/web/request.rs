@@ -55,6 +55,10 @@ impl Slot {
     }
 }
 
+/// The challenge of a bearer request whose token was refused (RFC 6750
+/// 3.1).
+const BEARER_REFUSED: &str = r#"Bearer error="invalid_token""#;
+
 /// A route protection, checked by [`RequestAuth::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
@@ -107,6 +111,13 @@ pub trait ResponseHeaders {
         let _ = index;
         self.set(name, value.clone());
     }
+
+    /// The response's status code, if the adapter knows it: a bearer
+    /// request's 401 gets its `WWW-Authenticate` challenge from it. By
+    /// default `None` (no challenge is added).
+    fn status(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// The headers the response needs once the handler has run.
@@ -126,6 +137,11 @@ pub struct Finish {
     /// Browser security headers to add where the response does not set
     /// them itself.
     pub security: SecurityHeaders,
+    /// For a bearer request: the `WWW-Authenticate` value a 401 answer
+    /// must carry (RFC 6750, RFC 9110 15.5.2), added when the handler set
+    /// none: `Bearer error="invalid_token"` when the request's token was
+    /// checked and refused, else `Bearer`.
+    pub bearer_challenge: Option<&'static str>,
 }
 
 impl Finish {
@@ -133,11 +149,19 @@ impl Finish {
     /// `Cache-Control: no-store` when due, replacing the handler's value (a
     /// personal answer must not be cached); each `Set-Cookie`, after any the
     /// handler set; and each security header the handler did not set
-    /// itself (the handler's own value wins). Every adapter ends a request
-    /// with this, so the policy is written once.
+    /// itself (the handler's own value wins); and on a bearer request's
+    /// 401, the [`bearer_challenge`](Self::bearer_challenge) unless the
+    /// handler set one. Every adapter ends a request with this, so the
+    /// policy is written once.
     pub fn apply(mut self, headers: &mut impl ResponseHeaders) {
         if self.no_store {
             headers.set("cache-control", Cow::Borrowed("no-store"));
+        }
+        if let Some(challenge) = self.bearer_challenge
+            && headers.status() == Some(401)
+            && !headers.contains("www-authenticate")
+        {
+            headers.set("www-authenticate", Cow::Borrowed(challenge));
         }
         for cookie in self.take_cookies() {
             headers.append("set-cookie", cookie);
@@ -184,6 +208,7 @@ impl std::fmt::Debug for Finish {
             )
             .field("no_store", &self.no_store)
             .field("security", &self.security)
+            .field("bearer_challenge", &self.bearer_challenge)
             .finish()
     }
 }
@@ -1483,6 +1508,11 @@ impl RequestAuth {
                 device_cookie: None,
                 no_store: true,
                 security: self.auth.security_headers().clone(),
+                bearer_challenge: Some(if slot.loaded && slot.session.is_none() {
+                    BEARER_REFUSED
+                } else {
+                    "Bearer"
+                }),
             };
         }
         let set_cookie = match (slot.action, &slot.session) {
@@ -1503,6 +1533,7 @@ impl RequestAuth {
                 .as_ref()
                 .map(|d| cookies.device_cookie(d, self.authenticator().device_trust())),
             security: self.auth.security_headers().clone(),
+            bearer_challenge: None,
         }
     }
 
@@ -1525,7 +1556,7 @@ impl RequestAuth {
         if reply.status == 401 {
             reply.headers.push((
                 "www-authenticate",
-                std::borrow::Cow::Borrowed(r#"Bearer error="invalid_token""#),
+                std::borrow::Cow::Borrowed(BEARER_REFUSED),
             ));
         }
         reply

@@ -459,6 +459,8 @@ mod doc {
         responses(
             (status = 204, description = "Logged out (also without a session); with a bearer token, its sign-in (refresh token and access tokens) ends",
                 headers(("Set-Cookie" = String, description = "Removes `__Host-session`"))),
+            (status = 401, description = "A bearer request whose token is refused (malformed, expired, revoked)", body = ErrorBody,
+                headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))),
             (status = 403, response = CrossOrigin),
             (status = 503, response = Busy),
         )

@@ -574,6 +574,7 @@ macro_rules! conformance_suite {
             account_changes_revoke_token_families,
             a_bearer_request_is_decided_by_its_token_alone,
             forged_tampered_and_expired_tokens_are_refused,
+            every_bearer_401_carries_a_challenge,
             the_jwks_publishes_public_keys_through_a_rotation,
             an_idle_family_expires,
         );

@@ -100,6 +100,49 @@ fn refused(r: &TestResponse) {
     );
 }
 
+/// Every 401 of a bearer request carries a `WWW-Authenticate` challenge
+/// (RFC 9110 15.5.2, RFC 6750 3), whether a guard or the handler answered
+/// it: `invalid_token` for a refused token, a plain `Bearer` for a valid
+/// token whose request failed otherwise (a wrong current password).
+pub async fn every_bearer_401_carries_a_challenge<F: HarnessFactory>() {
+    let app = app::<F>();
+    let t = signed_in(&app, "alice").await;
+    let bearer = |token: &str| format!("Bearer {token}");
+    let r = app
+        .send(TestApp::req("POST", "/api/logout").header("authorization", &bearer("not-a-token")))
+        .await;
+    refused(&r);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    let r = app
+        .send(
+            TestApp::req("POST", "/api/password")
+                .header("authorization", &bearer(&t.access))
+                .json(json!({
+                    "current_password": "not the password at all",
+                    "new_password": "a brand new passphrase 2",
+                })),
+        )
+        .await;
+    refused(&r);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    // A cookie request's 401 carries none.
+    let r = app
+        .post_json(
+            "/api/password",
+            json!({
+                "current_password": "not the password at all",
+                "new_password": "a brand new passphrase 2",
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), None);
+}
+
 /// A sign-in for tokens answers an access token that every route takes
 /// as `Authorization: Bearer`, with the claims of the issue (ASVS 9.2).
 pub async fn a_token_sign_in_answers_tokens_every_route_takes<F: HarnessFactory>() {
