@@ -153,7 +153,9 @@ pub struct AuthService<S> {
 /// A core [`Reply`] as an axum response.
 pub fn reply(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, reply.body).into_response();
+    // The body as bytes: a `String` would add `Content-Type: text/plain`
+    // to a redirect or a 204 (the reply's own headers say the type).
+    let mut response = (status, axum::body::Body::from(reply.body)).into_response();
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
         // An app may build a `Reply` too: a name in capitals is taken, an

@@ -318,6 +318,27 @@ fn an_app_built_reply_with_odd_header_names_never_panics() {
     assert!(response.headers().keys().all(|name| name != "bad name"));
 }
 
+/// A reply's type is the one its headers say: a redirect or an empty
+/// answer gets no `Content-Type` (axum's `String` body would add
+/// `text/plain`), JSON keeps `application/json`.
+#[test]
+fn a_reply_without_a_type_gets_none() {
+    let redirect = auth_axum::reply(auth_core::web::Reply::redirect("/login".to_owned()));
+    assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
+    assert_eq!(redirect.headers().get(header::CONTENT_TYPE), None);
+    let empty = auth_axum::reply(auth_core::web::Reply {
+        status: 204,
+        headers: Vec::new(),
+        body: String::new(),
+    });
+    assert_eq!(empty.headers().get(header::CONTENT_TYPE), None);
+    let json = auth_axum::reply(auth_core::web::Reply::json(200, "{}".to_owned()));
+    assert_eq!(
+        json.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        Some(&b"application/json"[..])
+    );
+}
+
 /// Under `Router::nest`, a refused browser is sent to the login page with
 /// the whole path it asked for, prefix included.
 #[tokio::test]
