@@ -365,10 +365,23 @@ fn overwrite(response: &mut Response<'_>, reply: Reply) {
     fill(response, reply);
 }
 
-/// Writes `reply`'s status, headers and body into `response`.
+/// Writes `reply`'s status, headers and body into `response`. An app may
+/// build a `Reply` too: a header Rocket could not write (its name not an
+/// HTTP token, its value with a control character) is logged and left
+/// out, as in the other adapters; written, it would cost the whole
+/// response (Rocket refuses it when it sends).
 fn fill(response: &mut Response<'_>, reply: Reply) {
     response.set_status(status(reply.status));
     for (name, value) in reply.headers {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let text = |b: u8| b == b'\t' || (b >= 0x20 && b != 0x7f);
+        if name.is_empty() || !name.bytes().all(token) || !value.bytes().all(text) {
+            tracing::error!(
+                header = %name.escape_debug(),
+                "auth-rocket: a reply header that is not valid HTTP was left out"
+            );
+            continue;
+        }
         response.set_raw_header(name, value);
     }
     let body = reply.body.into_bytes();

@@ -520,3 +520,38 @@ async fn a_refused_json_body_holds_no_secret() {
         assert!(!said.contains("hunter2"));
     }
 }
+
+/// What an app's own `Reply` held, odd headers included.
+#[get("/odd")]
+fn odd_reply() -> auth_rocket::ReplyResponder {
+    auth_rocket::reply(auth_core::web::Reply {
+        status: 200,
+        headers: vec![
+            ("X-App", "1".into()),
+            ("bad name", "x".into()),
+            ("x-split", "a\r\nx-injected: 1".into()),
+        ],
+        body: "answered".to_owned(),
+    })
+}
+
+/// An app-built reply with a header Rocket cannot write still answers:
+/// the odd headers are left out (as in axum and actix), never the whole
+/// response.
+#[rocket::async_test]
+async fn an_app_built_reply_with_odd_headers_still_answers() {
+    let config = rocket::Config {
+        log_level: rocket::config::LogLevel::Off,
+        ..rocket::Config::default()
+    };
+    let client = Client::untracked(rocket::custom(config).mount("/", routes![odd_reply]))
+        .await
+        .unwrap();
+    let r = client.get("/odd").dispatch().await;
+    assert_eq!(r.status(), Status::Ok);
+    assert_eq!(r.headers().get_one("x-app"), Some("1"));
+    assert_eq!(r.headers().get_one("x-split"), None);
+    assert_eq!(r.headers().get_one("x-injected"), None);
+    assert!(r.headers().iter().all(|h| h.name() != "bad name"));
+    assert_eq!(r.into_string().await.as_deref(), Some("answered"));
+}
