@@ -334,7 +334,9 @@ fn a_reply_without_a_type_gets_none() {
     assert_eq!(empty.headers().get(header::CONTENT_TYPE), None);
     let json = auth_axum::reply(auth_core::web::Reply::json(200, "{}".to_owned()));
     assert_eq!(
-        json.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        json.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
         Some(&b"application/json"[..])
     );
 }

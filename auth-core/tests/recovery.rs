@@ -881,6 +881,60 @@ async fn a_confirmed_new_address_voids_links_sent_to_the_old_one() {
     );
 }
 
+/// A reset or sign-in link mailed to the old address stays void after a
+/// new address is confirmed even when its token is back in the store
+/// afterwards (a reset whose new password was refused puts its token
+/// back, and may do so after the confirmation deleted the links; a link
+/// issued while the confirmation ran is stored after it): the link is
+/// bound to the address it went to.
+#[tokio::test]
+async fn a_link_back_in_the_store_after_an_address_change_stays_void() {
+    use auth_core::TokenStore;
+    use auth_core::single_use::{Purpose, SingleUseToken};
+    let store = Arc::new(MemoryTokenStore::new());
+    let h = harness_with_tokens(None, store.clone());
+    let address = h.user_with_address("alice").await;
+    let reset = h.reset_token("alice", &address).await;
+    h.auth.request_magic_link("alice", &client()).await.unwrap();
+    let magic = token_of(&h.mail(&address).await.body);
+    let mut held = Vec::new();
+    for (token, purpose) in [
+        (&reset, Purpose::PasswordReset),
+        (&magic, Purpose::MagicLink),
+    ] {
+        let key = SingleUseToken::parse(token).unwrap().key();
+        let record = store
+            .peek(&key, purpose, h.clock_now())
+            .await
+            .unwrap()
+            .unwrap();
+        held.push((key, record));
+    }
+    let mut session = h.session("alice").await;
+    h.change_email(&mut session, "alice-new@mail.test").await;
+    let link = token_of(&h.mail("alice-new@mail.test").await.body);
+    h.auth.verify_email(&link, &client()).await.unwrap();
+    for (key, record) in &held {
+        store.insert(key, record).await.unwrap();
+    }
+    assert!(matches!(
+        h.auth
+            .reset_password(&reset, &Password::from(NEW_PASSWORD), &client())
+            .await,
+        Err(AuthError::InvalidToken)
+    ));
+    assert!(matches!(
+        h.auth.finish_magic_link(&magic, &client(), None).await,
+        Err(AuthError::InvalidToken)
+    ));
+    // A link to the new address works.
+    let fresh = h.reset_token("alice", "alice-new@mail.test").await;
+    h.auth
+        .reset_password(&fresh, &Password::from(NEW_PASSWORD), &client())
+        .await
+        .unwrap();
+}
+
 /// Login names may contain `@`: one registered as somebody else's
 /// verified address does not take that person's recovery mail.
 #[tokio::test]

@@ -162,6 +162,21 @@ fn reset_binding(password_hash: &str) -> String {
     Base64UrlUnpadded::encode_string(&digest.finalize())
 }
 
+/// What a reset or sign-in link is bound to: the password (a change voids
+/// it) and the address it was mailed to, so a newly confirmed address
+/// voids every link mailed to the old one, also one that a put-back (a
+/// refused new password returns the reset token) or an issue racing the
+/// confirmation brought back after the confirmation deleted the links.
+/// A digest: the token store keeps no address of these.
+fn link_binding(password_hash: &str, address: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"auth-core link binding v1\0");
+    digest.update(password_hash.as_bytes());
+    digest.update(b"\0");
+    digest.update(address.as_bytes());
+    Base64UrlUnpadded::encode_string(&digest.finalize())
+}
+
 /// What a verification token is bound to: the password (as for a reset)
 /// and the address it was sent to.
 fn address_binding(password_hash: &str, address: &str) -> String {
@@ -750,7 +765,11 @@ impl Authenticator {
         let tokens = &self.inner.tokens;
         tokens.delete_for_user(user.id(), purpose).await?;
         let token = self
-            .issue_token(user.id(), purpose, &reset_binding(user.password_hash()))
+            .issue_token(
+                user.id(),
+                purpose,
+                &link_binding(user.password_hash(), &address),
+            )
             .await?;
         let minutes = purpose.lifetime().as_secs() / 60;
         let app = self.app_label();
@@ -823,8 +842,7 @@ impl Authenticator {
         let Some((record, user)) = self.peek_link(token, Purpose::MagicLink).await? else {
             return Ok(None);
         };
-        let current = reset_binding(user.password_hash());
-        if !bool::from(current.as_bytes().ct_eq(record.binding.as_bytes())) {
+        if !self.link_holds(&user, &record).await? {
             return Ok(None);
         }
         Ok(Some(user.login().to_owned()))
@@ -906,11 +924,7 @@ impl Authenticator {
             _ => return Err(refuse(Some(&record.user_id))),
         };
         let hash = user.password_hash().to_owned();
-        if !bool::from(
-            reset_binding(&hash)
-                .as_bytes()
-                .ct_eq(record.binding.as_bytes()),
-        ) {
+        if !self.link_holds(&user, &record).await? {
             return Err(refuse(Some(user.id())));
         }
         if let Some(other) = occupant
@@ -971,6 +985,19 @@ impl Authenticator {
             Ok(name) => Ok(self.inner.users.find_by_login(&name).await?),
             Err(_) => Ok(None),
         }
+    }
+
+    /// Whether a reset or sign-in link's `record` still holds for `user`:
+    /// bound to the current password and the current verified address
+    /// (compared in constant time).
+    async fn link_holds(&self, user: &AnyUser, record: &TokenRecord) -> Result<bool, AuthError> {
+        let Some(address) = self.verified_address(user).await? else {
+            return Ok(false);
+        };
+        let current = link_binding(user.password_hash(), &address);
+        Ok(bool::from(
+            current.as_bytes().ct_eq(record.binding.as_bytes()),
+        ))
     }
 
     /// Where recovery mail for `user` may go: the app's own address, else
@@ -1035,9 +1062,9 @@ impl Authenticator {
             Some(user) if !user.is_disabled() => user,
             _ => return Err(refuse(Some(&record.user_id))),
         };
-        let current = reset_binding(user.password_hash());
-        if !bool::from(current.as_bytes().ct_eq(record.binding.as_bytes())) {
-            // The password changed since the link was sent.
+        if !self.link_holds(&user, &record).await? {
+            // The password changed since the link was sent, or the address
+            // it went to is no longer the account's.
             return Err(refuse(Some(user.id())));
         }
         let hash = match passwords
