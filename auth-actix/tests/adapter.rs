@@ -227,3 +227,80 @@ async fn rejections_do_not_debug_print_internal_sources() {
         assert!(debug.contains(&status), "{debug}");
     }
 }
+
+/// The recent-login guard refuses a login older than the window (10
+/// minutes) with 403, and passes a fresh one: it is wired to its own check,
+/// not the plain login's.
+#[actix_web::test]
+async fn the_recent_login_guard_refuses_a_stale_login() {
+    use auth_core::clock::ManualClock;
+    let clock = ManualClock::starting_now();
+    let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
+    let auth = Auth::builder(MemoryUserStore::new())
+        .clock(std::sync::Arc::new(clock.clone()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(hasher)
+                .build()
+                .expect("passwords"),
+        )
+        .build()
+        .expect("auth");
+    let password = auth_core::password::Password::from("correct horse battery staple");
+    auth.authenticator()
+        .register(
+            "alice",
+            &password,
+            &auth_core::flow::Client::new(peer().ip()),
+        )
+        .await
+        .expect("register");
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/login",
+                web::post().to(|auth: AuthSession| async move {
+                    let password =
+                        auth_core::password::Password::from("correct horse battery staple");
+                    match auth.login("alice", &password).await {
+                        Ok(_) => HttpResponse::Ok().finish(),
+                        Err(_) => HttpResponse::Unauthorized().finish(),
+                    }
+                }),
+            )
+            .service(
+                web::resource("/recent")
+                    .wrap(from_fn(auth_actix::require_recent_login))
+                    .route(web::get().to(|| async { "recent" })),
+            )
+            .wrap(AuthMiddleware::new(auth)),
+    )
+    .await;
+    let login = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr(peer())
+            .to_request(),
+    )
+    .await;
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let recent = || {
+        test::TestRequest::get()
+            .uri("/recent")
+            .peer_addr(peer())
+            .insert_header(("cookie", cookie.clone()))
+            .to_request()
+    };
+    assert_eq!(test::call_service(&app, recent()).await.status(), 200);
+    clock.advance(std::time::Duration::from_secs(11 * 60));
+    assert_eq!(test::call_service(&app, recent()).await.status(), 403);
+}

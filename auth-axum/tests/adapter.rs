@@ -392,3 +392,68 @@ fn rejections_do_not_debug_print_internal_sources() {
         assert!(debug.contains(&status), "{debug}");
     }
 }
+
+/// The recent-login guard, as a layer and as a `from_fn` guard, refuses a
+/// login older than the window (10 minutes) with 403 and passes a fresh
+/// one: it is wired to its own check, not the plain login's.
+#[tokio::test]
+async fn the_recent_login_guard_refuses_a_stale_login() {
+    use auth_core::clock::ManualClock;
+    let clock = ManualClock::starting_now();
+    let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
+    let auth = Auth::builder(MemoryUserStore::new())
+        .clock(Arc::new(clock.clone()))
+        .passwords(
+            PasswordService::builder()
+                .hasher(hasher)
+                .build()
+                .expect("passwords"),
+        )
+        .build()
+        .expect("auth");
+    auth.authenticator()
+        .register(
+            "alice",
+            &Password::from(PASSWORD),
+            &Client::new([192, 0, 2, 1].into()),
+        )
+        .await
+        .expect("register");
+    let app = Router::new()
+        .route("/layer", get(who).route_layer(RequireLayer::recent_login()))
+        .route(
+            "/from-fn",
+            get(who).route_layer(from_fn(auth_axum::require_recent_login)),
+        )
+        .route("/login", post(login))
+        .layer(AuthLayer::new(auth))
+        .layer(peer());
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/login")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("__Host-session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    for path in ["/layer", "/from-fn"] {
+        let (status, _, _) = send(&app, get_request(path, "application/json", Some(&cookie))).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    clock.advance(std::time::Duration::from_secs(11 * 60));
+    for path in ["/layer", "/from-fn"] {
+        let (status, _, _) = send(&app, get_request(path, "application/json", Some(&cookie))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+}
