@@ -265,13 +265,36 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Json<T
             )));
         }
         let body = web::Json::<T>::from_request(request, payload);
-        Box::pin(async move { body.await.map(|web::Json(body)| Json(body)) })
+        Box::pin(async move {
+            body.await
+                .map(|web::Json(body)| Json(body))
+                .map_err(unprocessable)
+        })
+    }
+}
+
+/// A body that parsed but does not fit the type (a wrong type, a missing
+/// field) is 422, as axum's `Json` and `Form` (and the Rocket demo)
+/// answer; actix-web answers 400 for every deserialization error.
+fn unprocessable(error: Error) -> Error {
+    use actix_web::error::{JsonPayloadError, UrlencodedError};
+    let misfit = match error.as_error::<JsonPayloadError>() {
+        Some(JsonPayloadError::Deserialize(e)) => e.is_data(),
+        _ => matches!(
+            error.as_error::<UrlencodedError>(),
+            Some(UrlencodedError::Parse(_))
+        ),
+    };
+    if misfit {
+        actix_web::error::ErrorUnprocessableEntity("the body does not fit")
+    } else {
+        error
     }
 }
 
 fn form_body<T>(body: Result<web::Form<T>, Error>) -> Body<T> {
     body.map(web::Form::into_inner)
-        .map_err(|e| Rejected(e.as_response_error().status_code().as_u16()))
+        .map_err(|e| Rejected(unprocessable(e).as_response_error().status_code().as_u16()))
 }
 
 async fn register(auth: AuthSession, body: Result<Json<Credentials>, Error>) -> HttpResponse {
