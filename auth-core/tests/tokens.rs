@@ -625,12 +625,15 @@ async fn a_raised_epoch_ends_the_family_at_refresh() {
 }
 
 /// A refresh store that stops answering `is_live` (a stalled network)
-/// once told to, records the sealed successors it is given, and can store
-/// families as an older version did.
+/// once told to, records the sealed successors it is given, can store
+/// families as an older version did, and can lose `rotate`'s answer.
 #[derive(Debug, Default)]
 struct Stalling {
     inner: MemoryRefreshStore,
     stalled: std::sync::atomic::AtomicBool,
+    /// `rotate` rotates, then answers an error (its answer lost to a
+    /// timeout, a commit whose reply never came).
+    lost: std::sync::atomic::AtomicBool,
     /// Every sealed successor it was given to keep.
     sealed: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Stores families as a version before epoch stamps did (the stamp
@@ -662,9 +665,16 @@ impl auth_core::token::refresh::RefreshStore for Stalling {
     ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
     {
         self.sealed.lock().unwrap().push(sealed_successor.to_vec());
-        self.inner
+        let rotation = self
+            .inner
             .rotate(presented, next, sealed_successor, now, grace)
-            .await
+            .await?;
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::token::refresh::RefreshStoreError::backend(
+                std::io::Error::from(std::io::ErrorKind::TimedOut),
+            ));
+        }
+        Ok(rotation)
     }
     async fn revoke_by_token(
         &self,
@@ -1101,77 +1111,6 @@ async fn a_refresh_that_fails_after_its_rotation_is_no_theft() {
     assert!(flows.verify_bearer(&pair.access_token).await.is_err());
 }
 
-/// A refresh token store whose `rotate` answers an error after it has
-/// rotated, while `lost` is set: the answer lost to a timeout, or a commit
-/// whose reply never came.
-#[derive(Debug, Default)]
-struct LostAnswer {
-    inner: MemoryRefreshStore,
-    lost: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl auth_core::token::refresh::RefreshStore for LostAnswer {
-    async fn create(
-        &self,
-        family: &auth_core::token::refresh::Family,
-        first: auth_core::token::refresh::RefreshKey,
-    ) -> Result<(), auth_core::token::refresh::RefreshStoreError> {
-        self.inner.create(family, first).await
-    }
-    async fn rotate(
-        &self,
-        presented: auth_core::token::refresh::RefreshKey,
-        next: auth_core::token::refresh::RefreshKey,
-        sealed: &[u8],
-        now: auth_core::clock::Timestamp,
-        grace: Option<Duration>,
-    ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
-    {
-        let rotation = self
-            .inner
-            .rotate(presented, next, sealed, now, grace)
-            .await?;
-        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(auth_core::token::refresh::RefreshStoreError::backend(
-                std::io::Error::from(std::io::ErrorKind::TimedOut),
-            ));
-        }
-        Ok(rotation)
-    }
-    async fn revoke_by_token(
-        &self,
-        token: auth_core::token::refresh::RefreshKey,
-    ) -> Result<Option<(String, String)>, auth_core::token::refresh::RefreshStoreError> {
-        self.inner.revoke_by_token(token).await
-    }
-    async fn revoke_family(
-        &self,
-        family_id: &str,
-    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
-        self.inner.revoke_family(family_id).await
-    }
-    async fn revoke_user(
-        &self,
-        user_id: &str,
-    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
-        self.inner.revoke_user(user_id).await
-    }
-    async fn is_live(
-        &self,
-        family_id: &str,
-        now: auth_core::clock::Timestamp,
-    ) -> Result<bool, auth_core::token::refresh::RefreshStoreError> {
-        self.inner.is_live(family_id, now).await
-    }
-    async fn purge(
-        &self,
-        now: auth_core::clock::Timestamp,
-    ) -> Result<u64, auth_core::token::refresh::RefreshStoreError> {
-        self.inner.purge(now).await
-    }
-}
-
 /// A rotation the store made but whose answer was lost (so the client
 /// never got the successor) is no theft either: the retry with the same
 /// token is an unknown token, with no reuse alarm, and the sign-in ends.
@@ -1179,7 +1118,7 @@ impl auth_core::token::refresh::RefreshStore for LostAnswer {
 #[tokio::test]
 async fn a_rotation_whose_answer_was_lost_is_no_theft() {
     for grace in [false, true] {
-        let store = Arc::new(LostAnswer::default());
+        let store = Arc::new(Stalling::default());
         let mut tokens = config();
         if grace {
             tokens = tokens.reuse_grace(Duration::from_secs(10));

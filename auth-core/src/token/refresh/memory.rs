@@ -204,15 +204,7 @@ impl Inner {
         if self.families.len() < capacity {
             return;
         }
-        let dead: Vec<Arc<str>> = self
-            .families
-            .iter()
-            .filter(|(_, entry)| !entry.family.is_live_at(now))
-            .map(|(id, _)| Arc::clone(id))
-            .collect();
-        for id in &dead {
-            self.remove(id);
-        }
+        self.purge(now);
         if self.families.len() < capacity {
             return;
         }
@@ -226,6 +218,20 @@ impl Inner {
         for (_, id) in by_use.iter().take(excess.max(capacity / 10)) {
             self.remove(id);
         }
+    }
+
+    /// Forgets the families dead at `now`; returns how many.
+    fn purge(&mut self, now: Timestamp) -> usize {
+        let dead: Vec<Arc<str>> = self
+            .families
+            .iter()
+            .filter(|(_, entry)| !entry.family.is_live_at(now))
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for id in &dead {
+            self.remove(id);
+        }
+        dead.len()
     }
 
     /// Forgets a family.
@@ -338,17 +344,7 @@ impl RefreshStore for MemoryRefreshStore {
     }
 
     async fn purge(&self, now: Timestamp) -> Result<u64, RefreshStoreError> {
-        let mut inner = self.lock();
-        let dead: Vec<Arc<str>> = inner
-            .families
-            .iter()
-            .filter(|(_, entry)| !entry.family.is_live_at(now))
-            .map(|(id, _)| Arc::clone(id))
-            .collect();
-        for id in &dead {
-            inner.remove(id);
-        }
-        Ok(dead.len() as u64)
+        Ok(self.lock().purge(now) as u64)
     }
 }
 
@@ -470,6 +466,7 @@ mod tests {
         let fifth = RefreshToken::generate().unwrap();
         let mut f = family(&fifth, "user-4");
         f.created_at = T0.saturating_add(Duration::from_secs(5));
+        f.last_used_at = f.created_at;
         store.create(&f, fifth.key()).await.unwrap();
         let live = |token: &RefreshToken| {
             store
