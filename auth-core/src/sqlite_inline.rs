@@ -369,7 +369,9 @@ pub(crate) struct InlineReader {
 /// the file while the probe is open (test:
 /// `the_wal_index_header_answers_until_a_commit`). The `-shm` file
 /// is opened after the probe connection has read: while the probe holds
-/// it mapped, SQLite neither deletes nor truncates it.
+/// it mapped, SQLite neither deletes nor truncates it. Its descriptor is
+/// never closed ([`wal_index`]): closing any descriptor of a file drops
+/// every `fcntl` lock the process holds on it, SQLite's own included.
 #[cfg(feature = "sqlite")]
 #[derive(Debug, Default)]
 struct Probe {
@@ -379,13 +381,64 @@ struct Probe {
     connection: Option<Connection>,
     /// How many probe connections were opened before this one.
     opened: u64,
-    /// The file's WAL index (`-shm`), opened once the probe connection
-    /// has read (so it is the one SQLite maps); `None` with the
-    /// connection.
-    index: Option<std::fs::File>,
+    /// The file's WAL index (`-shm`), looked up once the probe connection
+    /// has read (so it is the one SQLite maps; see [`wal_index`]); `None`
+    /// with the connection.
+    index: Option<&'static std::fs::File>,
     /// The WAL index header read just before the last pragma, and the
     /// version that pragma answered.
     last: Option<(WalHeader, u64)>,
+}
+
+/// Descriptors of the WAL index files this process opened for [`Probe`],
+/// by file: never closed. POSIX `fcntl` locks belong to the process, and
+/// closing any descriptor of a file releases every lock the process
+/// holds on it, SQLite's own on `-shm` included (its "in use" lock, read
+/// marks, the write lock: another process could then take the file for
+/// unused and truncate it, or write beside our writer; "How To Corrupt An
+/// SQLite Database File", 2.2). So a descriptor opened here lives as long
+/// as the process (leaked on purpose), and is reused for the same file.
+#[cfg(all(feature = "sqlite", unix))]
+static WAL_INDEXES: Mutex<Vec<(FileId, &'static std::fs::File)>> = Mutex::new(Vec::new());
+
+/// How many WAL index files [`WAL_INDEXES`] keeps open at most (one per
+/// `-shm` file met while the process ran: a file made again after every
+/// connection to it closed is another); past that, probes ask the
+/// pragma.
+#[cfg(all(feature = "sqlite", unix))]
+const MAX_WAL_INDEXES: usize = 64;
+
+/// The WAL index (`-shm` file) of the database at `database`, opened once
+/// per process and never closed (see [`WAL_INDEXES`]). `None` when there
+/// is none, or it could not be opened.
+#[cfg(all(feature = "sqlite", unix))]
+fn wal_index(database: &Path) -> Option<&'static std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let mut path = database.as_os_str().to_owned();
+    path.push("-shm");
+    let path = PathBuf::from(path);
+    let id = file_id(&path)?;
+    let mut open = WAL_INDEXES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, file)) = open.iter().find(|(known, _)| *known == id) {
+        return Some(file);
+    }
+    if open.len() >= MAX_WAL_INDEXES {
+        return None;
+    }
+    let file: &'static std::fs::File = Box::leak(Box::new(std::fs::File::open(&path).ok()?));
+    let metadata = file.metadata().ok()?;
+    let opened = (metadata.dev(), metadata.ino());
+    open.push((opened, file));
+    // Made again between the look and the open: kept, not used.
+    (opened == id).then_some(file)
+}
+
+/// Without `pread`, every probe asks the pragma.
+#[cfg(all(feature = "sqlite", not(unix)))]
+fn wal_index(_database: &Path) -> Option<&'static std::fs::File> {
+    None
 }
 
 /// A WAL index header, both of its copies (96 bytes from the start of the
@@ -600,7 +653,7 @@ impl InlineReader {
         self.pragmas.fetch_add(1, Ordering::Relaxed);
         // Read before the pragma: the answer is at least as new as the
         // header it is filed under.
-        let header = probe.index.as_ref().and_then(wal_header);
+        let header = probe.index.and_then(wal_header);
         let answer = probe.connection.as_ref().and_then(|connection| {
             connection
                 .prepare_cached("PRAGMA data_version")
@@ -611,9 +664,7 @@ impl InlineReader {
             Some(version) if version < 1 << 40 => {
                 let version = (probe.opened << 40) | version;
                 if probe.index.is_none() {
-                    let mut index = self.path.clone().into_os_string();
-                    index.push("-shm");
-                    probe.index = std::fs::File::open(index).ok();
+                    probe.index = wal_index(&self.path);
                 }
                 probe.last = header.map(|header| (header, version));
                 Some(version)
@@ -1174,7 +1225,8 @@ mod tests {
     /// connection (here one of this process that no store knows of, so
     /// only the header can tell) is seen by the next cached read. A
     /// connection that would keep its WAL index out of `-shm` cannot open
-    /// the file while the reader is open.
+    /// the file while the probe is open.
+    #[cfg(unix)]
     #[test]
     fn the_wal_index_header_answers_until_a_commit() {
         let dir = scratch("header");
@@ -1225,24 +1277,30 @@ mod tests {
 
         // A connection that asks for an exclusive lock before its first
         // read (its WAL index would be in its heap, its commits invisible
-        // in `-shm`) cannot open the file at all.
+        // in `-shm`) cannot open the file while the probe is open, also
+        // when no other connection is: the probe's own shared lock keeps
+        // it out.
+        drop(c);
+        reader.idle.lock().unwrap().clear();
         let exclusive = Connection::open(&file).unwrap();
         exclusive.busy_timeout(Duration::ZERO).unwrap();
         exclusive
             .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))
             .unwrap();
         let write = exclusive.execute("UPDATE t SET v = 6", []);
-        let committed: i64 = c
-            .query_row("SELECT v FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(cached(), committed, "never a stale answer");
-        assert!(write.is_err(), "refused while the reader is open");
-        drop((c, exclusive));
+        assert!(write.is_err(), "refused while the probe is open");
+        drop(exclusive);
+        assert_eq!(cached(), 5, "never a stale answer");
+        // The index's descriptor is the process's one for the file, kept
+        // open (closing it would drop SQLite's locks on it).
+        let index = reader.probe.lock().unwrap().index.unwrap();
+        assert!(std::ptr::eq(index, wal_index(&file).unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Only a whole header of the format this code knows is compared; a
     /// torn, uninitialised or unknown one asks SQLite.
+    #[cfg(unix)]
     #[test]
     fn only_a_whole_known_header_is_trusted() {
         let dir = scratch("torn");
