@@ -19,7 +19,8 @@
 //! hangs a request: 1 s to connect, 500 ms per response (the redis crate's
 //! defaults for the connection manager, set explicitly for the cluster),
 //! one connection attempt per reconnection of a single node (a command
-//! waits for at most one),
+//! waits for at most one, and one more when the first was refused and it
+//! is sent again),
 //! and for the cluster at most 2 s per request including redirections and
 //! retries (2 retries, at most 200 ms apart).
 //!

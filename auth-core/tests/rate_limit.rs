@@ -1029,8 +1029,8 @@ mod redis {
             "{after:?}"
         );
         // And at once, not after a back-off of reconnection attempts: each
-        // check while Redis stays away waits for at most one attempt
-        // (refused here, so a moment). The redis crate's default (six
+        // check while Redis stays away waits for at most two attempts (a
+        // refused command is sent once more; refused here, so a moment). The redis crate's default (six
         // retries from 100 ms, doubling) held each for 6 s and more. A
         // hang detector, far above one attempt and below the default.
         for _ in 0..3 {

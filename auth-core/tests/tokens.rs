@@ -634,6 +634,8 @@ struct Stalling {
     /// `rotate` rotates, then answers an error (its answer lost to a
     /// timeout, a commit whose reply never came).
     lost: std::sync::atomic::AtomicBool,
+    /// `rotate` answers a refused connection without rotating.
+    refused: std::sync::atomic::AtomicBool,
     /// Every sealed successor it was given to keep.
     sealed: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Stores families as a version before epoch stamps did (the stamp
@@ -664,6 +666,11 @@ impl auth_core::token::refresh::RefreshStore for Stalling {
         grace: Option<Duration>,
     ) -> Result<auth_core::token::refresh::Rotation, auth_core::token::refresh::RefreshStoreError>
     {
+        if self.refused.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(auth_core::token::refresh::RefreshStoreError::backend(
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ));
+        }
         self.sealed.lock().unwrap().push(sealed_successor.to_vec());
         let rotation = self
             .inner
@@ -1140,6 +1147,33 @@ async fn a_rotation_whose_answer_was_lost_is_no_theft() {
             assert!(h.auth.verify_bearer(&pair.access_token).await.is_err());
         }
     }
+}
+
+/// A refresh whose call never reached the store (the connection refused)
+/// changed nothing: the sign-in stays, and the client's retry rotates.
+#[tokio::test]
+async fn a_rotation_that_never_reached_the_store_ends_nothing() {
+    let store = Arc::new(Stalling::default());
+    let h = harness_on(config().build().unwrap(), store.clone());
+    let (_, pair) = signed_in(&h, "alice").await;
+    store
+        .refused
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        h.auth.refresh_tokens(&pair.refresh_token, &client()).await,
+        Err(AuthError::Unavailable(_))
+    ));
+    store
+        .refused
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(h.auth.verify_bearer(&pair.access_token).await.is_ok());
+    assert!(
+        h.auth
+            .refresh_tokens(&pair.refresh_token, &client())
+            .await
+            .is_ok()
+    );
+    assert_eq!(h.events.count(AuthEventKind::RefreshTokenReused), 0);
 }
 
 /// An access token given to revocation (RFC 7009 allows either token)

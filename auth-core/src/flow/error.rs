@@ -273,6 +273,50 @@ impl AuthError {
     }
 }
 
+/// Whether a store call that failed with `error` may still have been
+/// applied: its answer was lost, not its request (a timeout, a connection
+/// that dropped once the request was out, a database connection lost
+/// during the statement). A refused connection, a pool that gave none, a
+/// database's own refusal (a constraint, `SQLITE_BUSY`): not applied.
+#[cfg(feature = "jwt")]
+pub(crate) fn may_have_applied(error: &(dyn std::error::Error + 'static)) -> bool {
+    let lost = |io: &std::io::Error| {
+        !matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::AddrNotAvailable
+        )
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            return match error {
+                sqlx::Error::Io(io) => lost(io),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08")),
+                _ => false,
+            };
+        }
+        #[cfg(feature = "redis")]
+        if let Some(error) = error.downcast_ref::<redis::RedisError>() {
+            return !error.is_connection_refusal()
+                && (error.is_timeout() || error.is_connection_dropped() || error.is_io_error());
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return lost(io);
+        }
+        if error.is::<tokio::time::error::Elapsed>()
+            || error.is::<crate::deadline::DeadlinePassed>()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn sqlx_unavailable(error: &sqlx::Error) -> Option<&'static str> {
     match error {

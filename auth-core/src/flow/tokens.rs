@@ -301,9 +301,13 @@ impl Authenticator {
                 // The store may have rotated before it failed (a reply
                 // lost to a timeout, a commit whose answer never came):
                 // the client never gets the successor, so its retry must
-                // not read as theft either.
-                self.after_a_lost_successor(service, &presented.key().family_id(), grace)
-                    .await;
+                // not read as theft either. A call that never reached the
+                // store (refused, no connection to be had) changed
+                // nothing: the client's retry rotates as usual.
+                if super::error::may_have_applied(&error) {
+                    self.after_a_lost_successor(service, &presented.key().family_id(), grace)
+                        .await;
+                }
                 return Err(AuthError::internal(error));
             }
         };
