@@ -121,8 +121,10 @@ pub trait ResponseHeaders {
 }
 
 /// The headers the response needs once the handler has run.
-/// `Debug` never shows the cookie (it holds the session ID).
+/// `Debug` never shows the cookie (it holds the session ID). Made by
+/// [`RequestAuth::finish`] only (`non_exhaustive`: a field may be added).
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Finish {
     /// A `Set-Cookie` value (new session ID, or removal).
     pub set_cookie: Option<String>,
