@@ -202,9 +202,10 @@ async fn anonymous_sessions_never_block_a_login() {
     assert_eq!(store.len(), 100);
 }
 
-/// A flood of anonymous sessions from one network ends its own sessions
-/// when the anonymous cap is reached, not other visitors' (an anonymous
-/// session may hold a sign-in under way).
+/// A flood of anonymous sessions from one network (an address, a /64,
+/// the /64s of one /48) ends its own sessions when the anonymous cap is
+/// reached, not other visitors' (an anonymous session may hold a sign-in
+/// under way).
 #[tokio::test]
 async fn a_flood_from_one_network_evicts_its_own_sessions() {
     let clock = ManualClock::starting_now();
@@ -225,13 +226,13 @@ async fn a_flood_from_one_network_evicts_its_own_sessions() {
         kept.push(manager.create(from(ip)).await.unwrap().id().encode());
     }
     clock.advance(Duration::from_secs(60));
-    // Fresher than the visitors', from one address and from addresses of
-    // one /64.
-    for n in 0..200 {
-        let ip = if n % 2 == 0 {
-            "203.0.113.9".to_owned()
-        } else {
-            format!("2001:db8:9:9::{n:x}")
+    // Fresher than the visitors', from one address, from addresses of one
+    // /64 and from /64s of one /48, each its own.
+    for n in 0..300 {
+        let ip = match n % 3 {
+            0 => "203.0.113.9".to_owned(),
+            1 => format!("2001:db8:9:9::{n:x}"),
+            _ => format!("2001:db8:7:{n:x}::1"),
         };
         manager.create(from(&ip)).await.unwrap();
     }

@@ -14,8 +14,8 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 /// beyond its cap, or any new session in a full store, first makes room by
 /// dropping expired records and then anonymous sessions (a tenth of their
 /// cap at a time): first those of the client networks (an IPv4 address,
-/// an IPv6 /64) that hold the most, the soonest to expire first, so a
-/// flood from one network ends its own sessions, not other visitors';
+/// an IPv6 /64 or /48) that hold the most, the soonest to expire first,
+/// so a flood from one network ends its own sessions, not other visitors';
 /// anonymous sessions never block a login. One user holds at most `per_user_capacity` sessions
 /// (default 64) and at most 8 waiting for their second factor: a new one
 /// beyond that ends that user's session of the same kind that expires
@@ -194,22 +194,26 @@ impl Inner {
     }
 
     /// Drops `count` anonymous sessions: those of the client networks
-    /// (an IPv4 address, an IPv6 /64) holding the most go first, the
-    /// soonest to expire first within one network. So a flood of
-    /// anonymous sessions from one network ends its own, not other
-    /// visitors' (a passkey sign-in under way, say).
+    /// holding the most go first (an IPv4 address; for IPv6 the larger of
+    /// its /64's count and its /48's, so a flood spread over the /64s of
+    /// one site counts as one), the soonest to expire first within one
+    /// rank. So a flood of anonymous sessions from one network ends its
+    /// own, not other visitors' (a passkey sign-in under way, say).
     fn evict_anonymous(&mut self, count: usize) {
-        let network = |record: &SessionRecord| {
-            record
-                .ip
-                .as_deref()
-                .and_then(|ip| ip.parse().ok())
-                .map(crate::rate_limit::IpBucket::of)
+        use crate::rate_limit::IpBucket;
+        let networks = |record: &SessionRecord| {
+            let ip: Option<std::net::IpAddr> = record.ip.as_deref().and_then(|ip| ip.parse().ok());
+            [ip.map(IpBucket::of), ip.map(|ip| IpBucket::within(ip, 48))]
         };
         let mut held = HashMap::<_, usize, foldhash::fast::RandomState>::default();
         for key in &self.anonymous {
             if let Some(record) = self.records.get(key) {
-                *held.entry(network(record)).or_default() += 1;
+                let [narrow, wide] = networks(record);
+                *held.entry(narrow).or_default() += 1;
+                // An IPv4 address is its own /48: counted once.
+                if wide != narrow {
+                    *held.entry(wide).or_default() += 1;
+                }
             }
         }
         let mut order: Vec<(std::cmp::Reverse<usize>, Timestamp, SessionKey)> = self
@@ -217,7 +221,11 @@ impl Inner {
             .iter()
             .filter_map(|key| {
                 let record = self.records.get(key)?;
-                let many = held.get(&network(record)).copied().unwrap_or(0);
+                let many = networks(record)
+                    .iter()
+                    .map(|network| held.get(network).copied().unwrap_or(0))
+                    .max()
+                    .unwrap_or(0);
                 Some((std::cmp::Reverse(many), record.expires_at(), *key))
             })
             .collect();
