@@ -55,6 +55,11 @@ impl UserStore for GatedUsers {
 
 /// An `Auth` on memory stores with a cheap hasher, and its user store.
 async fn auth() -> (Auth, Arc<GatedUsers>) {
+    auth_on(Arc::new(auth_core::clock::SystemClock)).await
+}
+
+/// [`auth`] on `clock`.
+async fn auth_on(clock: Arc<dyn auth_core::clock::Clock>) -> (Auth, Arc<GatedUsers>) {
     let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
     let passwords = PasswordService::builder()
         .hasher(hasher)
@@ -65,6 +70,7 @@ async fn auth() -> (Auth, Arc<GatedUsers>) {
         gate: Mutex::new(()),
     });
     let auth = Auth::builder(users.clone())
+        .clock(clock)
         .passwords(passwords)
         .build()
         .expect("auth");
@@ -400,25 +406,7 @@ fn rejections_do_not_debug_print_internal_sources() {
 async fn the_recent_login_guard_refuses_a_stale_login() {
     use auth_core::clock::ManualClock;
     let clock = ManualClock::starting_now();
-    let hasher = PasswordHasher::insecure_for_tests().expect("test hasher");
-    let auth = Auth::builder(MemoryUserStore::new())
-        .clock(Arc::new(clock.clone()))
-        .passwords(
-            PasswordService::builder()
-                .hasher(hasher)
-                .build()
-                .expect("passwords"),
-        )
-        .build()
-        .expect("auth");
-    auth.authenticator()
-        .register(
-            "alice",
-            &Password::from(PASSWORD),
-            &Client::new([192, 0, 2, 1].into()),
-        )
-        .await
-        .expect("register");
+    let (auth, _) = auth_on(Arc::new(clock.clone())).await;
     let app = Router::new()
         .route("/layer", get(who).route_layer(RequireLayer::recent_login()))
         .route(
